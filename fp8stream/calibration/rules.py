@@ -1,0 +1,53 @@
+"""Scale rules: from samples of |activation| to the amax the FP8 range (±448) should cover.
+
+`input_scale = amax / 448`. A scale too small clips (unbounded error: the noise users see), one
+too large only loses small values to subnormals (DESIGN §3), so every rule errs upwards.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fp8stream.calibration.fp8 import E4M3_MAX
+
+RULES = ("max", "percentile", "mse")
+
+
+def amax_max(samples: torch.Tensor) -> float:
+    return float(samples.abs().max())
+
+
+def amax_percentile(samples: torch.Tensor, percentile: float) -> float:
+    flat = samples.abs().flatten().float()
+    k = max(1, min(flat.numel(), int(round(flat.numel() * percentile / 100.0))))
+    return float(flat.kthvalue(k).values)
+
+
+def _fp8_roundtrip(x: torch.Tensor, scale: float) -> torch.Tensor:
+    q = (x / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    return q.float() * scale
+
+
+def amax_mse(samples: torch.Tensor, candidates: int = 48) -> float:
+    """The amax in [max/8, max] whose FP8 round trip of the samples has the least squared error."""
+    x = samples.flatten().float()
+    top = float(x.abs().max())
+    if top == 0.0:
+        return 0.0
+    best, best_err = top, float("inf")
+    for i in range(candidates):
+        amax = top * 2.0 ** (-3.0 * i / (candidates - 1))
+        err = float((_fp8_roundtrip(x, amax / E4M3_MAX) - x).pow(2).sum())
+        if err < best_err:
+            best, best_err = amax, err
+    return best
+
+
+def apply_rule(rule: str, samples: torch.Tensor, percentile: float = 99.99) -> float:
+    if rule == "max":
+        return amax_max(samples)
+    if rule == "percentile":
+        return amax_percentile(samples, percentile)
+    if rule == "mse":
+        return amax_mse(samples)
+    raise ValueError(f"unknown rule {rule!r}")

@@ -1,0 +1,23 @@
+"""The command line: `fp8stream calibrate`, `fp8stream inspect`; one module per command."""
+
+from __future__ import annotations
+
+import click
+
+from fp8stream import __version__
+from fp8stream.commands.calibrate import calibrate
+from fp8stream.commands.common import EXIT_CODES
+from fp8stream.commands.inspect import inspect
+
+
+@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fp8stream")
+def main() -> None:
+    """Give FP8 (float8_e4m3fn) checkpoints usable activation scales (input_scale),
+    streaming one layer at a time with memory near one layer's size.
+
+    Run `fp8stream COMMAND --help` for each command's options."""
+
+
+main.add_command(calibrate)
+main.add_command(inspect)

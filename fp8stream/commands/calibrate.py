@@ -1,0 +1,74 @@
+"""`fp8stream calibrate IN OUT`: write an input_scale for every FP8 linear layer."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from fp8stream.calibration.methods import METHODS, CalibrationSettings, resolve_device
+from fp8stream.calibration.rules import RULES
+from fp8stream.commands.common import EXIT_CODES, run_guarded
+from fp8stream.report import FileReport, render_table
+from fp8stream.rewrite import RewriteOptions, calibrate_file
+
+
+def _emit(report: FileReport, as_json: bool, report_file: str | None) -> None:
+    text = report.to_json() if as_json else render_table(report)
+    if report_file:
+        with open(report_file, "a", encoding="utf-8") as f:
+            f.write(text + "\n")
+    elif as_json:
+        click.echo(text)
+    else:
+        click.echo(text, err=True)
+
+
+@click.command(epilog=EXIT_CODES)
+@click.argument("input_path", metavar="IN", type=click.Path(dir_okay=True, allow_dash=True))
+@click.argument("output_path", metavar="OUT", required=False, type=click.Path(allow_dash=True))
+@click.option("--method", type=click.Choice(sorted(METHODS)), default="simulate", show_default=True,
+              help="Where activation ranges come from. simulate: synthetic inputs through the weights.")
+@click.option("--rule", type=click.Choice(RULES), default="max", show_default=True,
+              help="How samples become a scale: max, percentile (--percentile) or mse search.")
+@click.option("--percentile", type=click.FloatRange(50.0, 100.0), default=99.99, show_default=True,
+              help="Percentile of |activation| for --rule percentile.")
+@click.option("--samples", type=click.IntRange(1, 65536), default=64, show_default=True,
+              help="Synthetic input rows per layer.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed: same seed, input and device give the same bytes.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where calibration maths runs; auto = CUDA when available.")
+@click.option("--overwrite-scales", is_flag=True, help="Replace every existing input scale, real ones too.")
+@click.option("--keep-weight-only", is_flag=True,
+              help="Keep full_precision_matrix_mult on layers that have it (scales added, unused by ComfyUI).")
+@click.option("--force", "-f", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--dry-run", is_flag=True, help="Plan and report; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line per input file instead of the table.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Append the report to FILE.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
+def calibrate(input_path: str, output_path: str | None, method: str, rule: str, percentile: float, samples: int,
+              seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool, force: bool, dry_run: bool,
+              as_json: bool, report_file: str | None, progress: bool | None) -> None:
+    """Calibrate IN and write the result to OUT.
+
+    Every FP8 linear layer in ComfyUI's format (float8_e4m3fn weight, weight_scale,
+    comfy_quant) gets an F32 input_scale; all other tensors pass through byte for byte.
+    OUT appears only when complete. Placeholder scales (1.0, or equal to weight_scale) and
+    scales of weight-only layers are replaced; real calibrated scales are kept.
+
+    Scales from --method simulate are EXPERIMENTAL: see the README for what they are worth.
+    """
+    if output_path is None and not dry_run:
+        raise click.UsageError("OUT is required (or use --dry-run)")
+
+    def body() -> None:
+        settings = CalibrationSettings(method=method, rule=rule, percentile=percentile, samples=samples,
+                                       seed=seed, device=resolve_device(device))
+        options = RewriteOptions(
+            input=input_path, output=output_path, settings=settings, overwrite_scales=overwrite_scales,
+            keep_weight_only=keep_weight_only, force=force, dry_run=dry_run,
+            progress=sys.stderr.isatty() if progress is None else progress,
+        )
+        _emit(calibrate_file(options), as_json, report_file)
+
+    run_guarded(body)

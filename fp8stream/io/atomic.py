@@ -1,0 +1,153 @@
+"""Output files that appear complete or not at all.
+
+The data goes to a temporary file beside the target, is fsynced, renamed over the target only
+on success (`os.replace`, atomic on POSIX and Windows) and the folder is fsynced after. The
+temporary name carries our pid, so a later run can remove one left by a killed process, but
+never a live run's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import sys
+from typing import BinaryIO
+
+from fp8stream.errors import OutputError, UsageError
+
+_TEMP_RE = re.compile(r"^\.(?P<base>.+)\.fp8stream-(?P<pid>\d+)\.tmp$")
+
+
+def temp_path_for(target: str) -> str:
+    folder, base = os.path.split(os.path.abspath(target))
+    return os.path.join(folder, f".{base}.fp8stream-{os.getpid()}.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if sys.platform == "win32":  # no signal 0 on Windows: be safe, treat as alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str) -> list[str]:
+    """Delete temporary files of ours whose process is gone; returns what was removed."""
+    removed = []
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return removed
+    for name in names:
+        m = _TEMP_RE.match(name)
+        if m and not _pid_alive(int(m.group("pid"))):
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
+
+
+def same_file(a: str, b: str) -> bool:
+    """True when both paths name one file (same path, symlink or hard link)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_path(output: str, input_path: str | None, force: bool) -> None:
+    """Refuse an output that is the input, exists without --force, or sits in a bad folder."""
+    if input_path is not None and (same_file(input_path, output) or os.path.abspath(input_path) == os.path.abspath(output)):
+        raise UsageError(f"{output}: output is the input file; choose another output path")
+    if os.path.isdir(output):
+        raise UsageError(f"{output}: is a folder; give an output file name")
+    if os.path.lexists(output) and not force:
+        raise UsageError(f"{output}: exists (use --force to replace it)")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise OutputError(f"{output}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{output}: folder {folder} is not writable")
+
+
+def check_free_space(output: str, nbytes: int) -> None:
+    """Fail before any work when the output's folder cannot hold nbytes more."""
+    folder = os.path.dirname(os.path.abspath(output))
+    free = shutil.disk_usage(folder).free
+    if free < nbytes:
+        raise OutputError(
+            f"{output}: not enough free space ({free / 1e9:.2f} GB free, {nbytes / 1e9:.2f} GB needed)"
+        )
+
+
+def describe_os_error(path: str, e: OSError) -> OutputError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return OutputError(f"{path}: disk full or file too large while writing ({e.strerror})")
+    return OutputError(f"{path}: cannot write ({e.strerror or e})")
+
+
+class AtomicOutput:
+    """Context manager: a file object that becomes `target` only if the block succeeds."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.temp = temp_path_for(target)
+        self.file: BinaryIO | None = None
+
+    def __enter__(self) -> BinaryIO:
+        remove_stale_temps(os.path.dirname(self.temp))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        try:
+            # 0o666 and the umask give the permissions of any new file (mkstemp would give 0600).
+            fd = os.open(self.temp, flags, 0o666)
+        except OSError as e:
+            raise describe_os_error(self.target, e) from None
+        self.file = os.fdopen(fd, "wb", buffering=1 << 20)
+        return self.file
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        assert self.file is not None
+        if exc_type is None:
+            try:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+                self.file.close()
+                os.replace(self.temp, self.target)
+                _fsync_folder(os.path.dirname(os.path.abspath(self.target)))
+                return
+            except OSError as e:
+                self._discard()
+                raise describe_os_error(self.target, e) from None
+        self._discard()
+        if isinstance(exc, OSError) and not isinstance(exc, (OutputError, UsageError)):
+            raise describe_os_error(self.target, exc) from None
+
+    def _discard(self) -> None:
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.temp)
+        except OSError:
+            pass
+
+
+def _fsync_folder(folder: str) -> None:
+    if sys.platform == "win32":  # folders cannot be opened for fsync there
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,72 @@
+"""safetensors dtype names and their sizes in bits (sub-byte float formats included)."""
+
+from __future__ import annotations
+
+# Every dtype name safetensors 0.8 knows; sizes in bits because F4 and F6 pack below a byte.
+DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8,
+    "F8_E5M2FNUZ": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "C64": 64,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+}
+
+
+def nbytes_of(dtype: str, shape: tuple[int, ...]) -> int | None:
+    """Bytes a tensor of this dtype and shape occupies, or None if the bits do not fill whole bytes."""
+    numel = 1
+    for dim in shape:
+        numel *= dim
+    bits = numel * DTYPE_BITS[dtype]
+    if bits % 8:
+        return None
+    return bits // 8
+
+
+def torch_dtype(dtype: str):  # -> torch.dtype | None
+    """The torch dtype for a safetensors name, or None when torch has no such type."""
+    import torch
+
+    table = {
+        "BOOL": torch.bool,
+        "U8": torch.uint8,
+        "I8": torch.int8,
+        "F8_E5M2": torch.float8_e5m2,
+        "F8_E4M3": torch.float8_e4m3fn,
+        "I16": torch.int16,
+        "F16": torch.float16,
+        "BF16": torch.bfloat16,
+        "I32": torch.int32,
+        "F32": torch.float32,
+        "F64": torch.float64,
+        "I64": torch.int64,
+    }
+    return table.get(dtype)
+
+
+def decode_values(raw: bytes, dtype: str) -> list[float]:
+    """Values of a small float tensor as Python floats (used for scales, never for weights)."""
+    import torch
+
+    tdt = torch_dtype(dtype)
+    if tdt is None or not raw:
+        raise ValueError(f"cannot decode {dtype}")
+    t = torch.frombuffer(bytearray(raw), dtype=tdt)
+    return [float(v) for v in t.float().tolist()]

@@ -1,0 +1,143 @@
+"""Reading safetensors input: a lazy reader for positioned reads, and a one-pass tensor stream.
+
+`calibrate` reads its input once, front to back, in data order (`TensorStream`), so the same
+code serves files and pipes and the disk sees large sequential reads. `inspect` and `verify`
+use `LazyFile` to fetch single tensors with positioned reads. Neither maps the file: touched
+pages of a mapping count in RSS and page-faulting a cold mapping is slow (DESIGN §8).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator
+
+from fp8stream.errors import FP8StreamError, InvalidCheckpointError, UsageError
+from fp8stream.io.header import Header, TensorInfo, read_exactly, read_header
+
+CHUNK_BYTES = 16 << 20
+
+
+@dataclass
+class InputSource:
+    """An opened input: a binary stream, its size when known (not for pipes), and a label."""
+
+    stream: BinaryIO
+    size: int | None
+    label: str
+    path: str | None
+
+    def close(self) -> None:
+        if self.path is not None:
+            self.stream.close()
+
+
+def open_input(path: str) -> InputSource:
+    """Open a file, or '-' for stdin, with a one-line error for what a user can get wrong."""
+    if path == "-":
+        return InputSource(sys.stdin.buffer, None, "<stdin>", None)
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: is a folder, not a safetensors file")
+    try:
+        f = open(path, "rb", buffering=0)
+    except FileNotFoundError:
+        raise FP8StreamError(f"{path}: no such file") from None
+    except PermissionError:
+        raise FP8StreamError(f"{path}: permission denied") from None
+    except OSError as e:
+        raise FP8StreamError(f"{path}: cannot open ({e.strerror})") from None
+    return InputSource(f, os.fstat(f.fileno()).st_size, path, path)
+
+
+def read_input_header(source: InputSource) -> Header:
+    try:
+        return read_header(source.stream, source.size)
+    except InvalidCheckpointError as e:
+        raise InvalidCheckpointError(f"{source.label}: {e}") from None
+    except OSError as e:
+        raise FP8StreamError(f"{source.label}: read error ({e.strerror})") from None
+
+
+class TensorStream:
+    """Yields each tensor's bytes in data order, in chunks, from a sequential stream.
+
+    The stream must be positioned just after the header. At the end, `finish` checks that the
+    input ended where the header said (and, for files, that its size did not change).
+    """
+
+    def __init__(self, source: InputSource, header: Header) -> None:
+        self.source = source
+        self.header = header
+        self.bytes_read = 0
+
+    def chunks(self, info: TensorInfo, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytearray]:
+        """The tensor's bytes, in fresh chunks of at most chunk_bytes (a whole tensor must be read)."""
+        if info.begin != self.bytes_read:
+            raise RuntimeError(f"stream out of order at {info.name!r}")
+        remaining = info.nbytes
+        while remaining:
+            chunk = bytearray(min(remaining, chunk_bytes))
+            self._fill(chunk, info)
+            remaining -= len(chunk)
+            self.bytes_read += len(chunk)
+            yield chunk
+
+    def _fill(self, chunk: bytearray, info: TensorInfo) -> None:
+        view = memoryview(chunk)
+        done = 0
+        while done < len(chunk):
+            try:
+                n = self.source.stream.readinto(view[done:])
+            except OSError as e:
+                raise FP8StreamError(f"{self.source.label}: read error ({e.strerror})") from None
+            if not n:
+                raise InvalidCheckpointError(f"{self.source.label}: file ends inside tensor {info.name!r} (truncated)")
+            done += n
+
+    def read_all(self, info: TensorInfo) -> bytearray:
+        chunk = bytearray(info.nbytes)
+        if info.nbytes:
+            self._fill(chunk, info)
+            self.bytes_read += info.nbytes
+        return chunk
+
+    def finish(self) -> None:
+        if self.source.path is None:
+            return
+        size = os.fstat(self.source.stream.fileno()).st_size
+        if size != self.source.size:
+            raise InvalidCheckpointError(f"{self.source.label}: file changed size while being read")
+
+
+class LazyFile:
+    """A safetensors file whose header is parsed and whose tensors are read on demand."""
+
+    def __init__(self, path: str) -> None:
+        self.source = open_input(path)
+        if self.source.path is None:
+            raise UsageError("this command needs a file, not '-'")
+        self.header = read_input_header(self.source)
+
+    def __enter__(self) -> "LazyFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.source.close()
+
+    def read(self, info: TensorInfo) -> bytes:
+        """One tensor's bytes by a positioned read (seek+read where pread does not exist)."""
+        offset = self.header.data_start + info.begin
+        fd = self.source.stream.fileno()
+        if hasattr(os, "pread"):
+            parts = []
+            done = 0
+            while done < info.nbytes:
+                part = os.pread(fd, min(info.nbytes - done, CHUNK_BYTES), offset + done)
+                if not part:
+                    raise InvalidCheckpointError(f"{self.source.label}: file ends inside {info.name!r}")
+                parts.append(part)
+                done += len(part)
+            return b"".join(parts)
+        self.source.stream.seek(offset)
+        return read_exactly(self.source.stream, info.nbytes, f"data of tensor {info.name!r}")

@@ -1,0 +1,82 @@
+"""What a run did, as plain data: a table for people, one JSON line per file for batch jobs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class LayerReport:
+    name: str
+    shape: list[int]
+    scale: float
+    source: str  # "new", "kept" or "replaced"
+    why: str  # why kept or replaced
+    method: str
+    assumption: str
+    fp8_activations: bool  # whether ComfyUI will quantize this layer's input with the scale
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SkippedReport:
+    name: str
+    reason: str
+
+
+@dataclass
+class FileReport:
+    input: str
+    output: str | None
+    status: str = "ok"  # "ok", "dry-run", "skipped" (nothing to calibrate) or "failed"
+    layers: list[LayerReport] = field(default_factory=list)
+    skipped: list[SkippedReport] = field(default_factory=list)
+    seconds: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    error: str | None = None
+
+    @property
+    def layers_calibrated(self) -> int:
+        return sum(1 for layer in self.layers if layer.source != "kept")
+
+    def to_json(self) -> str:
+        doc = asdict(self)
+        doc["layers_calibrated"] = self.layers_calibrated
+        doc["layers_kept"] = len(self.layers) - self.layers_calibrated
+        doc["layers_skipped"] = len(self.skipped)
+        doc["seconds"] = round(self.seconds, 3)
+        return json.dumps(doc, sort_keys=False)
+
+
+def render_table(report: FileReport) -> str:
+    """The per-layer table and a summary line."""
+    lines = []
+    if report.layers:
+        width = max(len(layer.name) for layer in report.layers)
+        lines.append(f"{'layer':<{width}}  {'shape':>13}  {'input_scale':>11}  {'fp8 act':>7}  scale source")
+        for layer in report.layers:
+            shape = "x".join(str(d) for d in layer.shape)
+            act = "yes" if layer.fp8_activations else "no"
+            lines.append(
+                f"{layer.name:<{width}}  {shape:>13}  {layer.scale:>11.4g}  {act:>7}  {layer.source} ({layer.why})"
+            )
+            for w in layer.warnings:
+                lines.append(f"{'':<{width}}  warning: {w}")
+    for s in report.skipped:
+        lines.append(f"skipped {s.name}: {s.reason}")
+    kept = len(report.layers) - report.layers_calibrated
+    verb = "would write" if report.status == "dry-run" else "wrote"
+    summary = (
+        f"{report.input}: {len(report.layers)} FP8 layers, {report.layers_calibrated} scales calibrated, "
+        f"{kept} kept, {len(report.skipped)} skipped; {verb} {report.bytes_out / 1e6:.1f} MB"
+    )
+    if report.output and report.status == "ok":
+        summary += f" to {report.output}"
+    summary += f" in {report.seconds:.1f} s"
+    if report.layers:
+        methods = sorted({layer.method for layer in report.layers})
+        summary += f" (method: {', '.join(methods)})"
+    lines.append(summary)
+    return "\n".join(lines)

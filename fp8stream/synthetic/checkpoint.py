@@ -1,0 +1,121 @@
+"""Build FP8 checkpoints in ComfyUI's formats: the demo example, test fixtures, benchmarks.
+
+Tensors are produced one at a time and written with the project's streaming writer, so a
+multi-GB benchmark file never sits in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from fp8stream.calibration.fp8 import E4M3_MAX
+from fp8stream.io.atomic import AtomicOutput
+from fp8stream.io.dtypes import DTYPE_BITS
+from fp8stream.io.header import OutputEntry
+from fp8stream.io.writer import StreamingWriter
+
+# Widest dtype first, as the safetensors library's own writer orders data (DESIGN §1).
+_SAFETENSORS_ORDER = {name: -bits for name, bits in DTYPE_BITS.items()}
+
+
+@dataclass
+class SyntheticTensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes | Callable[[], Iterable[bytes]]  # the bytes, or a maker of chunks
+
+    @property
+    def nbytes(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n * DTYPE_BITS[self.dtype] // 8
+
+    def chunks(self) -> Iterable[bytes]:
+        return [self.data] if isinstance(self.data, (bytes, bytearray)) else self.data()
+
+
+def f32_scalar(name: str, value: float) -> SyntheticTensor:
+    return SyntheticTensor(name, "F32", (), np.float32(value).tobytes())
+
+
+def marker(name: str, doc: dict) -> SyntheticTensor:
+    raw = json.dumps(doc).encode("utf-8")
+    return SyntheticTensor(name, "U8", (len(raw),), raw)
+
+
+def quantize_fp8(weight: torch.Tensor) -> tuple[bytes, float]:
+    """Tensor-wise FP8: bytes of round(W / s) and s = amax / 448, as converters do."""
+    w = weight.float()
+    scale = float(w.abs().max()) / E4M3_MAX or 1.0
+    q = (w / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    return q.view(torch.uint8).numpy().tobytes(), scale
+
+
+def random_fp8_rows(out_features: int, in_features: int, seed: int, chunk_rows: int = 4096) -> Callable[[], Iterable[bytes]]:
+    """A maker of random, finite FP8 weight bytes, chunk by chunk (fast for multi-GB files)."""
+
+    def make() -> Iterable[bytes]:
+        rng = np.random.default_rng(seed)
+        for start in range(0, out_features, chunk_rows):
+            rows = min(chunk_rows, out_features - start)
+            b = rng.integers(0, 256, size=rows * in_features, dtype=np.uint8)
+            # Keep magnitudes moderate and values finite: clear the top exponent bit, avoid NaN (0x7f/0xff).
+            b &= 0xBF
+            yield b.tobytes()
+
+    return make
+
+
+def comfy_fp8_linear(
+    name: str,
+    weight: torch.Tensor | tuple[int, int],
+    seed: int = 0,
+    input_scale: float | None = None,
+    weight_only: bool = False,
+    bias: bool = False,
+) -> list[SyntheticTensor]:
+    """One linear in ComfyUI's mixed-precision format; `weight` a tensor, or a shape for random bytes."""
+    if isinstance(weight, torch.Tensor):
+        raw, scale = quantize_fp8(weight)
+        out_f, in_f = weight.shape
+        w = SyntheticTensor(f"{name}.weight", "F8_E4M3", (out_f, in_f), raw)
+    else:
+        out_f, in_f = weight
+        scale = 0.01 + (seed % 7) * 0.001
+        w = SyntheticTensor(f"{name}.weight", "F8_E4M3", (out_f, in_f), random_fp8_rows(out_f, in_f, seed))
+    doc: dict = {"format": "float8_e4m3fn"}
+    if weight_only:
+        doc["full_precision_matrix_mult"] = True
+    tensors = [w, f32_scalar(f"{name}.weight_scale", scale), marker(f"{name}.comfy_quant", doc)]
+    if input_scale is not None:
+        tensors.append(f32_scalar(f"{name}.input_scale", input_scale))
+    if bias:
+        tensors.append(SyntheticTensor(f"{name}.bias", "BF16", (out_f,), torch.zeros(out_f, dtype=torch.bfloat16).view(torch.uint8).numpy().tobytes()))
+    return tensors
+
+
+def bf16_tensor(name: str, t: torch.Tensor) -> SyntheticTensor:
+    return SyntheticTensor(name, "BF16", tuple(t.shape), t.to(torch.bfloat16).contiguous().view(torch.uint8).numpy().tobytes())
+
+
+def write_checkpoint(path: str, tensors: list[SyntheticTensor], metadata: dict[str, str] | None = None,
+                     order: str = "safetensors") -> None:
+    """Write tensors; order 'safetensors' mimics the library's writer (dtype widest first, then
+    name: scales before weights, markers last), 'given' keeps the list's order."""
+    if order == "safetensors":
+        tensors = sorted(tensors, key=lambda t: (_SAFETENSORS_ORDER[t.dtype], t.name))
+    entries = [OutputEntry(t.name, t.dtype, t.shape, t.nbytes) for t in tensors]
+    with AtomicOutput(path) as sink:
+        writer = StreamingWriter(sink, entries, metadata)
+        writer.write_header()
+        for t in tensors:
+            for chunk in t.chunks():
+                writer.write(t.name, chunk)
+        writer.finish()
