@@ -17,6 +17,10 @@ from fp8stream.calibration.rules import apply_rule
 from fp8stream.formats.layers import FP8Layer
 
 
+# Weight elements dequantized at once (4 MB of F32): bounds the memory of the maths.
+_BLOCK_ELEMENTS = 1 << 20
+
+
 @dataclass(frozen=True)
 class CalibrationSettings:
     """Every option that changes the scales' values (recorded in the output's metadata)."""
@@ -87,11 +91,14 @@ class GaussianOutputMethod:
             g = layer_generator(self.settings.seed, layer.name)
             x = torch.randn(self.settings.samples, layer.in_features, generator=g).to(self.device)
             self._inputs[layer.name] = x
-        w = dequantize_rows(rows, torch.float32)
-        if not torch.isfinite(w).all():
-            self._nonfinite.add(layer.name)
-            w = torch.nan_to_num(w, nan=0.0, posinf=0.0, neginf=0.0)
-        self._outputs.setdefault(layer.name, []).append((x @ w.T).abs().cpu())
+        # Dequantize a bounded block at a time: an F32 copy of a whole chunk would be 4x its bytes.
+        step = max(1, _BLOCK_ELEMENTS // layer.in_features)
+        for start in range(0, rows.shape[0], step):
+            w = dequantize_rows(rows[start : start + step], torch.float32)
+            if not torch.isfinite(w).all():
+                self._nonfinite.add(layer.name)
+                w = torch.nan_to_num(w, nan=0.0, posinf=0.0, neginf=0.0)
+            self._outputs.setdefault(layer.name, []).append((x @ w.T).abs().cpu())
 
     def weight_done(self, layer: FP8Layer) -> None:
         samples = torch.cat(self._outputs.pop(layer.name, [torch.zeros(0)]), dim=1)

@@ -1,0 +1,46 @@
+"""Shared test helpers: small checkpoints built with fp8stream.synthetic, and CLI runners."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fp8stream.cli import main
+from fp8stream.synthetic.checkpoint import SyntheticTensor, bf16_tensor, comfy_fp8_linear, write_checkpoint
+
+
+def run_cli(*args: str) -> "object":
+    """Run the CLI in-process; result has exit_code, stdout, stderr."""
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def run_subprocess(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m fp8stream` as a user would (real exit code, real stderr)."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "fp8stream", *map(str, args)], capture_output=True, text=True,
+                          env=env, **kwargs)
+
+
+def small_model_tensors(seed: int = 0, input_scale: float | None = None, weight_only: bool = False) -> list[SyntheticTensor]:
+    """A tiny DiT-like model: 3 FP8 linears plus passthrough tensors of other dtypes."""
+    g = torch.Generator().manual_seed(seed)
+    tensors = []
+    for name, shape in {"blocks.0.attn.qkv": (96, 32), "blocks.0.mlp.0": (128, 32), "blocks.0.mlp.2": (32, 128)}.items():
+        tensors += comfy_fp8_linear(name, torch.randn(*shape, generator=g) / shape[1] ** 0.5,
+                                    input_scale=input_scale, weight_only=weight_only, bias=True)
+    tensors.append(bf16_tensor("blocks.0.norm.weight", torch.ones(32)))
+    tensors.append(bf16_tensor("embed.weight", torch.randn(32, 16, generator=g)))
+    return tensors
+
+
+@pytest.fixture
+def small_model(tmp_path: Path) -> Path:
+    path = tmp_path / "model.safetensors"
+    write_checkpoint(str(path), small_model_tensors(), metadata={"modelspec.title": "tiny"})
+    return path
