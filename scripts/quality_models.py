@@ -185,24 +185,6 @@ def comfy_to_diffusers(sd: Mapping[str, torch.Tensor], cfg: Mapping) -> dict[str
     return out
 
 
-def diffusers_linear_to_comfy(cfg: Mapping) -> dict[str, tuple[str, int, int]]:
-    """diffusers Linear module name -> (ComfyUI layer, first row, end row) inside the fused weight.
-
-    Fused parts (q, k, v[, mlp]) read the same input tensor, so the ComfyUI layer's input is any
-    part's input; norm_out's halves are swapped in the ComfyUI layout, hence ``swap_halves``
-    callers must handle rows themselves (only norm_out, whose rows span the whole layer).
-    """
-    out = {}
-    model_rows = _flux_rows(cfg)
-    for lm in flux_linear_maps(cfg):
-        start = 0
-        for p in lm.parts:
-            n = model_rows[p]
-            out[p] = (lm.comfy, start, start + n)
-            start += n
-    return out
-
-
 def _flux_rows(cfg: Mapping) -> dict[str, int]:
     d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
     rows = {}
@@ -426,6 +408,15 @@ def rescale_tiny_flux(model_or_state: nn.Module | Mapping[str, torch.Tensor], k:
         for c in consumers:
             sd[c + ".weight"] /= k
     return sd
+
+
+def rescaled_copy(tf: TinyFlux, k: float, include_final: bool = True) -> TinyFlux:
+    """A copy of the DiT rescaled by k (``rescale_tiny_flux``); ``tf`` is left untouched."""
+    import copy
+
+    model = copy.deepcopy(tf.model)
+    rescale_tiny_flux(model, k, tf.config, include_final)
+    return TinyFlux(model, tf.cond, tf.config)
 
 
 # --------------------------------------------------------------------------------------------

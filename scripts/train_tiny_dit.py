@@ -35,6 +35,8 @@ import quality_models as qm  # noqa: E402
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=4.0, help="wall-time budget for training")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="stop after this many steps instead (LR schedule over steps): bit-reproducible runs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -68,10 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     model.train()
     while True:
         elapsed = time.monotonic() - t0
-        if elapsed >= budget:
+        if (args.steps is None and elapsed >= budget) or (args.steps is not None and step >= args.steps):
             break
-        # Warm-up, then cosine decay over the wall-time budget (so the end is annealed).
-        frac = elapsed / budget
+        # Warm-up, then cosine decay over the budget (so the end is annealed). A wall-time
+        # budget makes the step count depend on machine load; --steps does not.
+        frac = elapsed / budget if args.steps is None else step / args.steps
         lr = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
         for gr in opt.param_groups:
             gr["lr"] = lr
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             "data": "sklearn.datasets.load_digits, 8x8 in [-1,1], 2x2 patches -> 16 tokens x 4",
             "objective": "rectified flow, v = noise - x0, t ~ sigmoid(N(0,1))",
             "seed": args.seed, "batch": args.batch, "lr": args.lr, "threads": args.threads,
-            "minutes": args.minutes, "steps": step, "train_seconds": round(train_s, 1),
+            "minutes": None if args.steps else args.minutes, "steps": step, "train_seconds": round(train_s, 1),
             "eval_loss_init": round(loss_init, 5), "eval_loss_final": round(loss_final, 5),
             "sample_class_accuracy_100x20steps": acc,
             "torch": torch.__version__,
