@@ -36,6 +36,7 @@ class FileReport:
     bytes_in: int = 0
     bytes_out: int = 0
     error: str | None = None
+    notes: list[str] = field(default_factory=list)  # file-level notes of the method (stats matching)
 
     @property
     def layers_calibrated(self) -> int:
@@ -62,8 +63,12 @@ def render_table(report: FileReport) -> str:
             lines.append(
                 f"{layer.name:<{width}}  {shape:>13}  {layer.scale:>11.4g}  {act:>7}  {layer.source} ({layer.why})"
             )
+            if layer.assumption:
+                lines.append(f"{'':<{width}}  assumed: {layer.assumption}")
             for w in layer.warnings:
                 lines.append(f"{'':<{width}}  warning: {w}")
+    for note in report.notes:
+        lines.append(f"note: {note}")
     for s in report.skipped:
         lines.append(f"skipped {s.name}: {s.reason}")
     kept = len(report.layers) - report.layers_calibrated

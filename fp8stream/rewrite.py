@@ -92,22 +92,29 @@ def _rewrite_marker(raw: bytes, layer: FP8Layer, options: RewriteOptions, state:
 def _stream_data(stream: TensorStream, plan: RewritePlan, options: RewriteOptions, method, writer, bar) -> _StreamState:
     state = _StreamState()
     device = torch.device(options.settings.device)
+    wants = getattr(method, "wants", lambda info: False)
     for info in plan.header.tensors:
         role = plan.roles[info.name]
         layer = plan.layer_by_weight.get(info.name)
         if layer is not None:
             _stream_layer_weight(stream, info, layer, method, writer, device, bar)
             continue
+        # Non-FP8 tensors a method models (biases, norms, BF16 producers) are shown to it as they pass.
+        watch = wants(info)
         if role is Role.MARKER:
             writer.write(info.name, _rewrite_marker(stream.read_all(info), plan.layer_by_marker[info.name], options, state))
         elif role is Role.MOVED_SCALE or info.name in plan.scalar_keys:
             raw = stream.read_all(info)
             state.values[info.name] = decode_values(raw, info.dtype) if raw else []
+            if watch:
+                method.observe_tensor(info, raw)
             if role is not Role.MOVED_SCALE:
                 writer.write(info.name, raw)
         else:
             for chunk in stream.chunks(info):
                 writer.write(info.name, chunk)
+                if watch:
+                    method.observe_tensor(info, chunk)
                 bar.update(len(chunk))
             continue
         bar.update(info.nbytes)
@@ -179,6 +186,9 @@ def _calibrate(source, options: RewriteOptions) -> FileReport:
     check_output_path(options.output, source.path, options.force)
     check_free_space(options.output, report.bytes_out)
     method = make_method(options.settings)
+    if hasattr(method, "begin"):
+        method.begin(plan.layers, header)  # the method's model of the network, from names and shapes
+    report.notes = list(getattr(method, "notes", []))
     stream = TensorStream(source, header)
     atomic = AtomicOutput(options.output)
     with atomic as sink, _progress(header.data_bytes, options.progress, source.label) as bar:
