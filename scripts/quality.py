@@ -63,7 +63,7 @@ def fp8stream_scales(ckpt: Path, out: Path, stats: Path | None, **kw) -> dict[st
 
 
 def all_sources(ckpt: Path, tmp: Path, stats: Path, layers: Mapping[str, qm.FP8Layer],
-                rec: qm.LinearInputs) -> dict[str, Callable[[str], object]]:
+                rec: qm.LinearInputs, only: list[str] | None = None) -> dict[str, Callable[[str], object]]:
     src: dict[str, Callable[[str], object]] = {
         "dynamic": lambda n: "dynamic",
         "real_max": lambda n: rec.amax(n) / qm.FP8_MAX,
@@ -71,6 +71,8 @@ def all_sources(ckpt: Path, tmp: Path, stats: Path, layers: Mapping[str, qm.FP8L
         "weight_scale": lambda n: float(layers[n].weight_scale),
     }
     for name, kw in FP8STREAM_SOURCES.items():
+        if only is not None and name not in only:
+            continue
         scales = fp8stream_scales(ckpt, tmp / "out.safetensors", stats, **kw)
         src[name] = lambda n, _s=scales: _s[n]
     return src
@@ -124,7 +126,7 @@ def print_table(title: str, summary: Mapping[str, dict], e2e_label: str) -> None
               f"{v['end_to_end']:9.4f}")
 
 
-def run_minilm(tmp: Path, sentences: list[str]) -> dict:
+def run_minilm(tmp: Path, sentences: list[str], only: list[str] | None = None, quiet: bool = False) -> dict:
     model, tok = qm.load_minilm()
     ckpt = tmp / "minilm_fp8.safetensors"
     qm.write_minilm_fp8(model, ckpt)
@@ -135,16 +137,16 @@ def run_minilm(tmp: Path, sentences: list[str]) -> dict:
     with fp8stream.record(model, str(stats)):
         run()
     mods = dict(model.named_modules())
-    src = all_sources(ckpt, tmp, stats, layers, rec)
+    src = all_sources(ckpt, tmp, stats, layers, rec, only)
     rows = per_layer(rec, layers, lambda n: mods[n].bias, src)
     e2e = {s: qm.minilm_end_to_end(model, tok, layers, {n: fn(n) for n in layers}, sentences) for s, fn in src.items()}
     e2e["weight_only"] = qm.minilm_end_to_end(model, tok, layers, {n: None for n in layers}, sentences)
     summary = summarize(rows, e2e)
-    print_table(f"MiniLM, {len(layers)} FP8 linears, {len(sentences)} sentences (end to end: cosine)", summary, "cosine")
+    quiet or print_table(f"MiniLM, {len(layers)} FP8 linears, {len(sentences)} sentences (end to end: cosine)", summary, "cosine")
     return {"layers": rows, "summary": summary}
 
 
-def run_flux(tmp: Path, k: float, n: int, steps: int) -> dict:
+def run_flux(tmp: Path, k: float, n: int, steps: int, only: list[str] | None = None, quiet: bool = False) -> dict:
     tf = qm.load_tiny_flux()
     if k != 1:
         tf = qm.rescaled_copy(tf, k)
@@ -157,13 +159,13 @@ def run_flux(tmp: Path, k: float, n: int, steps: int) -> dict:
     with fp8stream.record(tf.model, str(stats)):  # diffusers names: matched by the Flux renaming table
         run()
     sd = qm.diffusers_to_comfy(tf.model.state_dict(), tf.config)
-    src = all_sources(ckpt, tmp, stats, layers, rec)
+    src = all_sources(ckpt, tmp, stats, layers, rec, only)
     rows = per_layer(rec, layers, lambda name: sd[name + ".bias"], src)
     e2e = {s: qm.flux_end_to_end(tf, layers, {m: fn(m) for m in layers}, n, steps, 0) for s, fn in src.items()}
     e2e["weight_only"] = qm.flux_end_to_end(tf, layers, {m: None for m in layers}, n, steps, 0)
     summary = summarize(rows, e2e)
     amax = [r["amax"] for r in rows.values()]
-    print_table(f"tiny Flux DiT k={k:g}, {len(layers)} FP8 linears, {n} samples x {steps} steps, input amax "
+    quiet or print_table(f"tiny Flux DiT k={k:g}, {len(layers)} FP8 linears, {n} samples x {steps} steps, input amax "
                 f"{min(amax):.3g}..{max(amax):.3g} (end to end: sample SQNR dB)", summary, "SQNR dB")
     return {"k": k, "layers": rows, "summary": summary}
 
