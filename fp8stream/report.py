@@ -35,6 +35,7 @@ class FileReport:
     seconds: float = 0.0
     bytes_in: int = 0
     bytes_out: int = 0
+    peak_vram_bytes: int | None = None  # with --device cuda
     error: str | None = None
 
     @property

@@ -179,6 +179,9 @@ def _calibrate(source, options: RewriteOptions) -> FileReport:
     check_output_path(options.output, source.path, options.force)
     check_free_space(options.output, report.bytes_out)
     method = make_method(options.settings)
+    on_cuda = options.settings.device == "cuda"
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
     stream = TensorStream(source, header)
     atomic = AtomicOutput(options.output)
     with atomic as sink, _progress(header.data_bytes, options.progress, source.label) as bar:
@@ -191,4 +194,6 @@ def _calibrate(source, options: RewriteOptions) -> FileReport:
         writer.finish()
         sink.flush()
         _check_written(atomic.temp, plan)
+    if on_cuda:
+        report.peak_vram_bytes = torch.cuda.max_memory_allocated()
     return report

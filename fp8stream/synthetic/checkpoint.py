@@ -119,3 +119,33 @@ def write_checkpoint(path: str, tensors: list[SyntheticTensor], metadata: dict[s
             for chunk in t.chunks():
                 writer.write(t.name, chunk)
         writer.finish()
+
+
+def random_bf16(shape: tuple[int, ...], seed: int, chunk_elements: int = 4 << 20) -> Callable[[], Iterable[bytes]]:
+    """A maker of random finite BF16 bytes (magnitudes 2^-8..2^-1), chunk by chunk."""
+
+    def make() -> Iterable[bytes]:
+        rng = np.random.default_rng(seed)
+        total = 1
+        for d in shape:
+            total *= d
+        for start in range(0, total, chunk_elements):
+            n = min(chunk_elements, total - start)
+            r = rng.integers(0, 1 << 16, size=n, dtype=np.uint16)
+            # sign and mantissa random, exponent field 119..126
+            yield ((r & 0x807F) | ((119 + (r >> 8 & 7)) << 7)).astype(np.uint16).tobytes()
+
+    return make
+
+
+def from_inventory(specs, seed: int = 0) -> list[SyntheticTensor]:
+    """Synthetic tensors for an inventory (`fp8stream.synthetic.inventories`): FP8 linears in
+    ComfyUI's format with random weights, everything else random BF16."""
+    tensors: list[SyntheticTensor] = []
+    for i, spec in enumerate(specs):
+        if spec.fp8:
+            layer = spec.name[: -len(".weight")]
+            tensors += comfy_fp8_linear(layer, spec.shape, seed=seed + i)
+        else:
+            tensors.append(SyntheticTensor(spec.name, "BF16", spec.shape, random_bf16(spec.shape, seed + i)))
+    return tensors
