@@ -75,6 +75,7 @@ class LayerInventory:
     skipped: list[SkippedLayer]
     legacy_marker: TensorInfo | None
     quant_metadata: QuantMetadata | None
+    names: set[str]  # every tensor name of the checkpoint
 
     @property
     def flavours(self) -> set[str]:
@@ -195,4 +196,4 @@ def take_inventory(header: Header) -> LayerInventory:
         )
     layers.sort(key=lambda layer: natural_key(layer.name))
     skipped.sort(key=lambda s: natural_key(s.name))
-    return LayerInventory(layers, skipped, legacy_marker, meta)
+    return LayerInventory(layers, skipped, legacy_marker, meta, set(header.by_name))

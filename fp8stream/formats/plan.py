@@ -17,12 +17,12 @@ import json
 from dataclasses import dataclass, field
 
 from fp8stream import __version__
-from fp8stream.errors import UsageError
+from fp8stream.errors import InvalidCheckpointError, UsageError
 from fp8stream.formats import comfy_quant, legacy
 from fp8stream.formats.groups import shared_scale_groups
 from fp8stream.formats.layers import COMFY, LEGACY, PLAIN, FP8Layer, LayerInventory, SkippedLayer, take_inventory
 from fp8stream.formats.prefixes import common_model_prefix
-from fp8stream.formats.quant_metadata import METADATA_KEY, synced_quant_metadata
+from fp8stream.formats.quant_metadata import METADATA_KEY, read_quant_metadata, synced_quant_metadata
 from fp8stream.formats.selection import Selection, excluded_layers
 from fp8stream.io.dtypes import DTYPE_BITS
 from fp8stream.io.header import Header, OutputEntry
@@ -94,12 +94,17 @@ class RewritePlan:
     # Input tensors whose values the calibration needs (weight scales, existing input scales).
     scalar_keys: set[str] = field(default_factory=set)
     layer_by_weight: dict[str, FP8Layer] = field(default_factory=dict)
+    whole_layers: dict[str, FP8Layer] = field(default_factory=dict)
     plan_by_marker: dict[str, LayerPlan] = field(default_factory=dict)
 
     @property
     def layers(self) -> list[FP8Layer]:
         """The calibrated layers, in layer order."""
         return [p.layer for p in self.layer_plans if p.calibrated]
+
+    def inventory_layer(self, name: str) -> FP8Layer:
+        """A layer of the whole model (other shards included), by name."""
+        return self.whole_layers[name]
 
     @property
     def skipped(self) -> list[SkippedLayer]:
@@ -172,21 +177,45 @@ def _comfy_marker_bytes(weight_only: bool) -> bytes:
     return comfy_quant.encode_doc(doc)
 
 
-def build_plan(header: Header, calibration: dict[str, object], options: FormatOptions | None = None) -> RewritePlan:
-    """Plan every output tensor from the header; `calibration` is recorded in the metadata."""
+_COMPANIONS = (".weight_scale", ".comfy_quant", ".input_scale", ".scale_weight", ".scale_input")
+
+
+def _own_part(whole: LayerInventory, header: Header) -> LayerInventory:
+    """The part of a whole (sharded) checkpoint's inventory whose weights live in `header`."""
+    layers = [layer for layer in whole.layers if layer.weight.name in header]
+    for layer in layers:
+        for suffix in _COMPANIONS:
+            key = layer.name + suffix
+            if key not in header and key in whole.names:
+                raise InvalidCheckpointError(
+                    f"layer {layer.name}: {key} is in another shard than its weight; split layers are not supported")
+    skipped = [s for s in whole.skipped if f"{s.name}.weight" in header]
+    return LayerInventory(layers, skipped, whole.legacy_marker, whole.quant_metadata, whole.names)
+
+
+def build_plan(header: Header, calibration: dict[str, object], options: FormatOptions | None = None,
+               whole: Header | None = None) -> RewritePlan:
+    """Plan every output tensor from the header; `calibration` is recorded in the metadata.
+
+    `whole`: for one shard of a sharded checkpoint, the merged header of every shard (flavours,
+    presets and groups are decided on the whole model; the plan covers this shard's tensors)."""
     options = options or FormatOptions()
-    inventory = take_inventory(header)
-    file_flavour = _file_flavour(inventory, options.target)
-    names = [layer.name for layer in inventory.layers]
-    excluded = excluded_layers(names, [t.name for t in header.tensors], options.selection)
-    plans = [_plan_layer(layer, _out_flavour(layer, file_flavour), excluded.get(layer.name), options)
-             for layer in inventory.layers]
-    _refuse_legacy_exclusions(plans)
+    whole_inventory = take_inventory(whole if whole is not None else header)
+    inventory = _own_part(whole_inventory, header) if whole is not None else whole_inventory
+    file_flavour = _file_flavour(whole_inventory, options.target)
+    names = [layer.name for layer in whole_inventory.layers]
+    excluded = excluded_layers(names, sorted(whole_inventory.names), options.selection)
+    all_plans = [_plan_layer(layer, _out_flavour(layer, file_flavour), excluded.get(layer.name), options)
+                 for layer in whole_inventory.layers]
+    _refuse_legacy_exclusions(all_plans)
+    own = {layer.name for layer in inventory.layers}
+    plans = [p for p in all_plans if p.layer.name in own]
 
     roles = {t.name: Role.PASS for t in header.tensors}
     out_names = {t.name: t.name for t in header.tensors}
     out_sizes: dict[str, int] = {}
     plan = RewritePlan(header, inventory, plans, [], None, roles, out_names, out_sizes, [], [])
+    plan.whole_layers = {layer.name: layer for layer in whole_inventory.layers}
     added: list[TailTensor] = []
     scales: list[TailTensor] = []
     meta_docs: dict[str, dict] = {}
@@ -229,18 +258,22 @@ def build_plan(header: Header, calibration: dict[str, object], options: FormatOp
             added.append(TailTensor(f"{layer.name}.{legacy.WEIGHT_SCALE}", "F32", (), UNIT_SCALE_F32))
 
     marker = inventory.legacy_marker
-    if marker is not None and (LEGACY in inventory.flavours):
+    if marker is not None and marker.name not in header:
+        pass  # another shard holds it
+    elif marker is not None and (LEGACY in whole_inventory.flavours):
         if file_flavour == LEGACY:
             roles[marker.name] = Role.LEGACY_MARKER
             out_sizes[marker.name] = legacy.marker_shape(legacy_weight_only)[0] * DTYPE_BITS[marker.dtype] // 8
         else:
             roles[marker.name] = Role.DROP
-    elif file_flavour == LEGACY and any(p.layer.flavour == PLAIN for p in plans):
-        prefix = common_model_prefix([p.layer.name for p in plans])
+    elif file_flavour == LEGACY and marker is None and all_plans and all_plans[0] in plans and \
+            any(p.layer.flavour == PLAIN for p in all_plans):  # once, in the shard of the first layer
+        prefix = common_model_prefix([p.layer.name for p in all_plans])
         added.insert(0, TailTensor(prefix + legacy.MARKER_NAME, "F8_E4M3", legacy.marker_shape(False), b""))
 
     plan.tail = added + scales
-    plan.groups = shared_scale_groups([p.layer.name for p in plans if p.calibrated])
+    plan.groups = [g for g in shared_scale_groups([p.layer.name for p in all_plans if p.calibrated])
+                   if any(name in own for name in g)]  # members may live in other shards
     for t in header.tensors:
         role = roles[t.name]
         if role in (Role.MOVED_SCALE, Role.DROP):
@@ -253,8 +286,9 @@ def build_plan(header: Header, calibration: dict[str, object], options: FormatOp
                                         (out_sizes[t.name],), out_sizes.get(t.name, t.nbytes)))
     plan.entries += [OutputEntry(t.name, t.dtype, t.shape, _tail_nbytes(t)) for t in plan.tail]
     plan.metadata = output_metadata(header, calibration)
-    if meta_docs:
-        plan.metadata[METADATA_KEY] = synced_quant_metadata(inventory.quant_metadata, meta_docs)
+    own_meta = read_quant_metadata(header.metadata)
+    if meta_docs and own_meta is not None:
+        plan.metadata[METADATA_KEY] = synced_quant_metadata(own_meta, meta_docs)
     return plan
 
 
