@@ -16,6 +16,7 @@ import sys
 from typing import BinaryIO
 
 from fp8stream.errors import OutputError, UsageError
+from fp8stream.io.overlap import WriteBehind
 
 _TEMP_RE = re.compile(r"^\.(?P<base>.+)\.fp8stream-(?P<pid>\d+)\.tmp$")
 
@@ -102,7 +103,7 @@ class AtomicOutput:
     def __init__(self, target: str) -> None:
         self.target = target
         self.temp = temp_path_for(target)
-        self.file: BinaryIO | None = None
+        self.file: WriteBehind | None = None
 
     def __enter__(self) -> BinaryIO:
         remove_stale_temps(os.path.dirname(self.temp))
@@ -112,8 +113,8 @@ class AtomicOutput:
             fd = os.open(self.temp, flags, 0o666)
         except OSError as e:
             raise describe_os_error(self.target, e) from None
-        self.file = os.fdopen(fd, "wb", buffering=1 << 20)
-        return self.file
+        self.file = WriteBehind(os.fdopen(fd, "wb", buffering=1 << 20))
+        return self.file  # type: ignore[return-value]
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         assert self.file is not None
@@ -134,7 +135,7 @@ class AtomicOutput:
 
     def _discard(self) -> None:
         try:
-            self.file.close()
+            self.file.close(abandon=True)
         except OSError:
             pass
         try:

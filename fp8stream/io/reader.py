@@ -15,8 +15,9 @@ from typing import BinaryIO, Iterator
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError, UsageError
 from fp8stream.io.header import Header, TensorInfo, read_exactly, read_header
+from fp8stream.io.overlap import ReadAhead
 
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 8 << 20
 
 
 @dataclass
@@ -27,8 +28,11 @@ class InputSource:
     size: int | None
     label: str
     path: str | None
+    readahead: ReadAhead | None = None
 
     def close(self) -> None:
+        if self.readahead is not None:
+            self.readahead.close()
         if self.path is not None:
             self.stream.close()
 
@@ -70,6 +74,8 @@ class TensorStream:
         self.source = source
         self.header = header
         self.bytes_read = 0
+        # A thread reads the data section ahead, so the disk works while we compute.
+        source.readahead = ReadAhead(source.stream, header.data_bytes)
 
     def chunks(self, info: TensorInfo, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytearray]:
         """The tensor's bytes, in fresh chunks of at most chunk_bytes (a whole tensor must be read)."""
@@ -88,7 +94,7 @@ class TensorStream:
         done = 0
         while done < len(chunk):
             try:
-                n = self.source.stream.readinto(view[done:])
+                n = self.source.readahead.readinto(view[done:])
             except OSError as e:
                 raise FP8StreamError(f"{self.source.label}: read error ({e.strerror})") from None
             if not n:
