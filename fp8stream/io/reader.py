@@ -131,6 +131,23 @@ class LazyFile:
     def __exit__(self, *exc: object) -> None:
         self.source.close()
 
+    def read_chunks(self, info: TensorInfo, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """One tensor's bytes by positioned reads, at most chunk_bytes at a time."""
+        fd = self.source.stream.fileno()
+        offset = self.header.data_start + info.begin
+        done = 0
+        while done < info.nbytes:
+            want = min(info.nbytes - done, chunk_bytes)
+            part = os.pread(fd, want, offset + done) if hasattr(os, "pread") else self._seek_read(offset + done, want)
+            if len(part) != want:
+                raise InvalidCheckpointError(f"{self.source.label}: file ends inside {info.name!r}")
+            done += want
+            yield part
+
+    def _seek_read(self, offset: int, n: int) -> bytes:
+        self.source.stream.seek(offset)
+        return read_exactly(self.source.stream, n, "data")
+
     def read(self, info: TensorInfo) -> bytes:
         """One tensor's bytes by a positioned read (seek+read where pread does not exist)."""
         offset = self.header.data_start + info.begin
