@@ -92,7 +92,8 @@ class _Rows:
     def __init__(self, dtype: str, shape: tuple[int, ...], hold: bool):
         from fp8stream.io.dtypes import torch_dtype
 
-        self.tdt = torch_dtype(dtype)
+        self.fp8 = dtype == "F8_E4M3"
+        self.tdt = torch.uint8 if self.fp8 else torch_dtype(dtype)
         self.cols = shape[1]
         self.row_bytes = self.cols * torch.tensor([], dtype=self.tdt).element_size()
         self.carry = b""
@@ -105,7 +106,13 @@ class _Rows:
         whole = len(buf) // self.row_bytes * self.row_bytes
         self.carry = buf[whole:]
         if whole:
-            w = torch.frombuffer(bytearray(buf[:whole]), dtype=self.tdt).view(-1, self.cols).float()
+            raw = torch.frombuffer(bytearray(buf[:whole]), dtype=self.tdt).view(-1, self.cols)
+            if self.fp8:  # an FP8 producer that is not calibrated itself (excluded, --include)
+                self.sums.append(row_sum_squares(raw.numpy()))
+                if self.hold:
+                    self.held.append(torch.nan_to_num(dequantize_rows(raw), nan=0.0, posinf=0.0, neginf=0.0))
+                return
+            w = raw.float()
             self.sums.append(w.double().pow(2).sum(1).numpy())
             if self.hold:
                 self.held.append(w)
@@ -121,6 +128,7 @@ class WeightAwareMethod:
         self.mode = getattr(settings, "sim_mode", "bound")
         self.margin = float(getattr(settings, "margin", 4.0))
         self.graph: G.Graph | None = None
+        self.ws_key: dict[str, str | None] = {}
         self.shapes: dict[str, tuple[int, int]] = {}  # linear -> (out, in)
         self.need_rows: set[str] = set()
         self.held: set[str] = set()
@@ -138,7 +146,15 @@ class WeightAwareMethod:
         linears = {t.name[:-7]: t for t in header.tensors if t.name.endswith(".weight") and len(t.shape) == 2}
         for n, t in linears.items():
             self.shapes[n] = (t.shape[0], t.shape[1])
-        self.graph = G.build_graph([layer.name for layer in layers], names)
+        # The graph covers every linear of the file (family detection, producers), whatever the
+        # selection (--include/--exclude/presets) of layers that get a scale.
+        self.calibrated = {layer.name for layer in layers}
+        self.graph = G.build_graph(sorted(set(linears) | self.calibrated), names)
+        # the weight scale's key depends on the flavour (weight_scale, legacy scale_weight, none)
+        for n in linears:
+            self.ws_key[n] = n + ".weight_scale" if n + ".weight_scale" in names else (
+                n + ".scale_weight" if n + ".scale_weight" in names else None)
+        self.ws_key.update({layer.name: layer.weight_scale for layer in layers})
         self.held = {n for n in self.graph.held_layers() if n in linears}
         if sum(self.shapes[n][0] * self.shapes[n][1] for n in self.held) > HELD_ELEMENTS_MAX:
             self.held = set()  # too big to hold: vec falls back to an assumption (reported)
@@ -147,7 +163,8 @@ class WeightAwareMethod:
         self.need_rows |= self.held
         self.wanted = set()
         for n in self.need_rows:
-            self.wanted |= {n + ".weight", n + ".bias", n + ".weight_scale"}
+            self.wanted |= {n + ".weight", n + ".bias", self.ws_key.get(n) or n + ".weight_scale"}
+        self.wanted.discard(None)
         for src in self.graph.sources.values():
             self.wanted |= set(G.tensors_needed(src))
         self.wanted &= names
@@ -162,7 +179,10 @@ class WeightAwareMethod:
 
     # ---- streaming -----------------------------------------------------------------------
     def wants(self, info) -> bool:
-        return info.name in self.wanted and not info.dtype.startswith("F8_")
+        # FP8 weights of calibrated layers come through observe_weight; other FP8 producers here
+        if info.dtype.startswith("F8_"):
+            return info.name in self.wanted and info.name[:-7] not in self.calibrated and info.dtype == "F8_E4M3"
+        return info.name in self.wanted
 
     def observe_tensor(self, info, chunk: bytes) -> None:
         name = info.name
@@ -197,7 +217,7 @@ class WeightAwareMethod:
 
     # ---- the tail: resolve every model ---------------------------------------------------
     def _wscale(self, n: str) -> float:
-        v = self.values.get(n + ".weight_scale")
+        v = self.values.get(self.ws_key.get(n) or n + ".weight_scale")
         return float(v.reshape(-1)[0]) if v is not None and v.numel() else 1.0
 
     def _finish_partial(self) -> None:
