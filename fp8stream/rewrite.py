@@ -188,7 +188,7 @@ def _read_ahead_scale(path: str, layer: FP8Layer, options: RewriteOptions) -> fl
     device = torch.device(options.settings.device)
     with LazyFile(path) as f:
         if hasattr(method, "begin"):
-            method.begin([layer], f.header)
+            method.begin([layer], f.header)  # a single-layer view (its own shard's tensors)
         values = {}
         for key in (layer.weight_scale, layer.existing_input_scale):
             if key:
@@ -314,7 +314,8 @@ def _calibrate_sharded(index_path: str, options: RewriteOptions) -> FileReport:
                                       output=None if folder is None else os.path.join(folder, shard))
             source = open_input(sub.input)
             try:
-                part, plan = _calibrate(source, sub, whole=whole, shard_of=shard_of, allow_empty=True)
+                part, plan = _calibrate(source, sub, whole=whole, shard_of=shard_of, allow_empty=True,
+                                        tensor_path={t: os.path.join(index.folder, s) for t, s in index.weight_map.items()})
             finally:
                 source.close()
             entries[shard] = [e.name for e in plan.entries]
@@ -333,7 +334,7 @@ def _calibrate_sharded(index_path: str, options: RewriteOptions) -> FileReport:
 
 
 def _calibrate(source, options: RewriteOptions, whole=None, shard_of: dict[str, str] | None = None,
-               allow_empty: bool = False) -> tuple[FileReport, RewritePlan]:
+               allow_empty: bool = False, tensor_path: dict[str, str] | None = None) -> tuple[FileReport, RewritePlan]:
     """One file, or one shard given the merged header `whole` and each layer's shard path."""
     shard_of = shard_of or {}
     header = read_input_header(source)
@@ -353,7 +354,9 @@ def _calibrate(source, options: RewriteOptions, whole=None, shard_of: dict[str, 
     check_free_space(options.output, report.bytes_out)
     method = make_method(options.settings)
     if hasattr(method, "begin"):
-        method.begin(plan.layers, header)  # the method's model of the network, from names and shapes
+        # The method's model of the network, from names and shapes (of the whole model when sharded:
+        # tensors it needs from other shards it reads with positioned reads, `tensor_path`).
+        method.begin(plan.layers, header, whole=whole, tensor_path=tensor_path)
     report.notes = list(getattr(method, "notes", []))
     on_cuda = options.settings.device == "cuda"
     if on_cuda:

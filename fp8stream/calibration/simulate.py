@@ -141,7 +141,11 @@ class WeightAwareMethod:
         self._lut = None
 
     # ---- set-up from the header ----------------------------------------------------------
-    def begin(self, layers: list[FP8Layer], header) -> None:
+    def begin(self, layers: list[FP8Layer], header, whole=None, tensor_path: dict[str, str] | None = None) -> None:
+        """`whole`: the merged header of a sharded model; tensors this shard lacks are read from
+        their shard (`tensor_path`) with positioned reads, so every shard sees the same model."""
+        local = {t.name for t in header.tensors}
+        header = whole or header
         names = {t.name for t in header.tensors}
         linears = {t.name[:-7]: t for t in header.tensors if t.name.endswith(".weight") and len(t.shape) == 2}
         for n, t in linears.items():
@@ -168,7 +172,24 @@ class WeightAwareMethod:
         for src in self.graph.sources.values():
             self.wanted |= set(G.tensors_needed(src))
         self.wanted &= names
+        if tensor_path:
+            self._read_other_shards(header, local, tensor_path)
 
+    def _read_other_shards(self, header, local: set[str], tensor_path: dict[str, str]) -> None:
+        from fp8stream.io.reader import CHUNK_BYTES, LazyFile
+
+        infos = {t.name: t for t in header.tensors}
+        calibrated, self.calibrated = self.calibrated, set()  # FP8 weights read here go through observe_tensor
+        try:
+            for name in sorted(self.wanted - local):
+                info, path = infos[name], tensor_path.get(name)
+                if path is None or not self.wants(info):
+                    continue
+                with LazyFile(path) as f:
+                    for chunk in f.read_chunks(f.header.get(name), CHUNK_BYTES):
+                        self.observe_tensor(info, chunk)
+        finally:
+            self.calibrated = calibrated
     def _collect(self, src) -> None:
         for p in G.producers(src):
             if p in self.shapes:

@@ -305,7 +305,7 @@ class StatsMethod:
         self.matching: Matching | None = None
         self.notes: list[str] = []
 
-    def begin(self, layers, header) -> None:
+    def begin(self, layers, header, whole=None, tensor_path=None) -> None:
         names = [layer.name for layer in layers]
         self.matching = m = match(self.stats, names, self.user_map)
         missing = [n for n in names if n not in m.by_layer]
@@ -320,7 +320,7 @@ class StatsMethod:
         if missing:
             self.notes.append(f"{len(missing)} layers without stats fall back to simulate")
         if self.fallback is not None:
-            self.fallback.begin(layers, header)
+            self.fallback.begin(layers, header, whole=whole, tensor_path=tensor_path)
 
     def wants(self, info) -> bool:
         return self.fallback is not None and self.fallback.wants(info)
