@@ -78,9 +78,8 @@ def _progress(total: int, enabled: bool, label: str):
 
 
 def _stream_layer_weight(stream, info, layer: FP8Layer, method, writer, device: torch.device, bar) -> None:
-    rows_per_chunk = max(1, CHUNK_BYTES // max(1, layer.in_features))
     row = 0
-    for chunk in stream.chunks(info, rows_per_chunk * layer.in_features):
+    for chunk in stream.chunks(info):  # whole rows; valid until the next chunk
         writer.write(info.name, chunk)
         rows = torch.frombuffer(chunk, dtype=torch.uint8).view(-1, layer.in_features)
         method.observe_weight(layer, rows.to(device, non_blocking=True), row)
