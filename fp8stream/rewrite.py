@@ -24,10 +24,11 @@ from fp8stream.formats import comfy_quant
 from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.formats.plan import RewritePlan, Role, build_plan
-from fp8stream.io.atomic import AtomicOutput, check_free_space, check_output_path
+from fp8stream.io.atomic import check_free_space, check_output_path
+from fp8stream.io.compression import ZstdSettings
 from fp8stream.io.dtypes import decode_values
-from fp8stream.io.header import read_header
 from fp8stream.io.reader import CHUNK_BYTES, TensorStream, open_input, read_input_header
+from fp8stream.io.sink import OutputSink
 from fp8stream.io.writer import StreamingWriter
 from fp8stream.report import FileReport, LayerReport, SkippedReport
 
@@ -42,6 +43,7 @@ class RewriteOptions:
     force: bool = False
     dry_run: bool = False
     progress: bool = False
+    zstd: ZstdSettings | None = None  # compress the output
 
 
 @dataclass
@@ -145,8 +147,11 @@ def _layer_reports(plan: RewritePlan, options: RewriteOptions, method, state: _S
 
 def _check_written(path: str, plan: RewritePlan) -> None:
     """Parse the written header back with the input validator: trust nothing we wrote."""
-    with open(path, "rb") as f:
-        header = read_header(f, os.fstat(f.fileno()).st_size)
+    source = open_input(path)
+    try:
+        header = read_input_header(source)
+    finally:
+        source.close()
     if [t.name for t in header.tensors] != [e.name for e in plan.entries]:
         raise RuntimeError("written header does not match the plan")
 
@@ -176,12 +181,14 @@ def _calibrate(source, options: RewriteOptions) -> FileReport:
         report.layers = _layer_reports(plan, options, None, None)
         return report
     assert options.output is not None
-    check_output_path(options.output, source.path, options.force)
-    check_free_space(options.output, report.bytes_out)
+    if options.output != "-":
+        check_output_path(options.output, source.path, options.force)
+        if options.zstd is None:  # a compressed size is not known before the end
+            check_free_space(options.output, report.bytes_out)
     method = make_method(options.settings)
     stream = TensorStream(source, header)
-    atomic = AtomicOutput(options.output)
-    with atomic as sink, _progress(header.data_bytes, options.progress, source.label) as bar:
+    output = OutputSink(options.output, options.zstd)
+    with output as sink, _progress(header.data_bytes, options.progress, source.label) as bar:
         writer = StreamingWriter(sink, plan.entries, plan.metadata)
         writer.write_header()
         state = _stream_data(stream, plan, options, method, writer, bar)
@@ -189,6 +196,8 @@ def _calibrate(source, options: RewriteOptions) -> FileReport:
         for layer_report, layer in zip(report.layers, plan.layers):
             writer.write(layer.input_scale, f32_bytes(layer_report.scale))
         writer.finish()
-        sink.flush()
-        _check_written(atomic.temp, plan)
+        output.complete()
+        if output.readback is not None:
+            _check_written(output.readback, plan)
+    report.bytes_written = output.bytes_written
     return report
