@@ -9,6 +9,7 @@ pages of a mapping count in RSS and page-faulting a cold mapping is slow (DESIGN
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
@@ -57,7 +58,9 @@ def open_input(path: str) -> InputSource:
         raise FP8StreamError(f"{path}: permission denied") from None
     except OSError as e:
         raise FP8StreamError(f"{path}: cannot open ({e.strerror})") from None
-    source = InputSource(f, os.fstat(f.fileno()).st_size, path, path)
+    st = os.fstat(f.fileno())
+    # A FIFO or a /dev/fd/N pipe has no size: read it as a stream, like stdin.
+    source = InputSource(f, st.st_size if stat.S_ISREG(st.st_mode) else None, path, path)
     try:
         return _detect_zstd(source)
     except BaseException:
@@ -73,7 +76,7 @@ def _detect_zstd(source: InputSource) -> InputSource:
     if head == ZSTD_MAGIC:
         reader = ZstdReader(PrefixedReader(head, source.stream), source.label)
         return InputSource(reader, None, source.label, source.path, raw=source.stream, compressed=True)  # type: ignore[arg-type]
-    if source.path is not None:
+    if source.size is not None:
         source.stream.seek(0)
     else:
         source.stream = PrefixedReader(head, source.stream)  # type: ignore[assignment]

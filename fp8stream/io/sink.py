@@ -63,7 +63,7 @@ class OutputSink:
         if self._atomic is None:
             if os.isatty(sys.stdout.fileno()):
                 raise UsageError("refusing to write a checkpoint to a terminal: redirect stdout or name OUT")
-            self._raw = open(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)
+            self._raw = open(sys.stdout.fileno(), "wb", buffering=1 << 16, closefd=False)
         else:
             self._raw = self._atomic.__enter__()
         self._counter = _CountingWriter(self._raw)
