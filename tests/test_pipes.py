@@ -153,7 +153,7 @@ def test_corrupt_zstd_and_trailing_bytes_are_clean_errors(small_model: Path, tmp
 
 
 def test_compression_memory_is_checked_before_any_work(small_model: Path, tmp_path: Path) -> None:
-    assert 600 << 20 < compression_memory(22, 0) < 700 << 20  # zstandard's own figure for level 22
+    assert 640 << 20 < compression_memory(22, 0) < 800 << 20  # zstandard says 641 MB for level 22; 725 measured
     r = run_subprocess("calibrate", "--zstd-level", "22", small_model, tmp_path / "out.safetensors.zst")
     assert r.returncode == 2 and "needs about" in r.stderr and "128 MB allowed" in r.stderr
     r = run_subprocess("calibrate", "--zstd-level", "19", "--zstd-threads", "2", small_model, tmp_path / "o.safetensors.zst")

@@ -1,4 +1,4 @@
-"""`fp8stream calibrate IN OUT`: write an input_scale for every FP8 linear layer."""
+"""`fp8stream calibrate IN OUT` or `IN... --out-dir DIR`: an input_scale for every FP8 linear layer."""
 
 from __future__ import annotations
 
