@@ -13,6 +13,7 @@ import os
 import re
 import resource
 import signal
+import stat
 import time
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
@@ -27,7 +28,7 @@ from fp8stream.errors import (
     NothingToCalibrateError,
     UsageError,
 )
-from fp8stream.io.compression import ZstdSettings, compression_memory, strip_zstd_suffix
+from fp8stream.io.compression import MAX_WINDOW_BYTES, ZstdSettings, compression_memory, strip_zstd_suffix
 from fp8stream.io.reader import open_input, read_input_header
 from fp8stream.report import FileReport
 from fp8stream.rewrite import RewriteOptions, calibrate_file
@@ -110,20 +111,25 @@ def available_memory() -> int:
 
 def memory_estimate(path: str, zstd: ZstdSettings | None) -> int:
     """What one file's run may take: 2 x largest tensor + 300 MB, plus zstd's windows and
-    contexts. From the header alone; an unreadable header gets the base (it fails fast)."""
+    contexts. From the header alone; an unreadable header gets the base (it fails fast). A pipe
+    (FIFO, /dev/fd/N) is not read twice: it gets the base and the largest zstd window."""
+    extra = compression_memory(zstd.level, zstd.threads) if zstd else 0
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return BASE_MEMORY + MAX_WINDOW_BYTES + extra
         source = open_input(path)
+    except OSError:
+        return BASE_MEMORY + extra
     except FP8StreamError:
-        return BASE_MEMORY
+        return BASE_MEMORY + extra
     try:
         header = read_input_header(source)
         window = getattr(source.stream, "window_size", 0) if source.compressed else 0
     except FP8StreamError:
-        return BASE_MEMORY
+        return BASE_MEMORY + extra
     finally:
         source.close()
     largest = max((t.nbytes for t in header.tensors), default=0)
-    extra = compression_memory(zstd.level, zstd.threads) if zstd else 0
     return 2 * largest + BASE_MEMORY + window + extra
 
 

@@ -330,11 +330,7 @@ def test_sigterm_stops_a_parallel_batch_and_its_workers(tmp_path: Path) -> None:
                           "--out-dir", str(out)], stderr=subprocess.PIPE, env=subprocess_env())
     writers = []
     try:
-        for fifo in fifos:  # the parent reads each header first, for its memory estimate
-            fd = os.open(fifo, os.O_WRONLY)
-            os.write(fd, data[:4096])
-            os.close(fd)
-        for fifo in fifos:  # then a worker reads each from the start, and waits for the rest
+        for fifo in fifos:  # a worker reads each (the parent never reads a pipe), and waits for the rest
             fd = os.open(fifo, os.O_WRONLY)
             writers.append(fd)
             os.write(fd, data[: len(data) // 2])
