@@ -17,12 +17,21 @@ class LayerReport:
     assumption: str
     fp8_activations: bool  # whether ComfyUI will quantize this layer's input with the scale
     warnings: list[str] = field(default_factory=list)
+    flavour: str = "comfy"  # the flavour written: comfy or legacy
+    notes: list[str] = field(default_factory=list)  # shared scale, text encoder, ...
 
 
 @dataclass
 class SkippedReport:
     name: str
     reason: str
+
+
+@dataclass
+class ExcludedReport:
+    name: str
+    reason: str
+    fp8_activations: bool | None  # after the run; None when only the marker bytes could tell
 
 
 @dataclass
@@ -34,10 +43,12 @@ class FileReport:
     status: str = "ok"
     layers: list[LayerReport] = field(default_factory=list)
     skipped: list[SkippedReport] = field(default_factory=list)
+    excluded: list[ExcludedReport] = field(default_factory=list)
     seconds: float = 0.0
     bytes_in: int = 0  # safetensors bytes read (decompressed)
     bytes_out: int = 0  # safetensors bytes of the output (before compression)
     bytes_written: int = 0  # bytes that left for the output (after compression, if any)
+    peak_vram_bytes: int | None = None  # with --device cuda
     error: str | None = None
     exit_code: int = 0  # what the file alone would have exited with
 
@@ -50,6 +61,7 @@ class FileReport:
         doc["layers_calibrated"] = self.layers_calibrated
         doc["layers_kept"] = len(self.layers) - self.layers_calibrated
         doc["layers_skipped"] = len(self.skipped)
+        doc["layers_excluded"] = len(self.excluded)
         doc["seconds"] = round(self.seconds, 3)
         return json.dumps(doc, sort_keys=False)
 
@@ -70,13 +82,18 @@ def render_table(report: FileReport) -> str:
             )
             for w in layer.warnings:
                 lines.append(f"{'':<{width}}  warning: {w}")
+            for note in layer.notes:
+                lines.append(f"{'':<{width}}  note: {note}")
+    for e in report.excluded:
+        act = {True: "FP8 activations", False: "weight-only", None: "as in the file"}[e.fp8_activations]
+        lines.append(f"excluded {e.name}: {e.reason} ({act})")
     for s in report.skipped:
         lines.append(f"skipped {s.name}: {s.reason}")
     kept = len(report.layers) - report.layers_calibrated
     verb = "would write" if report.status == "dry-run" else "wrote"
     summary = (
         f"{report.input}: {len(report.layers)} FP8 layers, {report.layers_calibrated} scales calibrated, "
-        f"{kept} kept, {len(report.skipped)} skipped; {verb} {report.bytes_out / 1e6:.1f} MB"
+        f"{kept} kept, {len(report.excluded)} excluded, {len(report.skipped)} skipped; {verb} {report.bytes_out / 1e6:.1f} MB"
     )
     if report.output and report.status == "ok":
         summary += " to stdout" if report.output == "-" else f" to {report.output}"

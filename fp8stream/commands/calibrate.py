@@ -71,6 +71,18 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
 @click.option("--overwrite-scales", is_flag=True, help="Replace every existing input scale, real ones too.")
 @click.option("--keep-weight-only", is_flag=True,
               help="Keep full_precision_matrix_mult on layers that have it (scales added, unused by ComfyUI).")
+@click.option("--target", type=click.Choice(["auto", "comfy", "legacy"]), default="auto", show_default=True,
+              help="Flavour written: auto keeps the file's (comfy for plain fp8); comfy converts legacy scaled_fp8; "
+                   "legacy adds scaled_fp8 keys to plain fp8.")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Calibrate only layers whose name matches (repeatable; prefix-free names match too).")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Keep matching layers weight-only (full_precision_matrix_mult) instead of calibrating them.")
+@click.option("--preset", type=click.Choice(["auto", "flux", "sd3", "wan"]), default=None,
+              help="Exclude what the reference recipes keep in high precision: embedders, final projections, "
+                   "first/last blocks of video DiTs. auto: from the key names.")
+@click.option("--exclude-untouched", is_flag=True,
+              help="Leave excluded layers exactly as they were (else they are flagged weight-only).")
 @click.option("--force", "-f", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--dry-run", is_flag=True, help="Plan and report; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per input file instead of the table.")
@@ -87,16 +99,17 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
               help="Batch: files calibrated at once, in separate processes, within --max-memory.")
 @click.option("--max-memory", help="Memory budget, e.g. 4G: bounds --jobs and zstd [default: available memory].")
 def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, rule: str, percentile: float, samples: int,
-              seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool, force: bool, dry_run: bool,
-              as_json: bool, report_file: str | None, progress: bool | None, zstd: bool, zstd_level: int,
+              seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
+              target: str, include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None,
+              exclude_untouched: bool, force: bool, dry_run: bool, as_json: bool, report_file: str | None, progress: bool | None, zstd: bool, zstd_level: int,
               zstd_threads: int | None, keep_going: bool, jobs: int, max_memory: str | None) -> None:
     """Calibrate IN and write the result to OUT, or several INs (paths or globs) into --out-dir.
 
     '-' reads stdin or writes stdout (one pass, same memory bound as files); zstd input is
     detected by itself, and an OUT ending in .zst (or --zstd) is compressed.
 
-    Every FP8 linear layer in ComfyUI's format (float8_e4m3fn weight, weight_scale,
-    comfy_quant) gets an F32 input_scale; all other tensors pass through byte for byte.
+    Every FP8 linear layer (ComfyUI mixed precision, legacy scaled_fp8 or plain float8_e4m3fn)
+    gets an F32 activation scale; all other tensors pass through byte for byte.
     OUT appears only when complete. Placeholder scales (1.0, or equal to weight_scale) and
     scales of weight-only layers are replaced; real calibrated scales are kept.
 
@@ -116,7 +129,8 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, rule: st
                                        seed=seed, device=resolve_device(device))
         template = RewriteOptions(
             input=inputs[0], output=output, settings=settings, overwrite_scales=overwrite_scales,
-            keep_weight_only=keep_weight_only, force=force, dry_run=dry_run,
+            keep_weight_only=keep_weight_only, target=target, include=include, exclude=exclude, preset=preset,
+            exclude_untouched=exclude_untouched, force=force, dry_run=dry_run,
             progress=sys.stderr.isatty() if progress is None else progress, zstd=zstd_settings,
         )
         stdout_taken = output == "-"

@@ -66,11 +66,15 @@ class OutputSink:
             self._raw = open(sys.stdout.fileno(), "wb", buffering=1 << 16, closefd=False)
         else:
             self._raw = self._atomic.__enter__()
-        self._counter = _CountingWriter(self._raw)
-        if self.zstd is not None:
-            self._compressor = ZstdWriter(self._counter, self.zstd)
-            return self._compressor  # type: ignore[return-value]
-        return self._counter  # type: ignore[return-value]
+        try:
+            self._counter = _CountingWriter(self._raw)
+            if self.zstd is not None:
+                self._compressor = ZstdWriter(self._counter, self.zstd)
+                return self._compressor  # type: ignore[return-value]
+            return self._counter  # type: ignore[return-value]
+        except BaseException:  # a signal here skips __exit__: clean up as it would
+            self.__exit__(*sys.exc_info())
+            raise
 
     def complete(self) -> None:
         """End the zstd frame and flush, so that `readback` holds the whole output."""
