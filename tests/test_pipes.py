@@ -300,14 +300,15 @@ def test_signal_mid_run_leaves_nothing_at_the_target(tmp_path: Path, sig: int, c
 
 def test_sigterm_mid_stream_to_stdout_exits_non_zero(tmp_path: Path) -> None:
     src = tmp_path / "in.safetensors"
-    write_checkpoint(str(src), comfy_fp8_linear("a", (512, 512), seed=1) + comfy_fp8_linear("b", (512, 512), seed=2))
+    # 16 MB layers: more than a read-ahead block, so layer a leaves before the input ends.
+    write_checkpoint(str(src), comfy_fp8_linear("a", (4096, 4096), seed=1) + comfy_fp8_linear("b", (4096, 4096), seed=2))
     out = tmp_path / "partial.safetensors"
     with open(out, "wb") as sink:
         p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "-", "-"], stdin=subprocess.PIPE,
                              stdout=sink, stderr=subprocess.PIPE, env=subprocess_env())
         try:
             _feed(src, p, 1000)  # layer a's weight is out, b's is not complete
-            _wait_for(lambda: out.stat().st_size > 256 * 1024 or p.poll() is not None)
+            _wait_for(lambda: out.stat().st_size > 1 << 20 or p.poll() is not None)
             p.send_signal(signal.SIGTERM)
             _, stderr = p.communicate(timeout=60)
         finally:
