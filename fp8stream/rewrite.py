@@ -31,9 +31,10 @@ from fp8stream.formats.plan import FormatOptions, LayerPlan, RewritePlan, Role, 
 from fp8stream.formats.selection import Selection
 from fp8stream.formats.text_encoders import TEXT_ENCODER_NOTE
 from fp8stream.io.atomic import AtomicFolder, AtomicOutput, check_free_space, check_output_path, same_file
+from fp8stream.io.compression import ZstdSettings
 from fp8stream.io.dtypes import decode_values
-from fp8stream.io.header import read_header
 from fp8stream.io.reader import CHUNK_BYTES, LazyFile, TensorStream, open_input, read_input_header
+from fp8stream.io.sink import OutputSink
 from fp8stream.io.writer import StreamingWriter
 from fp8stream.report import ExcludedReport, FileReport, LayerReport, SkippedReport
 
@@ -53,6 +54,7 @@ class RewriteOptions:
     force: bool = False
     dry_run: bool = False
     progress: bool = False
+    zstd: ZstdSettings | None = None  # compress the output
 
 
     def format_options(self) -> FormatOptions:
@@ -260,8 +262,11 @@ def _excluded_reports(plan: RewritePlan, state: _StreamState | None) -> list[Exc
 
 def _check_written(path: str, plan: RewritePlan) -> None:
     """Parse the written header back with the input validator: trust nothing we wrote."""
-    with open(path, "rb") as f:
-        header = read_header(f, os.fstat(f.fileno()).st_size)
+    source = open_input(path)
+    try:
+        header = read_input_header(source)
+    finally:
+        source.close()
     if [t.name for t in header.tensors] != [e.name for e in plan.entries]:
         raise RuntimeError("written header does not match the plan")
 
@@ -349,8 +354,10 @@ def _calibrate(source, options: RewriteOptions, whole=None, shard_of: dict[str, 
         report.layers = _layer_reports(plan, options, None, None)
         return report, plan
     assert options.output is not None
-    check_output_path(options.output, source.path, options.force)
-    check_free_space(options.output, report.bytes_out)
+    if options.output != "-":
+        check_output_path(options.output, source.path, options.force)
+        if options.zstd is None:  # a compressed size is not known before the end
+            check_free_space(options.output, report.bytes_out)
     method = make_method(options.settings)
     if hasattr(method, "begin"):
         # The method's model of the network, from names and shapes (of the whole model when sharded:
@@ -361,8 +368,8 @@ def _calibrate(source, options: RewriteOptions, whole=None, shard_of: dict[str, 
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
     stream = TensorStream(source, header)
-    atomic = AtomicOutput(options.output)
-    with atomic as sink, _progress(header.data_bytes, options.progress, source.label) as bar:
+    output = OutputSink(options.output, options.zstd)
+    with output as sink, _progress(header.data_bytes, options.progress, source.label) as bar:
         writer = StreamingWriter(sink, plan.entries, plan.metadata)
         writer.write_header()
         state = _stream_data(stream, plan, options, method, writer, bar)
@@ -377,8 +384,10 @@ def _calibrate(source, options: RewriteOptions, whole=None, shard_of: dict[str, 
             if data:
                 writer.write(tail.name, data)
         writer.finish()
-        sink.flush()
-        _check_written(atomic.temp, plan)
+        output.complete()
+        if output.readback is not None:
+            _check_written(output.readback, plan)
+    report.bytes_written = output.bytes_written
     if on_cuda:
         report.peak_vram_bytes = torch.cuda.max_memory_allocated()
     return report, plan

@@ -102,8 +102,8 @@ class _Rows:
         self.held: list[torch.Tensor] = []
 
     def feed(self, chunk: bytes) -> None:
-        if not self.carry and len(chunk) % self.row_bytes == 0:
-            buf, whole = chunk, len(chunk)  # the stream hands whole rows: no copy
+        if not self.carry and len(chunk) % self.row_bytes == 0 and not isinstance(chunk, bytes):
+            buf, whole = chunk, len(chunk)  # the stream hands whole writable rows: no copy
         else:
             buf = bytearray(self.carry) + chunk
             whole = len(buf) // self.row_bytes * self.row_bytes
