@@ -206,14 +206,16 @@ def main() -> None:
         for arch in args.arch.split(","):
             for b in args.blocks.split(","):
                 results.append(bench_one(arch, None if b == "full" else int(b), args.runs, args.device, workdir, not args.warm))
-    tag = f"{args.device}"
-    with open(os.path.join(args.out, f"bench-{tag}.json"), "w") as f:
+                save(results, args.out, args.device)  # after each model: a cut-off run keeps what it measured
+    print(markdown(results))
+
+
+def save(results: list[dict], out: str, tag: str) -> None:
+    with open(os.path.join(out, f"bench-{tag}.json"), "w") as f:
         json.dump(results, f, indent=1)
-    table = markdown(results)
-    with open(os.path.join(args.out, f"bench-{tag}.md"), "w") as f:
-        f.write(table + "\n")
-    plot(results, os.path.join(args.out, f"bench-{tag}.png"))
-    print(table)
+    with open(os.path.join(out, f"bench-{tag}.md"), "w") as f:
+        f.write(markdown(results) + "\n")
+    plot(results, os.path.join(out, f"bench-{tag}.png"))
 
 
 if __name__ == "__main__":
