@@ -86,7 +86,20 @@ def _rewrite_marker(raw: bytes, layer: FP8Layer, options: RewriteOptions, state:
     was_weight_only = comfy_quant.is_weight_only(doc)
     state.weight_only[layer.name] = was_weight_only
     keep_flag = was_weight_only and options.keep_weight_only
-    return comfy_quant.encode_marker(comfy_quant.with_weight_only(doc, keep_flag), len(raw))
+    if keep_flag == was_weight_only:
+        return raw  # nothing to change: the bytes pass through as they are
+    try:
+        return comfy_quant.encode_marker(comfy_quant.with_weight_only(doc, keep_flag), len(raw))
+    except comfy_quant.MarkerError as e:
+        raise InvalidCheckpointError(f"layer {layer.name}: {e}") from None
+
+
+def _decode_scale(raw: bytes, dtype: str) -> list[float]:
+    """A scale's values; [] when empty or of a dtype we cannot decode (then it is judged unusable)."""
+    try:
+        return decode_values(raw, dtype) if raw else []
+    except ValueError:
+        return []
 
 
 def _stream_data(stream: TensorStream, plan: RewritePlan, options: RewriteOptions, method, writer, bar) -> _StreamState:
@@ -102,7 +115,7 @@ def _stream_data(stream: TensorStream, plan: RewritePlan, options: RewriteOption
             writer.write(info.name, _rewrite_marker(stream.read_all(info), plan.layer_by_marker[info.name], options, state))
         elif role is Role.MOVED_SCALE or info.name in plan.scalar_keys:
             raw = stream.read_all(info)
-            state.values[info.name] = decode_values(raw, info.dtype) if raw else []
+            state.values[info.name] = _decode_scale(raw, info.dtype)
             if role is not Role.MOVED_SCALE:
                 writer.write(info.name, raw)
         else:

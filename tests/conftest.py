@@ -14,6 +14,14 @@ from click.testing import CliRunner
 from fp8stream.cli import main
 from fp8stream.synthetic.checkpoint import SyntheticTensor, bf16_tensor, comfy_fp8_linear, write_checkpoint
 
+REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a child `python -m fp8stream`: this checkout's package first."""
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=REPO_ROOT + (os.pathsep + path if path else ""))
+
 
 def run_cli(*args: str) -> "object":
     """Run the CLI in-process; result has exit_code, stdout, stderr."""
@@ -22,9 +30,8 @@ def run_cli(*args: str) -> "object":
 
 def run_subprocess(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run `python -m fp8stream` as a user would (real exit code, real stderr)."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.run([sys.executable, "-m", "fp8stream", *map(str, args)], capture_output=True, text=True,
-                          env=env, **kwargs)
+                          env=subprocess_env(), **kwargs)
 
 
 def small_model_tensors(seed: int = 0, input_scale: float | None = None, weight_only: bool = False) -> list[SyntheticTensor]:

@@ -21,7 +21,7 @@ class MarkerError(ValueError):
 def parse_marker(raw: bytes) -> dict:
     try:
         doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise MarkerError("comfy_quant is not JSON") from None
     if not isinstance(doc, dict):
         raise MarkerError("comfy_quant is not a JSON object")
@@ -29,10 +29,13 @@ def parse_marker(raw: bytes) -> dict:
 
 
 def encode_marker(doc: dict, size: int) -> bytes:
-    """JSON bytes of exactly `size` bytes (space padded); ValueError if they do not fit."""
-    raw = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    """JSON bytes of exactly `size` bytes (space padded); MarkerError if they do not fit."""
+    try:
+        raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError):
+        raise MarkerError("comfy_quant cannot be written back as JSON") from None
     if len(raw) > size:
-        raise ValueError(f"marker JSON needs {len(raw)} bytes, {size} reserved")
+        raise MarkerError(f"comfy_quant JSON needs {len(raw)} bytes once rewritten, {size} reserved")
     return raw + b" " * (size - len(raw))
 
 

@@ -1,0 +1,212 @@
+"""Hostile checkpoints for fuzzing: hypothesis strategies and the two fuzz targets.
+
+Shared by the bounded tests in `tests/test_fuzz.py` and the long run of `scripts/fuzz.py`.
+A target returns None when the input ended well (accepted, or refused with an FP8StreamError
+and nothing left behind) and raises anything else.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import tempfile
+
+from hypothesis import strategies as st
+
+from fp8stream.calibration.methods import CalibrationSettings
+from fp8stream.errors import FP8StreamError, InvalidCheckpointError
+from fp8stream.io.dtypes import DTYPE_BITS
+from fp8stream.io.header import read_header
+from fp8stream.rewrite import RewriteOptions, calibrate_file
+
+KNOWN_DTYPES = sorted(DTYPE_BITS)
+ODD_STRINGS = ["", "\ud800", "a\x00b", "é" * 3, "__metadata__", "x" * 300, "F8_E4M3 ", "f32"]
+ODD_NUMBERS = [-1, 0, 1, 2**31, 2**32 + 1, 2**63, 2**64, 2**64 + 8, -(2**63), 10**40]
+
+names = st.one_of(st.sampled_from(["a", "b", "L.weight", "L.weight_scale", "L.comfy_quant", "L.input_scale"]),
+                  st.sampled_from(ODD_STRINGS), st.text(max_size=8))
+dtypes = st.one_of(st.sampled_from(KNOWN_DTYPES), st.sampled_from(ODD_STRINGS), st.integers(), st.none())
+sizes = st.one_of(st.integers(0, 64), st.sampled_from(ODD_NUMBERS))
+json_junk = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=True), st.text(max_size=4),
+                      st.lists(st.integers(-2, 4), max_size=3))
+
+
+@st.composite
+def entries(draw) -> object:
+    """A header entry: mostly well-formed, with any field possibly wrong."""
+    entry: dict[str, object] = {
+        "dtype": draw(dtypes),
+        "shape": draw(st.one_of(st.lists(sizes, max_size=4), json_junk, st.lists(st.integers(1, 2), min_size=33, max_size=40))),
+        "data_offsets": draw(st.one_of(st.lists(sizes, min_size=2, max_size=2), st.lists(sizes, max_size=3), json_junk)),
+    }
+    if draw(st.integers(0, 9)) == 0:
+        entry[draw(names)] = draw(json_junk)
+    if draw(st.integers(0, 9)) == 0:
+        del entry[draw(st.sampled_from(sorted(entry)))]
+    return draw(st.one_of(st.just(entry), json_junk)) if draw(st.integers(0, 19)) == 0 else entry
+
+
+@st.composite
+def header_texts(draw) -> bytes:
+    """Header JSON text: objects of entries, with duplicate keys, odd metadata, deep nesting, raw junk."""
+    pairs = draw(st.lists(st.tuples(names, entries()), max_size=5))
+    if pairs and draw(st.booleans()):
+        pairs.append((pairs[0][0], pairs[0][1]))  # a duplicate key, which dict-based dumping would hide
+    if draw(st.booleans()):
+        pairs.insert(0, ("__metadata__", draw(st.one_of(st.dictionaries(names, st.one_of(st.text(max_size=4), json_junk), max_size=3), json_junk))))
+    text = "{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in pairs) + "}"
+    kind = draw(st.integers(0, 9))
+    if kind == 0:
+        return draw(st.binary(max_size=64))
+    if kind == 1:
+        depth = draw(st.integers(100, 100_000))
+        return ("[" * depth + "]" * depth).encode()
+    if kind == 2:
+        return text.encode("utf-8", "surrogatepass") + draw(st.binary(max_size=4))
+    if kind == 3:
+        return text.encode("utf-8", "surrogatepass")[: draw(st.integers(0, len(text)))]
+    return text.encode("utf-8", "surrogatepass")
+
+
+@st.composite
+def header_blobs(draw) -> bytes:
+    """A whole file: 8-byte length (true, or any number), header text, data bytes."""
+    text = draw(header_texts())
+    length = draw(st.one_of(st.just(len(text)), st.sampled_from([0, 1, 2**63, 2**64 - 1, 100_000_001, len(text) + 1]),
+                            st.integers(0, len(text) + 64)))
+    data = draw(st.binary(max_size=96))
+    return struct.pack("<Q", length) + text + data
+
+
+# --- checkpoints that look like ComfyUI FP8 files, with each part possibly wrong ---
+
+GOOD_MARKERS = [b'{"format": "float8_e4m3fn"}', b'{"format": "float8_e4m3fn", "full_precision_matrix_mult": true}']
+BAD_MARKERS = [
+    b'{"format": "float8_e4m3fn", "full_precision_matrix_mult": true, "note": "\xc3\xa9\xc3\xa9\xc3\xa9"}',
+    b'{"format": "float8_e4m3fn", "full_precision_matrix_mult": true, "x": 1e5}',
+    b'{"format": "float8_e4m3fn", "format": "nvfp4"}', b'{"format": "nvfp4"}', b'[1, 2]', b'', b'\xff\xfe',
+    b'{"format": "float8_e4m3fn", "full_precision_matrix_mult": true, "x": "\\ud800"}',
+    b'{"format": "float8_e4m3fn", "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+]
+f32_values = st.one_of(st.sampled_from([1.0, 0.0, -0.0, -1.0, float("nan"), float("inf"), -float("inf"), 1e-45, 3e38]),
+                       st.floats(width=32))
+weight_bytes = st.one_of(st.sampled_from([b"\x00", b"\x80", b"\x7f", b"\xff", b"\x01", b"\x38"]), st.binary(min_size=1, max_size=4))
+
+
+def _usually(draw, good: st.SearchStrategy, bad: st.SearchStrategy, odds: int = 6):
+    """A draw from `good`, or one time in `odds` from `bad`: most layers stay close to valid."""
+    return draw(bad) if draw(st.integers(0, odds - 1)) == 0 else draw(good)
+
+
+@st.composite
+def comfy_tensors(draw) -> list[tuple[str, str, tuple[int, ...], bytes]]:
+    """(name, dtype, shape, bytes) of 1-3 ComfyUI FP8 linears and some passthrough tensors."""
+    out = []
+    for i in range(draw(st.integers(1, 3))):
+        name = _usually(draw, st.just(f"blocks.{i}.lin"), st.sampled_from([f"l{i}", "x", "é\x00"]))
+        rows, cols = draw(st.integers(1, 6)), draw(st.integers(1, 8))
+        dtype = _usually(draw, st.just("F8_E4M3"), st.sampled_from(["F8_E5M2", "U8", "I8"]))
+        shape = _usually(draw, st.just((rows, cols)), st.sampled_from([(rows * cols,), (rows, cols, 1), (1, rows * cols)]))
+        pattern = _usually(draw, st.binary(min_size=1, max_size=4), weight_bytes, odds=3)
+        out.append((f"{name}.weight", dtype, shape, (pattern * (rows * cols))[: rows * cols]))
+        if _usually(draw, st.just(True), st.just(False), odds=10):
+            ws_dtype = _usually(draw, st.just("F32"), st.sampled_from(["BF16", "F64"]))
+            ws_shape = _usually(draw, st.just(()), st.sampled_from([(1,), (2,), (1, 1)]))
+            value = _usually(draw, st.floats(1e-4, 1.0), f32_values)
+            out.append((f"{name}.weight_scale", ws_dtype, ws_shape, _values(value, ws_dtype, ws_shape)))
+        if _usually(draw, st.just(True), st.just(False), odds=10):
+            raw = _usually(draw, st.sampled_from(GOOD_MARKERS), st.one_of(st.sampled_from(BAD_MARKERS), st.binary(max_size=48)))
+            m_dtype = _usually(draw, st.just("U8"), st.sampled_from(["I8", "BOOL", "F8_E4M3"]), odds=10)
+            out.append((f"{name}.comfy_quant", m_dtype, (len(raw),), raw))
+        if draw(st.booleans()):
+            is_dtype = _usually(draw, st.just("F32"), st.sampled_from(["BF16", "U16", "I64", "F8_E4M3", "BOOL", "F64"]))
+            is_shape = _usually(draw, st.just(()), st.sampled_from([(1,), (2,), (0,), (3, 1)]))
+            value = _usually(draw, st.floats(1e-4, 10.0), f32_values, odds=3)
+            out.append((f"{name}.input_scale", is_dtype, is_shape, _values(value, is_dtype, is_shape)))
+    if draw(st.booleans()):
+        out.append(("norm.weight", "BF16", (3,), bytes(6)))
+    if draw(st.booleans()):
+        out.append(("empty", "F32", (0, 4), b""))
+    if draw(st.integers(0, 7)) == 0:
+        out.append((draw(names), "U8", (2,), b"ab"))
+    if draw(st.integers(0, 7)) == 0:
+        out.append(("packed", "F4", (2, 3), b"\x12\x34\x56"))
+    return out
+
+
+def _values(value: float, dtype: str, shape: tuple[int, ...]) -> bytes:
+    """`value` repeated to fill a tensor of dtype and shape (F32, F64, BF16 encode it; others get 0x3f bytes)."""
+    n = 1
+    for d in shape:
+        n *= d
+    f32 = struct.pack("<f", value)
+    one = {"F32": f32, "F64": struct.pack("<d", value), "BF16": f32[2:]}.get(dtype)
+    size = n * DTYPE_BITS[dtype] // 8
+    return (one * n)[:size] if one else b"\x3f" * size
+
+
+@st.composite
+def checkpoints(draw) -> bytes:
+    """A ComfyUI-like checkpoint, in a random data order, then possibly mutated byte by byte."""
+    tensors = draw(comfy_tensors())
+    tensors = list({t[0]: t for t in tensors}.values())  # names unique (duplicates: see header_texts)
+    order = draw(st.permutations(range(len(tensors))))
+    tensors = [tensors[i] for i in order]
+    metadata = _usually(draw, st.one_of(st.none(), st.just({"_quantization_metadata": '{"format_version": "1.0", "layers": {}}'})),
+                        st.dictionaries(names, st.sampled_from(ODD_STRINGS), max_size=2), odds=10)
+    doc: dict[str, object] = {} if metadata is None else {"__metadata__": metadata}
+    position = 0
+    for n, d, s, b in tensors:
+        doc[n] = {"dtype": d, "shape": list(s), "data_offsets": [position, position + len(b)]}
+        position += len(b)
+    text = json.dumps(doc).encode()  # ASCII escapes, so lone surrogates get through to the reader
+    blob = struct.pack("<Q", len(text)) + text
+    data = bytearray(blob + b"".join(b for _, _, _, b in tensors))
+    for _ in range(draw(st.integers(0, 3)) if draw(st.integers(0, 3)) == 0 else 0):
+        where = draw(st.integers(0, max(0, len(data) - 1)))
+        action = draw(st.integers(0, 3))
+        if action == 0 and data:
+            data[where] = draw(st.integers(0, 255))
+        elif action == 1:
+            del data[where:]
+        elif action == 2:
+            data[where:where] = draw(st.binary(min_size=1, max_size=8))
+        else:
+            data[where:where + 8] = struct.pack("<Q", draw(st.sampled_from(ODD_NUMBERS[1:8])) % 2**64)
+    return bytes(data)
+
+
+# --- the targets ---
+
+def header_target(blob: bytes) -> None:
+    """The validator accepts or raises InvalidCheckpointError; an accepted header is consistent."""
+    try:
+        header = read_header(io.BytesIO(blob), len(blob))
+    except InvalidCheckpointError:
+        return
+    assert header.file_bytes == len(blob)
+    for t in header.tensors:
+        t.name.encode("utf-8")  # any name we accept can be written back
+
+
+FAST_SETTINGS = CalibrationSettings(samples=4)
+
+
+def calibrate_target(blob: bytes, folder: str | None = None) -> None:
+    """`calibrate` on the bytes: a scale file or an FP8StreamError, and no temp or partial output."""
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        src, out = os.path.join(tmp, "in.safetensors"), os.path.join(tmp, "out.safetensors")
+        with open(src, "wb") as f:
+            f.write(blob)
+        try:
+            calibrate_file(RewriteOptions(input=src, output=out, settings=FAST_SETTINGS))
+        except FP8StreamError:
+            assert sorted(os.listdir(tmp)) == ["in.safetensors"], os.listdir(tmp)
+        else:
+            with open(out, "rb") as f:
+                read_header(f, os.path.getsize(out))
+            assert sorted(os.listdir(tmp)) == ["in.safetensors", "out.safetensors"]
+        with open(src, "rb") as f:
+            assert f.read() == blob  # the input is never modified
