@@ -36,6 +36,7 @@ class FileReport:
     bytes_in: int = 0
     bytes_out: int = 0
     error: str | None = None
+    verify: str | None = None  # `--verify`: what the comparison of output and input found
 
     @property
     def layers_calibrated(self) -> int:
@@ -79,4 +80,6 @@ def render_table(report: FileReport) -> str:
         methods = sorted({layer.method for layer in report.layers})
         summary += f" (method: {', '.join(methods)})"
     lines.append(summary)
+    if report.verify:
+        lines.append(f"verify: {report.verify}")
     return "\n".join(lines)

@@ -19,17 +19,20 @@ import torch
 
 from fp8stream.calibration.fp8 import as_f32, f32_bytes
 from fp8stream.calibration.methods import CalibrationSettings, make_method
-from fp8stream.errors import FP8StreamError, InvalidCheckpointError, NothingToCalibrateError
+from fp8stream.calibration.suspicious import WeightChecks
+from fp8stream.errors import FP8StreamError, InvalidCheckpointError, NothingToCalibrateError, OutputError
 from fp8stream.formats import comfy_quant
 from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.formats.plan import RewritePlan, Role, build_plan
 from fp8stream.io.atomic import AtomicOutput, check_free_space, check_output_path
 from fp8stream.io.dtypes import decode_values
+from fp8stream.io.hashing import HashingStream
 from fp8stream.io.header import read_header
 from fp8stream.io.reader import CHUNK_BYTES, TensorStream, open_input, read_input_header
 from fp8stream.io.writer import StreamingWriter
 from fp8stream.report import FileReport, LayerReport, SkippedReport
+from fp8stream import verify
 
 
 @dataclass
@@ -42,6 +45,7 @@ class RewriteOptions:
     force: bool = False
     dry_run: bool = False
     progress: bool = False
+    verify: bool = False  # hash the input while reading, re-read the output and compare
 
 
 @dataclass
@@ -50,6 +54,7 @@ class _StreamState:
 
     values: dict[str, list[float]] = field(default_factory=dict)  # small tensors we read
     weight_only: dict[str, bool] = field(default_factory=dict)  # marker flag before rewriting
+    checks: WeightChecks = field(default_factory=WeightChecks)  # suspicious weights
 
 
 def _progress(total: int, enabled: bool, label: str):
@@ -59,12 +64,14 @@ def _progress(total: int, enabled: bool, label: str):
                 disable=not enabled, leave=False)
 
 
-def _stream_layer_weight(stream, info, layer: FP8Layer, method, writer, device: torch.device, bar) -> None:
+def _stream_layer_weight(stream, info, layer: FP8Layer, method, writer, device: torch.device, bar,
+                         checks: WeightChecks) -> None:
     rows_per_chunk = max(1, CHUNK_BYTES // max(1, layer.in_features))
     row = 0
     for chunk in stream.chunks(info, rows_per_chunk * layer.in_features):
         writer.write(info.name, chunk)
         rows = torch.frombuffer(chunk, dtype=torch.uint8).view(-1, layer.in_features)
+        checks.observe(layer, rows)
         method.observe_weight(layer, rows.to(device, non_blocking=True), row)
         row += rows.shape[0]
         bar.update(len(chunk))
@@ -109,7 +116,7 @@ def _stream_data(stream: TensorStream, plan: RewritePlan, options: RewriteOption
         role = plan.roles[info.name]
         layer = plan.layer_by_weight.get(info.name)
         if layer is not None:
-            _stream_layer_weight(stream, info, layer, method, writer, device, bar)
+            _stream_layer_weight(stream, info, layer, method, writer, device, bar, state.checks)
             continue
         if role is Role.MARKER:
             writer.write(info.name, _rewrite_marker(stream.read_all(info), plan.layer_by_marker[info.name], options, state))
@@ -142,9 +149,10 @@ def _layer_reports(plan: RewritePlan, options: RewriteOptions, method, state: _S
         existing = state.values.get(layer.existing_input_scale) if layer.existing_input_scale else None
         keep, why = judge_existing_scale(existing, weight_scale, weight_only, options.overwrite_scales)
         fp8_activations = not (weight_only and options.keep_weight_only)
+        warnings = state.checks.warnings(layer, weight_scale, existing)
         if keep:
             reports.append(LayerReport(layer.name, shape, as_f32(existing[0]), "kept", why, "existing",
-                                       "scale from the file", fp8_activations))
+                                       "scale from the file", fp8_activations, warnings))
             continue
         estimate = method.estimate(layer, weight_scale)
         scale = as_f32(estimate.scale)
@@ -152,16 +160,20 @@ def _layer_reports(plan: RewritePlan, options: RewriteOptions, method, state: _S
             raise FP8StreamError(f"layer {layer.name}: computed scale {scale} is not positive and finite")
         source = "new" if existing is None else "replaced"
         reports.append(LayerReport(layer.name, shape, scale, source, why, options.settings.method,
-                                   estimate.assumption, fp8_activations, estimate.warnings))
+                                   estimate.assumption, fp8_activations, warnings + estimate.warnings))
     return reports
 
 
 def _check_written(path: str, plan: RewritePlan) -> None:
-    """Parse the written header back with the input validator: trust nothing we wrote."""
+    """Parse the written header back with the input validator and read every scale back:
+    trust nothing we wrote."""
     with open(path, "rb") as f:
         header = read_header(f, os.fstat(f.fileno()).st_size)
     if [t.name for t in header.tensors] != [e.name for e in plan.entries]:
         raise RuntimeError("written header does not match the plan")
+    bad = verify.unusable_scales(path, [layer.input_scale for layer in plan.layers])
+    if bad:
+        raise OutputError(f"written output failed its check: {bad[0]} is not a finite, positive F32 scalar")
 
 
 def calibrate_file(options: RewriteOptions) -> FileReport:
@@ -193,6 +205,8 @@ def _calibrate(source, options: RewriteOptions) -> FileReport:
     check_free_space(options.output, report.bytes_out)
     method = make_method(options.settings)
     stream = TensorStream(source, header)
+    if options.verify:
+        stream = HashingStream(stream, keep_raw=verify.needs_raw)
     atomic = AtomicOutput(options.output)
     with atomic as sink, _progress(header.data_bytes, options.progress, source.label) as bar:
         writer = StreamingWriter(sink, plan.entries, plan.metadata)
@@ -204,4 +218,18 @@ def _calibrate(source, options: RewriteOptions) -> FileReport:
         writer.finish()
         sink.flush()
         _check_written(atomic.temp, plan)
+        if options.verify:
+            report.verify = _verify_written(stream, atomic.temp)
     return report
+
+
+def _verify_written(stream: HashingStream, path: str) -> str:
+    """Re-read the written file and compare it with the input's digests; its summary and cost."""
+    started = time.monotonic()
+    comparison = verify.compare_with_stream(stream, path)
+    if not comparison.ok:
+        first = comparison.unexpected[0]
+        raise OutputError(f"--verify: output differs from the input where it must not: {first.name}: {first.detail}"
+                          f" ({len(comparison.unexpected)} unexpected differences)")
+    seconds = stream.seconds + time.monotonic() - started
+    return f"{comparison.summary()}; verify took {seconds:.2f} s (hashing while reading + re-reading the output)"

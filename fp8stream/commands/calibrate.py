@@ -43,12 +43,15 @@ def _emit(report: FileReport, as_json: bool, report_file: str | None) -> None:
               help="Keep full_precision_matrix_mult on layers that have it (scales added, unused by ComfyUI).")
 @click.option("--force", "-f", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--dry-run", is_flag=True, help="Plan and report; write nothing.")
+@click.option("--verify", is_flag=True,
+              help="Hash every tensor while reading IN, re-read OUT before it replaces anything and compare "
+                   "(passthrough tensors must be identical).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per input file instead of the table.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Append the report to FILE.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
 def calibrate(input_path: str, output_path: str | None, method: str, rule: str, percentile: float, samples: int,
               seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool, force: bool, dry_run: bool,
-              as_json: bool, report_file: str | None, progress: bool | None) -> None:
+              verify: bool, as_json: bool, report_file: str | None, progress: bool | None) -> None:
     """Calibrate IN and write the result to OUT.
 
     Every FP8 linear layer in ComfyUI's format (float8_e4m3fn weight, weight_scale,
@@ -66,7 +69,7 @@ def calibrate(input_path: str, output_path: str | None, method: str, rule: str, 
                                        seed=seed, device=resolve_device(device))
         options = RewriteOptions(
             input=input_path, output=output_path, settings=settings, overwrite_scales=overwrite_scales,
-            keep_weight_only=keep_weight_only, force=force, dry_run=dry_run,
+            keep_weight_only=keep_weight_only, force=force, dry_run=dry_run, verify=verify,
             progress=sys.stderr.isatty() if progress is None else progress,
         )
         _emit(calibrate_file(options), as_json, report_file)

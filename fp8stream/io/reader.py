@@ -125,6 +125,22 @@ class LazyFile:
     def __exit__(self, *exc: object) -> None:
         self.source.close()
 
+    def chunks(self, info: TensorInfo, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """One tensor's bytes in chunks of at most chunk_bytes, by positioned reads."""
+        offset = self.header.data_start + info.begin
+        done = 0
+        while done < info.nbytes:
+            want = min(info.nbytes - done, chunk_bytes)
+            if hasattr(os, "pread"):
+                part = os.pread(self.source.stream.fileno(), want, offset + done)
+            else:
+                self.source.stream.seek(offset + done)
+                part = self.source.stream.read(want)
+            if not part:
+                raise InvalidCheckpointError(f"{self.source.label}: file ends inside {info.name!r}")
+            done += len(part)
+            yield part
+
     def read(self, info: TensorInfo) -> bytes:
         """One tensor's bytes by a positioned read (seek+read where pread does not exist)."""
         offset = self.header.data_start + info.begin
