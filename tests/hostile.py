@@ -210,3 +210,97 @@ def calibrate_target(blob: bytes, folder: str | None = None) -> None:
             assert sorted(os.listdir(tmp)) == ["in.safetensors", "out.safetensors"]
         with open(src, "rb") as f:
             assert f.read() == blob  # the input is never modified
+
+
+# --- crashes and truncation: shared by tests/test_robustness.py and scripts/{truncate,killtest}.py ---
+
+def reference_checkpoint(path: str, layers: int = 4, shape: tuple[int, int] = (256, 512), seed: int = 0) -> None:
+    """A ComfyUI FP8 checkpoint written by the safetensors library itself (its own data order)."""
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for i in range(layers):
+        w = torch.randn(*shape, generator=g) / shape[1] ** 0.5
+        scale = float(w.abs().max()) / 448.0
+        tensors[f"blocks.{i}.mlp.weight"] = (w / scale).to(torch.float8_e4m3fn)
+        tensors[f"blocks.{i}.mlp.weight_scale"] = torch.tensor(scale, dtype=torch.float32)
+        tensors[f"blocks.{i}.mlp.bias"] = torch.zeros(shape[0], dtype=torch.bfloat16)
+        marker = json.dumps({"format": "float8_e4m3fn", "full_precision_matrix_mult": True}).encode()
+        tensors[f"blocks.{i}.mlp.comfy_quant"] = torch.tensor(list(marker), dtype=torch.uint8)
+        tensors[f"blocks.{i}.mlp.input_scale"] = torch.tensor(1.0, dtype=torch.float32)
+    tensors["norm.weight"] = torch.ones(shape[1], dtype=torch.bfloat16)
+    save_file(tensors, path, metadata={"modelspec.title": "reference"})
+
+
+def file_digest(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def temps_in(folder: str) -> list[str]:
+    """fp8stream temporary files in folder, live or stale."""
+    from fp8stream.io.atomic import is_temp_name
+
+    return [n for n in os.listdir(folder) if is_temp_name(n)]
+
+
+def kill_calibrate(src: str, out: str, env: dict[str, str], delay_s: float | None, extra: tuple[str, ...] = ()) -> str:
+    """Run `calibrate src out` and SIGKILL it: after delay_s, or (None) once its temp file holds data.
+
+    Checks the promises and returns where the kill landed: 'before-temp', 'mid-write' or 'after-done'.
+    """
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = os.path.dirname(out)
+    before = file_digest(src)
+    proc = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", *extra, src, out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    if delay_s is None:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            temps = temps_in(folder)
+            if temps and os.path.getsize(os.path.join(folder, temps[0])) > 4096:
+                break
+            time.sleep(0.002)
+    else:
+        time.sleep(delay_s)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    code = proc.wait()
+    assert file_digest(src) == before, "the input changed"
+    temps = temps_in(folder)
+    assert len(temps) <= 1 and all(t.endswith(f"-{proc.pid}.tmp") for t in temps), temps
+    if os.path.exists(out):
+        # the rename is the last step: whatever is at OUT is complete and verified
+        from fp8stream.verify import compare_files
+
+        assert compare_files(src, out).ok
+        return "after-done"
+    assert code == -signal.SIGKILL, code
+    return "mid-write" if temps else "before-temp"
+
+
+def truncated_run(blob: bytes, cut: int, folder: str, env: dict[str, str]) -> str:
+    """`calibrate` on the first `cut` bytes, in a child process: asserts a clean error, returns its line."""
+    import subprocess
+    import sys
+
+    src, out = os.path.join(folder, f"cut{cut}.safetensors"), os.path.join(folder, f"out{cut}.safetensors")
+    with open(src, "wb") as f:
+        f.write(blob[:cut])
+    r = subprocess.run([sys.executable, "-m", "fp8stream", "calibrate", src, out], capture_output=True, text=True, env=env)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("fp8stream: error:"), (cut, r.returncode, r.stderr)
+    assert not os.path.exists(out) and not temps_in(folder), cut
+    os.unlink(src)
+    return lines[0]

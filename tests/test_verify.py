@@ -78,8 +78,8 @@ def test_verify_command_reports_each_unexpected_difference(small_model: Path, tm
     out = calibrated(small_model, tmp_path)
     flip_byte_of(out, "embed.weight")
     flip_byte_of(out, "blocks.0.mlp.0.weight")
-    r = run_subprocess("verify", small_model, out)
-    assert r.returncode == 1
+    r = run_cli("verify", small_model, out)
+    assert r.exit_code == 1
     assert "UNEXPECTED  embed.weight: bytes differ" in r.stdout
     assert "UNEXPECTED  blocks.0.mlp.0.weight: bytes differ" in r.stdout
     assert r.stderr.strip().splitlines() == [f"fp8stream: error: {out} differs from {small_model} where it must not "
