@@ -9,6 +9,7 @@ from fp8stream.commands.calibrate import calibrate
 from fp8stream.commands.common import EXIT_CODES
 from fp8stream.commands.inspect import inspect
 from fp8stream.commands.verify import verify
+from fp8stream.io.heap import return_large_buffers_to_the_system
 
 
 @click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +19,7 @@ def main() -> None:
     streaming one layer at a time with memory near one layer's size.
 
     Run `fp8stream COMMAND --help` for each command's options."""
+    return_large_buffers_to_the_system()
 
 
 main.add_command(calibrate)

@@ -17,6 +17,8 @@ class LayerReport:
     assumption: str
     fp8_activations: bool  # whether ComfyUI will quantize this layer's input with the scale
     warnings: list[str] = field(default_factory=list)
+    flavour: str = "comfy"  # the flavour written: comfy or legacy
+    notes: list[str] = field(default_factory=list)  # shared scale, text encoder, ...
 
 
 @dataclass
@@ -26,15 +28,24 @@ class SkippedReport:
 
 
 @dataclass
+class ExcludedReport:
+    name: str
+    reason: str
+    fp8_activations: bool | None  # after the run; None when only the marker bytes could tell
+
+
+@dataclass
 class FileReport:
     input: str
     output: str | None
     status: str = "ok"  # "ok", "dry-run", "skipped" (nothing to calibrate) or "failed"
     layers: list[LayerReport] = field(default_factory=list)
     skipped: list[SkippedReport] = field(default_factory=list)
+    excluded: list[ExcludedReport] = field(default_factory=list)
     seconds: float = 0.0
     bytes_in: int = 0
     bytes_out: int = 0
+    peak_vram_bytes: int | None = None  # with --device cuda
     error: str | None = None
     verify: str | None = None  # `--verify`: what the comparison of output and input found
 
@@ -47,6 +58,7 @@ class FileReport:
         doc["layers_calibrated"] = self.layers_calibrated
         doc["layers_kept"] = len(self.layers) - self.layers_calibrated
         doc["layers_skipped"] = len(self.skipped)
+        doc["layers_excluded"] = len(self.excluded)
         doc["seconds"] = round(self.seconds, 3)
         return json.dumps(doc, sort_keys=False)
 
@@ -65,13 +77,18 @@ def render_table(report: FileReport) -> str:
             )
             for w in layer.warnings:
                 lines.append(f"{'':<{width}}  warning: {w}")
+            for note in layer.notes:
+                lines.append(f"{'':<{width}}  note: {note}")
+    for e in report.excluded:
+        act = {True: "FP8 activations", False: "weight-only", None: "as in the file"}[e.fp8_activations]
+        lines.append(f"excluded {e.name}: {e.reason} ({act})")
     for s in report.skipped:
         lines.append(f"skipped {s.name}: {s.reason}")
     kept = len(report.layers) - report.layers_calibrated
     verb = "would write" if report.status == "dry-run" else "wrote"
     summary = (
         f"{report.input}: {len(report.layers)} FP8 layers, {report.layers_calibrated} scales calibrated, "
-        f"{kept} kept, {len(report.skipped)} skipped; {verb} {report.bytes_out / 1e6:.1f} MB"
+        f"{kept} kept, {len(report.excluded)} excluded, {len(report.skipped)} skipped; {verb} {report.bytes_out / 1e6:.1f} MB"
     )
     if report.output and report.status == "ok":
         summary += f" to {report.output}"

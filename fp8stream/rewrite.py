@@ -9,6 +9,8 @@ is in memory at a time.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -20,18 +22,22 @@ import torch
 from fp8stream.calibration.fp8 import as_f32, f32_bytes
 from fp8stream.calibration.methods import CalibrationSettings, make_method
 from fp8stream.calibration.suspicious import WeightChecks
-from fp8stream.errors import FP8StreamError, InvalidCheckpointError, NothingToCalibrateError, OutputError
-from fp8stream.formats import comfy_quant
+from fp8stream.errors import FP8StreamError, InvalidCheckpointError, NothingToCalibrateError, OutputError, UsageError
+from fp8stream.formats import comfy_quant, legacy
 from fp8stream.formats.existing_scales import judge_existing_scale
-from fp8stream.formats.layers import FP8Layer
-from fp8stream.formats.plan import RewritePlan, Role, build_plan
-from fp8stream.io.atomic import AtomicOutput, check_free_space, check_output_path
+from fp8stream.formats.groups import share_scales
+from fp8stream.formats.layers import LEGACY, FP8Layer, take_inventory
+from fp8stream.formats.shards import check_shard, find_index, merged_header, output_index, read_index
+from fp8stream.formats.plan import FormatOptions, LayerPlan, RewritePlan, Role, build_plan
+from fp8stream.formats.selection import Selection
+from fp8stream.formats.text_encoders import TEXT_ENCODER_NOTE
+from fp8stream.io.atomic import AtomicFolder, AtomicOutput, check_free_space, check_output_path, same_file
 from fp8stream.io.dtypes import decode_values
 from fp8stream.io.hashing import HashingStream
 from fp8stream.io.header import read_header
-from fp8stream.io.reader import CHUNK_BYTES, TensorStream, open_input, read_input_header
+from fp8stream.io.reader import CHUNK_BYTES, LazyFile, TensorStream, open_input, read_input_header
 from fp8stream.io.writer import StreamingWriter
-from fp8stream.report import FileReport, LayerReport, SkippedReport
+from fp8stream.report import ExcludedReport, FileReport, LayerReport, SkippedReport
 from fp8stream import verify
 
 
@@ -42,10 +48,21 @@ class RewriteOptions:
     settings: CalibrationSettings = field(default_factory=CalibrationSettings)
     overwrite_scales: bool = False
     keep_weight_only: bool = False
+    target: str = "auto"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    preset: str | None = None
+    exclude_untouched: bool = False
     force: bool = False
     dry_run: bool = False
     progress: bool = False
     verify: bool = False  # hash the input while reading, re-read the output and compare
+
+
+    def format_options(self) -> FormatOptions:
+        return FormatOptions(keep_weight_only=self.keep_weight_only, target=self.target,
+                             selection=Selection(tuple(self.include), tuple(self.exclude), self.preset),
+                             exclude_untouched=self.exclude_untouched)
 
 
 @dataclass
@@ -55,6 +72,7 @@ class _StreamState:
     values: dict[str, list[float]] = field(default_factory=dict)  # small tensors we read
     weight_only: dict[str, bool] = field(default_factory=dict)  # marker flag before rewriting
     checks: WeightChecks = field(default_factory=WeightChecks)  # suspicious weights
+    out_weight_only: dict[str, bool] = field(default_factory=dict)  # marker flag written
 
 
 def _progress(total: int, enabled: bool, label: str):
@@ -78,7 +96,9 @@ def _stream_layer_weight(stream, info, layer: FP8Layer, method, writer, device: 
     method.weight_done(layer)
 
 
-def _rewrite_marker(raw: bytes, layer: FP8Layer, options: RewriteOptions, state: _StreamState) -> bytes:
+def _rewrite_marker(raw: bytes, layer_plan: LayerPlan, size: int, options: RewriteOptions,
+                    state: _StreamState) -> bytes:
+    layer = layer_plan.layer
     try:
         doc = comfy_quant.parse_marker(bytes(raw))
     except comfy_quant.MarkerError as e:
@@ -90,13 +110,15 @@ def _rewrite_marker(raw: bytes, layer: FP8Layer, options: RewriteOptions, state:
             f"layer {layer.name}: comfy_quant says format {fmt!r}, but its tensors look like "
             f"{comfy_quant.TENSORWISE_FP8!r}; refusing to guess"
         )
-    was_weight_only = comfy_quant.is_weight_only(doc)
+    # With _quantization_metadata ComfyUI reads the flag from the header (the plan knows it).
+    was_weight_only = layer.weight_only if layer.weight_only is not None else comfy_quant.is_weight_only(doc)
     state.weight_only[layer.name] = was_weight_only
-    keep_flag = was_weight_only and options.keep_weight_only
-    if keep_flag == was_weight_only:
-        return raw  # nothing to change: the bytes pass through as they are
+    out_flag = layer_plan.out_weight_only
+    if out_flag is None:
+        out_flag = was_weight_only and options.keep_weight_only
+    state.out_weight_only[layer.name] = out_flag
     try:
-        return comfy_quant.encode_marker(comfy_quant.with_weight_only(doc, keep_flag), len(raw))
+        return comfy_quant.rewrite_marker(raw, out_flag, size)
     except comfy_quant.MarkerError as e:
         raise InvalidCheckpointError(f"layer {layer.name}: {e}") from None
 
@@ -118,16 +140,25 @@ def _stream_data(stream: TensorStream, plan: RewritePlan, options: RewriteOption
         if layer is not None:
             _stream_layer_weight(stream, info, layer, method, writer, device, bar, state.checks)
             continue
+        out_name = plan.out_names[info.name]
         if role is Role.MARKER:
-            writer.write(info.name, _rewrite_marker(stream.read_all(info), plan.layer_by_marker[info.name], options, state))
+            raw = _rewrite_marker(stream.read_all(info), plan.plan_by_marker[info.name], plan.out_sizes[info.name],
+                                  options, state)
+            writer.write(out_name, raw)
+        elif role is Role.LEGACY_MARKER:
+            kept = stream.read_all(info)[: plan.out_sizes[info.name]]
+            if kept:  # an empty tensor takes no bytes: the writer has moved past it
+                writer.write(out_name, kept)
+        elif role is Role.DROP:
+            stream.read_all(info)
         elif role is Role.MOVED_SCALE or info.name in plan.scalar_keys:
             raw = stream.read_all(info)
             state.values[info.name] = _decode_scale(raw, info.dtype)
             if role is not Role.MOVED_SCALE:
-                writer.write(info.name, raw)
+                writer.write(out_name, raw)
         else:
             for chunk in stream.chunks(info):
-                writer.write(info.name, chunk)
+                writer.write(out_name, chunk)
                 bar.update(len(chunk))
             continue
         bar.update(info.nbytes)
@@ -135,33 +166,106 @@ def _stream_data(stream: TensorStream, plan: RewritePlan, options: RewriteOption
     return state
 
 
-def _layer_reports(plan: RewritePlan, options: RewriteOptions, method, state: _StreamState | None) -> list[LayerReport]:
-    """Each layer's final scale; with state None (dry run) only what the header tells."""
-    reports = []
-    for layer in plan.layers:
+def _runs_fp8(layer_plan: LayerPlan, out_weight_only: bool | None) -> bool:
+    """Whether ComfyUI quantizes this layer's input with our scale after the run."""
+    return not layer_plan.layer.text_encoder and out_weight_only is False
+
+
+def _own_scale(layer: FP8Layer, values: dict[str, list[float]], weight_only: bool, method,
+               options: RewriteOptions) -> LayerReport:
+    """A layer's own scale (before groups): a real existing one kept, else the method's estimate."""
+    shape = list(layer.weight.shape)
+    weight_scale = values[layer.weight_scale][0] if layer.weight_scale else 1.0
+    existing = values.get(layer.existing_input_scale) if layer.existing_input_scale else None
+    keep, why = judge_existing_scale(existing, weight_scale, weight_only, options.overwrite_scales)
+    if keep:
+        return LayerReport(layer.name, shape, as_f32(existing[0]), "kept", why, "existing", "scale from the file", True)
+    estimate = method.estimate(layer, weight_scale)
+    scale = as_f32(estimate.scale)
+    if not (scale > 0.0 and scale < float("inf")):
+        raise FP8StreamError(f"layer {layer.name}: computed scale {scale} is not positive and finite")
+    source = "new" if existing is None else "replaced"
+    return LayerReport(layer.name, shape, scale, source, why, options.settings.method, estimate.assumption, True,
+                       estimate.warnings)
+
+
+def _read_ahead_scale(path: str, layer: FP8Layer, options: RewriteOptions) -> float:
+    """The own scale of a group member that lives in another shard, read with positioned reads
+    one chunk at a time (same chunks and seed as the streaming pass, so the same value)."""
+    method = make_method(options.settings)
+    device = torch.device(options.settings.device)
+    with LazyFile(path) as f:
+        values = {}
+        for key in (layer.weight_scale, layer.existing_input_scale):
+            if key:
+                values[key] = decode_values(f.read(f.header.get(key)), f.header.get(key).dtype)
+        weight_only = bool(layer.weight_only)
+        if layer.weight_only is None and layer.marker:
+            weight_only = comfy_quant.is_weight_only(comfy_quant.parse_marker(f.read(f.header.get(layer.marker))))
+        rows_per_chunk = max(1, CHUNK_BYTES // max(1, layer.in_features))
+        row = 0
+        for chunk in f.read_chunks(f.header.get(layer.weight.name), rows_per_chunk * layer.in_features):
+            rows = torch.frombuffer(bytearray(chunk), dtype=torch.uint8).view(-1, layer.in_features)
+            method.observe_weight(layer, rows.to(device), row)
+            row += rows.shape[0]
+        method.weight_done(layer)
+    return _own_scale(layer, values, weight_only, method, options).scale
+
+
+def _layer_reports(plan: RewritePlan, options: RewriteOptions, method, state: _StreamState | None,
+                   external: dict[str, float] | None = None) -> list[LayerReport]:
+    """Each calibrated layer's final scale; with state None (dry run) only what the header tells.
+    `external`: own scales of group members in other shards.
+
+    Scales are estimated per layer, then layers fed by the same tensor get their group's max,
+    then legacy scales are kept off exactly 1.0 (the legacy loader drops that value)."""
+    reports: dict[str, LayerReport] = {}
+    calibrated = [p for p in plan.layer_plans if p.calibrated]
+    for p in calibrated:
+        layer = p.layer
         shape = list(layer.weight.shape)
+        notes = [TEXT_ENCODER_NOTE] if layer.text_encoder else []
         if state is None:
-            reports.append(LayerReport(layer.name, shape, float("nan"), "new", "dry run: not computed",
-                                       options.settings.method, "", not options.keep_weight_only))
+            out_flag = p.out_weight_only
+            reports[layer.name] = LayerReport(layer.name, shape, float("nan"), "new", "dry run: not computed",
+                                              options.settings.method, "", _runs_fp8(p, out_flag), [],
+                                              p.out_flavour, notes)
             continue
+        out_flag = state.out_weight_only.get(layer.name, p.out_weight_only)
+        report = _own_scale(layer, state.values, state.weight_only.get(layer.name, bool(layer.weight_only)),
+                            method, options)
         weight_scale = state.values[layer.weight_scale][0] if layer.weight_scale else 1.0
-        weight_only = state.weight_only.get(layer.name, False)
         existing = state.values.get(layer.existing_input_scale) if layer.existing_input_scale else None
-        keep, why = judge_existing_scale(existing, weight_scale, weight_only, options.overwrite_scales)
-        fp8_activations = not (weight_only and options.keep_weight_only)
-        warnings = state.checks.warnings(layer, weight_scale, existing)
-        if keep:
-            reports.append(LayerReport(layer.name, shape, as_f32(existing[0]), "kept", why, "existing",
-                                       "scale from the file", fp8_activations, warnings))
-            continue
-        estimate = method.estimate(layer, weight_scale)
-        scale = as_f32(estimate.scale)
-        if not (scale > 0.0 and scale < float("inf")):
-            raise FP8StreamError(f"layer {layer.name}: computed scale {scale} is not positive and finite")
-        source = "new" if existing is None else "replaced"
-        reports.append(LayerReport(layer.name, shape, scale, source, why, options.settings.method,
-                                   estimate.assumption, fp8_activations, warnings + estimate.warnings))
-    return reports
+        report.warnings = state.checks.warnings(layer, weight_scale, existing) + report.warnings
+        report.fp8_activations, report.flavour, report.notes = _runs_fp8(p, out_flag), p.out_flavour, notes
+        reports[layer.name] = report
+    if state is not None:
+        scales = {name: r.scale for name, r in reports.items()}
+        scales.update({name: v for name, v in (external or {}).items() if name not in scales})
+        for name, members in share_scales(scales, plan.groups).items():
+            report = reports.get(name)
+            if report is None:
+                continue  # a member in another shard: its own shard writes it
+            if scales[name] != report.scale and report.source == "kept":
+                report.source, report.why = "replaced", "raised to its group's max"
+            report.scale = scales[name]
+            others = ", ".join(m for m in members if m != name)
+            report.notes.append(f"shares its input with {others}: max of the group")
+        for p in calibrated:
+            if p.out_flavour == LEGACY:
+                reports[p.layer.name].scale = legacy.never_one(reports[p.layer.name].scale)
+    return [reports[p.layer.name] for p in calibrated]
+
+
+def _excluded_reports(plan: RewritePlan, state: _StreamState | None) -> list[ExcludedReport]:
+    out = []
+    for p in plan.excluded:
+        flag = state.out_weight_only.get(p.layer.name, p.out_weight_only) if state else p.out_weight_only
+        fp8 = None if flag is None else (not flag and not p.layer.text_encoder)
+        if p.layer.flavour == "plain" and p.untouched:
+            fp8 = False  # no marker: ComfyUI's mixed-precision loader upcasts it
+        out.append(ExcludedReport(p.layer.name, p.excluded + (" (untouched)" if p.untouched else ""), fp8))
+    return out
 
 
 def _check_written(path: str, plan: RewritePlan) -> None:
@@ -171,7 +275,7 @@ def _check_written(path: str, plan: RewritePlan) -> None:
         header = read_header(f, os.fstat(f.fileno()).st_size)
     if [t.name for t in header.tensors] != [e.name for e in plan.entries]:
         raise RuntimeError("written header does not match the plan")
-    bad = verify.unusable_scales(path, [layer.input_scale for layer in plan.layers])
+    bad = verify.unusable_scales(path, [t.name for t in plan.tail if t.scale_of is not None])
     if bad:
         raise OutputError(f"written output failed its check: {bad[0]} is not a finite, positive F32 scalar")
 
@@ -179,31 +283,93 @@ def _check_written(path: str, plan: RewritePlan) -> None:
 def calibrate_file(options: RewriteOptions) -> FileReport:
     """Calibrate one checkpoint; raises FP8StreamError for anything a user can cause."""
     started = time.monotonic()
-    source = open_input(options.input)
-    try:
-        report = _calibrate(source, options)
-    finally:
-        source.close()
+    index_path = find_index(options.input) if options.input != "-" else None
+    if index_path is not None:
+        report = _calibrate_sharded(index_path, options)
+    else:
+        source = open_input(options.input)
+        try:
+            report = _calibrate(source, options)[0]
+        finally:
+            source.close()
     report.seconds = time.monotonic() - started
     return report
 
 
-def _calibrate(source, options: RewriteOptions) -> FileReport:
+def _calibrate_sharded(index_path: str, options: RewriteOptions) -> FileReport:
+    """Each shard streamed in turn into a temp folder that becomes OUT when all are written."""
+    index = read_index(index_path)
+    headers = []
+    for shard in index.shards:
+        source = open_input(os.path.join(index.folder, shard))
+        try:
+            headers.append(read_input_header(source))
+        finally:
+            source.close()
+        check_shard(index, shard, headers[-1])
+    whole = merged_header(headers)
+    report = FileReport(options.input, options.output, bytes_in=sum(h.file_bytes for h in headers))
+    if options.output is not None and not options.dry_run:
+        out = os.path.abspath(options.output)
+        if out == index.folder or (os.path.exists(out) and same_file(out, index.folder)):
+            raise UsageError(f"{options.output}: output is the input folder; choose another folder")
+        if os.path.lexists(out) and not options.force:
+            raise UsageError(f"{options.output}: exists (use --force to replace it)")
+        if not os.path.isdir(os.path.dirname(out)):
+            raise OutputError(f"{options.output}: folder {os.path.dirname(out)} does not exist")
+    shard_of = {layer.name: os.path.join(index.folder, index.weight_map[layer.weight.name])
+                for layer in take_inventory(whole).layers}
+    entries: dict[str, list[str]] = {}
+    with contextlib.ExitStack() as stack:
+        folder = None if options.dry_run else stack.enter_context(AtomicFolder(options.output, replace=options.force))
+        for shard in index.shards:
+            sub = dataclasses.replace(options, input=os.path.join(index.folder, shard),
+                                      output=None if folder is None else os.path.join(folder, shard))
+            source = open_input(sub.input)
+            try:
+                part, plan = _calibrate(source, sub, whole=whole, shard_of=shard_of, allow_empty=True)
+            finally:
+                source.close()
+            entries[shard] = [e.name for e in plan.entries]
+            report.layers += part.layers
+            report.skipped += part.skipped
+            report.excluded += part.excluded
+            report.bytes_out += part.bytes_out
+            if part.verify:
+                report.verify = "; ".join(filter(None, [report.verify, f"{shard}: {part.verify}"]))
+            report.status = part.status
+        if not report.layers and not report.excluded:
+            raise NothingToCalibrateError(f"{index_path}: no FP8 linear layer to calibrate")
+        blob = output_index(index, entries, report.bytes_out)
+        if folder is not None:
+            with AtomicOutput(os.path.join(folder, index.name)) as sink:
+                sink.write(blob)
+    return report
+
+
+def _calibrate(source, options: RewriteOptions, whole=None, shard_of: dict[str, str] | None = None,
+               allow_empty: bool = False) -> tuple[FileReport, RewritePlan]:
+    """One file, or one shard given the merged header `whole` and each layer's shard path."""
+    shard_of = shard_of or {}
     header = read_input_header(source)
-    plan = build_plan(header, options.settings.describe())
+    plan = build_plan(header, options.settings.describe(), options.format_options(), whole)
     report = FileReport(options.input, options.output, bytes_in=header.file_bytes)
     report.skipped = [SkippedReport(s.name, s.reason) for s in plan.skipped]
-    if not plan.layers:
+    report.excluded = _excluded_reports(plan, None)
+    if not plan.layer_plans and not allow_empty:
         raise NothingToCalibrateError(f"{source.label}: no FP8 linear layer to calibrate")
     report.bytes_out = plan.output_bytes
     if options.dry_run:
         report.status = "dry-run"
         report.layers = _layer_reports(plan, options, None, None)
-        return report
+        return report, plan
     assert options.output is not None
     check_output_path(options.output, source.path, options.force)
     check_free_space(options.output, report.bytes_out)
     method = make_method(options.settings)
+    on_cuda = options.settings.device == "cuda"
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
     stream = TensorStream(source, header)
     if options.verify:
         stream = HashingStream(stream, keep_raw=verify.needs_raw)
@@ -212,15 +378,24 @@ def _calibrate(source, options: RewriteOptions) -> FileReport:
         writer = StreamingWriter(sink, plan.entries, plan.metadata)
         writer.write_header()
         state = _stream_data(stream, plan, options, method, writer, bar)
-        report.layers = _layer_reports(plan, options, method, state)
-        for layer_report, layer in zip(report.layers, plan.layers):
-            writer.write(layer.input_scale, f32_bytes(layer_report.scale))
+        own = {layer.name for layer in plan.layers}
+        external = {name: _read_ahead_scale(shard_of[name], plan.inventory_layer(name), options)
+                    for group in plan.groups for name in group if name not in own}
+        report.layers = _layer_reports(plan, options, method, state, external)
+        report.excluded = _excluded_reports(plan, state)
+        scale_of = {r.name: r.scale for r in report.layers}
+        for tail in plan.tail:
+            data = tail.data if tail.scale_of is None else f32_bytes(scale_of[tail.scale_of])
+            if data:
+                writer.write(tail.name, data)
         writer.finish()
         sink.flush()
         _check_written(atomic.temp, plan)
         if options.verify:
             report.verify = _verify_written(stream, atomic.temp)
-    return report
+    if on_cuda:
+        report.peak_vram_bytes = torch.cuda.max_memory_allocated()
+    return report, plan
 
 
 def _verify_written(stream: HashingStream, path: str) -> str:

@@ -104,19 +104,24 @@ def _usually(draw, good: st.SearchStrategy, bad: st.SearchStrategy, odds: int = 
 def comfy_tensors(draw) -> list[tuple[str, str, tuple[int, ...], bytes]]:
     """(name, dtype, shape, bytes) of 1-3 ComfyUI FP8 linears and some passthrough tensors."""
     out = []
+    legacy_layers = 0
     for i in range(draw(st.integers(1, 3))):
+        flavour = draw(st.sampled_from(["comfy", "comfy", "legacy", "plain"]))
+        scale_names = {"comfy": ("weight_scale", "input_scale"), "legacy": ("scale_weight", "scale_input"),
+                       "plain": (None, "input_scale")}[flavour]
+        legacy_layers += flavour == "legacy"
         name = _usually(draw, st.just(f"blocks.{i}.lin"), st.sampled_from([f"l{i}", "x", "é\x00"]))
         rows, cols = draw(st.integers(1, 6)), draw(st.integers(1, 8))
         dtype = _usually(draw, st.just("F8_E4M3"), st.sampled_from(["F8_E5M2", "U8", "I8"]))
         shape = _usually(draw, st.just((rows, cols)), st.sampled_from([(rows * cols,), (rows, cols, 1), (1, rows * cols)]))
         pattern = _usually(draw, st.binary(min_size=1, max_size=4), weight_bytes, odds=3)
         out.append((f"{name}.weight", dtype, shape, (pattern * (rows * cols))[: rows * cols]))
-        if _usually(draw, st.just(True), st.just(False), odds=10):
+        if scale_names[0] and _usually(draw, st.just(True), st.just(False), odds=10):
             ws_dtype = _usually(draw, st.just("F32"), st.sampled_from(["BF16", "F64"]))
             ws_shape = _usually(draw, st.just(()), st.sampled_from([(1,), (2,), (1, 1)]))
             value = _usually(draw, st.floats(1e-4, 1.0), f32_values)
-            out.append((f"{name}.weight_scale", ws_dtype, ws_shape, _values(value, ws_dtype, ws_shape)))
-        if _usually(draw, st.just(True), st.just(False), odds=10):
+            out.append((f"{name}.{scale_names[0]}", ws_dtype, ws_shape, _values(value, ws_dtype, ws_shape)))
+        if flavour == "comfy" and _usually(draw, st.just(True), st.just(False), odds=10):
             raw = _usually(draw, st.sampled_from(GOOD_MARKERS), st.one_of(st.sampled_from(BAD_MARKERS), st.binary(max_size=48)))
             m_dtype = _usually(draw, st.just("U8"), st.sampled_from(["I8", "BOOL", "F8_E4M3"]), odds=10)
             out.append((f"{name}.comfy_quant", m_dtype, (len(raw),), raw))
@@ -124,7 +129,11 @@ def comfy_tensors(draw) -> list[tuple[str, str, tuple[int, ...], bytes]]:
             is_dtype = _usually(draw, st.just("F32"), st.sampled_from(["BF16", "U16", "I64", "F8_E4M3", "BOOL", "F64"]))
             is_shape = _usually(draw, st.just(()), st.sampled_from([(1,), (2,), (0,), (3, 1)]))
             value = _usually(draw, st.floats(1e-4, 10.0), f32_values, odds=3)
-            out.append((f"{name}.input_scale", is_dtype, is_shape, _values(value, is_dtype, is_shape)))
+            out.append((f"{name}.{scale_names[1]}", is_dtype, is_shape, _values(value, is_dtype, is_shape)))
+    if legacy_layers and _usually(draw, st.just(True), st.just(False), odds=8):
+        shape = _usually(draw, st.sampled_from([(0,), (2,)]), st.sampled_from([(1,), (3,), (2, 1)]))
+        out.append((draw(st.sampled_from(["scaled_fp8", "model.diffusion_model.scaled_fp8"])), "F8_E4M3", shape,
+                    bytes(shape[0] * (shape[1] if len(shape) > 1 else 1))))
     if draw(st.booleans()):
         out.append(("norm.weight", "BF16", (3,), bytes(6)))
     if draw(st.booleans()):
@@ -194,19 +203,31 @@ def header_target(blob: bytes) -> None:
 FAST_SETTINGS = CalibrationSettings(samples=4)
 
 
+def options_for(blob: bytes, src: str, out: str) -> RewriteOptions:
+    """Options varied by the bytes themselves (target flavour, weight-only flags, --verify)."""
+    import zlib
+
+    h = zlib.crc32(blob)
+    return RewriteOptions(input=src, output=out, settings=FAST_SETTINGS, target=("auto", "comfy", "legacy")[h % 3],
+                          keep_weight_only=bool(h >> 2 & 1), verify=bool(h >> 3 & 1))
+
+
 def calibrate_target(blob: bytes, folder: str | None = None) -> None:
-    """`calibrate` on the bytes: a scale file or an FP8StreamError, and no temp or partial output."""
+    """`calibrate` on the bytes: a scale file that verifies against the input, or an
+    FP8StreamError, and no temp or partial output."""
+    from fp8stream.verify import compare_files
+
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         src, out = os.path.join(tmp, "in.safetensors"), os.path.join(tmp, "out.safetensors")
         with open(src, "wb") as f:
             f.write(blob)
         try:
-            calibrate_file(RewriteOptions(input=src, output=out, settings=FAST_SETTINGS))
+            calibrate_file(options_for(blob, src, out))
         except FP8StreamError:
             assert sorted(os.listdir(tmp)) == ["in.safetensors"], os.listdir(tmp)
         else:
-            with open(out, "rb") as f:
-                read_header(f, os.path.getsize(out))
+            comparison = compare_files(src, out)  # our own output passes our own verify
+            assert comparison.ok, comparison.unexpected
             assert sorted(os.listdir(tmp)) == ["in.safetensors", "out.safetensors"]
         with open(src, "rb") as f:
             assert f.read() == blob  # the input is never modified

@@ -76,7 +76,7 @@ def test_input_that_changes_size_while_read(tmp_path: Path, monkeypatch: pytest.
                     f.write(b"more")
 
     monkeypatch.setattr(TensorStream, "chunks", chunks_then_change)
-    with pytest.raises(InvalidCheckpointError, match="changed size" if change == "grows" else "truncated"):
+    with pytest.raises(InvalidCheckpointError, match="changed size|truncated"):
         calibrate_file(RewriteOptions(input=str(src), output=str(out), settings=FAST_SETTINGS))
     assert sorted(os.listdir(tmp_path)) == ["in.safetensors"]
 

@@ -130,3 +130,26 @@ def test_suspicious_weights_are_reported(tmp_path: Path) -> None:
     assert "existing input_scale is nan: not positive and finite" in warnings["inf"]
     table = run_cli("calibrate", src, tmp_path / "out2.safetensors").stderr
     assert "warning: FP8 weight is all zero" in table
+
+
+@pytest.mark.parametrize("target", ["comfy", "legacy"])
+def test_flavour_conversions_verify_as_expected_differences(tmp_path: Path, target: str) -> None:
+    from fp8stream.synthetic.checkpoint import legacy_fp8_linear, legacy_marker, plain_fp8_linear
+
+    g = torch.Generator().manual_seed(2)
+    tensors = legacy_fp8_linear("a", torch.randn(16, 16, generator=g), input_scale=1.0) + [legacy_marker()]
+    if target == "legacy":
+        tensors += plain_fp8_linear("b", torch.randn(16, 16, generator=g))
+    src, out = tmp_path / "in.safetensors", tmp_path / "out.safetensors"
+    write_checkpoint(str(src), tensors)
+    result = run_cli("calibrate", "--verify", "--json", "--target", target, src, out)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(run_cli("verify", "--json", src, out).stdout)
+    assert doc["ok"], doc
+    details = {d["name"]: d["detail"] for d in doc["differences"]}
+    if target == "comfy":
+        assert details["a.weight_scale"] == "renamed from a.scale_weight"
+        assert details["a.comfy_quant"].startswith("marker added")
+        assert details["scaled_fp8"].startswith("legacy marker dropped")
+    else:
+        assert details["b.scale_weight"].startswith("unit weight scale added")

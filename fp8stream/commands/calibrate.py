@@ -41,6 +41,18 @@ def _emit(report: FileReport, as_json: bool, report_file: str | None) -> None:
 @click.option("--overwrite-scales", is_flag=True, help="Replace every existing input scale, real ones too.")
 @click.option("--keep-weight-only", is_flag=True,
               help="Keep full_precision_matrix_mult on layers that have it (scales added, unused by ComfyUI).")
+@click.option("--target", type=click.Choice(["auto", "comfy", "legacy"]), default="auto", show_default=True,
+              help="Flavour written: auto keeps the file's (comfy for plain fp8); comfy converts legacy scaled_fp8; "
+                   "legacy adds scaled_fp8 keys to plain fp8.")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Calibrate only layers whose name matches (repeatable; prefix-free names match too).")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Keep matching layers weight-only (full_precision_matrix_mult) instead of calibrating them.")
+@click.option("--preset", type=click.Choice(["auto", "flux", "sd3", "wan"]), default=None,
+              help="Exclude what the reference recipes keep in high precision: embedders, final projections, "
+                   "first/last blocks of video DiTs. auto: from the key names.")
+@click.option("--exclude-untouched", is_flag=True,
+              help="Leave excluded layers exactly as they were (else they are flagged weight-only).")
 @click.option("--force", "-f", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--dry-run", is_flag=True, help="Plan and report; write nothing.")
 @click.option("--verify", is_flag=True,
@@ -50,12 +62,14 @@ def _emit(report: FileReport, as_json: bool, report_file: str | None) -> None:
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Append the report to FILE.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
 def calibrate(input_path: str, output_path: str | None, method: str, rule: str, percentile: float, samples: int,
-              seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool, force: bool, dry_run: bool,
+              seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
+              target: str, include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None,
+              exclude_untouched: bool, force: bool, dry_run: bool,
               verify: bool, as_json: bool, report_file: str | None, progress: bool | None) -> None:
     """Calibrate IN and write the result to OUT.
 
-    Every FP8 linear layer in ComfyUI's format (float8_e4m3fn weight, weight_scale,
-    comfy_quant) gets an F32 input_scale; all other tensors pass through byte for byte.
+    Every FP8 linear layer (ComfyUI mixed precision, legacy scaled_fp8 or plain float8_e4m3fn)
+    gets an F32 activation scale; all other tensors pass through byte for byte.
     OUT appears only when complete. Placeholder scales (1.0, or equal to weight_scale) and
     scales of weight-only layers are replaced; real calibrated scales are kept.
 
@@ -69,7 +83,8 @@ def calibrate(input_path: str, output_path: str | None, method: str, rule: str, 
                                        seed=seed, device=resolve_device(device))
         options = RewriteOptions(
             input=input_path, output=output_path, settings=settings, overwrite_scales=overwrite_scales,
-            keep_weight_only=keep_weight_only, force=force, dry_run=dry_run, verify=verify,
+            keep_weight_only=keep_weight_only, target=target, include=include, exclude=exclude, preset=preset,
+            exclude_untouched=exclude_untouched, force=force, dry_run=dry_run, verify=verify,
             progress=sys.stderr.isatty() if progress is None else progress,
         )
         _emit(calibrate_file(options), as_json, report_file)

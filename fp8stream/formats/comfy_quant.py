@@ -1,7 +1,9 @@
 """The per-layer `comfy_quant` marker: a U8 tensor holding JSON such as {"format": "float8_e4m3fn"}.
 
-We rewrite it in place while streaming, so the rewritten bytes must have a length known from
-the header alone: JSON allows spaces, so a shorter document is padded with trailing spaces.
+We rewrite it while streaming, so the rewritten bytes must have a length known from the header
+alone (pipes depend on it): removing the weight-only flag keeps the byte length (JSON allows
+trailing spaces, and ComfyUI's `json.loads` reads them); setting it reserves FLAG_BYTES more,
+space padded when the flag was already there.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import json
 
 TENSORWISE_FP8 = "float8_e4m3fn"
 WEIGHT_ONLY_FLAG = "full_precision_matrix_mult"
+FLAG_TEXT = b',"full_precision_matrix_mult":true'
+FLAG_BYTES = len(FLAG_TEXT)  # what setting the flag may add to a marker
 # Largest marker we read into memory; real ones are a few dozen bytes.
 MAX_MARKER_BYTES = 1 << 16
 
 
 class MarkerError(ValueError):
-    """The marker bytes are not a JSON object."""
+    """The marker bytes are not a JSON object, or cannot be rewritten in the reserved size."""
 
 
 def parse_marker(raw: bytes) -> dict:
@@ -28,15 +32,27 @@ def parse_marker(raw: bytes) -> dict:
     return doc
 
 
+def encode_doc(doc: dict) -> bytes:
+    try:
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError):  # lone surrogates, NaN-free, deep nesting
+        raise MarkerError("comfy_quant cannot be written back as JSON") from None
+
+
+def pad(raw: bytes, size: int) -> bytes:
+    if len(raw) > size:
+        raise MarkerError(f"marker JSON needs {len(raw)} bytes, {size} reserved")
+    return raw + b" " * (size - len(raw))
+
+
 def encode_marker(doc: dict, size: int) -> bytes:
     """JSON bytes of exactly `size` bytes (space padded); MarkerError if they do not fit."""
-    try:
-        raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    except (UnicodeEncodeError, ValueError, RecursionError):
-        raise MarkerError("comfy_quant cannot be written back as JSON") from None
-    if len(raw) > size:
-        raise MarkerError(f"comfy_quant JSON needs {len(raw)} bytes once rewritten, {size} reserved")
-    return raw + b" " * (size - len(raw))
+    return pad(encode_doc(doc), size)
+
+
+def marker_size(input_size: int, sets_flag: bool) -> int:
+    """Output size of a rewritten marker, from the header alone."""
+    return input_size + FLAG_BYTES if sets_flag else input_size
 
 
 def is_weight_only(doc: dict) -> bool:
@@ -49,3 +65,22 @@ def with_weight_only(doc: dict, weight_only: bool) -> dict:
     if weight_only:
         out[WEIGHT_ONLY_FLAG] = True
     return out
+
+
+def rewrite_marker(raw: bytes, weight_only: bool, size: int) -> bytes:
+    """The marker with the flag set or removed, in exactly `size` bytes; other keys unchanged.
+
+    An unchanged marker keeps its bytes; setting the flag splices it before the closing brace,
+    so it always fits in len(raw) + FLAG_BYTES whatever the original spacing.
+    """
+    doc = parse_marker(raw)
+    if is_weight_only(doc) == weight_only:
+        return pad(bytes(raw), size)
+    compact = encode_doc(with_weight_only(doc, weight_only))
+    if len(compact) <= size or not weight_only:
+        return pad(compact, size)
+    body = bytes(raw).rstrip()[:-1].rstrip()  # without the closing brace
+    doc_without = {k: v for k, v in doc.items() if k != WEIGHT_ONLY_FLAG}
+    if WEIGHT_ONLY_FLAG in doc or not doc_without:  # "flag": false, or an empty object: re-encode
+        raise MarkerError(f"marker cannot take the weight-only flag in {size} bytes")
+    return pad(body + FLAG_TEXT + b"}", size)

@@ -16,6 +16,7 @@ import sys
 from typing import BinaryIO
 
 from fp8stream.errors import OutputError, UsageError
+from fp8stream.io.overlap import WriteBehind
 
 _TEMP_RE = re.compile(r"^\.(?P<base>.+)\.fp8stream-(?P<pid>\d+)\.tmp$")
 
@@ -123,7 +124,7 @@ class AtomicOutput:
     def __init__(self, target: str) -> None:
         self.target = target
         self.temp = temp_path_for(target)
-        self.file: BinaryIO | None = None
+        self.file: WriteBehind | None = None
 
     def __enter__(self) -> BinaryIO:
         remove_stale_temps(os.path.dirname(self.temp))
@@ -133,8 +134,8 @@ class AtomicOutput:
             fd = os.open(self.temp, flags, 0o666)
         except OSError as e:
             raise describe_os_error(self.target, e) from None
-        self.file = os.fdopen(fd, "wb", buffering=1 << 20)
-        return self.file
+        self.file = WriteBehind(os.fdopen(fd, "wb", buffering=1 << 20))
+        return self.file  # type: ignore[return-value]
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         assert self.file is not None
@@ -155,7 +156,7 @@ class AtomicOutput:
 
     def _discard(self) -> None:
         try:
-            self.file.close()
+            self.file.close(abandon=True)
         except OSError:
             pass
         try:
@@ -172,3 +173,50 @@ def _fsync_folder(folder: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_TEMP_DIR_RE = re.compile(r"^\.(?P<base>.+)\.fp8stream-(?P<pid>\d+)\.tmpdir$")
+
+
+class AtomicFolder:
+    """Context manager: a temp folder beside `target` that becomes `target` only if the block succeeds.
+
+    With `replace`, an existing target is moved aside, the new folder renamed in, then the old
+    one removed: at every moment the target path is the complete old or new folder.
+    """
+
+    def __init__(self, target: str, replace: bool = False) -> None:
+        self.target = os.path.abspath(target)
+        folder, base = os.path.split(self.target)
+        self.temp = os.path.join(folder, f".{base}.fp8stream-{os.getpid()}.tmpdir")
+        self.replace = replace
+
+    def __enter__(self) -> str:
+        folder = os.path.dirname(self.target)
+        for name in os.listdir(folder):
+            m = _TEMP_DIR_RE.match(name)
+            if m and not _pid_alive(int(m.group("pid"))):
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        try:
+            os.mkdir(self.temp)
+        except OSError as e:
+            raise describe_os_error(self.target, e) from None
+        return self.temp
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.temp, ignore_errors=True)
+            return
+        try:
+            _fsync_folder(self.temp)
+            old = None
+            if self.replace and os.path.lexists(self.target):
+                old = self.temp + ".old"
+                os.replace(self.target, old)
+            os.replace(self.temp, self.target)
+            _fsync_folder(os.path.dirname(self.target))
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True) if os.path.isdir(old) else os.unlink(old)
+        except OSError as e:
+            shutil.rmtree(self.temp, ignore_errors=True)
+            raise describe_os_error(self.target, e) from None

@@ -65,4 +65,4 @@ class HashingStream:
 
 def digest_file_tensor(lazy: LazyFile, info: TensorInfo) -> bytes:
     """Digest of one tensor of a file, read in chunks (memory: one chunk)."""
-    return digest_chunks(lazy.chunks(info))
+    return digest_chunks(lazy.read_chunks(info))

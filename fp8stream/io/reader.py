@@ -15,8 +15,9 @@ from typing import BinaryIO, Iterator
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError, UsageError
 from fp8stream.io.header import Header, TensorInfo, read_exactly, read_header
+from fp8stream.io.overlap import ReadAhead
 
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 8 << 20
 
 
 @dataclass
@@ -27,8 +28,11 @@ class InputSource:
     size: int | None
     label: str
     path: str | None
+    readahead: ReadAhead | None = None
 
     def close(self) -> None:
+        if self.readahead is not None:
+            self.readahead.close()
         if self.path is not None:
             self.stream.close()
 
@@ -70,6 +74,8 @@ class TensorStream:
         self.source = source
         self.header = header
         self.bytes_read = 0
+        # A thread reads the data section ahead, so the disk works while we compute.
+        source.readahead = ReadAhead(source.stream, header.data_bytes)
 
     def chunks(self, info: TensorInfo, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytearray]:
         """The tensor's bytes, in fresh chunks of at most chunk_bytes (a whole tensor must be read)."""
@@ -88,7 +94,7 @@ class TensorStream:
         done = 0
         while done < len(chunk):
             try:
-                n = self.source.stream.readinto(view[done:])
+                n = self.source.readahead.readinto(view[done:])
             except OSError as e:
                 raise FP8StreamError(f"{self.source.label}: read error ({e.strerror})") from None
             if not n:
@@ -125,21 +131,22 @@ class LazyFile:
     def __exit__(self, *exc: object) -> None:
         self.source.close()
 
-    def chunks(self, info: TensorInfo, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-        """One tensor's bytes in chunks of at most chunk_bytes, by positioned reads."""
+    def read_chunks(self, info: TensorInfo, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """One tensor's bytes by positioned reads, at most chunk_bytes at a time."""
+        fd = self.source.stream.fileno()
         offset = self.header.data_start + info.begin
         done = 0
         while done < info.nbytes:
             want = min(info.nbytes - done, chunk_bytes)
-            if hasattr(os, "pread"):
-                part = os.pread(self.source.stream.fileno(), want, offset + done)
-            else:
-                self.source.stream.seek(offset + done)
-                part = self.source.stream.read(want)
-            if not part:
+            part = os.pread(fd, want, offset + done) if hasattr(os, "pread") else self._seek_read(offset + done, want)
+            if len(part) != want:
                 raise InvalidCheckpointError(f"{self.source.label}: file ends inside {info.name!r}")
-            done += len(part)
+            done += want
             yield part
+
+    def _seek_read(self, offset: int, n: int) -> bytes:
+        self.source.stream.seek(offset)
+        return read_exactly(self.source.stream, n, "data")
 
     def read(self, info: TensorInfo) -> bytes:
         """One tensor's bytes by a positioned read (seek+read where pread does not exist)."""

@@ -101,6 +101,37 @@ def comfy_fp8_linear(
     return tensors
 
 
+def _fp8_weight(name: str, weight: torch.Tensor | tuple[int, int], seed: int) -> tuple[SyntheticTensor, float]:
+    if isinstance(weight, torch.Tensor):
+        raw, scale = quantize_fp8(weight)
+        return SyntheticTensor(f"{name}.weight", "F8_E4M3", tuple(weight.shape), raw), scale
+    out_f, in_f = weight
+    return SyntheticTensor(f"{name}.weight", "F8_E4M3", (out_f, in_f), random_fp8_rows(out_f, in_f, seed)), \
+        0.01 + (seed % 7) * 0.001
+
+
+def legacy_fp8_linear(name: str, weight: torch.Tensor | tuple[int, int], seed: int = 0,
+                      input_scale: float | None = None) -> list[SyntheticTensor]:
+    """One linear in the legacy "scaled fp8" flavour (add `legacy_marker` once per file)."""
+    w, scale = _fp8_weight(name, weight, seed)
+    tensors = [w, f32_scalar(f"{name}.scale_weight", scale)]
+    if input_scale is not None:
+        tensors.append(f32_scalar(f"{name}.scale_input", input_scale))
+    return tensors
+
+
+def legacy_marker(prefix: str = "", weight_only: bool = False) -> SyntheticTensor:
+    """The top-level `scaled_fp8` tensor: 2 elements = weight-only, empty = FP8 matmul."""
+    n = 2 if weight_only else 0
+    return SyntheticTensor(f"{prefix}scaled_fp8", "F8_E4M3", (n,), bytes(n))
+
+
+def plain_fp8_linear(name: str, weight: torch.Tensor) -> list[SyntheticTensor]:
+    """One linear as plain FP8: the weight cast to float8_e4m3fn, no scale (1.0 implied)."""
+    q = weight.float().clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    return [SyntheticTensor(f"{name}.weight", "F8_E4M3", tuple(weight.shape), q.view(torch.uint8).numpy().tobytes())]
+
+
 def bf16_tensor(name: str, t: torch.Tensor) -> SyntheticTensor:
     return SyntheticTensor(name, "BF16", tuple(t.shape), t.to(torch.bfloat16).contiguous().view(torch.uint8).numpy().tobytes())
 
@@ -117,5 +148,36 @@ def write_checkpoint(path: str, tensors: list[SyntheticTensor], metadata: dict[s
         writer.write_header()
         for t in tensors:
             for chunk in t.chunks():
-                writer.write(t.name, chunk)
+                if chunk:  # empty tensors take no bytes
+                    writer.write(t.name, chunk)
         writer.finish()
+
+
+def random_bf16(shape: tuple[int, ...], seed: int, chunk_elements: int = 4 << 20) -> Callable[[], Iterable[bytes]]:
+    """A maker of random finite BF16 bytes (magnitudes 2^-8..2^-1), chunk by chunk."""
+
+    def make() -> Iterable[bytes]:
+        rng = np.random.default_rng(seed)
+        total = 1
+        for d in shape:
+            total *= d
+        for start in range(0, total, chunk_elements):
+            n = min(chunk_elements, total - start)
+            r = rng.integers(0, 1 << 16, size=n, dtype=np.uint16)
+            # sign and mantissa random, exponent field 119..126
+            yield ((r & 0x807F) | ((119 + (r >> 8 & 7)) << 7)).astype(np.uint16).tobytes()
+
+    return make
+
+
+def from_inventory(specs, seed: int = 0) -> list[SyntheticTensor]:
+    """Synthetic tensors for an inventory (`fp8stream.synthetic.inventories`): FP8 linears in
+    ComfyUI's format with random weights, everything else random BF16."""
+    tensors: list[SyntheticTensor] = []
+    for i, spec in enumerate(specs):
+        if spec.fp8:
+            layer = spec.name[: -len(".weight")]
+            tensors += comfy_fp8_linear(layer, spec.shape, seed=seed + i)
+        else:
+            tensors.append(SyntheticTensor(spec.name, "BF16", spec.shape, random_bf16(spec.shape, seed + i)))
+    return tensors

@@ -1,0 +1,31 @@
+"""Key prefixes checkpoints are saved with (`model.diffusion_model.`, ...).
+
+Reports and written keys keep the file's own spelling; presets, groups and patterns look at the
+name with the prefix removed, so a prefixed checkpoint is treated exactly like a bare one.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Longest first: the first that matches is removed.
+_PREFIX_RE = re.compile(
+    r"^(model\.diffusion_model\.|diffusion_model\.|transformer\.|unet\.|model\.model\."
+    r"|text_encoders\.[^.]+\.transformer\.|text_encoders\.[^.]+\.|cond_stage_model\.(?:[^.]+\.)?transformer\.)"
+)
+
+
+def split_prefix(name: str) -> tuple[str, str]:
+    """(prefix, bare name): `model.diffusion_model.blocks.0.x` -> (`model.diffusion_model.`, `blocks.0.x`)."""
+    m = _PREFIX_RE.match(name)
+    return (m.group(0), name[m.end():]) if m else ("", name)
+
+
+def bare_name(name: str) -> str:
+    return split_prefix(name)[1]
+
+
+def common_model_prefix(names: list[str]) -> str:
+    """The prefix all names share, when they share one known prefix; else ''."""
+    prefixes = {split_prefix(n)[0] for n in names}
+    return prefixes.pop() if len(prefixes) == 1 else ""

@@ -1,0 +1,193 @@
+"""Speed and memory at real model sizes: fp8stream against `cp` + `sync` and the naive script.
+
+Generates synthetic FP8 checkpoints with the real layer inventory of Flux-dev, SD3.5-large and a
+Wan-14B-class video DiT (`fp8stream.synthetic.inventories`; `--blocks N` scales depth, width
+is always full), then runs, alternating in the same run, `--runs` times each:
+
+- cp:        `cp --reflink=never IN OUT && sync OUT` (the physical limit, same durability as ours)
+- naive:     scripts/naive_calibrate.py (load_file, add scales, save_file), where it fits in RAM
+- fp8stream: `python -m fp8stream calibrate --device DEVICE IN OUT --json`
+
+Each run is timed with `/usr/bin/time -f "%e %M"` (wall seconds, peak RSS in KB); page caches
+are dropped before each run when we may (root), so every tool starts cold. Medians are
+reported as ratios to cp and, where it ran, to naive. Writes JSON, a markdown table and a PNG.
+
+    python scripts/bench.py --arch flux --blocks 2 --runs 3 --out bench-results
+    python scripts/bench.py --arch flux,sd35,wan --runs 3 --out bench-results   # full size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from fp8stream.synthetic.checkpoint import from_inventory, write_checkpoint  # noqa: E402
+from fp8stream.synthetic.inventories import ARCHITECTURES  # noqa: E402
+
+
+def mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def drop_caches() -> bool:
+    try:
+        subprocess.run(["sync"], check=True)
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def timed(cmd: list[str], env: dict | None = None) -> dict:
+    """Run cmd under /usr/bin/time; wall seconds, peak RSS (MB) and stdout."""
+    r = subprocess.run(["/usr/bin/time", "-f", "__time__ %e %M", *cmd], capture_output=True, text=True, env=env)
+    last = [line for line in r.stderr.splitlines() if line.startswith("__time__")]
+    if r.returncode != 0 or not last:
+        raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+    _, wall, rss_kb = last[-1].split()
+    return {"wall_s": float(wall), "peak_rss_mb": int(rss_kb) / 1024, "stdout": r.stdout}
+
+
+def tool_commands(src: str, dst: str, device: str) -> dict[str, list[str]]:
+    py = sys.executable
+    return {
+        "cp": ["sh", "-c", f'cp --reflink=never "{src}" "{dst}" && sync "{dst}"'],
+        "naive": [py, os.path.join(ROOT, "scripts", "naive_calibrate.py"), src, dst],
+        "fp8stream": [py, "-m", "fp8stream", "calibrate", "--device", device, "--no-progress", "--json", src, dst],
+    }
+
+
+def bench_one(arch: str, blocks: int | None, runs: int, device: str, workdir: str, cold: bool) -> dict:
+    specs = ARCHITECTURES[arch](blocks)
+    src = os.path.join(workdir, f"{arch}-{blocks or 'full'}.safetensors")
+    dst = os.path.join(workdir, "out.safetensors")
+    t0 = time.monotonic()
+    write_checkpoint(src, from_inventory(specs))
+    size = os.path.getsize(src)
+    largest = max(t.end - t.begin for t in _header(src).tensors)
+    print(f"[{arch} blocks={blocks or 'full'}] {size / 1e9:.2f} GB generated in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    tools = ["cp", "fp8stream"]
+    naive_needs = 2.2 * size
+    naive_note = None
+    if naive_needs < mem_available():
+        tools.insert(1, "naive")
+    else:
+        naive_note = f"not run: needs about {naive_needs / 1e9:.0f} GB of RAM, {mem_available() / 1e9:.0f} GB available"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    results: dict[str, list[dict]] = {t: [] for t in tools}
+    for run in range(runs):
+        order = tools[run % len(tools):] + tools[: run % len(tools)]  # alternate who goes first
+        for tool in order:
+            if os.path.exists(dst):
+                os.unlink(dst)
+            if cold:
+                drop_caches()
+            r = timed(tool_commands(src, dst, device)[tool], env)
+            if tool == "fp8stream":
+                report = json.loads(r["stdout"].strip().splitlines()[-1])
+                r["peak_vram_mb"] = (report.get("peak_vram_bytes") or 0) / 2**20
+                r["layers"] = len(report["layers"])
+            r.pop("stdout")
+            results[tool].append(r)
+            print(f"  run {run + 1} {tool:9s} {r['wall_s']:7.2f} s  {r['peak_rss_mb']:8.0f} MB", file=sys.stderr)
+    os.unlink(src)
+    if os.path.exists(dst):
+        os.unlink(dst)
+    med = {t: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for t, rs in results.items()}
+    out = {"arch": arch, "blocks": blocks or "full", "bytes": size, "largest_tensor_bytes": largest,
+           "device": device, "runs": runs, "cold": cold, "median": med, "all": results, "naive_note": naive_note}
+    out["wall_vs_cp"] = med["fp8stream"]["wall_s"] / med["cp"]["wall_s"]
+    out["rss_bound_mb"] = (2 * largest + 300e6) / 2**20
+    if "naive" in med:
+        out["wall_vs_naive"] = med["fp8stream"]["wall_s"] / med["naive"]["wall_s"]
+        out["rss_vs_naive"] = med["fp8stream"]["peak_rss_mb"] / med["naive"]["peak_rss_mb"]
+    return out
+
+
+def _header(path: str):
+    from fp8stream.io.reader import LazyFile
+
+    with LazyFile(path) as f:
+        return f.header
+
+
+def markdown(results: list[dict]) -> str:
+    rows = ["| model | size | tool | wall (s) | ×cp | peak RSS (MB) | RSS bound (MB) | peak VRAM (MB) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        label = f"{r['arch']} ({r['blocks']} blocks)" if r["blocks"] != "full" else f"{r['arch']} (full)"
+        for tool, m in r["median"].items():
+            ratio = m["wall_s"] / r["median"]["cp"]["wall_s"]
+            vram = f"{m['peak_vram_mb']:.0f}" if m.get("peak_vram_mb") else "-"
+            bound = f"{r['rss_bound_mb']:.0f}" if tool == "fp8stream" else ""
+            rows.append(f"| {label} | {r['bytes'] / 1e9:.2f} GB | {tool} | {m['wall_s']:.1f} | {ratio:.2f} | "
+                        f"{m['peak_rss_mb']:.0f} | {bound} | {vram} |")
+        if r["naive_note"]:
+            rows.append(f"| {label} | {r['bytes'] / 1e9:.2f} GB | naive | {r['naive_note']} | | | | |")
+    return "\n".join(rows)
+
+
+def plot(results: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for tool, marker in (("cp", "o"), ("naive", "s"), ("fp8stream", "^")):
+        pts = sorted((r["bytes"] / 1e9, r["median"][tool]) for r in results if tool in r["median"])
+        if not pts:
+            continue
+        ax1.plot([p[0] for p in pts], [p[1]["peak_rss_mb"] for p in pts], marker=marker, label=tool)
+        ax2.plot([p[0] for p in pts], [p[1]["wall_s"] for p in pts], marker=marker, label=tool)
+    ax1.set(xlabel="checkpoint size (GB)", ylabel="peak RSS (MB)", title="Peak memory", yscale="log")
+    ax2.set(xlabel="checkpoint size (GB)", ylabel="wall time (s, median)", title="Wall time")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="flux", help="comma list of: " + ",".join(ARCHITECTURES))
+    ap.add_argument("--blocks", default="full", help="comma list of block counts or 'full'")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--workdir", default=None, help="where checkpoints are generated (default: a temp folder in the current folder)")
+    ap.add_argument("--warm", action="store_true", help="do not drop page caches before each run")
+    ap.add_argument("--out", default="bench-results")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    results = []
+    with tempfile.TemporaryDirectory(dir=args.workdir or ".", prefix=".bench-") as workdir:
+        for arch in args.arch.split(","):
+            for b in args.blocks.split(","):
+                results.append(bench_one(arch, None if b == "full" else int(b), args.runs, args.device, workdir, not args.warm))
+    tag = f"{args.device}"
+    with open(os.path.join(args.out, f"bench-{tag}.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    table = markdown(results)
+    with open(os.path.join(args.out, f"bench-{tag}.md"), "w") as f:
+        f.write(table + "\n")
+    plot(results, os.path.join(args.out, f"bench-{tag}.png"))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
