@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 import xxhash
 
+from fp8stream.errors import FP8StreamError
 from fp8stream.io.header import TensorInfo
 from fp8stream.io.reader import LazyFile, TensorStream
 
@@ -65,4 +66,7 @@ class HashingStream:
 
 def digest_file_tensor(lazy: LazyFile, info: TensorInfo) -> bytes:
     """Digest of one tensor of a file, read in chunks (memory: one chunk)."""
-    return digest_chunks(lazy.read_chunks(info))
+    try:
+        return digest_chunks(lazy.read_chunks(info))
+    except OSError as e:
+        raise FP8StreamError(f"{lazy.source.label}: read error ({e.strerror or e})") from None
