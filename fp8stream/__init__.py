@@ -1,3 +1,10 @@
 """fp8stream: give FP8-quantized diffusion checkpoints correct activation scales, one layer at a time."""
 
 __version__ = "0.1.0"
+
+
+def record(model, path=None, only=None):
+    """Record every nn.Linear's input range of a torch model (see fp8stream.calibration.record)."""
+    from fp8stream.calibration.record import record as _record
+
+    return _record(model, path, only)

@@ -48,6 +48,7 @@ class FileReport:
     peak_vram_bytes: int | None = None  # with --device cuda
     error: str | None = None
     verify: str | None = None  # `--verify`: what the comparison of output and input found
+    notes: list[str] = field(default_factory=list)  # file-level notes of the method (stats matching)
 
     @property
     def layers_calibrated(self) -> int:
@@ -75,6 +76,8 @@ def render_table(report: FileReport) -> str:
             lines.append(
                 f"{layer.name:<{width}}  {shape:>13}  {layer.scale:>11.4g}  {act:>7}  {layer.source} ({layer.why})"
             )
+            if layer.assumption:
+                lines.append(f"{'':<{width}}  assumed: {layer.assumption}")
             for w in layer.warnings:
                 lines.append(f"{'':<{width}}  warning: {w}")
             for note in layer.notes:
@@ -82,6 +85,8 @@ def render_table(report: FileReport) -> str:
     for e in report.excluded:
         act = {True: "FP8 activations", False: "weight-only", None: "as in the file"}[e.fp8_activations]
         lines.append(f"excluded {e.name}: {e.reason} ({act})")
+    for note in report.notes:
+        lines.append(f"note: {note}")
     for s in report.skipped:
         lines.append(f"skipped {s.name}: {s.reason}")
     kept = len(report.layers) - report.layers_calibrated

@@ -84,9 +84,8 @@ def _progress(total: int, enabled: bool, label: str):
 
 def _stream_layer_weight(stream, info, layer: FP8Layer, method, writer, device: torch.device, bar,
                          checks: WeightChecks) -> None:
-    rows_per_chunk = max(1, CHUNK_BYTES // max(1, layer.in_features))
     row = 0
-    for chunk in stream.chunks(info, rows_per_chunk * layer.in_features):
+    for chunk in stream.chunks(info):  # whole rows; valid until the next chunk
         writer.write(info.name, chunk)
         rows = torch.frombuffer(chunk, dtype=torch.uint8).view(-1, layer.in_features)
         checks.observe(layer, rows)
@@ -134,12 +133,15 @@ def _decode_scale(raw: bytes, dtype: str) -> list[float]:
 def _stream_data(stream: TensorStream, plan: RewritePlan, options: RewriteOptions, method, writer, bar) -> _StreamState:
     state = _StreamState()
     device = torch.device(options.settings.device)
+    wants = getattr(method, "wants", lambda info: False)
     for info in plan.header.tensors:
         role = plan.roles[info.name]
         layer = plan.layer_by_weight.get(info.name)
         if layer is not None:
             _stream_layer_weight(stream, info, layer, method, writer, device, bar, state.checks)
             continue
+        # Non-FP8 tensors a method models (biases, norms, BF16 producers) are shown to it as they pass.
+        watch = wants(info)
         out_name = plan.out_names[info.name]
         if role is Role.MARKER:
             raw = _rewrite_marker(stream.read_all(info), plan.plan_by_marker[info.name], plan.out_sizes[info.name],
@@ -154,11 +156,15 @@ def _stream_data(stream: TensorStream, plan: RewritePlan, options: RewriteOption
         elif role is Role.MOVED_SCALE or info.name in plan.scalar_keys:
             raw = stream.read_all(info)
             state.values[info.name] = _decode_scale(raw, info.dtype)
+            if watch:
+                method.observe_tensor(info, raw)
             if role is not Role.MOVED_SCALE:
                 writer.write(out_name, raw)
         else:
             for chunk in stream.chunks(info):
                 writer.write(out_name, chunk)
+                if watch:
+                    method.observe_tensor(info, chunk)
                 bar.update(len(chunk))
             continue
         bar.update(info.nbytes)
@@ -195,6 +201,8 @@ def _read_ahead_scale(path: str, layer: FP8Layer, options: RewriteOptions) -> fl
     method = make_method(options.settings)
     device = torch.device(options.settings.device)
     with LazyFile(path) as f:
+        if hasattr(method, "begin"):
+            method.begin([layer], f.header)  # a single-layer view (its own shard's tensors)
         values = {}
         for key in (layer.weight_scale, layer.existing_input_scale):
             if key:
@@ -327,7 +335,8 @@ def _calibrate_sharded(index_path: str, options: RewriteOptions) -> FileReport:
                                       output=None if folder is None else os.path.join(folder, shard))
             source = open_input(sub.input)
             try:
-                part, plan = _calibrate(source, sub, whole=whole, shard_of=shard_of, allow_empty=True)
+                part, plan = _calibrate(source, sub, whole=whole, shard_of=shard_of, allow_empty=True,
+                                        tensor_path={t: os.path.join(index.folder, s) for t, s in index.weight_map.items()})
             finally:
                 source.close()
             entries[shard] = [e.name for e in plan.entries]
@@ -348,7 +357,7 @@ def _calibrate_sharded(index_path: str, options: RewriteOptions) -> FileReport:
 
 
 def _calibrate(source, options: RewriteOptions, whole=None, shard_of: dict[str, str] | None = None,
-               allow_empty: bool = False) -> tuple[FileReport, RewritePlan]:
+               allow_empty: bool = False, tensor_path: dict[str, str] | None = None) -> tuple[FileReport, RewritePlan]:
     """One file, or one shard given the merged header `whole` and each layer's shard path."""
     shard_of = shard_of or {}
     header = read_input_header(source)
@@ -367,6 +376,11 @@ def _calibrate(source, options: RewriteOptions, whole=None, shard_of: dict[str, 
     check_output_path(options.output, source.path, options.force)
     check_free_space(options.output, report.bytes_out)
     method = make_method(options.settings)
+    if hasattr(method, "begin"):
+        # The method's model of the network, from names and shapes (of the whole model when sharded:
+        # tensors it needs from other shards it reads with positioned reads, `tensor_path`).
+        method.begin(plan.layers, header, whole=whole, tensor_path=tensor_path)
+    report.notes = list(getattr(method, "notes", []))
     on_cuda = options.settings.device == "cuda"
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()

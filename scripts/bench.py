@@ -8,7 +8,8 @@ is always full), then runs, alternating in the same run, `--runs` times each:
 - naive:     scripts/naive_calibrate.py (load_file, add scales, save_file), where it fits in RAM
 - fp8stream: `python -m fp8stream calibrate --device DEVICE IN OUT --json`
 
-Each run is timed with `/usr/bin/time -f "%e %M"` (wall seconds, peak RSS in KB); page caches
+Each run is timed (wall seconds) and its peak RSS read from wait4 (what `/usr/bin/time -f %M`
+reports); page caches
 are dropped before each run when we may (root), so every tool starts cold. Medians are
 reported as ratios to cp and, where it ran, to naive. Writes JSON, a markdown table and a PNG.
 
@@ -28,10 +29,10 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from fp8stream.synthetic.checkpoint import from_inventory, write_checkpoint  # noqa: E402
-from fp8stream.synthetic.inventories import ARCHITECTURES  # noqa: E402
+# No torch in this process: a forked child counts the parent's pages in its peak RSS until it
+# execs, so the measuring process stays small and checkpoints are generated in a subprocess.
+ARCHITECTURES = ("flux", "sd35", "wan")
 
 
 def mem_available() -> int:
@@ -53,13 +54,37 @@ def drop_caches() -> bool:
 
 
 def timed(cmd: list[str], env: dict | None = None) -> dict:
-    """Run cmd under /usr/bin/time; wall seconds, peak RSS (MB) and stdout."""
-    r = subprocess.run(["/usr/bin/time", "-f", "__time__ %e %M", *cmd], capture_output=True, text=True, env=env)
-    last = [line for line in r.stderr.splitlines() if line.startswith("__time__")]
-    if r.returncode != 0 or not last:
-        raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr.strip()[-500:]}")
-    _, wall, rss_kb = last[-1].split()
-    return {"wall_s": float(wall), "peak_rss_mb": int(rss_kb) / 1024, "stdout": r.stdout}
+    """Run cmd; wall seconds, peak RSS (MB) and stdout. The RSS is wait4's ru_maxrss, the
+    number `/usr/bin/time -f %M` prints (largest of the process and its waited-for children).
+    A forked child counts its parent's pages until exec, so small tools (cp) read as about this
+    process's own size (~14 MB), an upper bound."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=False)
+    out, err = _communicate_then_wait4(proc)
+    wall = time.monotonic() - started
+    status, rusage = out[1], out[2]
+    if status != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({status}): {err.decode(errors='replace').strip()[-500:]}")
+    return {"wall_s": wall, "peak_rss_mb": rusage.ru_maxrss / 1024, "stdout": out[0].decode()}
+
+
+def _communicate_then_wait4(proc: subprocess.Popen):
+    """Read the pipes on threads, then reap the child with os.wait4 to get its rusage."""
+    import threading
+
+    chunks: dict[str, bytes] = {}
+
+    def drain(name: str, pipe) -> None:
+        chunks[name] = pipe.read()
+
+    threads = [threading.Thread(target=drain, args=(n, p)) for n, p in (("out", proc.stdout), ("err", proc.stderr))]
+    for t in threads:
+        t.start()
+    _, status, rusage = os.wait4(proc.pid, 0)
+    for t in threads:
+        t.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return (chunks["out"], proc.returncode, rusage), chunks["err"]
 
 
 def tool_commands(src: str, dst: str, device: str) -> dict[str, list[str]]:
@@ -72,13 +97,15 @@ def tool_commands(src: str, dst: str, device: str) -> dict[str, list[str]]:
 
 
 def bench_one(arch: str, blocks: int | None, runs: int, device: str, workdir: str, cold: bool) -> dict:
-    specs = ARCHITECTURES[arch](blocks)
     src = os.path.join(workdir, f"{arch}-{blocks or 'full'}.safetensors")
     dst = os.path.join(workdir, "out.safetensors")
     t0 = time.monotonic()
-    write_checkpoint(src, from_inventory(specs))
+    make = ("from fp8stream.synthetic.checkpoint import from_inventory, write_checkpoint;"
+            "from fp8stream.synthetic.inventories import ARCHITECTURES;"
+            f"write_checkpoint({src!r}, from_inventory(ARCHITECTURES[{arch!r}]({blocks!r})))")
+    subprocess.run([sys.executable, "-c", make], check=True, env=dict(os.environ, PYTHONPATH=ROOT))
     size = os.path.getsize(src)
-    largest = max(t.end - t.begin for t in _header(src).tensors)
+    largest = _largest_tensor(src)
     print(f"[{arch} blocks={blocks or 'full'}] {size / 1e9:.2f} GB generated in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     tools = ["cp", "fp8stream"]
     naive_needs = 2.2 * size
@@ -118,11 +145,11 @@ def bench_one(arch: str, blocks: int | None, runs: int, device: str, workdir: st
     return out
 
 
-def _header(path: str):
-    from fp8stream.io.reader import LazyFile
-
-    with LazyFile(path) as f:
-        return f.header
+def _largest_tensor(path: str) -> int:
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    return max(e["data_offsets"][1] - e["data_offsets"][0] for k, e in header.items() if k != "__metadata__")
 
 
 def markdown(results: list[dict]) -> str:

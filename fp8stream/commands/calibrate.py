@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from fp8stream.calibration.methods import METHODS, CalibrationSettings, resolve_device
+from fp8stream.calibration.methods import METHODS, SIM_MODES, CalibrationSettings, resolve_device
 from fp8stream.calibration.rules import RULES
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.report import FileReport, render_table
@@ -28,7 +28,21 @@ def _emit(report: FileReport, as_json: bool, report_file: str | None) -> None:
 @click.argument("input_path", metavar="IN", type=click.Path(dir_okay=True, allow_dash=True))
 @click.argument("output_path", metavar="OUT", required=False, type=click.Path(allow_dash=True))
 @click.option("--method", type=click.Choice(sorted(METHODS)), default="simulate", show_default=True,
-              help="Where activation ranges come from. simulate: synthetic inputs through the weights.")
+              help="Where activation ranges come from. simulate: the weight-aware model of each layer's input "
+                   "(no data); stats: real-data statistics from --stats FILE; heuristic: weight_scale x --factor.")
+@click.option("--sim-mode", type=click.Choice(SIM_MODES), default="bound", show_default=True,
+              help="simulate: bound = hard bound from the producers' weights; hybrid = --margin x Gaussian "
+                   "estimate, capped by the bound; note = the research note's approach 2 (comparison only).")
+@click.option("--margin", type=click.FloatRange(1.0, 1e6), default=4.0, show_default=True,
+              help="--sim-mode hybrid: multiple of the Gaussian estimate.")
+@click.option("--stats", "stats_path", type=click.Path(dir_okay=False), default=None,
+              help="Stats file (fp8stream.record output, or plain per-layer scales) for --method stats.")
+@click.option("--map", "map_path", type=click.Path(dir_okay=False), default=None,
+              help="--method stats: name pairs 'stats_name checkpoint_layer' (or a JSON object), tried first.")
+@click.option("--fallback", type=click.Choice(["none", "simulate"]), default="none", show_default=True,
+              help="--method stats: layers without stats get simulated scales instead of an error.")
+@click.option("--factor", type=click.FloatRange(0.0, None, min_open=True), default=0.5, show_default=True,
+              help="--method heuristic: input_scale = weight_scale x FACTOR.")
 @click.option("--rule", type=click.Choice(RULES), default="max", show_default=True,
               help="How samples become a scale: max, percentile (--percentile) or mse search.")
 @click.option("--percentile", type=click.FloatRange(50.0, 100.0), default=99.99, show_default=True,
@@ -61,8 +75,9 @@ def _emit(report: FileReport, as_json: bool, report_file: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per input file instead of the table.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Append the report to FILE.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
-def calibrate(input_path: str, output_path: str | None, method: str, rule: str, percentile: float, samples: int,
-              seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
+def calibrate(input_path: str, output_path: str | None, method: str, sim_mode: str, margin: float,
+              stats_path: str | None, map_path: str | None, fallback: str, factor: float, rule: str, percentile: float,
+              samples: int, seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
               target: str, include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None,
               exclude_untouched: bool, force: bool, dry_run: bool,
               verify: bool, as_json: bool, report_file: str | None, progress: bool | None) -> None:
@@ -73,14 +88,21 @@ def calibrate(input_path: str, output_path: str | None, method: str, rule: str, 
     OUT appears only when complete. Placeholder scales (1.0, or equal to weight_scale) and
     scales of weight-only layers are replaced; real calibrated scales are kept.
 
-    Scales from --method simulate are EXPERIMENTAL: see the README for what they are worth.
+    The default --method simulate models each layer's input from the weights that produce it
+    (see the README's quality tables for what it is worth against real data).
     """
     if output_path is None and not dry_run:
         raise click.UsageError("OUT is required (or use --dry-run)")
+    if method == "stats" and not stats_path:
+        raise click.UsageError("--method stats needs --stats FILE")
+    if stats_path and method != "stats":
+        raise click.UsageError("--stats is used only with --method stats")
 
     def body() -> None:
         settings = CalibrationSettings(method=method, rule=rule, percentile=percentile, samples=samples,
-                                       seed=seed, device=resolve_device(device))
+                                       seed=seed, device=resolve_device(device), sim_mode=sim_mode, margin=margin,
+                                       factor=factor, stats=stats_path, map=map_path,
+                                       fallback=None if fallback == "none" else fallback)
         options = RewriteOptions(
             input=input_path, output=output_path, settings=settings, overwrite_scales=overwrite_scales,
             keep_weight_only=keep_weight_only, target=target, include=include, exclude=exclude, preset=preset,

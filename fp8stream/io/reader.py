@@ -15,7 +15,7 @@ from typing import BinaryIO, Iterator
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError, UsageError
 from fp8stream.io.header import Header, TensorInfo, read_exactly, read_header
-from fp8stream.io.overlap import ReadAhead
+from fp8stream.io.overlap import ChunkReader, chunk_plan, release
 
 CHUNK_BYTES = 8 << 20
 
@@ -28,7 +28,7 @@ class InputSource:
     size: int | None
     label: str
     path: str | None
-    readahead: ReadAhead | None = None
+    readahead: ChunkReader | None = None
 
     def close(self) -> None:
         if self.readahead is not None:
@@ -63,50 +63,60 @@ def read_input_header(source: InputSource) -> Header:
         raise FP8StreamError(f"{source.label}: read error ({e.strerror})") from None
 
 
+def chunk_bytes_for(info: TensorInfo) -> int:
+    """Chunk size of a tensor in a stream: whole rows for matrices (a weight's rows can be
+    worked on per chunk), else CHUNK_BYTES. Rows longer than a chunk are not aligned."""
+    if len(info.shape) >= 2 and info.shape[0] and info.nbytes:
+        row = info.nbytes // info.shape[0]
+        if 0 < row <= CHUNK_BYTES:
+            return (CHUNK_BYTES // row) * row
+    return CHUNK_BYTES
+
+
 class TensorStream:
     """Yields each tensor's bytes in data order, in chunks, from a sequential stream.
 
-    The stream must be positioned just after the header. At the end, `finish` checks that the
-    input ended where the header said (and, for files, that its size did not change).
+    The stream must be positioned just after the header. A thread reads ahead into a fixed pool
+    of buffers (`io.overlap`), so the disk works while we compute. A chunk is valid until the
+    next one is asked for; hand it to the writer to keep it longer. At the end, `finish` checks
+    the input did not change size while being read.
     """
 
     def __init__(self, source: InputSource, header: Header) -> None:
         self.source = source
         self.header = header
         self.bytes_read = 0
-        # A thread reads the data section ahead, so the disk works while we compute.
-        source.readahead = ReadAhead(source.stream, header.data_bytes)
+        self._reader = ChunkReader(source.stream, chunk_plan(header.tensors, chunk_bytes_for), CHUNK_BYTES)
+        source.readahead = self._reader
 
-    def chunks(self, info: TensorInfo, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytearray]:
-        """The tensor's bytes, in fresh chunks of at most chunk_bytes (a whole tensor must be read)."""
+    def chunks(self, info: TensorInfo) -> Iterator[memoryview]:
+        """The tensor's bytes in chunks (whole rows for matrices; see chunk_bytes_for)."""
         if info.begin != self.bytes_read:
             raise RuntimeError(f"stream out of order at {info.name!r}")
         remaining = info.nbytes
         while remaining:
-            chunk = bytearray(min(remaining, chunk_bytes))
-            self._fill(chunk, info)
+            chunk = self._next(info)
             remaining -= len(chunk)
             self.bytes_read += len(chunk)
-            yield chunk
-
-    def _fill(self, chunk: bytearray, info: TensorInfo) -> None:
-        view = memoryview(chunk)
-        done = 0
-        while done < len(chunk):
             try:
-                n = self.source.readahead.readinto(view[done:])
-            except OSError as e:
-                raise FP8StreamError(f"{self.source.label}: read error ({e.strerror})") from None
-            if not n:
-                raise InvalidCheckpointError(f"{self.source.label}: file ends inside tensor {info.name!r} (truncated)")
-            done += n
+                yield chunk
+            finally:
+                release(chunk)
+
+    def _next(self, info: TensorInfo) -> memoryview:
+        try:
+            return self._reader.next()
+        except EOFError:
+            raise InvalidCheckpointError(f"{self.source.label}: file ends inside tensor {info.name!r} (truncated)") from None
+        except OSError as e:
+            raise FP8StreamError(f"{self.source.label}: read error ({e.strerror})") from None
 
     def read_all(self, info: TensorInfo) -> bytearray:
-        chunk = bytearray(info.nbytes)
-        if info.nbytes:
-            self._fill(chunk, info)
-            self.bytes_read += info.nbytes
-        return chunk
+        """A tensor's bytes as one copy (for small tensors: markers, scales)."""
+        out = bytearray()
+        for chunk in self.chunks(info):
+            out += chunk
+        return out
 
     def finish(self) -> None:
         if self.source.path is None:

@@ -1,0 +1,363 @@
+"""Real-data statistics: the stats file format, name matching, and `--method stats`.
+
+Stats file (JSON, UTF-8), version 1:
+
+    {"format": "fp8stream.stats", "version": 1,
+     "histogram": {"lo_log2": -24, "bins_per_octave": 4, "bins": 192},
+     "layers": {"<module name>": {"amax": 12.5, "calls": 40, "count": 614400,
+                                   "zeros": 0, "hist": [0, 0, 3, ...]}}}
+
+`amax` is the largest |input| seen over all forward calls; `hist[i]` counts non-zero |x| in
+[2^(lo + i/b), 2^(lo + (i+1)/b)) (values outside go to the end bins). `fp8stream.record` writes
+it. Plain scales are accepted too, so scales from `calibrate --json` or another tool can be
+applied: a layer entry `{"input_scale": 0.01}`, a flat `{"name": 0.01, ...}` object, or a
+`calibrate --json` report (its "layers" list of {"name", "scale"}).
+
+Matching stats names to checkpoint layers, in order: `--map FILE` pairs (JSON object
+{stats name: checkpoint layer}, or lines "stats_name checkpoint_layer"); exact names; the
+built-in diffusers -> ComfyUI renaming tables for Flux, SD3 and Wan (a fused layer such as
+`img_attn.qkv` takes the max of its parts' amax and the sum of their histograms); a unique
+dot-suffix (`model.diffusion_model.x` ~ `x`; an ambiguous suffix is reported, never guessed).
+Checkpoint layers left without stats are an error unless `--fallback simulate`; stats entries
+that match no layer are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from fp8stream.calibration.fp8 import E4M3_MAX
+from fp8stream.calibration.rules import amax_from_histogram
+from fp8stream.errors import UsageError
+
+FORMAT = "fp8stream.stats"
+VERSION = 1
+HIST_LO_LOG2 = -24
+HIST_BINS_PER_OCTAVE = 4
+HIST_BINS = 48 * HIST_BINS_PER_OCTAVE  # 2^-24 .. 2^24
+
+
+@dataclass
+class LayerStats:
+    amax: float | None = None
+    hist: list[int] | None = None
+    calls: int = 0
+    count: int = 0
+    scale: float | None = None  # a plain input scale (no statistics)
+    sources: list[str] = field(default_factory=list)
+
+    def merge(self, other: "LayerStats") -> None:
+        """Fused layer: the max of the parts (one scale must cover every part's input)."""
+        if other.scale is not None:
+            self.scale = other.scale if self.scale is None else max(self.scale, other.scale)
+        if other.amax is not None:
+            self.amax = other.amax if self.amax is None else max(self.amax, other.amax)
+        if other.hist is not None:
+            self.hist = list(other.hist) if self.hist is None else [a + b for a, b in zip(self.hist, other.hist)]
+        self.calls += other.calls
+        self.count += other.count
+        self.sources += other.sources
+
+
+@dataclass
+class StatsFile:
+    layers: dict[str, LayerStats]
+    lo_log2: float = HIST_LO_LOG2
+    bins_per_octave: int = HIST_BINS_PER_OCTAVE
+
+
+def load_stats(path: str) -> StatsFile:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"--stats {path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--stats {path}: not a readable JSON stats file ({e})") from None
+    return parse_stats(doc, path)
+
+
+def parse_stats(doc, label: str = "stats") -> StatsFile:
+    if isinstance(doc, dict) and doc.get("format") == FORMAT:
+        if doc.get("version") != VERSION:
+            raise UsageError(f"{label}: stats version {doc.get('version')!r} not supported (this fp8stream reads {VERSION})")
+        h = doc.get("histogram", {})
+        out = StatsFile({}, float(h.get("lo_log2", HIST_LO_LOG2)), int(h.get("bins_per_octave", HIST_BINS_PER_OCTAVE)))
+        for name, e in doc.get("layers", {}).items():
+            if not isinstance(e, dict):
+                raise UsageError(f"{label}: layer {name!r} entry is not an object")
+            out.layers[name] = LayerStats(
+                amax=_num(e.get("amax"), label, name), hist=e.get("hist"), calls=int(e.get("calls", 0)),
+                count=int(e.get("count", 0)), scale=_num(e.get("input_scale"), label, name), sources=[name])
+            if out.layers[name].amax is None and out.layers[name].scale is None:
+                raise UsageError(f"{label}: layer {name!r} has neither amax nor input_scale")
+        return out
+    if isinstance(doc, dict) and isinstance(doc.get("layers"), list):  # a `calibrate --json` report
+        return StatsFile({e["name"]: LayerStats(scale=_num(e.get("scale"), label, e["name"]), sources=[e["name"]])
+                          for e in doc["layers"] if isinstance(e, dict) and "name" in e})
+    if isinstance(doc, dict) and all(isinstance(v, (int, float)) for v in doc.values()):
+        return StatsFile({k: LayerStats(scale=_num(v, label, k), sources=[k]) for k, v in doc.items()})
+    raise UsageError(f"{label}: not an fp8stream stats file, a flat {{name: scale}} object, or a calibrate --json report")
+
+
+def _num(v, label: str, name: str) -> float | None:
+    if v is None:
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        raise UsageError(f"{label}: layer {name!r}: {v!r} is not a number") from None
+    if not (x > 0 and x < float("inf")):
+        if x == 0:
+            return 0.0
+        raise UsageError(f"{label}: layer {name!r}: {v!r} is not a positive finite number")
+    return x
+
+
+# ---- name matching ---------------------------------------------------------------------------
+
+_D = r"(\d+)"
+# diffusers module name -> ComfyUI layer, per family ({0} = block index)
+RENAMES: dict[str, list[tuple[str, str]]] = {
+    "flux": [
+        (rf"transformer_blocks\.{_D}\.attn\.to_[qkv]", "double_blocks.{0}.img_attn.qkv"),
+        (rf"transformer_blocks\.{_D}\.attn\.add_[qkv]_proj", "double_blocks.{0}.txt_attn.qkv"),
+        (rf"transformer_blocks\.{_D}\.attn\.to_out\.0", "double_blocks.{0}.img_attn.proj"),
+        (rf"transformer_blocks\.{_D}\.attn\.to_add_out", "double_blocks.{0}.txt_attn.proj"),
+        (rf"transformer_blocks\.{_D}\.ff\.net\.0\.proj", "double_blocks.{0}.img_mlp.0"),
+        (rf"transformer_blocks\.{_D}\.ff\.net\.2", "double_blocks.{0}.img_mlp.2"),
+        (rf"transformer_blocks\.{_D}\.ff_context\.net\.0\.proj", "double_blocks.{0}.txt_mlp.0"),
+        (rf"transformer_blocks\.{_D}\.ff_context\.net\.2", "double_blocks.{0}.txt_mlp.2"),
+        (rf"transformer_blocks\.{_D}\.norm1\.linear", "double_blocks.{0}.img_mod.lin"),
+        (rf"transformer_blocks\.{_D}\.norm1_context\.linear", "double_blocks.{0}.txt_mod.lin"),
+        (rf"single_transformer_blocks\.{_D}\.(?:attn\.to_[qkv]|proj_mlp)", "single_blocks.{0}.linear1"),
+        (rf"single_transformer_blocks\.{_D}\.proj_out", "single_blocks.{0}.linear2"),
+        (rf"single_transformer_blocks\.{_D}\.norm\.linear", "single_blocks.{0}.modulation.lin"),
+        (r"x_embedder", "img_in"),
+        (r"context_embedder", "txt_in"),
+        (r"time_text_embed\.timestep_embedder\.linear_1", "time_in.in_layer"),
+        (r"time_text_embed\.timestep_embedder\.linear_2", "time_in.out_layer"),
+        (r"time_text_embed\.guidance_embedder\.linear_1", "guidance_in.in_layer"),
+        (r"time_text_embed\.guidance_embedder\.linear_2", "guidance_in.out_layer"),
+        (r"time_text_embed\.text_embedder\.linear_1", "vector_in.in_layer"),
+        (r"time_text_embed\.text_embedder\.linear_2", "vector_in.out_layer"),
+        (r"proj_out", "final_layer.linear"),
+        (r"norm_out\.linear", "final_layer.adaLN_modulation.1"),
+    ],
+    "sd3": [
+        (rf"transformer_blocks\.{_D}\.attn\.to_[qkv]", "joint_blocks.{0}.x_block.attn.qkv"),
+        (rf"transformer_blocks\.{_D}\.attn\.add_[qkv]_proj", "joint_blocks.{0}.context_block.attn.qkv"),
+        (rf"transformer_blocks\.{_D}\.attn\.to_out\.0", "joint_blocks.{0}.x_block.attn.proj"),
+        (rf"transformer_blocks\.{_D}\.attn\.to_add_out", "joint_blocks.{0}.context_block.attn.proj"),
+        (rf"transformer_blocks\.{_D}\.ff\.net\.0\.proj", "joint_blocks.{0}.x_block.mlp.fc1"),
+        (rf"transformer_blocks\.{_D}\.ff\.net\.2", "joint_blocks.{0}.x_block.mlp.fc2"),
+        (rf"transformer_blocks\.{_D}\.ff_context\.net\.0\.proj", "joint_blocks.{0}.context_block.mlp.fc1"),
+        (rf"transformer_blocks\.{_D}\.ff_context\.net\.2", "joint_blocks.{0}.context_block.mlp.fc2"),
+        (rf"transformer_blocks\.{_D}\.norm1\.linear", "joint_blocks.{0}.x_block.adaLN_modulation.1"),
+        (rf"transformer_blocks\.{_D}\.norm1_context\.linear", "joint_blocks.{0}.context_block.adaLN_modulation.1"),
+        (r"time_text_embed\.timestep_embedder\.linear_1", "t_embedder.mlp.0"),
+        (r"time_text_embed\.timestep_embedder\.linear_2", "t_embedder.mlp.2"),
+        (r"time_text_embed\.text_embedder\.linear_1", "y_embedder.mlp.0"),
+        (r"time_text_embed\.text_embedder\.linear_2", "y_embedder.mlp.2"),
+        (r"context_embedder", "context_embedder"),
+        (r"proj_out", "final_layer.linear"),
+        (r"norm_out\.linear", "final_layer.adaLN_modulation.1"),
+    ],
+    "wan": [
+        (rf"blocks\.{_D}\.attn1\.to_q", "blocks.{0}.self_attn.q"),
+        (rf"blocks\.{_D}\.attn1\.to_k", "blocks.{0}.self_attn.k"),
+        (rf"blocks\.{_D}\.attn1\.to_v", "blocks.{0}.self_attn.v"),
+        (rf"blocks\.{_D}\.attn1\.to_out\.0", "blocks.{0}.self_attn.o"),
+        (rf"blocks\.{_D}\.attn2\.to_q", "blocks.{0}.cross_attn.q"),
+        (rf"blocks\.{_D}\.attn2\.to_k", "blocks.{0}.cross_attn.k"),
+        (rf"blocks\.{_D}\.attn2\.to_v", "blocks.{0}.cross_attn.v"),
+        (rf"blocks\.{_D}\.attn2\.to_out\.0", "blocks.{0}.cross_attn.o"),
+        (rf"blocks\.{_D}\.ffn\.net\.0\.proj", "blocks.{0}.ffn.0"),
+        (rf"blocks\.{_D}\.ffn\.net\.2", "blocks.{0}.ffn.2"),
+        (r"condition_embedder\.time_embedder\.linear_1", "time_embedding.0"),
+        (r"condition_embedder\.time_embedder\.linear_2", "time_embedding.2"),
+        (r"condition_embedder\.time_proj", "time_projection.1"),
+        (r"condition_embedder\.text_embedder\.linear_1", "text_embedding.0"),
+        (r"condition_embedder\.text_embedder\.linear_2", "text_embedding.2"),
+        (r"proj_out", "head.head"),
+    ],
+}
+
+
+def rename(name: str, family: str) -> str | None:
+    """A diffusers module name in the family's ComfyUI spelling (None: no table entry)."""
+    for pat, out in RENAMES.get(family, []):
+        m = re.fullmatch(pat, name)
+        if m:
+            return out.format(*m.groups())
+    return None
+
+
+def load_map(path: str) -> dict[str, str]:
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError as e:
+        raise UsageError(f"--map {path}: cannot read ({e.strerror})") from None
+    try:
+        doc = json.loads(text)
+        if isinstance(doc, dict) and all(isinstance(v, str) for v in doc.values()):
+            return dict(doc)
+    except ValueError:
+        pass
+    pairs = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.replace("\t", " ").split()
+        if len(parts) != 2:
+            raise UsageError(f"--map {path}:{i}: expected 'stats_name checkpoint_layer'")
+        pairs[parts[0]] = parts[1]
+    return pairs
+
+
+@dataclass
+class Matching:
+    by_layer: dict[str, LayerStats]
+    how: dict[str, str]  # layer -> how it was matched
+    unused: list[str]  # stats names that matched no layer
+    ambiguous: dict[str, list[str]]  # stats name -> candidate layers
+
+
+def match(stats: StatsFile, layers: list[str], user_map: dict[str, str] | None = None, family: str | None = None) -> Matching:
+    from fp8stream.calibration.graph import detect_family, strip_prefix
+
+    layer_set = set(layers)
+    pre = strip_prefix(layer_set)
+    family = family or detect_family({n[len(pre):] for n in layers})
+    by_layer: dict[str, LayerStats] = {}
+    how: dict[str, str] = {}
+    unused, ambiguous = [], {}
+    suffix_index: dict[str, list[str]] = {}
+    for n in layers:
+        parts = n.split(".")
+        for i in range(len(parts)):
+            suffix_index.setdefault(".".join(parts[i:]), []).append(n)
+
+    def put(layer: str, s: LayerStats, why: str) -> None:
+        if layer in by_layer:
+            by_layer[layer].merge(s)
+            how[layer] = why if how[layer] == why else how[layer] + "+" + why
+            if "fused" not in how[layer] and len(by_layer[layer].sources) > 1:
+                how[layer] += " (fused: max of parts)"
+        else:
+            by_layer[layer] = LayerStats(s.amax, list(s.hist) if s.hist else None, s.calls, s.count, s.scale, list(s.sources))
+            how[layer] = why
+
+    for name, s in stats.layers.items():
+        if user_map and name in user_map:
+            if user_map[name] not in layer_set:
+                raise UsageError(f"--map: {name!r} -> {user_map[name]!r}: no such FP8 layer in the checkpoint")
+            put(user_map[name], s, "--map")
+            continue
+        if name in layer_set:
+            put(name, s, "exact")
+            continue
+        if pre + name in layer_set:
+            put(pre + name, s, "exact (prefix)")
+            continue
+        stripped = name
+        for p in ("transformer.", "model.diffusion_model.", "diffusion_model.", "model."):
+            if stripped.startswith(p):
+                stripped = stripped[len(p):]
+                break
+        r = rename(stripped, family)
+        if r is not None and pre + r in layer_set:
+            put(pre + r, s, f"{family} rename")
+            continue
+        cands = set(suffix_index.get(name, []))
+        parts = name.split(".")
+        for i in range(1, len(parts)):  # the stats name is longer: its suffix is a layer name
+            if ".".join(parts[i:]) in layer_set:
+                cands.add(".".join(parts[i:]))
+        if len(cands) == 1:
+            put(cands.pop(), s, "suffix")
+        elif len(cands) > 1:
+            ambiguous[name] = sorted(cands)
+        else:
+            unused.append(name)
+    return Matching(by_layer, how, unused, ambiguous)
+
+
+class StatsMethod:
+    """`--method stats`: scales from a stats file (real data), applied while streaming."""
+
+    name = "stats"
+
+    def __init__(self, settings) -> None:
+        if not settings.stats:
+            raise UsageError("--method stats needs --stats FILE")
+        self.settings = settings
+        self.stats = load_stats(settings.stats)
+        self.user_map = load_map(settings.map) if settings.map else None
+        self.fallback = None
+        if settings.fallback == "simulate":
+            from fp8stream.calibration.simulate import WeightAwareMethod
+
+            self.fallback = WeightAwareMethod(settings)
+        self.matching: Matching | None = None
+        self.notes: list[str] = []
+
+    def begin(self, layers, header, whole=None, tensor_path=None) -> None:
+        names = [layer.name for layer in layers]
+        self.matching = m = match(self.stats, names, self.user_map)
+        missing = [n for n in names if n not in m.by_layer]
+        for name, cands in m.ambiguous.items():
+            self.notes.append(f"stats name {name!r} is ambiguous ({', '.join(cands)}): not used")
+        if m.unused:
+            self.notes.append(f"{len(m.unused)} stats entries match no FP8 layer: {', '.join(m.unused[:8])}"
+                              + (" ..." if len(m.unused) > 8 else ""))
+        if missing and self.fallback is None:
+            raise UsageError(f"{len(missing)} FP8 layers have no stats (e.g. {', '.join(missing[:4])}); "
+                             "give --map pairs or --fallback simulate")
+        if missing:
+            self.notes.append(f"{len(missing)} layers without stats fall back to simulate")
+        if self.fallback is not None:
+            self.fallback.begin(layers, header, whole=whole, tensor_path=tensor_path)
+
+    def wants(self, info) -> bool:
+        return self.fallback is not None and self.fallback.wants(info)
+
+    def observe_tensor(self, info, chunk) -> None:
+        if self.fallback is not None:
+            self.fallback.observe_tensor(info, chunk)
+
+    def observe_weight(self, layer, rows, row_start) -> None:
+        if self.fallback is not None:
+            self.fallback.observe_weight(layer, rows, row_start)
+
+    def weight_done(self, layer) -> None:
+        pass
+
+    def estimate(self, layer, weight_scale: float):
+        from fp8stream.calibration.methods import ScaleEstimate
+
+        s = self.matching.by_layer.get(layer.name)
+        if s is None:
+            e = self.fallback.estimate(layer, weight_scale)
+            return ScaleEstimate(e.scale, "no stats: simulate: " + e.assumption, e.warnings + ["no real-data stats (fallback)"])
+        how = self.matching.how[layer.name]
+        src = ", ".join(s.sources[:4]) + (" ..." if len(s.sources) > 4 else "")
+        warnings = []
+        if s.amax is None:
+            return ScaleEstimate(s.scale if s.scale else 1.0, f"plain input_scale from stats ({how}: {src})",
+                                 [] if s.scale else ["stats scale 0: using 1.0"])
+        rule = self.settings.rule
+        if rule != "max" and s.hist is None:
+            warnings.append(f"no histogram for rule {rule}: used the max")
+            rule = "max"
+        amax = s.amax if rule == "max" else amax_from_histogram(rule, s.amax, s.hist, self.stats.lo_log2,
+                                                                  self.stats.bins_per_octave, self.settings.percentile)
+        if amax <= 0:
+            warnings.append("recorded amax 0 (layer never saw a non-zero input): scale 1.0")
+            return ScaleEstimate(1.0, f"real data ({how}: {src})", warnings)
+        if amax >= 1e4:
+            warnings.append(f"extreme recorded range (amax {amax:.3g}): candidate to keep weight-only")
+        return ScaleEstimate(amax / E4M3_MAX, f"real data {rule} over {s.calls} calls ({how}: {src})", warnings)
