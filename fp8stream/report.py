@@ -38,17 +38,21 @@ class ExcludedReport:
 class FileReport:
     input: str
     output: str | None
-    status: str = "ok"  # "ok", "dry-run", "skipped" (nothing to calibrate) or "failed"
+    # "ok", "dry-run", "skipped" (nothing to calibrate: no output written), "failed", or
+    # "not-run" (a batch stopped at an earlier failure without --keep-going)
+    status: str = "ok"
     layers: list[LayerReport] = field(default_factory=list)
     skipped: list[SkippedReport] = field(default_factory=list)
     excluded: list[ExcludedReport] = field(default_factory=list)
     seconds: float = 0.0
-    bytes_in: int = 0
-    bytes_out: int = 0
+    bytes_in: int = 0  # safetensors bytes read (decompressed)
+    bytes_out: int = 0  # safetensors bytes of the output (before compression)
+    bytes_written: int = 0  # bytes that left for the output (after compression, if any)
     peak_vram_bytes: int | None = None  # with --device cuda
     error: str | None = None
     verify: str | None = None  # `--verify`: what the comparison of output and input found
     notes: list[str] = field(default_factory=list)  # file-level notes of the method (stats matching)
+    exit_code: int = 0  # what the file alone would have exited with
 
     @property
     def layers_calibrated(self) -> int:
@@ -65,7 +69,9 @@ class FileReport:
 
 
 def render_table(report: FileReport) -> str:
-    """The per-layer table and a summary line."""
+    """The per-layer table and a summary line; one line for a file that failed or was skipped."""
+    if report.status in ("failed", "not-run", "skipped"):
+        return f"{report.input}: {report.status}: {report.error}"
     lines = []
     if report.layers:
         width = max(len(layer.name) for layer in report.layers)
@@ -96,7 +102,7 @@ def render_table(report: FileReport) -> str:
         f"{kept} kept, {len(report.excluded)} excluded, {len(report.skipped)} skipped; {verb} {report.bytes_out / 1e6:.1f} MB"
     )
     if report.output and report.status == "ok":
-        summary += f" to {report.output}"
+        summary += " to stdout" if report.output == "-" else f" to {report.output}"
     summary += f" in {report.seconds:.1f} s"
     if report.layers:
         methods = sorted({layer.method for layer in report.layers})

@@ -32,10 +32,11 @@ from fp8stream.formats.plan import FormatOptions, LayerPlan, RewritePlan, Role, 
 from fp8stream.formats.selection import Selection
 from fp8stream.formats.text_encoders import TEXT_ENCODER_NOTE
 from fp8stream.io.atomic import AtomicFolder, AtomicOutput, check_free_space, check_output_path, same_file
+from fp8stream.io.compression import ZstdSettings
 from fp8stream.io.dtypes import decode_values
 from fp8stream.io.hashing import HashingStream
-from fp8stream.io.header import read_header
 from fp8stream.io.reader import CHUNK_BYTES, LazyFile, TensorStream, open_input, read_input_header
+from fp8stream.io.sink import OutputSink
 from fp8stream.io.writer import StreamingWriter
 from fp8stream.report import ExcludedReport, FileReport, LayerReport, SkippedReport
 from fp8stream import verify
@@ -57,6 +58,7 @@ class RewriteOptions:
     dry_run: bool = False
     progress: bool = False
     verify: bool = False  # hash the input while reading, re-read the output and compare
+    zstd: ZstdSettings | None = None  # compress the output
 
 
     def format_options(self) -> FormatOptions:
@@ -276,16 +278,33 @@ def _excluded_reports(plan: RewritePlan, state: _StreamState | None) -> list[Exc
     return out
 
 
-def _check_written(path: str, plan: RewritePlan) -> None:
+def _check_written(path: str, plan: RewritePlan, stream: HashingStream | None) -> str | None:
     """Parse the written header back with the input validator and read every scale back:
-    trust nothing we wrote."""
-    with open(path, "rb") as f:
-        header = read_header(f, os.fstat(f.fileno()).st_size)
+    trust nothing we wrote. With --verify (`stream`: the input's HashingStream), the output is
+    re-read whole and compared with the input; returns that comparison's summary."""
+    source = open_input(path)
+    try:
+        header = read_input_header(source)
+        compressed = source.compressed
+    finally:
+        source.close()
     if [t.name for t in header.tensors] != [e.name for e in plan.entries]:
         raise RuntimeError("written header does not match the plan")
-    bad = verify.unusable_scales(path, [t.name for t in plan.tail if t.scale_of is not None])
+    started = time.monotonic()
+    written = verify.read_back(path) if stream is not None or compressed else None
+    scales = [t.name for t in plan.tail if t.scale_of is not None]
+    bad = verify.unusable_scales(path, scales, written)
     if bad:
         raise OutputError(f"written output failed its check: {bad[0]} is not a finite, positive F32 scalar")
+    if stream is None:
+        return None
+    comparison = verify.compare(verify.StreamSide(stream), written)
+    if not comparison.ok:
+        first = comparison.unexpected[0]
+        raise OutputError(f"--verify: output differs from the input where it must not: {first.name}: {first.detail}"
+                          f" ({len(comparison.unexpected)} unexpected differences)")
+    seconds = stream.seconds + time.monotonic() - started
+    return f"{comparison.summary()}; verify took {seconds:.2f} s (hashing while reading + re-reading the output)"
 
 
 def calibrate_file(options: RewriteOptions) -> FileReport:
@@ -373,8 +392,10 @@ def _calibrate(source, options: RewriteOptions, whole=None, shard_of: dict[str, 
         report.layers = _layer_reports(plan, options, None, None)
         return report, plan
     assert options.output is not None
-    check_output_path(options.output, source.path, options.force)
-    check_free_space(options.output, report.bytes_out)
+    if options.output != "-":
+        check_output_path(options.output, source.path, options.force)
+        if options.zstd is None:  # a compressed size is not known before the end
+            check_free_space(options.output, report.bytes_out)
     method = make_method(options.settings)
     if hasattr(method, "begin"):
         # The method's model of the network, from names and shapes (of the whole model when sharded:
@@ -387,8 +408,8 @@ def _calibrate(source, options: RewriteOptions, whole=None, shard_of: dict[str, 
     stream = TensorStream(source, header)
     if options.verify:
         stream = HashingStream(stream, keep_raw=verify.needs_raw)
-    atomic = AtomicOutput(options.output)
-    with atomic as sink, _progress(header.data_bytes, options.progress, source.label) as bar:
+    output = OutputSink(options.output, options.zstd)
+    with output as sink, _progress(header.data_bytes, options.progress, source.label) as bar:
         writer = StreamingWriter(sink, plan.entries, plan.metadata)
         writer.write_header()
         state = _stream_data(stream, plan, options, method, writer, bar)
@@ -403,22 +424,11 @@ def _calibrate(source, options: RewriteOptions, whole=None, shard_of: dict[str, 
             if data:
                 writer.write(tail.name, data)
         writer.finish()
-        sink.flush()
-        _check_written(atomic.temp, plan)
-        if options.verify:
-            report.verify = _verify_written(stream, atomic.temp)
+        output.complete()
+        if output.readback is not None:
+            report.verify = _check_written(output.readback, plan, stream if options.verify else None)
+    report.bytes_written = output.bytes_written
     if on_cuda:
         report.peak_vram_bytes = torch.cuda.max_memory_allocated()
     return report, plan
 
-
-def _verify_written(stream: HashingStream, path: str) -> str:
-    """Re-read the written file and compare it with the input's digests; its summary and cost."""
-    started = time.monotonic()
-    comparison = verify.compare_with_stream(stream, path)
-    if not comparison.ok:
-        first = comparison.unexpected[0]
-        raise OutputError(f"--verify: output differs from the input where it must not: {first.name}: {first.detail}"
-                          f" ({len(comparison.unexpected)} unexpected differences)")
-    seconds = stream.seconds + time.monotonic() - started
-    return f"{comparison.summary()}; verify took {seconds:.2f} s (hashing while reading + re-reading the output)"

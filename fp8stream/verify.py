@@ -23,7 +23,7 @@ from typing import Protocol
 from fp8stream.formats.comfy_quant import WEIGHT_ONLY_FLAG
 from fp8stream.io.hashing import HashingStream, digest_file_tensor
 from fp8stream.io.header import Header, TensorInfo
-from fp8stream.io.reader import LazyFile
+from fp8stream.io.reader import LazyFile, TensorStream, open_input, read_input_header
 
 SCALE_SUFFIXES = (".input_scale", ".scale_input")
 WEIGHT_SCALE_SUFFIXES = (".weight_scale", ".scale_weight")  # ComfyUI's and legacy names
@@ -287,20 +287,30 @@ def compare(before: TensorSide, after: TensorSide) -> Comparison:
     return comparison
 
 
+def read_back(path: str) -> StreamSide:
+    """A file read once, front to back (plain or zstd): every tensor's digest, small ones' bytes."""
+    source = open_input(path)
+    try:
+        stream = HashingStream(TensorStream(source, read_input_header(source)), keep_raw=needs_raw)
+        for info in stream.header.tensors:
+            for _ in stream.chunks(info):
+                pass
+        stream.finish()
+    finally:
+        source.close()
+    return StreamSide(stream)
+
+
 def compare_files(before_path: str, after_path: str) -> Comparison:
-    """`fp8stream verify IN OUT`: both headers validated, every tensor read and compared."""
-    with LazyFile(before_path) as before, LazyFile(after_path) as after:
-        return compare(FileSide(before), FileSide(after))
+    """`fp8stream verify IN OUT`: both headers validated, both files read once and compared."""
+    return compare(read_back(before_path), read_back(after_path))
 
 
-def compare_with_stream(stream: HashingStream, after_path: str) -> Comparison:
-    """`calibrate --verify`: the written file re-read from disk against the input's recorded digests."""
-    with LazyFile(after_path) as after:
-        return compare(StreamSide(stream), FileSide(after))
-
-
-def unusable_scales(path: str, names: list[str]) -> list[str]:
-    """Names of scales in a written file that are not finite, positive F32 scalars."""
-    with LazyFile(path) as f:
-        return [name for name in names
-                if (info := f.header.get(name)) is None or not is_usable_scale(scale_value(info, f.read(info)))]
+def unusable_scales(path: str, names: list[str], side: TensorSide | None = None) -> list[str]:
+    """Names of scales in a written file that are not finite, positive F32 scalars; `side`: the
+    file already read back (needed for compressed files), else positioned reads of the scales."""
+    if side is None:
+        with LazyFile(path) as f:
+            return unusable_scales(path, names, FileSide(f))
+    return [name for name in names
+            if (info := side.header.get(name)) is None or not is_usable_scale(scale_value(info, side.raw(info)))]

@@ -28,6 +28,15 @@ def run_cli(*args: str) -> "object":
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for a child `python -m fp8stream`: this checkout's package comes first."""
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=REPO_ROOT + (os.pathsep + path if path else ""))
+
+
 def run_subprocess(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run `python -m fp8stream` as a user would (real exit code, real stderr)."""
     return subprocess.run([sys.executable, "-m", "fp8stream", *map(str, args)], capture_output=True, text=True,

@@ -153,3 +153,12 @@ def test_flavour_conversions_verify_as_expected_differences(tmp_path: Path, targ
         assert details["scaled_fp8"].startswith("legacy marker dropped")
     else:
         assert details["b.scale_weight"].startswith("unit weight scale added")
+
+
+def test_verify_reads_zstd_outputs_back(small_model: Path, tmp_path: Path) -> None:
+    pytest.importorskip("zstandard")
+    out = tmp_path / "out.safetensors.zst"
+    result = run_cli("calibrate", "--verify", "--json", small_model, out)
+    assert result.exit_code == 0, result.output
+    assert "0 unexpected" in json.loads(result.stdout)["verify"]
+    assert json.loads(run_cli("verify", "--json", small_model, out).stdout)["ok"]

@@ -1,32 +1,62 @@
-"""`fp8stream calibrate IN OUT`: write an input_scale for every FP8 linear layer."""
+"""`fp8stream calibrate IN OUT` or `IN... --out-dir DIR`: an input_scale for every FP8 linear layer."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
+from fp8stream.batch import (
+    BASE_MEMORY,
+    BatchSettings,
+    batch_exit_code,
+    expand_inputs,
+    parse_size,
+    plan_outputs,
+    run_batch,
+)
 from fp8stream.calibration.methods import METHODS, SIM_MODES, CalibrationSettings, resolve_device
 from fp8stream.calibration.rules import RULES
 from fp8stream.commands.common import EXIT_CODES, run_guarded
+from fp8stream.errors import EXIT_OK, UsageError
+from fp8stream.io.compression import (
+    DEFAULT_COMPRESSION_BUDGET,
+    ZstdSettings,
+    check_compression_memory,
+    default_threads,
+    fitting_threads,
+    is_zstd_path,
+)
+from fp8stream.io.sink import check_output_name
 from fp8stream.report import FileReport, render_table
 from fp8stream.rewrite import RewriteOptions, calibrate_file
 
 
-def _emit(report: FileReport, as_json: bool, report_file: str | None) -> None:
+def _emit(report: FileReport, as_json: bool, report_file: str | None, stdout_taken: bool) -> None:
+    """The report goes to --report FILE, else JSON to stdout and the table to stderr; never into
+    stdout when the checkpoint itself goes there."""
     text = report.to_json() if as_json else render_table(report)
     if report_file:
         with open(report_file, "a", encoding="utf-8") as f:
             f.write(text + "\n")
-    elif as_json:
-        click.echo(text)
     else:
-        click.echo(text, err=True)
+        click.echo(text, err=not as_json or stdout_taken)
+
+
+def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings:
+    """The level and worker count, checked against the memory zstd may take."""
+    if threads is None:  # not asked for: as many workers as fit
+        settings = ZstdSettings(level, fitting_threads(level, default_threads(), budget))
+    else:
+        settings = ZstdSettings(level, threads)
+    check_compression_memory(settings, budget)
+    return settings
 
 
 @click.command(epilog=EXIT_CODES)
-@click.argument("input_path", metavar="IN", type=click.Path(dir_okay=True, allow_dash=True))
-@click.argument("output_path", metavar="OUT", required=False, type=click.Path(allow_dash=True))
+@click.argument("paths", metavar="IN... [OUT]", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.option("--out-dir", type=click.Path(file_okay=False), help="Batch: write each IN to DIR under its own name.")
 @click.option("--method", type=click.Choice(sorted(METHODS)), default="simulate", show_default=True,
               help="Where activation ranges come from. simulate: the weight-aware model of each layer's input "
                    "(no data); stats: real-data statistics from --stats FILE; heuristic: weight_scale x --factor.")
@@ -75,13 +105,26 @@ def _emit(report: FileReport, as_json: bool, report_file: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per input file instead of the table.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Append the report to FILE.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
-def calibrate(input_path: str, output_path: str | None, method: str, sim_mode: str, margin: float,
+@click.option("--zstd", "zstd", is_flag=True,
+              help="Compress stdout ('-') or the --out-dir outputs with zstd (OUT named *.zst is always compressed; "
+                   "compressed input is detected by itself).")
+@click.option("--zstd-level", type=int, default=3, show_default=True, help="zstd compression level (1-22).")
+@click.option("--zstd-threads", type=click.IntRange(0, 64), default=None,
+              help="zstd compression workers; 0: in the calling thread [default: up to 4 that fit the memory].")
+@click.option("--keep-going", is_flag=True, help="Batch: go on after a file fails.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Batch: files calibrated at once, in separate processes, within --max-memory.")
+@click.option("--max-memory", help="Memory budget, e.g. 4G: bounds --jobs and zstd [default: available memory].")
+def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode: str, margin: float,
               stats_path: str | None, map_path: str | None, fallback: str, factor: float, rule: str, percentile: float,
               samples: int, seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
               target: str, include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None,
-              exclude_untouched: bool, force: bool, dry_run: bool,
-              verify: bool, as_json: bool, report_file: str | None, progress: bool | None) -> None:
-    """Calibrate IN and write the result to OUT.
+              exclude_untouched: bool, force: bool, dry_run: bool, verify: bool, as_json: bool, report_file: str | None, progress: bool | None, zstd: bool, zstd_level: int,
+              zstd_threads: int | None, keep_going: bool, jobs: int, max_memory: str | None) -> None:
+    """Calibrate IN and write the result to OUT, or several INs (paths or globs) into --out-dir.
+
+    '-' reads stdin or writes stdout (one pass, same memory bound as files); zstd input is
+    detected by itself, and an OUT ending in .zst (or --zstd) is compressed.
 
     Every FP8 linear layer (ComfyUI mixed precision, legacy scaled_fp8 or plain float8_e4m3fn)
     gets an F32 activation scale; all other tensors pass through byte for byte.
@@ -91,24 +134,55 @@ def calibrate(input_path: str, output_path: str | None, method: str, sim_mode: s
     The default --method simulate models each layer's input from the weights that produce it
     (see the README's quality tables for what it is worth against real data).
     """
-    if output_path is None and not dry_run:
-        raise click.UsageError("OUT is required (or use --dry-run)")
     if method == "stats" and not stats_path:
         raise click.UsageError("--method stats needs --stats FILE")
     if stats_path and method != "stats":
         raise click.UsageError("--stats is used only with --method stats")
 
-    def body() -> None:
+    def body() -> int:
+        budget = parse_size(max_memory) if max_memory else None
+        inputs, output, batch = _resolve_paths(paths, out_dir, dry_run)
+        compress = zstd if batch else bool(output) and (is_zstd_path(output) or (zstd and output == "-"))
+        if output and not batch:
+            check_output_name(output, zstd, compress)
+        # zstd may take 128 MB by default; with --max-memory, what the budget leaves beside the base.
+        zstd_budget = budget - BASE_MEMORY if budget else DEFAULT_COMPRESSION_BUDGET
+        zstd_settings = _zstd_settings(zstd_level, zstd_threads, zstd_budget) if compress else None
         settings = CalibrationSettings(method=method, rule=rule, percentile=percentile, samples=samples,
                                        seed=seed, device=resolve_device(device), sim_mode=sim_mode, margin=margin,
                                        factor=factor, stats=stats_path, map=map_path,
                                        fallback=None if fallback == "none" else fallback)
-        options = RewriteOptions(
-            input=input_path, output=output_path, settings=settings, overwrite_scales=overwrite_scales,
+        template = RewriteOptions(
+            input=inputs[0], output=output, settings=settings, overwrite_scales=overwrite_scales,
             keep_weight_only=keep_weight_only, target=target, include=include, exclude=exclude, preset=preset,
             exclude_untouched=exclude_untouched, force=force, dry_run=dry_run, verify=verify,
-            progress=sys.stderr.isatty() if progress is None else progress,
+            progress=sys.stderr.isatty() if progress is None else progress, zstd=zstd_settings,
         )
-        _emit(calibrate_file(options), as_json, report_file)
+        stdout_taken = output == "-"
+        if not batch:
+            _emit(calibrate_file(template), as_json, report_file, stdout_taken)
+            return EXIT_OK
+        items = plan_outputs(inputs, out_dir, compress)  # refuses clashing names before any work
+        os.makedirs(out_dir, exist_ok=True)
+        reports = run_batch(items, template, BatchSettings(keep_going, jobs, budget),
+                            lambda r: _emit(r, as_json, report_file, False))
+        return batch_exit_code(reports)
 
-    run_guarded(body)
+    code = run_guarded(body)
+    if code:
+        sys.exit(code)
+
+
+def _resolve_paths(paths: tuple[str, ...], out_dir: str | None, dry_run: bool) -> tuple[list[str], str | None, bool]:
+    """(inputs, output, batch?): IN OUT; IN with --dry-run; IN... with --out-dir."""
+    if out_dir is not None:
+        if dry_run:
+            raise UsageError("--dry-run takes one IN, not --out-dir")
+        return expand_inputs(list(paths)), None, True
+    if len(paths) == 2:
+        return [paths[0]], paths[1], False
+    if len(paths) == 1 and dry_run:
+        return [paths[0]], None, False
+    if len(paths) == 1:
+        raise UsageError("OUT is required (or use --dry-run, or --out-dir DIR for a batch)")
+    raise UsageError(f"{len(paths)} paths given: several inputs need --out-dir DIR")

@@ -134,7 +134,18 @@ class AtomicOutput:
             fd = os.open(self.temp, flags, 0o666)
         except OSError as e:
             raise describe_os_error(self.target, e) from None
-        self.file = WriteBehind(os.fdopen(fd, "wb", buffering=1 << 20))
+        try:
+            self.file = WriteBehind(os.fdopen(fd, "wb", buffering=1 << 20))
+        except BaseException:  # a signal here would skip __exit__: the temp file must not stay
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # fdopen had taken it over
+            try:
+                os.unlink(self.temp)
+            except OSError:
+                pass
+            raise
         return self.file  # type: ignore[return-value]
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

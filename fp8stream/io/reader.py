@@ -9,11 +9,13 @@ pages of a mapping count in RSS and page-faulting a cold mapping is slow (DESIGN
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError, UsageError
+from fp8stream.io.compression import ZSTD_MAGIC, PrefixedReader, ZstdReader, read_prefix
 from fp8stream.io.header import Header, TensorInfo, read_exactly, read_header
 from fp8stream.io.overlap import ChunkReader, chunk_plan, release
 
@@ -22,25 +24,34 @@ CHUNK_BYTES = 8 << 20
 
 @dataclass
 class InputSource:
-    """An opened input: a binary stream, its size when known (not for pipes), and a label."""
+    """An opened input: a binary stream of safetensors bytes, their size when known (plain
+    files, not pipes or zstd), a label, the file's path, and the file object to close."""
 
     stream: BinaryIO
     size: int | None
     label: str
     path: str | None
+    raw: BinaryIO | None = None  # the underlying file when `stream` decompresses it
+    compressed: bool = False
     readahead: ChunkReader | None = None
 
     def close(self) -> None:
         if self.readahead is not None:
             self.readahead.close()
-        if self.path is not None:
+        if self.compressed:
             self.stream.close()
+        if self.path is not None:
+            (self.raw or self.stream).close()
 
 
 def open_input(path: str) -> InputSource:
-    """Open a file, or '-' for stdin, with a one-line error for what a user can get wrong."""
+    """Open a file, or '-' for stdin, with a one-line error for what a user can get wrong.
+
+    zstd input (a file or a pipe) is recognised by its magic bytes and decompressed on the fly:
+    a safetensors file cannot start with them (its header length would be over 4 GB).
+    """
     if path == "-":
-        return InputSource(sys.stdin.buffer, None, "<stdin>", None)
+        return _detect_zstd(InputSource(sys.stdin.buffer, None, "<stdin>", None))
     if os.path.isdir(path):
         raise UsageError(f"{path}: is a folder, not a safetensors file")
     try:
@@ -51,7 +62,29 @@ def open_input(path: str) -> InputSource:
         raise FP8StreamError(f"{path}: permission denied") from None
     except OSError as e:
         raise FP8StreamError(f"{path}: cannot open ({e.strerror})") from None
-    return InputSource(f, os.fstat(f.fileno()).st_size, path, path)
+    st = os.fstat(f.fileno())
+    # A FIFO or a /dev/fd/N pipe has no size: read it as a stream, like stdin.
+    source = InputSource(f, st.st_size if stat.S_ISREG(st.st_mode) else None, path, path)
+    try:
+        return _detect_zstd(source)
+    except BaseException:
+        f.close()
+        raise
+
+
+def _detect_zstd(source: InputSource) -> InputSource:
+    try:
+        head = read_prefix(source.stream, len(ZSTD_MAGIC))
+    except OSError as e:
+        raise FP8StreamError(f"{source.label}: read error ({e.strerror})") from None
+    if head == ZSTD_MAGIC:
+        reader = ZstdReader(PrefixedReader(head, source.stream), source.label)
+        return InputSource(reader, None, source.label, source.path, raw=source.stream, compressed=True)  # type: ignore[arg-type]
+    if source.size is not None:
+        source.stream.seek(0)
+    else:
+        source.stream = PrefixedReader(head, source.stream)  # type: ignore[assignment]
+    return source
 
 
 def read_input_header(source: InputSource) -> Header:
@@ -119,11 +152,19 @@ class TensorStream:
         return out
 
     def finish(self) -> None:
-        if self.source.path is None:
+        """Check that the input ends where the header said: a file kept its size, a stream
+        (pipe, zstd) has no byte left, which also makes zstd verify its frame checksum."""
+        if self.source.size is not None:
+            size = os.fstat(self.source.stream.fileno()).st_size
+            if size != self.source.size:
+                raise InvalidCheckpointError(f"{self.source.label}: file changed size while being read")
             return
-        size = os.fstat(self.source.stream.fileno()).st_size
-        if size != self.source.size:
-            raise InvalidCheckpointError(f"{self.source.label}: file changed size while being read")
+        try:
+            extra = self.source.stream.read(1)
+        except OSError as e:
+            raise FP8StreamError(f"{self.source.label}: read error ({e.strerror})") from None
+        if extra:
+            raise InvalidCheckpointError(f"{self.source.label}: data continues after the last tensor")
 
 
 class LazyFile:
@@ -133,6 +174,9 @@ class LazyFile:
         self.source = open_input(path)
         if self.source.path is None:
             raise UsageError("this command needs a file, not '-'")
+        if self.source.compressed:
+            self.source.close()
+            raise UsageError(f"{path}: this command needs an uncompressed file")
         self.header = read_input_header(self.source)
 
     def __enter__(self) -> "LazyFile":

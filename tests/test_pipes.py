@@ -1,0 +1,346 @@
+"""Pipes, zstd, batches and signals, through real processes and real pipes (issue 6)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import zstandard
+
+from conftest import run_subprocess, small_model_tensors, subprocess_env
+from fp8stream.io.compression import MAX_WINDOW_BYTES, compression_memory
+from fp8stream.synthetic.checkpoint import comfy_fp8_linear, f32_scalar, write_checkpoint
+
+FP8STREAM = f"{shlex.quote(sys.executable)} -m fp8stream"
+
+
+def shell(command: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run a shell pipeline (real pipes between real processes)."""
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, env=subprocess_env(),
+                          **kwargs)
+
+
+def calibrate_to_file(src: Path, out: Path, *options: str) -> bytes:
+    r = run_subprocess("calibrate", *options, src, out)
+    assert r.returncode == 0, r.stderr
+    return out.read_bytes()
+
+
+def compress(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=3, write_checksum=True).compress(data)
+
+
+def decompress(data: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().stream_reader(data).read()
+
+
+def q(path: Path) -> str:
+    return shlex.quote(str(path))
+
+
+def test_stdin_to_stdout_equals_file_to_file(small_model: Path, tmp_path: Path) -> None:
+    expected = calibrate_to_file(small_model, tmp_path / "file.safetensors")
+    out = tmp_path / "piped.safetensors"
+    r = shell(f"cat {q(small_model)} | {FP8STREAM} calibrate - - > {q(out)}")
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == expected
+    assert b"scale source" in r.stderr  # the report went to stderr, not into the stream
+
+
+def test_json_report_goes_to_stderr_when_the_checkpoint_goes_to_stdout(small_model: Path, tmp_path: Path) -> None:
+    expected = calibrate_to_file(small_model, tmp_path / "file.safetensors")
+    r = shell(f"{FP8STREAM} calibrate --json {q(small_model)} - < /dev/null")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+    report = json.loads(r.stderr.decode().strip().splitlines()[-1])
+    assert report["status"] == "ok" and report["output"] == "-" and report["layers_calibrated"] == 3
+
+
+def test_zstd_in_and_out_through_pipes_and_files(small_model: Path, tmp_path: Path) -> None:
+    expected = calibrate_to_file(small_model, tmp_path / "file.safetensors")
+    packed = tmp_path / "model.safetensors.zst"
+    packed.write_bytes(compress(small_model.read_bytes()))
+    # A pipe: compressed input is detected, --zstd compresses stdout.
+    out = tmp_path / "piped.safetensors.zst"
+    r = shell(f"cat {q(packed)} | {FP8STREAM} calibrate --zstd - - > {q(out)}")
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
+    assert decompress(out.read_bytes()) == expected
+    # Paths: .zst in, .zst out (level 19 in the calling thread fits the default 128 MB).
+    out2 = tmp_path / "out.safetensors.zst"
+    r = run_subprocess("calibrate", "--zstd-level", "19", "--json", packed, out2)
+    assert r.returncode == 0, r.stderr
+    assert decompress(out2.read_bytes()) == expected
+    report = json.loads(r.stdout)
+    assert report["bytes_out"] == len(expected) and report["bytes_written"] == out2.stat().st_size
+    # Compressed in, plain out.
+    assert calibrate_to_file(packed, tmp_path / "plain.safetensors") == expected
+
+
+def test_stdin_input_stored_out_of_layer_order(tmp_path: Path) -> None:
+    """Weights before their scales, markers first, layers interleaved backwards, an existing
+    input scale at the very front: the pipe must give what the file gives."""
+    g = torch.Generator().manual_seed(3)
+    tensors = []
+    for i in range(4):
+        tensors += comfy_fp8_linear(f"blocks.{i}.ff", torch.randn(48, 24, generator=g), input_scale=1.0 if i == 2 else None)
+    rng = random.Random(5)
+    rng.shuffle(tensors)
+    tensors.sort(key=lambda t: 0 if t.name.endswith(("comfy_quant", "input_scale")) else 1)
+    src = tmp_path / "shuffled.safetensors"
+    write_checkpoint(str(src), tensors, order="given")
+    expected = calibrate_to_file(src, tmp_path / "file.safetensors")
+    out = tmp_path / "piped.safetensors"
+    r = shell(f"cat {q(src)} | {FP8STREAM} calibrate - - > {q(out)}")
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == expected
+    # And the same scales as the file in layer order gives (scales do not depend on the order).
+    ordered = tmp_path / "ordered.safetensors"
+    write_checkpoint(str(ordered), sorted(tensors, key=lambda t: t.name), order="given")
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as a, safe_open(str(calibrate_path(ordered, tmp_path)), "pt") as b:
+        for i in range(4):
+            assert torch.equal(a.get_tensor(f"blocks.{i}.ff.input_scale"), b.get_tensor(f"blocks.{i}.ff.input_scale"))
+
+
+def calibrate_path(src: Path, folder: Path) -> Path:
+    out = folder / f"{src.stem}.out.safetensors"
+    calibrate_to_file(src, out)
+    return out
+
+
+@pytest.mark.parametrize("how", ["file", "pipe"])
+def test_zstd_frame_with_an_oversized_window_is_refused(small_model: Path, tmp_path: Path, how: str) -> None:
+    packed = tmp_path / "wide.safetensors.zst"
+    # Streamed without a content size, so the frame header declares the full 256 MB window.
+    with open(packed, "wb") as f:
+        params = zstandard.ZstdCompressionParameters.from_level(3, window_log=28)
+        with zstandard.ZstdCompressor(compression_params=params).stream_writer(f) as w:
+            w.write(small_model.read_bytes())
+    assert zstandard.get_frame_parameters(packed.read_bytes()[:18]).window_size > MAX_WINDOW_BYTES
+    out = tmp_path / "out.safetensors"
+    if how == "file":
+        r = run_subprocess("calibrate", packed, out)
+        stderr = r.stderr
+    else:
+        r = shell(f"cat {q(packed)} | {FP8STREAM} calibrate - {q(out)}")
+        stderr = r.stderr.decode()
+    assert r.returncode == 1
+    assert stderr.count("\n") == 1 and "256 MB window, over the 128 MB limit" in stderr and "Traceback" not in stderr
+    assert not out.exists()
+
+
+def test_corrupt_zstd_and_trailing_bytes_are_clean_errors(small_model: Path, tmp_path: Path) -> None:
+    packed = bytearray(compress(small_model.read_bytes()))
+    packed[len(packed) // 2] ^= 0xFF  # caught by the frame's checksum at the latest
+    bad = tmp_path / "bad.safetensors.zst"
+    bad.write_bytes(bytes(packed))
+    r = run_subprocess("calibrate", bad, tmp_path / "out.safetensors")
+    assert r.returncode == 1 and "zstd" in r.stderr and "Traceback" not in r.stderr
+    r = shell(f"(cat {q(small_model)}; echo junk) | {FP8STREAM} calibrate - {q(tmp_path / 'out.safetensors')}")
+    assert r.returncode == 1 and b"continues after the last tensor" in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["bad.safetensors.zst", "model.safetensors"]
+
+
+def test_compression_memory_is_checked_before_any_work(small_model: Path, tmp_path: Path) -> None:
+    assert 640 << 20 < compression_memory(22, 0) < 800 << 20  # zstandard says 641 MB for level 22; 725 measured
+    r = run_subprocess("calibrate", "--zstd-level", "22", small_model, tmp_path / "out.safetensors.zst")
+    assert r.returncode == 2 and "needs about" in r.stderr and "128 MB allowed" in r.stderr
+    r = run_subprocess("calibrate", "--zstd-level", "19", "--zstd-threads", "2", small_model, tmp_path / "o.safetensors.zst")
+    assert r.returncode == 2 and "2 worker thread(s)" in r.stderr
+    r = run_subprocess("calibrate", "--zstd-level", "22", "--max-memory", "2G", small_model, tmp_path / "ok.safetensors.zst")
+    assert r.returncode == 0, r.stderr
+    r = run_subprocess("calibrate", "--zstd", small_model, tmp_path / "plain.safetensors")
+    assert r.returncode == 2 and "*.zst" in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors", "ok.safetensors.zst"]
+
+
+def test_stdout_closed_by_the_reader_is_a_clean_error(tmp_path: Path) -> None:
+    src = tmp_path / "wide.safetensors"
+    write_checkpoint(str(src), comfy_fp8_linear("big", (1024, 1024), seed=1))  # 1 MB: more than a pipe holds
+    r = shell(f"{FP8STREAM} calibrate {q(src)} - | head -c 100 > /dev/null; exit ${{PIPESTATUS[0]}}")
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.decode().count("\n") == 1 and b"pipe closed" in r.stderr
+
+
+def make_batch(folder: Path, names: list[str], corrupt: set[str] = frozenset(), plain: set[str] = frozenset()) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, name in enumerate(names):
+        path = folder / name
+        if name in corrupt:
+            path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+        elif name in plain:
+            write_checkpoint(str(path), [f32_scalar("x", 1.0)])
+        else:
+            write_checkpoint(str(path), small_model_tensors(seed=i))
+        paths.append(path)
+    return paths
+
+
+def json_lines(stdout: str) -> dict[str, dict]:
+    return {Path(doc["input"]).name: doc for doc in map(json.loads, stdout.strip().splitlines())}
+
+
+def test_batch_with_a_corrupt_file_stops_without_keep_going(tmp_path: Path) -> None:
+    paths = make_batch(tmp_path / "in", ["a.safetensors", "b.safetensors", "c.safetensors"], corrupt={"b.safetensors"})
+    out = tmp_path / "out"
+    r = run_subprocess("calibrate", "--json", *paths, "--out-dir", out)
+    assert r.returncode == 4, r.stderr
+    docs = json_lines(r.stdout)
+    assert [docs[n]["status"] for n in ("a.safetensors", "b.safetensors", "c.safetensors")] == ["ok", "failed", "not-run"]
+    assert "not valid JSON" in docs["b.safetensors"]["error"]
+    assert sorted(os.listdir(out)) == ["a.safetensors"]  # no output, no temp for b; c never started
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_batch_with_a_corrupt_file_and_keep_going(tmp_path: Path, jobs: str) -> None:
+    names = ["a.safetensors", "b.safetensors", "c.safetensors", "d.safetensors"]
+    paths = make_batch(tmp_path / "in", names, corrupt={"b.safetensors"}, plain={"d.safetensors"})
+    out = tmp_path / "out"
+    r = run_subprocess("calibrate", "--json", "--keep-going", "--jobs", jobs, *paths, "--out-dir", out)
+    assert r.returncode == 4, r.stderr
+    docs = json_lines(r.stdout)
+    assert {n: d["status"] for n, d in docs.items()} == {
+        "a.safetensors": "ok", "b.safetensors": "failed", "c.safetensors": "ok", "d.safetensors": "skipped"}
+    for doc in docs.values():
+        assert {"input", "layers_calibrated", "layers_skipped", "seconds", "bytes_in", "bytes_out", "status",
+                "error"} <= set(doc)
+    assert docs["a.safetensors"]["layers_calibrated"] == 3
+    assert sorted(os.listdir(out)) == ["a.safetensors", "c.safetensors"]
+    # Outputs equal what a single run writes.
+    assert (out / "a.safetensors").read_bytes() == calibrate_to_file(paths[0], tmp_path / "single.safetensors")
+
+
+def test_batch_exit_codes_all_failed_and_skipped_only(tmp_path: Path) -> None:
+    bad = make_batch(tmp_path / "bad", ["x.safetensors", "y.safetensors"], corrupt={"x.safetensors", "y.safetensors"})
+    r = run_subprocess("calibrate", "--keep-going", *bad, "--out-dir", tmp_path / "o1")
+    assert r.returncode == 1, r.stderr
+    assert "x.safetensors: failed:" in r.stderr
+    skipped = make_batch(tmp_path / "plain", ["p.safetensors", "g.safetensors"], plain={"p.safetensors"})
+    r = run_subprocess("calibrate", "--json", *skipped, "--out-dir", tmp_path / "o2")
+    assert r.returncode == 0, r.stderr
+    assert json_lines(r.stdout)["p.safetensors"]["status"] == "skipped"
+
+
+def test_batch_globs_and_zstd_outputs(tmp_path: Path) -> None:
+    make_batch(tmp_path / "in", ["a.safetensors", "b.safetensors"])
+    out = tmp_path / "out"
+    r = run_subprocess("calibrate", "--zstd", "--json", str(tmp_path / "in" / "*.safetensors"), "--out-dir", out)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out)) == ["a.safetensors.zst", "b.safetensors.zst"]
+    expected = calibrate_to_file(tmp_path / "in" / "a.safetensors", tmp_path / "a.safetensors")
+    assert decompress((out / "a.safetensors.zst").read_bytes()) == expected
+    r = run_subprocess("calibrate", str(tmp_path / "in" / "*.nothing"), "--out-dir", out)
+    assert r.returncode == 2 and "matches no file" in r.stderr
+
+
+def test_two_inputs_with_the_same_output_name_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    first = make_batch(tmp_path / "one", ["model.safetensors"])
+    second = make_batch(tmp_path / "two", ["model.safetensors.zst"])  # .zst is stripped: same name
+    out = tmp_path / "out"
+    r = run_subprocess("calibrate", *first, *second, "--out-dir", out)
+    assert r.returncode == 2 and "would all be written to" in r.stderr
+    assert not out.exists()
+
+
+def test_max_memory_bounds_the_batch(tmp_path: Path) -> None:
+    paths = make_batch(tmp_path / "in", ["a.safetensors", "b.safetensors"])
+    r = run_subprocess("calibrate", "--json", "--jobs", "2", "--max-memory", "100M", *paths, "--out-dir", tmp_path / "o")
+    assert r.returncode == 1, r.stderr
+    assert "over --max-memory" in json_lines(r.stdout)["a.safetensors"]["error"]
+    r = run_subprocess("calibrate", "--jobs", "2", "--max-memory", "nonsense", *paths, "--out-dir", tmp_path / "o")
+    assert r.returncode == 2 and "--max-memory" in r.stderr
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def _feed(path: Path, process: subprocess.Popen, held_back: int) -> None:
+    """Send all but the last `held_back` bytes: the run then waits, mid-file, for the rest."""
+    data = path.read_bytes()
+    process.stdin.write(data[: len(data) - held_back])
+    process.stdin.flush()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_run_leaves_nothing_at_the_target(tmp_path: Path, sig: int, code: int) -> None:
+    src = tmp_path / "in.safetensors"
+    write_checkpoint(str(src), comfy_fp8_linear("a", (512, 512), seed=1) + comfy_fp8_linear("b", (512, 512), seed=2))
+    folder = tmp_path / "target"
+    folder.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "-", str(folder / "out.safetensors")],
+                         stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
+    try:
+        _feed(src, p, src.stat().st_size // 2)
+        _wait_for(lambda: any(n.endswith(".tmp") for n in os.listdir(folder)))
+        p.send_signal(sig)
+        _, stderr = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == code, stderr
+    assert b"interrupted" in stderr and b"Traceback" not in stderr
+    assert os.listdir(folder) == []  # no output, no temporary file
+
+
+def test_sigterm_mid_stream_to_stdout_exits_non_zero(tmp_path: Path) -> None:
+    src = tmp_path / "in.safetensors"
+    # 16 MB layers: more than a read-ahead block, so layer a leaves before the input ends.
+    write_checkpoint(str(src), comfy_fp8_linear("a", (4096, 4096), seed=1) + comfy_fp8_linear("b", (4096, 4096), seed=2))
+    out = tmp_path / "partial.safetensors"
+    with open(out, "wb") as sink:
+        p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "-", "-"], stdin=subprocess.PIPE,
+                             stdout=sink, stderr=subprocess.PIPE, env=subprocess_env())
+        try:
+            _feed(src, p, 1000)  # layer a's weight is out, b's is not complete
+            _wait_for(lambda: out.stat().st_size > 1 << 20 or p.poll() is not None)
+            p.send_signal(signal.SIGTERM)
+            _, stderr = p.communicate(timeout=60)
+        finally:
+            p.kill()
+    assert p.returncode == 143, stderr
+    assert 0 < out.stat().st_size < src.stat().st_size  # partial stream, and the exit code says so
+
+
+def test_sigterm_stops_a_parallel_batch_and_its_workers(tmp_path: Path) -> None:
+    """Workers read from FIFOs that never finish: SIGTERM to the batch must end them all,
+    leaving no output and no temporary file."""
+    src = tmp_path / "in.safetensors"
+    write_checkpoint(str(src), comfy_fp8_linear("a", (512, 512), seed=1))
+    data = src.read_bytes()
+    fifos = [tmp_path / f"f{i}.safetensors" for i in range(2)]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--jobs", "2", *map(str, fifos),
+                          "--out-dir", str(out)], stderr=subprocess.PIPE, env=subprocess_env())
+    writers = []
+    try:
+        for fifo in fifos:  # a worker reads each (the parent never reads a pipe), and waits for the rest
+            fd = os.open(fifo, os.O_WRONLY)
+            writers.append(fd)
+            os.write(fd, data[: len(data) // 2])
+        _wait_for(lambda: out.exists() and sum(n.endswith(".tmp") for n in os.listdir(out)) == 2)
+        p.send_signal(signal.SIGTERM)
+        _, stderr = p.communicate(timeout=60)
+    finally:
+        p.kill()
+        for fd in writers:
+            os.close(fd)
+    assert p.returncode == 143, stderr
+    _wait_for(lambda: os.listdir(out) == [], timeout=10)
