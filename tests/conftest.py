@@ -14,14 +14,6 @@ from click.testing import CliRunner
 from fp8stream.cli import main
 from fp8stream.synthetic.checkpoint import SyntheticTensor, bf16_tensor, comfy_fp8_linear, write_checkpoint
 
-REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-
-
-def subprocess_env() -> dict[str, str]:
-    """The environment of a child `python -m fp8stream`: this checkout's package first."""
-    path = os.environ.get("PYTHONPATH")
-    return dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=REPO_ROOT + (os.pathsep + path if path else ""))
-
 
 def run_cli(*args: str) -> "object":
     """Run the CLI in-process; result has exit_code, stdout, stderr."""
