@@ -37,7 +37,8 @@ Rules: `max` uses the bound (or margin x estimate); `percentile` and `mse` are a
 seeded synthetic samples drawn from the per-channel Gaussian model (mean, spread), capped by
 the bound.
 
-Memory: per producer one float64 per output row (row norms) plus its bias; the held embedders;
+Memory: per producer one float64 per output row (row norms) plus its bias; the held embedders
+(in their file dtype, decoded to float32 one at a time);
 per layer a few vectors of its input width. Speed: one row-norm pass per producer weight byte.
 Deterministic: samples come from a CPU generator seeded by (seed, layer name).
 """
@@ -113,12 +114,12 @@ class _Rows:
             if self.fp8:  # an FP8 producer that is not calibrated itself (excluded, --include)
                 self.sums.append(row_sum_squares(raw.numpy()))
                 if self.hold:
-                    self.held.append(torch.nan_to_num(dequantize_rows(raw), nan=0.0, posinf=0.0, neginf=0.0))
+                    self.held.append(raw.clone())  # raw bytes: decoded only when used
                 return
             # float32 squares summed in float64: exact enough for a bound, 5x faster than float64
             self.sums.append(raw.float().pow_(2).sum(1, dtype=torch.float64).numpy())
             if self.hold:
-                self.held.append(raw.float())
+                self.held.append(raw.clone())  # native dtype: half the memory of F32
 
 
 class WeightAwareMethod:
@@ -233,8 +234,7 @@ class WeightAwareMethod:
             sums = self._lut[rows.long()].sum(1).cpu().numpy()
         self.rowsq.setdefault(layer.name, []).append(sums)
         if layer.name in self.held:
-            w = dequantize_rows(rows.cpu(), torch.float32)
-            self.weights.setdefault(layer.name, []).append(torch.nan_to_num(w, nan=0.0, posinf=0.0, neginf=0.0))
+            self.weights.setdefault(layer.name, []).append(rows.cpu().clone())  # raw FP8 bytes
 
     def weight_done(self, layer: FP8Layer) -> None:
         pass
@@ -262,8 +262,8 @@ class WeightAwareMethod:
         b = self.values.get(n + ".bias")
         return np.zeros(rows) if b is None else b.double().numpy()
 
-    def _weight(self, n: str) -> torch.Tensor:
-        return torch.cat(self.weights[n]).double() * self._wscale(n)
+    def _weight(self, n: str) -> "HeldMatrix":
+        return HeldMatrix(self.weights[n], self._wscale(n))
 
     def _row_range(self, n: str, rows: str) -> slice:
         out, d = self.shapes[n]
@@ -360,22 +360,23 @@ class WeightAwareMethod:
             self._vec = c
             return c
         ts = torch.linspace(0, 1, T_SWEEP, dtype=torch.float64)
-        known = torch.zeros(1, width, dtype=torch.float64)
+        known = torch.zeros(1, width)
         pooled_bound = np.zeros(width)
         pooled_norm = 0.0
         notes = []
         gen = torch.Generator().manual_seed(self.settings.seed)
         pooled_samples = None
         for kind, a, b in terms:
+            w1 = w2 = mlp = None  # the previous term's float32 weights go before the next are made
             w1, w2 = self._weight(a), self._weight(b)
-            b1 = torch.from_numpy(self._bias(a, w1.shape[0]))
-            b2 = torch.from_numpy(self._bias(b, w2.shape[0]))
-            mlp = lambda x, w1=w1, w2=w2, b1=b1, b2=b2: torch.nn.functional.silu(x @ w1.T + b1) @ w2.T + b2  # noqa: E731
+            b1 = torch.from_numpy(self._bias(a, w1.shape[0])).float()
+            b2 = torch.from_numpy(self._bias(b, w2.shape[0])).float()
+            mlp = lambda x, w1=w1, w2=w2, b1=b1, b2=b2: w2.apply(torch.nn.functional.silu(w1.apply(x) + b1)) + b2  # noqa: E731
             if w2.shape[0] != width:
                 continue
             if kind in ("time", "guidance"):
                 vals = ts * 1000 if kind == "time" else torch.tensor(G_SWEEP, dtype=torch.float64) * 1000
-                e = mlp(_sinusoid(vals, w1.shape[1]))
+                e = mlp(_sinusoid(vals, w1.shape[1]).float())
                 known = (known[:, None, :] + e[None, :, :]).reshape(-1, width)
             else:
                 n_in = w1.shape[1]
@@ -383,19 +384,22 @@ class WeightAwareMethod:
                 s1, s2 = _spectral(w1), _spectral(w2)
                 h = s1 * p_norm + float(b1.norm())
                 pooled_norm = s2 * h + float(b2.norm())
-                h_rows = w1.norm(dim=1).numpy() * p_norm + np.abs(b1.numpy())
+                h_rows = w1.row_norms().numpy() * p_norm + np.abs(b1.numpy())
                 silu_h = float(np.sqrt((h_rows ** 2).sum()))
-                pooled_bound = w2.norm(dim=1).numpy() * silu_h + np.abs(b2.numpy())
+                pooled_bound = w2.row_norms().numpy() * silu_h + np.abs(b2.numpy())
                 pooled_norm = min(pooled_norm, float(np.sqrt((pooled_bound ** 2).sum())))
-                pooled_samples = mlp(torch.randn(8, n_in, generator=gen, dtype=torch.float64))
+                pooled_samples = mlp(torch.randn(8, n_in, generator=gen))
                 notes.append(f"ASSUMED pooled text rms <= {EXTERNAL_RMS:g}")
         z_known = torch.nn.functional.silu(known)
         bound = z_known.abs().amax(0).numpy() + 1.1 * pooled_bound
         norm_bound = float(z_known.norm(dim=1).max()) + 1.1 * pooled_norm
-        est = known if pooled_samples is None else (known[:, None, :] + pooled_samples[None]).reshape(-1, width)
-        z_est = torch.nn.functional.silu(est)
-        rms = float(z_est.pow(2).mean(1).sqrt().max())
-        c = Channels(bound, np.zeros(width), z_est.abs().amax(0).numpy() / GAUSS_MAX, norm_bound, rms, notes)
+        # One pooled sample at a time: all (t, g, pooled) combinations at once took ~200 MB.
+        amax, rms = torch.zeros(width), 0.0
+        for p in [None] if pooled_samples is None else pooled_samples:
+            z_est = torch.nn.functional.silu(known if p is None else known + p)
+            amax = torch.maximum(amax, z_est.abs().amax(0))
+            rms = max(rms, float(z_est.pow(2).mean(1).sqrt().max()))
+        c = Channels(bound, np.zeros(width), amax.double().numpy() / GAUSS_MAX, norm_bound, rms, notes)
         self._vec = c
         return c
 
@@ -449,15 +453,51 @@ def _sinusoid(values: torch.Tensor, dim: int) -> torch.Tensor:
     return emb
 
 
-def _spectral(w: torch.Tensor, iters: int = 30) -> float:
-    """Largest singular value by power iteration (deterministic start), times 1.01 for slack."""
-    v = torch.ones(w.shape[1], dtype=torch.float64) / math.sqrt(w.shape[1])
+class HeldMatrix:
+    """A held weight used in float32 a block of rows at a time, never whole: a 3072x3072 float32
+    copy alone is 38 MB, and the held parts stay in their file dtype (raw FP8 bytes or BF16)."""
+
+    BLOCK_ELEMENTS = 1 << 20
+
+    def __init__(self, parts: list[torch.Tensor], scale: float) -> None:
+        self.parts, self.scale = parts, scale
+        self.shape = (sum(p.shape[0] for p in parts), parts[0].shape[1])
+
+    def blocks(self):
+        step = max(1, self.BLOCK_ELEMENTS // self.shape[1])
+        for part in self.parts:
+            for start in range(0, part.shape[0], step):
+                raw = part[start : start + step]
+                w = dequantize_rows(raw, torch.float32) if raw.dtype == torch.uint8 else raw.float()
+                yield w.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0).mul_(self.scale)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """x @ W.T"""
+        return torch.cat([x @ w.T for w in self.blocks()], dim=-1)
+
+    def apply_t(self, u: torch.Tensor) -> torch.Tensor:
+        """W.T @ u for a vector u of length out."""
+        out, start = torch.zeros(self.shape[1]), 0
+        for w in self.blocks():
+            out += w.T @ u[start : start + w.shape[0]]
+            start += w.shape[0]
+        return out
+
+    def row_norms(self) -> torch.Tensor:
+        return torch.cat([w.norm(dim=1) for w in self.blocks()])
+
+
+def _spectral(w: HeldMatrix, iters: int = 30) -> float:
+    """Largest singular value by power iteration (deterministic start), times 1.01 for slack,
+    and never above the Frobenius norm. No SVD: on a 3072x768 float64 matrix it took 1-12 s
+    and ~500 MB here."""
+    v = torch.ones(w.shape[1]) / math.sqrt(w.shape[1])
     s = 0.0
     for _ in range(iters):
-        u = w @ v
+        u = w.apply(v)
         s = float(u.norm())
         if s == 0:
             return 0.0
-        v = w.T @ (u / s)
+        v = w.apply_t(u / s)
         v = v / v.norm()
-    return min(float(torch.linalg.matrix_norm(w, 2)) if w.numel() <= 4 << 20 else s * 1.01, float(w.norm()))
+    return min(s * 1.01, float(w.row_norms().norm()))

@@ -58,9 +58,13 @@ class BufferPool:
             self._free.put(buf)  # type: ignore[arg-type]
 
     def close(self) -> None:
+        """Forget the buffers: each is freed once its last holder (a queued write) drops it."""
         with _registry_lock:
             for buf in self._buffers:
                 _pool_of.pop(id(buf), None)
+        self._buffers = []
+        while not self._free.empty():
+            self._free.get_nowait()
 
 
 def hold(data: object) -> None:

@@ -153,7 +153,9 @@ class TensorStream:
 
     def finish(self) -> None:
         """Check that the input ends where the header said: a file kept its size, a stream
-        (pipe, zstd) has no byte left, which also makes zstd verify its frame checksum."""
+        (pipe, zstd) has no byte left, which also makes zstd verify its frame checksum.
+        The read-ahead buffers are given back first: the tail's maths needs the memory."""
+        self._reader.close()
         if self.source.size is not None:
             size = os.fstat(self.source.stream.fileno()).st_size
             if size != self.source.size:
