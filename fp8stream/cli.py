@@ -1,4 +1,4 @@
-"""The command line: `fp8stream calibrate`, `fp8stream inspect`; one module per command."""
+"""The command line: `fp8stream calibrate`, `inspect`, `verify`; one module per command."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fp8stream import __version__
 from fp8stream.commands.calibrate import calibrate
 from fp8stream.commands.common import EXIT_CODES
 from fp8stream.commands.inspect import inspect
+from fp8stream.commands.verify import verify
 from fp8stream.io.heap import return_large_buffers_to_the_system
 
 
@@ -23,3 +24,4 @@ def main() -> None:
 
 main.add_command(calibrate)
 main.add_command(inspect)
+main.add_command(verify)

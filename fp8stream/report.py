@@ -50,6 +50,7 @@ class FileReport:
     bytes_written: int = 0  # bytes that left for the output (after compression, if any)
     peak_vram_bytes: int | None = None  # with --device cuda
     error: str | None = None
+    verify: str | None = None  # `--verify`: what the comparison of output and input found
     notes: list[str] = field(default_factory=list)  # file-level notes of the method (stats matching)
     exit_code: int = 0  # what the file alone would have exited with
 
@@ -107,4 +108,6 @@ def render_table(report: FileReport) -> str:
         methods = sorted({layer.method for layer in report.layers})
         summary += f" (method: {', '.join(methods)})"
     lines.append(summary)
+    if report.verify:
+        lines.append(f"verify: {report.verify}")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ import torch
 
 from fp8stream.calibration.fp8 import as_f32, f32_bytes
 from fp8stream.calibration.methods import CalibrationSettings, make_method
+from fp8stream.calibration.suspicious import WeightChecks
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError, NothingToCalibrateError, OutputError, UsageError
 from fp8stream.formats import comfy_quant, legacy
 from fp8stream.formats.existing_scales import judge_existing_scale
@@ -33,10 +34,12 @@ from fp8stream.formats.text_encoders import TEXT_ENCODER_NOTE
 from fp8stream.io.atomic import AtomicFolder, AtomicOutput, check_free_space, check_output_path, same_file
 from fp8stream.io.compression import ZstdSettings
 from fp8stream.io.dtypes import decode_values
+from fp8stream.io.hashing import HashingStream
 from fp8stream.io.reader import CHUNK_BYTES, LazyFile, TensorStream, open_input, read_input_header
 from fp8stream.io.sink import OutputSink
 from fp8stream.io.writer import StreamingWriter
 from fp8stream.report import ExcludedReport, FileReport, LayerReport, SkippedReport
+from fp8stream import verify
 
 
 @dataclass
@@ -54,6 +57,7 @@ class RewriteOptions:
     force: bool = False
     dry_run: bool = False
     progress: bool = False
+    verify: bool = False  # hash the input while reading, re-read the output and compare
     zstd: ZstdSettings | None = None  # compress the output
 
 
@@ -69,6 +73,7 @@ class _StreamState:
 
     values: dict[str, list[float]] = field(default_factory=dict)  # small tensors we read
     weight_only: dict[str, bool] = field(default_factory=dict)  # marker flag before rewriting
+    checks: WeightChecks = field(default_factory=WeightChecks)  # suspicious weights
     out_weight_only: dict[str, bool] = field(default_factory=dict)  # marker flag written
 
 
@@ -79,11 +84,13 @@ def _progress(total: int, enabled: bool, label: str):
                 disable=not enabled, leave=False)
 
 
-def _stream_layer_weight(stream, info, layer: FP8Layer, method, writer, device: torch.device, bar) -> None:
+def _stream_layer_weight(stream, info, layer: FP8Layer, method, writer, device: torch.device, bar,
+                         checks: WeightChecks) -> None:
     row = 0
     for chunk in stream.chunks(info):  # whole rows; valid until the next chunk
         writer.write(info.name, chunk)
         rows = torch.frombuffer(chunk, dtype=torch.uint8).view(-1, layer.in_features)
+        checks.observe(layer, rows)
         method.observe_weight(layer, rows.to(device, non_blocking=True), row)
         row += rows.shape[0]
         bar.update(len(chunk))
@@ -117,6 +124,14 @@ def _rewrite_marker(raw: bytes, layer_plan: LayerPlan, size: int, options: Rewri
         raise InvalidCheckpointError(f"layer {layer.name}: {e}") from None
 
 
+def _decode_scale(raw: bytes, dtype: str) -> list[float]:
+    """A scale's values; [] when empty or of a dtype we cannot decode (then it is judged unusable)."""
+    try:
+        return decode_values(raw, dtype) if raw else []
+    except ValueError:
+        return []
+
+
 def _stream_data(stream: TensorStream, plan: RewritePlan, options: RewriteOptions, method, writer, bar) -> _StreamState:
     state = _StreamState()
     device = torch.device(options.settings.device)
@@ -125,7 +140,7 @@ def _stream_data(stream: TensorStream, plan: RewritePlan, options: RewriteOption
         role = plan.roles[info.name]
         layer = plan.layer_by_weight.get(info.name)
         if layer is not None:
-            _stream_layer_weight(stream, info, layer, method, writer, device, bar)
+            _stream_layer_weight(stream, info, layer, method, writer, device, bar, state.checks)
             continue
         # Non-FP8 tensors a method models (biases, norms, BF16 producers) are shown to it as they pass.
         watch = wants(info)
@@ -142,7 +157,7 @@ def _stream_data(stream: TensorStream, plan: RewritePlan, options: RewriteOption
             stream.read_all(info)
         elif role is Role.MOVED_SCALE or info.name in plan.scalar_keys:
             raw = stream.read_all(info)
-            state.values[info.name] = decode_values(raw, info.dtype) if raw else []
+            state.values[info.name] = _decode_scale(raw, info.dtype)
             if watch:
                 method.observe_tensor(info, raw)
             if role is not Role.MOVED_SCALE:
@@ -229,6 +244,9 @@ def _layer_reports(plan: RewritePlan, options: RewriteOptions, method, state: _S
         out_flag = state.out_weight_only.get(layer.name, p.out_weight_only)
         report = _own_scale(layer, state.values, state.weight_only.get(layer.name, bool(layer.weight_only)),
                             method, options)
+        weight_scale = state.values[layer.weight_scale][0] if layer.weight_scale else 1.0
+        existing = state.values.get(layer.existing_input_scale) if layer.existing_input_scale else None
+        report.warnings = state.checks.warnings(layer, weight_scale, existing) + report.warnings
         report.fp8_activations, report.flavour, report.notes = _runs_fp8(p, out_flag), p.out_flavour, notes
         reports[layer.name] = report
     if state is not None:
@@ -260,15 +278,33 @@ def _excluded_reports(plan: RewritePlan, state: _StreamState | None) -> list[Exc
     return out
 
 
-def _check_written(path: str, plan: RewritePlan) -> None:
-    """Parse the written header back with the input validator: trust nothing we wrote."""
+def _check_written(path: str, plan: RewritePlan, stream: HashingStream | None) -> str | None:
+    """Parse the written header back with the input validator and read every scale back:
+    trust nothing we wrote. With --verify (`stream`: the input's HashingStream), the output is
+    re-read whole and compared with the input; returns that comparison's summary."""
     source = open_input(path)
     try:
         header = read_input_header(source)
+        compressed = source.compressed
     finally:
         source.close()
     if [t.name for t in header.tensors] != [e.name for e in plan.entries]:
         raise RuntimeError("written header does not match the plan")
+    started = time.monotonic()
+    written = verify.read_back(path) if stream is not None or compressed else None
+    scales = [t.name for t in plan.tail if t.scale_of is not None]
+    bad = verify.unusable_scales(path, scales, written)
+    if bad:
+        raise OutputError(f"written output failed its check: {bad[0]} is not a finite, positive F32 scalar")
+    if stream is None:
+        return None
+    comparison = verify.compare(verify.StreamSide(stream), written)
+    if not comparison.ok:
+        first = comparison.unexpected[0]
+        raise OutputError(f"--verify: output differs from the input where it must not: {first.name}: {first.detail}"
+                          f" ({len(comparison.unexpected)} unexpected differences)")
+    seconds = stream.seconds + time.monotonic() - started
+    return f"{comparison.summary()}; verify took {seconds:.2f} s (hashing while reading + re-reading the output)"
 
 
 def calibrate_file(options: RewriteOptions) -> FileReport:
@@ -327,6 +363,8 @@ def _calibrate_sharded(index_path: str, options: RewriteOptions) -> FileReport:
             report.skipped += part.skipped
             report.excluded += part.excluded
             report.bytes_out += part.bytes_out
+            if part.verify:
+                report.verify = "; ".join(filter(None, [report.verify, f"{shard}: {part.verify}"]))
             report.status = part.status
         if not report.layers and not report.excluded:
             raise NothingToCalibrateError(f"{index_path}: no FP8 linear layer to calibrate")
@@ -368,6 +406,8 @@ def _calibrate(source, options: RewriteOptions, whole=None, shard_of: dict[str, 
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
     stream = TensorStream(source, header)
+    if options.verify:
+        stream = HashingStream(stream, keep_raw=verify.needs_raw)
     output = OutputSink(options.output, options.zstd)
     with output as sink, _progress(header.data_bytes, options.progress, source.label) as bar:
         writer = StreamingWriter(sink, plan.entries, plan.metadata)
@@ -386,8 +426,9 @@ def _calibrate(source, options: RewriteOptions, whole=None, shard_of: dict[str, 
         writer.finish()
         output.complete()
         if output.readback is not None:
-            _check_written(output.readback, plan)
+            report.verify = _check_written(output.readback, plan, stream if options.verify else None)
     report.bytes_written = output.bytes_written
     if on_cuda:
         report.peak_vram_bytes = torch.cuda.max_memory_allocated()
     return report, plan
+

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from conftest import run_subprocess
+from conftest import run_cli, run_subprocess
 
 
 def assert_clean_failure(result, code: int, words: str, folder: Path, allowed: set[str]) -> None:
@@ -51,10 +54,10 @@ def test_output_exists_needs_force(small_model: Path, tmp_path: Path) -> None:
     assert out.read_bytes()[8:9] == b"{"
 
 
-@pytest.mark.parametrize("how", ["same", "symlink", "hardlink"])
-def test_output_is_the_input(small_model: Path, tmp_path: Path, how: str) -> None:
+@pytest.mark.parametrize("how", ["same", "symlink", "hardlink", "input_symlink", "folder_symlink", "relative"])
+def test_output_is_the_input(small_model: Path, tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     before = small_model.read_bytes()
-    target = small_model
+    source, target = small_model, small_model
     names = {"model.safetensors"}
     if how == "symlink":
         target = tmp_path / "link.safetensors"
@@ -64,19 +67,59 @@ def test_output_is_the_input(small_model: Path, tmp_path: Path, how: str) -> Non
         target = tmp_path / "hard.safetensors"
         os.link(small_model, target)
         names.add("hard.safetensors")
-    r = run_subprocess("calibrate", "--force", small_model, target)
-    assert_clean_failure(r, 2, "output is the input", tmp_path, names)
+    elif how == "input_symlink":  # the input named through a link, the output by its real name
+        source = tmp_path / "link.safetensors"
+        source.symlink_to(small_model.name)
+        names.add("link.safetensors")
+    elif how == "folder_symlink":  # the same file through a linked folder
+        (tmp_path / "alias").symlink_to(tmp_path, target_is_directory=True)
+        target = tmp_path / "alias" / "model.safetensors"
+        names.add("alias")
+    elif how == "relative":
+        (tmp_path / "sub").mkdir()
+        monkeypatch.chdir(tmp_path / "sub")
+        source, target = Path("../model.safetensors"), small_model
+        names.add("sub")
+    r = run_cli("calibrate", "--force", source, target)  # in-process: the exit path is tested above
+    assert_clean_failure(SimpleNamespace(returncode=r.exit_code, stderr=r.stderr), 2, "output is the input", tmp_path, names)
     assert small_model.read_bytes() == before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def drop_root_file_powers() -> None:
+    """preexec_fn: drop CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH and CAP_FOWNER from the child's
+    bounding set, so a root child obeys file modes after exec (it can still read its own files)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop = 24
+    for cap in (1, 2, 3):
+        if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def root_can_drop_file_powers() -> bool:
+    if sys.platform != "linux":
+        return False
+    r = subprocess.run(["true"], preexec_fn=drop_root_file_powers, capture_output=True) if os.path.exists("/bin/true") else None
+    return r is not None and r.returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not root_can_drop_file_powers(),
+                    reason="root writes into read-only folders, and cannot drop CAP_DAC_OVERRIDE here")
 def test_unwritable_folder(small_model: Path, tmp_path: Path) -> None:
+    """Really read-only, for root too (CI runs as root): the child runs without the capabilities
+    that let root ignore file modes."""
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    r = run_subprocess("calibrate", small_model, ro / "out.safetensors")
-    ro.chmod(0o755)
+    before = small_model.read_bytes()
+    try:
+        r = run_subprocess("calibrate", small_model, ro / "out.safetensors",
+                           preexec_fn=drop_root_file_powers if os.geteuid() == 0 else None)
+    finally:
+        ro.chmod(0o755)
     assert_clean_failure(r, 1, "not writable", ro, set())
+    assert small_model.read_bytes() == before
 
 
 def test_missing_output_folder(small_model: Path, tmp_path: Path) -> None:

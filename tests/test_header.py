@@ -55,6 +55,8 @@ def test_tensors_are_put_in_data_order() -> None:
         (b"{not json", "not valid JSON"),
         (b"\xff\xfe{}", "UTF-8"),
         (json.dumps({"a": entry("U8", [True], 0, 1)}).encode(), "non-negative"),
+        (json.dumps({"\ud800": entry("U8", [1], 0, 1)}).encode(), "not valid Unicode"),
+        (json.dumps({"__metadata__": {"k": "\udfff"}}).encode(), "not valid Unicode"),
     ],
 )
 def test_malformed_headers_are_refused(raw: bytes, message: str) -> None:

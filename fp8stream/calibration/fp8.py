@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 
 import torch
@@ -24,8 +25,11 @@ def f32_bytes(value: float) -> bytes:
 
 
 def as_f32(value: float) -> float:
-    """The value rounded to float32, as it will be stored."""
-    return struct.unpack("<f", struct.pack("<f", value))[0]
+    """The value rounded to float32, as it will be stored (±inf beyond float32's range)."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
 
 
 _PAIR_SQUARES = None  # float32[65536]: squares of the two FP8 values packed in a uint16

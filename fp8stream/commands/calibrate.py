@@ -99,6 +99,9 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
               help="Leave excluded layers exactly as they were (else they are flagged weight-only).")
 @click.option("--force", "-f", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--dry-run", is_flag=True, help="Plan and report; write nothing.")
+@click.option("--verify", is_flag=True,
+              help="Hash every tensor while reading IN, re-read OUT before it replaces anything and compare "
+                   "(passthrough tensors must be identical).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per input file instead of the table.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Append the report to FILE.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
@@ -116,7 +119,7 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
               stats_path: str | None, map_path: str | None, fallback: str, factor: float, rule: str, percentile: float,
               samples: int, seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
               target: str, include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None,
-              exclude_untouched: bool, force: bool, dry_run: bool, as_json: bool, report_file: str | None, progress: bool | None, zstd: bool, zstd_level: int,
+              exclude_untouched: bool, force: bool, dry_run: bool, verify: bool, as_json: bool, report_file: str | None, progress: bool | None, zstd: bool, zstd_level: int,
               zstd_threads: int | None, keep_going: bool, jobs: int, max_memory: str | None) -> None:
     """Calibrate IN and write the result to OUT, or several INs (paths or globs) into --out-dir.
 
@@ -152,7 +155,7 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
         template = RewriteOptions(
             input=inputs[0], output=output, settings=settings, overwrite_scales=overwrite_scales,
             keep_weight_only=keep_weight_only, target=target, include=include, exclude=exclude, preset=preset,
-            exclude_untouched=exclude_untouched, force=force, dry_run=dry_run,
+            exclude_untouched=exclude_untouched, force=force, dry_run=dry_run, verify=verify,
             progress=sys.stderr.isatty() if progress is None else progress, zstd=zstd_settings,
         )
         stdout_taken = output == "-"

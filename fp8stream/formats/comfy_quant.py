@@ -25,7 +25,7 @@ class MarkerError(ValueError):
 def parse_marker(raw: bytes) -> dict:
     try:
         doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise MarkerError("comfy_quant is not JSON") from None
     if not isinstance(doc, dict):
         raise MarkerError("comfy_quant is not a JSON object")
@@ -33,7 +33,10 @@ def parse_marker(raw: bytes) -> dict:
 
 
 def encode_doc(doc: dict) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError):  # lone surrogates, NaN-free, deep nesting
+        raise MarkerError("comfy_quant cannot be written back as JSON") from None
 
 
 def pad(raw: bytes, size: int) -> bytes:

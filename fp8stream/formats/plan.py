@@ -285,11 +285,23 @@ def build_plan(header: Header, calibration: dict[str, object], options: FormatOp
         plan.entries.append(OutputEntry(out_names[t.name], t.dtype, t.shape if role is Role.PASS else
                                         (out_sizes[t.name],), out_sizes.get(t.name, t.nbytes)))
     plan.entries += [OutputEntry(t.name, t.dtype, t.shape, _tail_nbytes(t)) for t in plan.tail]
+    _refuse_duplicate_outputs(plan.entries)
     plan.metadata = output_metadata(header, calibration)
     own_meta = read_quant_metadata(header.metadata)
     if meta_docs and own_meta is not None:
         plan.metadata[METADATA_KEY] = synced_quant_metadata(own_meta, meta_docs)
     return plan
+
+
+def _refuse_duplicate_outputs(entries: list[OutputEntry]) -> None:
+    """A tensor we would add that the file already holds under a role we did not recognise (found
+    by fuzzing: a plain FP8 weight beside a BF16 `input_scale`) is refused, not written twice."""
+    seen: set[str] = set()
+    for e in entries:
+        if e.name in seen:
+            raise InvalidCheckpointError(f"tensor {e.name!r} is in the file, but not as this tool would write it "
+                                         "(dtype or flavour); refusing to guess")
+        seen.add(e.name)
 
 
 def _tail_nbytes(t: TailTensor) -> int:

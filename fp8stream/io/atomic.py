@@ -21,6 +21,11 @@ from fp8stream.io.overlap import WriteBehind
 _TEMP_RE = re.compile(r"^\.(?P<base>.+)\.fp8stream-(?P<pid>\d+)\.tmp$")
 
 
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of our temporary files (any pid)."""
+    return _TEMP_RE.match(name) is not None
+
+
 def temp_path_for(target: str) -> str:
     folder, base = os.path.split(os.path.abspath(target))
     return os.path.join(folder, f".{base}.fp8stream-{os.getpid()}.tmp")
@@ -40,21 +45,24 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(folder: str) -> list[str]:
-    """Delete temporary files of ours whose process is gone; returns what was removed."""
-    removed = []
+def stale_temps(folder: str) -> list[str]:
+    """Temporary files of ours in folder whose process is gone (a killed run's)."""
     try:
         names = os.listdir(folder or ".")
     except OSError:
-        return removed
-    for name in names:
-        m = _TEMP_RE.match(name)
-        if m and not _pid_alive(int(m.group("pid"))):
-            try:
-                os.unlink(os.path.join(folder, name))
-                removed.append(name)
-            except OSError:
-                pass
+        return []
+    return [name for name in names if (m := _TEMP_RE.match(name)) and not _pid_alive(int(m.group("pid")))]
+
+
+def remove_stale_temps(folder: str) -> list[str]:
+    """Delete temporary files of ours whose process is gone; returns what was removed."""
+    removed = []
+    for name in stale_temps(folder):
+        try:
+            os.unlink(os.path.join(folder, name))
+            removed.append(name)
+        except OSError:
+            pass
     return removed
 
 
@@ -82,12 +90,25 @@ def check_output_path(output: str, input_path: str | None, force: bool) -> None:
 
 
 def check_free_space(output: str, nbytes: int) -> None:
-    """Fail before any work when the output's folder cannot hold nbytes more."""
+    """Fail before any work when the output's folder cannot hold nbytes more.
+
+    An existing OUT (--force) stays in place until the new file is complete and renamed over
+    it, so the disk must hold the old and the new file at once: the old file's space is not
+    available, and the whole new size must be free. Stale temporary files of killed runs are
+    removed before writing, so their space counts as free.
+    """
     folder = os.path.dirname(os.path.abspath(output))
-    free = shutil.disk_usage(folder).free
+    reclaimable = 0
+    for name in stale_temps(folder):
+        try:
+            reclaimable += os.lstat(os.path.join(folder, name)).st_blocks * 512
+        except OSError:
+            pass
+    free = shutil.disk_usage(folder).free + reclaimable
     if free < nbytes:
+        old = " (--force keeps the old file until the new one is complete: both must fit)" if os.path.lexists(output) else ""
         raise OutputError(
-            f"{output}: not enough free space ({free / 1e9:.2f} GB free, {nbytes / 1e9:.2f} GB needed)"
+            f"{output}: not enough free space ({free / 1e9:.2f} GB free, {nbytes / 1e9:.2f} GB needed){old}"
         )
 
 

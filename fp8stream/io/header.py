@@ -87,7 +87,18 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_unicode(text: str) -> bool:
+    """False for strings with lone surrogates: JSON escapes allow them, UTF-8 cannot write them back."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _parse_entry(name: str, entry: object) -> TensorInfo:
+    if not _is_unicode(name):
+        raise InvalidCheckpointError(f"tensor name {name.encode('utf-8', 'replace')[:40]!r} is not valid Unicode")
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise InvalidCheckpointError(f"tensor {name!r}: entry needs exactly dtype, shape, data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
@@ -127,6 +138,8 @@ def parse_header(raw: bytes, data_bytes: int | None = None) -> Header:
         isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
     ):
         raise InvalidCheckpointError("__metadata__ must map strings to strings")
+    if metadata is not None and not all(_is_unicode(k) and _is_unicode(v) for k, v in metadata.items()):
+        raise InvalidCheckpointError("__metadata__ holds text that is not valid Unicode (lone surrogate escapes)")
     tensors = [_parse_entry(name, entry) for name, entry in doc.items()]
     # Data order; zero-length tensors keep their header order among equal offsets.
     tensors.sort(key=lambda t: (t.begin, t.end))
