@@ -67,3 +67,10 @@ def row_sum_squares(rows, out=None):
     for start in range(0, r, step):
         out[start : start + step] = np.take(table, values[start : start + step]).sum(axis=1, dtype=np.float64)
     return out
+
+
+def row_sum_squares_torch(rows: torch.Tensor) -> torch.Tensor:
+    """The same sums on any torch device (the CUDA path): raw FP8 bytes (uint8 [r, n]) decoded
+    to float32, NaN as 0, squares summed in float64. Tests check it equals row_sum_squares."""
+    w = rows.view(torch.float8_e4m3fn).float().nan_to_num_(0.0, posinf=0.0, neginf=0.0)
+    return w.square_().sum(1, dtype=torch.float64)

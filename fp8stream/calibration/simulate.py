@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from fp8stream.calibration import graph as G
-from fp8stream.calibration.fp8 import E4M3_MAX, byte_values, dequantize_rows, row_sum_squares
+from fp8stream.calibration.fp8 import E4M3_MAX, dequantize_rows, row_sum_squares, row_sum_squares_torch
 from fp8stream.calibration.rules import apply_rule
 from fp8stream.formats.layers import FP8Layer
 
@@ -142,7 +142,6 @@ class WeightAwareMethod:
         self.partial: dict[str, _Rows] = {}
         self._cache: dict[object, Channels] = {}
         self._vec: Channels | None = None
-        self._lut = None
 
     # ---- set-up from the header ----------------------------------------------------------
     def begin(self, layers: list[FP8Layer], header, whole=None, tensor_path: dict[str, str] | None = None) -> None:
@@ -228,10 +227,8 @@ class WeightAwareMethod:
             return
         if rows.device.type == "cpu":
             sums = row_sum_squares(rows.numpy())
-        else:
-            if self._lut is None:
-                self._lut = byte_values(rows.device).nan_to_num(0.0).double().pow(2)
-            sums = self._lut[rows.long()].sum(1).cpu().numpy()
+        else:  # stays on the GPU: no sync per chunk (moved to the host at the tail)
+            sums = row_sum_squares_torch(rows)
         self.rowsq.setdefault(layer.name, []).append(sums)
         if layer.name in self.held:
             self.weights.setdefault(layer.name, []).append(rows.cpu().clone())  # raw FP8 bytes
@@ -256,6 +253,7 @@ class WeightAwareMethod:
         parts = self.rowsq.get(n)
         if not parts:
             return None
+        parts = [p.cpu().numpy() if isinstance(p, torch.Tensor) else p for p in parts]
         return np.sqrt(np.concatenate(parts)) * self._wscale(n)
 
     def _bias(self, n: str, rows: int) -> np.ndarray:
