@@ -158,3 +158,30 @@ def test_graph_names_the_known_families() -> None:
     assert g.sources["model.diffusion_model.double_blocks.0.img_mlp.2"] == G.Act("gelu", "model.diffusion_model.double_blocks.0.img_mlp.0")
     g = G.build_graph(["foo.bar"], set())
     assert isinstance(g.sources["foo.bar"], G.External)
+
+
+def test_a_prefixed_checkpoint_gets_the_same_sampled_scales_as_a_bare_one(tmp_path) -> None:
+    """Seeds come from the bare layer name, so the percentile rule (which samples) agrees."""
+    import json
+
+    import torch
+
+    from conftest import run_cli
+    from fp8stream.synthetic.checkpoint import comfy_fp8_linear, write_checkpoint
+
+    def build(path, prefix: str) -> None:
+        g = torch.Generator().manual_seed(5)
+        tensors = []
+        for name in ("double_blocks.0.img_attn.qkv", "double_blocks.0.img_mlp.0", "double_blocks.0.img_mlp.2"):
+            shape = (64, 16) if not name.endswith("mlp.2") else (16, 64)
+            tensors += comfy_fp8_linear(prefix + name, torch.randn(*shape, generator=g))
+        write_checkpoint(str(path), tensors)
+
+    scales = []
+    for prefix in ("", "model.diffusion_model."):
+        src, out = tmp_path / f"in{len(prefix)}.safetensors", tmp_path / f"out{len(prefix)}.safetensors"
+        build(src, prefix)
+        r = run_cli("calibrate", "--json", "--rule", "percentile", src, out)
+        assert r.exit_code == 0, r.output
+        scales.append([layer["scale"] for layer in json.loads(r.stdout)["layers"]])
+    assert scales[0] == scales[1]

@@ -80,9 +80,12 @@ def resolve_device(device: str) -> str:
 
 
 def layer_generator(seed: int, name: str) -> torch.Generator:
-    """A CPU generator seeded from the run's seed and the layer name: order-independent."""
+    """A CPU generator seeded from the run's seed and the layer's bare name (model prefix
+    removed): order-independent, and a prefixed checkpoint gets the same scales as a bare one."""
+    from fp8stream.formats.prefixes import bare_name
+
     g = torch.Generator(device="cpu")
-    g.manual_seed((seed * 1_000_003 + zlib.crc32(name.encode("utf-8"))) % (2**63))
+    g.manual_seed((seed * 1_000_003 + zlib.crc32(bare_name(name).encode("utf-8"))) % (2**63))
     return g
 
 

@@ -16,7 +16,7 @@ import queue
 import threading
 from typing import BinaryIO, Callable, Iterable
 
-POOL_BUFFERS = 7  # read-ahead 2-3 + consumer 1 + write-behind 2-3
+POOL_BUFFERS = 6  # read-ahead 2 + consumer 1 + write-behind 3
 WRITE_DEPTH = 3
 _END = object()
 

@@ -19,7 +19,7 @@ from fp8stream.io.compression import ZSTD_MAGIC, PrefixedReader, ZstdReader, rea
 from fp8stream.io.header import Header, TensorInfo, read_exactly, read_header
 from fp8stream.io.overlap import ChunkReader, chunk_plan, release
 
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 4 << 20
 
 
 @dataclass
