@@ -15,6 +15,10 @@ def example_tensors(hidden: int = 256, blocks: int = 2, seed: int = 0) -> list[S
         return torch.randn(out_f, in_f, generator=g) / in_f**0.5
 
     tensors: list[SyntheticTensor] = [bf16_tensor("img_in.weight", w(hidden, 64)), bf16_tensor("img_in.bias", torch.zeros(hidden))]
+    # The conditioning embedders: the simulate method evaluates them over the timestep sweep.
+    for emb, in_f in (("time_in", 256), ("guidance_in", 256), ("vector_in", 768)):
+        tensors += [bf16_tensor(f"{emb}.in_layer.weight", w(hidden, in_f)), bf16_tensor(f"{emb}.in_layer.bias", torch.zeros(hidden)),
+                    bf16_tensor(f"{emb}.out_layer.weight", w(hidden, hidden)), bf16_tensor(f"{emb}.out_layer.bias", torch.zeros(hidden))]
     for i in range(blocks):
         p = f"double_blocks.{i}"
         for stream in ("img", "txt"):
@@ -27,6 +31,7 @@ def example_tensors(hidden: int = 256, blocks: int = 2, seed: int = 0) -> list[S
             for name, shape in layers.items():
                 tensors += comfy_fp8_linear(name, w(*shape), input_scale=1.0, weight_only=True, bias=True)
             tensors.append(bf16_tensor(f"{p}.{stream}_mod.lin.weight", w(6 * hidden, hidden)))
+            tensors.append(bf16_tensor(f"{p}.{stream}_mod.lin.bias", torch.zeros(6 * hidden)))
             tensors.append(bf16_tensor(f"{p}.{stream}_attn.norm.query_norm.scale", torch.ones(hidden // 4)))
     tensors.append(bf16_tensor("final_layer.linear.weight", w(64, hidden)))
     return tensors
