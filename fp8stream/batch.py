@@ -11,9 +11,9 @@ import glob
 import multiprocessing
 import os
 import re
-import resource
 import signal
 import stat
+import sys
 import time
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
@@ -194,12 +194,18 @@ def _run_serial(options: list[RewriteOptions], settings: BatchSettings,
 
 
 def _current_rss() -> int:
-    """This process's resident memory now (statm), or its peak where statm is missing."""
+    """This process's resident memory now (statm), or its peak where statm is missing; the
+    resource module is POSIX-only, so it is imported here (Windows has neither: 0)."""
     try:
         with open("/proc/self/statm", encoding="ascii") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    except (OSError, ValueError, IndexError, AttributeError):
+        try:
+            import resource
+        except ImportError:
+            return 0
+        ru_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return ru_maxrss if sys.platform == "darwin" else ru_maxrss * 1024  # bytes on macOS, KB on Linux
 
 
 def _worker(options: RewriteOptions, conn, threads: int) -> None:
