@@ -106,8 +106,11 @@ def test_truncation_in_process(reference_blob: bytes, tmp_path: Path, k: int) ->
 def test_kill_9_mid_write_leaves_nothing_at_the_output(tmp_path: Path) -> None:
     """SIGKILL once the temp file holds data: no OUT; the next run removes the dead run's temp."""
     src, out = tmp_path / "in.safetensors", tmp_path / "out.safetensors"
-    write_checkpoint(str(src), [t for i in range(2) for t in comfy_fp8_linear(f"l{i}", (1024, 1024), seed=i)])
-    landed = kill_calibrate(str(src), str(out), subprocess_env(), None, extra=("--samples", "2048"))
+    write_checkpoint(str(src), [t for i in range(4) for t in comfy_fp8_linear(f"l{i}", (1024, 1024), seed=i)])
+    # The research note's sampling mode with many samples keeps the run busy between writes, so
+    # the kill lands while the temp file is being written (the default method is too quick).
+    slow = ("--sim-mode", "note", "--samples", "4096")
+    landed = kill_calibrate(str(src), str(out), subprocess_env(), None, extra=slow)
     assert landed == "mid-write"
     assert len(temps_in(str(tmp_path))) == 1
     r = run_subprocess("calibrate", "--samples", "4", src, out)
