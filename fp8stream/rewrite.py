@@ -35,7 +35,7 @@ from fp8stream.io.atomic import AtomicFolder, AtomicOutput, check_free_space, ch
 from fp8stream.io.compression import ZstdSettings
 from fp8stream.io.dtypes import decode_values
 from fp8stream.io.hashing import HashingStream
-from fp8stream.io.reader import CHUNK_BYTES, LazyFile, TensorStream, open_input, read_input_header
+from fp8stream.io.reader import LazyFile, TensorStream, chunk_bytes_for, open_input, read_input_header
 from fp8stream.io.sink import OutputSink
 from fp8stream.io.writer import StreamingWriter
 from fp8stream.report import ExcludedReport, FileReport, LayerReport, SkippedReport
@@ -84,17 +84,29 @@ def _progress(total: int, enabled: bool, label: str):
                 disable=not enabled, leave=False)
 
 
-def _stream_layer_weight(stream, info, layer: FP8Layer, method, writer, device: torch.device, bar,
-                         checks: WeightChecks) -> None:
+def _feed_weight(layer: FP8Layer, chunks, method, device: torch.device, on_chunk=None) -> None:
+    """Every chunk (whole rows) of a layer's FP8 weight to the method; `on_chunk(chunk, rows)`
+    sees each first. Used by the streaming pass and by reads of another shard alike."""
     row = 0
-    for chunk in stream.chunks(info):  # whole rows; valid until the next chunk
-        writer.write(info.name, chunk)
+    for chunk in chunks:
+        if isinstance(chunk, bytes):  # positioned reads give read-only bytes; torch wants a writable buffer
+            chunk = bytearray(chunk)
         rows = torch.frombuffer(chunk, dtype=torch.uint8).view(-1, layer.in_features)
-        checks.observe(layer, rows)
+        if on_chunk is not None:
+            on_chunk(chunk, rows)
         method.observe_weight(layer, rows.to(device, non_blocking=True), row)
         row += rows.shape[0]
-        bar.update(len(chunk))
     method.weight_done(layer)
+
+
+def _stream_layer_weight(stream, info, layer: FP8Layer, method, writer, device: torch.device, bar,
+                         checks: WeightChecks) -> None:
+    def write_and_check(chunk, rows) -> None:
+        writer.write(info.name, chunk)
+        checks.observe(layer, rows)
+        bar.update(len(chunk))
+
+    _feed_weight(layer, stream.chunks(info), method, device, write_and_check)  # chunks valid until the next
 
 
 def _rewrite_marker(raw: bytes, layer_plan: LayerPlan, size: int, options: RewriteOptions,
@@ -212,13 +224,8 @@ def _read_ahead_scale(path: str, layer: FP8Layer, options: RewriteOptions) -> fl
         weight_only = bool(layer.weight_only)
         if layer.weight_only is None and layer.marker:
             weight_only = comfy_quant.is_weight_only(comfy_quant.parse_marker(f.read(f.header.get(layer.marker))))
-        rows_per_chunk = max(1, CHUNK_BYTES // max(1, layer.in_features))
-        row = 0
-        for chunk in f.read_chunks(f.header.get(layer.weight.name), rows_per_chunk * layer.in_features):
-            rows = torch.frombuffer(bytearray(chunk), dtype=torch.uint8).view(-1, layer.in_features)
-            method.observe_weight(layer, rows.to(device), row)
-            row += rows.shape[0]
-        method.weight_done(layer)
+        weight = f.header.get(layer.weight.name)
+        _feed_weight(layer, f.read_chunks(weight, chunk_bytes_for(weight)), method, device)
     return _own_scale(layer, values, weight_only, method, options).scale
 
 

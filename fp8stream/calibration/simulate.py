@@ -180,7 +180,7 @@ class WeightAwareMethod:
             self._read_other_shards(header, local, tensor_path)
 
     def _read_other_shards(self, header, local: set[str], tensor_path: dict[str, str]) -> None:
-        from fp8stream.io.reader import CHUNK_BYTES, LazyFile
+        from fp8stream.io.reader import LazyFile, chunk_bytes_for
 
         infos = {t.name: t for t in header.tensors}
         calibrated, self.calibrated = self.calibrated, set()  # FP8 weights read here go through observe_tensor
@@ -190,7 +190,7 @@ class WeightAwareMethod:
                 if path is None or not self.wants(info):
                     continue
                 with LazyFile(path) as f:
-                    for chunk in f.read_chunks(f.header.get(name), CHUNK_BYTES):
+                    for chunk in f.read_chunks(f.header.get(name), chunk_bytes_for(info)):
                         self.observe_tensor(info, chunk)
         finally:
             self.calibrated = calibrated

@@ -3,7 +3,7 @@
 Reading, calibrating and writing one after the other leaves the disk idle while the CPU works
 and the CPU idle while the disk works. A reader thread fills chunks ahead of the consumer and a
 writer thread drains them behind it. Chunks live in a fixed pool of buffers that go round and
-round: fresh 8 MB buffers cost a page fault per page and a zeroing each time (measured: 4x
+round: fresh multi-MB buffers cost a page fault per page and a zeroing each time (measured: 4x
 slower copying), and freed ones pile up in the C heap. Memory is the pool, nothing more.
 
 A pooled chunk is held by whoever uses it: the consumer until it asks for the next chunk, the

@@ -205,18 +205,5 @@ class LazyFile:
         return read_exactly(self.source.stream, n, "data")
 
     def read(self, info: TensorInfo) -> bytes:
-        """One tensor's bytes by a positioned read (seek+read where pread does not exist)."""
-        offset = self.header.data_start + info.begin
-        fd = self.source.stream.fileno()
-        if hasattr(os, "pread"):
-            parts = []
-            done = 0
-            while done < info.nbytes:
-                part = os.pread(fd, min(info.nbytes - done, CHUNK_BYTES), offset + done)
-                if not part:
-                    raise InvalidCheckpointError(f"{self.source.label}: file ends inside {info.name!r}")
-                parts.append(part)
-                done += len(part)
-            return b"".join(parts)
-        self.source.stream.seek(offset)
-        return read_exactly(self.source.stream, info.nbytes, f"data of tensor {info.name!r}")
+        """One tensor's bytes by positioned reads (seek+read where pread does not exist)."""
+        return b"".join(self.read_chunks(info))
