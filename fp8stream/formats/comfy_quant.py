@@ -45,11 +45,6 @@ def pad(raw: bytes, size: int) -> bytes:
     return raw + b" " * (size - len(raw))
 
 
-def encode_marker(doc: dict, size: int) -> bytes:
-    """JSON bytes of exactly `size` bytes (space padded); MarkerError if they do not fit."""
-    return pad(encode_doc(doc), size)
-
-
 def marker_size(input_size: int, sets_flag: bool) -> int:
     """Output size of a rewritten marker, from the header alone."""
     return input_size + FLAG_BYTES if sets_flag else input_size

@@ -26,10 +26,6 @@ def find_marker(header: Header) -> TensorInfo | None:
     return None
 
 
-def marker_prefix(marker: TensorInfo) -> str:
-    return marker.name[: -len(MARKER_NAME)]
-
-
 def marker_is_weight_only(marker: TensorInfo) -> bool:
     return marker.numel == WEIGHT_ONLY_ELEMENTS
 

@@ -29,10 +29,6 @@ class StreamingWriter:
         self._written = 0  # bytes of it written so far
         self.bytes_written = 0
 
-    @property
-    def total_bytes(self) -> int:
-        return len(self.header_blob) + (self.infos[-1].end if self.infos else 0)
-
     def write_header(self) -> None:
         if self.state is not WriterState.EMPTY:
             raise RuntimeError("header already written")
