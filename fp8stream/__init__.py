@@ -1,6 +1,6 @@
 """fp8stream: give FP8-quantized diffusion checkpoints correct activation scales, one layer at a time."""
 
-__version__ = "0.1.0"
+from fp8stream.version import __version__  # noqa: F401
 
 
 def record(model, path=None, only=None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fp8stream import __version__
+from fp8stream.version import __version__
 from fp8stream.commands.calibrate import calibrate
 from fp8stream.commands.common import EXIT_CODES
 from fp8stream.commands.inspect import inspect

@@ -1,4 +1,4 @@
-"""Real-data statistics: the stats file format, name matching, and `--method stats`.
+"""Real-data statistics: the stats file format and name matching (the method: stats_method.py).
 
 Stats file (JSON, UTF-8), version 1:
 
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from fp8stream.calibration.fp8 import E4M3_MAX
 from fp8stream.calibration.rules import amax_from_histogram
+from fp8stream.calibration.diffusers_names import rename
 from fp8stream.errors import UsageError
 
 FORMAT = "fp8stream.stats"
@@ -115,84 +116,6 @@ def _num(v, label: str, name: str) -> float | None:
         raise UsageError(f"{label}: layer {name!r}: {v!r} is not a positive finite number")
     return x
 
-
-# ---- name matching ---------------------------------------------------------------------------
-
-_D = r"(\d+)"
-# diffusers module name -> ComfyUI layer, per family ({0} = block index)
-RENAMES: dict[str, list[tuple[str, str]]] = {
-    "flux": [
-        (rf"transformer_blocks\.{_D}\.attn\.to_[qkv]", "double_blocks.{0}.img_attn.qkv"),
-        (rf"transformer_blocks\.{_D}\.attn\.add_[qkv]_proj", "double_blocks.{0}.txt_attn.qkv"),
-        (rf"transformer_blocks\.{_D}\.attn\.to_out\.0", "double_blocks.{0}.img_attn.proj"),
-        (rf"transformer_blocks\.{_D}\.attn\.to_add_out", "double_blocks.{0}.txt_attn.proj"),
-        (rf"transformer_blocks\.{_D}\.ff\.net\.0\.proj", "double_blocks.{0}.img_mlp.0"),
-        (rf"transformer_blocks\.{_D}\.ff\.net\.2", "double_blocks.{0}.img_mlp.2"),
-        (rf"transformer_blocks\.{_D}\.ff_context\.net\.0\.proj", "double_blocks.{0}.txt_mlp.0"),
-        (rf"transformer_blocks\.{_D}\.ff_context\.net\.2", "double_blocks.{0}.txt_mlp.2"),
-        (rf"transformer_blocks\.{_D}\.norm1\.linear", "double_blocks.{0}.img_mod.lin"),
-        (rf"transformer_blocks\.{_D}\.norm1_context\.linear", "double_blocks.{0}.txt_mod.lin"),
-        (rf"single_transformer_blocks\.{_D}\.(?:attn\.to_[qkv]|proj_mlp)", "single_blocks.{0}.linear1"),
-        (rf"single_transformer_blocks\.{_D}\.proj_out", "single_blocks.{0}.linear2"),
-        (rf"single_transformer_blocks\.{_D}\.norm\.linear", "single_blocks.{0}.modulation.lin"),
-        (r"x_embedder", "img_in"),
-        (r"context_embedder", "txt_in"),
-        (r"time_text_embed\.timestep_embedder\.linear_1", "time_in.in_layer"),
-        (r"time_text_embed\.timestep_embedder\.linear_2", "time_in.out_layer"),
-        (r"time_text_embed\.guidance_embedder\.linear_1", "guidance_in.in_layer"),
-        (r"time_text_embed\.guidance_embedder\.linear_2", "guidance_in.out_layer"),
-        (r"time_text_embed\.text_embedder\.linear_1", "vector_in.in_layer"),
-        (r"time_text_embed\.text_embedder\.linear_2", "vector_in.out_layer"),
-        (r"proj_out", "final_layer.linear"),
-        (r"norm_out\.linear", "final_layer.adaLN_modulation.1"),
-    ],
-    "sd3": [
-        (rf"transformer_blocks\.{_D}\.attn\.to_[qkv]", "joint_blocks.{0}.x_block.attn.qkv"),
-        (rf"transformer_blocks\.{_D}\.attn\.add_[qkv]_proj", "joint_blocks.{0}.context_block.attn.qkv"),
-        (rf"transformer_blocks\.{_D}\.attn\.to_out\.0", "joint_blocks.{0}.x_block.attn.proj"),
-        (rf"transformer_blocks\.{_D}\.attn\.to_add_out", "joint_blocks.{0}.context_block.attn.proj"),
-        (rf"transformer_blocks\.{_D}\.ff\.net\.0\.proj", "joint_blocks.{0}.x_block.mlp.fc1"),
-        (rf"transformer_blocks\.{_D}\.ff\.net\.2", "joint_blocks.{0}.x_block.mlp.fc2"),
-        (rf"transformer_blocks\.{_D}\.ff_context\.net\.0\.proj", "joint_blocks.{0}.context_block.mlp.fc1"),
-        (rf"transformer_blocks\.{_D}\.ff_context\.net\.2", "joint_blocks.{0}.context_block.mlp.fc2"),
-        (rf"transformer_blocks\.{_D}\.norm1\.linear", "joint_blocks.{0}.x_block.adaLN_modulation.1"),
-        (rf"transformer_blocks\.{_D}\.norm1_context\.linear", "joint_blocks.{0}.context_block.adaLN_modulation.1"),
-        (r"time_text_embed\.timestep_embedder\.linear_1", "t_embedder.mlp.0"),
-        (r"time_text_embed\.timestep_embedder\.linear_2", "t_embedder.mlp.2"),
-        (r"time_text_embed\.text_embedder\.linear_1", "y_embedder.mlp.0"),
-        (r"time_text_embed\.text_embedder\.linear_2", "y_embedder.mlp.2"),
-        (r"context_embedder", "context_embedder"),
-        (r"proj_out", "final_layer.linear"),
-        (r"norm_out\.linear", "final_layer.adaLN_modulation.1"),
-    ],
-    "wan": [
-        (rf"blocks\.{_D}\.attn1\.to_q", "blocks.{0}.self_attn.q"),
-        (rf"blocks\.{_D}\.attn1\.to_k", "blocks.{0}.self_attn.k"),
-        (rf"blocks\.{_D}\.attn1\.to_v", "blocks.{0}.self_attn.v"),
-        (rf"blocks\.{_D}\.attn1\.to_out\.0", "blocks.{0}.self_attn.o"),
-        (rf"blocks\.{_D}\.attn2\.to_q", "blocks.{0}.cross_attn.q"),
-        (rf"blocks\.{_D}\.attn2\.to_k", "blocks.{0}.cross_attn.k"),
-        (rf"blocks\.{_D}\.attn2\.to_v", "blocks.{0}.cross_attn.v"),
-        (rf"blocks\.{_D}\.attn2\.to_out\.0", "blocks.{0}.cross_attn.o"),
-        (rf"blocks\.{_D}\.ffn\.net\.0\.proj", "blocks.{0}.ffn.0"),
-        (rf"blocks\.{_D}\.ffn\.net\.2", "blocks.{0}.ffn.2"),
-        (r"condition_embedder\.time_embedder\.linear_1", "time_embedding.0"),
-        (r"condition_embedder\.time_embedder\.linear_2", "time_embedding.2"),
-        (r"condition_embedder\.time_proj", "time_projection.1"),
-        (r"condition_embedder\.text_embedder\.linear_1", "text_embedding.0"),
-        (r"condition_embedder\.text_embedder\.linear_2", "text_embedding.2"),
-        (r"proj_out", "head.head"),
-    ],
-}
-
-
-def rename(name: str, family: str) -> str | None:
-    """A diffusers module name in the family's ComfyUI spelling (None: no table entry)."""
-    for pat, out in RENAMES.get(family, []):
-        m = re.fullmatch(pat, name)
-        if m:
-            return out.format(*m.groups())
-    return None
 
 
 def load_map(path: str) -> dict[str, str]:
@@ -286,78 +209,3 @@ def match(stats: StatsFile, layers: list[str], user_map: dict[str, str] | None =
     return Matching(by_layer, how, unused, ambiguous)
 
 
-class StatsMethod:
-    """`--method stats`: scales from a stats file (real data), applied while streaming."""
-
-    name = "stats"
-
-    def __init__(self, settings) -> None:
-        if not settings.stats:
-            raise UsageError("--method stats needs --stats FILE")
-        self.settings = settings
-        self.stats = load_stats(settings.stats)
-        self.user_map = load_map(settings.map) if settings.map else None
-        self.fallback = None
-        if settings.fallback == "simulate":
-            from fp8stream.calibration.simulate import WeightAwareMethod
-
-            self.fallback = WeightAwareMethod(settings)
-        self.matching: Matching | None = None
-        self.notes: list[str] = []
-
-    def begin(self, layers, header, whole=None, tensor_path=None) -> None:
-        names = [layer.name for layer in layers]
-        self.matching = m = match(self.stats, names, self.user_map)
-        missing = [n for n in names if n not in m.by_layer]
-        for name, cands in m.ambiguous.items():
-            self.notes.append(f"stats name {name!r} is ambiguous ({', '.join(cands)}): not used")
-        if m.unused:
-            self.notes.append(f"{len(m.unused)} stats entries match no FP8 layer: {', '.join(m.unused[:8])}"
-                              + (" ..." if len(m.unused) > 8 else ""))
-        if missing and self.fallback is None:
-            raise UsageError(f"{len(missing)} FP8 layers have no stats (e.g. {', '.join(missing[:4])}); "
-                             "give --map pairs or --fallback simulate")
-        if missing:
-            self.notes.append(f"{len(missing)} layers without stats fall back to simulate")
-        if self.fallback is not None:
-            self.fallback.begin(layers, header, whole=whole, tensor_path=tensor_path)
-
-    def wants(self, info) -> bool:
-        return self.fallback is not None and self.fallback.wants(info)
-
-    def observe_tensor(self, info, chunk) -> None:
-        if self.fallback is not None:
-            self.fallback.observe_tensor(info, chunk)
-
-    def observe_weight(self, layer, rows, row_start) -> None:
-        if self.fallback is not None:
-            self.fallback.observe_weight(layer, rows, row_start)
-
-    def weight_done(self, layer) -> None:
-        pass
-
-    def estimate(self, layer, weight_scale: float):
-        from fp8stream.calibration.methods import ScaleEstimate
-
-        s = self.matching.by_layer.get(layer.name)
-        if s is None:
-            e = self.fallback.estimate(layer, weight_scale)
-            return ScaleEstimate(e.scale, "no stats: simulate: " + e.assumption, e.warnings + ["no real-data stats (fallback)"])
-        how = self.matching.how[layer.name]
-        src = ", ".join(s.sources[:4]) + (" ..." if len(s.sources) > 4 else "")
-        warnings = []
-        if s.amax is None:
-            return ScaleEstimate(s.scale if s.scale else 1.0, f"plain input_scale from stats ({how}: {src})",
-                                 [] if s.scale else ["stats scale 0: using 1.0"])
-        rule = self.settings.rule
-        if rule != "max" and s.hist is None:
-            warnings.append(f"no histogram for rule {rule}: used the max")
-            rule = "max"
-        amax = s.amax if rule == "max" else amax_from_histogram(rule, s.amax, s.hist, self.stats.lo_log2,
-                                                                  self.stats.bins_per_octave, self.settings.percentile)
-        if amax <= 0:
-            warnings.append("recorded amax 0 (layer never saw a non-zero input): scale 1.0")
-            return ScaleEstimate(1.0, f"real data ({how}: {src})", warnings)
-        if amax >= 1e4:
-            warnings.append(f"extreme recorded range (amax {amax:.3g}): candidate to keep weight-only")
-        return ScaleEstimate(amax / E4M3_MAX, f"real data {rule} over {s.calls} calls ({how}: {src})", warnings)

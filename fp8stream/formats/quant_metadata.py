@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fp8stream.errors import InvalidCheckpointError
 from fp8stream.formats.prefixes import bare_name
 
-METADATA_KEY = "_quantization_metadata"
+QUANT_METADATA_KEY = "_quantization_metadata"
 
 
 @dataclass
@@ -39,20 +39,20 @@ class QuantMetadata:
 
 def read_quant_metadata(metadata: dict[str, str] | None) -> QuantMetadata | None:
     """The parsed `_quantization_metadata`, None when absent; InvalidCheckpointError when malformed."""
-    if not metadata or METADATA_KEY not in metadata:
+    if not metadata or QUANT_METADATA_KEY not in metadata:
         return None
     try:
-        doc = json.loads(metadata[METADATA_KEY])
+        doc = json.loads(metadata[QUANT_METADATA_KEY])
     except ValueError:
-        raise InvalidCheckpointError(f"__metadata__[{METADATA_KEY!r}] is not JSON") from None
+        raise InvalidCheckpointError(f"__metadata__[{QUANT_METADATA_KEY!r}] is not JSON") from None
     layers = doc.get("layers") if isinstance(doc, dict) else None
     if not isinstance(layers, dict):
-        raise InvalidCheckpointError(f"__metadata__[{METADATA_KEY!r}] has no 'layers' object")
+        raise InvalidCheckpointError(f"__metadata__[{QUANT_METADATA_KEY!r}] has no 'layers' object")
     for name, value in list(layers.items()):
         if isinstance(value, str):  # some writers store the bare format name
             layers[name] = {"format": value}
         elif not isinstance(value, dict):
-            raise InvalidCheckpointError(f"__metadata__[{METADATA_KEY!r}]: layer {name!r} is not an object")
+            raise InvalidCheckpointError(f"__metadata__[{QUANT_METADATA_KEY!r}]: layer {name!r} is not an object")
     keys: dict[str, str] = {}
     for name in layers:
         keys.setdefault(bare_name(name), name)

@@ -89,6 +89,17 @@ def check_output_path(output: str, input_path: str | None, force: bool) -> None:
         raise OutputError(f"{output}: folder {folder} is not writable")
 
 
+def check_output_folder(output: str, input_folder: str, force: bool) -> None:
+    """The checks of check_output_path for a sharded output: a folder that is not the input's."""
+    out = os.path.abspath(output)
+    if out == os.path.abspath(input_folder) or (os.path.exists(out) and same_file(out, input_folder)):
+        raise UsageError(f"{output}: output is the input folder; choose another folder")
+    if os.path.lexists(out) and not force:
+        raise UsageError(f"{output}: exists (use --force to replace it)")
+    if not os.path.isdir(os.path.dirname(out)):
+        raise OutputError(f"{output}: folder {os.path.dirname(out)} does not exist")
+
+
 def check_free_space(output: str, nbytes: int) -> None:
     """Fail before any work when the output's folder cannot hold nbytes more.
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import struct
+
 # Every dtype name safetensors 0.8 knows; sizes in bits because F4 and F6 pack below a byte.
 DTYPE_BITS: dict[str, int] = {
     "BOOL": 8,
@@ -70,3 +73,15 @@ def decode_values(raw: bytes, dtype: str) -> list[float]:
         raise ValueError(f"cannot decode {dtype}")
     t = torch.frombuffer(bytearray(raw), dtype=tdt)
     return [float(v) for v in t.float().tolist()]
+
+
+def f32_bytes(value: float) -> bytes:
+    return struct.pack("<f", value)
+
+
+def as_f32(value: float) -> float:
+    """The value rounded to float32, as it will be stored (±inf beyond float32's range)."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)

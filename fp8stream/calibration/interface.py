@@ -1,0 +1,81 @@
+"""What a calibration method is: the one interface the rewrite pass calls (docs: ARCHITECTURE.md).
+
+A run calls, in this order:
+
+1. `prepare(model)` with the header only (the whole model's, merged over shards), before the
+   output header is written. The returned `MethodPlan` says which layers the method will give a
+   scale and which must be kept weight-only (that changes marker sizes, so it is fixed here),
+   which other tensors it wants to see stream past, and whether it needs random access to the
+   input (`model.source`; a pipe then has to be spooled, or the run refuses).
+2. While the data streams, front to back, once: `observe_weight(layer, rows, row_start)` with
+   each chunk of whole rows of a calibrated layer's FP8 weight (when `MethodPlan.rows`), then
+   `weight_done(layer)`; `observe_tensor(info, chunk)` with every chunk of each tensor named in
+   `MethodPlan.watches`.
+3. `scales(model, weight_scales)` after the stream: every asked layer's own scale, with where it
+   came from. Shared-scale groups, existing scales and legacy rules are applied by the caller.
+
+Nothing here imports torch: `rows` is a uint8 torch tensor at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
+
+from fp8stream.formats.layers import FP8Layer
+from fp8stream.io.header import Header, TensorInfo
+
+if TYPE_CHECKING:
+    from fp8stream.io.source import TensorSource
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """The model as a method may see it. `header`: every tensor of the model (all shards);
+    `layers`: the layers to calibrate; `source`: by-name positioned reads of any tensor, None
+    when the input is a pipe or a compressed stream (readable once, in order)."""
+
+    header: Header
+    layers: list[FP8Layer]
+    source: "TensorSource | None" = None
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    """What a method will do, decided from the header before any data moves."""
+
+    # layer name -> why the method gives it no scale: the layer is written weight-only
+    weight_only: Mapping[str, str] = field(default_factory=dict)
+    # tensors (not the calibrated layers' FP8 weights) to pass to observe_tensor as they stream
+    watches: frozenset[str] = frozenset()
+    rows: bool = True  # observe_weight / weight_done get the calibrated layers' weight rows
+    needs_random_access: bool = False  # reads `model.source` in scales()
+    notes: tuple[str, ...] = ()  # file-level notes for the report
+
+
+@dataclass(frozen=True)
+class ScaleEstimate:
+    """One layer's own scale and where it came from (one line a reviewer can check)."""
+
+    scale: float
+    source: str
+    warnings: tuple[str, ...] = ()
+    amax: float | None = None  # the input range the scale covers (scale x 448), when known
+    bound: float | None = None  # a proven upper bound of |input|, when the method has one
+    margin: float | None = None  # the factor applied to a measured or estimated amax
+
+
+class CalibrationMethod(Protocol):
+    """A calibration method; made by `registry.create(settings)` from its module's `create`."""
+
+    def prepare(self, model: ModelView) -> MethodPlan: ...
+
+    def observe_weight(self, layer: FP8Layer, rows: Any, row_start: int) -> None: ...
+
+    def weight_done(self, layer: FP8Layer) -> None: ...
+
+    def observe_tensor(self, info: TensorInfo, chunk: bytes | bytearray | memoryview) -> None: ...
+
+    def scales(self, model: ModelView, weight_scales: Mapping[str, float]) -> dict[str, ScaleEstimate]:
+        """A ScaleEstimate for every layer named in `weight_scales` (its weight scale as read)."""
+        ...

@@ -1,0 +1,43 @@
+"""Method names -> the module that implements them and one line of help.
+
+No method module is imported until one is chosen, so `fp8stream --help` lists them without
+torch. A method module exposes `create(settings) -> CalibrationMethod` (interface.py) and never
+imports this registry. To add a method: one line here and one module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from fp8stream.calibration.interface import CalibrationMethod
+from fp8stream.calibration.settings import CalibrationSettings
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    module: str
+    help: str
+
+
+METHODS: dict[str, MethodEntry] = {
+    "simulate": MethodEntry("fp8stream.calibration.simulate",
+                            "the weight-aware model of each layer's input (no data)"),
+    "stats": MethodEntry("fp8stream.calibration.stats_method", "real-data statistics from --stats FILE"),
+    "heuristic": MethodEntry("fp8stream.calibration.heuristic", "weight_scale x --factor"),
+}
+
+
+def method_names() -> list[str]:
+    return sorted(METHODS)
+
+
+def method_help() -> str:
+    """One sentence per method, for --help."""
+    return "; ".join(f"{name}: {entry.help}" for name, entry in METHODS.items())
+
+
+def create(settings: CalibrationSettings) -> CalibrationMethod:
+    """The chosen method, its module imported now."""
+    module = importlib.import_module(METHODS[settings.method].module)
+    return module.create(settings)

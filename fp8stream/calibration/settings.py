@@ -1,0 +1,58 @@
+"""The options that change a scale's value, recorded in the output's metadata. Imports no torch."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from fp8stream.errors import UsageError
+
+SIM_MODES = ("bound", "hybrid", "note")
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """Every option that changes the scales' values (recorded in the output's metadata)."""
+
+    method: str = "simulate"
+    rule: str = "max"
+    percentile: float = 99.99
+    samples: int = 64
+    seed: int = 0
+    device: str = "cpu"  # resolved: "cpu" or "cuda"
+    sim_mode: str = "bound"  # simulate: bound | hybrid | note
+    margin: float = 4.0  # simulate --sim-mode hybrid: times the Gaussian estimate
+    factor: float = 0.5  # heuristic: input_scale = weight_scale x factor
+    stats: str | None = None  # stats: the stats file
+    map: str | None = None  # stats: user name pairs
+    fallback: str | None = None  # stats: "simulate" for layers without stats
+
+    def describe(self) -> dict[str, object]:
+        out: dict[str, object] = {"method": self.method, "rule": self.rule}
+        if self.rule == "percentile":
+            out["percentile"] = self.percentile
+        if self.method == "heuristic":
+            return {"method": self.method, "factor": self.factor}
+        if self.method == "stats":
+            out["stats"] = os.path.basename(self.stats or "")
+            if self.map:
+                out["map"] = os.path.basename(self.map)
+            if self.fallback:
+                out["fallback"] = self.fallback
+        if self.method == "simulate" or self.fallback == "simulate":
+            out.update({"sim_mode": self.sim_mode, "samples": self.samples, "seed": self.seed})
+            if self.sim_mode == "hybrid":
+                out["margin"] = self.margin
+        out["device"] = self.device
+        return out
+
+
+def resolve_device(device: str) -> str:
+    """auto -> cuda when available; torch is imported here only (a calibrating run needs it anyway)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return device

@@ -1,0 +1,91 @@
+"""Any tensor of a model by name, over one file or a sharded folder (mergekit's LazyTensorLoader
+is the model): `get(name)` hides which shard holds it. Positioned reads only, never a mapping
+(touched pages of a mapping count in RSS; page-faulting a cold mapping is slow). Each shard is
+opened on first use and stays open until `close`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+from fp8stream.errors import UsageError
+from fp8stream.io.header import Header, TensorInfo
+from fp8stream.io.reader import CHUNK_BYTES, LazyFile
+
+
+class TensorSource:
+    """By-name reads over files: `paths[name]` is the file holding tensor `name`; `header` lists
+    every tensor of the model (offsets relative to their own file)."""
+
+    def __init__(self, header: Header, paths: dict[str, str]) -> None:
+        self.header = header
+        self._paths = paths
+        self._files: dict[str, LazyFile] = {}
+
+    @classmethod
+    def for_file(cls, path: str, header: Header) -> "TensorSource":
+        return cls(header, {t.name: path for t in header.tensors})
+
+    def __enter__(self) -> "TensorSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.source.close()
+        self._files.clear()
+
+    def names(self) -> list[str]:
+        return [t.name for t in self.header.tensors]
+
+    def info(self, name: str) -> TensorInfo:
+        info = self.header.get(name)
+        if info is None:
+            raise KeyError(name)
+        return info
+
+    def path_of(self, name: str) -> str:
+        """The file that holds tensor `name`."""
+        return self._paths[name]
+
+    def _file(self, name: str) -> LazyFile:
+        path = self._paths[name]
+        f = self._files.get(path)
+        if f is None:
+            f = self._files[path] = LazyFile(path)
+        return f
+
+    def chunks(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The tensor's bytes, at most chunk_bytes at a time."""
+        f = self._file(name)
+        return f.read_chunks(f.header.get(name), chunk_bytes)
+
+    def get(self, name: str) -> bytes:
+        """The whole tensor's bytes (for small tensors, or one layer's weight at a time)."""
+        return b"".join(self.chunks(name))
+
+    def read_rows(self, name: str, start: int, stop: int) -> bytes:
+        """Rows [start, stop) of a tensor of 1 or more dimensions, one positioned read."""
+        f = self._file(name)
+        info = f.header.get(name)
+        rows = info.shape[0] if info.shape else 1
+        if not 0 <= start <= stop <= rows:
+            raise IndexError(f"{name}: rows {start}:{stop} outside 0:{rows}")
+        row_bytes = info.nbytes // rows if rows else 0
+        if start == stop:
+            return b""
+        part = TensorInfo(info.name, info.dtype, info.shape, info.begin + start * row_bytes,
+                          info.begin + stop * row_bytes)
+        return b"".join(f.read_chunks(part, CHUNK_BYTES))
+
+
+def open_source(path: str, header: Header, shard_paths: dict[str, str] | None) -> TensorSource:
+    """A source for an input already opened by the caller; a pipe or zstd input has none."""
+    if shard_paths is not None:
+        return TensorSource(header, shard_paths)
+    if path == "-" or not os.path.isfile(path):
+        raise UsageError(f"{path}: random access needs a file, not a pipe")
+    return TensorSource.for_file(path, header)

@@ -1,0 +1,81 @@
+"""Open what `calibrate` was given: one file (or '-'), or a sharded folder / index whose shards
+are checked against the index and merged into one header for whole-model decisions."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+
+from fp8stream.formats.shards import ShardIndex, check_shard, find_index, merged_header, read_index
+from fp8stream.io.header import Header
+from fp8stream.io.reader import InputSource, open_input, read_input_header
+from fp8stream.io.source import TensorSource
+
+
+@dataclass
+class InputPart:
+    """One file of the model: the single input, or one shard (`name`: its file name)."""
+
+    name: str
+    source: InputSource
+    header: Header
+
+
+@dataclass
+class ModelInput:
+    parts: list[InputPart]
+    whole: Header  # every tensor of the model
+    index: ShardIndex | None = None
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    @property
+    def sharded(self) -> bool:
+        return self.index is not None
+
+    @property
+    def bytes_in(self) -> int:
+        return sum(p.header.file_bytes for p in self.parts)
+
+    def tensor_source(self) -> TensorSource | None:
+        """By-name positioned reads of any tensor; None for a pipe or compressed input."""
+        if self.index is not None:
+            return TensorSource(self.whole, {t: os.path.join(self.index.folder, s) for t, s in self.index.weight_map.items()})
+        part = self.parts[0]
+        if part.source.path is None or part.source.compressed or part.source.size is None:
+            return None
+        return TensorSource.for_file(part.source.path, part.header)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> "ModelInput":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open_part(stack: contextlib.ExitStack, path: str, name: str) -> InputPart:
+    source = open_input(path)
+    stack.callback(source.close)
+    return InputPart(name, source, read_input_header(source))
+
+
+def open_model(path: str) -> ModelInput:
+    """The input's files, opened and their headers read (each file's stream just after its header)."""
+    index_path = find_index(path) if path != "-" else None
+    stack = contextlib.ExitStack()
+    try:
+        if index_path is None:
+            part = _open_part(stack, path, os.path.basename(path))
+            return ModelInput([part], part.header, None, stack)
+        index = read_index(index_path)
+        parts = []
+        for shard in index.shards:
+            parts.append(_open_part(stack, os.path.join(index.folder, shard), shard))
+            check_shard(index, shard, parts[-1].header)
+        return ModelInput(parts, merged_header([p.header for p in parts]), index, stack)
+    except BaseException:
+        stack.close()
+        raise

@@ -1,0 +1,147 @@
+"""The stream loop: one input file's tensors in data order, each copied, rewritten or dropped as
+the plan says, and shown to the calibration method as its MethodPlan asked.
+
+FP8 weights go to the writer and, a chunk of whole rows at a time, to the method and the
+suspicious-weight checks; markers are rewritten at the size the plan fixed; scalars we need are
+remembered; everything else is copied. Only one chunk of one tensor is in memory at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from fp8stream.calibration.interface import CalibrationMethod, MethodPlan
+from fp8stream.calibration.suspicious import WeightChecks
+from fp8stream.errors import InvalidCheckpointError
+from fp8stream.formats import comfy_quant
+from fp8stream.formats.layers import FP8Layer
+from fp8stream.formats.plan import LayerPlan, RewritePlan, Role
+from fp8stream.io.dtypes import decode_values
+from fp8stream.io.reader import TensorStream
+from fp8stream.io.writer import StreamingWriter
+from fp8stream.pipeline.scales import LayerFacts
+
+
+@dataclass
+class StreamState:
+    """What the pass learns about each layer while the data goes by (all files of a model)."""
+
+    values: dict[str, list[float]] = field(default_factory=dict)  # small tensors we read
+    weight_only: dict[str, bool] = field(default_factory=dict)  # marker flag before rewriting
+    checks: WeightChecks = field(default_factory=WeightChecks)  # suspicious weights
+    out_weight_only: dict[str, bool] = field(default_factory=dict)  # marker flag written
+
+
+@dataclass
+class Feed:
+    """Where the stream's bytes go besides the writer."""
+
+    method: CalibrationMethod
+    method_plan: MethodPlan
+    device: torch.device
+    keep_weight_only: bool
+    bar: object  # a tqdm bar (update(n))
+
+
+def _stream_layer_weight(stream: TensorStream, info, layer: FP8Layer, feed: Feed, writer: StreamingWriter,
+                         checks: WeightChecks) -> None:
+    row = 0
+    for chunk in stream.chunks(info):  # chunks are valid until the next one
+        rows = torch.frombuffer(chunk, dtype=torch.uint8).view(-1, layer.in_features)
+        writer.write(info.name, chunk)
+        checks.observe(layer, rows)
+        feed.bar.update(len(chunk))
+        if feed.method_plan.rows:
+            feed.method.observe_weight(layer, rows.to(feed.device, non_blocking=True), row)
+        row += rows.shape[0]
+    if feed.method_plan.rows:
+        feed.method.weight_done(layer)
+
+
+def rewrite_marker(raw: bytes, layer_plan: LayerPlan, size: int, keep_weight_only: bool, state: StreamState) -> bytes:
+    layer = layer_plan.layer
+    try:
+        doc = comfy_quant.parse_marker(bytes(raw))
+    except comfy_quant.MarkerError as e:
+        raise InvalidCheckpointError(f"layer {layer.name}: {e}") from None
+    fmt = doc.get("format")
+    if fmt != comfy_quant.TENSORWISE_FP8:
+        # The plan was made from the header, which looked tensor-wise; the values disagree.
+        raise InvalidCheckpointError(
+            f"layer {layer.name}: comfy_quant says format {fmt!r}, but its tensors look like "
+            f"{comfy_quant.TENSORWISE_FP8!r}; refusing to guess"
+        )
+    # With _quantization_metadata ComfyUI reads the flag from the header (the plan knows it).
+    was_weight_only = layer.weight_only if layer.weight_only is not None else comfy_quant.is_weight_only(doc)
+    state.weight_only[layer.name] = was_weight_only
+    out_flag = layer_plan.out_weight_only
+    if out_flag is None:
+        out_flag = was_weight_only and keep_weight_only
+    state.out_weight_only[layer.name] = out_flag
+    try:
+        return comfy_quant.rewrite_marker(raw, out_flag, size)
+    except comfy_quant.MarkerError as e:
+        raise InvalidCheckpointError(f"layer {layer.name}: {e}") from None
+
+
+def decode_scale(raw: bytes, dtype: str) -> list[float]:
+    """A scale's values; [] when empty or of a dtype we cannot decode (then it is judged unusable)."""
+    try:
+        return decode_values(raw, dtype) if raw else []
+    except ValueError:
+        return []
+
+
+def stream_file(stream: TensorStream, plan: RewritePlan, feed: Feed, writer: StreamingWriter,
+                state: StreamState) -> None:
+    """Every tensor of one file through the writer (the tail excepted), then the end-of-input check."""
+    watches = feed.method_plan.watches
+    for info in plan.header.tensors:
+        role = plan.roles[info.name]
+        layer = plan.layer_by_weight.get(info.name)
+        if layer is not None:
+            _stream_layer_weight(stream, info, layer, feed, writer, state.checks)
+            continue
+        # Non-FP8 tensors a method models (biases, norms, BF16 producers) are shown to it as they pass.
+        watch = info.name in watches
+        out_name = plan.out_names[info.name]
+        if role is Role.MARKER:
+            raw = rewrite_marker(stream.read_all(info), plan.plan_by_marker[info.name], plan.out_sizes[info.name],
+                                  feed.keep_weight_only, state)
+            writer.write(out_name, raw)
+        elif role is Role.LEGACY_MARKER:
+            kept = stream.read_all(info)[: plan.out_sizes[info.name]]
+            if kept:  # an empty tensor takes no bytes: the writer has moved past it
+                writer.write(out_name, kept)
+        elif role is Role.DROP:
+            stream.read_all(info)
+        elif role is Role.MOVED_SCALE or info.name in plan.scalar_keys:
+            raw = stream.read_all(info)
+            state.values[info.name] = decode_scale(raw, info.dtype)
+            if watch:
+                feed.method.observe_tensor(info, raw)
+            if role is not Role.MOVED_SCALE:
+                writer.write(out_name, raw)
+        else:
+            for chunk in stream.chunks(info):
+                writer.write(out_name, chunk)
+                if watch:
+                    feed.method.observe_tensor(info, chunk)
+                feed.bar.update(len(chunk))
+            continue
+        feed.bar.update(info.nbytes)
+    stream.finish()
+
+
+def facts_from_state(plans: list[LayerPlan], state: StreamState) -> dict[str, LayerFacts]:
+    out = {}
+    for p in plans:
+        layer = p.layer
+        weight_scale = state.values[layer.weight_scale][0] if layer.weight_scale else 1.0
+        existing = state.values.get(layer.existing_input_scale) if layer.existing_input_scale else None
+        out[layer.name] = LayerFacts(weight_scale, existing, state.weight_only.get(layer.name, bool(layer.weight_only)),
+                                     state.out_weight_only.get(layer.name),
+                                     tuple(state.checks.warnings(layer, weight_scale, existing)))
+    return out
