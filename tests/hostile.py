@@ -15,7 +15,7 @@ import tempfile
 
 from hypothesis import strategies as st
 
-from fp8stream.calibration.methods import CalibrationSettings
+from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError
 from fp8stream.io.dtypes import DTYPE_BITS
 from fp8stream.io.header import read_header

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import fp8stream.pipeline.run
 import fp8stream.rewrite
 from conftest import run_cli, run_subprocess, small_model_tensors
 from fp8stream.io.reader import LazyFile
@@ -43,14 +44,14 @@ def test_calibrate_verify_reports_identical_passthrough(tmp_path: Path) -> None:
 
 def test_calibrate_verify_catches_a_writer_that_corrupts_passthrough(small_model: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    original = fp8stream.rewrite.StreamingWriter.write
+    original = fp8stream.pipeline.run.StreamingWriter.write
 
     def corrupting_write(self, name: str, data) -> None:
         if name == "embed.weight":
             data = bytes([data[0] ^ 1]) + bytes(data[1:])
         original(self, name, data)
 
-    monkeypatch.setattr(fp8stream.rewrite.StreamingWriter, "write", corrupting_write)
+    monkeypatch.setattr(fp8stream.pipeline.run.StreamingWriter, "write", corrupting_write)
     out = tmp_path / "out.safetensors"
     result = run_cli("calibrate", "--verify", small_model, out)
     assert result.exit_code == 1
@@ -59,7 +60,7 @@ def test_calibrate_verify_catches_a_writer_that_corrupts_passthrough(small_model
 
 
 def test_every_written_scale_is_read_back(small_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fp8stream.rewrite, "f32_bytes", lambda value: struct.pack("<f", float("nan")))
+    monkeypatch.setattr(fp8stream.pipeline.run, "f32_bytes", lambda value: struct.pack("<f", float("nan")))
     result = run_cli("calibrate", small_model, tmp_path / "out.safetensors")
     assert result.exit_code == 1 and "failed its check" in result.stderr
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
