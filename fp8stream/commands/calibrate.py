@@ -16,7 +16,8 @@ from fp8stream.batch import (
     plan_outputs,
     run_batch,
 )
-from fp8stream.calibration.methods import METHODS, SIM_MODES, CalibrationSettings, resolve_device
+from fp8stream.calibration.registry import method_help, method_names
+from fp8stream.calibration.settings import SIM_MODES, CalibrationSettings, resolve_device
 from fp8stream.calibration.rules import RULES
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.errors import EXIT_OK, UsageError
@@ -57,9 +58,8 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
 @click.command(epilog=EXIT_CODES)
 @click.argument("paths", metavar="IN... [OUT]", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Batch: write each IN to DIR under its own name.")
-@click.option("--method", type=click.Choice(sorted(METHODS)), default="simulate", show_default=True,
-              help="Where activation ranges come from. simulate: the weight-aware model of each layer's input "
-                   "(no data); stats: real-data statistics from --stats FILE; heuristic: weight_scale x --factor.")
+@click.option("--method", type=click.Choice(method_names()), default="simulate", show_default=True,
+              help=f"Where activation ranges come from. {method_help()}.")
 @click.option("--sim-mode", type=click.Choice(SIM_MODES), default="bound", show_default=True,
               help="simulate: bound = hard bound from the producers' weights; hybrid = --margin x Gaussian "
                    "estimate, capped by the bound; note = the research note's approach 2 (comparison only).")
