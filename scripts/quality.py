@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import quality_models as qm  # noqa: E402
 
 import fp8stream  # noqa: E402
-from fp8stream.calibration.methods import CalibrationSettings  # noqa: E402
+from fp8stream.calibration.settings import CalibrationSettings  # noqa: E402
 from fp8stream.rewrite import RewriteOptions, calibrate_file  # noqa: E402
 
 # name -> CalibrationSettings keyword arguments (None: not an fp8stream method)
