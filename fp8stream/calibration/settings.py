@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from fp8stream.errors import UsageError
 
 SIM_MODES = ("bound", "hybrid", "note")
+RULES = ("max", "percentile", "mse")
 
 
 @dataclass(frozen=True)
