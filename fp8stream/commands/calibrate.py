@@ -17,8 +17,8 @@ from fp8stream.batch import (
     run_batch,
 )
 from fp8stream.calibration.registry import method_help, method_names
-from fp8stream.calibration.settings import SIM_MODES, CalibrationSettings, resolve_device
-from fp8stream.calibration.rules import RULES
+from fp8stream.calibration.settings import RULES, SIM_MODES, CalibrationSettings, resolve_device
+
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.errors import EXIT_OK, UsageError
 from fp8stream.io.compression import (
