@@ -27,7 +27,7 @@ def dry_run_state(plans: list[RewritePlan], source: TensorSource, keep_weight_on
 
 def dry_run_facts(calibrated: list[LayerPlan], state: StreamState | None) -> dict[str, LayerFacts]:
     if state is not None:
-        return facts_from_state(calibrated, state)
+        return facts_from_state(calibrated, state, weights_seen=False)
     return {p.layer.name: LayerFacts(1.0, None, bool(p.layer.weight_only), None,
                                      ("dry run of a pipe: existing scales and markers not read",))
             for p in calibrated}

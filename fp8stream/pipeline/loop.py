@@ -135,7 +135,8 @@ def stream_file(stream: TensorStream, plan: RewritePlan, feed: Feed, writer: Str
     stream.finish()
 
 
-def facts_from_state(plans: list[LayerPlan], state: StreamState) -> dict[str, LayerFacts]:
+def facts_from_state(plans: list[LayerPlan], state: StreamState, weights_seen: bool = True) -> dict[str, LayerFacts]:
+    """Each layer's facts; `weights_seen` False (a dry run): no weight-byte checks to report."""
     out = {}
     for p in plans:
         layer = p.layer
@@ -143,5 +144,5 @@ def facts_from_state(plans: list[LayerPlan], state: StreamState) -> dict[str, La
         existing = state.values.get(layer.existing_input_scale) if layer.existing_input_scale else None
         out[layer.name] = LayerFacts(weight_scale, existing, state.weight_only.get(layer.name, bool(layer.weight_only)),
                                      state.out_weight_only.get(layer.name),
-                                     tuple(state.checks.warnings(layer, weight_scale, existing)))
+                                     tuple(state.checks.warnings(layer, weight_scale, existing)) if weights_seen else ())
     return out
