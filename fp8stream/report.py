@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 class LayerReport:
     name: str
     shape: list[int]
-    scale: float
+    scale: float | None  # None: not computed (a dry run); null in JSON
     source: str  # "new", "kept" or "replaced"
     why: str  # why kept or replaced
     method: str
@@ -79,9 +79,8 @@ def render_table(report: FileReport) -> str:
         for layer in report.layers:
             shape = "x".join(str(d) for d in layer.shape)
             act = "yes" if layer.fp8_activations else "no"
-            lines.append(
-                f"{layer.name:<{width}}  {shape:>13}  {layer.scale:>11.4g}  {act:>7}  {layer.source} ({layer.why})"
-            )
+            scale = "-" if layer.scale is None else f"{layer.scale:.4g}"
+            lines.append(f"{layer.name:<{width}}  {shape:>13}  {scale:>11}  {act:>7}  {layer.source} ({layer.why})")
             if layer.assumption:
                 lines.append(f"{'':<{width}}  assumed: {layer.assumption}")
             for w in layer.warnings:
@@ -96,9 +95,11 @@ def render_table(report: FileReport) -> str:
     for s in report.skipped:
         lines.append(f"skipped {s.name}: {s.reason}")
     kept = len(report.layers) - report.layers_calibrated
-    verb = "would write" if report.status == "dry-run" else "wrote"
+    dry = report.status == "dry-run"
+    verb = "would write" if dry else "wrote"
+    calibrated = "scales to calibrate (not computed: dry run)" if dry else "scales calibrated"
     summary = (
-        f"{report.input}: {len(report.layers)} FP8 layers, {report.layers_calibrated} scales calibrated, "
+        f"{report.input}: {len(report.layers)} FP8 layers, {report.layers_calibrated} {calibrated}, "
         f"{kept} kept, {len(report.excluded)} excluded, {len(report.skipped)} skipped; {verb} {report.bytes_out / 1e6:.1f} MB"
     )
     if report.output and report.status == "ok":
