@@ -47,6 +47,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Union
 
+from fp8stream.formats.architecture import detect_family
+from fp8stream.formats.prefixes import common_model_prefix
+
 # --------------------------------------------------------------------------------------------
 # Sources: what a linear's input is made of
 # --------------------------------------------------------------------------------------------
@@ -122,18 +125,6 @@ class Graph:
 
 
 _N = r"(\d+)"
-
-
-def detect_family(names: set[str]) -> str:
-    if any(n.startswith("double_blocks.") or n.startswith("single_blocks.") for n in names):
-        return "flux"
-    if any(n.startswith("joint_blocks.") for n in names):
-        return "sd3"
-    if any(re.match(r"blocks\.\d+\.self_attn\.", n) for n in names) and any(n.startswith("time_projection") for n in names):
-        return "wan"
-    if any(re.search(r"encoder\.layer\.\d+\.attention\.self\.", n) for n in names):
-        return "bert"
-    return "generic"
 
 
 def _flux(name: str, has: set[str]) -> Source | None:
@@ -260,21 +251,13 @@ _VEC_TERMS = {
 }
 
 
-def strip_prefix(names: set[str]) -> str:
-    """A common wrapper prefix (`model.diffusion_model.`, `transformer.`) to ignore, or ''."""
-    for p in ("model.diffusion_model.", "diffusion_model.", "transformer.", "model."):
-        if names and all(n.startswith(p) for n in names):
-            return p
-    return ""
-
-
 def build_graph(layer_names: list[str], tensor_names: set[str]) -> Graph:
     """The source of every layer (keys in the file's own spelling)."""
-    pre = strip_prefix(set(layer_names))
+    pre = common_model_prefix(layer_names)
     short = {n[len(pre):] for n in layer_names}
     short_tensors = {t[len(pre):] for t in tensor_names if t.startswith(pre)}
     has = short | {t.rsplit(".", 1)[0] for t in short_tensors}
-    family = detect_family(short)
+    family = detect_family(short) or "generic"
     g = Graph(family)
     fn = _FAMILIES.get(family)
     for n in layer_names:

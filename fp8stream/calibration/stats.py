@@ -32,6 +32,8 @@ from fp8stream.calibration.fp8 import E4M3_MAX
 from fp8stream.calibration.rules import amax_from_histogram
 from fp8stream.calibration.diffusers_names import rename
 from fp8stream.errors import UsageError
+from fp8stream.formats.architecture import detect_family
+from fp8stream.formats.prefixes import bare_name, common_model_prefix
 
 FORMAT = "fp8stream.stats"
 VERSION = 1
@@ -150,11 +152,9 @@ class Matching:
 
 
 def match(stats: StatsFile, layers: list[str], user_map: dict[str, str] | None = None, family: str | None = None) -> Matching:
-    from fp8stream.calibration.graph import detect_family, strip_prefix
-
     layer_set = set(layers)
-    pre = strip_prefix(layer_set)
-    family = family or detect_family({n[len(pre):] for n in layers})
+    pre = common_model_prefix(layers)
+    family = family or detect_family(layers)
     by_layer: dict[str, LayerStats] = {}
     how: dict[str, str] = {}
     unused, ambiguous = [], {}
@@ -186,12 +186,7 @@ def match(stats: StatsFile, layers: list[str], user_map: dict[str, str] | None =
         if pre + name in layer_set:
             put(pre + name, s, "exact (prefix)")
             continue
-        stripped = name
-        for p in ("transformer.", "model.diffusion_model.", "diffusion_model.", "model."):
-            if stripped.startswith(p):
-                stripped = stripped[len(p):]
-                break
-        r = rename(stripped, family)
+        r = rename(bare_name(name), family) if family else None
         if r is not None and pre + r in layer_set:
             put(pre + r, s, f"{family} rename")
             continue

@@ -1,18 +1,22 @@
-"""Key prefixes checkpoints are saved with (`model.diffusion_model.`, ...).
+"""Key prefixes checkpoints are saved with (`model.diffusion_model.`, ...): the one list.
 
-Reports and written keys keep the file's own spelling; presets, groups and patterns look at the
-name with the prefix removed, so a prefixed checkpoint is treated exactly like a bare one.
+Reports and written keys keep the file's own spelling; presets, groups, patterns, the producer
+graph, stats name matching and sampling seeds look at the name with the prefix removed, so a
+prefixed checkpoint is treated exactly like a bare one.
 """
 
 from __future__ import annotations
 
 import re
 
-# Longest first: the first that matches is removed.
-_PREFIX_RE = re.compile(
-    r"^(model\.diffusion_model\.|diffusion_model\.|transformer\.|unet\.|model\.model\."
-    r"|text_encoders\.[^.]+\.transformer\.|text_encoders\.[^.]+\.|cond_stage_model\.(?:[^.]+\.)?transformer\.)"
+# Tried in order, longest first: the first that matches is removed. `model.` alone comes last
+# (a wrapper module, e.g. stats recorded on `model.transformer_blocks...`).
+MODEL_PREFIXES = (
+    r"model\.diffusion_model\.", r"diffusion_model\.", r"transformer\.", r"unet\.", r"model\.model\.",
+    r"text_encoders\.[^.]+\.transformer\.", r"text_encoders\.[^.]+\.", r"cond_stage_model\.(?:[^.]+\.)?transformer\.",
+    r"model\.",
 )
+_PREFIX_RE = re.compile("^(" + "|".join(MODEL_PREFIXES) + ")")
 
 
 def split_prefix(name: str) -> tuple[str, str]:
@@ -25,7 +29,7 @@ def bare_name(name: str) -> str:
     return split_prefix(name)[1]
 
 
-def common_model_prefix(names: list[str]) -> str:
+def common_model_prefix(names) -> str:
     """The prefix all names share, when they share one known prefix; else ''."""
     prefixes = {split_prefix(n)[0] for n in names}
     return prefixes.pop() if len(prefixes) == 1 else ""

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from fp8stream.errors import UsageError
+from fp8stream.formats.architecture import detect_family
 from fp8stream.formats.prefixes import bare_name
 
 # preset -> [(glob on the bare name, why)]
@@ -47,18 +48,6 @@ class Selection:
     preset: str | None = None
 
 
-def detect_architecture(names: list[str]) -> str | None:
-    """flux, sd3 or wan from key names (bare), or None."""
-    bare = [bare_name(n) for n in names]
-    if any(n.startswith("double_blocks.") for n in bare):
-        return "flux"
-    if any(n.startswith("joint_blocks.") for n in bare):
-        return "sd3"
-    if any(re.match(r"blocks\.\d+\.(self_attn|cross_attn)\.", n) for n in bare):
-        return "wan"
-    return None
-
-
 def _matches(pattern: str, name: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(bare_name(name), pattern)
 
@@ -68,8 +57,8 @@ def excluded_layers(layer_names: list[str], all_names: list[str], selection: Sel
     out: dict[str, str] = {}
     preset = selection.preset
     if preset == "auto":
-        preset = detect_architecture(all_names)
-        if preset is None:
+        preset = detect_family(all_names)
+        if preset not in PRESETS:
             raise UsageError("--preset auto: architecture not recognised (use --preset flux|sd3|wan)")
     if preset is not None and preset not in PRESETS:
         raise UsageError(f"--preset {preset}: unknown (choose from {', '.join(PRESET_NAMES)})")

@@ -1,0 +1,38 @@
+"""One prefix list and one family detector, used by presets, the producer graph and stats matching."""
+
+from __future__ import annotations
+
+import pytest
+
+from architectures import LINEARS
+from fp8stream.calibration.graph import build_graph
+from fp8stream.calibration.stats import LayerStats, StatsFile, match
+from fp8stream.formats.architecture import detect_family
+from fp8stream.formats.prefixes import bare_name, common_model_prefix
+from fp8stream.formats.selection import Selection, excluded_layers
+
+PREFIXES = ["", "model.diffusion_model.", "diffusion_model.", "transformer.", "model."]
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+@pytest.mark.parametrize("arch", ["flux", "sd3", "wan"])
+def test_every_user_of_the_family_agrees(arch: str, prefix: str) -> None:
+    names = [prefix + n for n in LINEARS[arch]()]
+    assert detect_family(names) == arch
+    assert common_model_prefix(names) == prefix and all(bare_name(n) == n[len(prefix):] for n in names)
+    assert build_graph(names, {n + ".weight" for n in names}).family == arch
+    excluded = excluded_layers(names, names, Selection(preset="auto"))
+    assert excluded and all(why.startswith(f"preset {arch}") for why in excluded.values())
+
+
+def test_flux_with_single_blocks_only_is_flux_for_presets_and_graph() -> None:
+    names = [n for n in LINEARS["flux"]() if not n.startswith("double_blocks.")]
+    assert detect_family(names) == "flux"
+    assert build_graph(names, set()).family == "flux"
+
+
+def test_stats_names_lose_the_same_prefixes_as_layer_names() -> None:
+    layers = ["model.diffusion_model." + n for n in LINEARS["flux"]()]
+    stats = StatsFile({"transformer.transformer_blocks.0.attn.to_q": LayerStats(amax=3.0, sources=["q"])})
+    m = match(stats, layers)
+    assert list(m.by_layer) == ["model.diffusion_model.double_blocks.0.img_attn.qkv"]
