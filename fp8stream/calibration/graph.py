@@ -43,72 +43,15 @@ Anything else is `External` with a generic assumption, reported as such per laye
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Union
 
+from fp8stream.calibration.families import bert, flux, sd3, wan
+from fp8stream.calibration.sources import (  # noqa: F401  (the source types are part of the graph's API)
+    Act, AdaLN, Concat, External, Norm, Sinusoid, Source, Vec)
 from fp8stream.formats.architecture import detect_family
 from fp8stream.formats.prefixes import common_model_prefix
 
-# --------------------------------------------------------------------------------------------
-# Sources: what a linear's input is made of
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AdaLN:
-    """LN(h)·(1 + scale) + shift; shift/scale are chunks of a modulation linear's output
-    (`chunks` equal parts), optionally plus a per-block bias tensor of shape [.., chunks, d]."""
-
-    mod: str
-    shift: int
-    scale: int
-    chunks: int
-    extra_bias: str | None = None
-
-
-@dataclass(frozen=True)
-class Norm:
-    """An affine LayerNorm's output n·γ + β (weight/bias tensor names; None: no affine)."""
-
-    weight: str | None
-    bias: str | None
-
-
-@dataclass(frozen=True)
-class Act:
-    """fn(rows of a producer linear's output): fn in gelu, silu, id, attn (attention mix: |mix| ≤ max|v|)."""
-
-    fn: str
-    producer: str
-    rows: str = "all"  # "all", "qkv_v" ([2d, 3d), d = producer's in_features), "mlp" ([3d, out))
-
-
-@dataclass(frozen=True)
-class Concat:
-    parts: tuple
-
-
-@dataclass(frozen=True)
-class Vec:
-    """SiLU(vec): the conditioning vector of a DiT's modulation linears."""
-
-    family: str
-
-
-@dataclass(frozen=True)
-class Sinusoid:
-    """A sinusoidal timestep embedding: every element in [-1, 1]."""
-
-
-@dataclass(frozen=True)
-class External:
-    """A model input (latents, text-encoder states, pooled text) or an unrecognised layer."""
-
-    what: str
-
-
-Source = Union[AdaLN, Norm, Act, Concat, Vec, Sinusoid, External]
+FAMILIES = {"flux": flux, "sd3": sd3, "wan": wan, "bert": bert}  # a module each in calibration/families/
 
 
 @dataclass
@@ -124,133 +67,6 @@ class Graph:
         return {n for _, a, b in self.vec_terms for n in (a, b)}
 
 
-_N = r"(\d+)"
-
-
-def _flux(name: str, has: set[str]) -> Source | None:
-    m = re.fullmatch(r"double_blocks\.(\d+)\.(img|txt)_(mod\.lin|attn\.qkv|attn\.proj|mlp\.0|mlp\.2)", name)
-    if m:
-        b, s, what = m.groups()
-        p = f"double_blocks.{b}.{s}_"
-        if what == "mod.lin":
-            return Vec("flux")
-        if what == "attn.qkv":
-            return AdaLN(p + "mod.lin", 0, 1, 6)
-        if what == "mlp.0":
-            return AdaLN(p + "mod.lin", 3, 4, 6)
-        if what == "attn.proj":
-            return Act("attn", p + "attn.qkv", "qkv_v")
-        return Act("gelu", p + "mlp.0")
-    m = re.fullmatch(r"single_blocks\.(\d+)\.(modulation\.lin|linear1|linear2)", name)
-    if m:
-        b, what = m.groups()
-        p = f"single_blocks.{b}."
-        if what == "modulation.lin":
-            return Vec("flux")
-        if what == "linear1":
-            return AdaLN(p + "modulation.lin", 0, 1, 3)
-        return Concat((Act("attn", p + "linear1", "qkv_v"), Act("gelu", p + "linear1", "mlp")))
-    table = {
-        "final_layer.adaLN_modulation.1": Vec("flux"),
-        "final_layer.linear": AdaLN("final_layer.adaLN_modulation.1", 0, 1, 2),
-        "time_in.in_layer": Sinusoid(),
-        "guidance_in.in_layer": Sinusoid(),
-        "time_in.out_layer": Act("silu", "time_in.in_layer"),
-        "guidance_in.out_layer": Act("silu", "guidance_in.in_layer"),
-        "vector_in.out_layer": Act("silu", "vector_in.in_layer"),
-        "vector_in.in_layer": External("pooled text embedding"),
-        "img_in": External("image latents"),
-        "txt_in": External("text-encoder states"),
-    }
-    return table.get(name)
-
-
-def _sd3(name: str, has: set[str]) -> Source | None:
-    m = re.fullmatch(r"joint_blocks\.(\d+)\.(x_block|context_block)\.(adaLN_modulation\.1|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)", name)
-    if m:
-        b, blk, what = m.groups()
-        p = f"joint_blocks.{b}.{blk}."
-        if what == "adaLN_modulation.1":
-            return Vec("sd3")
-        # a pre-only context block has 2 chunks (shift, scale); the others 6
-        chunks = 6 if (p + "mlp.fc1") in has or (p + "attn.proj") in has else 2
-        if what == "attn.qkv":
-            return AdaLN(p + "adaLN_modulation.1", 0, 1, chunks)
-        if what == "mlp.fc1":
-            return AdaLN(p + "adaLN_modulation.1", 3, 4, chunks)
-        if what == "attn.proj":
-            return Act("attn", p + "attn.qkv", "qkv_v")
-        return Act("gelu", p + "mlp.fc1")
-    table = {
-        "final_layer.adaLN_modulation.1": Vec("sd3"),
-        "final_layer.linear": AdaLN("final_layer.adaLN_modulation.1", 0, 1, 2),
-        "t_embedder.mlp.0": Sinusoid(),
-        "t_embedder.mlp.2": Act("silu", "t_embedder.mlp.0"),
-        "y_embedder.mlp.0": External("pooled text embedding"),
-        "y_embedder.mlp.2": Act("silu", "y_embedder.mlp.0"),
-        "context_embedder": External("text-encoder states"),
-    }
-    return table.get(name)
-
-
-def _wan(name: str, has: set[str]) -> Source | None:
-    m = re.fullmatch(r"blocks\.(\d+)\.(self_attn|cross_attn)\.(q|k|v|o)", name)
-    if m:
-        b, kind, what = m.groups()
-        p = f"blocks.{b}."
-        if what == "o":
-            return Act("attn", f"{p}{kind}.v")
-        if kind == "self_attn":
-            return AdaLN("time_projection.1", 0, 1, 6, extra_bias=p + "modulation")
-        if what == "q":
-            return Norm(p + "norm3.weight", p + "norm3.bias")
-        return Act("id", "text_embedding.2")
-    m = re.fullmatch(r"blocks\.(\d+)\.ffn\.(0|2)", name)
-    if m:
-        b, what = m.groups()
-        if what == "0":
-            return AdaLN("time_projection.1", 3, 4, 6, extra_bias=f"blocks.{b}.modulation")
-        return Act("gelu", f"blocks.{b}.ffn.0")
-    table = {
-        "time_embedding.0": Sinusoid(),
-        "time_embedding.2": Act("silu", "time_embedding.0"),
-        "time_projection.1": Vec("wan"),
-        "text_embedding.0": External("text-encoder states"),
-        "text_embedding.2": Act("gelu", "text_embedding.0"),
-        "head.head": External("head input (AdaLN of head.modulation: not modelled)"),
-    }
-    return table.get(name)
-
-
-def _bert(name: str, has: set[str]) -> Source | None:
-    m = re.fullmatch(r"(.*?)encoder\.layer\.(\d+)\.(attention\.self\.(?:query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)", name)
-    if not m:
-        return None
-    pre, n, what = m.groups()
-    n = int(n)
-    p = f"{pre}encoder.layer.{n}."
-    if what.startswith("attention.self."):
-        ln = f"{pre}encoder.layer.{n - 1}.output.LayerNorm" if n > 0 else f"{pre}embeddings.LayerNorm"
-        return Norm(ln + ".weight", ln + ".bias")
-    if what == "attention.output.dense":
-        return Act("attn", p + "attention.self.value")
-    if what == "intermediate.dense":
-        ln = p + "attention.output.LayerNorm"
-        return Norm(ln + ".weight", ln + ".bias")
-    return Act("gelu", p + "intermediate.dense")
-
-
-_FAMILIES = {"flux": _flux, "sd3": _sd3, "wan": _wan, "bert": _bert}
-
-_VEC_TERMS = {
-    "flux": [("time", "time_in.in_layer", "time_in.out_layer"),
-             ("guidance", "guidance_in.in_layer", "guidance_in.out_layer"),
-             ("pooled", "vector_in.in_layer", "vector_in.out_layer")],
-    "sd3": [("time", "t_embedder.mlp.0", "t_embedder.mlp.2"), ("pooled", "y_embedder.mlp.0", "y_embedder.mlp.2")],
-    "wan": [("time", "time_embedding.0", "time_embedding.2")],
-}
-
-
 def build_graph(layer_names: list[str], tensor_names: set[str]) -> Graph:
     """The source of every layer (keys in the file's own spelling)."""
     pre = common_model_prefix(layer_names)
@@ -259,11 +75,11 @@ def build_graph(layer_names: list[str], tensor_names: set[str]) -> Graph:
     has = short | {t.rsplit(".", 1)[0] for t in short_tensors}
     family = detect_family(short) or "generic"
     g = Graph(family)
-    fn = _FAMILIES.get(family)
+    module = FAMILIES.get(family)
     for n in layer_names:
-        src = fn(n[len(pre):], has) if fn else None
+        src = module.sources(n[len(pre):], has) if module else None
         g.sources[n] = _prefixed(src, pre) if src is not None else External("unrecognised layer (generic assumption)")
-    for kind, a, b in _VEC_TERMS.get(family, []):
+    for kind, a, b in module.VEC_TERMS if module else []:
         if a in has and b in has:
             g.vec_terms.append((kind, pre + a, pre + b))
     return g

@@ -25,11 +25,8 @@ that match no layer are reported.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 
-from fp8stream.calibration.fp8 import E4M3_MAX
-from fp8stream.calibration.rules import amax_from_histogram
 from fp8stream.calibration.diffusers_names import rename
 from fp8stream.errors import UsageError
 from fp8stream.formats.architecture import detect_family
