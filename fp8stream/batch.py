@@ -27,6 +27,7 @@ from fp8stream.errors import (
     Interrupted,
     NothingToCalibrateError,
     UsageError,
+    raise_interrupted,
 )
 from fp8stream.io.compression import MAX_WINDOW_BYTES, ZstdSettings, compression_memory, strip_zstd_suffix
 from fp8stream.io.reader import open_input, read_input_header
@@ -210,11 +211,7 @@ def _current_rss() -> int:
 
 def _worker(options: RewriteOptions, conn, threads: int) -> None:
     """A job's process: one file, its report sent back; SIGTERM cleans up like the CLI's."""
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise Interrupted(signum)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, raise_interrupted)
     import torch
 
     torch.set_num_threads(threads)

@@ -8,7 +8,7 @@ from typing import Callable, TypeVar
 
 import click
 
-from fp8stream.errors import EXIT_FAILURE, EXIT_SIGINT, FP8StreamError, Interrupted
+from fp8stream.errors import EXIT_FAILURE, EXIT_SIGINT, FP8StreamError, raise_interrupted
 
 T = TypeVar("T")
 
@@ -23,10 +23,6 @@ Exit codes:
   143  terminated (SIGTERM)"""
 
 
-def _raise_on_sigterm(signum: int, frame: object) -> None:
-    raise Interrupted(signum)
-
-
 def fail(message: str, code: int) -> None:
     click.echo(f"fp8stream: error: {message}", err=True)
     sys.exit(code)
@@ -37,7 +33,7 @@ def run_guarded(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
 
     SIGTERM is turned into an exception so that context managers remove temporary files.
     """
-    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    previous = signal.signal(signal.SIGTERM, raise_interrupted)
     try:
         return fn(*args, **kwargs)
     except FP8StreamError as e:
