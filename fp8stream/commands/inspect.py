@@ -8,7 +8,7 @@ from collections import Counter
 import click
 
 from fp8stream.commands.common import EXIT_CODES, run_guarded
-from fp8stream.formats.layers import find_layers
+from fp8stream.formats.layers import take_inventory
 from fp8stream.io.reader import LazyFile
 
 
@@ -16,7 +16,8 @@ def describe(path: str) -> dict:
     """The header's summary as plain data."""
     with LazyFile(path) as f:
         header = f.header
-    layers, skipped = find_layers(header)
+    inventory = take_inventory(header)
+    layers, skipped = inventory.layers, inventory.skipped
     dtype_bytes: Counter[str] = Counter()
     dtype_count: Counter[str] = Counter()
     for t in header.tensors:

@@ -131,12 +131,6 @@ def _common_skip_reason(info: TensorInfo) -> str | None:
     return None
 
 
-def find_layers(header: Header) -> tuple[list[FP8Layer], list[SkippedLayer]]:
-    """Every FP8 linear we can calibrate, and the quantized tensors we skip (sorted by name)."""
-    inventory = take_inventory(header)
-    return inventory.layers, inventory.skipped
-
-
 def take_inventory(header: Header) -> LayerInventory:
     """Every FP8 linear of the three flavours, the skipped quantized tensors, and file markers."""
     meta = read_quant_metadata(header.metadata)
