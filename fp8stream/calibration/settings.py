@@ -28,6 +28,11 @@ class CalibrationSettings:
     map: str | None = None  # stats: user name pairs
     fallback: str | None = None  # stats: "simulate" for layers without stats
 
+    def __post_init__(self) -> None:
+        # The one check of what the options need (CLI and API alike): an error before any work.
+        if self.method == "stats" and not self.stats:
+            raise UsageError("--method stats needs --stats FILE")
+
     def describe(self) -> dict[str, object]:
         out: dict[str, object] = {"method": self.method, "rule": self.rule}
         if self.rule == "percentile":

@@ -22,8 +22,6 @@ class StatsMethod:
     error, or simulated with `--fallback simulate` (which then watches the stream)."""
 
     def __init__(self, settings: CalibrationSettings) -> None:
-        if not settings.stats:
-            raise UsageError("--method stats needs --stats FILE")
         self.settings = settings
         self.stats = load_stats(settings.stats)
         self.user_map = load_map(settings.map) if settings.map else None
