@@ -134,8 +134,6 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
     The default --method simulate models each layer's input from the weights that produce it
     (see the README's quality tables for what it is worth against real data).
     """
-    if method == "stats" and not stats_path:
-        raise click.UsageError("--method stats needs --stats FILE")
     if stats_path and method != "stats":
         raise click.UsageError("--stats is used only with --method stats")
 
