@@ -63,10 +63,14 @@ class External:
 Source = Union[AdaLN, Norm, Act, Concat, Vec, Sinusoid, External]
 
 
-def dit_stream(p: str, mod: str, what: str, qkv: str, mlp_in: str, chunks: int) -> "Source":
-    """One stream of a DiT block (Flux double block, SD3 joint block): qkv and MLP-in read the
-    AdaLN of modulation chunks (shift, scale) 0/1 and 3/4; the attention projection reads the
+def dit_stream(family: str, p: str, what: str, names: tuple[str, str, str], chunks: int) -> "Source":
+    """One stream of a DiT block (Flux double block, SD3 joint block), `names` = (modulation,
+    qkv, MLP-in) after the prefix p: the modulation reads SiLU(vec); qkv and MLP-in read the AdaLN
+    of modulation chunks (shift, scale) 0/1 and 3/4; the attention projection reads the
     attention mix of qkv's v rows; MLP-out reads GELU(MLP-in)."""
+    mod, qkv, mlp_in = names
+    if what == mod:
+        return Vec(family)
     if what == qkv:
         return AdaLN(p + mod, 0, 1, chunks)
     if what == mlp_in:

@@ -8,13 +8,8 @@ from fp8stream.calibration.sources import Act, AdaLN, Concat, External, Sinusoid
 
 
 def sources(name: str, has: set[str]) -> Source | None:
-    m = re.fullmatch(r"double_blocks\.(\d+)\.(img|txt)_(mod\.lin|attn\.qkv|attn\.proj|mlp\.0|mlp\.2)", name)
-    if m:
-        b, s, what = m.groups()
-        p = f"double_blocks.{b}.{s}_"
-        if what == "mod.lin":
-            return Vec("flux")
-        return dit_stream(p, "mod.lin", what, "attn.qkv", "mlp.0", 6)
+    if m := re.fullmatch(r"(double_blocks\.\d+\.(?:img|txt)_)(mod\.lin|attn\.qkv|attn\.proj|mlp\.0|mlp\.2)", name):
+        return dit_stream("flux", m.group(1), m.group(2), ("mod.lin", "attn.qkv", "mlp.0"), 6)
     m = re.fullmatch(r"single_blocks\.(\d+)\.(modulation\.lin|linear1|linear2)", name)
     if m:
         b, what = m.groups()

@@ -8,15 +8,12 @@ from fp8stream.calibration.sources import Act, AdaLN, External, Sinusoid, Source
 
 
 def sources(name: str, has: set[str]) -> Source | None:
-    m = re.fullmatch(r"joint_blocks\.(\d+)\.(x_block|context_block)\.(adaLN_modulation\.1|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)", name)
-    if m:
-        b, blk, what = m.groups()
-        p = f"joint_blocks.{b}.{blk}."
-        if what == "adaLN_modulation.1":
-            return Vec("sd3")
+    if m := re.fullmatch(r"(joint_blocks\.\d+\.(?:x_block|context_block)\.)"
+                         r"(adaLN_modulation\.1|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)", name):
+        p = m.group(1)
         # a pre-only context block has 2 chunks (shift, scale); the others 6
         chunks = 6 if (p + "mlp.fc1") in has or (p + "attn.proj") in has else 2
-        return dit_stream(p, "adaLN_modulation.1", what, "attn.qkv", "mlp.fc1", chunks)
+        return dit_stream("sd3", p, m.group(2), ("adaLN_modulation.1", "attn.qkv", "mlp.fc1"), chunks)
     table = {
         "final_layer.adaLN_modulation.1": Vec("sd3"),
         "final_layer.linear": AdaLN("final_layer.adaLN_modulation.1", 0, 1, 2),
