@@ -1,0 +1,105 @@
+"""The calibration interface as a new method (issue 12's forward pass) will use it: registered by
+name, deciding weight-only layers before the header, reading tensors by name after the stream."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import pytest
+from safetensors import safe_open
+
+from conftest import small_model_tensors
+from fp8stream.calibration import registry
+from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
+from fp8stream.calibration.settings import CalibrationSettings
+from fp8stream.errors import UsageError
+from fp8stream.io.source import TensorSource
+from fp8stream.rewrite import RewriteOptions, calibrate_file
+from fp8stream.synthetic.checkpoint import write_checkpoint
+from test_shard_equivalence import write_shards
+
+SKIPPED = "blocks.0.mlp.2"
+SEEN: dict[str, object] = {}
+
+
+class ByNameMethod:
+    """Keeps one layer weight-only; scales every other from its weight's bytes read by name."""
+
+    def prepare(self, model: ModelView) -> MethodPlan:
+        SEEN["layers"] = [layer.name for layer in model.layers]
+        return MethodPlan(weight_only={SKIPPED: "not reached by the test's model code"}, rows=False,
+                          needs_random_access=True)
+
+    def observe_weight(self, layer, rows, row_start: int) -> None:
+        raise AssertionError("rows=False: no weight rows")
+
+    def weight_done(self, layer) -> None:
+        raise AssertionError("rows=False")
+
+    def observe_tensor(self, info, chunk) -> None:
+        raise AssertionError("no watches")
+
+    def scales(self, model: ModelView, weight_scales: Mapping[str, float]) -> dict[str, ScaleEstimate]:
+        SEEN["asked"] = sorted(weight_scales)
+        out = {}
+        for name in weight_scales:
+            raw = model.source.get(name + ".weight")
+            out[name] = ScaleEstimate(len(raw) / 1e6, f"{len(raw)} bytes read by name")
+        return out
+
+
+def create(settings: CalibrationSettings) -> CalibrationMethod:
+    return ByNameMethod()
+
+
+@pytest.fixture
+def by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry.METHODS, "by-name", registry.MethodEntry(__name__, "test method"))
+    SEEN.clear()
+
+
+def test_a_registered_method_decides_weight_only_layers_and_reads_by_name(tmp_path: Path, by_name: None) -> None:
+    src, out = tmp_path / "m.safetensors", tmp_path / "out.safetensors"
+    write_checkpoint(str(src), small_model_tensors())
+    report = calibrate_file(RewriteOptions(str(src), str(out), settings=CalibrationSettings(method="by-name")))
+    assert SEEN["layers"] == ["blocks.0.attn.qkv", "blocks.0.mlp.0", "blocks.0.mlp.2"]
+    assert SEEN["asked"] == ["blocks.0.attn.qkv", "blocks.0.mlp.0"]
+    assert [e.name for e in report.excluded] == [SKIPPED] and "not reached" in report.excluded[0].reason
+    with safe_open(str(out), "pt") as f:
+        assert f.get_tensor("blocks.0.attn.qkv.input_scale").item() == pytest.approx(96 * 32 / 1e6)
+        assert f"{SKIPPED}.input_scale" not in f.keys()
+        marker = json.loads(bytes(f.get_tensor(f"{SKIPPED}.comfy_quant").tolist()))
+        assert marker.get("full_precision_matrix_mult") is True  # kept weight-only, as planned
+
+
+def test_a_random_access_method_refuses_a_pipe(tmp_path: Path, by_name: None, monkeypatch) -> None:
+    src = tmp_path / "m.safetensors"
+    write_checkpoint(str(src), small_model_tensors())
+    import io
+    import sys
+
+    data = src.read_bytes()
+    monkeypatch.setattr(sys, "stdin", type("S", (), {"buffer": io.BytesIO(data)})())
+    with pytest.raises(UsageError, match="reads tensors by name"):
+        calibrate_file(RewriteOptions("-", str(tmp_path / "o.safetensors"), settings=CalibrationSettings(method="by-name")))
+
+
+def test_tensor_source_hides_which_shard_holds_a_tensor(tmp_path: Path) -> None:
+    single = tmp_path / "m.safetensors"
+    write_checkpoint(str(single), small_model_tensors())
+    write_shards(single, tmp_path / "shards", 3, seed=1)
+    from fp8stream.pipeline.inputs import open_model
+
+    with open_model(str(tmp_path / "shards")) as model, model.tensor_source() as sharded, \
+            open_model(str(single)) as one, one.tensor_source() as whole:
+        assert isinstance(sharded, TensorSource)
+        assert len({sharded.path_of(n) for n in sharded.names()}) == 3
+        for name in whole.names():
+            assert sharded.get(name) == whole.get(name)
+            assert sharded.info(name).shape == whole.info(name).shape
+        w = "blocks.0.mlp.0.weight"
+        assert sharded.read_rows(w, 5, 9) == whole.get(w)[5 * 32 : 9 * 32]
+        with pytest.raises(IndexError):
+            sharded.read_rows(w, 0, 129)
