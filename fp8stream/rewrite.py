@@ -141,6 +141,7 @@ def _calibrate(model: ModelInput, planned: Planned, options: RewriteOptions, rep
                          "folder, not a pipe or a compressed stream")
     if method_plan.weight_only:  # layers the method cannot scale: the layout changes, so plan again
         planned = _plan(model, options, dict(method_plan.weight_only), planned.view)
+        report.bytes_out = sum(p.output_bytes for p in planned.files)
     report.notes = list(method_plan.notes)
     settings = RunSettings(options.settings.device, options.keep_weight_only, options.overwrite_scales,
                            options.verify, options.progress)

@@ -67,6 +67,7 @@ def test_a_registered_method_decides_weight_only_layers_and_reads_by_name(tmp_pa
     assert SEEN["layers"] == ["blocks.0.attn.qkv", "blocks.0.mlp.0", "blocks.0.mlp.2"]
     assert SEEN["asked"] == ["blocks.0.attn.qkv", "blocks.0.mlp.0"]
     assert [e.name for e in report.excluded] == [SKIPPED] and "not reached" in report.excluded[0].reason
+    assert report.bytes_out == out.stat().st_size  # planned again with the method's weight-only layer
     with safe_open(str(out), "pt") as f:
         assert f.get_tensor("blocks.0.attn.qkv.input_scale").item() == pytest.approx(96 * 32 / 1e6)
         assert f"{SKIPPED}.input_scale" not in f.keys()
