@@ -6,8 +6,8 @@ stream through its declared interface (`calibration.interface`); the activation 
 only after the last byte, are resolved for the whole model at once (`pipeline.scales`) and
 written in each file's tail; each output is checked (`pipeline.check`) before it is renamed into
 place. A sharded model streams its shards in turn into one `io.sharded.ShardedOutput`, so it
-gets the same scales as the same model in one file. torch is imported only by a run that
-calibrates (not by --dry-run, inspect or verify).
+gets the same scales as the same model in one file. Nothing here imports torch at import time,
+so `fp8stream --help`, `inspect` and `verify` never load it.
 """
 
 from __future__ import annotations
