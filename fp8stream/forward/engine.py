@@ -1,0 +1,131 @@
+"""The streaming forward pass: the family's diffusers model built without weights, each nn.Linear
+materialised from the checkpoint just before it runs and freed just after.
+
+Memory: the model's parameters are created on the meta device (no storage); the small rest
+(norms, convolutions, biases, block-level tables) is loaded once; a Linear's weight exists only
+between its pre-hook and its post-hook, so one weight is live at a time (`peak_live`). Buffers
+computed at construction (rotary tables) are real: only parameters go to the meta device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+import torch
+import torch.nn as nn
+
+from fp8stream.forward.mapping import Run
+from fp8stream.forward.source import Reader
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Every parameter registered inside goes to the meta device (buffers stay real). The
+    layers' own init then runs on meta tensors: no memory, no time."""
+    original = nn.Module.register_parameter
+
+    def register(module: nn.Module, name: str, param) -> None:
+        original(module, name, param)
+        if param is not None and param.device.type != "meta":
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=False)
+
+    nn.Module.register_parameter = register  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
+@dataclass
+class Pass:
+    """What one forward pass saw: each diffusers Linear's input amax, and memory figures."""
+
+    amax: dict[str, float] = field(default_factory=dict)
+    live: int = 0
+    peak_live: int = 0
+    weights_read: int = 0
+
+
+class StreamingModel:
+    """A diffusers model whose Linear weights come from the checkpoint one at a time."""
+
+    def __init__(self, model: nn.Module, mapping: Mapping[str, list[Run]], reader: Reader,
+                 device: torch.device) -> None:
+        self.model = model
+        self.mapping = mapping
+        self.reader = reader
+        self.device = device
+        self.linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        self.state = Pass()
+
+    def gather(self, target: str) -> torch.Tensor:
+        """A parameter's float32 value from its source rows (dequantized where FP8)."""
+        parts = [self.reader.rows(r.source, r.start, r.stop) for r in self.mapping[target]]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+
+    def load_rest(self) -> None:
+        """Every parameter except the Linear weights, once, on the device."""
+        hooked = {n + ".weight" for n in self.linears}
+        for module_name, module in self.model.named_modules():
+            for leaf, param in list(module._parameters.items()):
+                name = f"{module_name}.{leaf}" if module_name else leaf
+                if param is None or name in hooked:
+                    continue
+                value = self.gather(name).reshape(param.shape).to(self.device)
+                module._parameters[leaf] = nn.Parameter(value, requires_grad=False)
+
+    @contextlib.contextmanager
+    def hooked(self) -> Iterator[Pass]:
+        handles = []
+        for name, module in self.linears.items():
+            handles.append(module.register_forward_pre_hook(self._pre(name)))
+            handles.append(module.register_forward_hook(self._post(name)))
+        try:
+            yield self.state
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _pre(self, name: str):
+        def hook(module: nn.Module, args) -> None:
+            x = args[0]
+            a = float(x.detach().abs().max()) if x.numel() else 0.0
+            prev = self.state.amax.get(name)
+            # NaN stays visible (max() would hide it): a NaN input means no usable range
+            self.state.amax[name] = a if prev is None or a != a or prev != prev else max(prev, a)
+            w = self.gather(name + ".weight").reshape(module.weight.shape).to(self.device)
+            module._parameters["weight"] = nn.Parameter(w, requires_grad=False)
+            self.state.live += 1
+            self.state.peak_live = max(self.state.peak_live, self.state.live)
+            self.state.weights_read += 1
+        return hook
+
+    def _post(self, name: str):
+        def hook(module: nn.Module, args, output) -> None:
+            shape = module.weight.shape
+            module._parameters["weight"] = nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
+            self.state.live -= 1
+        return hook
+
+    def layer_amax(self) -> dict[str, float]:
+        """Input amax per checkpoint weight tensor (a fused checkpoint linear feeds several
+        diffusers Linears the same input: the max over them)."""
+        out: dict[str, float] = {}
+        for name in self.linears:
+            a = self.state.amax.get(name)
+            if a is None:
+                continue
+            for run in self.mapping[name + ".weight"]:
+                prev = out.get(run.source)
+                out[run.source] = a if prev is None or a != a or prev != prev else max(prev, a)
+        return out
+
+    def sources_of_linears(self) -> dict[str, set[str]]:
+        """checkpoint weight tensor -> the diffusers Linears built from its rows."""
+        out: dict[str, set[str]] = {}
+        for name in self.linears:
+            for run in self.mapping.get(name + ".weight", []):
+                out.setdefault(run.source, set()).add(name)
+        return out
