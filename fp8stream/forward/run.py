@@ -20,12 +20,13 @@ from fp8stream.forward.inputs import SamplePlan
 from fp8stream.forward.mapping import MappingError, check_mapping, derive_mapping, is_companion
 from fp8stream.forward.source import Reader, RowSource
 from fp8stream.formats.prefixes import common_model_prefix, split_prefix
+from fp8stream.errors import UsageError
 from fp8stream.io.header import Header
 
 INSTALL_HINT = "--method forward needs diffusers: pip install fp8stream[forward]"
 
 
-class ForwardUnavailable(RuntimeError):
+class ForwardUnavailable(UsageError):
     """diffusers is not installed (the message says how to get it)."""
 
 
