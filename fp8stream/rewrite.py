@@ -407,6 +407,9 @@ def _calibrate(source, options: RewriteOptions, whole=None, shard_of: dict[str, 
     if hasattr(method, "begin"):
         # The method's model of the network, from names and shapes (of the whole model when sharded:
         # tensors it needs from other shards it reads with positioned reads, `tensor_path`).
+        # A plain file names itself for every tensor: methods that read ahead (forward) need it.
+        if tensor_path is None and source.path is not None and source.size is not None and not source.compressed:
+            tensor_path = {t.name: source.path for t in header.tensors}
         method.begin(plan.layers, header, whole=whole, tensor_path=tensor_path)
     report.notes = list(getattr(method, "notes", []))
     on_cuda = options.settings.device == "cuda"

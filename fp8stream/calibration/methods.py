@@ -37,6 +37,11 @@ class CalibrationSettings:
     stats: str | None = None  # stats: the stats file
     map: str | None = None  # stats: user name pairs
     fallback: str | None = None  # stats: "simulate" for layers without stats
+    forward_margin: float = 2.0  # forward: scale = margin x forward amax (fp8stream/forward/method.py)
+    forward_batch: int = 4  # forward: synthetic samples (timesteps, text scales, guidance)
+    forward_tokens: int = 256  # forward: latent tokens per sample
+    forward_text_tokens: int = 128  # forward: text tokens per sample
+    forward_threads: int = 2  # forward: torch threads pinned for the pass
 
     def describe(self) -> dict[str, object]:
         out: dict[str, object] = {"method": self.method, "rule": self.rule}
@@ -52,6 +57,12 @@ class CalibrationSettings:
                 out["map"] = os.path.basename(self.map)
             if self.fallback:
                 out["fallback"] = self.fallback
+        if self.method == "forward":
+            from fp8stream.forward.run import versions
+
+            out.update({"margin": self.forward_margin, "batch": self.forward_batch, "tokens": self.forward_tokens,
+                        "text_tokens": self.forward_text_tokens, "threads": self.forward_threads, "seed": self.seed})
+            out.update(versions())
         if self.method == "simulate" or self.fallback == "simulate":
             out.update({"sim_mode": self.sim_mode, "samples": self.samples, "seed": self.seed})
             if self.sim_mode == "hybrid":
@@ -172,7 +183,13 @@ def _stats(settings: CalibrationSettings):
     return StatsMethod(settings)
 
 
-METHODS = {"simulate": _simulate, "stats": _stats, "heuristic": HeuristicMethod}
+def _forward(settings: CalibrationSettings):
+    from fp8stream.forward.method import ForwardMethod
+
+    return ForwardMethod(settings)
+
+
+METHODS = {"simulate": _simulate, "stats": _stats, "heuristic": HeuristicMethod, "forward": _forward}
 SIM_MODES = ("bound", "hybrid", "note")
 
 

@@ -59,12 +59,23 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Batch: write each IN to DIR under its own name.")
 @click.option("--method", type=click.Choice(sorted(METHODS)), default="simulate", show_default=True,
               help="Where activation ranges come from. simulate: the weight-aware model of each layer's input "
-                   "(no data); stats: real-data statistics from --stats FILE; heuristic: weight_scale x --factor.")
+                   "(no data); stats: real-data statistics from --stats FILE; heuristic: weight_scale x --factor; "
+                   "forward: a synthetic forward pass through the checkpoint's own weights (needs diffusers).")
 @click.option("--sim-mode", type=click.Choice(SIM_MODES), default="bound", show_default=True,
               help="simulate: bound = hard bound from the producers' weights; hybrid = --margin x Gaussian "
                    "estimate, capped by the bound; note = the research note's approach 2 (comparison only).")
 @click.option("--margin", type=click.FloatRange(1.0, 1e6), default=4.0, show_default=True,
               help="--sim-mode hybrid: multiple of the Gaussian estimate.")
+@click.option("--forward-margin", type=click.FloatRange(1.0, 1e6), default=2.0, show_default=True,
+              help="--method forward: scale = MARGIN x the forward pass's input amax (capped by the hard bound).")
+@click.option("--forward-batch", type=click.IntRange(1, 4096), default=4, show_default=True,
+              help="--method forward: synthetic samples (timesteps over [0,1], text scales, guidance values).")
+@click.option("--forward-tokens", type=click.IntRange(1, 1 << 20), default=256, show_default=True,
+              help="--method forward: latent tokens per sample.")
+@click.option("--forward-text-tokens", type=click.IntRange(1, 1 << 20), default=128, show_default=True,
+              help="--method forward: text tokens per sample.")
+@click.option("--forward-threads", type=click.IntRange(1, 256), default=2, show_default=True,
+              help="--method forward: torch threads for the pass (fixed: the same bytes whatever --jobs is).")
 @click.option("--stats", "stats_path", type=click.Path(dir_okay=False), default=None,
               help="Stats file (fp8stream.record output, or plain per-layer scales) for --method stats.")
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), default=None,
@@ -116,6 +127,8 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
               help="Batch: files calibrated at once, in separate processes, within --max-memory.")
 @click.option("--max-memory", help="Memory budget, e.g. 4G: bounds --jobs and zstd [default: available memory].")
 def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode: str, margin: float,
+              forward_margin: float, forward_batch: int, forward_tokens: int, forward_text_tokens: int,
+              forward_threads: int,
               stats_path: str | None, map_path: str | None, fallback: str, factor: float, rule: str, percentile: float,
               samples: int, seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
               target: str, include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None,
@@ -151,7 +164,10 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
         settings = CalibrationSettings(method=method, rule=rule, percentile=percentile, samples=samples,
                                        seed=seed, device=resolve_device(device), sim_mode=sim_mode, margin=margin,
                                        factor=factor, stats=stats_path, map=map_path,
-                                       fallback=None if fallback == "none" else fallback)
+                                       fallback=None if fallback == "none" else fallback,
+                                       forward_margin=forward_margin, forward_batch=forward_batch,
+                                       forward_tokens=forward_tokens, forward_text_tokens=forward_text_tokens,
+                                       forward_threads=forward_threads)
         template = RewriteOptions(
             input=inputs[0], output=output, settings=settings, overwrite_scales=overwrite_scales,
             keep_weight_only=keep_weight_only, target=target, include=include, exclude=exclude, preset=preset,
