@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 pytest.importorskip("diffusers")
 
 import forward_tiny as ft  # noqa: E402
+from conftest import run_cli, run_subprocess  # noqa: E402
 
 from fp8stream.forward.families import family_module  # noqa: E402
 from fp8stream.forward.inputs import SamplePlan  # noqa: E402
@@ -101,10 +101,9 @@ def test_flux_mapping_matches_the_hand_written_map():
             assert starts == sorted(starts) and runs[-1].stop == rows
 
 
-def _cli(*args: str, stdin=None) -> subprocess.CompletedProcess:
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "fp8stream", "calibrate", *args], capture_output=True,
-                          env=env, stdin=stdin, cwd=ROOT, timeout=300)
+def _cli(*args: str):
+    """In-process (diffusers is imported once for the whole file): exit_code, stdout, stderr."""
+    return run_cli("calibrate", *args)
 
 
 def _forward_args() -> list[str]:
@@ -117,10 +116,10 @@ def test_cli_every_layer_from_the_forward_pass_and_deterministic(family, tmp_pat
     src = tmp_path / "in.safetensors"
     _, _, _, layers = _checkpoint(family, src, prefix="model.diffusion_model.")
     outs = []
-    for i in range(2):
+    for i in range(2 if family == "flux" else 1):  # determinism: one family is enough
         out = tmp_path / f"out{i}.safetensors"
         p = _cli(str(src), str(out), *_forward_args())
-        assert p.returncode == 0, p.stderr.decode()[-2000:]
+        assert p.exit_code == 0, p.stderr[-2000:]
         outs.append(out.read_bytes())
     report = json.loads(p.stdout)
     got = {r["name"]: r for r in report["layers"]}
@@ -129,7 +128,7 @@ def test_cli_every_layer_from_the_forward_pass_and_deterministic(family, tmp_pat
         assert r["method"] == "forward"
         assert r["assumption"].startswith(f"{family} forward amax"), r
         assert not any("not reached" in w or "ASSUMED" in w for w in r["warnings"]), r
-    assert outs[0] == outs[1]  # same bytes twice
+    assert outs[0] == outs[-1]  # same bytes twice
     with LazyFile(str(tmp_path / "out0.safetensors")) as f:
         meta = f.header.metadata or {}
     assert "diffusers" in json.dumps(meta) and "forward" in json.dumps(meta)
@@ -138,10 +137,10 @@ def test_cli_every_layer_from_the_forward_pass_and_deterministic(family, tmp_pat
 def test_pipe_is_refused_with_one_line(tmp_path):
     src = tmp_path / "in.safetensors"
     _checkpoint("flux", src)
-    with open(src, "rb") as f:
-        p = _cli("-", str(tmp_path / "out.safetensors"), *_forward_args(), stdin=f)
+    with open(src, "rb") as f:  # a real process: the real exit code and stderr
+        p = run_subprocess("calibrate", "-", str(tmp_path / "out.safetensors"), *_forward_args(), stdin=f)
     assert p.returncode == 2
-    err = p.stderr.decode().strip().splitlines()
+    err = p.stderr.strip().splitlines()
     assert len(err) == 1 and "needs an uncompressed file" in err[0]
     assert not (tmp_path / "out.safetensors").exists()
 
@@ -151,7 +150,7 @@ def test_unknown_family_falls_back_to_the_bound_and_says_why(tmp_path):
     ft.qm.write_fp8_checkpoint({"enc.layer.weight": torch.randn(16, 8), "enc.layer.bias": torch.randn(16)},
                                ["enc.layer"], src)
     p = _cli(str(src), str(tmp_path / "out.safetensors"), *_forward_args())
-    assert p.returncode == 0, p.stderr.decode()
+    assert p.exit_code == 0, p.stderr
     (r,) = json.loads(p.stdout)["layers"]
     assert any("not reached by the forward pass (model family not recognised" in w for w in r["warnings"])
 

@@ -37,7 +37,7 @@ class CalibrationSettings:
     stats: str | None = None  # stats: the stats file
     map: str | None = None  # stats: user name pairs
     fallback: str | None = None  # stats: "simulate" for layers without stats
-    forward_margin: float = 2.0  # forward: scale = margin x forward amax (fp8stream/forward/method.py)
+    forward_margin: float = 3.0  # forward: scale = margin x forward amax (fp8stream/forward/method.py)
     forward_batch: int = 4  # forward: synthetic samples (timesteps, text scales, guidance)
     forward_tokens: int = 256  # forward: latent tokens per sample
     forward_text_tokens: int = 128  # forward: text tokens per sample

@@ -66,7 +66,7 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
                    "estimate, capped by the bound; note = the research note's approach 2 (comparison only).")
 @click.option("--margin", type=click.FloatRange(1.0, 1e6), default=4.0, show_default=True,
               help="--sim-mode hybrid: multiple of the Gaussian estimate.")
-@click.option("--forward-margin", type=click.FloatRange(1.0, 1e6), default=2.0, show_default=True,
+@click.option("--forward-margin", type=click.FloatRange(1.0, 1e6), default=3.0, show_default=True,
               help="--method forward: scale = MARGIN x the forward pass's input amax (capped by the hard bound).")
 @click.option("--forward-batch", type=click.IntRange(1, 4096), default=4, show_default=True,
               help="--method forward: synthetic samples (timesteps over [0,1], text scales, guidance values).")
