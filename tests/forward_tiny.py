@@ -130,6 +130,9 @@ def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, t
     with torch.no_grad():  # random init gives zero modulation/out layers: make every layer matter
         for p in model.parameters():
             p.copy_(torch.randn_like(p) * (0.5 if p.dim() < 2 else p.shape[-1] ** -0.5))
+        for name, b in model.named_buffers():  # a stored buffer must come from the file (SD3 pos_embed)
+            if name in model.state_dict() and b.is_floating_point():
+                b.copy_(torch.randn_like(b))
     return model, to_original(model.state_dict(), shapes, family, cfg), cfg
 
 

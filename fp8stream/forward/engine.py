@@ -66,7 +66,9 @@ class StreamingModel:
         return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
 
     def load_rest(self) -> None:
-        """Every parameter except the Linear weights, once, on the device."""
+        """Every parameter except the Linear weights, once, on the device; buffers the file holds
+        too (SD3's pos_embed depends on the sample size it was built for: the file's is right),
+        the others (rotary tables) as the model computed them."""
         hooked = {n + ".weight" for n in self.linears}
         for module_name, module in self.model.named_modules():
             for leaf, param in list(module._parameters.items()):
@@ -75,6 +77,12 @@ class StreamingModel:
                     continue
                 value = self.gather(name).reshape(param.shape).to(self.device)
                 module._parameters[leaf] = nn.Parameter(value, requires_grad=False)
+            for leaf, buf in list(module._buffers.items()):
+                name = f"{module_name}.{leaf}" if module_name else leaf
+                if buf is not None and name in self.mapping:
+                    module._buffers[leaf] = self.gather(name).reshape(buf.shape).to(buf.dtype).to(self.device)
+                elif buf is not None:
+                    module._buffers[leaf] = buf.to(self.device)
 
     @contextlib.contextmanager
     def hooked(self) -> Iterator[Pass]:

@@ -106,6 +106,7 @@ def run(source: RowSource, header: Header, settings: ForwardSettings = ForwardSe
     with parameters_on_meta():
         model = family.model_class()(**cfg).eval()
     params = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    params.update({n: tuple(b.shape) for n, b in model.named_buffers() if n in mapping})
     problems = check_mapping(mapping, params, shapes)
     if problems:
         return ForwardResult(family.NAME, reason=f"{family.NAME}: {problems[0]}", config=cfg)
