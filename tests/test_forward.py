@@ -85,6 +85,21 @@ def test_streaming_pass_equals_eager_run(family, tmp_path):
     assert sorted(n[:-7] for n in result.amax) == sorted(layers)  # every FP8 layer reached
 
 
+def test_attention_outputs_get_the_mix_bound(tmp_path):
+    """An attention output projection's amax is at least the largest value it mixes (the
+    attention weights are convex): synthetic inputs make attention more diffuse than real ones."""
+    path = tmp_path / "flux.safetensors"
+    _checkpoint("flux", path)
+    r = _run(path)
+    a = "transformer_blocks.0.attn."
+    mix = max(r.module_out_amax[a + "to_v"], r.module_out_amax[a + "add_v_proj"])
+    assert mix > r.module_amax[a + "to_out.0"]  # diffuse synthetic attention falls short of it
+    assert r.amax["double_blocks.0.img_attn.proj.weight"] == pytest.approx(mix)
+    s = "single_transformer_blocks.1."
+    want = max(r.module_amax[s + "proj_out"], r.module_out_amax[s + "attn.to_v"])
+    assert r.amax["single_blocks.1.linear2.weight"] == pytest.approx(want)
+
+
 def test_flux_mapping_matches_the_hand_written_map():
     _, state, cfg = ft.tiny("flux")
     shapes = {k: tuple(v.shape) for k, v in state.items()}

@@ -4,13 +4,15 @@ the hard bound of `--method simulate --sim-mode bound` where that bound is a pro
 
     scale = min(margin x forward amax, hard bound) / 448
 
-The margin (default 3: CalibrationSettings.forward_margin, `--forward-margin`), measured on the trained tiny Flux
-(tests/data/tiny_flux, 16 samples x 20 Euler steps, real activations): real input amax / forward
-amax is 0.37-2.59 per layer (the largest on attention output projections: 4 real text tokens
-give sharper attention than Gaussian text); margin 2 clips 4 of 32 layers (at most 0.037% of a
-layer's inputs), 3 clips none. A scale too large by 3 moves small values 1.6 binades towards
-FP8's subnormals; one too small clips (docs/ on the scale rules). The bound is a proof only when it assumes nothing about model inputs (its
-notes carry no "ASSUMED"); otherwise it is shown but does not cap.
+The margin (default 3: CalibrationSettings.forward_margin, `--forward-margin`), measured on the
+harness's trained tiny Flux, SD3 and Wan and the Flux rescalings split256 / outlier50 (16
+samples x 20 Euler steps, real activations): real input amax / forward amax is 0.37-1.77 over
+every layer (attention outputs use the mix bound of engine.py; without it they reached 4.8).
+Margin 2 clips none of them, with 13% headroom; 3 leaves 70% for models we have not seen, and
+a scale too large by 3 only moves the smallest values 1.6 binades towards FP8's subnormals,
+where one too small clips (docs/ on the scale rules). The bound is a proof only when it
+assumes nothing about model inputs (its notes carry no "ASSUMED"); otherwise it is shown but
+does not cap.
 
 Layers the pass does not reach (family unknown, converter mismatch, diffusers missing, a layer
 outside the model code) get the hard bound of the simulate method, with the reason, and a

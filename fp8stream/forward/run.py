@@ -45,6 +45,7 @@ class ForwardResult:
     family: str | None
     amax: dict[str, float] = field(default_factory=dict)  # checkpoint weight name -> input amax
     module_amax: dict[str, float] = field(default_factory=dict)  # diffusers Linear -> input amax
+    module_out_amax: dict[str, float] = field(default_factory=dict)  # diffusers Linear -> output amax
     reason: str | None = None  # why nothing was reached, when nothing was
     config: dict = field(default_factory=dict)
     peak_live: int = 0  # most Linear weights materialised at once
@@ -118,5 +119,6 @@ def run(source: RowSource, header: Header, settings: ForwardSettings = ForwardSe
         kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in family.inputs(cfg, plan).items()}
         with sm.hooked() as state:
             model(**kwargs, return_dict=False)
-    return ForwardResult(family.NAME, sm.layer_amax(), dict(state.amax), None, cfg, state.peak_live,
+    return ForwardResult(family.NAME, sm.layer_amax(family.value_sources(cfg)), dict(state.amax), dict(state.out_amax), None, cfg,
+                         state.peak_live,
                          state.weights_read, time.monotonic() - start)

@@ -3,8 +3,9 @@
 A family module defines `NAME`, `detect(names) -> bool` (bare key names: model prefix removed),
 `config(shapes) -> dict` (diffusers config from tensor shapes, no hub access), `model_class()`,
 `convert(state, config) -> dict` (checkpoint names -> diffusers names; the row-id mapping runs
-it once on a stand-in) and `inputs(config, plan) -> dict` (the forward's keyword arguments for
-a batch of synthetic samples). Adding a family is one module and one line here.
+it once on a stand-in), `inputs(config, plan) -> dict` (the forward's keyword arguments for
+a batch of synthetic samples) and `value_sources(config)` (attention output projections -> the
+value projections their input mixes, for the attention-mix estimate in engine.py). Adding a family is one module and one line here.
 """
 
 from __future__ import annotations

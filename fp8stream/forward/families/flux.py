@@ -85,3 +85,18 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
     if cfg["guidance_embeds"]:
         out["guidance"] = plan.guidance()
     return out
+
+
+def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
+    """Attention output projections -> the Linears whose outputs (values) their input mixes:
+    joint attention mixes both streams' values; a single block's proj_out reads the mix of its
+    to_v beside GELU(proj_mlp) (already in its own observed input)."""
+    out = {}
+    for i in range(cfg["num_layers"]):
+        a = f"transformer_blocks.{i}.attn."
+        for proj in ("to_out.0", "to_add_out"):
+            out[a + proj] = [[a + "to_v", a + "add_v_proj"]]
+    for i in range(cfg["num_single_layers"]):
+        b = f"single_transformer_blocks.{i}."
+        out[b + "proj_out"] = [[b + "attn.to_v"]]
+    return out

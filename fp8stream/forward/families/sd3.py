@@ -70,3 +70,17 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
         "pooled_projections": plan.pooled(cfg["pooled_projection_dim"]),
         "timestep": t * 1000.0,  # diffusers' SD3 takes 0-1000
     }
+
+
+def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
+    """Attention output projections -> the Linears whose outputs their input mixes (joint
+    attention: both streams' values; SD3.5's second attention: the image stream's)."""
+    out = {}
+    for i in range(cfg["num_layers"]):
+        a = f"transformer_blocks.{i}.attn."
+        for proj in ("to_out.0", "to_add_out"):
+            out[a + proj] = [[a + "to_v", a + "add_v_proj"]]
+        if i in cfg["dual_attention_layers"]:
+            a2 = f"transformer_blocks.{i}.attn2."
+            out[a2 + "to_out.0"] = [[a2 + "to_v"]]
+    return out

@@ -83,3 +83,14 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
         tokens = cfg["pos_embed_seq_len"] or IMAGE_TOKENS
         out["encoder_hidden_states_image"] = plan.text(cfg["image_dim"], tokens)
     return out
+
+
+def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
+    """Attention output projections -> the Linears whose outputs their input mixes; i2v's
+    cross-attention adds the image attention's mix to the text one (a sum: two groups)."""
+    out = {}
+    for i in range(cfg["num_layers"]):
+        b = f"blocks.{i}."
+        out[b + "attn1.to_out.0"] = [[b + "attn1.to_v"]]
+        out[b + "attn2.to_out.0"] = [[b + "attn2.to_v"]] + ([[b + "attn2.add_v_proj"]] if cfg["added_kv_proj_dim"] else [])
+    return out
