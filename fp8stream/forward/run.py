@@ -113,7 +113,7 @@ def run(source: RowSource, header: Header, settings: ForwardSettings = ForwardSe
         return ForwardResult(family.NAME, reason=f"{family.NAME}: {problems[0]}", config=cfg)
     device = torch.device(settings.device)
     with pinned_threads(settings.threads), torch.no_grad():
-        sm = StreamingModel(model, mapping, Reader(source, names), device)
+        sm = StreamingModel(model, mapping, Reader(source, names, device), device)
         sm.load_rest()
         plan = SamplePlan(settings.batch, settings.image_tokens, settings.text_tokens, settings.seed)
         kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in family.inputs(cfg, plan).items()}
