@@ -14,6 +14,7 @@ pytest.importorskip("diffusers")
 import forward_tiny as ft  # noqa: E402
 from conftest import run_cli, run_subprocess  # noqa: E402
 
+from fp8stream.forward import method as forward_method  # noqa: E402
 from fp8stream.forward.families import family_module  # noqa: E402
 from fp8stream.forward.inputs import SamplePlan  # noqa: E402
 from fp8stream.forward.mapping import derive_mapping  # noqa: E402
@@ -132,6 +133,7 @@ def test_cli_every_layer_from_the_forward_pass_and_deterministic(family, tmp_pat
     _, _, _, layers = _checkpoint(family, src, prefix="model.diffusion_model.")
     outs = []
     for i in range(2 if family == "flux" else 1):  # determinism: one family is enough
+        forward_method._LAST[:] = [None, None]  # a fresh pass, not the process's cached one
         out = tmp_path / f"out{i}.safetensors"
         p = _cli(str(src), str(out), *_forward_args())
         assert p.exit_code == 0, p.stderr[-2000:]
@@ -147,6 +149,34 @@ def test_cli_every_layer_from_the_forward_pass_and_deterministic(family, tmp_pat
     with LazyFile(str(tmp_path / "out0.safetensors")) as f:
         meta = f.header.metadata or {}
     assert "diffusers" in json.dumps(meta) and "forward" in json.dumps(meta)
+
+
+def test_sharded_model_gets_the_scales_of_the_single_file(tmp_path):
+    """Shards read each other's tensors by positioned reads; one pass serves every shard."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    single = tmp_path / "single.safetensors"
+    _checkpoint("flux", single)
+    with safe_open(str(single), "pt") as f:
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    weight_map = {}
+    for shard, keep in (("model-00001-of-00002.safetensors", True), ("model-00002-of-00002.safetensors", False)):
+        part = {k: v for k, v in sd.items() if k.startswith("double_blocks.") == keep}
+        save_file(part, str(folder / shard))
+        weight_map.update({k: shard for k in part})
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (tmp_path / "out").mkdir()
+    p = _cli(str(index), str(tmp_path / "out" / index.name), *_forward_args())
+    assert p.exit_code == 0, p.stderr
+    sharded = {r["name"]: r["scale"] for line in p.stdout.splitlines() if line.startswith("{")
+               for r in json.loads(line)["layers"]}
+    p = _cli(str(single), str(tmp_path / "single_out.safetensors"), *_forward_args())
+    assert p.exit_code == 0, p.stderr
+    assert sharded == {r["name"]: r["scale"] for r in json.loads(p.stdout)["layers"]}
 
 
 def test_pipe_is_refused_with_one_line(tmp_path):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 from fp8stream.calibration.fp8 import E4M3_MAX
 from fp8stream.formats.layers import FP8Layer
@@ -75,9 +76,16 @@ class ForwardMethod:
     # ---- the answer -------------------------------------------------------------------------
     def _forward(self):
         if self.result is None:
-            from fp8stream.forward.run import ForwardSettings, run
+            from fp8stream.forward.run import run
 
-            self.result = run(self._rows(), self._header, forward_settings(self.settings))
+            key = _model_key(self._paths, forward_settings(self.settings))
+            if _LAST[0] != key:  # each shard of a sharded model asks: one pass serves them all
+                rows = self._rows()
+                try:
+                    _LAST[:] = [key, run(rows, self._header, forward_settings(self.settings))]
+                finally:
+                    rows.close()
+            self.result = _LAST[1]
             if self.result.reason:
                 self.notes.append(f"forward pass: {self.result.reason}; layers fall back to the hard bound")
         return self.result
@@ -114,6 +122,18 @@ class ForwardMethod:
         if not (amax > 0 and math.isfinite(amax)):
             return ScaleEstimate(1.0, how, ["no usable range: scale 1.0"])
         return ScaleEstimate(amax / E4M3_MAX, f"{result.family} {how}", [])
+
+
+# The last forward pass of this process and its key (files, their sizes and times, settings).
+_LAST: list = [None, None]
+
+
+def _model_key(paths: dict[str, str], settings) -> tuple:
+    files = []
+    for path in sorted(set(paths.values())):
+        st = os.stat(path)
+        files.append((os.path.realpath(path), st.st_size, st.st_mtime_ns))
+    return tuple(files), settings
 
 
 def forward_settings(settings):
