@@ -54,18 +54,17 @@ def stand_in(shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, torch.Ten
 def runs_of(value: torch.Tensor, names: list[str]) -> list[Run]:
     """Decode a converted stand-in tensor into runs of consecutive source rows."""
     flat = value.reshape(value.shape[0], -1)[:, 0] if value.dim() else value.reshape(1)
-    codes = [int(c) for c in flat.tolist()]
-    runs: list[Run] = []
-    for c in codes:
-        index, row = c >> ROW_BITS, c & ((1 << ROW_BITS) - 1)
-        if index >= len(names):
-            raise MappingError("converter produced values that are not row codes")
-        last = runs[-1] if runs else None
-        if last is not None and last.source == names[index] and last.stop == row:
-            runs[-1] = Run(last.source, last.start, row + 1)
-        else:
-            runs.append(Run(names[index], row, row + 1))
-    return runs
+    codes = flat.to(torch.int64)
+    if codes.numel() == 0:
+        return []
+    index, row = codes >> ROW_BITS, codes & ((1 << ROW_BITS) - 1)
+    if not bool((codes.double() == flat).all()) or int(index.max()) >= len(names) or int(index.min()) < 0:
+        raise MappingError("converter produced values that are not row codes")
+    # a run breaks where the source changes or a row does not follow the one before it
+    breaks = torch.ones_like(codes, dtype=torch.bool)
+    breaks[1:] = (index[1:] != index[:-1]) | (row[1:] != row[:-1] + 1)
+    starts = torch.nonzero(breaks).flatten().tolist() + [codes.numel()]
+    return [Run(names[int(index[a])], int(row[a]), int(row[b - 1]) + 1) for a, b in zip(starts, starts[1:])]
 
 
 def derive_mapping(shapes: Mapping[str, tuple[int, ...]], prefix: str,

@@ -8,9 +8,11 @@ count in RSS: docs/ explains).
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Mapping, Protocol
 
+import numpy as np
 import torch
 
 from fp8stream.io.dtypes import torch_dtype
@@ -78,9 +80,18 @@ def decode(raw: bytes, dtype: str, shape: tuple[int, ...], device: torch.device 
     tdt = torch_dtype(dtype)
     if tdt is None:
         raise ValueError(f"dtype {dtype} cannot be decoded")
+    if dtype in FP8_DTYPES and torch.device(device).type == "cpu":
+        # a 256-entry table lookup: twice as fast as torch's float8 -> float32 cast on the CPU,
+        # and it reads the bytes in place (no writable copy)
+        return torch.from_numpy(_fp8_table()[np.frombuffer(raw, dtype=np.uint8)]).reshape(shape)
     buf = bytearray(raw)  # torch wants a writable buffer
     t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.zeros(0, dtype=torch.uint8)
     return t.to(device).view(tdt).to(torch.float32).reshape(shape)
+
+
+@functools.lru_cache(maxsize=1)
+def _fp8_table() -> np.ndarray:
+    return torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float().numpy()
 
 
 class Reader:
