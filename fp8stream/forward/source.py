@@ -34,7 +34,6 @@ class FileRows:
         self._headers = dict(headers)  # path -> header
         self._path_of = dict(path_of)  # tensor -> path
         self._fds: dict[str, int] = {}
-        self.bytes_read = 0
 
     @classmethod
     def single(cls, path: str, header: Header) -> "FileRows":
@@ -56,7 +55,6 @@ class FileRows:
         data = os.pread(fd, want, header.data_start + info.begin + start * row_bytes)
         if len(data) != want:
             raise OSError(f"{path}: file ends inside {name!r}")
-        self.bytes_read += want
         return data
 
     def close(self) -> None:
