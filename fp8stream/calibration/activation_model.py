@@ -26,8 +26,9 @@ class ActivationModel:
     """Statistics of the tensors a run's layers depend on, and the models made from them."""
 
     def __init__(self, seed: int, graph: G.Graph, shapes: dict[str, tuple[int, int]], ws_key: dict[str, str | None],
-                 need_rows: set[str], held: set[str]) -> None:
+                 need_rows: set[str], held: set[str], external_rms: float = EXTERNAL_RMS) -> None:
         self.seed = seed
+        self.external_rms = external_rms  # the assumed rms of model inputs (--assume-input-rms)
         self.graph, self.shapes, self.ws_key = graph, shapes, ws_key
         self.need_rows, self.held = need_rows, held
         self.rowsq: dict[str, list[np.ndarray]] = {}
@@ -115,7 +116,7 @@ class ActivationModel:
             return Channels(np.ones(width), np.zeros(width), np.full(width, math.sqrt(0.5)),
                             math.sqrt(width / 2), math.sqrt(0.5))
         if isinstance(src, G.External):
-            return external(width, src.what)
+            return external(width, src.what, self.external_rms)
         if isinstance(src, G.Norm):
             g = self.values.get(src.weight) if src.weight else None
             b = self.values.get(src.bias) if src.bias else None
@@ -128,19 +129,19 @@ class ActivationModel:
         if isinstance(src, G.Act):
             y = self._output(src.producer, src.rows)
             if y is None:
-                c = external(width, f"{src.producer} statistics missing")
+                c = external(width, f"{src.producer} statistics missing", self.external_rms)
                 return c
             floor = {"gelu": 0.17, "silu": 0.28}.get(src.fn, 0.0)
             y.bound = np.maximum(y.bound, floor)
             if width and len(y.bound) != width:
-                return external(width, f"{src.producer} rows do not match the width {width}")
+                return external(width, f"{src.producer} rows do not match the width {width}", self.external_rms)
             return finish(y)
         if isinstance(src, G.Concat):
             parts = [self.model_of(p, 0) for p in src.parts]
             c = Channels(*(np.concatenate([getattr(p, a) for p in parts]) for a in ("bound", "mean", "spread")),
                          0.0, 0.0, [n for p in parts for n in p.notes])
             if width and len(c.bound) != width:
-                return external(width, f"concatenated parts have {len(c.bound)} channels, not {width}")
+                return external(width, f"concatenated parts have {len(c.bound)} channels, not {width}", self.external_rms)
             return finish(c)
         if isinstance(src, G.Vec):
             return self._vec_model(width)
@@ -151,13 +152,13 @@ class ActivationModel:
     def _adaln(self, src: G.AdaLN, width: int) -> Channels:
         norms = self._row_norms(src.mod)
         if norms is None:
-            c = external(width, f"modulation {src.mod} statistics missing")
+            c = external(width, f"modulation {src.mod} statistics missing", self.external_rms)
             return c
         z = self.model_of(G.Vec(self.graph.family), self.shapes[src.mod][1])
         b = self._bias(src.mod, len(norms))
         d = len(norms) // src.chunks
         if d != width:
-            return external(width, f"{src.mod} has {len(norms)} rows, not {src.chunks} x {width}")
+            return external(width, f"{src.mod} has {len(norms)} rows, not {src.chunks} x {width}", self.external_rms)
         extra = np.zeros(len(norms))
         if src.extra_bias and src.extra_bias in self.values:
             extra = self.values[src.extra_bias].double().numpy().reshape(-1)[: len(norms)]
@@ -176,7 +177,7 @@ class ActivationModel:
             return self._vec
         terms = [t for t in self.graph.vec_terms if t[1] in self.weights and t[2] in self.weights]
         if not terms:
-            c = external(width, "conditioning vector (embedders not held)")
+            c = external(width, "conditioning vector (embedders not held)", self.external_rms)
             c.bound = np.maximum(c.bound, 0.28)
             self._vec = c
             return c
@@ -201,7 +202,7 @@ class ActivationModel:
                 known = (known[:, None, :] + e[None, :, :]).reshape(-1, width)
             else:
                 n_in = w1.shape[1]
-                p_norm = EXTERNAL_RMS * math.sqrt(n_in)
+                p_norm = self.external_rms * math.sqrt(n_in)
                 s1, s2 = spectral(w1), spectral(w2)
                 h = s1 * p_norm + float(b1.norm())
                 pooled_norm = s2 * h + float(b2.norm())
@@ -210,7 +211,7 @@ class ActivationModel:
                 pooled_bound = w2.row_norms().numpy() * silu_h + np.abs(b2.numpy())
                 pooled_norm = min(pooled_norm, float(np.sqrt((pooled_bound ** 2).sum())))
                 pooled_samples = mlp(torch.randn(8, n_in, generator=gen))
-                notes.append(f"ASSUMED pooled text rms <= {EXTERNAL_RMS:g}")
+                notes.append(f"ASSUMED pooled text rms <= {self.external_rms:g}")
         z_known = torch.nn.functional.silu(known)
         bound = z_known.abs().amax(0).numpy() + 1.1 * pooled_bound
         norm_bound = float(z_known.norm(dim=1).max()) + 1.1 * pooled_norm

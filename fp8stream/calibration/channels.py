@@ -34,10 +34,11 @@ class Channels:
         return np.abs(self.mean) + self.spread * GAUSS_MAX
 
 
-def external(n: int, what: str) -> Channels:
-    b = max(8.0, EXTERNAL_RMS * math.sqrt(n))
-    return Channels(np.full(n, b), np.zeros(n), np.ones(n), EXTERNAL_RMS * math.sqrt(n), 1.0,
-                    [f"ASSUMED {what}: rms <= {EXTERNAL_RMS:g}"])
+def external(n: int, what: str, rms: float = EXTERNAL_RMS) -> Channels:
+    """A model input or unrecognised source: nothing in the file bounds it, so its rms is ASSUMED."""
+    b = max(4.0 * rms, rms * math.sqrt(n))
+    return Channels(np.full(n, b), np.zeros(n), np.full(n, rms / 2.0), rms * math.sqrt(n), rms / 2.0,
+                    [f"ASSUMED {what}: rms <= {rms:g}"])
 
 
 def finish(c: Channels) -> Channels:

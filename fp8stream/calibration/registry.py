@@ -25,6 +25,8 @@ METHODS: dict[str, MethodEntry] = {
                             "the weight-aware model of each layer's input (no data)"),
     "stats": MethodEntry("fp8stream.calibration.stats_method", "real-data statistics from --stats FILE"),
     "heuristic": MethodEntry("fp8stream.calibration.heuristic", "weight_scale x --factor"),
+    "forward": MethodEntry("fp8stream.forward.method",
+                           "a synthetic forward pass through the checkpoint's own weights (needs diffusers)"),
 }
 
 

@@ -27,6 +27,12 @@ class CalibrationSettings:
     stats: str | None = None  # stats: the stats file
     map: str | None = None  # stats: user name pairs
     fallback: str | None = None  # stats: "simulate" for layers without stats
+    forward_margin: float = 3.0  # forward: scale = margin x forward amax (fp8stream/forward/method.py)
+    forward_batch: int = 4  # forward: synthetic samples (timesteps, text scales, guidance)
+    forward_tokens: int = 256  # forward: latent tokens per sample
+    forward_text_tokens: int = 128  # forward: text tokens per sample
+    forward_threads: int = 2  # forward: torch threads pinned for the pass
+    assume_input_rms: float | None = None  # forward: opt-in bound for layers it cannot reach
 
     def __post_init__(self) -> None:
         # The one check of what the options need (CLI and API alike): an error before any work.
@@ -45,11 +51,30 @@ class CalibrationSettings:
                 out["map"] = os.path.basename(self.map)
             if self.fallback:
                 out["fallback"] = self.fallback
+        if self.method == "forward":
+            out.update(self._describe_forward())
         if self.method == "simulate" or self.fallback == "simulate":
             out.update({"sim_mode": self.sim_mode, "samples": self.samples, "seed": self.seed})
             if self.sim_mode == "hybrid":
                 out["margin"] = self.margin
         out["device"] = self.device
+        return out
+
+    def _describe_forward(self) -> dict[str, object]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        def installed(name: str) -> str:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return "missing"
+
+        out: dict[str, object] = {"margin": self.forward_margin, "batch": self.forward_batch,
+                                  "tokens": self.forward_tokens, "text_tokens": self.forward_text_tokens,
+                                  "threads": self.forward_threads, "seed": self.seed,
+                                  "torch": installed("torch"), "diffusers": installed("diffusers")}
+        if self.assume_input_rms is not None:
+            out["assume_input_rms"] = self.assume_input_rms
         return out
 
 

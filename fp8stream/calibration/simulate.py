@@ -57,6 +57,7 @@ from fp8stream.calibration.fp8 import E4M3_MAX
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
 from fp8stream.calibration.rules import apply_rule
 from fp8stream.calibration.sampling import layer_generator
+from fp8stream.calibration.channels import EXTERNAL_RMS
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import Header, TensorInfo
@@ -97,7 +98,9 @@ class WeightAwareMethod:
         for src in graph.sources.values():
             _collect(src, graph, shapes, need_rows)
         need_rows |= held
-        self.model = ActivationModel(self.settings.seed, graph, shapes, ws_key, need_rows, held)
+        rms = self.settings.assume_input_rms
+        self.model = ActivationModel(self.settings.seed, graph, shapes, ws_key, need_rows, held,
+                                     EXTERNAL_RMS if rms is None else rms)
         return MethodPlan(watches=_watches(header, graph, need_rows, ws_key, calibrated))
 
     # ---- streaming -----------------------------------------------------------------------

@@ -65,6 +65,20 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
                    "estimate, capped by the bound; note = the research note's approach 2 (comparison only).")
 @click.option("--margin", type=click.FloatRange(1.0, 1e6), default=4.0, show_default=True,
               help="--sim-mode hybrid: multiple of the Gaussian estimate.")
+@click.option("--forward-margin", type=click.FloatRange(1.0, 1e6), default=3.0, show_default=True,
+              help="--method forward: scale = MARGIN x the forward pass's input amax (capped by the hard bound).")
+@click.option("--forward-batch", type=click.IntRange(1, 4096), default=4, show_default=True,
+              help="--method forward: synthetic samples (timesteps over [0,1], text scales, guidance values).")
+@click.option("--forward-tokens", type=click.IntRange(1, 1 << 20), default=256, show_default=True,
+              help="--method forward: latent tokens per sample.")
+@click.option("--forward-text-tokens", type=click.IntRange(1, 1 << 20), default=128, show_default=True,
+              help="--method forward: text tokens per sample.")
+@click.option("--forward-threads", type=click.IntRange(1, 256), default=2, show_default=True,
+              help="--method forward: torch threads for the pass (fixed: the same bytes whatever --jobs is).")
+@click.option("--assume-input-rms", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="--method forward: layers the forward pass cannot reach and whose bound needs an assumption "
+                   "about the model's inputs get that bound with inputs of rms <= R, instead of staying "
+                   "weight-only [default: no assumption].")
 @click.option("--stats", "stats_path", type=click.Path(dir_okay=False), default=None,
               help="Stats file (fp8stream.record output, or plain per-layer scales) for --method stats.")
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), default=None,
@@ -116,6 +130,8 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
               help="Batch: files calibrated at once, in separate processes, within --max-memory.")
 @click.option("--max-memory", help="Memory budget, e.g. 4G: bounds --jobs and zstd [default: available memory].")
 def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode: str, margin: float,
+              forward_margin: float, forward_batch: int, forward_tokens: int, forward_text_tokens: int,
+              forward_threads: int, assume_input_rms: float | None,
               stats_path: str | None, map_path: str | None, fallback: str, factor: float, rule: str, percentile: float,
               samples: int, seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
               target: str, include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None,
@@ -149,7 +165,10 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
         settings = CalibrationSettings(method=method, rule=rule, percentile=percentile, samples=samples,
                                        seed=seed, device=resolve_device(device), sim_mode=sim_mode, margin=margin,
                                        factor=factor, stats=stats_path, map=map_path,
-                                       fallback=None if fallback == "none" else fallback)
+                                       fallback=None if fallback == "none" else fallback,
+                                       forward_margin=forward_margin, forward_batch=forward_batch,
+                                       forward_tokens=forward_tokens, forward_text_tokens=forward_text_tokens,
+                                       forward_threads=forward_threads, assume_input_rms=assume_input_rms)
         template = RewriteOptions(
             input=inputs[0], output=output, settings=settings, overwrite_scales=overwrite_scales,
             keep_weight_only=keep_weight_only, target=target, include=include, exclude=exclude, preset=preset,

@@ -1,0 +1,96 @@
+"""Wan 2.x (original / ComfyUI names: blocks.N.self_attn.q, cross_attn, ffn.0, head.head, ...).
+
+diffusers' WanTransformer3DModel takes the timestep in [0, 1000]. Wan's heads are 128 wide
+(1.3B: 12, 14B: 40, 5B: 24); a width that is not a multiple of 128 (a small test model) gets
+heads of SMALL_HEAD_DIM. The i2v image branch (img_emb, k_img/v_img) gets Gaussian image
+features of CLIP's 257 tokens (FLF2V: its own emb_pos length).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+
+from fp8stream.forward.families import count_blocks
+from fp8stream.forward.inputs import SamplePlan, grid
+
+NAME = "wan"
+HEAD_DIM = 128
+SMALL_HEAD_DIM = 16
+IMAGE_TOKENS = 257
+
+
+def detect(names: set[str]) -> bool:
+    return "patch_embedding.weight" in names and "blocks.0.self_attn.q.weight" in names
+
+
+def head_dim(width: int) -> int:
+    return HEAD_DIM if width % HEAD_DIM == 0 else SMALL_HEAD_DIM
+
+
+def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
+    inner, in_channels, *patch = shapes["patch_embedding.weight"]
+    hd = head_dim(inner)
+    has_image = "img_emb.proj.1.weight" in shapes
+    emb_pos = shapes.get("img_emb.emb_pos")
+    return {
+        "patch_size": tuple(patch),
+        "num_attention_heads": inner // hd,
+        "attention_head_dim": hd,
+        "in_channels": in_channels,
+        "out_channels": shapes["head.head.weight"][0] // math.prod(patch),
+        "text_dim": shapes["text_embedding.0.weight"][1],
+        "freq_dim": shapes["time_embedding.0.weight"][1],
+        "ffn_dim": shapes["blocks.0.ffn.0.weight"][0],
+        "num_layers": count_blocks(shapes, "blocks."),
+        "cross_attn_norm": "blocks.0.norm3.weight" in shapes,
+        "qk_norm": "rms_norm_across_heads" if "blocks.0.self_attn.norm_q.weight" in shapes else None,
+        "eps": 1e-6,
+        "image_dim": shapes["img_emb.proj.1.weight"][1] if has_image else None,
+        "added_kv_proj_dim": inner if "blocks.0.cross_attn.k_img.weight" in shapes else None,
+        "pos_embed_seq_len": emb_pos[1] if emb_pos else None,
+    }
+
+
+def model_class():
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel
+
+
+def convert(state: dict, cfg: Mapping) -> dict:
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers as fn
+
+    return fn(dict(state))
+
+
+def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
+    b, g = plan.batch, plan.generator
+    pt, ph, pw = cfg["patch_size"]
+    frames = 2 if plan.image_tokens >= 64 else 1
+    h, w = grid(max(1, plan.image_tokens // frames))
+    shape = (b, cfg["in_channels"], frames * pt, h * ph, w * pw)
+    x0, noise = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    t = plan.timesteps()
+    out = {
+        "hidden_states": plan.noised(x0, noise, t),
+        "encoder_hidden_states": plan.text(cfg["text_dim"]),
+        "timestep": t * 1000.0,  # diffusers' Wan takes 0-1000
+    }
+    if cfg["image_dim"]:
+        tokens = cfg["pos_embed_seq_len"] or IMAGE_TOKENS
+        out["encoder_hidden_states_image"] = plan.text(cfg["image_dim"], tokens)
+    return out
+
+
+def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
+    """Attention output projections -> the Linears whose outputs their input mixes; i2v's
+    cross-attention adds the image attention's mix to the text one (a sum: two groups)."""
+    out = {}
+    for i in range(cfg["num_layers"]):
+        b = f"blocks.{i}."
+        out[b + "attn1.to_out.0"] = [[b + "attn1.to_v"]]
+        out[b + "attn2.to_out.0"] = [[b + "attn2.to_v"]] + ([[b + "attn2.add_v_proj"]] if cfg["added_kv_proj_dim"] else [])
+    return out

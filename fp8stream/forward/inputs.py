@@ -1,0 +1,75 @@
+"""Synthetic inputs for the forward pass: one batch of samples spread over the sampling run.
+
+Sample i of B has the flow-matching time t_i (evenly over [0, 1], both ends included: the
+first and last steps of a sampler), a Gaussian latent x_t = (1 - t) x0 + t eps, Gaussian text
+states and pooled vectors of rms s_i (geometric over [TEXT_RMS_LO, TEXT_RMS_HI], in the reverse
+order of t so that scales and times mix) and, for guidance-distilled models, a guidance value
+g_i over [GUIDANCE_LO, GUIDANCE_HI]. The LayerNorms before each attention and MLP make the
+inner layers insensitive to the text scale; the sweep covers the layers that read it directly.
+Every draw comes from one CPU generator seeded by `seed`: the same inputs on every device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+TEXT_RMS_LO, TEXT_RMS_HI = 0.5, 2.0
+GUIDANCE_LO, GUIDANCE_HI = 1.0, 6.0
+
+
+@dataclass
+class SamplePlan:
+    batch: int = 4
+    image_tokens: int = 256
+    text_tokens: int = 128
+    seed: int = 0
+    generator: torch.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.generator = torch.Generator(device="cpu")
+        self.generator.manual_seed(self.seed)
+
+    def timesteps(self) -> torch.Tensor:
+        """Flow-matching times in [0, 1] (0 = clean latent, 1 = pure noise)."""
+        if self.batch == 1:
+            return torch.tensor([0.5])
+        return torch.linspace(0.0, 1.0, self.batch)
+
+    def text_rms(self) -> torch.Tensor:
+        if self.batch == 1:
+            return torch.tensor([1.0])
+        lo, hi = math.log(TEXT_RMS_LO), math.log(TEXT_RMS_HI)
+        return torch.exp(torch.linspace(hi, lo, self.batch))
+
+    def guidance(self) -> torch.Tensor:
+        if self.batch == 1:
+            return torch.tensor([3.5])
+        return torch.linspace(GUIDANCE_LO, GUIDANCE_HI, self.batch)
+
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) + (1,) * (x0.dim() - 1)
+        return (1 - t).reshape(shape) * x0 + t.reshape(shape) * noise
+
+    def text(self, width: int, tokens: int | None = None) -> torch.Tensor:
+        x = torch.randn(self.batch, tokens or self.text_tokens, width, generator=self.generator)
+        return x * self.text_rms().reshape(-1, 1, 1)
+
+    def pooled(self, width: int) -> torch.Tensor:
+        return torch.randn(self.batch, width, generator=self.generator) * self.text_rms().reshape(-1, 1)
+
+
+def grid(tokens: int) -> tuple[int, int]:
+    """A near-square h x w grid of at most `tokens` (at least 1 x 1)."""
+    h = max(1, int(math.isqrt(max(tokens, 1))))
+    return h, max(1, tokens // h)
+
+
+def image_ids(h: int, w: int) -> torch.Tensor:
+    """Flux's positions of packed latent tokens: (0, row, column)."""
+    ids = torch.zeros(h, w, 3)
+    ids[..., 1] = torch.arange(h)[:, None]
+    ids[..., 2] = torch.arange(w)[None, :]
+    return ids.reshape(h * w, 3)

@@ -1,0 +1,133 @@
+"""`--method forward`: each FP8 linear's input range from a streaming synthetic forward pass
+through the checkpoint's own weights (fp8stream.forward.run), times a safety margin, capped by
+the hard bound of `--method simulate` where that bound is a proof.
+
+    scale = min(margin x forward amax, hard bound) / 448
+
+The margin (default 3, `--forward-margin`), measured on the harness's trained tiny Flux, SD3 and
+Wan and the Flux rescalings split256 / outlier50 (16 samples x 20 Euler steps, real
+activations): real input amax / forward amax is 0.37-1.77 over every layer (attention outputs
+use the mix bound of engine.py). Margin 2 clips none of them with 13% headroom; 3 leaves 70% for
+models we have not seen, and a scale 3x too large only moves the smallest values 1.6 binades
+towards FP8's subnormals, where one too small clips (docs/scales.md). The bound caps only when it
+assumes nothing about model inputs (its notes carry no "ASSUMED").
+
+Layers the pass cannot reach (family unknown, converter mismatch, a layer outside the model
+code) get the hard bound when it is a proof from the file alone; when it would rest on an
+assumption about a model input, the layer is kept weight-only (decided in `prepare`, from the
+header) unless `--assume-input-rms R` opts in to that assumption. The pass runs once, after the
+copy pass (its pages are then likely cached), by positioned reads through the model's
+TensorSource: a pipe or a zstd stream is refused by the rewrite (it cannot be re-read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping
+
+from fp8stream.calibration import graph as G
+from fp8stream.calibration.interface import MethodPlan, ModelView, ScaleEstimate
+from fp8stream.calibration.settings import CalibrationSettings
+from fp8stream.calibration.simulate import WeightAwareMethod
+from fp8stream.formats.layers import FP8Layer
+from fp8stream.io.header import TensorInfo
+
+E4M3_MAX = 448.0
+
+
+class ForwardMethod:
+    """The CalibrationMethod of `--method forward` (fp8stream/calibration/interface.py)."""
+
+    def __init__(self, settings: CalibrationSettings) -> None:
+        self.settings = settings
+        self.margin = float(settings.forward_margin)
+        self.bound = WeightAwareMethod(dataclasses.replace(settings, sim_mode="bound", rule="max"))
+        self.prepared = None
+        self.result = None
+
+    def prepare(self, model: ModelView) -> MethodPlan:
+        from fp8stream.forward.run import import_diffusers, prepare
+
+        import_diffusers()  # one line saying how to install it, before any output exists
+        bound_plan = self.bound.prepare(model)
+        self.prepared = prepare(model.header)
+        weight_only = {}
+        if self.settings.assume_input_rms is None:
+            graph = self.bound.model.graph
+            for layer in model.layers:
+                if layer.weight.name not in self.prepared.reached and _rests_on_input(graph, layer.name):
+                    weight_only[layer.name] = (f"not reached by the forward pass ({self._why()}) and no bound "
+                                               "holds without an assumption about the model's inputs; opt in "
+                                               "with --assume-input-rms R")
+        notes = () if self.prepared.reason is None else (f"forward pass: {self.prepared.reason}",)
+        return MethodPlan(weight_only=weight_only, watches=bound_plan.watches, rows=True,
+                          needs_random_access=True, notes=notes)
+
+    def observe_tensor(self, info: TensorInfo, chunk) -> None:
+        self.bound.observe_tensor(info, chunk)
+
+    def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
+        self.bound.observe_weight(layer, rows, row_start)
+
+    def weight_done(self, layer: FP8Layer) -> None:
+        self.bound.weight_done(layer)
+
+    def scales(self, model: ModelView, weight_scales: Mapping[str, float]) -> dict[str, ScaleEstimate]:
+        from fp8stream.forward.run import run
+
+        bounds = self.bound.scales(model, weight_scales)
+        if self.result is None:
+            self.result = run(model.source, self.prepared, forward_settings(self.settings))
+        by_name = {layer.name: layer for layer in model.layers}
+        return {name: self._estimate(by_name[name], bounds[name]) for name in weight_scales}
+
+    def _why(self) -> str:
+        return self.prepared.reason or "a layer outside the model code"
+
+    def _estimate(self, layer: FP8Layer, b: ScaleEstimate) -> ScaleEstimate:
+        bound = b.scale * E4M3_MAX
+        proven = not any("ASSUMED" in w for w in b.warnings)
+        seen = self.result.amax.get(layer.weight.name) if self.result.reached(layer.weight.name) else None
+        if seen is None or seen <= 0.0:
+            why = self._why() if seen is None else "its input was all zero in the forward pass"
+            warnings = (f"not reached by the forward pass ({why}): hard bound",) + b.warnings
+            return dataclasses.replace(b, source=f"hard bound (simulate); {b.source}", warnings=warnings)
+        amax = self.margin * seen
+        how = f"forward amax {seen:.4g} x margin {self.margin:g}"
+        if proven and bound < amax:
+            amax, how = bound, how + f", capped by the hard bound {bound:.4g}"
+        else:
+            how += f"; bound {bound:.4g}" + ("" if proven else " (rests on an assumption: not a cap)")
+        if not (amax > 0 and math.isfinite(amax)):
+            return ScaleEstimate(1.0, how, ("no usable range: scale 1.0",))
+        return ScaleEstimate(amax / E4M3_MAX, f"{self.result.family} {how}", (), amax=amax, bound=bound,
+                             margin=self.margin)
+
+
+def _rests_on_input(graph: G.Graph, name: str, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether the hard bound of layer `name` needs an assumption about a model input (it
+    reaches an External source through its producers): then it is no proof."""
+    src = graph.sources.get(name)
+    return src is None or _source_rests(graph, src, seen | {name})
+
+
+def _source_rests(graph: G.Graph, src, seen: frozenset[str]) -> bool:
+    if isinstance(src, (G.External, G.Vec)):  # Vec: the pooled-text embedder reads a model input
+        return True
+    if isinstance(src, G.Concat):
+        return any(_source_rests(graph, p, seen) for p in src.parts)
+    return any(p in seen or _rests_on_input(graph, p, seen) for p in G.producers(src))
+
+
+def forward_settings(settings: CalibrationSettings):
+    """The forward pass's own settings from the calibration settings."""
+    from fp8stream.forward.run import ForwardSettings
+
+    return ForwardSettings(batch=settings.forward_batch, image_tokens=settings.forward_tokens,
+                           text_tokens=settings.forward_text_tokens, seed=settings.seed,
+                           threads=settings.forward_threads, device=settings.device)
+
+
+def create(settings: CalibrationSettings) -> ForwardMethod:
+    return ForwardMethod(settings)

@@ -1,0 +1,156 @@
+"""`run(source, header, settings)`: the streaming synthetic forward pass, standalone.
+
+Usable without the rewrite pass: give it anything with `info(name)` and `read_rows(name, start,
+stop)` (`source.FileRows` reads files) and the parsed header (merged over shards). The result
+says, per checkpoint weight, the amax of its input over all samples, and which were reached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Iterator
+
+import torch
+
+from fp8stream.forward.families import detect_family
+from fp8stream.forward.inputs import SamplePlan
+from fp8stream.forward.mapping import MappingError, check_mapping, derive_mapping, is_companion
+from fp8stream.forward.source import Reader, RowSource
+from fp8stream.formats.prefixes import common_model_prefix, split_prefix
+from fp8stream.errors import UsageError
+from fp8stream.io.header import Header
+
+INSTALL_HINT = "--method forward needs diffusers: pip install fp8stream[forward]"
+
+
+class ForwardUnavailable(UsageError):
+    """diffusers is not installed (the message says how to get it)."""
+
+
+@dataclass(frozen=True)
+class ForwardSettings:
+    batch: int = 4  # samples: timesteps, text scales and guidance values spread over them
+    image_tokens: int = 256  # latent tokens per sample (after patching)
+    text_tokens: int = 128  # text tokens per sample
+    seed: int = 0
+    threads: int = 2  # torch threads for the pass, whatever the process's other settings
+    device: str = "cpu"
+
+
+@dataclass
+class ForwardResult:
+    family: str | None
+    amax: dict[str, float] = field(default_factory=dict)  # checkpoint weight name -> input amax
+    module_amax: dict[str, float] = field(default_factory=dict)  # diffusers Linear -> input amax
+    module_out_amax: dict[str, float] = field(default_factory=dict)  # diffusers Linear -> output amax
+    reason: str | None = None  # why nothing was reached, when nothing was
+    config: dict = field(default_factory=dict)
+    peak_live: int = 0  # most Linear weights materialised at once
+    weights_read: int = 0
+    seconds: float = 0.0
+
+    def reached(self, weight_name: str) -> bool:
+        a = self.amax.get(weight_name)
+        return a is not None and a == a and a != float("inf")
+
+
+def versions() -> dict[str, str]:
+    try:
+        import diffusers
+
+        return {"torch": torch.__version__, "diffusers": diffusers.__version__}
+    except ImportError:
+        return {"torch": torch.__version__, "diffusers": "missing"}
+
+
+def import_diffusers() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the hub: configs come from shapes
+    try:
+        import diffusers  # noqa: F401
+        from diffusers.utils import logging
+    except ImportError:
+        raise ForwardUnavailable(INSTALL_HINT) from None
+    logging.set_verbosity_error()
+
+
+@contextlib.contextmanager
+def pinned_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class Prepared:
+    """What the forward pass will do, from the header alone: the family, its config, the row
+    mapping (checked against the model built on the meta device), and which checkpoint weights
+    feed a Linear of the model (the layers it reaches). `reason` says why it cannot run."""
+
+    family: ModuleType | None
+    reason: str | None = None
+    config: dict = field(default_factory=dict)
+    mapping: dict = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+    reached: frozenset[str] = frozenset()
+
+
+def prepare(header: Header) -> Prepared:
+    """Detect the family, derive and check the mapping: header only, no weight is read."""
+    names = [t.name for t in header.tensors]
+    shapes = {t.name: tuple(t.shape) for t in header.tensors}
+    prefix = common_model_prefix([n for n in names if not is_companion(n)])
+    bare = {split_prefix(n)[1] if prefix else n: s for n, s in shapes.items()}
+    family = detect_family(set(bare))
+    if family is None:
+        return Prepared(None, "model family not recognised (the forward pass knows flux, sd3, wan)")
+    import_diffusers()
+    cfg = family.config(bare)
+    try:
+        mapping = derive_mapping(shapes, prefix, lambda st: family.convert(st, cfg))
+    except (MappingError, KeyError, RuntimeError, ValueError) as e:
+        return Prepared(family, f"{family.NAME}: diffusers' converter failed ({e})", cfg)
+    model = _meta_model(family, cfg)
+    params = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    params.update({n: tuple(b.shape) for n, b in model.named_buffers() if n in mapping})
+    problems = check_mapping(mapping, params, shapes)
+    if problems:
+        return Prepared(family, f"{family.NAME}: {problems[0]}", cfg)
+    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    reached = frozenset(r.source for n in linears for r in mapping[n + ".weight"])
+    return Prepared(family, None, cfg, mapping, names, reached)
+
+
+def _meta_model(family: ModuleType, cfg: dict) -> torch.nn.Module:
+    from fp8stream.forward.engine import parameters_on_meta
+
+    with parameters_on_meta():
+        return family.model_class()(**cfg).eval()
+
+
+def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = ForwardSettings()) -> ForwardResult:
+    """The forward pass over the prepared model; a result with `reason` when it cannot run."""
+    family = prepared.family
+    if prepared.reason is not None:
+        return ForwardResult(family.NAME if family else None, reason=prepared.reason, config=prepared.config)
+    from fp8stream.forward.engine import StreamingModel
+
+    start = time.monotonic()
+    cfg = prepared.config
+    model = _meta_model(family, cfg)
+    device = torch.device(settings.device)
+    with pinned_threads(settings.threads), torch.no_grad():
+        sm = StreamingModel(model, prepared.mapping, Reader(source, prepared.names, device), device)
+        sm.load_rest()
+        plan = SamplePlan(settings.batch, settings.image_tokens, settings.text_tokens, settings.seed)
+        kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in family.inputs(cfg, plan).items()}
+        with sm.hooked() as state:
+            model(**kwargs, return_dict=False)
+    return ForwardResult(family.NAME, sm.layer_amax(family.value_sources(cfg)), dict(state.amax), dict(state.out_amax),
+                         None, cfg, state.peak_live, state.weights_read, time.monotonic() - start)

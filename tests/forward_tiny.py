@@ -1,0 +1,153 @@
+"""Tiny random Flux, SD3 and Wan models for the forward-pass tests: built with diffusers'
+classes, saved under the checkpoint names ComfyUI's files use (original / BFL names), FP8.
+
+The original names and shapes are listed here by hand; the diffusers -> original direction is
+the inverse of the row-id mapping (fp8stream.forward.mapping), so a wrong mapping cannot make a
+test pass: the eager reference runs the diffusers model with its own parameters.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import quality_models as qm  # noqa: E402
+
+from fp8stream.forward.families import family_module  # noqa: E402
+from fp8stream.forward.mapping import derive_mapping  # noqa: E402
+
+D, HEAD, JOINT, POOLED = 64, 16, 32, 24
+
+
+def _linear(out: dict, name: str, rows: int, cols: int, bias: bool = True) -> None:
+    out[name + ".weight"] = (rows, cols)
+    if bias:
+        out[name + ".bias"] = (rows,)
+
+
+def sd3_shapes(layers: int = 2, dual: tuple[int, ...] = (0,), channels: int = 4, patch: int = 2,
+               max_size: int = 8) -> dict[str, tuple[int, ...]]:
+    s: dict[str, tuple[int, ...]] = {"pos_embed": (1, max_size * max_size, D),
+                                     "x_embedder.proj.weight": (D, channels, patch, patch), "x_embedder.proj.bias": (D,)}
+    _linear(s, "t_embedder.mlp.0", D, 256)
+    _linear(s, "t_embedder.mlp.2", D, D)
+    _linear(s, "y_embedder.mlp.0", D, POOLED)
+    _linear(s, "y_embedder.mlp.2", D, D)
+    _linear(s, "context_embedder", D, JOINT)
+    for i in range(layers):
+        for part in ("x_block", "context_block"):
+            p = f"joint_blocks.{i}.{part}"
+            last_ctx = part == "context_block" and i == layers - 1
+            mods = 2 if last_ctx else (9 if part == "x_block" and i in dual else 6)
+            _linear(s, p + ".adaLN_modulation.1", mods * D, D)
+            attns = ["attn", "attn2"] if part == "x_block" and i in dual else ["attn"]
+            for a in attns:
+                _linear(s, f"{p}.{a}.qkv", 3 * D, D)
+                s[f"{p}.{a}.ln_q.weight"] = (HEAD,)
+                s[f"{p}.{a}.ln_k.weight"] = (HEAD,)
+                if not last_ctx:
+                    _linear(s, f"{p}.{a}.proj", D, D)
+            if not last_ctx:
+                _linear(s, p + ".mlp.fc1", 4 * D, D)
+                _linear(s, p + ".mlp.fc2", D, 4 * D)
+    _linear(s, "final_layer.adaLN_modulation.1", 2 * D, D)
+    _linear(s, "final_layer.linear", patch * patch * channels, D)
+    return s
+
+
+def wan_shapes(layers: int = 2, image: bool = True, channels: int = 4, text: int = JOINT,
+               freq: int = 32, ffn: int = 128) -> dict[str, tuple[int, ...]]:
+    s: dict[str, tuple[int, ...]] = {"patch_embedding.weight": (D, channels, 1, 2, 2), "patch_embedding.bias": (D,)}
+    _linear(s, "text_embedding.0", D, text)
+    _linear(s, "text_embedding.2", D, D)
+    _linear(s, "time_embedding.0", D, freq)
+    _linear(s, "time_embedding.2", D, D)
+    _linear(s, "time_projection.1", 6 * D, D)
+    for i in range(layers):
+        p = f"blocks.{i}"
+        for a in ("self_attn", "cross_attn"):
+            for x in "qkvo":
+                _linear(s, f"{p}.{a}.{x}", D, D)
+            s[f"{p}.{a}.norm_q.weight"] = (D,)
+            s[f"{p}.{a}.norm_k.weight"] = (D,)
+        if image:
+            _linear(s, f"{p}.cross_attn.k_img", D, D)
+            _linear(s, f"{p}.cross_attn.v_img", D, D)
+            s[f"{p}.cross_attn.norm_k_img.weight"] = (D,)
+        s[f"{p}.norm3.weight"], s[f"{p}.norm3.bias"] = (D,), (D,)
+        _linear(s, f"{p}.ffn.0", ffn, D)
+        _linear(s, f"{p}.ffn.2", D, ffn)
+        s[f"{p}.modulation"] = (1, 6, D)
+    _linear(s, "head.head", 4 * channels, D)
+    s["head.modulation"] = (1, 2, D)
+    if image:
+        s["img_emb.proj.0.weight"], s["img_emb.proj.0.bias"] = (JOINT,), (JOINT,)
+        _linear(s, "img_emb.proj.1", JOINT, JOINT)
+        _linear(s, "img_emb.proj.3", D, JOINT)
+        s["img_emb.proj.4.weight"], s["img_emb.proj.4.bias"] = (D,), (D,)
+    return s
+
+
+def flux_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
+    model = family_module("flux").model_class()(**cfg)
+    return {k: tuple(v.shape) for k, v in qm.diffusers_to_comfy(model.state_dict(), cfg).items()}
+
+
+def to_original(state: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], family: str,
+                cfg: dict) -> dict[str, torch.Tensor]:
+    """A diffusers state dict under the original names, through the inverse row mapping."""
+    fam = family_module(family)
+    mapping = derive_mapping(shapes, "", lambda st: fam.convert(st, cfg))
+    out = {n: torch.full(shape, float("nan")) for n, shape in shapes.items()}
+    for target, runs in mapping.items():
+        value = state[target].reshape(state[target].shape[0] if state[target].dim() else 1, -1)
+        pos = 0
+        for r in runs:
+            dst = out[r.source].view(out[r.source].shape[0] if out[r.source].dim() else 1, -1)
+            dst[r.start:r.stop] = value[pos:pos + r.stop - r.start]
+            pos += r.stop - r.start
+    missing = [n for n, t in out.items() if torch.isnan(t).any()]
+    assert not missing, f"original tensors not filled: {missing[:5]}"
+    return out
+
+
+def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict]:
+    """(diffusers model in float32, its state under original names, the family config)."""
+    fam = family_module(family)
+    torch.manual_seed(seed)
+    if family == "flux":
+        cfg = fam.config(flux_shapes(_flux_cfg()))
+        shapes = flux_shapes(cfg)
+    else:
+        shapes = sd3_shapes(**kw) if family == "sd3" else wan_shapes(**kw)
+        cfg = fam.config(shapes)
+    model = fam.model_class()(**cfg).float().eval()
+    with torch.no_grad():  # random init gives zero modulation/out layers: make every layer matter
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * (0.5 if p.dim() < 2 else p.shape[-1] ** -0.5))
+        for name, b in model.named_buffers():  # a stored buffer must come from the file (SD3 pos_embed)
+            if name in model.state_dict() and b.is_floating_point():
+                b.copy_(torch.randn_like(b))
+    return model, to_original(model.state_dict(), shapes, family, cfg), cfg
+
+
+def _flux_cfg() -> dict:
+    return {"patch_size": 1, "in_channels": 4, "num_layers": 2, "num_single_layers": 2, "attention_head_dim": HEAD,
+            "num_attention_heads": D // HEAD, "joint_attention_dim": JOINT, "pooled_projection_dim": POOLED,
+            "guidance_embeds": True, "axes_dims_rope": (4, 6, 6)}
+
+
+def fp8_linears(state: dict[str, torch.Tensor]) -> list[str]:
+    """Every 2-D weight (the FP8 layers of the test checkpoints)."""
+    return sorted(n[:-7] for n, t in state.items() if n.endswith(".weight") and t.dim() == 2)
+
+
+def write(state: dict[str, torch.Tensor], path: Path, prefix: str = "") -> list[str]:
+    layers = fp8_linears(state)
+    qm.write_fp8_checkpoint({prefix + k: v for k, v in state.items()}, [prefix + n for n in layers], path)
+    return [prefix + n for n in layers]

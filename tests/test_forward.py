@@ -1,0 +1,223 @@
+"""--method forward: the streaming forward pass is exact, reaches every layer, and plugs into the CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+pytest.importorskip("diffusers")
+
+import forward_tiny as ft  # noqa: E402
+from conftest import run_cli, run_subprocess  # noqa: E402
+
+from fp8stream.forward.families import family_module  # noqa: E402
+from fp8stream.forward.inputs import SamplePlan  # noqa: E402
+from fp8stream.forward.mapping import derive_mapping  # noqa: E402
+from fp8stream.forward.run import ForwardSettings, prepare, run  # noqa: E402
+from fp8stream.forward.source import FileRows  # noqa: E402
+from fp8stream.io.reader import LazyFile  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ForwardSettings(batch=3, image_tokens=16, text_tokens=8, threads=1)
+FAMILIES = ["flux", "sd3", "wan"]
+
+
+def _checkpoint(family: str, path: Path, prefix: str = ""):
+    model, state, cfg = ft.tiny(family)
+    layers = ft.write(state, path, prefix)
+    return model, state, cfg, layers
+
+
+def _dequantized(state: dict, layers: list[str]) -> dict:
+    """The original state with every FP8 layer's weight as ComfyUI runs it (dequantized)."""
+    out = dict(state)
+    for n in layers:
+        w8, s = ft.qm.quantize_weight(state[n + ".weight"])
+        out[n + ".weight"] = w8.float() * s
+    return out
+
+
+def _eager_amax(family: str, model, state: dict, layers: list[str], cfg: dict) -> dict[str, float]:
+    fam = family_module(family)
+    converted = fam.convert({k: v.clone() for k, v in _dequantized(state, layers).items()}, cfg)
+    missing, unexpected = model.load_state_dict({k: v for k, v in converted.items()
+                                                 if k in dict(model.named_parameters())}, strict=False)
+    assert not [m for m in missing if m in dict(model.named_parameters())]
+    plan = SamplePlan(SMALL.batch, SMALL.image_tokens, SMALL.text_tokens, SMALL.seed)
+    amax: dict[str, float] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a, _n=n: amax.__setitem__(_n, float(a[0].abs().max())))
+             for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        model(**fam.inputs(cfg, plan), return_dict=False)
+    for h in hooks:
+        h.remove()
+    return amax
+
+
+def _run(path: Path):
+    with LazyFile(str(path)) as f:
+        header = f.header
+    src = FileRows.single(str(path), header)
+    try:
+        return run(src, prepare(header), SMALL)
+    finally:
+        src.close()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_streaming_pass_equals_eager_run(family, tmp_path):
+    """Every Linear's recorded input amax equals a full-precision eager diffusers run with the
+    dequantized weights on the same inputs, with one Linear weight live at a time."""
+    path = tmp_path / f"{family}.safetensors"
+    model, state, cfg, layers = _checkpoint(family, path)
+    result = _run(path)
+    assert result.family == family and result.reason is None
+    assert result.peak_live == 1  # one weight materialised at a time
+    eager = _eager_amax(family, model, state, layers, cfg)
+    assert set(result.module_amax) == set(eager)
+    for name, a in eager.items():
+        assert result.module_amax[name] == pytest.approx(a, rel=1e-5, abs=1e-6), name
+    assert result.weights_read == len(eager)  # each Linear's rows read once
+    assert sorted(n[:-7] for n in result.amax) == sorted(layers)  # every FP8 layer reached
+
+
+def test_attention_outputs_get_the_mix_bound(tmp_path):
+    """An attention output projection's amax is at least the largest value it mixes (the
+    attention weights are convex): synthetic inputs make attention more diffuse than real ones."""
+    path = tmp_path / "flux.safetensors"
+    _checkpoint("flux", path)
+    r = _run(path)
+    a = "transformer_blocks.0.attn."
+    mix = max(r.module_out_amax[a + "to_v"], r.module_out_amax[a + "add_v_proj"])
+    assert mix > r.module_amax[a + "to_out.0"]  # diffuse synthetic attention falls short of it
+    assert r.amax["double_blocks.0.img_attn.proj.weight"] == pytest.approx(mix)
+    s = "single_transformer_blocks.1."
+    want = max(r.module_amax[s + "proj_out"], r.module_out_amax[s + "attn.to_v"])
+    assert r.amax["single_blocks.1.linear2.weight"] == pytest.approx(want)
+
+
+def test_flux_mapping_matches_the_hand_written_map():
+    _, state, cfg = ft.tiny("flux")
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    fam = family_module("flux")
+    mapping = derive_mapping(shapes, "", lambda st: fam.convert(st, cfg))
+    for lm in ft.qm.flux_linear_maps(cfg):
+        runs = [r for part in lm.parts for r in mapping[part + ".weight"]]
+        assert {r.source for r in runs} == {lm.comfy + ".weight"}
+        starts = [r.start for r in runs]
+        rows = shapes[lm.comfy + ".weight"][0]
+        if lm.swap_halves:  # diffusers' norm_out = (scale, shift), BFL's = (shift, scale)
+            assert starts == [rows // 2, 0]
+        else:
+            assert starts == sorted(starts) and runs[-1].stop == rows
+
+
+def _cli(*args: str):
+    """In-process (diffusers is imported once for the whole file): exit_code, stdout, stderr."""
+    return run_cli("calibrate", *args)
+
+
+def _forward_args() -> list[str]:
+    return ["--method", "forward", "--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8",
+            "--forward-threads", "1", "--json", "--no-progress"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cli_every_layer_from_the_forward_pass_and_deterministic(family, tmp_path):
+    src = tmp_path / "in.safetensors"
+    _, _, _, layers = _checkpoint(family, src, prefix="model.diffusion_model.")
+    outs = []
+    for i in range(2 if family == "flux" else 1):  # determinism: one family is enough
+        out = tmp_path / f"out{i}.safetensors"
+        p = _cli(str(src), str(out), *_forward_args())
+        assert p.exit_code == 0, p.stderr[-2000:]
+        outs.append(out.read_bytes())
+    report = json.loads(p.stdout)
+    got = {r["name"]: r for r in report["layers"]}
+    assert sorted(got) == sorted(layers)
+    for r in got.values():
+        assert r["method"] == "forward"
+        assert r["assumption"].startswith(f"{family} forward amax"), r
+        assert not any("not reached" in w or "ASSUMED" in w for w in r["warnings"]), r
+    assert outs[0] == outs[-1]  # same bytes twice
+    with LazyFile(str(tmp_path / "out0.safetensors")) as f:
+        meta = f.header.metadata or {}
+    assert "diffusers" in json.dumps(meta) and "forward" in json.dumps(meta)
+
+
+def test_sharded_model_gets_the_scales_of_the_single_file(tmp_path):
+    """Shards read each other's tensors by positioned reads; one pass serves every shard."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    single = tmp_path / "single.safetensors"
+    _checkpoint("flux", single)
+    with safe_open(str(single), "pt") as f:
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    weight_map = {}
+    for shard, keep in (("model-00001-of-00002.safetensors", True), ("model-00002-of-00002.safetensors", False)):
+        part = {k: v for k, v in sd.items() if k.startswith("double_blocks.") == keep}
+        save_file(part, str(folder / shard))
+        weight_map.update({k: shard for k in part})
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (tmp_path / "out").mkdir()
+    p = _cli(str(index), str(tmp_path / "out" / index.name), *_forward_args())
+    assert p.exit_code == 0, p.stderr
+    sharded = {r["name"]: r["scale"] for line in p.stdout.splitlines() if line.startswith("{")
+               for r in json.loads(line)["layers"]}
+    p = _cli(str(single), str(tmp_path / "single_out.safetensors"), *_forward_args())
+    assert p.exit_code == 0, p.stderr
+    assert sharded == {r["name"]: r["scale"] for r in json.loads(p.stdout)["layers"]}
+
+
+def test_pipe_is_refused_with_one_line(tmp_path):
+    src = tmp_path / "in.safetensors"
+    _checkpoint("flux", src)
+    with open(src, "rb") as f:  # a real process: the real exit code and stderr
+        p = run_subprocess("calibrate", "-", str(tmp_path / "out.safetensors"), *_forward_args(), stdin=f)
+    assert p.returncode == 2
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and "give a file or a sharded folder, not a pipe" in err[0]
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_unknown_family_is_kept_weight_only_unless_an_input_rms_is_assumed(tmp_path):
+    """No guess by default: a layer the forward pass cannot reach, whose bound would rest on an
+    assumed input range, is written weight-only with the reason; --assume-input-rms opts in."""
+    src = tmp_path / "in.safetensors"
+    ft.qm.write_fp8_checkpoint({"enc.layer.weight": torch.randn(16, 8), "enc.layer.bias": torch.randn(16)},
+                               ["enc.layer"], src)
+    out = tmp_path / "out.safetensors"
+    p = _cli(str(src), str(out), *_forward_args())
+    assert p.exit_code == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["layers"] == []
+    (kept,) = report["excluded"]
+    assert "model family not recognised" in json.dumps(kept) and "--assume-input-rms" in json.dumps(kept)
+    with safe_open(str(out), "pt") as f:
+        assert "enc.layer.input_scale" not in f.keys()
+        marker = json.loads(bytes(f.get_tensor("enc.layer.comfy_quant").tolist()))
+    assert marker.get("full_precision_matrix_mult") is True
+    p = _cli(str(src), str(tmp_path / "assumed.safetensors"), *_forward_args(), "--assume-input-rms", "2")
+    assert p.exit_code == 0, p.stderr
+    (r,) = json.loads(p.stdout)["layers"]
+    assert any("not reached by the forward pass (model family not recognised" in w for w in r["warnings"])
+    assert any("ASSUMED" in w and "rms <= 2" in w for w in r["warnings"])
+
+
+def test_missing_diffusers_says_how_to_install(monkeypatch):
+    from fp8stream.errors import UsageError
+    from fp8stream.forward.run import INSTALL_HINT, import_diffusers
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    with pytest.raises(UsageError, match=r"pip install fp8stream\[forward\]"):
+        import_diffusers()
+    assert "\n" not in INSTALL_HINT
