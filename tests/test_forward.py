@@ -139,7 +139,13 @@ def test_cli_every_layer_from_the_forward_pass_and_deterministic(family, tmp_pat
         outs.append(out.read_bytes())
     report = json.loads(p.stdout)
     got = {r["name"]: r for r in report["layers"]}
-    assert sorted(got) == sorted(layers)
+    kept = {r["name"]: r for r in report["excluded"]}
+    # every layer is scaled by the pass, or kept weight-only as the conditioning path (no guess)
+    assert sorted(got) + sorted(kept) == sorted(layers) or sorted([*got, *kept]) == sorted(layers)
+    assert len(kept) <= len(layers) // 4
+    assert all("conditioning path" in json.dumps(r) for r in kept.values()), kept
+    if family == "flux":
+        assert any("img_mod" in n or "time_in" in n or "guidance_in" in n for n in kept), sorted(kept)
     for r in got.values():
         assert r["method"] == "forward"
         assert r["assumption"].startswith(f"{family} forward amax"), r
@@ -148,6 +154,17 @@ def test_cli_every_layer_from_the_forward_pass_and_deterministic(family, tmp_pat
     with LazyFile(str(tmp_path / "out0.safetensors")) as f:
         meta = f.header.metadata or {}
     assert "diffusers" in json.dumps(meta) and "forward" in json.dumps(meta)
+
+
+def test_conditioning_fp8_scales_every_layer(tmp_path):
+    """--forward-conditioning fp8: the conditioning path gets forward-pass scales too."""
+    src = tmp_path / "in.safetensors"
+    _, _, _, layers = _checkpoint("flux", src)
+    p = _cli(str(src), str(tmp_path / "out.safetensors"), *_forward_args(), "--forward-conditioning", "fp8")
+    assert p.exit_code == 0, p.stderr[-2000:]
+    report = json.loads(p.stdout)
+    assert sorted(r["name"] for r in report["layers"]) == sorted(layers) and report["excluded"] == []
+    assert all(r["assumption"].startswith("flux forward amax") for r in report["layers"])
 
 
 def test_sharded_model_gets_the_scales_of_the_single_file(tmp_path):

@@ -32,6 +32,7 @@ class CalibrationSettings:
     forward_tokens: int = 256  # forward: latent tokens per sample
     forward_text_tokens: int = 128  # forward: text tokens per sample
     forward_threads: int = 2  # forward: torch threads pinned for the pass
+    forward_conditioning: str = "weight-only"  # forward: conditioning-path layers: weight-only | fp8
     assume_input_rms: float | None = None  # forward: opt-in bound for layers it cannot reach
 
     def __post_init__(self) -> None:
@@ -72,6 +73,7 @@ class CalibrationSettings:
         out: dict[str, object] = {"margin": self.forward_margin, "batch": self.forward_batch,
                                   "tokens": self.forward_tokens, "text_tokens": self.forward_text_tokens,
                                   "threads": self.forward_threads, "seed": self.seed,
+                                  "conditioning": self.forward_conditioning,
                                   "torch": installed("torch"), "diffusers": installed("diffusers")}
         if self.assume_input_rms is not None:
             out["assume_input_rms"] = self.assume_input_rms

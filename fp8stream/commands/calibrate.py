@@ -75,6 +75,10 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
               help="--method forward: text tokens per sample.")
 @click.option("--forward-threads", type=click.IntRange(1, 256), default=2, show_default=True,
               help="--method forward: torch threads for the pass (fixed: the same bytes whatever --jobs is).")
+@click.option("--forward-conditioning", type=click.Choice(("weight-only", "fp8")), default="weight-only",
+              show_default=True,
+              help="--method forward: layers that read one vector per sample (timestep/guidance/pooled embedders, "
+                   "AdaLN modulation) stay weight-only (at most a quarter of the layers), or get FP8 scales too.")
 @click.option("--assume-input-rms", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="--method forward: layers the forward pass cannot reach and whose bound needs an assumption "
                    "about the model's inputs get that bound with inputs of rms <= R, instead of staying "
@@ -131,7 +135,7 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
 @click.option("--max-memory", help="Memory budget, e.g. 4G: bounds --jobs and zstd [default: available memory].")
 def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode: str, margin: float,
               forward_margin: float, forward_batch: int, forward_tokens: int, forward_text_tokens: int,
-              forward_threads: int, assume_input_rms: float | None,
+              forward_threads: int, forward_conditioning: str, assume_input_rms: float | None,
               stats_path: str | None, map_path: str | None, fallback: str, factor: float, rule: str, percentile: float,
               samples: int, seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
               target: str, include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None,
@@ -168,7 +172,8 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
                                        fallback=None if fallback == "none" else fallback,
                                        forward_margin=forward_margin, forward_batch=forward_batch,
                                        forward_tokens=forward_tokens, forward_text_tokens=forward_text_tokens,
-                                       forward_threads=forward_threads, assume_input_rms=assume_input_rms)
+                                       forward_threads=forward_threads, forward_conditioning=forward_conditioning,
+                                       assume_input_rms=assume_input_rms)
         template = RewriteOptions(
             input=inputs[0], output=output, settings=settings, overwrite_scales=overwrite_scales,
             keep_weight_only=keep_weight_only, target=target, include=include, exclude=exclude, preset=preset,

@@ -44,6 +44,9 @@ class Pass:
 
     amax: dict[str, float] = field(default_factory=dict)
     out_amax: dict[str, float] = field(default_factory=dict)  # each Linear's output amax
+    # Linears whose input is one vector per sample (the conditioning path): largest / smallest
+    # per-sample amax over the synthetic samples (how far one static scale is from each call's)
+    spread: dict[str, float] = field(default_factory=dict)
     live: int = 0
     peak_live: int = 0
     weights_read: int = 0
@@ -104,6 +107,10 @@ class StreamingModel:
             prev = self.state.amax.get(name)
             # NaN stays visible (max() would hide it): a NaN input means no usable range
             self.state.amax[name] = a if prev is None or a != a or prev != prev else max(prev, a)
+            if x.dim() == 2 and x.shape[0] > 1:
+                per_sample = x.detach().abs().amax(dim=-1)
+                low = float(per_sample.min())
+                self.state.spread[name] = float(per_sample.max()) / low if low > 0 else float("inf")
             w = self.gather(name + ".weight").reshape(module.weight.shape).to(self.device)
             module._parameters["weight"] = nn.Parameter(w, requires_grad=False)
             self.state.live += 1
@@ -156,3 +163,17 @@ class StreamingModel:
                 prev = out.get(run.source)
                 out[run.source] = a if prev is None or a != a or prev != prev else max(prev, a)
         return out
+
+    def layer_spread(self) -> dict[str, float]:
+        """Per checkpoint weight: the spread of its per-sample input range, for weights whose
+        every Linear reads one vector per sample (see Pass.spread)."""
+        out: dict[str, float] = {}
+        mixed: set[str] = set()
+        for name in self.linears:
+            for run in self.mapping[name + ".weight"]:
+                spread = self.state.spread.get(name)
+                if spread is None:
+                    mixed.add(run.source)
+                else:
+                    out[run.source] = max(out.get(run.source, 0.0), spread)
+        return {k: v for k, v in out.items() if k not in mixed}

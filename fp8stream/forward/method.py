@@ -47,22 +47,45 @@ class ForwardMethod:
         self.result = None
 
     def prepare(self, model: ModelView) -> MethodPlan:
-        from fp8stream.forward.run import import_diffusers, prepare
+        from fp8stream.forward.run import import_diffusers, prepare, run
 
         import_diffusers()  # one line saying how to install it, before any output exists
         bound_plan = self.bound.prepare(model)
         self.prepared = prepare(model.header)
-        weight_only = {}
-        if self.settings.assume_input_rms is None:
-            graph = self.bound.model.graph
-            for layer in model.layers:
-                if layer.weight.name not in self.prepared.reached and _rests_on_input(graph, layer.name):
-                    weight_only[layer.name] = (f"not reached by the forward pass ({self._why()}) and no bound "
-                                               "holds without an assumption about the model's inputs; opt in "
-                                               "with --assume-input-rms R")
+        weight_only = self._unreachable(model)
+        if model.source is not None and self.prepared.reason is None:
+            # The pass runs now, before the header: which layers stay weight-only depends on it.
+            self.result = run(model.source, self.prepared, forward_settings(self.settings))
+            if self.settings.forward_conditioning == "weight-only":
+                weight_only.update(self._conditioning(model, len(weight_only)))
         notes = () if self.prepared.reason is None else (f"forward pass: {self.prepared.reason}",)
         return MethodPlan(weight_only=weight_only, watches=bound_plan.watches, rows=True,
                           needs_random_access=True, notes=notes)
+
+    def _unreachable(self, model: ModelView) -> dict[str, str]:
+        """Layers the pass cannot reach whose bound would rest on an assumed model input."""
+        if self.settings.assume_input_rms is not None:
+            return {}
+        graph = self.bound.model.graph
+        return {layer.name: (f"not reached by the forward pass ({self._why()}) and no bound holds without an "
+                             "assumption about the model's inputs; opt in with --assume-input-rms R")
+                for layer in model.layers
+                if layer.weight.name not in self.prepared.reached and _rests_on_input(graph, layer.name)}
+
+    def _conditioning(self, model: ModelView, already: int) -> dict[str, str]:
+        """The conditioning path (layers that read one vector per sample: timestep, guidance and
+        pooled-text embedders, AdaLN modulation) is kept weight-only: one static scale cannot
+        follow a range that changes with every timestep (each call is a single vector, so dynamic
+        scaling fits it exactly), and FP8 activations save nothing on a few rows. At most a
+        quarter of the layers in all, those whose range changes most first, so FP8 stays the rule."""
+        spread = self.result.per_sample
+        candidates = sorted((layer for layer in model.layers if layer.weight.name in spread),
+                            key=lambda layer: (-spread[layer.weight.name], layer.name))
+        room = max(0, len(model.layers) // 4 - already)
+        return {layer.name: (f"conditioning path (one vector per sample; its range changes "
+                             f"{spread[layer.weight.name]:.3g}x across the synthetic timesteps): weight-only; "
+                             "--forward-conditioning fp8 to scale it")
+                for layer in candidates[:room]}
 
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
         self.bound.observe_tensor(info, chunk)
@@ -77,7 +100,7 @@ class ForwardMethod:
         from fp8stream.forward.run import run
 
         bounds = self.bound.scales(model, weight_scales)
-        if self.result is None:
+        if self.result is None:  # the pass could not run in prepare: every layer gets the bound
             self.result = run(model.source, self.prepared, forward_settings(self.settings))
         by_name = {layer.name: layer for layer in model.layers}
         return {name: self._estimate(by_name[name], bounds[name]) for name in weight_scales}

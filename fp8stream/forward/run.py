@@ -52,6 +52,7 @@ class ForwardResult:
     peak_live: int = 0  # most Linear weights materialised at once
     weights_read: int = 0
     seconds: float = 0.0
+    per_sample: dict[str, float] = field(default_factory=dict)  # weight -> spread (engine.Pass.spread)
 
     def reached(self, weight_name: str) -> bool:
         a = self.amax.get(weight_name)
@@ -153,4 +154,5 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
         with sm.hooked() as state:
             model(**kwargs, return_dict=False)
     return ForwardResult(family.NAME, sm.layer_amax(family.value_sources(cfg)), dict(state.amax), dict(state.out_amax),
-                         None, cfg, state.peak_live, state.weights_read, time.monotonic() - start)
+                         None, cfg, state.peak_live, state.weights_read, time.monotonic() - start,
+                         sm.layer_spread())
