@@ -114,7 +114,8 @@ def cli_scales(case: Case, out: Path, extra: list[str], pythonpath: str) -> dict
     env = dict(os.environ, PYTHONPATH=pythonpath, HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "fp8stream", "calibrate", "--force", "--device", "cpu", "--no-progress",
            str(case.ckpt), str(out), *extra]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    # cwd: `python -m` puts it first on sys.path, ahead of PYTHONPATH (and of an editable install).
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=pythonpath)
     if r.returncode != 0:
         lines = (r.stderr or r.stdout).strip().splitlines()
         return f"exit {r.returncode}: {lines[-1] if lines else ''}"
