@@ -5,9 +5,10 @@ halves in the other order (shift, scale vs scale, shift)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
+import torch.nn as nn
 
 
 @dataclass(frozen=True)
@@ -72,3 +73,10 @@ def split_fp8(w8: torch.Tensor, lm: LinearMap, rows: Mapping[str, int]) -> dict[
         out[p] = w8[start:start + rows[p]].contiguous()
         start += rows[p]
     return out
+
+
+def linear_rows(make_model: Callable[[Mapping], nn.Module], cfg: Mapping) -> dict[str, int]:
+    """Output rows of every linear of a model built on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        model = make_model(cfg)
+    return {n: m.out_features for n, m in model.named_modules() if isinstance(m, nn.Linear)}

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from fp8stream.harness.digits import pack, unpack
-from fp8stream.harness.names import LinearMap, fuse, split
+from fp8stream.harness.names import LinearMap, fuse, linear_rows, split
 
 NAME = "sd3"
 DEFAULT_CONFIG: dict = {
@@ -89,9 +89,7 @@ def other_maps(cfg: Mapping) -> list[tuple[str, str]]:
 
 
 def rows(cfg: Mapping) -> dict[str, int]:
-    with torch.device("meta"):
-        model = make_model(cfg)
-    return {n: m.out_features for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    return linear_rows(make_model, cfg)
 
 
 def to_comfy(sd: Mapping[str, torch.Tensor], cfg: Mapping) -> dict[str, torch.Tensor]:
