@@ -54,8 +54,8 @@ def open_input(path: str) -> InputSource:
     if path == "-":
         return _detect_zstd(InputSource(sys.stdin.buffer, None, "<stdin>", None))
     if is_remote(path):  # s3://, hf://, ...: one sequential stream of ranged reads (docs/remote.md)
-        from fp8stream.remote.input import open_remote_input
-        return _detect_zstd(open_remote_input(path))
+        from fp8stream.remote.input import open_remote_stream
+        return _detect_zstd(InputSource(open_remote_stream(path), None, path, path))  # type: ignore[arg-type]
     if os.path.isdir(path):
         raise UsageError(f"{path}: is a folder, not a safetensors file")
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError
-from fp8stream.io.reader import InputSource
 from fp8stream.remote import filesystem, scheme_of
 
 READ_BLOCK = 8 << 20
@@ -88,9 +87,9 @@ def identity_tag(info: dict[str, Any]) -> str | None:
     return info.get("VersionId") or info.get("ETag") or info.get("etag")
 
 
-def open_remote_input(url: str) -> InputSource:
-    """An fsspec URL opened for one sequential pass (InputSource with size None: the end of the
-    data is checked by reading past it, as for a pipe)."""
+def open_remote_stream(url: str) -> RemoteStream:
+    """An fsspec URL opened for one sequential pass. The reader treats it as having no size,
+    like a pipe: the end of the data is checked by reading past it."""
     fs, path = filesystem(url)
     info = object_info(url)
     expected = _pins.get(url)
@@ -107,7 +106,7 @@ def open_remote_input(url: str) -> InputSource:
         raise FP8StreamError(f"{url}: permission denied") from None
     except Exception as e:
         raise FP8StreamError(f"{url}: cannot open ({_first_line(e)})") from None
-    return InputSource(RemoteStream(f, url), None, url, url)  # type: ignore[arg-type]
+    return RemoteStream(f, url)
 
 
 def _first_line(e: BaseException) -> str:

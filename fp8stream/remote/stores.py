@@ -16,7 +16,7 @@ MAX_PARTS = 9000  # S3 allows 10,000; leave room for the uncertain compressed si
 DEFAULT_PART = 16 << 20  # size unknown (zstd output): 16 MB parts reach 140 GB
 
 
-def _is_s3(fs: Any) -> bool:
+def is_s3(fs: Any) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
     return "s3" in protocol
 
@@ -47,7 +47,7 @@ def split_s3(path: str) -> tuple[str, str]:
 
 def pending_uploads(fs: Any, path: str) -> list[dict[str, Any]]:
     """Incomplete multipart uploads of exactly this key (S3 only)."""
-    if not _is_s3(fs):
+    if not is_s3(fs):
         return []
     bucket, key = split_s3(path)
     out = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key)
