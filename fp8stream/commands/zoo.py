@@ -50,16 +50,12 @@ def zoo(prefixes: tuple[str, ...], pairs_file: str | None, method: str, sim_mode
     """
     def body() -> int:
         from fp8stream.zoo import driver, listing
-        from fp8stream.zoo.identity import options_digest
         storage = parse_storage_options(storage_json)
         configure(storage)
         pairs = _listing(prefixes, pairs_file, listing)
-        settings = CalibrationSettings(method=method, rule="max", percentile=99.99, samples=samples, seed=seed,
-                                       device=resolve_device(device), sim_mode=sim_mode, margin=margin,
-                                       factor=0.5, stats=None, map=None, fallback=None)
+        settings, digest = zoo_settings(method, sim_mode, margin, samples, seed, resolve_device(device), preset)
         template = RewriteOptions(input=pairs[0][0], output=pairs[0][1], settings=settings, preset=preset,
                                   force=force, progress=False)
-        digest = options_digest({"settings": settings.describe(), "preset": preset})
         items = [listing.ZooItem(i, o) for i, o in pairs]
         for item in items:
             listing.probe(item, None)
@@ -73,6 +69,16 @@ def zoo(prefixes: tuple[str, ...], pairs_file: str | None, method: str, sim_mode
     code = run_guarded(body)
     if code:
         sys.exit(code)
+
+
+def zoo_settings(method: str, sim_mode: str, margin: float, samples: int, seed: int, device: str,
+                 preset: str | None) -> tuple[CalibrationSettings, str]:
+    """The calibration settings and the digest of every option that changes an output's bytes
+    (recorded on each output, compared to skip up-to-date ones)."""
+    from fp8stream.zoo.identity import options_digest
+    settings = CalibrationSettings(method=method, rule="max", percentile=99.99, samples=samples, seed=seed,
+                                   device=device, sim_mode=sim_mode, margin=margin, factor=0.5)
+    return settings, options_digest({"settings": settings.describe(), "preset": preset})
 
 
 def _listing(prefixes: tuple[str, ...], pairs_file: str | None, listing: object) -> list[tuple[str, str]]:

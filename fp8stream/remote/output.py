@@ -133,7 +133,7 @@ class RemoteOutput:
         if scheme_of(self.target) in ("s3", "s3a"):
             kwargs["block_size"] = part_size(_sizes.get(self.target))
             if self.target in _metadata:
-                kwargs["s3_additional_kwargs"] = {"Metadata": _metadata[self.target]}
+                kwargs["Metadata"] = _metadata[self.target]  # s3fs passes it to the upload
         mode = "xb" if self.exclusive and scheme_of(self.target) in ("s3", "s3a") else "wb"
         try:
             self._raw = self.fs.open(self.path, mode, **kwargs)

@@ -8,12 +8,13 @@ fails on its own is reported once instead of retried.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from fp8stream.errors import EXIT_FAILURE, UsageError
 from fp8stream.report import FileReport
@@ -53,15 +54,34 @@ def start_ray(settings: ZooSettings) -> Any:
     common: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
                               "configure_logging": False, "include_dashboard": False}
     try:
-        if settings.address:
-            # Ray reads its token (RAY_AUTH_TOKEN) and TLS settings from the environment itself.
-            return ray.init(address=settings.address, runtime_env={"py_modules": [PACKAGE_DIR]}, **common)
-        path = os.pathsep.join(filter(None, [os.path.dirname(PACKAGE_DIR), os.environ.get("PYTHONPATH")]))
-        return ray.init(num_cpus=settings.workers, num_gpus=0 if not settings.gpus else None,
-                        _node_ip_address="127.0.0.1", runtime_env={"env_vars": {"PYTHONPATH": path}}, **common)
+        with _stderr_to(settings.ray_log):  # Ray's processes inherit it: their messages go there too
+            if settings.address:
+                # Ray reads its token (RAY_AUTH_TOKEN) and TLS settings from the environment itself.
+                ray.init(address=settings.address, runtime_env={"py_modules": [PACKAGE_DIR]}, **common)
+            else:
+                path = os.pathsep.join(filter(None, [os.path.dirname(PACKAGE_DIR), os.environ.get("PYTHONPATH")]))
+                ray.init(num_cpus=settings.workers, num_gpus=0 if not settings.gpus else None,
+                         _node_ip_address="127.0.0.1", runtime_env={"env_vars": {"PYTHONPATH": path}}, **common)
+        return ray
     except Exception as e:
         raise UsageError(f"Ray: cannot {'join ' + settings.address if settings.address else 'start'} "
                          f"({(str(e) or type(e).__name__).splitlines()[0]}; see {settings.ray_log})") from None
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str) -> Iterator[None]:
+    """Point fd 2 at `path` for the block (Ray prints some notices straight to stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(log, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(log)
 
 
 def _largest_node_memory(ray: Any) -> float:
@@ -86,8 +106,8 @@ def run_zoo(items: list[ZooItem], template: RewriteOptions, settings: ZooSetting
                                       notes=["up to date: the output records this input and these options"]))
         else:
             todo.append(item)
-    for report in reports:
-        _progress(len(reports), len(items), report)
+    for number, report in enumerate(reports, 1):
+        _progress(number, len(items), report)
         emit(report)
     if not todo:
         return reports
