@@ -48,9 +48,12 @@ def parse_storage_options(text: str | None) -> dict[str, Any]:
 
 
 def configure(options: dict[str, Any]) -> None:
-    """Storage options for every URL this process opens (they go to fsspec.filesystem)."""
+    """Storage options for every URL this process and its children (--jobs workers) open;
+    they go to fsspec.filesystem."""
     _options.clear()
     _options.update(options)
+    if options:
+        os.environ[ENV_OPTIONS] = json.dumps(options)
 
 
 def storage_options() -> dict[str, Any]:
