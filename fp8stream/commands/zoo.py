@@ -101,5 +101,6 @@ def _emit(text: str, report_file: str | None) -> None:
         with open(report_file, "a", encoding="utf-8") as f:
             f.write(text + "\n")
     else:
-        click.echo(text)
+        from fp8stream.zoo.console import CONSOLE  # the real stdout while Ray's output goes to its log
+        click.echo(text, file=CONSOLE.out)
 

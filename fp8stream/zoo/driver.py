@@ -8,18 +8,17 @@ fails on its own is reported once instead of retried.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from fp8stream.errors import EXIT_FAILURE, UsageError
 from fp8stream.report import FileReport
 from fp8stream.rewrite import RewriteOptions
 from fp8stream.zoo.identity import is_done, output_metadata
+from fp8stream.zoo.console import CONSOLE
 from fp8stream.zoo.listing import ZooItem
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,34 +53,17 @@ def start_ray(settings: ZooSettings) -> Any:
     common: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
                               "configure_logging": False, "include_dashboard": False}
     try:
-        with _stderr_to(settings.ray_log):  # Ray's processes inherit it: their messages go there too
-            if settings.address:
-                # Ray reads its token (RAY_AUTH_TOKEN) and TLS settings from the environment itself.
-                ray.init(address=settings.address, runtime_env={"py_modules": [PACKAGE_DIR]}, **common)
-            else:
-                path = os.pathsep.join(filter(None, [os.path.dirname(PACKAGE_DIR), os.environ.get("PYTHONPATH")]))
-                ray.init(num_cpus=settings.workers, num_gpus=0 if not settings.gpus else None,
-                         _node_ip_address="127.0.0.1", runtime_env={"env_vars": {"PYTHONPATH": path}}, **common)
+        if settings.address:
+            # Ray reads its token (RAY_AUTH_TOKEN) and TLS settings from the environment itself.
+            ray.init(address=settings.address, runtime_env={"py_modules": [PACKAGE_DIR]}, **common)
+        else:
+            path = os.pathsep.join(filter(None, [os.path.dirname(PACKAGE_DIR), os.environ.get("PYTHONPATH")]))
+            ray.init(num_cpus=settings.workers, num_gpus=0 if not settings.gpus else None,
+                     _node_ip_address="127.0.0.1", runtime_env={"env_vars": {"PYTHONPATH": path}}, **common)
         return ray
     except Exception as e:
         raise UsageError(f"Ray: cannot {'join ' + settings.address if settings.address else 'start'} "
                          f"({(str(e) or type(e).__name__).splitlines()[0]}; see {settings.ray_log})") from None
-
-
-@contextlib.contextmanager
-def _stderr_to(path: str) -> Iterator[None]:
-    """Point fd 2 at `path` for the block (Ray prints some notices straight to stderr)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.dup2(log, 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(log)
 
 
 def _largest_node_memory(ray: Any) -> float:
@@ -95,7 +77,6 @@ def _failed(item: ZooItem, error: str) -> FileReport:
 def run_zoo(items: list[ZooItem], template: RewriteOptions, settings: ZooSettings,
             emit: Callable[[FileReport], None]) -> list[FileReport]:
     """Every item to a report: probed-failed and up-to-date ones at once, the rest through Ray."""
-    import dataclasses
     reports: list[FileReport] = []
     todo: list[ZooItem] = []
     for item in items:
@@ -111,6 +92,14 @@ def run_zoo(items: list[ZooItem], template: RewriteOptions, settings: ZooSetting
         emit(report)
     if not todo:
         return reports
+    with CONSOLE.ray_output_to(settings.ray_log):
+        _run_on_ray(todo, template, settings, reports, len(items), emit)
+    return reports
+
+
+def _run_on_ray(todo: list[ZooItem], template: RewriteOptions, settings: ZooSettings, reports: list[FileReport],
+                total: int, emit: Callable[[FileReport], None]) -> None:
+    import dataclasses
     ray = start_ray(settings)
     try:
         task = ray.remote(_run_one_task)
@@ -119,7 +108,7 @@ def run_zoo(items: list[ZooItem], template: RewriteOptions, settings: ZooSetting
         for item in todo:
             if room and item.memory > room:
                 reports.append(_failed(item, f"needs {item.memory / 1e9:.2f} GB, the largest node has {room / 1e9:.2f} GB"))
-                _progress(len(reports), len(items), reports[-1])
+                _progress(len(reports), total, reports[-1])
                 emit(reports[-1])
                 continue
             options = dataclasses.replace(template, input=item.input, output=item.output)
@@ -128,10 +117,9 @@ def run_zoo(items: list[ZooItem], template: RewriteOptions, settings: ZooSetting
                                retry_exceptions=False).remote(options, item.identity.tag if item.identity else None,
                                                               meta, settings.storage)
             pending[ref] = item
-        _collect(ray, pending, settings, reports, len(items), emit)
+        _collect(ray, pending, settings, reports, total, emit)
     finally:
         ray.shutdown()
-    return reports
 
 
 def _collect(ray: Any, pending: dict[Any, ZooItem], settings: ZooSettings, reports: list[FileReport],
@@ -152,7 +140,7 @@ def _collect(ray: Any, pending: dict[Any, ZooItem], settings: ZooSettings, repor
 def _progress(done: int, total: int, report: FileReport) -> None:
     detail = f": {report.error}" if report.error else ""
     print(f"zoo: [{done}/{total}] {report.status} {report.input} ({report.seconds:.1f} s){detail}",
-          file=sys.stderr, flush=True)
+          file=CONSOLE.err, flush=True)
 
 
 def _run_one_task(options: RewriteOptions, tag: str | None, metadata: dict[str, str] | None,
