@@ -20,10 +20,10 @@ from fp8stream.remote import is_remote
 STDOUT_LABEL = "<stdout>"
 
 
-def _remote_output(target: str) -> "AtomicOutput":
+def _remote_output(target: str, compressed: bool) -> "AtomicOutput":
     """An fsspec URL: an upload published only after the self-check (docs/remote.md)."""
     from fp8stream.remote.output import RemoteOutput
-    return RemoteOutput(target)  # type: ignore[return-value]
+    return RemoteOutput(target, compressed)  # type: ignore[return-value]
 
 
 class _CountingWriter:
@@ -53,7 +53,10 @@ class OutputSink:
         self.target = target
         self.zstd = zstd
         self.label = STDOUT_LABEL if target == "-" else target
-        self._atomic = None if target == "-" else AtomicOutput(target) if not is_remote(target) else _remote_output(target)
+        if target == "-":
+            self._atomic = None
+        else:
+            self._atomic = _remote_output(target, zstd is not None) if is_remote(target) else AtomicOutput(target)
         self._counter: _CountingWriter | None = None
         self._compressor: ZstdWriter | None = None
         self._raw: BinaryIO | None = None
