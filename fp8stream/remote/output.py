@@ -106,10 +106,12 @@ class _Recorder:
 
 class RemoteOutput:
     """The `AtomicOutput` of a URL: `__enter__` gives a file object, the object appears only if
-    the block succeeds. `temp` is the shadow the self-check reads (None until complete)."""
+    the block succeeds. `temp` is the shadow the self-check reads; None for zstd output, whose
+    check is skipped (as for stdout): a reader verifies the frame's checksum."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, compressed: bool = False) -> None:
         self.target = target
+        self.compressed = compressed  # a zstd frame cannot be checked from its head and tail
         self.fs, self.path = filesystem(target)
         self.exclusive = True
         self.file: WriteBehind | None = None
@@ -124,7 +126,7 @@ class RemoteOutput:
         goes up (the object is still unpublished)."""
         if self._shadow is None and self.file is not None:
             self.close_upload()
-        return self._shadow
+        return None if self.compressed else self._shadow
 
     def __enter__(self) -> BinaryIO:
         abort_stale_uploads(self.fs, self.path)
