@@ -50,8 +50,7 @@ def start_ray(settings: ZooSettings) -> Any:
     for name in ("ray", "ray.data", "ray.tune"):
         logging.getLogger(name).addHandler(handler)
         logging.getLogger(name).propagate = False
-    common: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
-                              "configure_logging": False, "include_dashboard": False}
+    common: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": False}
     try:
         if settings.address:
             # Ray reads its token (RAY_AUTH_TOKEN) and TLS settings from the environment itself.
@@ -59,7 +58,8 @@ def start_ray(settings: ZooSettings) -> Any:
         else:
             path = os.pathsep.join(filter(None, [os.path.dirname(PACKAGE_DIR), os.environ.get("PYTHONPATH")]))
             ray.init(num_cpus=settings.workers, num_gpus=0 if not settings.gpus else None,
-                     _node_ip_address="127.0.0.1", runtime_env={"env_vars": {"PYTHONPATH": path}}, **common)
+                     _node_ip_address="127.0.0.1", include_dashboard=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": path}}, **common)
         return ray
     except Exception as e:
         raise UsageError(f"Ray: cannot {'join ' + settings.address if settings.address else 'start'} "
