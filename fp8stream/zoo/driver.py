@@ -92,6 +92,10 @@ def run_zoo(items: list[ZooItem], template: RewriteOptions, settings: ZooSetting
         emit(report)
     if not todo:
         return reports
+    try:
+        open(settings.ray_log, "a").close()
+    except OSError as e:
+        raise UsageError(f"--ray-log {settings.ray_log}: cannot write ({e.strerror})") from None
     with CONSOLE.ray_output_to(settings.ray_log):
         _run_on_ray(todo, template, settings, reports, len(items), emit)
     return reports
