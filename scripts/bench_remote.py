@@ -44,20 +44,19 @@ def start_moto(log: str) -> tuple[subprocess.Popen, str]:
 
 
 def run_measured(cmd: list[str]) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS bytes, stdout) of a child process."""
+    """(wall seconds, peak RSS bytes, stdout) of one child: wait4 on its own pid, so the RSS is
+    that process's alone (RUSAGE_CHILDREN would be the largest of every child so far)."""
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate()
-    wall = time.monotonic() - started
-    rss = _child_rss()
-    if proc.returncode not in (0, 4):
-        raise SystemExit(f"{cmd[:4]} failed: {err.strip().splitlines()[-1:]}")
-    return wall, rss, out
-
-
-def _child_rss() -> int:
-    import resource
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, env=ENV, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - started
+        out.seek(0)
+        err.seek(0)
+        code = os.waitstatus_to_exitcode(status)
+        if code not in (0, 4):
+            raise SystemExit(f"{cmd[:4]} failed: {err.read().strip().splitlines()[-1:]}")
+        return wall, usage.ru_maxrss * 1024, out.read()
 
 
 def one_big_file(fs, tmp: str, blocks: int) -> dict:
