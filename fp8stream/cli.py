@@ -9,6 +9,7 @@ from fp8stream.commands.calibrate import calibrate
 from fp8stream.commands.common import EXIT_CODES
 from fp8stream.commands.inspect import inspect
 from fp8stream.commands.verify import verify
+from fp8stream.commands.zoo import zoo
 from fp8stream.io.heap import return_large_buffers_to_the_system
 
 
@@ -25,3 +26,4 @@ def main() -> None:
 main.add_command(calibrate)
 main.add_command(inspect)
 main.add_command(verify)
+main.add_command(zoo)

@@ -30,6 +30,7 @@ from fp8stream.io.compression import (
     is_zstd_path,
 )
 from fp8stream.io.sink import check_output_name
+from fp8stream.remote import configure as configure_storage, parse_storage_options
 from fp8stream.report import FileReport, render_table
 from fp8stream.rewrite import RewriteOptions, calibrate_file
 
@@ -133,6 +134,9 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Batch: files calibrated at once, in separate processes, within --max-memory.")
 @click.option("--max-memory", help="Memory budget, e.g. 4G: bounds --jobs and zstd [default: available memory].")
+@click.option("--storage-options", "storage_json",
+              help="JSON object for fsspec when IN or OUT is a URL (s3://...): endpoint_url, profile, anon... "
+                   "(docs/remote.md).")
 def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode: str, margin: float,
               forward_margin: float, forward_batch: int, forward_tokens: int, forward_text_tokens: int,
               forward_threads: int, forward_conditioning: str, assume_input_rms: float | None,
@@ -140,7 +144,8 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
               samples: int, seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
               target: str, include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None,
               exclude_untouched: bool, force: bool, dry_run: bool, verify: bool, as_json: bool, report_file: str | None, progress: bool | None, zstd: bool, zstd_level: int,
-              zstd_threads: int | None, keep_going: bool, jobs: int, max_memory: str | None) -> None:
+              zstd_threads: int | None, keep_going: bool, jobs: int, max_memory: str | None,
+              storage_json: str | None) -> None:
     """Calibrate IN and write the result to OUT, or several INs (paths or globs) into --out-dir.
 
     '-' reads stdin or writes stdout (one pass, same memory bound as files); zstd input is
@@ -158,6 +163,7 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
         raise click.UsageError("--stats is used only with --method stats")
 
     def body() -> int:
+        configure_storage(parse_storage_options(storage_json))
         budget = parse_size(max_memory) if max_memory else None
         inputs, output, batch = _resolve_paths(paths, out_dir, dry_run)
         compress = zstd if batch else bool(output) and (is_zstd_path(output) or (zstd and output == "-"))

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from fp8stream.errors import OutputError, UsageError
 from fp8stream.io.overlap import WriteBehind
+from fp8stream.remote import is_remote
 
 _TEMP_RE = re.compile(r"^\.(?P<base>.+)\.fp8stream-(?P<pid>\d+)\.tmp$")
 
@@ -76,6 +77,9 @@ def same_file(a: str, b: str) -> bool:
 
 def check_output_path(output: str, input_path: str | None, force: bool) -> None:
     """Refuse an output that is the input, exists without --force, or sits in a bad folder."""
+    if is_remote(output):  # an object store has no folders to check (docs/remote.md)
+        from fp8stream.remote.output import check_remote_output
+        return check_remote_output(output, input_path, force)
     if input_path is not None and (same_file(input_path, output) or os.path.abspath(input_path) == os.path.abspath(output)):
         raise UsageError(f"{output}: output is the input file; choose another output path")
     if os.path.isdir(output):
@@ -108,6 +112,9 @@ def check_free_space(output: str, nbytes: int) -> None:
     available, and the whole new size must be free. Stale temporary files of killed runs are
     removed before writing, so their space counts as free.
     """
+    if is_remote(output):  # no free space to ask a store for; the size sets the upload's part size
+        from fp8stream.remote.output import expect_size
+        return expect_size(output, nbytes)
     folder = os.path.dirname(os.path.abspath(output))
     reclaimable = 0
     for name in stale_temps(folder):

@@ -18,6 +18,7 @@ from fp8stream.errors import FP8StreamError, InvalidCheckpointError, UsageError
 from fp8stream.io.compression import ZSTD_MAGIC, PrefixedReader, ZstdReader, read_prefix
 from fp8stream.io.header import Header, TensorInfo, read_exactly, read_header
 from fp8stream.io.overlap import ChunkReader, chunk_plan, release
+from fp8stream.remote import is_remote
 
 CHUNK_BYTES = 4 << 20
 
@@ -52,6 +53,9 @@ def open_input(path: str) -> InputSource:
     """
     if path == "-":
         return _detect_zstd(InputSource(sys.stdin.buffer, None, "<stdin>", None))
+    if is_remote(path):  # s3://, hf://, ...: one sequential stream of ranged reads (docs/remote.md)
+        from fp8stream.remote.input import open_remote_stream
+        return _detect_zstd(InputSource(open_remote_stream(path), None, path, path))  # type: ignore[arg-type]
     if os.path.isdir(path):
         raise UsageError(f"{path}: is a folder, not a safetensors file")
     try:
@@ -173,6 +177,8 @@ class LazyFile:
     """A safetensors file whose header is parsed and whose tensors are read on demand."""
 
     def __init__(self, path: str) -> None:
+        if is_remote(path):  # positioned reads of a URL: not wired here yet (docs/remote.md)
+            raise UsageError(f"{path}: this command needs a local file; copy it first")
         self.source = open_input(path)
         if self.source.path is None:
             raise UsageError("this command needs a file, not '-'")

@@ -15,8 +15,15 @@ from typing import BinaryIO
 from fp8stream.errors import OutputError, UsageError
 from fp8stream.io.atomic import AtomicOutput, describe_os_error
 from fp8stream.io.compression import ZstdSettings, ZstdWriter
+from fp8stream.remote import is_remote
 
 STDOUT_LABEL = "<stdout>"
+
+
+def _remote_output(target: str, compressed: bool) -> "AtomicOutput":
+    """An fsspec URL: an upload published only after the self-check (docs/remote.md)."""
+    from fp8stream.remote.output import RemoteOutput
+    return RemoteOutput(target, compressed)  # type: ignore[return-value]
 
 
 class _CountingWriter:
@@ -46,7 +53,10 @@ class OutputSink:
         self.target = target
         self.zstd = zstd
         self.label = STDOUT_LABEL if target == "-" else target
-        self._atomic = None if target == "-" else AtomicOutput(target)
+        if target == "-":
+            self._atomic = None
+        else:
+            self._atomic = _remote_output(target, zstd is not None) if is_remote(target) else AtomicOutput(target)
         self._counter: _CountingWriter | None = None
         self._compressor: ZstdWriter | None = None
         self._raw: BinaryIO | None = None

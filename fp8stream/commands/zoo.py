@@ -1,0 +1,106 @@
+"""`fp8stream zoo`: calibrate many checkpoints on a Ray cluster, from and to object storage."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from fp8stream.batch import batch_exit_code
+from fp8stream.calibration.methods import SIM_MODES, CalibrationSettings, resolve_device
+from fp8stream.commands.common import EXIT_CODES, run_guarded
+from fp8stream.errors import UsageError
+from fp8stream.remote import configure, parse_storage_options
+from fp8stream.rewrite import RewriteOptions
+
+
+@click.command(epilog=EXIT_CODES)
+@click.argument("prefixes", metavar="[SRC_PREFIX DST_PREFIX]", nargs=-1)
+@click.option("--pairs", "pairs_file", type=click.Path(dir_okay=False), help="File of 'IN OUT' lines (instead of prefixes).")
+@click.option("--method", type=click.Choice(["heuristic", "simulate"]), default="simulate", show_default=True,
+              help="As for calibrate (the methods that need no side file).")
+@click.option("--sim-mode", type=click.Choice(SIM_MODES), default="bound", show_default=True)
+@click.option("--margin", type=click.FloatRange(1.0, 1e6), default=4.0, show_default=True)
+@click.option("--samples", type=click.IntRange(1, 65536), default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--preset", type=click.Choice(["auto", "flux", "sd3", "wan"]), default=None)
+@click.option("--force", "-f", is_flag=True, help="Replace outputs that exist and are not up to date.")
+@click.option("--address", help="Join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local one.")
+@click.option("--workers", type=click.IntRange(1, 1024), default=2, show_default=True,
+              help="Local cluster only: CPUs, so tasks at once.")
+@click.option("--gpus", type=click.FloatRange(0, 8), default=0.0, show_default=True, help="GPU slot per task.")
+@click.option("--retries", type=click.IntRange(0, 20), default=2, show_default=True,
+              help="Re-runs of a task whose worker or node died (a failing file is not retried).")
+@click.option("--storage-options", "storage_json", help="JSON object for fsspec (endpoint, profile, anon...).")
+@click.option("--ray-log", default="fp8stream-zoo-ray.log", show_default=True, help="Where Ray's own messages go.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Append the JSON lines to FILE, not stdout.")
+def zoo(prefixes: tuple[str, ...], pairs_file: str | None, method: str, sim_mode: str, margin: float, samples: int,
+        seed: int, device: str, preset: str | None, force: bool, address: str | None, workers: int, gpus: float,
+        retries: int, storage_json: str | None, ray_log: str, report_file: str | None) -> None:
+    """Calibrate every checkpoint of a listing, one Ray task each, streaming from and to fsspec
+    URLs (s3://, gs://, hf://, file://) or local paths.
+
+    The listing is --pairs FILE ('IN OUT' per line) or SRC_PREFIX DST_PREFIX (every
+    *.safetensors[.zst] under SRC, written at the same relative path under DST). Outputs whose
+    metadata records the same input (size, ETag or version, header digest) and options are
+    skipped, so a re-run after a crash redoes only what is missing. One JSON line per file on
+    stdout (the batch report's fields), then a summary line; progress on stderr.
+    """
+    def body() -> int:
+        from fp8stream.zoo import driver, listing
+        storage = parse_storage_options(storage_json)
+        configure(storage)
+        pairs = _listing(prefixes, pairs_file, listing)
+        settings, digest = zoo_settings(method, sim_mode, margin, samples, seed, resolve_device(device), preset)
+        template = RewriteOptions(input=pairs[0][0], output=pairs[0][1], settings=settings, preset=preset,
+                                  force=force, progress=False)
+        items = [listing.ZooItem(i, o) for i, o in pairs]
+        for item in items:
+            listing.probe(item, None)
+        zs = driver.ZooSettings(address=address, workers=workers, gpus=gpus, retries=retries, ray_log=ray_log,
+                                storage=storage, options_digest=digest)
+        started = driver.wall_clock()
+        reports = driver.run_zoo(items, template, zs, lambda r: _emit(r.to_json(), report_file))
+        _emit(json.dumps(driver.summary(reports, driver.wall_clock() - started, zs)), report_file)
+        return batch_exit_code(reports)
+
+    code = run_guarded(body)
+    if code:
+        sys.exit(code)
+
+
+def zoo_settings(method: str, sim_mode: str, margin: float, samples: int, seed: int, device: str,
+                 preset: str | None) -> tuple[CalibrationSettings, str]:
+    """The calibration settings and the digest of every option that changes an output's bytes
+    (recorded on each output, compared to skip up-to-date ones)."""
+    from fp8stream.zoo.identity import options_digest
+    settings = CalibrationSettings(method=method, rule="max", percentile=99.99, samples=samples, seed=seed,
+                                   device=device, sim_mode=sim_mode, margin=margin, factor=0.5)
+    return settings, options_digest({"settings": settings.describe(), "preset": preset})
+
+
+def _listing(prefixes: tuple[str, ...], pairs_file: str | None, listing: object) -> list[tuple[str, str]]:
+    if pairs_file and prefixes:
+        raise UsageError("give --pairs FILE or SRC_PREFIX DST_PREFIX, not both")
+    if pairs_file:
+        pairs = listing.read_pairs(pairs_file)  # type: ignore[attr-defined]
+    elif len(prefixes) == 2:
+        pairs = listing.pairs_from_prefixes(*prefixes)  # type: ignore[attr-defined]
+    else:
+        raise UsageError("give --pairs FILE, or SRC_PREFIX DST_PREFIX")
+    if not pairs:
+        raise UsageError("the listing is empty: nothing to calibrate")
+    listing.check_pairs(pairs)  # type: ignore[attr-defined]
+    return pairs
+
+
+def _emit(text: str, report_file: str | None) -> None:
+    if report_file:
+        with open(report_file, "a", encoding="utf-8") as f:
+            f.write(text + "\n")
+    else:
+        from fp8stream.zoo.console import CONSOLE  # the real stdout while Ray's output goes to its log
+        click.echo(text, file=CONSOLE.out)
+

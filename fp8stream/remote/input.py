@@ -1,0 +1,114 @@
+"""Reading a checkpoint from object storage as one sequential stream, or by positioned reads.
+
+The rewrite reads its input once, front to back (`io.reader.TensorStream`); a remote object is
+read the same way, in ranged GETs of READ_BLOCK bytes through fsspec's read-ahead cache, so
+memory stays at the local bound plus about two blocks. s3fs's default (50 MB blocks) is sized
+down here. s3fs also sends `If-Match: <ETag>` with every range, so an object replaced while it
+is read fails the run instead of mixing two versions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fp8stream.errors import FP8StreamError, InvalidCheckpointError
+from fp8stream.remote import filesystem, scheme_of
+
+READ_BLOCK = 8 << 20
+
+# url -> ETag or version the listing saw (the zoo pins each input to what it listed).
+_pins: dict[str, str] = {}
+
+
+def pin(url: str, tag: str | None) -> None:
+    """Refuse to read `url` unless its ETag (or version id) is still `tag`."""
+    if tag:
+        _pins[url] = tag
+    else:
+        _pins.pop(url, None)
+
+
+class RemoteStream:
+    """A remote file object whose errors are all OSError, as the reader expects of a file:
+    a dropped connection or an expired credential becomes a one-line read error."""
+
+    def __init__(self, f: Any, label: str) -> None:
+        self._f = f
+        self.label = label
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._f.read(n)
+        except OSError:
+            raise
+        except Exception as e:  # botocore/aiohttp errors are not OSError
+            raise OSError(f"{type(e).__name__}: {e}".splitlines()[0]) from None
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        memoryview(buf)[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        """A positioned read (one ranged GET): for methods that need random access."""
+        self.seek(offset)
+        return self.read(n)
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        except Exception:  # closing a read handle has nothing to lose
+            pass
+
+
+def object_info(url: str) -> dict[str, Any]:
+    """The store's record of an object: size, ETag, version id (what the zoo lists)."""
+    fs, path = filesystem(url)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise FP8StreamError(f"{url}: no such object") from None
+    except PermissionError:
+        raise FP8StreamError(f"{url}: permission denied") from None
+    except Exception as e:
+        raise FP8StreamError(f"{url}: cannot read ({_first_line(e)})") from None
+    if info.get("type") == "directory":
+        raise FP8StreamError(f"{url}: is a folder, not a safetensors file")
+    return info
+
+
+def identity_tag(info: dict[str, Any]) -> str | None:
+    return info.get("VersionId") or info.get("ETag") or info.get("etag")
+
+
+def open_remote_stream(url: str) -> RemoteStream:
+    """An fsspec URL opened for one sequential pass. The reader treats it as having no size,
+    like a pipe: the end of the data is checked by reading past it."""
+    fs, path = filesystem(url)
+    info = object_info(url)
+    expected = _pins.get(url)
+    if expected is not None and identity_tag(info) != expected:
+        raise InvalidCheckpointError(f"{url}: changed since it was listed (was {expected}, now {identity_tag(info)})")
+    kwargs: dict[str, Any] = {"block_size": READ_BLOCK}
+    if scheme_of(url) in ("s3", "s3a"):
+        kwargs["cache_type"] = "readahead"
+    try:
+        f = fs.open(path, "rb", **kwargs)
+    except FileNotFoundError:
+        raise FP8StreamError(f"{url}: no such object") from None
+    except PermissionError:
+        raise FP8StreamError(f"{url}: permission denied") from None
+    except Exception as e:
+        raise FP8StreamError(f"{url}: cannot open ({_first_line(e)})") from None
+    return RemoteStream(f, url)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,39 @@
+"""One checkpoint, run inside a Ray worker: the same `calibrate_file` as the CLI, so the output
+is byte-identical to a local run; the input pinned to the version the driver listed; the input's
+identity recorded on the output object.
+
+A failure of the file itself (bad input, exists, write error) comes back as a failed report and
+is not retried; only the death of the worker or its node makes Ray run the task again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fp8stream.batch import calibrate_one
+from fp8stream.remote import configure, is_remote
+from fp8stream.remote.input import pin
+from fp8stream.remote.output import record_metadata
+from fp8stream.report import FileReport
+from fp8stream.rewrite import RewriteOptions
+
+
+def run_one(options: RewriteOptions, tag: str | None, metadata: dict[str, str] | None,
+            storage: dict[str, Any]) -> FileReport:
+    """Calibrate options.input into options.output; never raises for what a user can cause."""
+    configure(storage)
+    if is_remote(options.input):
+        pin(options.input, tag)
+    if options.output is not None and is_remote(options.output):
+        record_metadata(options.output, metadata)
+    try:
+        report = calibrate_one(options)
+    except Exception as e:  # a bug: one line in the report, the traceback in Ray's log
+        first = (str(e) or type(e).__name__).splitlines()[0]
+        report = FileReport(options.input, options.output, status="failed", error=f"internal error: {first}",
+                            exit_code=1)
+    finally:
+        pin(options.input, None)
+        if options.output is not None:
+            record_metadata(options.output, None)
+    return report

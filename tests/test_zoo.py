@@ -1,0 +1,170 @@
+"""`fp8stream zoo` end to end with real parts and no network: a local Ray cluster started by the
+command (2 CPUs, 127.0.0.1) and moto's S3 server. A dozen checkpoints: plain, zstd, one large
+enough to be killed mid-upload, one corrupt, one already done. What a user checks: every good
+output is the bytes a local run gives, the corrupt one is reported failed, the done one skipped,
+no partial object is ever visible, the killed worker's file is finished by a retry, and no
+multipart upload is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import zstandard
+
+from fp8stream.calibration.methods import CalibrationSettings
+from fp8stream.rewrite import RewriteOptions, calibrate_file
+from fp8stream.synthetic.checkpoint import write_checkpoint
+from fp8stream.synthetic.example import example_tensors
+from tests.conftest import small_model_tensors, subprocess_env
+from tests.s3_endpoint import pending_uploads, s3, s3_endpoint  # noqa: F401 (fixture)
+
+pytest.importorskip("ray", reason="needs the ray extra: pip install 'fp8stream[ray]'")
+
+BUCKET = "zoo-tests"
+BIG = "big.safetensors"
+
+
+def _build(tmp_path: Path) -> dict[str, bytes]:
+    """name -> the bytes uploaded under src/ (the zoo's inputs)."""
+    files: dict[str, bytes] = {}
+    for i in range(7):
+        path = tmp_path / f"plain{i}.safetensors"
+        write_checkpoint(str(path), small_model_tensors(seed=i))
+        files[path.name] = path.read_bytes()
+    for i in range(2):
+        path = tmp_path / f"packed{i}.safetensors"
+        write_checkpoint(str(path), small_model_tensors(seed=10 + i))
+        files[path.name + ".zst"] = zstandard.ZstdCompressor().compress(path.read_bytes())
+    write_checkpoint(str(tmp_path / BIG), example_tensors(hidden=512, blocks=3))
+    files[BIG] = (tmp_path / BIG).read_bytes()
+    write_checkpoint(str(tmp_path / "done.safetensors"), small_model_tensors(seed=20))
+    files["done.safetensors"] = (tmp_path / "done.safetensors").read_bytes()
+    files["corrupt.safetensors"] = (64).to_bytes(8, "little") + b"{not json" + b" " * 55 + b"\0" * 100
+    return files
+
+
+def _expected(tmp_path: Path, files: dict[str, bytes]) -> dict[str, bytes]:
+    """What `fp8stream calibrate --device cpu` gives for each good file, run locally with the
+    one torch thread Ray gives a 1-CPU task (OMP_NUM_THREADS=1): float reductions of large
+    matrices differ in the last bit with the thread count (docs/remote.md)."""
+    out = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _calibrate_all(tmp_path, files, out)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def _calibrate_all(tmp_path: Path, files: dict[str, bytes], out: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        if name == "corrupt.safetensors":
+            continue
+        src, dst = tmp_path / ("in-" + name), tmp_path / ("out-" + name)
+        src.write_bytes(data)
+        report = calibrate_file(RewriteOptions(input=str(src), output=str(dst), settings=CalibrationSettings(device="cpu")))
+        assert report.status == "ok"
+        out[name] = dst.read_bytes()
+
+
+def _mark_done(files: dict[str, bytes]) -> None:
+    """done.safetensors as an earlier zoo run left it: written by the same task code, with the
+    input identity and options recorded on the object."""
+    from fp8stream.commands.zoo import zoo_settings
+    from fp8stream.zoo.identity import output_metadata
+    from fp8stream.zoo.listing import ZooItem, probe
+    from fp8stream.zoo.task import run_one
+    settings, digest = zoo_settings("simulate", "bound", 4.0, 64, 0, "cpu", None)
+    item = ZooItem(f"s3://{BUCKET}/src/done.safetensors", f"s3://{BUCKET}/dst/done.safetensors")
+    probe(item, None)
+    report = run_one(RewriteOptions(input=item.input, output=item.output, settings=settings), item.identity.tag,
+                     output_metadata(item.identity, digest), {})
+    assert report.status == "ok", report.error
+
+
+def _ray_workers(root: int) -> list[int]:
+    """Pids of Ray workers running our task, among the descendants of process `root`."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found = []
+    for pid in parent:
+        p = pid
+        while p in parent and p != root and p > 1:
+            p = parent[p]
+        if p == root:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read().startswith(b"ray::_run_one_task"):
+                        found.append(pid)
+            except OSError:
+                pass
+    return found
+
+
+def _watch(proc: subprocess.Popen, store, expected: dict[str, bytes]) -> bool:
+    """Until the zoo ends: every visible output is complete; kill the workers once, while the
+    big file's upload is under way. Returns whether a kill happened."""
+    killed = False
+    deadline = time.monotonic() + 170
+    while proc.poll() is None and time.monotonic() < deadline:
+        for info in store.ls(f"{BUCKET}/dst", detail=True, refresh=True) if store.exists(f"{BUCKET}/dst") else []:
+            name = info["name"].rsplit("/", 1)[1]
+            assert info["size"] == len(expected[name]), f"partial object visible: {name}"
+        if not killed and any(u["Key"] == f"dst/{BIG}" for u in pending_uploads(store, BUCKET)):
+            workers = _ray_workers(proc.pid)
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+            killed = bool(workers)
+        time.sleep(0.05)
+    return killed
+
+
+def test_zoo_on_ray_from_and_to_s3(tmp_path: Path, s3_endpoint: str) -> None:  # noqa: F811
+    store = s3(s3_endpoint)
+    store.mkdir(BUCKET)
+    files = _build(tmp_path)
+    for name, data in files.items():
+        store.pipe(f"{BUCKET}/src/{name}", data)
+    expected = _expected(tmp_path, files)
+    _mark_done(files)
+    log = tmp_path / "ray.log"
+    cmd = [sys.executable, "-m", "fp8stream", "zoo", f"s3://{BUCKET}/src", f"s3://{BUCKET}/dst", "--workers", "2",
+           "--ray-log", str(log)]
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        killed = _watch(proc, store, expected)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert killed, "no worker was caught mid-upload"
+    assert proc.returncode == 4, err  # some files failed (the corrupt one)
+    lines = [json.loads(line) for line in out.splitlines()]
+    status = {line["input"].rsplit("/", 1)[1]: line["status"] for line in lines if "input" in line}
+    assert status.pop("corrupt.safetensors") == "failed"
+    assert status.pop("done.safetensors") == "skipped"
+    assert set(status.values()) == {"ok"} and len(status) == 10
+    assert lines[-1]["summary"]["ok"] == 10 and lines[-1]["summary"]["failed"] == 1
+    for name, data in expected.items():
+        assert store.cat(f"{BUCKET}/dst/{name}") == data, name
+    assert not pending_uploads(store, BUCKET)
+    assert all(line.startswith("zoo: [") for line in err.splitlines()), err  # Ray's messages went to the log
+    again = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    summary = json.loads(again.stdout.splitlines()[-1])["summary"]
+    assert again.returncode == 4 and summary["skipped"] == 11 and summary["ok"] == 0, again.stderr
