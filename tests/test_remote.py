@@ -16,7 +16,7 @@ import zstandard
 
 from click.testing import CliRunner
 
-from fp8stream.calibration.methods import CalibrationSettings
+from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.cli import main
 from fp8stream.rewrite import RewriteOptions, calibrate_file
 from fp8stream.synthetic.checkpoint import write_checkpoint

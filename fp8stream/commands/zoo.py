@@ -8,7 +8,7 @@ import sys
 import click
 
 from fp8stream.batch import batch_exit_code
-from fp8stream.calibration.methods import SIM_MODES, CalibrationSettings, resolve_device
+from fp8stream.calibration.settings import SIM_MODES, CalibrationSettings, resolve_device
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.errors import UsageError
 from fp8stream.remote import configure, parse_storage_options
