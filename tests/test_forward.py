@@ -165,6 +165,36 @@ def test_conditioning_fp8_scales_every_layer(tmp_path):
     report = json.loads(p.stdout)
     assert sorted(r["name"] for r in report["layers"]) == sorted(layers) and report["excluded"] == []
     assert all(r["assumption"].startswith("flux forward amax") for r in report["layers"])
+    # the layers kept weight-only by default change no other layer's scale (the bound that caps
+    # a scale still sees their weights as producers)
+    p = _cli(str(src), str(tmp_path / "default.safetensors"), *_forward_args())
+    assert p.exit_code == 0, p.stderr[-2000:]
+    default = json.loads(p.stdout)
+    assert default["excluded"]
+    fp8 = {r["name"]: r["scale"] for r in report["layers"]}
+    assert all(r["scale"] == fp8[r["name"]] for r in default["layers"])
+
+
+def test_weight_only_conditioning_changes_no_other_scale(tmp_path):
+    """On the trained tiny Flux (its bounds are tight enough to cap): the layers kept weight-only
+    by default still stream past as producers of the bound's model, so every other layer gets
+    the scale it gets when nothing is kept weight-only."""
+    from safetensors.torch import load_file
+
+    from fp8stream.harness.checkpoint import write_fp8_checkpoint
+
+    state = load_file(str(Path(__file__).parent / "data" / "tiny_flux" / "tiny_flux.safetensors"))
+    src = tmp_path / "tiny_flux_fp8.safetensors"
+    write_fp8_checkpoint(state, [k[:-7] for k, v in state.items() if k.endswith(".weight") and v.dim() == 2], src)
+    reports = {}
+    for mode in ("weight-only", "fp8"):
+        p = _cli(str(src), str(tmp_path / f"{mode}.safetensors"), "--method", "forward", "--forward-threads", "1",
+                 "--json", "--no-progress", "--forward-conditioning", mode)
+        assert p.exit_code == 0, p.stderr[-2000:]
+        reports[mode] = json.loads(p.stdout)
+    assert reports["weight-only"]["excluded"] and not reports["fp8"]["excluded"]
+    fp8 = {r["name"]: r["scale"] for r in reports["fp8"]["layers"]}
+    assert all(r["scale"] == fp8[r["name"]] for r in reports["weight-only"]["layers"])
 
 
 def test_sharded_model_gets_the_scales_of_the_single_file(tmp_path):

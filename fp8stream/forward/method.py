@@ -58,6 +58,11 @@ class ForwardMethod:
             self.result = run(model.source, self.prepared, forward_settings(self.settings))
             if self.settings.forward_conditioning == "weight-only":
                 weight_only.update(self._conditioning(model, len(weight_only)))
+        if weight_only:
+            # The layers kept weight-only no longer stream past as calibrated weights: the bound's
+            # model must watch them as producers instead, or its conditioning vector lacks them.
+            kept = [layer for layer in model.layers if layer.name not in weight_only]
+            bound_plan = self.bound.prepare(ModelView(model.header, kept, model.source))
         notes = () if self.prepared.reason is None else (f"forward pass: {self.prepared.reason}",)
         return MethodPlan(weight_only=weight_only, watches=bound_plan.watches, rows=True,
                           needs_random_access=True, notes=notes)
