@@ -278,8 +278,25 @@ def _feed(path: Path, process: subprocess.Popen, held_back: int) -> None:
     process.stdin.flush()
 
 
+def _unread_bytes(pipe) -> int:
+    """Bytes written into a pipe that its reader has not taken yet (FIONREAD; Linux answers it on
+    either end of a pipe)."""
+    import array
+    import fcntl
+    import termios
+
+    n = array.array("i", [0])
+    fcntl.ioctl(pipe.fileno(), termios.FIONREAD, n, True)
+    return n[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="FIONREAD on a pipe's write end is Linux's")
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_mid_run_leaves_nothing_at_the_target(tmp_path: Path, sig: int, code: int) -> None:
+    """Deterministic: the signal is sent only once the child has taken every byte sent so far
+    (the pipe is empty) and has its temporary file open, so it is blocked waiting for the held-back
+    half; stdin stays open until the child has exited, so the input cannot end before the signal
+    is handled (closing it early let a run end with "truncated" instead of the signal's code)."""
     src = tmp_path / "in.safetensors"
     write_checkpoint(str(src), comfy_fp8_linear("a", (512, 512), seed=1) + comfy_fp8_linear("b", (512, 512), seed=2))
     folder = tmp_path / "target"
@@ -288,11 +305,15 @@ def test_signal_mid_run_leaves_nothing_at_the_target(tmp_path: Path, sig: int, c
                          stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
     try:
         _feed(src, p, src.stat().st_size // 2)
-        _wait_for(lambda: any(n.endswith(".tmp") for n in os.listdir(folder)))
+        _wait_for(lambda: any(n.endswith(".tmp") for n in os.listdir(folder)) and _unread_bytes(p.stdin) == 0)
+        assert p.poll() is None  # still running: half of the input has not been sent
         p.send_signal(sig)
-        _, stderr = p.communicate(timeout=60)
+        p.wait(timeout=60)  # stdin still open: only the signal can end the run
+        stderr = p.stderr.read()
     finally:
         p.kill()
+        p.stdin.close()
+        p.stderr.close()
     assert p.returncode == code, stderr
     assert b"interrupted" in stderr and b"Traceback" not in stderr
     assert os.listdir(folder) == []  # no output, no temporary file

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Callable, TypeVar
@@ -32,6 +33,16 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _exit_interrupted(message: str, code: int) -> None:
+    """Leave at once after a signal: a read-ahead thread may still be blocked reading stdin, and a
+    normal interpreter exit would then abort on that stream's lock ("Fatal Python error:
+    _enter_buffered_busy", exit -6) instead of exiting with the signal's code. Temporary files
+    are already gone: the context managers ran while the exception unwound."""
+    click.echo(f"fp8stream: error: {message}", err=True)
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run_guarded(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     """Run a command body: user errors and signals become one line on stderr and an exit code.
 
@@ -40,10 +51,12 @@ def run_guarded(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
         return fn(*args, **kwargs)
+    except Interrupted as e:
+        _exit_interrupted(str(e), e.exit_code)
     except FP8StreamError as e:
         fail(str(e), e.exit_code)
     except KeyboardInterrupt:
-        fail("interrupted", EXIT_SIGINT)
+        _exit_interrupted("interrupted", EXIT_SIGINT)
     except MemoryError:
         fail("out of memory", EXIT_FAILURE)
     finally:
