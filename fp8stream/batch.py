@@ -184,7 +184,9 @@ def _run_serial(options: list[RewriteOptions], settings: BatchSettings,
                 emit: Callable[[FileReport], None]) -> list[FileReport]:
     reports: list[FileReport] = []
     for option in options:
-        if reports and reports[-1].status == "failed" and not settings.keep_going:
+        # Any earlier failure stops the batch, not only the last file's: after one failure the
+        # rest are "not-run", and a "not-run" report must not let the next file start.
+        if not settings.keep_going and any(r.status == "failed" for r in reports):
             report = _not_run(option)
         else:
             report = calibrate_one(option)

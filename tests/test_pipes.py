@@ -16,7 +16,7 @@ import pytest
 import torch
 import zstandard
 
-from conftest import run_subprocess, small_model_tensors, subprocess_env
+from conftest import run_cli, run_subprocess, small_model_tensors, subprocess_env
 from fp8stream.io.compression import MAX_WINDOW_BYTES, compression_memory
 from fp8stream.synthetic.checkpoint import comfy_fp8_linear, f32_scalar, write_checkpoint
 
@@ -201,6 +201,21 @@ def test_batch_with_a_corrupt_file_stops_without_keep_going(tmp_path: Path) -> N
     assert [docs[n]["status"] for n in ("a.safetensors", "b.safetensors", "c.safetensors")] == ["ok", "failed", "not-run"]
     assert "not valid JSON" in docs["b.safetensors"]["error"]
     assert sorted(os.listdir(out)) == ["a.safetensors"]  # no output, no temp for b; c never started
+
+
+def test_batch_stops_at_the_first_failure_whatever_follows(tmp_path: Path) -> None:
+    """m1's output exists (a failure): m2..m4 must not run, not only m2 (issue 10, item 2)."""
+    names = ["m1.safetensors", "m2.safetensors", "m3.safetensors", "m4.safetensors"]
+    paths = make_batch(tmp_path / "in", names)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "m1.safetensors").write_bytes(b"older output")
+    r = run_cli("calibrate", "--json", *paths, "--out-dir", out)
+    assert r.exit_code == 1, r.output
+    docs = json_lines(r.stdout)
+    assert [docs[n]["status"] for n in names] == ["failed", "not-run", "not-run", "not-run"]
+    assert sorted(os.listdir(out)) == ["m1.safetensors"]
+    assert (out / "m1.safetensors").read_bytes() == b"older output"
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
