@@ -275,6 +275,10 @@ def compare(before: TensorSide, after: TensorSide) -> Comparison:
         elif is_legacy_marker(name) and info_b.dtype == "F8_E4M3" and info_b.shape in ((0,), (2,)) \
                 and (info_a.shape != info_b.shape or before.digest(info_a) != after.digest(info_b)):
             comparison.differences.append(Difference(name, f"legacy marker resized to {list(info_b.shape)}", True))
+        elif name.endswith(MARKER_SUFFIX) and info_a.dtype == info_b.dtype == "U8" and info_a.shape != info_b.shape:
+            # Setting the weight-only flag (--exclude, --preset) lengthens the marker and pads it:
+            # judged by its JSON, like a marker of unchanged length.
+            comparison.differences.append(_compare_marker(name, before.raw(info_a), after.raw(info_b)))
         elif (info_a.dtype, info_a.shape) != (info_b.dtype, info_b.shape):
             comparison.differences.append(Difference(
                 name, f"{info_a.dtype}{list(info_a.shape)} became {info_b.dtype}{list(info_b.shape)}", False))
