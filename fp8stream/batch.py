@@ -94,6 +94,16 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * 1024**power)
 
 
+def memory_budget(text: str) -> int:
+    """--max-memory in bytes; a budget below what every run needs (the 300 MB base) is a usage
+    error, refused before anything starts."""
+    budget = parse_size(text)
+    if budget < BASE_MEMORY:
+        raise UsageError(f"--max-memory {text}: below the {BASE_MEMORY // MB} MB that any run needs "
+                         f"(interpreter, torch, buffers); give at least {BASE_MEMORY // MB}M")
+    return budget
+
+
 def available_memory() -> int:
     """MemAvailable from /proc/meminfo, else physical memory: the default budget."""
     try:

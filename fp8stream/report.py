@@ -70,7 +70,9 @@ class FileReport:
 
 def render_table(report: FileReport) -> str:
     """The per-layer table and a summary line; one line for a file that failed or was skipped."""
-    if report.status in ("failed", "not-run", "skipped"):
+    if report.status in ("failed", "not-run"):
+        return f"fp8stream: error: {report.input}: {report.status}: {report.error}"
+    if report.status == "skipped":
         return f"{report.input}: {report.status}: {report.error}"
     lines = []
     if report.layers:

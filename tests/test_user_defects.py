@@ -20,3 +20,35 @@ def test_exclude_output_passes_our_own_verify(small_model: Path, tmp_path: Path)
     marker = [d for d in doc["differences"] if d["name"] == "blocks.0.mlp.2.comfy_quant"]
     assert marker and marker[0]["expected"], doc
     assert "full_precision_matrix_mult set" in marker[0]["detail"]
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("fp8stream: error: "), stderr
+    return lines[0]
+
+
+def test_click_usage_errors_are_one_line(small_model: Path, tmp_path: Path) -> None:
+    for args in (["calibrate", "--bogus", small_model, tmp_path / "o"], ["calibrate"],
+                 ["calibrate", "--method", "nope", small_model, tmp_path / "o"], ["inspect"]):
+        r = run_subprocess(*args)
+        assert r.returncode == 2, r.stderr
+        line = _one_error_line(r.stderr)
+        assert "--help" in line
+
+
+def test_batch_failure_lines_carry_the_error_prefix(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    r = run_subprocess("calibrate", bad, "--out-dir", tmp_path / "out")
+    assert r.returncode == 1
+    assert _one_error_line(r.stderr).startswith(f"fp8stream: error: {bad}: failed:")
+
+
+def test_a_memory_budget_below_any_run_is_a_usage_error(small_model: Path, tmp_path: Path) -> None:
+    r = run_subprocess("calibrate", "--max-memory", "1K", small_model, "--out-dir", tmp_path / "newdir")
+    assert r.returncode == 2
+    line = _one_error_line(r.stderr)
+    assert "--max-memory 1K" in line and "300 MB" in line and "-300" not in line
+    assert not (tmp_path / "newdir").exists()

@@ -12,7 +12,7 @@ from fp8stream.batch import (
     BatchSettings,
     batch_exit_code,
     expand_inputs,
-    parse_size,
+    memory_budget,
     plan_outputs,
     run_batch,
 )
@@ -140,7 +140,7 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
         raise click.UsageError("--stats is used only with --method stats")
 
     def body() -> int:
-        budget = parse_size(max_memory) if max_memory else None
+        budget = memory_budget(max_memory) if max_memory else None
         inputs, output, batch = _resolve_paths(paths, out_dir, dry_run)
         compress = zstd if batch else bool(output) and (is_zstd_path(output) or (zstd and output == "-"))
         if output and not batch:

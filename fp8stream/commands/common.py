@@ -13,6 +13,13 @@ from fp8stream.errors import EXIT_FAILURE, EXIT_SIGINT, FP8StreamError, Interrup
 
 T = TypeVar("T")
 
+try:  # click >= 8.2: a bare `fp8stream` raises this to print the help, which must stay whole
+    from click.exceptions import NoArgsIsHelpError
+
+    _HELP_ERRORS: tuple[type[Exception], ...] = (NoArgsIsHelpError,)
+except ImportError:  # click 8.1 prints the help itself
+    _HELP_ERRORS = ()
+
 EXIT_CODES = """\b
 Exit codes:
   0    success
@@ -62,3 +69,25 @@ def run_guarded(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     finally:
         signal.signal(signal.SIGTERM, previous)
     raise AssertionError("unreachable")
+
+
+class OneLineErrors(click.Group):
+    """The command group, with click's own errors (unknown option, bad value, missing argument)
+    in the project's one-line form: `fp8stream: error: MESSAGE (see 'CMD --help')`, exit 2,
+    instead of click's usage block over four lines."""
+
+    def main(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except _HELP_ERRORS as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            fail(" ".join(e.format_message().split()) + hint, e.exit_code)
+        except click.ClickException as e:
+            fail(" ".join(e.format_message().split()), e.exit_code)
+        except click.Abort:
+            fail("interrupted", EXIT_SIGINT)
+        sys.exit(result if isinstance(result, int) else 0)
