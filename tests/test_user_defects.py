@@ -52,3 +52,23 @@ def test_a_memory_budget_below_any_run_is_a_usage_error(small_model: Path, tmp_p
     line = _one_error_line(r.stderr)
     assert "--max-memory 1K" in line and "300 MB" in line and "-300" not in line
     assert not (tmp_path / "newdir").exists()
+
+
+NOT_SAFETENSORS = {
+    "notes.txt": (b"hello, these are my notes\n", "a text file"),
+    "photo.png": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64), "a PNG image"),
+    "config.json": (b'{"_class_name": "FluxTransformer2DModel", "num_layers": 19}', "not a shard index"),
+    # named like a checkpoint: recognised by its content, not its name
+    "model.safetensors": (b'{"hidden_size": 64}\n', "not a shard index"),
+}
+
+
+def test_calibrate_says_what_a_non_safetensors_file_looks_like(tmp_path: Path) -> None:
+    for name, (data, what) in NOT_SAFETENSORS.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        r = run_subprocess("calibrate", path, tmp_path / "out.safetensors")
+        assert r.returncode == 1
+        line = _one_error_line(r.stderr)
+        assert "not a safetensors file" in line and what in line, line
+        assert "header length" not in line
