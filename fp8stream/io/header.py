@@ -172,9 +172,12 @@ def read_exactly(stream: BinaryIO, n: int, what: str) -> bytes:
 
 
 def _not_safetensors(prefix: bytes, stream: BinaryIO, detail: str) -> str:
-    """The error line: what the bytes look like (text, PNG, JSON...) when known, else `detail`."""
+    """The error line: what the bytes look like (text, PNG, JSON...) when known, and `detail`
+    unless it is a header length read from text (a meaningless number)."""
     what = describe_bytes(prefix + stream.read(SNIFF_BYTES - len(prefix)))
-    return f"not a safetensors file: it looks like {what}" if what else f"not a safetensors file ({detail})"
+    if what is None:
+        return f"not a safetensors file ({detail})"
+    return f"not a safetensors file: it looks like {what}" + ("" if "header length" in detail else f" ({detail})")
 
 
 def read_header(stream: BinaryIO, file_bytes: int | None = None) -> Header:
