@@ -68,6 +68,23 @@ class FileReport:
         return json.dumps(doc, sort_keys=False)
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 FP8 layer', '3 FP8 layers'."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
+def human_size(n: int) -> str:
+    """Bytes as `ls -h` would count them (powers of 1024): 812 B, 12 KB, 3.4 MB, 23 GB."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            break
+        size /= 1024
+    if unit == "B":
+        return f"{n} B"
+    return f"{size:.1f} {unit}" if size < 10 else f"{size:.0f} {unit}"
+
+
 def render_table(report: FileReport) -> str:
     """The per-layer table and a summary line; one line for a file that failed or was skipped."""
     if report.status in ("failed", "not-run"):

@@ -72,3 +72,58 @@ def test_calibrate_says_what_a_non_safetensors_file_looks_like(tmp_path: Path) -
         line = _one_error_line(r.stderr)
         assert "not a safetensors file" in line and what in line, line
         assert "header length" not in line
+
+
+def _write_two_shards(folder: Path) -> Path:
+    from conftest import small_model_tensors
+    from fp8stream.synthetic.checkpoint import write_checkpoint
+
+    tensors = small_model_tensors(input_scale=1.0)
+    folder.mkdir()
+    shard_of = {t.name: "m-1.safetensors" if ".mlp." not in t.name else "m-2.safetensors" for t in tensors}
+    for shard in sorted(set(shard_of.values())):
+        write_checkpoint(str(folder / shard), [t for t in tensors if shard_of[t.name] == shard])
+    index = folder / "m.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": shard_of}))
+    return index
+
+
+def test_inspect_shows_scale_values_placeholders_flags_and_flavour(small_model: Path, tmp_path: Path) -> None:
+    """Before: placeholders everywhere (1.0); after --exclude: calibrated scales, one layer
+    weight-only; read from a .zst output, a sharded folder and its index alike."""
+    from conftest import small_model_tensors
+    from fp8stream.synthetic.checkpoint import write_checkpoint
+
+    src = tmp_path / "in.safetensors"
+    write_checkpoint(str(src), small_model_tensors(input_scale=1.0))
+    before = json.loads(run_cli("inspect", "--json", src).stdout)["fp8_layers"]
+    assert {(layer["input_scale_value"], layer["input_scale_placeholder"], layer["weight_only"], layer["flavour"])
+            for layer in before} == {(1.0, True, False, "comfy")}
+    out = tmp_path / "out.safetensors.zst"
+    assert run_cli("calibrate", src, out, "--exclude", "*mlp.2").exit_code == 0
+    r = run_cli("inspect", "--json", out)
+    assert r.exit_code == 0, r.output
+    after = {layer["name"]: layer for layer in json.loads(r.stdout)["fp8_layers"]}
+    assert after["blocks.0.mlp.2"]["weight_only"] is True
+    assert after["blocks.0.mlp.0"]["weight_only"] is False
+    assert after["blocks.0.mlp.0"]["input_scale_placeholder"] is False
+    assert 0 < after["blocks.0.mlp.0"]["input_scale_value"] != 1.0
+    text = run_cli("inspect", out).stdout
+    assert "weight-only" in text and "(calibrated)" in text and "zstd" in text
+    index = _write_two_shards(tmp_path / "sharded")
+    for given in (index, index.parent):
+        r = run_cli("inspect", "--json", given)
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert doc["shards"] == 2 and len(doc["fp8_layers"]) == 3, doc
+        assert all(layer["input_scale_placeholder"] for layer in doc["fp8_layers"])
+
+
+def test_inspect_says_what_a_non_safetensors_file_looks_like(tmp_path: Path) -> None:
+    for name, (data, what) in NOT_SAFETENSORS.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        r = run_subprocess("inspect", path)
+        assert r.returncode == 1
+        line = _one_error_line(r.stderr)
+        assert "not a safetensors file" in line and what in line, line
