@@ -305,12 +305,38 @@ def _unread_bytes(pipe) -> int:
     return n[0]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="FIONREAD on a pipe's write end is Linux's")
+def _cpu_and_states(pid: int) -> tuple[int, set[str]]:
+    """CPU ticks used by all of a process's threads, and the set of their states (Linux /proc)."""
+    ticks, states = 0, set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a thread that just ended
+            continue
+        states.add(fields[0])
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks, states
+
+
+def _blocked(pid: int) -> bool:
+    """Every thread asleep and no CPU used over 0.3 s: the process waits (here: for stdin), and
+    is not half-way through starting a thread, which a signal must not interrupt (CPython then
+    leaves a thread that never runs and a join that never returns)."""
+    before, states = _cpu_and_states(pid)
+    if states != {"S"}:
+        return False
+    time.sleep(0.3)
+    after, states = _cpu_and_states(pid)
+    return states == {"S"} and after == before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="FIONREAD on a pipe's write end and /proc are Linux's")
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_mid_run_leaves_nothing_at_the_target(tmp_path: Path, sig: int, code: int) -> None:
     """Deterministic: the signal is sent only once the child has taken every byte sent so far
-    (the pipe is empty) and has its temporary file open, so it is blocked waiting for the held-back
-    half; stdin stays open until the child has exited, so the input cannot end before the signal
+    (the pipe is empty), has its temporary file open, and is asleep using no CPU, so it is blocked
+    waiting for the held-back half; stdin stays open until the child has exited, so the input cannot end before the signal
     is handled (closing it early let a run end with "truncated" instead of the signal's code)."""
     src = tmp_path / "in.safetensors"
     write_checkpoint(str(src), comfy_fp8_linear("a", (512, 512), seed=1) + comfy_fp8_linear("b", (512, 512), seed=2))
@@ -320,7 +346,8 @@ def test_signal_mid_run_leaves_nothing_at_the_target(tmp_path: Path, sig: int, c
                          stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
     try:
         _feed(src, p, src.stat().st_size // 2)
-        _wait_for(lambda: any(n.endswith(".tmp") for n in os.listdir(folder)) and _unread_bytes(p.stdin) == 0)
+        _wait_for(lambda: any(n.endswith(".tmp") for n in os.listdir(folder)) and _unread_bytes(p.stdin) == 0
+                  and _blocked(p.pid))
         assert p.poll() is None  # still running: half of the input has not been sent
         p.send_signal(sig)
         p.wait(timeout=60)  # stdin still open: only the signal can end the run
