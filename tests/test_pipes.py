@@ -271,9 +271,11 @@ def test_two_inputs_with_the_same_output_name_are_refused_before_anything_starts
 
 def test_max_memory_bounds_the_batch(tmp_path: Path) -> None:
     paths = make_batch(tmp_path / "in", ["a.safetensors", "b.safetensors"])
-    r = run_subprocess("calibrate", "--json", "--jobs", "2", "--max-memory", "100M", *paths, "--out-dir", tmp_path / "o")
+    # 300M: the base every run needs is allowed, but a file needs more (2 x largest tensor on top)
+    r = run_subprocess("calibrate", "--json", "--jobs", "2", "--max-memory", "300M", *paths, "--out-dir", tmp_path / "o")
     assert r.returncode == 1, r.stderr
     assert "over --max-memory" in json_lines(r.stdout)["a.safetensors"]["error"]
+    assert not (tmp_path / "o").exists()  # nothing written: no empty folder left behind
     r = run_subprocess("calibrate", "--jobs", "2", "--max-memory", "nonsense", *paths, "--out-dir", tmp_path / "o")
     assert r.returncode == 2 and "--max-memory" in r.stderr
 
@@ -406,4 +408,4 @@ def test_sigterm_stops_a_parallel_batch_and_its_workers(tmp_path: Path) -> None:
         for fd in writers:
             os.close(fd)
     assert p.returncode == 143, stderr
-    _wait_for(lambda: os.listdir(out) == [], timeout=10)
+    _wait_for(lambda: not out.exists(), timeout=10)  # temporary files gone, then the folder the run made

@@ -127,3 +127,38 @@ def test_inspect_says_what_a_non_safetensors_file_looks_like(tmp_path: Path) -> 
         assert r.returncode == 1
         line = _one_error_line(r.stderr)
         assert "not a safetensors file" in line and what in line, line
+
+
+def test_a_pattern_matching_no_layer_is_a_usage_error(small_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.safetensors"
+    for option in ("--include", "--exclude"):
+        r = run_subprocess("calibrate", small_model, out, option, "nomatch*")
+        assert r.returncode == 2
+        line = _one_error_line(r.stderr)
+        assert f"{option} 'nomatch*' matches no layer" in line and "blocks.0.mlp.0" in line
+        assert not out.exists()
+
+
+def test_a_pattern_missing_some_files_of_a_batch_is_a_note(tmp_path: Path) -> None:
+    from conftest import small_model_tensors
+    from fp8stream.synthetic.checkpoint import comfy_fp8_linear, write_checkpoint
+
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    write_checkpoint(str(a), small_model_tensors())
+    write_checkpoint(str(b), comfy_fp8_linear("other.proj", (16, 16), seed=1))
+    r = run_cli("calibrate", "--json", a, b, "--out-dir", tmp_path / "out", "--exclude", "*mlp.2")
+    assert r.exit_code == 0, r.output
+    docs = {Path(d["input"]).name: d for d in map(json.loads, r.stdout.splitlines())}
+    assert "--exclude '*mlp.2' matches no layer of this file" in docs["b.safetensors"]["notes"]
+    assert not any("matches no layer" in n for n in docs["a.safetensors"]["notes"])
+    r = run_subprocess("calibrate", a, b, "--out-dir", tmp_path / "out2", "--exclude", "*nomatch")
+    assert r.returncode == 2 and "any of the 2 inputs" in _one_error_line(r.stderr)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_no_empty_out_dir_when_nothing_is_written(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    r = run_subprocess("calibrate", notes, "--out-dir", tmp_path / "newdir")
+    assert r.returncode == 1
+    assert not (tmp_path / "newdir").exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
@@ -19,6 +21,7 @@ from fp8stream.batch import (
 from fp8stream.calibration.methods import METHODS, SIM_MODES, CalibrationSettings, resolve_device
 from fp8stream.calibration.rules import RULES
 from fp8stream.commands.common import EXIT_CODES, run_guarded
+from fp8stream.commands.preflight import check_patterns
 from fp8stream.errors import EXIT_OK, UsageError
 from fp8stream.io.compression import (
     DEFAULT_COMPRESSION_BUDGET,
@@ -159,18 +162,36 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
             progress=sys.stderr.isatty() if progress is None else progress, zstd=zstd_settings,
         )
         stdout_taken = output == "-"
+        notes = check_patterns(inputs, include, exclude)  # a typo'd pattern: exit 2 before any file
         if not batch:
             _emit(calibrate_file(template), as_json, report_file, stdout_taken)
             return EXIT_OK
         items = plan_outputs(inputs, out_dir, compress)  # refuses clashing names before any work
-        os.makedirs(out_dir, exist_ok=True)
-        reports = run_batch(items, template, BatchSettings(keep_going, jobs, budget),
-                            lambda r: _emit(r, as_json, report_file, False))
+
+        def emit(report: FileReport) -> None:
+            report.notes += notes.get(report.input, [])
+            _emit(report, as_json, report_file, False)
+
+        with output_folder(out_dir):
+            reports = run_batch(items, template, BatchSettings(keep_going, jobs, budget), emit)
         return batch_exit_code(reports)
 
     code = run_guarded(body)
     if code:
         sys.exit(code)
+
+
+@contextmanager
+def output_folder(path: str) -> Iterator[None]:
+    """--out-dir, created for the run and removed again if the run leaves nothing in it (every
+    file failed or was refused): no stray empty folder."""
+    created = not os.path.isdir(path)
+    os.makedirs(path, exist_ok=True)
+    try:
+        yield
+    finally:
+        if created and os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
 
 
 def _resolve_paths(paths: tuple[str, ...], out_dir: str | None, dry_run: bool) -> tuple[list[str], str | None, bool]:

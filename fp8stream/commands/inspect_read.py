@@ -75,3 +75,17 @@ def _streamed(source: InputSource, header: Header, wanted: list) -> dict[str, by
                 pass
     stream.finish()
     return out
+
+
+def model_header(path: str) -> Header:
+    """The whole model's header, merged over shards: no tensor data read (zstd: only its start)."""
+    index_path = find_index(path)
+    paths = [path] if index_path is None else [os.path.join(f.folder, s) for f in [read_index(index_path)] for s in f.shards]
+    headers = []
+    for p in paths:
+        source = open_input(p)
+        try:
+            headers.append(read_input_header(source))
+        finally:
+            source.close()
+    return headers[0] if index_path is None else merged_header(headers)
