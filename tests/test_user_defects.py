@@ -162,3 +162,46 @@ def test_no_empty_out_dir_when_nothing_is_written(tmp_path: Path) -> None:
     r = run_subprocess("calibrate", notes, "--out-dir", tmp_path / "newdir")
     assert r.returncode == 1
     assert not (tmp_path / "newdir").exists()
+
+
+def test_report_summarises_each_warning_once_with_its_fix_and_says_what_next(tmp_path: Path) -> None:
+    from fp8stream.synthetic.example import write_example
+
+    src, out = tmp_path / "example.safetensors", tmp_path / "calibrated.safetensors"
+    write_example(str(src), hidden=64)
+    r = run_cli("calibrate", src, out)
+    assert r.exit_code == 0, r.output
+    table = r.stderr
+    warnings = [line for line in table.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == len(set(warnings)) and len(warnings) <= 4, table  # not one per layer
+    extreme = [line for line in warnings if "extreme estimated range" in line]
+    assert len(extreme) == 1 and "layers:" in extreme[0], table
+    fix = table.splitlines()[table.splitlines().index(extreme[0]) + 1]
+    assert fix.strip().startswith("fix: keep them weight-only: --exclude") and "'double_blocks.*.img_mlp.2'" in fix, fix
+    assert f"next: put {out} in ComfyUI/models/diffusion_models/" in table
+    assert "fp8 act: yes" in table and "weight-only" in table
+    # The fix works: passing the suggested excludes leaves no such warning.
+    excludes = [a.strip().strip("'") for a in fix.split("--exclude ")[1:]]
+    args = [x for e in excludes for x in ("--exclude", e)]
+    r = run_cli("calibrate", src, tmp_path / "again.safetensors", *args)
+    assert r.exit_code == 0 and "extreme estimated range" not in r.stderr, r.stderr
+
+
+def test_real_data_scales_are_labelled_measured(small_model: Path, tmp_path: Path) -> None:
+    stats = tmp_path / "stats.json"
+    layers = {n: {"amax": 3.0, "calls": 5} for n in ("blocks.0.attn.qkv", "blocks.0.mlp.0", "blocks.0.mlp.2")}
+    stats.write_text(json.dumps({"format": "fp8stream.stats", "version": 1, "layers": layers}))
+    r = run_cli("calibrate", small_model, tmp_path / "o.safetensors", "--stats", stats)  # --stats implies the method
+    assert r.exit_code == 0, r.output
+    assert "measured: real data max over 5 calls" in r.stderr and "assumed:" not in r.stderr, r.stderr
+
+
+def test_small_things_plurals_and_sizes(tmp_path: Path) -> None:
+    from fp8stream.synthetic.checkpoint import comfy_fp8_linear, write_checkpoint
+
+    src = tmp_path / "one.safetensors"
+    write_checkpoint(str(src), comfy_fp8_linear("lin", (64, 64), seed=1))
+    r = run_cli("calibrate", src, tmp_path / "o.safetensors")
+    assert r.exit_code == 0, r.output
+    assert "1 FP8 layer, 1 scale calibrated" in r.stderr and "wrote 4.5 KB" in r.stderr, r.stderr
+    assert "0.0 MB" not in r.stderr
