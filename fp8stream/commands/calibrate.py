@@ -69,7 +69,7 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
 @click.option("--margin", type=click.FloatRange(1.0, 1e6), default=4.0, show_default=True,
               help="--sim-mode hybrid: multiple of the Gaussian estimate.")
 @click.option("--stats", "stats_path", type=click.Path(dir_okay=False), default=None,
-              help="Stats file (fp8stream.record output, or plain per-layer scales) for --method stats.")
+              help="Stats file (fp8stream.record output, or plain per-layer scales); implies --method stats.")
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), default=None,
               help="--method stats: name pairs 'stats_name checkpoint_layer' (or a JSON object), tried first.")
 @click.option("--fallback", type=click.Choice(["none", "simulate"]), default="none", show_default=True,
@@ -105,7 +105,9 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
 @click.option("--verify", is_flag=True,
               help="Hash every tensor while reading IN, re-read OUT before it replaces anything and compare "
                    "(passthrough tensors must be identical).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON line per input file instead of the table.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON line per input file on stdout (stderr when OUT is '-') instead of the table, which "
+                   "always goes to stderr so that stdout stays free for the checkpoint and for pipes.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Append the report to FILE.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--zstd", "zstd", is_flag=True,
@@ -137,6 +139,9 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
     The default --method simulate models each layer's input from the weights that produce it
     (see the README's quality tables for what it is worth against real data).
     """
+    method_given = click.get_current_context().get_parameter_source("method") != click.core.ParameterSource.DEFAULT
+    if stats_path and not method_given:
+        method = "stats"  # --stats FILE alone means: use it
     if method == "stats" and not stats_path:
         raise click.UsageError("--method stats needs --stats FILE")
     if stats_path and method != "stats":
