@@ -9,15 +9,7 @@ from typing import Iterator
 
 import click
 
-from fp8stream.batch import (
-    BASE_MEMORY,
-    BatchSettings,
-    batch_exit_code,
-    expand_inputs,
-    memory_budget,
-    plan_outputs,
-    run_batch,
-)
+from fp8stream.batch import BatchSettings, batch_exit_code, expand_inputs, plan_outputs, run_batch
 from fp8stream.calibration.methods import METHODS, SIM_MODES, CalibrationSettings, resolve_device
 from fp8stream.calibration.rules import RULES
 from fp8stream.commands.common import EXIT_CODES, run_guarded
@@ -32,6 +24,7 @@ from fp8stream.io.compression import (
     is_zstd_path,
 )
 from fp8stream.io.sink import check_output_name
+from fp8stream.memory import BASE_MEMORY, memory_budget
 from fp8stream.report import FileReport, render_table
 from fp8stream.rewrite import RewriteOptions, calibrate_file
 
@@ -166,24 +159,30 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
             exclude_untouched=exclude_untouched, force=force, dry_run=dry_run, verify=verify,
             progress=sys.stderr.isatty() if progress is None else progress, zstd=zstd_settings,
         )
-        stdout_taken = output == "-"
-        notes = check_patterns(inputs, include, exclude)  # a typo'd pattern: exit 2 before any file
-        if not batch:
-            _emit(calibrate_file(template), as_json, report_file, stdout_taken)
-            return EXIT_OK
-        items = plan_outputs(inputs, out_dir, compress)  # refuses clashing names before any work
-
-        def emit(report: FileReport) -> None:
-            report.notes += notes.get(report.input, [])
-            _emit(report, as_json, report_file, False)
-
-        with output_folder(out_dir):
-            reports = run_batch(items, template, BatchSettings(keep_going, jobs, budget), emit)
-        return batch_exit_code(reports)
+        batch_settings = BatchSettings(keep_going, jobs, budget)
+        return _run(template, inputs, out_dir if batch else None, compress, batch_settings, as_json, report_file)
 
     code = run_guarded(body)
     if code:
         sys.exit(code)
+
+
+def _run(template: RewriteOptions, inputs: list[str], out_dir: str | None, compress: bool,
+         batch_settings: BatchSettings, as_json: bool, report_file: str | None) -> int:
+    """One file, or a batch into out_dir, once every option has been checked."""
+    notes = check_patterns(inputs, template.include, template.exclude)  # a typo'd pattern: exit 2 before any file
+    if out_dir is None:
+        _emit(calibrate_file(template), as_json, report_file, template.output == "-")
+        return EXIT_OK
+    items = plan_outputs(inputs, out_dir, compress)  # refuses clashing names before any work
+
+    def emit(report: FileReport) -> None:
+        report.notes += notes.get(report.input, [])
+        _emit(report, as_json, report_file, False)
+
+    with output_folder(out_dir):
+        reports = run_batch(items, template, batch_settings, emit)
+    return batch_exit_code(reports)
 
 
 @contextmanager
