@@ -321,15 +321,30 @@ def _cpu_and_states(pid: int) -> tuple[int, set[str]]:
     return ticks, states
 
 
+def _children(pid: int) -> list[int]:
+    """The process's child processes (Linux /proc)."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                found += [int(c) for c in f.read().split()]
+        except FileNotFoundError:  # a thread that just ended
+            continue
+    return found
+
+
 def _blocked(pid: int) -> bool:
     """Every thread asleep and no CPU used over 0.3 s: the process waits (here: for stdin), and
     is not half-way through starting a thread, which a signal must not interrupt (CPython then
     leaves a thread that never runs and a join that never returns)."""
-    before, states = _cpu_and_states(pid)
-    if states != {"S"}:
+    try:
+        before, states = _cpu_and_states(pid)
+        if states != {"S"}:
+            return False
+        time.sleep(0.3)
+        after, states = _cpu_and_states(pid)
+    except FileNotFoundError:  # the process is gone (a short-lived helper): not what we wait for
         return False
-    time.sleep(0.3)
-    after, states = _cpu_and_states(pid)
     return states == {"S"} and after == before
 
 
@@ -382,6 +397,7 @@ def test_sigterm_mid_stream_to_stdout_exits_non_zero(tmp_path: Path) -> None:
     assert 0 < out.stat().st_size < src.stat().st_size  # partial stream, and the exit code says so
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_stops_a_parallel_batch_and_its_workers(tmp_path: Path) -> None:
     """Workers read from FIFOs that never finish: SIGTERM to the batch must end them all,
     leaving no output and no temporary file."""
@@ -400,7 +416,10 @@ def test_sigterm_stops_a_parallel_batch_and_its_workers(tmp_path: Path) -> None:
             fd = os.open(fifo, os.O_WRONLY)
             writers.append(fd)
             os.write(fd, data[: len(data) // 2])
-        _wait_for(lambda: out.exists() and sum(n.endswith(".tmp") for n in os.listdir(out)) == 2)
+        # Both workers have their temporary file and wait for the rest of their FIFO (asleep, no CPU):
+        # not half-way through starting a thread, where a signal can leave a join that never returns.
+        _wait_for(lambda: out.exists() and sum(n.endswith(".tmp") for n in os.listdir(out)) == 2
+                  and all(_blocked(pid) for pid in [p.pid, *_children(p.pid)]))
         p.send_signal(signal.SIGTERM)
         _, stderr = p.communicate(timeout=60)
     finally:
