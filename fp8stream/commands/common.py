@@ -24,7 +24,8 @@ EXIT_CODES = """\b
 Exit codes:
   0    success
   1    failure (bad or unreadable input, write error, files differ for verify)
-  2    usage error (bad option, output exists or is the input, ...)
+  2    usage error (bad option, output exists or is the input, a pattern
+       that matches no layer, --max-memory below 300M, ...)
   3    nothing to calibrate (no FP8 linear layer)
   4    some files of a batch failed
   130  interrupted (Ctrl-C, SIGINT)
