@@ -171,7 +171,7 @@ def run_flux(tmp: Path, k: float, n: int, steps: int, only: list[str] | None = N
 
 
 def overestimate_curve(seed: int = 0) -> dict[str, float]:
-    """SQNR of a Gaussian input's FP8 round trip vs the scale's ratio to amax/448 (DESIGN §3)."""
+    """SQNR of a Gaussian input's FP8 round trip vs the scale's ratio to amax/448 (docs/scales.md)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(4096, 256, generator=g)
     amax = float(x.abs().max())

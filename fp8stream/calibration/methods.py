@@ -93,7 +93,7 @@ class GaussianOutputMethod:
     """The research note's approach 2: unit-normal inputs through the layer's own weight.
 
     Assumes the layer's input has the range of its own output for N(0, 1) inputs, which is a
-    guess, not a model of the network (DESIGN §4 measured it at 0.17-2.6x the real scale).
+    guess, not a model of the network (docs/methods.md: measured at 0.17-2.6x the real scale).
     Samples are drawn on the CPU from a per-layer seed, so CPU and CUDA see the same inputs.
     """
 
@@ -140,7 +140,7 @@ class HeuristicMethod:
     """The research note's approach 3: input_scale = weight_scale x factor (default 0.5).
 
     Assumes nothing about the network: a layer's weight range says nothing about its input
-    range (DESIGN §4); measured by scripts/quality.py beside the other methods."""
+    range (docs/methods.md); measured by scripts/quality.py beside the other methods."""
 
     name = "heuristic"
 

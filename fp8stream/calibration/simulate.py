@@ -30,7 +30,7 @@ The activation model (graph.py names the producer of every layer; d = a stream's
   text) and unrecognised layers: ASSUMED rms <= 2, so |x| <= max(8, 2·sqrt(d)); reported.
 
 Modes (`--sim-mode`): `bound` takes the hard bound (never clips if the assumptions about model
-inputs hold; errs high, which FP8 tolerates: DESIGN §3); `hybrid` takes the Gaussian estimate
+inputs hold; errs high, which FP8 tolerates: docs/scales.md); `hybrid` takes the Gaussian estimate
 times `--margin`, capped by the bound; `note` is the research note's approach 2 (unit-normal
 rows through the layer's own weight: the layer's OUTPUT, kept for comparison only).
 Rules: `max` uses the bound (or margin x estimate); `percentile` and `mse` are applied to
