@@ -12,8 +12,6 @@ import multiprocessing
 import os
 import re
 import signal
-import stat
-import sys
 import time
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
@@ -29,13 +27,11 @@ from fp8stream.errors import (
     UsageError,
     raise_interrupted,
 )
-from fp8stream.io.compression import MAX_WINDOW_BYTES, ZstdSettings, compression_memory, strip_zstd_suffix
-from fp8stream.io.reader import open_input, read_input_header
+from fp8stream.io.compression import strip_zstd_suffix
+from fp8stream.memory import MB, available_memory, current_rss, memory_estimate
 from fp8stream.report import FileReport
 from fp8stream.rewrite import RewriteOptions, calibrate_file
 
-MB = 1 << 20
-BASE_MEMORY = 300 * MB  # interpreter, torch, buffers: the "+ 300 MB" of the bound
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -81,57 +77,6 @@ def plan_outputs(inputs: list[str], out_dir: str, compress: bool) -> list[BatchI
         more = f" (and {len(clashes) - 1} more names)" if len(clashes) > 1 else ""
         raise UsageError(f"{', '.join(ins)} would all be written to {out}{more}; rename or run them separately")
     return items
-
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """'4G', '512M', '1.5g', '300000000' to bytes (binary multiples)."""
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise UsageError(f"--max-memory: cannot read {text!r} (examples: 4G, 512M)")
-    power = " kmgt".index(m.group(2).lower() or " ")
-    return int(float(m.group(1)) * 1024**power)
-
-
-def available_memory() -> int:
-    """MemAvailable from /proc/meminfo, else physical memory: the default budget."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
-
-
-def memory_estimate(path: str, zstd: ZstdSettings | None) -> int:
-    """What one file's run may take: 2 x largest tensor + 300 MB, plus zstd's windows and
-    contexts. From the header alone; an unreadable header gets the base (it fails fast). A pipe
-    (FIFO, /dev/fd/N) is not read twice: it gets the base and the largest zstd window."""
-    extra = compression_memory(zstd.level, zstd.threads) if zstd else 0
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return BASE_MEMORY + MAX_WINDOW_BYTES + extra
-        source = open_input(path)
-    except OSError:
-        return BASE_MEMORY + extra
-    except FP8StreamError:
-        return BASE_MEMORY + extra
-    try:
-        header = read_input_header(source)
-        window = getattr(source.stream, "window_size", 0) if source.compressed else 0
-    except FP8StreamError:
-        return BASE_MEMORY + extra
-    finally:
-        source.close()
-    largest = max((t.nbytes for t in header.tensors), default=0)
-    return 2 * largest + BASE_MEMORY + window + extra
 
 
 def calibrate_one(options: RewriteOptions) -> FileReport:
@@ -185,28 +130,15 @@ def _run_serial(options: list[RewriteOptions], settings: BatchSettings,
                 emit: Callable[[FileReport], None]) -> list[FileReport]:
     reports: list[FileReport] = []
     for option in options:
-        if reports and reports[-1].status == "failed" and not settings.keep_going:
+        # Any earlier failure stops the batch, not only the last file's: after one failure the
+        # rest are "not-run", and a "not-run" report must not let the next file start.
+        if not settings.keep_going and any(r.status == "failed" for r in reports):
             report = _not_run(option)
         else:
             report = calibrate_one(option)
         reports.append(report)
         emit(report)
     return reports
-
-
-def _current_rss() -> int:
-    """This process's resident memory now (statm), or its peak where statm is missing; the
-    resource module is POSIX-only, so it is imported here (Windows has neither: 0)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError, AttributeError):
-        try:
-            import resource
-        except ImportError:
-            return 0
-        ru_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return ru_maxrss if sys.platform == "darwin" else ru_maxrss * 1024  # bytes on macOS, KB on Linux
 
 
 def _worker(options: RewriteOptions, conn, threads: int) -> None:
@@ -223,10 +155,28 @@ def _worker(options: RewriteOptions, conn, threads: int) -> None:
         conn.close()
 
 
+def _over_budget(option: RewriteOptions, estimate: int) -> FileReport:
+    return FileReport(option.input, option.output, status="failed", exit_code=EXIT_FAILURE,
+                      error=f"needs about {estimate // MB} MB (2 x largest tensor + 300 MB + zstd), over --max-memory")
+
+
+def _collect(receiver, process, option: RewriteOptions) -> FileReport:
+    """A finished worker's report (or a failure if it died without one); its process reaped."""
+    try:
+        report = receiver.recv()
+    except (EOFError, OSError):
+        process.join()
+        report = FileReport(option.input, option.output, status="failed", exit_code=EXIT_FAILURE,
+                            error=f"worker process died (exit code {process.exitcode})")
+    process.join()
+    receiver.close()
+    return report
+
+
 def _run_parallel(options: list[RewriteOptions], settings: BatchSettings,
                   emit: Callable[[FileReport], None]) -> list[FileReport]:
     explicit_budget = settings.max_memory is not None
-    budget = (settings.max_memory if explicit_budget else available_memory()) - _current_rss()
+    budget = (settings.max_memory if explicit_budget else available_memory()) - current_rss()
     jobs = max(1, settings.jobs)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
@@ -244,9 +194,7 @@ def _run_parallel(options: list[RewriteOptions], settings: BatchSettings,
                 option, estimate = pending[index]
                 if estimate > budget and explicit_budget:
                     order.pop(0)
-                    results[index] = FileReport(option.input, option.output, status="failed", exit_code=EXIT_FAILURE,
-                                                error=f"needs about {estimate // MB} MB (2 x largest tensor + 300 MB"
-                                                      f" + zstd), over --max-memory")
+                    results[index] = _over_budget(option, estimate)
                     emit(results[index])
                     stop = not settings.keep_going
                     continue
@@ -266,15 +214,7 @@ def _run_parallel(options: list[RewriteOptions], settings: BatchSettings,
                 index, process, estimate = running[receiver]
                 if receiver not in ready and process.sentinel not in ready:
                     continue
-                try:
-                    report = receiver.recv()
-                except (EOFError, OSError):
-                    process.join()
-                    report = FileReport(options[index].input, options[index].output, status="failed",
-                                        exit_code=EXIT_FAILURE,
-                                        error=f"worker process died (exit code {process.exitcode})")
-                process.join()
-                receiver.close()
+                report = _collect(receiver, process, options[index])
                 del running[receiver]
                 in_use -= estimate
                 results[index] = report

@@ -6,14 +6,14 @@ import click
 
 from fp8stream.version import __version__
 from fp8stream.commands.calibrate import calibrate
-from fp8stream.commands.common import EXIT_CODES
+from fp8stream.commands.common import EXIT_CODES, OneLineErrors
 from fp8stream.commands.inspect import inspect
 from fp8stream.commands.verify import verify
 from fp8stream.commands.zoo import zoo
 from fp8stream.io.heap import return_large_buffers_to_the_system
 
 
-@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fp8stream")
 def main() -> None:
     """Give FP8 (float8_e4m3fn) checkpoints usable activation scales (input_scale),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from fp8stream.advice import fix_for, group_warnings, render_warnings
+
 
 @dataclass
 class LayerReport:
@@ -65,50 +67,104 @@ class FileReport:
         doc["layers_skipped"] = len(self.skipped)
         doc["layers_excluded"] = len(self.excluded)
         doc["seconds"] = round(self.seconds, 3)
+        names = [layer.name for layer in self.layers]
+        doc["advice"] = [{"warning": g.text, "layers": g.layers, "fix": fix_for(g, names, full=True)}
+                         for g in group_warnings([(layer.name, layer.warnings) for layer in self.layers])]
         return json.dumps(doc, sort_keys=False)
 
 
-def render_table(report: FileReport) -> str:
-    """The per-layer table and a summary line; one line for a file that failed or was skipped."""
-    if report.status in ("failed", "not-run", "skipped"):
-        return f"{report.input}: {report.status}: {report.error}"
-    lines = []
-    if report.layers:
-        width = max(len(layer.name) for layer in report.layers)
-        lines.append(f"{'layer':<{width}}  {'shape':>13}  {'input_scale':>11}  {'fp8 act':>7}  scale source")
-        for layer in report.layers:
-            shape = "x".join(str(d) for d in layer.shape)
-            act = "yes" if layer.fp8_activations else "no"
-            scale = "-" if layer.scale is None else f"{layer.scale:.4g}"
-            lines.append(f"{layer.name:<{width}}  {shape:>13}  {scale:>11}  {act:>7}  {layer.source} ({layer.why})")
-            if layer.assumption:
-                lines.append(f"{'':<{width}}  assumed: {layer.assumption}")
-            for w in layer.warnings:
-                lines.append(f"{'':<{width}}  warning: {w}")
-            for note in layer.notes:
-                lines.append(f"{'':<{width}}  note: {note}")
-    for e in report.excluded:
-        act = {True: "FP8 activations", False: "weight-only", None: "as in the file"}[e.fp8_activations]
-        lines.append(f"excluded {e.name}: {e.reason} ({act})")
-    for note in report.notes:
-        lines.append(f"note: {note}")
-    for s in report.skipped:
-        lines.append(f"skipped {s.name}: {s.reason}")
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 FP8 layer', '3 FP8 layers'."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
+def human_size(n: int) -> str:
+    """Bytes as `ls -h` would count them (powers of 1024): 812 B, 12 KB, 3.4 MB, 23 GB."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            break
+        size /= 1024
+    if unit == "B":
+        return f"{n} B"
+    return f"{size:.1f} {unit}" if size < 10 else f"{size:.0f} {unit}"
+
+
+def _basis_label(layer: LayerReport) -> str:
+    """'measured' for scales from recorded real data, 'given' for scales read from a stats file,
+    'assumed' for modelled or heuristic ones."""
+    if layer.assumption.startswith("real data"):
+        return "measured"
+    if " forward amax " in layer.assumption:
+        return "forward pass"
+    return "given" if layer.assumption.startswith("plain input_scale") else "assumed"
+
+
+def _layer_lines(report: FileReport) -> list[str]:
+    width = max(len(layer.name) for layer in report.layers)
+    lines = [f"{'layer':<{width}}  {'shape':>13}  {'input_scale':>11}  {'fp8 act':>7}  scale source"]
+    for layer in report.layers:
+        shape = "x".join(str(d) for d in layer.shape)
+        act = "yes" if layer.fp8_activations else "no"
+        scale = "-" if layer.scale is None else f"{layer.scale:.4g}"
+        lines.append(f"{layer.name:<{width}}  {shape:>13}  {scale:>11}  {act:>7}  {layer.source} ({layer.why})")
+        if layer.assumption:
+            lines.append(f"{'':<{width}}  {_basis_label(layer)}: {layer.assumption}")
+        for note in layer.notes:
+            lines.append(f"{'':<{width}}  note: {note}")
+    return lines
+
+
+def _summary(report: FileReport) -> str:
     kept = len(report.layers) - report.layers_calibrated
     dry = report.status == "dry-run"
     verb = "would write" if dry else "wrote"
-    calibrated = "scales to calibrate (not computed: dry run)" if dry else "scales calibrated"
-    summary = (
-        f"{report.input}: {len(report.layers)} FP8 layers, {report.layers_calibrated} {calibrated}, "
-        f"{kept} kept, {len(report.excluded)} excluded, {len(report.skipped)} skipped; {verb} {report.bytes_out / 1e6:.1f} MB"
-    )
+    calibrated = "to calibrate (not computed: dry run)" if dry else "calibrated"
+    summary = (f"{report.input}: {plural(len(report.layers), 'FP8 layer')}, "
+               f"{plural(report.layers_calibrated, 'scale')} {calibrated}, {kept} kept, {len(report.excluded)} excluded, "
+               f"{len(report.skipped)} skipped; {verb} {human_size(report.bytes_out)}")
     if report.output and report.status == "ok":
         summary += " to stdout" if report.output == "-" else f" to {report.output}"
     summary += f" in {report.seconds:.1f} s"
     if report.layers:
-        methods = sorted({layer.method for layer in report.layers})
-        summary += f" (method: {', '.join(methods)})"
-    lines.append(summary)
+        summary += f" (method: {', '.join(sorted({layer.method for layer in report.layers}))})"
+    return summary
+
+
+def _next_steps(report: FileReport) -> list[str]:
+    """In plain words: what the file now does in ComfyUI, and what to do with it."""
+    fp8 = sum(1 for layer in report.layers if layer.fp8_activations)
+    weight_only = len(report.layers) - fp8 + sum(1 for e in report.excluded if e.fp8_activations is False)
+    lines = [f"in ComfyUI: {plural(fp8, 'layer quantizes its', 'layers quantize their')} input to FP8 with the "
+             f"input_scale above (fp8 act: yes); {plural(weight_only, 'layer runs', 'layers run')} weight-only "
+             f"(full-precision matmul, fp8 act: no)"]
+    if report.status == "dry-run" or not report.output:
+        lines.append("next: run again with OUT to write the file")
+    elif report.output == "-":
+        lines.append("next: save the stream as a .safetensors file and load it in ComfyUI like any FP8 checkpoint")
+    else:
+        lines.append(f"next: put {report.output} in ComfyUI/models/diffusion_models/ and load it with "
+                     f"'Load Diffusion Model'; `fp8stream inspect {report.output}` shows each layer's scale")
+    return lines
+
+
+def render_table(report: FileReport) -> str:
+    """The per-layer table, the warnings once each with their fix, a summary and the next step;
+    one line for a file that failed or was skipped."""
+    if report.status in ("failed", "not-run"):
+        return f"fp8stream: error: {report.input}: {report.status}: {report.error}"
+    if report.status == "skipped":
+        return f"{report.input}: {report.status}: {report.error}"
+    lines = _layer_lines(report) if report.layers else []
+    names = [layer.name for layer in report.layers]
+    lines += render_warnings([(layer.name, layer.warnings) for layer in report.layers], names)
+    for e in report.excluded:
+        act = {True: "FP8 activations", False: "weight-only", None: "as in the file"}[e.fp8_activations]
+        lines.append(f"excluded {e.name}: {e.reason} ({act})")
+    lines += [f"note: {note}" for note in report.notes]
+    lines += [f"skipped {s.name}: {s.reason}" for s in report.skipped]
+    lines.append(_summary(report))
     if report.verify:
         lines.append(f"verify: {report.verify}")
+    lines += _next_steps(report)
     return "\n".join(lines)

@@ -14,7 +14,6 @@ Used by `calibrate --verify` (input digests taken while the input streamed past)
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from fp8stream.formats.comfy_quant import WEIGHT_ONLY_FLAG
 from fp8stream.io.hashing import HashingStream, digest_file_tensor
 from fp8stream.io.header import Header, TensorInfo
 from fp8stream.io.reader import LazyFile, TensorStream, open_input, read_input_header
+from fp8stream.verify_json import json_or_none, quantization_metadata_compatible, without_weight_only
 
 SCALE_SUFFIXES = (".input_scale", ".scale_input")
 WEIGHT_SCALE_SUFFIXES = (".weight_scale", ".scale_weight")  # ComfyUI's and legacy names
@@ -135,27 +135,9 @@ def is_usable_scale(value: float | None) -> bool:
     return value is not None and math.isfinite(value) and value > 0.0
 
 
-def _without_weight_only(doc: object) -> object:
-    """The JSON with every weight-only flag removed, at any depth."""
-    if isinstance(doc, dict):
-        return {k: _without_weight_only(v) for k, v in doc.items() if k != WEIGHT_ONLY_FLAG}
-    if isinstance(doc, list):
-        return [_without_weight_only(v) for v in doc]
-    return doc
-
-
-def _json_or_none(raw: bytes | str | None) -> object:
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-
-
 def _compare_marker(name: str, a: bytes | None, b: bytes | None) -> Difference:
-    doc_a, doc_b = _json_or_none(a), _json_or_none(b)
-    if isinstance(doc_a, dict) and isinstance(doc_b, dict) and _without_weight_only(doc_a) == _without_weight_only(doc_b):
+    doc_a, doc_b = json_or_none(a), json_or_none(b)
+    if isinstance(doc_a, dict) and isinstance(doc_b, dict) and without_weight_only(doc_a) == without_weight_only(doc_b):
         was, now = doc_a.get(WEIGHT_ONLY_FLAG) is True, doc_b.get(WEIGHT_ONLY_FLAG) is True
         if was == now:
             return Difference(name, "marker re-encoded, same JSON", True)
@@ -200,21 +182,10 @@ def _compare_scale(name: str, before: TensorSide, after: TensorSide, comparison:
         comparison.differences.append(Difference(name, f"scale replaced ({old} -> {value_b:.6g})", True))
 
 
-def _quantization_metadata_compatible(a: object, b: object) -> bool:
-    """Equal but for weight-only flags and layers added (ComfyUI rebuilds markers from it)."""
-    if not (isinstance(a, dict) and isinstance(b, dict)):
-        return False
-    a, b = _without_weight_only(a), _without_weight_only(b)
-    layers_a, layers_b = a.pop("layers", {}), b.pop("layers", {})
-    if a != b or not (isinstance(layers_a, dict) and isinstance(layers_b, dict)):
-        return False
-    return all(layers_b.get(name) == doc for name, doc in layers_a.items())
-
-
 def _added(name: str, info: TensorInfo, side: TensorSide) -> Difference:
     """A tensor only the output has: what a flavour conversion adds, or unexpected."""
     if name.endswith(MARKER_SUFFIX):
-        doc = _json_or_none(side.raw(info))
+        doc = json_or_none(side.raw(info))
         if isinstance(doc, dict) and isinstance(doc.get("format"), str):
             return Difference(name, f"marker added (format {doc['format']})", True)
     if name.endswith(WEIGHT_SCALE_SUFFIXES) and scale_value(info, side.raw(info)) == 1.0:
@@ -243,7 +214,7 @@ def _compare_metadata(a: dict[str, str] | None, b: dict[str, str] | None, compar
         if key.startswith(METADATA_PREFIX):
             comparison.differences.append(Difference(label, "fp8stream's own record", True))
         elif key == QUANTIZATION_METADATA and key in a and key in b:
-            same = _quantization_metadata_compatible(_json_or_none(a[key]), _json_or_none(b[key]))
+            same = quantization_metadata_compatible(json_or_none(a[key]), json_or_none(b[key]))
             comparison.differences.append(Difference(label, "weight-only flags or layers synced" if same else "changed", same))
         else:
             what = "added" if key not in a else "removed" if key not in b else "changed"
@@ -275,6 +246,10 @@ def compare(before: TensorSide, after: TensorSide) -> Comparison:
         elif is_legacy_marker(name) and info_b.dtype == "F8_E4M3" and info_b.shape in ((0,), (2,)) \
                 and (info_a.shape != info_b.shape or before.digest(info_a) != after.digest(info_b)):
             comparison.differences.append(Difference(name, f"legacy marker resized to {list(info_b.shape)}", True))
+        elif name.endswith(MARKER_SUFFIX) and info_a.dtype == info_b.dtype == "U8" and info_a.shape != info_b.shape:
+            # Setting the weight-only flag (--exclude, --preset) lengthens the marker and pads it:
+            # judged by its JSON, like a marker of unchanged length.
+            comparison.differences.append(_compare_marker(name, before.raw(info_a), after.raw(info_b)))
         elif (info_a.dtype, info_a.shape) != (info_b.dtype, info_b.shape):
             comparison.differences.append(Difference(
                 name, f"{info_a.dtype}{list(info_a.shape)} became {info_b.dtype}{list(info_b.shape)}", False))

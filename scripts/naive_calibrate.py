@@ -1,6 +1,6 @@
 """The peer: what a user would otherwise run. Loads the whole checkpoint, adds an input_scale per
 FP8 layer (weight_scale x 0.5, the research note's zero-cost heuristic, so the cost measured is
-the load and save, not the maths), saves it. Peak RAM about twice the model (DESIGN §7).
+the load and save, not the maths), saves it. Peak RAM about twice the model (docs/methods.md).
 
     python scripts/naive_calibrate.py IN OUT
 """

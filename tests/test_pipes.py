@@ -16,7 +16,7 @@ import pytest
 import torch
 import zstandard
 
-from conftest import run_subprocess, small_model_tensors, subprocess_env
+from conftest import run_cli, run_subprocess, small_model_tensors, subprocess_env
 from fp8stream.io.compression import MAX_WINDOW_BYTES, compression_memory
 from fp8stream.synthetic.checkpoint import comfy_fp8_linear, f32_scalar, write_checkpoint
 
@@ -203,6 +203,21 @@ def test_batch_with_a_corrupt_file_stops_without_keep_going(tmp_path: Path) -> N
     assert sorted(os.listdir(out)) == ["a.safetensors"]  # no output, no temp for b; c never started
 
 
+def test_batch_stops_at_the_first_failure_whatever_follows(tmp_path: Path) -> None:
+    """m1's output exists (a failure): m2..m4 must not run, not only m2 (issue 10, item 2)."""
+    names = ["m1.safetensors", "m2.safetensors", "m3.safetensors", "m4.safetensors"]
+    paths = make_batch(tmp_path / "in", names)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "m1.safetensors").write_bytes(b"older output")
+    r = run_cli("calibrate", "--json", *paths, "--out-dir", out)
+    assert r.exit_code == 1, r.output
+    docs = json_lines(r.stdout)
+    assert [docs[n]["status"] for n in names] == ["failed", "not-run", "not-run", "not-run"]
+    assert sorted(os.listdir(out)) == ["m1.safetensors"]
+    assert (out / "m1.safetensors").read_bytes() == b"older output"
+
+
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_batch_with_a_corrupt_file_and_keep_going(tmp_path: Path, jobs: str) -> None:
     names = ["a.safetensors", "b.safetensors", "c.safetensors", "d.safetensors"]
@@ -256,9 +271,11 @@ def test_two_inputs_with_the_same_output_name_are_refused_before_anything_starts
 
 def test_max_memory_bounds_the_batch(tmp_path: Path) -> None:
     paths = make_batch(tmp_path / "in", ["a.safetensors", "b.safetensors"])
-    r = run_subprocess("calibrate", "--json", "--jobs", "2", "--max-memory", "100M", *paths, "--out-dir", tmp_path / "o")
+    # 300M: the base every run needs is allowed, but a file needs more (2 x largest tensor on top)
+    r = run_subprocess("calibrate", "--json", "--jobs", "2", "--max-memory", "300M", *paths, "--out-dir", tmp_path / "o")
     assert r.returncode == 1, r.stderr
     assert "over --max-memory" in json_lines(r.stdout)["a.safetensors"]["error"]
+    assert not (tmp_path / "o").exists()  # nothing written: no empty folder left behind
     r = run_subprocess("calibrate", "--jobs", "2", "--max-memory", "nonsense", *paths, "--out-dir", tmp_path / "o")
     assert r.returncode == 2 and "--max-memory" in r.stderr
 
@@ -278,8 +295,66 @@ def _feed(path: Path, process: subprocess.Popen, held_back: int) -> None:
     process.stdin.flush()
 
 
+def _unread_bytes(pipe) -> int:
+    """Bytes written into a pipe that its reader has not taken yet (FIONREAD; Linux answers it on
+    either end of a pipe)."""
+    import array
+    import fcntl
+    import termios
+
+    n = array.array("i", [0])
+    fcntl.ioctl(pipe.fileno(), termios.FIONREAD, n, True)
+    return n[0]
+
+
+def _cpu_and_states(pid: int) -> tuple[int, set[str]]:
+    """CPU ticks used by all of a process's threads, and the set of their states (Linux /proc)."""
+    ticks, states = 0, set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a thread that just ended
+            continue
+        states.add(fields[0])
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks, states
+
+
+def _children(pid: int) -> list[int]:
+    """The process's child processes (Linux /proc)."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                found += [int(c) for c in f.read().split()]
+        except FileNotFoundError:  # a thread that just ended
+            continue
+    return found
+
+
+def _blocked(pid: int) -> bool:
+    """Every thread asleep and no CPU used over 0.3 s: the process waits (here: for stdin), and
+    is not half-way through starting a thread, which a signal must not interrupt (CPython then
+    leaves a thread that never runs and a join that never returns)."""
+    try:
+        before, states = _cpu_and_states(pid)
+        if states != {"S"}:
+            return False
+        time.sleep(0.3)
+        after, states = _cpu_and_states(pid)
+    except FileNotFoundError:  # the process is gone (a short-lived helper): not what we wait for
+        return False
+    return states == {"S"} and after == before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="FIONREAD on a pipe's write end and /proc are Linux's")
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_mid_run_leaves_nothing_at_the_target(tmp_path: Path, sig: int, code: int) -> None:
+    """Deterministic: the signal is sent only once the child has taken every byte sent so far
+    (the pipe is empty), has its temporary file open, and is asleep using no CPU, so it is blocked
+    waiting for the held-back half; stdin stays open until the child has exited, so the input cannot end before the signal
+    is handled (closing it early let a run end with "truncated" instead of the signal's code)."""
     src = tmp_path / "in.safetensors"
     write_checkpoint(str(src), comfy_fp8_linear("a", (512, 512), seed=1) + comfy_fp8_linear("b", (512, 512), seed=2))
     folder = tmp_path / "target"
@@ -288,11 +363,16 @@ def test_signal_mid_run_leaves_nothing_at_the_target(tmp_path: Path, sig: int, c
                          stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
     try:
         _feed(src, p, src.stat().st_size // 2)
-        _wait_for(lambda: any(n.endswith(".tmp") for n in os.listdir(folder)))
+        _wait_for(lambda: any(n.endswith(".tmp") for n in os.listdir(folder)) and _unread_bytes(p.stdin) == 0
+                  and _blocked(p.pid))
+        assert p.poll() is None  # still running: half of the input has not been sent
         p.send_signal(sig)
-        _, stderr = p.communicate(timeout=60)
+        p.wait(timeout=60)  # stdin still open: only the signal can end the run
+        stderr = p.stderr.read()
     finally:
         p.kill()
+        p.stdin.close()
+        p.stderr.close()
     assert p.returncode == code, stderr
     assert b"interrupted" in stderr and b"Traceback" not in stderr
     assert os.listdir(folder) == []  # no output, no temporary file
@@ -317,6 +397,7 @@ def test_sigterm_mid_stream_to_stdout_exits_non_zero(tmp_path: Path) -> None:
     assert 0 < out.stat().st_size < src.stat().st_size  # partial stream, and the exit code says so
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_stops_a_parallel_batch_and_its_workers(tmp_path: Path) -> None:
     """Workers read from FIFOs that never finish: SIGTERM to the batch must end them all,
     leaving no output and no temporary file."""
@@ -335,7 +416,10 @@ def test_sigterm_stops_a_parallel_batch_and_its_workers(tmp_path: Path) -> None:
             fd = os.open(fifo, os.O_WRONLY)
             writers.append(fd)
             os.write(fd, data[: len(data) // 2])
-        _wait_for(lambda: out.exists() and sum(n.endswith(".tmp") for n in os.listdir(out)) == 2)
+        # Both workers have their temporary file and wait for the rest of their FIFO (asleep, no CPU):
+        # not half-way through starting a thread, where a signal can leave a join that never returns.
+        _wait_for(lambda: out.exists() and sum(n.endswith(".tmp") for n in os.listdir(out)) == 2
+                  and all(_blocked(pid) for pid in [p.pid, *_children(p.pid)]))
         p.send_signal(signal.SIGTERM)
         _, stderr = p.communicate(timeout=60)
     finally:
@@ -343,4 +427,4 @@ def test_sigterm_stops_a_parallel_batch_and_its_workers(tmp_path: Path) -> None:
         for fd in writers:
             os.close(fd)
     assert p.returncode == 143, stderr
-    _wait_for(lambda: os.listdir(out) == [], timeout=10)
+    _wait_for(lambda: not out.exists(), timeout=10)  # temporary files gone, then the folder the run made

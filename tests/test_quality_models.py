@@ -117,7 +117,7 @@ def test_trained_dit_is_not_noise(tf: qm.TinyFlux) -> None:
 
 
 def test_fp8_checkpoint_format(tmp_path: Path, tf: qm.TinyFlux) -> None:
-    """DESIGN §1: F8_E4M3 [out,in] weight, F32 [] weight_scale, U8 JSON comfy_quant, rest passthrough."""
+    """docs/formats.md: F8_E4M3 [out,in] weight, F32 [] weight_scale, U8 JSON comfy_quant, rest passthrough."""
     path = tmp_path / "tiny_fp8.safetensors"
     layers = qm.write_tiny_flux_fp8(tf, path)
     assert oct(path.stat().st_mode & 0o777) == oct(0o644)
@@ -186,7 +186,7 @@ def test_minilm_dynamic_fp8_close_to_full_precision(tmp_path: Path, minilm) -> N
     dyn = qm.minilm_end_to_end(model, tok, read, {n: "dynamic" for n in read}, sents)
     wscale = qm.minilm_end_to_end(model, tok, read, {n: read[n].weight_scale for n in read}, sents)
     assert dyn > 0.99
-    assert wscale < dyn - 0.05  # the weight_scale floor (DESIGN §4) is far worse
+    assert wscale < dyn - 0.05  # the weight_scale floor (docs/methods.md) is far worse
     # the FP8 patch is undone on exit
     ref = qm.embed(model, tok, sents)
     assert torch.allclose(ref, qm.embed(model, tok, sents))

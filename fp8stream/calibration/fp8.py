@@ -36,7 +36,7 @@ def row_sum_squares(rows, out=None):
     """Σ_j w_ij² of each row of raw FP8 bytes (numpy uint8 [r, n]), unit weight scale.
 
     A lookup of byte pairs in a 256 KB table: no F32 copy of the weight, about memory speed
-    (DESIGN §4). NaN bytes count as 0 (reported elsewhere).
+    (docs/methods.md). NaN bytes count as 0 (reported elsewhere).
     """
     import numpy as np
 

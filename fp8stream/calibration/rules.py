@@ -1,7 +1,7 @@
 """Scale rules: from samples of |activation| to the amax the FP8 range (±448) should cover.
 
 `input_scale = amax / 448`. A scale too small clips (unbounded error: the noise users see), one
-too large only loses small values to subnormals (DESIGN §3), so every rule errs upwards.
+too large only loses small values to subnormals (docs/scales.md), so every rule errs upwards.
 """
 
 from __future__ import annotations

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
-from fp8stream.batch import (
-    BASE_MEMORY,
-    BatchSettings,
-    batch_exit_code,
-    expand_inputs,
-    parse_size,
-    plan_outputs,
-    run_batch,
-)
+from fp8stream.batch import BatchSettings, batch_exit_code, expand_inputs, plan_outputs, run_batch
 from fp8stream.calibration.registry import method_help, method_names
 from fp8stream.calibration.settings import RULES, SIM_MODES, CalibrationSettings, resolve_device
-
 from fp8stream.commands.common import EXIT_CODES, run_guarded
+from fp8stream.commands.preflight import check_patterns
 from fp8stream.errors import EXIT_OK, UsageError
 from fp8stream.io.compression import (
     DEFAULT_COMPRESSION_BUDGET,
@@ -30,6 +24,7 @@ from fp8stream.io.compression import (
     is_zstd_path,
 )
 from fp8stream.io.sink import check_output_name
+from fp8stream.memory import BASE_MEMORY, memory_budget
 from fp8stream.remote import configure as configure_storage, parse_storage_options
 from fp8stream.report import FileReport, render_table
 from fp8stream.rewrite import RewriteOptions, calibrate_file
@@ -85,7 +80,7 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
                    "about the model's inputs get that bound with inputs of rms <= R, instead of staying "
                    "weight-only [default: no assumption].")
 @click.option("--stats", "stats_path", type=click.Path(dir_okay=False), default=None,
-              help="Stats file (fp8stream.record output, or plain per-layer scales) for --method stats.")
+              help="Stats file (fp8stream.record output, or plain per-layer scales); implies --method stats.")
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), default=None,
               help="--method stats: name pairs 'stats_name checkpoint_layer' (or a JSON object), tried first.")
 @click.option("--fallback", type=click.Choice(["none", "simulate"]), default="none", show_default=True,
@@ -121,7 +116,9 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
 @click.option("--verify", is_flag=True,
               help="Hash every tensor while reading IN, re-read OUT before it replaces anything and compare "
                    "(passthrough tensors must be identical).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON line per input file instead of the table.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON line per input file on stdout (stderr when OUT is '-') instead of the table, which "
+                   "always goes to stderr so that stdout stays free for the checkpoint and for pipes.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Append the report to FILE.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--zstd", "zstd", is_flag=True,
@@ -159,12 +156,15 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
     The default --method simulate models each layer's input from the weights that produce it
     (see the README's quality tables for what it is worth against real data).
     """
+    method_given = click.get_current_context().get_parameter_source("method") != click.core.ParameterSource.DEFAULT
+    if stats_path and not method_given:
+        method = "stats"  # --stats FILE alone means: use it
     if stats_path and method != "stats":
         raise click.UsageError("--stats is used only with --method stats")
 
     def body() -> int:
         configure_storage(parse_storage_options(storage_json))
-        budget = parse_size(max_memory) if max_memory else None
+        budget = memory_budget(max_memory) if max_memory else None
         inputs, output, batch = _resolve_paths(paths, out_dir, dry_run)
         compress = zstd if batch else bool(output) and (is_zstd_path(output) or (zstd and output == "-"))
         if output and not batch:
@@ -186,19 +186,43 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
             exclude_untouched=exclude_untouched, force=force, dry_run=dry_run, verify=verify,
             progress=sys.stderr.isatty() if progress is None else progress, zstd=zstd_settings,
         )
-        stdout_taken = output == "-"
-        if not batch:
-            _emit(calibrate_file(template), as_json, report_file, stdout_taken)
-            return EXIT_OK
-        items = plan_outputs(inputs, out_dir, compress)  # refuses clashing names before any work
-        os.makedirs(out_dir, exist_ok=True)
-        reports = run_batch(items, template, BatchSettings(keep_going, jobs, budget),
-                            lambda r: _emit(r, as_json, report_file, False))
-        return batch_exit_code(reports)
+        batch_settings = BatchSettings(keep_going, jobs, budget)
+        return _run(template, inputs, out_dir if batch else None, compress, batch_settings, as_json, report_file)
 
     code = run_guarded(body)
     if code:
         sys.exit(code)
+
+
+def _run(template: RewriteOptions, inputs: list[str], out_dir: str | None, compress: bool,
+         batch_settings: BatchSettings, as_json: bool, report_file: str | None) -> int:
+    """One file, or a batch into out_dir, once every option has been checked."""
+    notes = check_patterns(inputs, template.include, template.exclude)  # a typo'd pattern: exit 2 before any file
+    if out_dir is None:
+        _emit(calibrate_file(template), as_json, report_file, template.output == "-")
+        return EXIT_OK
+    items = plan_outputs(inputs, out_dir, compress)  # refuses clashing names before any work
+
+    def emit(report: FileReport) -> None:
+        report.notes += notes.get(report.input, [])
+        _emit(report, as_json, report_file, False)
+
+    with output_folder(out_dir):
+        reports = run_batch(items, template, batch_settings, emit)
+    return batch_exit_code(reports)
+
+
+@contextmanager
+def output_folder(path: str) -> Iterator[None]:
+    """--out-dir, created for the run and removed again if the run leaves nothing in it (every
+    file failed or was refused): no stray empty folder."""
+    created = not os.path.isdir(path)
+    os.makedirs(path, exist_ok=True)
+    try:
+        yield
+    finally:
+        if created and os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
 
 
 def _resolve_paths(paths: tuple[str, ...], out_dir: str | None, dry_run: bool) -> tuple[list[str], str | None, bool]:

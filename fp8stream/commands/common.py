@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Callable, TypeVar
 
 import click
 
-from fp8stream.errors import EXIT_FAILURE, EXIT_SIGINT, FP8StreamError, raise_interrupted
+from fp8stream.errors import EXIT_FAILURE, EXIT_SIGINT, FP8StreamError, Interrupted, raise_interrupted
 
 T = TypeVar("T")
+
+try:  # click >= 8.2: a bare `fp8stream` raises this to print the help, which must stay whole
+    from click.exceptions import NoArgsIsHelpError
+
+    _HELP_ERRORS: tuple[type[Exception], ...] = (NoArgsIsHelpError,)
+except ImportError:  # click 8.1 prints the help itself
+    _HELP_ERRORS = ()
 
 EXIT_CODES = """\b
 Exit codes:
   0    success
   1    failure (bad or unreadable input, write error, files differ for verify)
-  2    usage error (bad option, output exists or is the input, ...)
+  2    usage error (bad option, output exists or is the input, a pattern
+       that matches no layer, --max-memory below 300M, ...)
   3    nothing to calibrate (no FP8 linear layer)
   4    some files of a batch failed
   130  interrupted (Ctrl-C, SIGINT)
@@ -28,6 +37,16 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _exit_interrupted(message: str, code: int) -> None:
+    """Leave at once after a signal: a read-ahead thread may still be blocked reading stdin, and a
+    normal interpreter exit would then abort on that stream's lock ("Fatal Python error:
+    _enter_buffered_busy", exit -6) instead of exiting with the signal's code. Temporary files
+    are already gone: the context managers ran while the exception unwound."""
+    click.echo(f"fp8stream: error: {message}", err=True)
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run_guarded(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     """Run a command body: user errors and signals become one line on stderr and an exit code.
 
@@ -36,12 +55,36 @@ def run_guarded(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     previous = signal.signal(signal.SIGTERM, raise_interrupted)
     try:
         return fn(*args, **kwargs)
+    except Interrupted as e:
+        _exit_interrupted(str(e), e.exit_code)
     except FP8StreamError as e:
         fail(str(e), e.exit_code)
     except KeyboardInterrupt:
-        fail("interrupted", EXIT_SIGINT)
+        _exit_interrupted("interrupted", EXIT_SIGINT)
     except MemoryError:
         fail("out of memory", EXIT_FAILURE)
     finally:
         signal.signal(signal.SIGTERM, previous)
     raise AssertionError("unreachable")
+
+
+class OneLineErrors(click.Group):
+    """The command group, with click's own errors (unknown option, bad value, missing argument)
+    in the project's one-line form: `fp8stream: error: MESSAGE (see 'CMD --help')`, exit 2,
+    instead of click's usage block over four lines."""
+
+    def main(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except _HELP_ERRORS as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            fail(" ".join(e.format_message().split()) + hint, e.exit_code)
+        except click.ClickException as e:
+            fail(" ".join(e.format_message().split()), e.exit_code)
+        except click.Abort:
+            fail("interrupted", EXIT_SIGINT)
+        sys.exit(result if isinstance(result, int) else 0)

@@ -1,23 +1,74 @@
-"""`fp8stream inspect FILE`: what a checkpoint holds, from its header alone."""
+"""`fp8stream inspect PATH`: what a checkpoint holds and what ComfyUI will do with each FP8 layer.
+
+Per layer: the flavour, the weight-only flag, and the input scale with its value and whether it
+is a placeholder (1.0 or equal to weight_scale: what converters write, see docs/comfyui.md).
+Reads the header(s) and the few small tensors (scales, markers); a plain file by positioned
+reads, a zstd file decompressed once, a sharded model shard by shard.
+"""
 
 from __future__ import annotations
 
 import json
+import struct
 from collections import Counter
 
 import click
 
 from fp8stream.commands.common import EXIT_CODES, run_guarded
-from fp8stream.formats.layers import take_inventory
-from fp8stream.io.reader import LazyFile
+from fp8stream.commands.inspect_read import Checkpoint, read_checkpoint
+from fp8stream.formats.comfy_quant import MarkerError, is_weight_only, parse_marker
+from fp8stream.formats.existing_scales import judge_existing_scale
+from fp8stream.formats.layers import FP8Layer, take_inventory
+from fp8stream.report import human_size, plural
+
+
+def _scalar(ckpt: Checkpoint, name: str | None) -> float | None:
+    """An F32 scalar's value, or None when absent or not one F32 value."""
+    raw = ckpt.small.get(name) if name else None
+    if raw is None or len(raw) != 4 or ckpt.header.by_name[name].dtype != "F32":
+        return None
+    return struct.unpack("<f", raw)[0]
+
+
+def _weight_only(ckpt: Checkpoint, layer: FP8Layer) -> bool | None:
+    """Whether ComfyUI runs the layer weight-only; the marker's JSON says so when the header cannot."""
+    if layer.weight_only is not None or layer.marker is None:
+        return layer.weight_only
+    try:
+        return is_weight_only(parse_marker(ckpt.small.get(layer.marker, b"")))
+    except MarkerError:
+        return None
+
+
+def _layer(ckpt: Checkpoint, layer: FP8Layer) -> dict:
+    weight_scale = _scalar(ckpt, layer.weight_scale) if layer.weight_scale else 1.0
+    weight_only = _weight_only(ckpt, layer)
+    value = _scalar(ckpt, layer.existing_input_scale)
+    placeholder, why = None, "no input_scale: ComfyUI uses 1.0"
+    if layer.existing_input_scale is not None:
+        _, why = judge_existing_scale(None if value is None else [value], weight_scale or 1.0,
+                                      bool(weight_only), overwrite=False)
+        placeholder = value is not None and value in (1.0, weight_scale)
+    return {
+        "name": layer.name,
+        "flavour": layer.flavour,
+        "shape": list(layer.weight.shape),
+        "weight_scale": layer.weight_scale is not None,
+        "weight_scale_value": weight_scale,
+        "input_scale": layer.existing_input_scale is not None,
+        "input_scale_value": value,
+        "input_scale_placeholder": placeholder,
+        "input_scale_why": why,
+        "weight_only": weight_only,
+        "fp8_activations": None if weight_only is None else not weight_only,
+    }
 
 
 def describe(path: str) -> dict:
-    """The header's summary as plain data."""
-    with LazyFile(path) as f:
-        header = f.header
+    """The checkpoint's summary as plain data (JSON-safe: null where a value is unknown)."""
+    ckpt = read_checkpoint(path)
+    header = ckpt.header
     inventory = take_inventory(header)
-    layers, skipped = inventory.layers, inventory.skipped
     dtype_bytes: Counter[str] = Counter()
     dtype_count: Counter[str] = Counter()
     for t in header.tensors:
@@ -25,44 +76,57 @@ def describe(path: str) -> dict:
         dtype_count[t.dtype] += 1
     return {
         "path": path,
-        "bytes": header.file_bytes,
+        "bytes": ckpt.file_bytes,
+        "shards": ckpt.shards,
+        "compressed": ckpt.compressed,
         "tensors": len(header.tensors),
         "largest_tensor_bytes": max((t.nbytes for t in header.tensors), default=0),
         "dtypes": {d: {"tensors": dtype_count[d], "bytes": dtype_bytes[d]} for d in sorted(dtype_count)},
         "metadata_keys": sorted((header.metadata or {}).keys()),
-        "fp8_layers": [
-            {
-                "name": layer.name,
-                "flavour": layer.flavour,
-                "shape": list(layer.weight.shape),
-                "weight_scale": layer.weight_scale is not None,
-                "input_scale": layer.existing_input_scale is not None,
-            }
-            for layer in layers
-        ],
-        "skipped": [{"name": s.name, "reason": s.reason} for s in skipped],
+        "fp8_layers": [_layer(ckpt, layer) for layer in inventory.layers],
+        "skipped": [{"name": s.name, "reason": s.reason} for s in inventory.skipped],
     }
 
 
+def _scale_text(layer: dict) -> str:
+    if layer["input_scale_value"] is None:
+        return "input_scale -" if not layer["input_scale"] else "input_scale unreadable"
+    kind = "placeholder" if layer["input_scale_placeholder"] else "calibrated"
+    if layer["weight_only"]:
+        kind += ", unused: weight-only"
+    return f"input_scale {layer['input_scale_value']:.6g} ({kind})"
+
+
 def render(info: dict) -> str:
-    lines = [f"{info['path']}: {info['tensors']} tensors, {info['bytes'] / 1e6:.1f} MB"]
+    where = f", {info['shards']} shards" if info["shards"] > 1 else ""
+    where += ", zstd" if info["compressed"] else ""
+    lines = [f"{info['path']}: {plural(info['tensors'], 'tensor')}, {human_size(info['bytes'])}{where}"]
     for dtype, d in info["dtypes"].items():
-        lines.append(f"  {dtype:<8} {d['tensors']:>6} tensors  {d['bytes'] / 1e6:>10.1f} MB")
-    with_scale = sum(1 for layer in info["fp8_layers"] if layer["input_scale"])
-    lines.append(f"FP8 linear layers: {len(info['fp8_layers'])} ({with_scale} with an input_scale)")
-    for layer in info["fp8_layers"]:
+        lines.append(f"  {dtype:<8} {plural(d['tensors'], 'tensor'):>14}  {human_size(d['bytes']):>9}")
+    layers = info["fp8_layers"]
+    with_scale = sum(1 for layer in layers if layer["input_scale"])
+    placeholders = sum(1 for layer in layers if layer["input_scale_placeholder"])
+    weight_only = sum(1 for layer in layers if layer["weight_only"])
+    lines.append(f"FP8 linear layers: {len(layers)} ({with_scale} with an input_scale); "
+                 f"{plural(placeholders, 'placeholder scale')}, {weight_only} weight-only")
+    width = max((len(layer["name"]) for layer in layers), default=0)
+    for layer in layers:
         shape = "x".join(str(d) for d in layer["shape"])
-        scales = ("weight_scale" if layer["weight_scale"] else "-") + (", input_scale" if layer["input_scale"] else "")
-        lines.append(f"  {layer['name']}  [{layer['flavour']}]  {shape}  {scales}")
+        mode = {True: "weight-only", False: "fp8 act", None: "flag unknown"}[layer["weight_only"]]
+        lines.append(f"  {layer['name']:<{width}}  {layer['flavour']:<6}  {shape:>11}  {mode:<11}  {_scale_text(layer)}")
     for s in info["skipped"]:
         lines.append(f"  skipped {s['name']}: {s['reason']}")
     return "\n".join(lines)
 
 
 @click.command(epilog=EXIT_CODES)
-@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.argument("path", metavar="PATH", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def inspect(path: str, as_json: bool) -> None:
-    """Show FILE's FP8 layers, their flavour and scales, and dtype totals (header only)."""
+    """Show PATH's FP8 layers: flavour, weight-only flag (fp8 act = ComfyUI quantizes the
+    layer's input), input scale value and whether it is a placeholder; and dtype totals.
+
+    PATH: a .safetensors file, a .safetensors.zst file, a sharded model's folder or its
+    *.safetensors.index.json."""
     info = run_guarded(describe, path)
     click.echo(json.dumps(info) if as_json else render(info))

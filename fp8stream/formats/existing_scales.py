@@ -2,7 +2,7 @@
 
 Converters write placeholders: exactly 1.0 (Comfy-Org's own FP8 files, on every layer) or
 exactly the layer's weight_scale. Keeping those would keep the noise this tool removes, and a
-scale on a weight-only layer was never used, so it proves nothing either (DESIGN §1).
+scale on a weight-only layer was never used, so it proves nothing either (docs/formats.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Layers fed by the same tensor share one activation scale: the max of their own (DESIGN §6).
+"""Layers fed by the same tensor share one activation scale: the max of their own (docs/scales.md).
 
 Loaders that fuse q/k/v (or gate/up) into one matmul use one scale for all of them, and a
 smaller one clips. Groups are proven from names alone: siblings under the same parent module.

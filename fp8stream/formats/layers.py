@@ -1,7 +1,7 @@
 """What an FP8 linear layer looks like on disk, found from the header alone.
 
 A header-only decision is what lets a pipe work: the output header must be out before any
-value arrives (DESIGN §1). Three flavours are recognised from names, dtypes and shapes:
+value arrives (docs/formats.md). Three flavours are recognised from names, dtypes and shapes:
 
 - comfy: `L.weight` F8_E4M3 2-D, F32 scalar `L.weight_scale`, a `L.comfy_quant` marker tensor
   and/or an entry in `__metadata__["_quantization_metadata"]`;
@@ -27,7 +27,7 @@ LEGACY = "legacy"  # L.weight F8_E4M3 + L.scale_weight + top-level scaled_fp8, s
 PLAIN = "plain"  # L.weight F8_E4M3 alone: weight scale 1.0 implied
 FLAVOURS = (COMFY, LEGACY, PLAIN)
 
-# Why other comfy_quant formats take no input scale from us (DESIGN §2).
+# Why other comfy_quant formats take no input scale from us (docs/comfyui.md).
 _OTHER_FORMAT_NOTES = {
     "nvfp4": "nvfp4 measures its activation scale at run time when none is stored",
     "mxfp8": "mxfp8 ignores input_scale",

@@ -3,7 +3,7 @@
 
 ComfyUI's `convert_old_quants` reads it only when the header has no `_quantization_metadata`:
 a 2-element marker means every layer is weight-only, an empty one means FP8 matmul with
-`scale_input`; a `scale_input` equal to 1.0 is dropped (DESIGN §2). There is no per-layer flag.
+`scale_input`; a `scale_input` equal to 1.0 is dropped (docs/comfyui.md). There is no per-layer flag.
 """
 
 from __future__ import annotations

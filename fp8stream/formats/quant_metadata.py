@@ -1,7 +1,7 @@
 """`__metadata__["_quantization_metadata"]`: the header-level copy of every layer's `comfy_quant`.
 
 When it is present ComfyUI rebuilds each listed layer's `comfy_quant` from it and ignores the
-tensors (DESIGN §2), so what we write there must say exactly what the marker tensors say.
+tensors (docs/comfyui.md), so what we write there must say exactly what the marker tensors say.
 Layer names in it may carry the file's prefix or not; lookups accept both spellings and
 rewrites keep the metadata's own.
 """

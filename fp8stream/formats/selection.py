@@ -2,7 +2,7 @@
 
 Patterns and presets see names with the model prefix removed (and patterns the file's own
 spelling too), so `model.diffusion_model.` checkpoints select the same layers as bare ones.
-Presets keep the layers that reference recipes keep in high precision (DESIGN §6): embedders,
+Presets keep the layers that reference recipes keep in high precision (docs/scales.md): embedders,
 final projections, and for video DiTs the first and last blocks.
 """
 

@@ -1,4 +1,4 @@
-"""Text-encoder layers, recognised by their key names (ComfyUI runs them weight-only, DESIGN §2).
+"""Text-encoder layers, recognised by their key names (ComfyUI runs them weight-only, docs/comfyui.md).
 
 We calibrate them all the same (other runtimes use the scales) and say in the report that
 ComfyUI will not.

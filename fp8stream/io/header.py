@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 from fp8stream.errors import InvalidCheckpointError
 from fp8stream.io.dtypes import DTYPE_BITS, nbytes_of
+from fp8stream.io.sniff import SNIFF_BYTES, describe_bytes
 
 # The safetensors library refuses headers above 100 MB; so do we, before reading them.
 MAX_HEADER_BYTES = 100_000_000
@@ -170,16 +171,25 @@ def read_exactly(stream: BinaryIO, n: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
+def _not_safetensors(prefix: bytes, stream: BinaryIO, detail: str) -> str:
+    """The error line: what the bytes look like (text, PNG, JSON...) when known, and `detail`
+    unless it is a header length read from text (a meaningless number)."""
+    what = describe_bytes(prefix + stream.read(SNIFF_BYTES - len(prefix)))
+    if what is None:
+        return f"not a safetensors file ({detail})"
+    return f"not a safetensors file: it looks like {what}" + ("" if "header length" in detail else f" ({detail})")
+
+
 def read_header(stream: BinaryIO, file_bytes: int | None = None) -> Header:
     """Read and validate the header at the stream's position; `file_bytes` when the size is known."""
     prefix = stream.read(8)
     if len(prefix) < 8:
-        raise InvalidCheckpointError("not a safetensors file (shorter than 8 bytes)")
+        raise InvalidCheckpointError(_not_safetensors(prefix, stream, "shorter than 8 bytes"))
     (length,) = struct.unpack("<Q", prefix)
     if length > MAX_HEADER_BYTES:
-        raise InvalidCheckpointError(f"not a safetensors file (header length {length} is over 100 MB)")
+        raise InvalidCheckpointError(_not_safetensors(prefix, stream, f"header length {length} is over 100 MB"))
     if length < 2:
-        raise InvalidCheckpointError("not a safetensors file (header length too small)")
+        raise InvalidCheckpointError(_not_safetensors(prefix, stream, "header length too small"))
     if file_bytes is not None and 8 + length > file_bytes:
         raise InvalidCheckpointError(f"header length {length} is larger than the file (truncated?)")
     raw = read_exactly(stream, length, "header")

@@ -3,7 +3,7 @@
 `calibrate` reads its input once, front to back, in data order (`TensorStream`), so the same
 code serves files and pipes and the disk sees large sequential reads. `inspect` and `verify`
 use `LazyFile` to fetch single tensors with positioned reads. Neither maps the file: touched
-pages of a mapping count in RSS and page-faulting a cold mapping is slow (DESIGN §8).
+pages of a mapping count in RSS and page-faulting a cold mapping is slow (docs/formats.md).
 """
 
 from __future__ import annotations

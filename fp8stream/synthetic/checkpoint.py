@@ -19,7 +19,7 @@ from fp8stream.io.dtypes import DTYPE_BITS
 from fp8stream.io.header import OutputEntry
 from fp8stream.io.writer import StreamingWriter
 
-# Widest dtype first, as the safetensors library's own writer orders data (DESIGN §1).
+# Widest dtype first, as the safetensors library's own writer orders data (docs/formats.md).
 _SAFETENSORS_ORDER = {name: -bits for name, bits in DTYPE_BITS.items()}
 
 
