@@ -13,6 +13,7 @@ so `fp8stream --help`, `inspect` and `verify` never load it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field, replace
 
@@ -134,7 +135,7 @@ def _calibrate(model: ModelInput, planned: Planned, options: RewriteOptions, rep
     from fp8stream.calibration.registry import create
     from fp8stream.pipeline.run import RunSettings, finish_files, stream_model
 
-    method = create(options.settings)
+    method = create(dataclasses.replace(options.settings, progress=options.progress))
     method_plan = method.prepare(planned.view)
     if method_plan.needs_random_access and planned.view.source is None:
         raise UsageError(f"--method {options.settings.method} reads tensors by name: give a file or a sharded "

@@ -33,7 +33,8 @@ class CalibrationSettings:
     forward_text_tokens: int = 128  # forward: text tokens per sample
     forward_threads: int = 2  # forward: torch threads pinned for the pass
     forward_conditioning: str = "weight-only"  # forward: conditioning-path layers: weight-only | fp8
-    assume_input_rms: float | None = None  # forward: opt-in bound for layers it cannot reach
+    assume_input_rms: float | None = None
+    progress: bool = False  # a progress bar for long passes (shows only; not recorded, changes no value)  # forward: opt-in bound for layers it cannot reach
 
     def __post_init__(self) -> None:
         # The one check of what the options need (CLI and API alike): an error before any work.

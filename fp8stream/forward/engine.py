@@ -63,6 +63,7 @@ class StreamingModel:
         self.device = device
         self.linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
         self.state = Pass()
+        self.on_linear = lambda n=1: None  # called after each Linear ran (a progress bar)
 
     def gather(self, target: str) -> torch.Tensor:
         """A parameter's float32 value from its source rows (dequantized where FP8)."""
@@ -126,6 +127,7 @@ class StreamingModel:
             shape = module.weight.shape
             module._parameters["weight"] = nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
             self.state.live -= 1
+            self.on_linear(1)
         return hook
 
     def mix_bound(self, groups: list[list[str]]) -> float | None:

@@ -39,6 +39,7 @@ class ForwardSettings:
     seed: int = 0
     threads: int = 2  # torch threads for the pass, whatever the process's other settings
     device: str = "cpu"
+    progress: bool = False  # a bar over the model's Linears on stderr
 
 
 @dataclass
@@ -135,6 +136,14 @@ def _meta_model(family: ModuleType, cfg: dict) -> torch.nn.Module:
         return family.model_class()(**cfg).eval()
 
 
+def _bar(total: int, enabled: bool):
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="layer", desc="forward pass", file=sys.stderr, disable=not enabled, leave=False)
+
+
 def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = ForwardSettings()) -> ForwardResult:
     """The forward pass over the prepared model; a result with `reason` when it cannot run."""
     family = prepared.family
@@ -151,7 +160,8 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
         sm.load_rest()
         plan = SamplePlan(settings.batch, settings.image_tokens, settings.text_tokens, settings.seed)
         kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in family.inputs(cfg, plan).items()}
-        with sm.hooked() as state:
+        with sm.hooked() as state, _bar(len(sm.linears), settings.progress) as bar:
+            sm.on_linear = bar.update
             model(**kwargs, return_dict=False)
     return ForwardResult(family.NAME, sm.layer_amax(family.value_sources(cfg)), dict(state.amax), dict(state.out_amax),
                          None, cfg, state.peak_live, state.weights_read, time.monotonic() - start,
