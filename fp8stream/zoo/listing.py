@@ -7,7 +7,7 @@ import hashlib
 import posixpath
 from dataclasses import dataclass
 
-from fp8stream.batch import BASE_MEMORY
+from fp8stream.memory import BASE_MEMORY
 from fp8stream.errors import FP8StreamError, UsageError
 from fp8stream.io.compression import compression_memory, ZstdSettings
 from fp8stream.io.header import Header
