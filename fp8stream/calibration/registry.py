@@ -21,6 +21,8 @@ class MethodEntry:
 
 
 METHODS: dict[str, MethodEntry] = {
+    "auto": MethodEntry("fp8stream.forward.auto",
+                        "forward where it can run (a file, diffusers, a known family), else simulate"),
     "simulate": MethodEntry("fp8stream.calibration.simulate",
                             "the weight-aware model of each layer's input (no data)"),
     "stats": MethodEntry("fp8stream.calibration.stats_method", "real-data statistics from --stats FILE"),

@@ -15,7 +15,7 @@ RULES = ("max", "percentile", "mse")
 class CalibrationSettings:
     """Every option that changes the scales' values (recorded in the output's metadata)."""
 
-    method: str = "simulate"
+    method: str = "auto"  # forward where it can run, else simulate (fp8stream/forward/auto.py)
     rule: str = "max"
     percentile: float = 99.99
     samples: int = 64
@@ -53,9 +53,9 @@ class CalibrationSettings:
                 out["map"] = os.path.basename(self.map)
             if self.fallback:
                 out["fallback"] = self.fallback
-        if self.method == "forward":
+        if self.method in ("forward", "auto"):
             out.update(self._describe_forward())
-        if self.method == "simulate" or self.fallback == "simulate":
+        if self.method in ("simulate", "auto") or self.fallback == "simulate":
             out.update({"sim_mode": self.sim_mode, "samples": self.samples, "seed": self.seed})
             if self.sim_mode == "hybrid":
                 out["margin"] = self.margin

@@ -54,7 +54,7 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
 @click.command(epilog=EXIT_CODES)
 @click.argument("paths", metavar="IN... [OUT]", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Batch: write each IN to DIR under its own name.")
-@click.option("--method", type=click.Choice(method_names()), default="simulate", show_default=True,
+@click.option("--method", type=click.Choice(method_names()), default="auto", show_default=True,
               help=f"Where activation ranges come from. {method_help()}.")
 @click.option("--sim-mode", type=click.Choice(SIM_MODES), default="bound", show_default=True,
               help="simulate: bound = hard bound from the producers' weights; hybrid = --margin x Gaussian "
@@ -153,8 +153,10 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
     OUT appears only when complete. Placeholder scales (1.0, or equal to weight_scale) and
     scales of weight-only layers are replaced; real calibrated scales are kept.
 
-    The default --method simulate models each layer's input from the weights that produce it
-    (see the README's quality tables for what it is worth against real data).
+    The default --method auto runs a synthetic forward pass through the checkpoint's own
+    weights (Flux, SD3, Wan; a file or sharded folder; needs diffusers) and falls back to
+    --method simulate, the bound from the weights that produce each input, where it cannot
+    run; the report says which (see the README's quality tables for what each is worth).
     """
     method_given = click.get_current_context().get_parameter_source("method") != click.core.ParameterSource.DEFAULT
     if stats_path and not method_given:

@@ -1,0 +1,73 @@
+"""`--method auto` (the default): the forward pass where it can run, the bound method elsewhere.
+
+The forward pass (method.py) needs three things the bound method does not: random access to the
+input (a file or a sharded folder, not a pipe or a zstd stream), diffusers, and a model family
+whose diffusers class and converter map the file completely. Where all three hold, `auto` is
+`--method forward`; otherwise it is `--method simulate --sim-mode bound` exactly as before,
+with one report note saying which of the three was missing and how to get the forward pass.
+Which one ran is recorded in the output's metadata (`fp8stream.calibration`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
+from fp8stream.calibration.settings import CalibrationSettings
+from fp8stream.formats.layers import FP8Layer
+from fp8stream.io.header import TensorInfo
+
+
+class AutoMethod:
+    """Delegates every call to the forward method or to the bound method, chosen in prepare()."""
+
+    def __init__(self, settings: CalibrationSettings) -> None:
+        self.settings = settings
+        self.inner: CalibrationMethod | None = None
+        self.chosen = ""
+
+    def prepare(self, model: ModelView) -> MethodPlan:
+        why = _why_not_forward(model)
+        if why is None:
+            from fp8stream.forward.method import ForwardMethod
+
+            self.inner, self.chosen = ForwardMethod(dataclasses.replace(self.settings, method="forward")), "forward"
+            return self.inner.prepare(model)
+        from fp8stream.calibration.simulate import WeightAwareMethod
+
+        bound = dataclasses.replace(self.settings, method="simulate", sim_mode="bound")
+        self.inner, self.chosen = WeightAwareMethod(bound), "simulate"
+        plan = self.inner.prepare(model)
+        note = f"--method auto used the bound method (simulate): {why}"
+        return dataclasses.replace(plan, notes=plan.notes + (note,))
+
+    def observe_tensor(self, info: TensorInfo, chunk) -> None:
+        self.inner.observe_tensor(info, chunk)
+
+    def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
+        self.inner.observe_weight(layer, rows, row_start)
+
+    def weight_done(self, layer: FP8Layer) -> None:
+        self.inner.weight_done(layer)
+
+    def scales(self, model: ModelView, weight_scales: Mapping[str, float]) -> dict[str, ScaleEstimate]:
+        return self.inner.scales(model, weight_scales)
+
+
+def _why_not_forward(model: ModelView) -> str | None:
+    """Why the forward pass cannot run on this input, or None when it can."""
+    if model.source is None:
+        return "the input is a stream, which cannot be re-read (give a file for the forward pass)"
+    try:
+        from fp8stream.forward.run import ForwardUnavailable, import_diffusers, prepare
+
+        import_diffusers()
+    except (ImportError, ForwardUnavailable):
+        return "diffusers is not installed (pip install fp8stream[forward] for the forward pass)"
+    reason = prepare(model.header).reason
+    return None if reason is None else f"the forward pass cannot run: {reason}"
+
+
+def create(settings: CalibrationSettings) -> AutoMethod:
+    return AutoMethod(settings)
