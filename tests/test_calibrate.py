@@ -52,7 +52,7 @@ def test_metadata_is_preserved_and_describes_the_run_without_paths(small_model: 
     _, metadata = load(out)
     assert metadata["modelspec.title"] == "tiny"
     calibration = json.loads(metadata["fp8stream.calibration"])
-    assert calibration["method"] == "simulate" and calibration["seed"] == 7
+    assert calibration["method"] == "auto" and calibration["seed"] == 7
     assert str(tmp_path) not in json.dumps(metadata)
 
 

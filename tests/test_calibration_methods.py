@@ -58,7 +58,7 @@ def test_record_then_stats_gives_the_real_max_through_the_flux_renaming(flux_ckp
 
 def test_scales_out_are_scales_in(flux_ckpt, tmp_path: Path) -> None:
     _, ckpt = flux_ckpt
-    r1 = run_cli("calibrate", ckpt, tmp_path / "a.safetensors", "--json")
+    r1 = run_cli("calibrate", ckpt, tmp_path / "a.safetensors", "--method", "simulate", "--json")
     (tmp_path / "scales.json").write_text(r1.stdout)
     r2 = run_cli("calibrate", ckpt, tmp_path / "b.safetensors", "--method", "stats", "--stats", tmp_path / "scales.json", "--json")
     assert r2.exit_code == 0, r2.output
@@ -136,12 +136,12 @@ def test_simulate_reads_bf16_producers_and_pipes_match_files(flux_ckpt, tmp_path
     sd = {k: (v.bfloat16() if ("mod" in k or "adaLN" in k) else v) for k, v in sd.items()}
     path = tmp_path / "bf16mod.safetensors"
     qm.write_fp8_checkpoint(sd, fp8, path)
-    r = run_cli("calibrate", path, tmp_path / "o.safetensors", "--json")
+    r = run_cli("calibrate", path, tmp_path / "o.safetensors", "--method", "simulate", "--json")
     assert r.exit_code == 0, r.output
     qkv = {layer["name"]: layer for layer in _report(r)["layers"]}["double_blocks.0.img_attn.qkv"]
     assert "img_mod.lin" in qkv["assumption"] and not any("missing" in w for w in qkv["warnings"])
     with open(path, "rb") as f:
-        p = run_subprocess("calibrate", "-", tmp_path / "p.safetensors", stdin=f)
+        p = run_subprocess("calibrate", "-", tmp_path / "p.safetensors", "--method", "simulate", stdin=f)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "p.safetensors").read_bytes() == (tmp_path / "o.safetensors").read_bytes()
 
