@@ -71,7 +71,7 @@ def _calibrate_all(tmp_path: Path, files: dict[str, bytes], out: dict[str, bytes
             continue
         src, dst = tmp_path / ("in-" + name), tmp_path / ("out-" + name)
         src.write_bytes(data)
-        report = calibrate_file(RewriteOptions(input=str(src), output=str(dst), settings=CalibrationSettings(device="cpu")))
+        report = calibrate_file(RewriteOptions(input=str(src), output=str(dst), settings=CalibrationSettings(method="simulate", device="cpu")))
         assert report.status == "ok"
         out[name] = dst.read_bytes()
 

@@ -113,7 +113,10 @@ def prepare(header: Header) -> Prepared:
     if family is None:
         return Prepared(None, "model family not recognised (the forward pass knows flux, sd3, wan)")
     import_diffusers()
-    cfg = family.config(bare)
+    try:  # a pruned or partial file may lack what the family's configuration is sized from
+        cfg = family.config(bare)
+    except (KeyError, IndexError, ValueError, ZeroDivisionError) as e:
+        return Prepared(family, f"{family.NAME}: cannot size the model from the file ({type(e).__name__}: {e})")
     try:
         mapping = derive_mapping(shapes, prefix, lambda st: family.convert(st, cfg))
     except (MappingError, KeyError, RuntimeError, ValueError) as e:
