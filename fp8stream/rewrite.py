@@ -136,6 +136,10 @@ def _calibrate(model: ModelInput, planned: Planned, options: RewriteOptions, rep
     from fp8stream.pipeline.run import RunSettings, finish_files, stream_model
 
     method = create(dataclasses.replace(options.settings, progress=options.progress))
+    if options.settings.device == "cuda":  # the peak VRAM reported covers prepare (a forward pass) too
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
     method_plan = method.prepare(planned.view)
     if method_plan.needs_random_access and planned.view.source is None:
         raise UsageError(f"--method {options.settings.method} reads tensors by name: give a file or a sharded "

@@ -65,9 +65,7 @@ def stream_model(model: ModelInput, plans: list[RewritePlan], calibrated: list[L
                  method: CalibrationMethod, method_plan: MethodPlan, sinks: list[tuple[OutputSink, BinaryIO]],
                  settings: RunSettings) -> StreamResult:
     """Every file's header and data out, in file order; the method sees the whole model."""
-    on_cuda = settings.device == "cuda"
-    if on_cuda:
-        torch.cuda.reset_peak_memory_stats()
+    on_cuda = settings.device == "cuda"  # its peak was reset before method.prepare (rewrite.py)
     state = StreamState()
     files = []
     for part, plan, (sink, out) in zip(model.parts, plans, sinks):
