@@ -154,3 +154,28 @@ def test_random_access_adapters_for_remote_input() -> None:
     with spooled("memory://spool/x.bin") as path:
         assert open(path, "rb").read() == data
     assert not os.path.exists(path)
+
+
+def test_a_retried_zoo_task_finds_its_own_committed_output(tmp_path: Path, store, small_model: Path) -> None:
+    """A worker killed after its upload was committed: Ray runs the task again, which must see
+    the object it wrote (same input identity and options in its metadata) and report ok, not
+    fail on create-exclusive."""
+    from fp8stream.commands.zoo import zoo_settings
+    from fp8stream.zoo.identity import output_metadata
+    from fp8stream.zoo.listing import ZooItem, probe
+    from fp8stream.zoo.task import run_one
+
+    store.put(str(small_model), f"{BUCKET}/retry/in.safetensors")
+    settings, digest = zoo_settings("simulate", "bound", 4.0, 64, 0, "cpu", None)
+    item = ZooItem(f"s3://{BUCKET}/retry/in.safetensors", f"s3://{BUCKET}/retry/out.safetensors")
+    probe(item, None)
+    options = RewriteOptions(input=item.input, output=item.output, settings=settings)
+    meta = output_metadata(item.identity, digest)
+    first = run_one(options, item.identity.tag, meta, {})
+    assert first.status == "ok", first.error
+    written = store.cat(f"{BUCKET}/retry/out.safetensors")
+    again = run_one(options, item.identity.tag, meta, {})
+    assert again.status == "ok", again.error
+    assert store.cat(f"{BUCKET}/retry/out.safetensors") == written
+    other = run_one(options, item.identity.tag, dict(meta, **{k: "other" for k in meta}), {})
+    assert other.status == "failed" and "exists" in (other.error or "")  # not this task's: refused

@@ -16,12 +16,15 @@ from fp8stream.remote.input import pin
 from fp8stream.remote.output import record_metadata
 from fp8stream.report import FileReport
 from fp8stream.rewrite import RewriteOptions
+from fp8stream.zoo.identity import recorded
 
 
 def run_one(options: RewriteOptions, tag: str | None, metadata: dict[str, str] | None,
             storage: dict[str, Any]) -> FileReport:
     """Calibrate options.input into options.output; never raises for what a user can cause."""
     configure(storage)
+    if _written_by_an_earlier_attempt(options, metadata):
+        return FileReport(options.input, options.output, status="ok", exit_code=0)
     if is_remote(options.input):
         pin(options.input, tag)
     if options.output is not None and is_remote(options.output):
@@ -37,3 +40,12 @@ def run_one(options: RewriteOptions, tag: str | None, metadata: dict[str, str] |
         if options.output is not None:
             record_metadata(options.output, None)
     return report
+
+
+def _written_by_an_earlier_attempt(options: RewriteOptions, metadata: dict[str, str] | None) -> bool:
+    """A worker killed after its upload was committed leaves the finished object: the retry of
+    that task finds it with this very input identity and options, and must not fail on it
+    (create-exclusive) or redo it."""
+    if options.output is None or metadata is None or not is_remote(options.output):
+        return False
+    return recorded(options.output) == metadata
