@@ -19,7 +19,7 @@ from fp8stream.forward.families import family_module  # noqa: E402
 from fp8stream.forward.inputs import SamplePlan  # noqa: E402
 from fp8stream.forward.mapping import derive_mapping  # noqa: E402
 from fp8stream.forward.run import ForwardSettings, prepare, run  # noqa: E402
-from fp8stream.forward.source import FileRows  # noqa: E402
+from fp8stream.io.source import TensorSource  # noqa: E402
 from fp8stream.io.reader import LazyFile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,11 +62,8 @@ def _eager_amax(family: str, model, state: dict, layers: list[str], cfg: dict) -
 def _run(path: Path):
     with LazyFile(str(path)) as f:
         header = f.header
-    src = FileRows.single(str(path), header)
-    try:
+    with TensorSource.for_file(str(path), header) as src:
         return run(src, prepare(header), SMALL)
-    finally:
-        src.close()
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -28,11 +28,12 @@ class AutoMethod:
         self.chosen = ""
 
     def prepare(self, model: ModelView) -> MethodPlan:
-        why = _why_not_forward(model)
+        why, prepared = _forward_or_why_not(model)
         if why is None:
             from fp8stream.forward.method import ForwardMethod
 
-            self.inner, self.chosen = ForwardMethod(dataclasses.replace(self.settings, method="forward")), "forward"
+            forward = dataclasses.replace(self.settings, method="forward")
+            self.inner, self.chosen = ForwardMethod(forward, prepared), "forward"
             return self.inner.prepare(model)
         from fp8stream.calibration.simulate import WeightAwareMethod
 
@@ -55,18 +56,20 @@ class AutoMethod:
         return self.inner.scales(model, weight_scales)
 
 
-def _why_not_forward(model: ModelView) -> str | None:
-    """Why the forward pass cannot run on this input, or None when it can."""
+def _forward_or_why_not(model: ModelView):
+    """(None, the forward pass prepared from the header) when it can run, else (why not, None)."""
     if model.source is None:
-        return "the input is a stream, which cannot be re-read (give a file for the forward pass)"
+        return "the input is a stream, which cannot be re-read (give a file for the forward pass)", None
     try:
         from fp8stream.forward.run import ForwardUnavailable, import_diffusers, prepare
 
         import_diffusers()
     except (ImportError, ForwardUnavailable):
-        return "diffusers is not installed (pip install fp8stream[forward] for the forward pass)"
-    reason = prepare(model.header).reason
-    return None if reason is None else f"the forward pass cannot run: {reason}"
+        return "diffusers is not installed (pip install fp8stream[forward] for the forward pass)", None
+    prepared = prepare(model.header)
+    if prepared.reason is not None:
+        return f"the forward pass cannot run: {prepared.reason}", None
+    return None, prepared
 
 
 def create(settings: CalibrationSettings) -> AutoMethod:

@@ -39,11 +39,12 @@ E4M3_MAX = 448.0
 class ForwardMethod:
     """The CalibrationMethod of `--method forward` (fp8stream/calibration/interface.py)."""
 
-    def __init__(self, settings: CalibrationSettings) -> None:
+    def __init__(self, settings: CalibrationSettings, prepared=None) -> None:
+        """`prepared`: the forward pass already prepared from this model's header (by `auto`)."""
         self.settings = settings
         self.margin = float(settings.forward_margin)
         self.bound = WeightAwareMethod(dataclasses.replace(settings, sim_mode="bound", rule="max"))
-        self.prepared = None
+        self.prepared = prepared
         self.result = None
 
     def prepare(self, model: ModelView) -> MethodPlan:
@@ -51,7 +52,8 @@ class ForwardMethod:
 
         import_diffusers()  # one line saying how to install it, before any output exists
         bound_plan = self.bound.prepare(model)
-        self.prepared = prepare(model.header)
+        if self.prepared is None:
+            self.prepared = prepare(model.header)
         weight_only = self._unreachable(model)
         if model.source is not None and self.prepared.reason is None:
             # The pass runs now, before the header: which layers stay weight-only depends on it.

@@ -1,8 +1,9 @@
-"""`run(source, header, settings)`: the streaming synthetic forward pass, standalone.
+"""`prepare(header)` then `run(source, prepared, settings)`: the streaming synthetic forward pass.
 
-Usable without the rewrite pass: give it anything with `info(name)` and `read_rows(name, start,
-stop)` (`source.FileRows` reads files) and the parsed header (merged over shards). The result
-says, per checkpoint weight, the amax of its input over all samples, and which were reached.
+Usable without the rewrite pass: `prepare` needs only the header (merged over shards); `run`
+reads rows through anything with `info(name)` and `read_rows(name, start, stop)`
+(`fp8stream.io.source.TensorSource` reads files and shards). The result says, per checkpoint
+weight, the amax of its input over all samples, and which weights were reached.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fp8stream.forward.families import detect_family
 from fp8stream.forward.inputs import SamplePlan
 from fp8stream.forward.mapping import MappingError, check_mapping, derive_mapping, is_companion
 from fp8stream.forward.source import Reader, RowSource
+from fp8stream.formats.layers import take_inventory
 from fp8stream.formats.prefixes import common_model_prefix, split_prefix
 from fp8stream.errors import UsageError
 from fp8stream.io.header import Header
@@ -60,15 +62,6 @@ class ForwardResult:
         return a is not None and a == a and a != float("inf")
 
 
-def versions() -> dict[str, str]:
-    try:
-        import diffusers
-
-        return {"torch": torch.__version__, "diffusers": diffusers.__version__}
-    except ImportError:
-        return {"torch": torch.__version__, "diffusers": "missing"}
-
-
 def import_diffusers() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the hub: configs come from shapes
     try:
@@ -99,7 +92,7 @@ class Prepared:
     reason: str | None = None
     config: dict = field(default_factory=dict)
     mapping: dict = field(default_factory=dict)
-    names: list[str] = field(default_factory=list)
+    scale_names: dict[str, str | None] = field(default_factory=dict)  # FP8 weight -> its weight scale
     reached: frozenset[str] = frozenset()
 
 
@@ -129,7 +122,18 @@ def prepare(header: Header) -> Prepared:
         return Prepared(family, f"{family.NAME}: {problems[0]}", cfg)
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     reached = frozenset(r.source for n in linears for r in mapping[n + ".weight"])
-    return Prepared(family, None, cfg, mapping, names, reached)
+    return Prepared(family, None, cfg, mapping, _weight_scales(header), reached)
+
+
+def _weight_scales(header: Header) -> dict[str, str | None]:
+    """Each FP8 weight's scale tensor: the inventory's for the linears (all three flavours); an
+    FP8 convolution (skipped there: it takes no input scale) still runs with its own scale."""
+    out: dict[str, str | None] = {layer.weight.name: layer.weight_scale for layer in take_inventory(header).layers}
+    for info in header.tensors:
+        if info.dtype.startswith("F8_") and info.name not in out and info.name.endswith(".weight"):
+            stem = info.name[: -len(".weight")]
+            out[info.name] = next((k for k in (stem + ".weight_scale", stem + ".scale_weight") if header.get(k)), None)
+    return out
 
 
 def _meta_model(family: ModuleType, cfg: dict) -> torch.nn.Module:
@@ -159,7 +163,7 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
     model = _meta_model(family, cfg)
     device = torch.device(settings.device)
     with pinned_threads(settings.threads), torch.no_grad():
-        sm = StreamingModel(model, prepared.mapping, Reader(source, prepared.names, device), device)
+        sm = StreamingModel(model, prepared.mapping, Reader(source, prepared.scale_names, device), device)
         sm.load_rest()
         plan = SamplePlan(settings.batch, settings.image_tokens, settings.text_tokens, settings.seed)
         kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in family.inputs(cfg, plan).items()}
