@@ -10,7 +10,7 @@ from typing import Mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fp8stream.harness import flux  # noqa: E402
+from fp8stream.harness import flux, names  # noqa: E402
 from fp8stream.harness.checkpoint import (COMFY_QUANT_JSON, FP8Layer, comfy_quant_tensor,  # noqa: E402,F401
                                           read_fp8_layers, write_fp8_checkpoint)
 from fp8stream.harness.digits import (NUM_CLASSES, TXT_TOKENS, ClassConditioning, digit_classifier,  # noqa: E402,F401
@@ -21,12 +21,9 @@ from fp8stream.harness.dit import write_fp8 as write_tiny_flux_fp8  # noqa: E402
 from fp8stream.harness.flux import SAMPLE_GUIDANCE, image_ids  # noqa: E402,F401
 from fp8stream.harness.flux import DEFAULT_CONFIG as DEFAULT_FLUX_CONFIG  # noqa: E402,F401
 from fp8stream.harness.flux import forward as flux_forward  # noqa: E402,F401
-from fp8stream.harness.flux import from_comfy as comfy_to_diffusers  # noqa: E402,F401
 from fp8stream.harness.flux import linear_maps as flux_linear_maps  # noqa: E402,F401
 from fp8stream.harness.flux import make_model as make_tiny_flux  # noqa: E402,F401
-from fp8stream.harness.flux import norm_maps as flux_norm_maps  # noqa: E402,F401
-from fp8stream.harness.flux import rows as _flux_rows  # noqa: E402,F401
-from fp8stream.harness.flux import to_comfy as diffusers_to_comfy  # noqa: E402,F401
+from fp8stream.harness.flux import other_maps as flux_norm_maps  # noqa: E402,F401
 from fp8stream.harness.fp8 import (FP8_MAX, Scale, _ck, dequantize_weight, fp8_linear,  # noqa: E402,F401
                                    fp8_linear_quality, fp8_model, quantize_weight, sqnr_db)
 from fp8stream.harness.fp8 import resolve_scale as _resolve_scale  # noqa: E402,F401
@@ -59,3 +56,15 @@ def flux_fp8_weights(layers: Mapping[str, FP8Layer], cfg: Mapping) -> dict:
 
 def flux_scales(scales: Mapping, cfg: Mapping) -> dict:
     return {p: scales.get(lm.comfy) for lm in flux.linear_maps(cfg) for p in lm.parts}
+
+
+def diffusers_to_comfy(sd: Mapping, cfg: Mapping) -> dict:
+    return names.to_comfy(flux, sd, cfg)
+
+
+def comfy_to_diffusers(sd: Mapping, cfg: Mapping) -> dict:
+    return names.from_comfy(flux, sd, cfg)
+
+
+def _flux_rows(cfg: Mapping) -> dict[str, int]:
+    return names.linear_rows(flux.make_model, cfg)

@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fp8stream.harness import dit  # noqa: E402
+from fp8stream.harness.names import to_comfy  # noqa: E402
 from fp8stream.harness.digits import (NUM_CLASSES, ClassConditioning, digit_classifier,  # noqa: E402
                                       load_digits_tokens, sample_accuracy)
 
@@ -129,7 +130,7 @@ def _loop(tf: dit.TinyDiT, x_tr: torch.Tensor, y_tr: torch.Tensor, g: torch.Gene
 def _save(tf: dit.TinyDiT, out: Path, training: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     weights = f"tiny_{tf.family}.safetensors"
-    sd = tf.fam.to_comfy(tf.model.state_dict(), tf.config)
+    sd = to_comfy(tf.fam, tf.model.state_dict(), tf.config)
     save_file({k: v.float().contiguous() for k, v in sd.items()}, str(out / weights))
     save_file({k: v.detach().float().contiguous() for k, v in tf.cond.state_dict().items()},
               str(out / "conditioning.safetensors"))

@@ -13,7 +13,7 @@ pytest.importorskip("diffusers")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from fp8stream.harness import dit, flux, rescale  # noqa: E402
+from fp8stream.harness import dit, flux, names, rescale  # noqa: E402
 from fp8stream.harness.digits import ClassConditioning, digit_classifier, load_digits_tokens, sample_accuracy  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def test_committed_file_converts_back_exactly(name: str) -> None:
     ours = tf.model.state_dict()
     assert set(theirs) == set(ours)
     assert all(torch.equal(theirs[k], ours[k]) for k in ours)
-    assert tf.fam.to_comfy(ours, tf.config).keys() == on_disk.keys()
+    assert names.to_comfy(tf.fam, ours, tf.config).keys() == on_disk.keys()
 
 
 def test_original_key_names() -> None:

@@ -20,7 +20,7 @@ from safetensors import safe_open
 from fp8stream.harness.checkpoint import FP8Layer, write_fp8_checkpoint
 from fp8stream.harness.digits import NUM_CLASSES, ClassConditioning
 from fp8stream.harness.fp8 import Scale, fp8_model, sqnr_db
-from fp8stream.harness.names import split_fp8
+from fp8stream.harness.names import from_comfy, linear_rows, split_fp8, to_comfy
 from fp8stream.harness.record import LinearInputs, inputs_by_comfy_name, record_linear_inputs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -65,7 +65,7 @@ def load(directory: Path | str, weights: Path | str | None = None) -> TinyDiT:
     model = fam.make_model(cfg)
     with safe_open(str(weights), "pt") as f:
         comfy = {k: f.get_tensor(k) for k in f.keys()}
-    model.load_state_dict(fam.from_comfy(comfy, cfg), strict=True)
+    model.load_state_dict(from_comfy(fam, comfy, cfg), strict=True)
     model.eval()
     cond = ClassConditioning(*fam.cond_dims(cfg))
     with safe_open(str(directory / "conditioning.safetensors"), "pt") as f:
@@ -110,7 +110,7 @@ def rf_loss(tf: TinyDiT, x0: torch.Tensor, labels: torch.Tensor, seed: int = 123
 
 
 def comfy_state(tf: TinyDiT) -> dict[str, torch.Tensor]:
-    return tf.fam.to_comfy(tf.model.state_dict(), tf.config)
+    return to_comfy(tf.fam, tf.model.state_dict(), tf.config)
 
 
 def write_fp8(tf: TinyDiT, path: Path | str, layers: list[str] | None = None) -> list[str]:
@@ -127,7 +127,7 @@ def record_by_comfy_name(tf: TinyDiT, run_fn) -> LinearInputs:
 
 def fp8_weights(tf: TinyDiT, layers: Mapping[str, FP8Layer]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """ComfyUI FP8 layers -> diffusers module name -> (rows of the fused FP8 weight, weight_scale)."""
-    rows = tf.fam.rows(tf.config)
+    rows = linear_rows(tf.fam.make_model, tf.config)
     out = {}
     for lm in tf.fam.linear_maps(tf.config):
         if lm.comfy in layers:

@@ -82,7 +82,7 @@ def linear_maps(cfg: Mapping) -> list[LinearMap]:
     return m
 
 
-def norm_maps(cfg: Mapping) -> list[tuple[str, str]]:
+def other_maps(cfg: Mapping) -> list[tuple[str, str]]:
     """The RMSNorm scales of the q/k norms: (ComfyUI key, diffusers key)."""
     out = []
     for i in range(cfg["num_layers"]):
@@ -97,37 +97,6 @@ def norm_maps(cfg: Mapping) -> list[tuple[str, str]]:
         c, d = f"single_blocks.{i}.", f"single_transformer_blocks.{i}.attn."
         out += [(c + "norm.query_norm.scale", d + "norm_q.weight"), (c + "norm.key_norm.scale", d + "norm_k.weight")]
     return out
-
-
-def rows(cfg: Mapping) -> dict[str, int]:
-    """Output rows of every diffusers linear, from the config alone."""
-    d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-    out = {}
-    for lm in linear_maps(cfg):
-        for p in lm.parts:
-            if p.endswith("proj_mlp") or p.endswith("ff.net.0.proj") or p.endswith("ff_context.net.0.proj"):
-                out[p] = 4 * d
-            elif p.endswith("norm1.linear") or p.endswith("norm1_context.linear"):
-                out[p] = 6 * d
-            elif p.endswith("norm.linear") and p.startswith("single"):
-                out[p] = 3 * d
-            elif p == "norm_out.linear":
-                out[p] = 2 * d
-            elif p == "proj_out":
-                out[p] = cfg["in_channels"] * cfg.get("patch_size", 1) ** 2
-            else:
-                out[p] = d
-    return out
-
-
-def to_comfy(sd: Mapping[str, torch.Tensor], cfg: Mapping) -> dict[str, torch.Tensor]:
-    """A diffusers Flux state dict under ComfyUI's key names (fusing q/k/v, linear1)."""
-    return fuse(sd, linear_maps(cfg), norm_maps(cfg))
-
-
-def from_comfy(sd: Mapping[str, torch.Tensor], cfg: Mapping) -> dict[str, torch.Tensor]:
-    """ComfyUI Flux keys -> diffusers keys (splitting fused q/k/v[/mlp] rows by the config's sizes)."""
-    return split(sd, linear_maps(cfg), norm_maps(cfg), rows(cfg))
 
 
 def cond_dims(cfg: Mapping) -> tuple[int, int]:

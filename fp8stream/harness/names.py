@@ -4,6 +4,8 @@ halves in the other order (shift, scale vs scale, shift)."""
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -80,3 +82,13 @@ def linear_rows(make_model: Callable[[Mapping], nn.Module], cfg: Mapping) -> dic
     with torch.device("meta"):
         model = make_model(cfg)
     return {n: m.out_features for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+
+
+def to_comfy(fam: ModuleType, sd: Mapping[str, torch.Tensor], cfg: Mapping) -> dict[str, torch.Tensor]:
+    """A diffusers state dict of family module ``fam`` under ComfyUI's key names (fused linears)."""
+    return fuse(sd, fam.linear_maps(cfg), fam.other_maps(cfg))
+
+
+def from_comfy(fam: ModuleType, sd: Mapping[str, torch.Tensor], cfg: Mapping) -> dict[str, torch.Tensor]:
+    """ComfyUI keys -> diffusers keys, fused rows split by the model's own output sizes."""
+    return split(sd, fam.linear_maps(cfg), fam.other_maps(cfg), linear_rows(fam.make_model, cfg))

@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from fp8stream.harness import flux
 from fp8stream.harness.dit import TinyDiT
+from fp8stream.harness.names import from_comfy, to_comfy
 
 OUTLIER_CHANNELS = (5, 37)  # of the 64 hidden channels: heads 0 and 2
 
@@ -70,8 +71,8 @@ def rescale_tiny_flux(model_or_state: nn.Module | Mapping[str, torch.Tensor], k:
     if isinstance(model_or_state, nn.Module):
         model = model_or_state
         cfg = dict(cfg or model.config)
-        sd = flux.to_comfy(model.state_dict(), cfg)
-        model.load_state_dict(flux.from_comfy(rescale_tiny_flux(sd, k, cfg, include_final), cfg))
+        sd = to_comfy(flux, model.state_dict(), cfg)
+        model.load_state_dict(from_comfy(flux, rescale_tiny_flux(sd, k, cfg, include_final), cfg))
         return model
     cfg = cfg or flux.DEFAULT_CONFIG
     sd = {n: t.clone() for n, t in model_or_state.items()}
@@ -133,7 +134,7 @@ def variant(tf: TinyDiT, name: str) -> TinyDiT:
     """A rescaled copy of the tiny Flux by name: ``k<number>`` or one of ``VARIANTS``."""
     if name.startswith("k"):
         return tf if float(name[1:]) == 1 else rescaled_copy(tf, float(name[1:]))
-    sd = VARIANTS[name](flux.to_comfy(tf.model.state_dict(), tf.config), tf.config)
+    sd = VARIANTS[name](to_comfy(flux, tf.model.state_dict(), tf.config), tf.config)
     model = copy.deepcopy(tf.model)
-    model.load_state_dict(flux.from_comfy(sd, tf.config))
+    model.load_state_dict(from_comfy(flux, sd, tf.config))
     return TinyDiT(model, tf.cond, tf.config, tf.family)

@@ -67,18 +67,6 @@ def other_maps(cfg: Mapping) -> list[tuple[str, str]]:
     return out
 
 
-def rows(cfg: Mapping) -> dict[str, int]:
-    return linear_rows(make_model, cfg)
-
-
-def to_comfy(sd: Mapping[str, torch.Tensor], cfg: Mapping) -> dict[str, torch.Tensor]:
-    return fuse(sd, linear_maps(cfg), other_maps(cfg))
-
-
-def from_comfy(sd: Mapping[str, torch.Tensor], cfg: Mapping) -> dict[str, torch.Tensor]:
-    return split(sd, linear_maps(cfg), other_maps(cfg), rows(cfg))
-
-
 def cond_dims(cfg: Mapping) -> tuple[int, int]:
     return cfg["text_dim"], 0
 
