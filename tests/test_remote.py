@@ -4,7 +4,6 @@ complete, and that nothing is left behind (no partial object, no multipart uploa
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -140,20 +139,6 @@ def test_missing_driver_and_bad_options_are_one_line(tmp_path: Path, small_model
         "fp8stream: error: nosuchproto://x/model.safetensors: unknown protocol nosuchproto://"
     code, err = _cli("calibrate", small_model, "s3://b/o.safetensors", "--storage-options", "{bad")
     assert code == 2 and err.startswith("fp8stream: error: --storage-options: not JSON")
-
-
-def test_random_access_adapters_for_remote_input() -> None:
-    """What a random-access method gets for a URL: ranged reads, or a spooled copy removed after."""
-    pytest.importorskip("fsspec")
-    import fsspec
-    from fp8stream.remote.spool import RangedReader, spooled
-    data = bytes(range(256)) * 4096
-    fsspec.filesystem("memory").pipe("/spool/x.bin", data)
-    with RangedReader("memory://spool/x.bin") as r:
-        assert r.read_at(1_000_000, 8) == data[1_000_000:1_000_008]
-    with spooled("memory://spool/x.bin") as path:
-        assert open(path, "rb").read() == data
-    assert not os.path.exists(path)
 
 
 def test_a_retried_zoo_task_finds_its_own_committed_output(tmp_path: Path, store, small_model: Path) -> None:

@@ -9,7 +9,9 @@ is read fails the run instead of mixing two versions.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+
+from typing import Any, Iterator
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError
 from fp8stream.remote import filesystem, scheme_of
@@ -70,14 +72,8 @@ class RemoteStream:
 def object_info(url: str) -> dict[str, Any]:
     """The store's record of an object: size, ETag, version id (what the zoo lists)."""
     fs, path = filesystem(url)
-    try:
+    with _store_errors(url, "cannot read"):
         info = fs.info(path)
-    except FileNotFoundError:
-        raise FP8StreamError(f"{url}: no such object") from None
-    except PermissionError:
-        raise FP8StreamError(f"{url}: permission denied") from None
-    except Exception as e:
-        raise FP8StreamError(f"{url}: cannot read ({_first_line(e)})") from None
     if info.get("type") == "directory":
         raise FP8StreamError(f"{url}: is a folder, not a safetensors file")
     return info
@@ -98,15 +94,24 @@ def open_remote_stream(url: str) -> RemoteStream:
     kwargs: dict[str, Any] = {"block_size": READ_BLOCK}
     if scheme_of(url) in ("s3", "s3a"):
         kwargs["cache_type"] = "readahead"
-    try:
+    with _store_errors(url, "cannot open"):
         f = fs.open(path, "rb", **kwargs)
+    return RemoteStream(f, url)
+
+
+@contextlib.contextmanager
+def _store_errors(url: str, verb: str) -> Iterator[None]:
+    """A store's exceptions as one line a user can act on."""
+    try:
+        yield
     except FileNotFoundError:
         raise FP8StreamError(f"{url}: no such object") from None
     except PermissionError:
         raise FP8StreamError(f"{url}: permission denied") from None
+    except FP8StreamError:
+        raise
     except Exception as e:
-        raise FP8StreamError(f"{url}: cannot open ({_first_line(e)})") from None
-    return RemoteStream(f, url)
+        raise FP8StreamError(f"{url}: {verb} ({_first_line(e)})") from None
 
 
 def _first_line(e: BaseException) -> str:
