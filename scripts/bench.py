@@ -201,6 +201,8 @@ def main() -> None:
     ap.add_argument("--out", default="bench-results")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.workdir:
+        os.makedirs(args.workdir, exist_ok=True)  # a missing --workdir failed with a traceback on the device
     results = []
     with tempfile.TemporaryDirectory(dir=args.workdir or ".", prefix=".bench-") as workdir:
         for arch in args.arch.split(","):
