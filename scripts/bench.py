@@ -87,16 +87,18 @@ def _communicate_then_wait4(proc: subprocess.Popen):
     return (chunks["out"], proc.returncode, rusage), chunks["err"]
 
 
-def tool_commands(src: str, dst: str, device: str) -> dict[str, list[str]]:
+def tool_commands(src: str, dst: str, device: str, method: str = "auto") -> dict[str, list[str]]:
     py = sys.executable
     return {
         "cp": ["sh", "-c", f'cp --reflink=never "{src}" "{dst}" && sync "{dst}"'],
         "naive": [py, os.path.join(ROOT, "scripts", "naive_calibrate.py"), src, dst],
-        "fp8stream": [py, "-m", "fp8stream", "calibrate", "--device", device, "--no-progress", "--json", src, dst],
+        "fp8stream": [py, "-m", "fp8stream", "calibrate", "--device", device, "--method", method, "--no-progress", "--json",
+                      src, dst],
     }
 
 
-def bench_one(arch: str, blocks: int | None, runs: int, device: str, workdir: str, cold: bool) -> dict:
+def bench_one(arch: str, blocks: int | None, runs: int, device: str, workdir: str, cold: bool,
+              method: str = "auto") -> dict:
     src = os.path.join(workdir, f"{arch}-{blocks or 'full'}.safetensors")
     dst = os.path.join(workdir, "out.safetensors")
     t0 = time.monotonic()
@@ -123,7 +125,7 @@ def bench_one(arch: str, blocks: int | None, runs: int, device: str, workdir: st
                 os.unlink(dst)
             if cold:
                 drop_caches()
-            r = timed(tool_commands(src, dst, device)[tool], env)
+            r = timed(tool_commands(src, dst, device, method)[tool], env)
             if tool == "fp8stream":
                 report = json.loads(r["stdout"].strip().splitlines()[-1])
                 r["peak_vram_mb"] = (report.get("peak_vram_bytes") or 0) / 2**20
@@ -135,7 +137,7 @@ def bench_one(arch: str, blocks: int | None, runs: int, device: str, workdir: st
     if os.path.exists(dst):
         os.unlink(dst)
     med = {t: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for t, rs in results.items()}
-    out = {"arch": arch, "blocks": blocks or "full", "bytes": size, "largest_tensor_bytes": largest,
+    out = {"arch": arch, "method": method, "blocks": blocks or "full", "bytes": size, "largest_tensor_bytes": largest,
            "device": device, "runs": runs, "cold": cold, "median": med, "all": results, "naive_note": naive_note}
     out["wall_vs_cp"] = med["fp8stream"]["wall_s"] / med["cp"]["wall_s"]
     out["rss_bound_mb"] = (2 * largest + 300e6) / 2**20
@@ -196,6 +198,7 @@ def main() -> None:
     ap.add_argument("--blocks", default="full", help="comma list of block counts or 'full'")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--method", default="auto", help="fp8stream's --method (default: the CLI's default, auto)")
     ap.add_argument("--workdir", default=None, help="where checkpoints are generated (default: a temp folder in the current folder)")
     ap.add_argument("--warm", action="store_true", help="do not drop page caches before each run")
     ap.add_argument("--out", default="bench-results")
@@ -207,7 +210,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir or ".", prefix=".bench-") as workdir:
         for arch in args.arch.split(","):
             for b in args.blocks.split(","):
-                results.append(bench_one(arch, None if b == "full" else int(b), args.runs, args.device, workdir, not args.warm))
+                results.append(bench_one(arch, None if b == "full" else int(b), args.runs, args.device, workdir, not args.warm,
+                                       args.method))
                 save(results, args.out, args.device)  # after each model: a cut-off run keeps what it measured
     print(markdown(results))
 
