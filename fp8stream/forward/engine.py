@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from fp8stream.forward.mapping import Run
+from fp8stream.forward.prefetch import Prefetcher
 from fp8stream.forward.source import Reader
 
 
@@ -52,6 +53,47 @@ class Pass:
     weights_read: int = 0
 
 
+class Ranges:
+    """Each Linear's input and output amax kept as 0-d tensors where the model computes, read
+    back once at the end: no per-Linear synchronisation with the GPU. The values are those a
+    float() per call gave (max is exact; the same combination rule)."""
+
+    def __init__(self) -> None:
+        self.amax: dict[str, torch.Tensor] = {}
+        self.out_amax: dict[str, torch.Tensor] = {}
+        self.sample_range: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # last call's (max, min)
+
+    @staticmethod
+    def add(into: dict[str, torch.Tensor], name: str, x: torch.Tensor) -> None:
+        a = x.abs().max() if x.numel() else torch.zeros((), dtype=x.dtype, device=x.device)
+        prev = into.get(name)
+        # NaN stays visible (max() would hide it): a NaN input means no usable range
+        into[name] = a if prev is None else torch.where(a.isnan() | prev.isnan(), a, torch.maximum(prev, a))
+
+    def per_sample(self, name: str, x: torch.Tensor) -> None:
+        per_sample = x.abs().amax(dim=-1)
+        self.sample_range[name] = (per_sample.max(), per_sample.min())
+
+    def settle(self, state: Pass) -> None:
+        """Read every range back (one transfer) into the Pass's floats."""
+        names = [(state.amax, n) for n in self.amax] + [(state.out_amax, n) for n in self.out_amax]
+        tensors = list(self.amax.values()) + list(self.out_amax.values())
+        for pair in self.sample_range.values():
+            tensors.extend(pair)
+        if not tensors:
+            return
+        values = torch.stack([t.float().reshape(()) for t in tensors]).cpu().tolist()
+        for (into, name), v in zip(names, values):
+            into[name] = v
+        rest = values[len(names):]
+        for i, name in enumerate(self.sample_range):
+            high, low = rest[2 * i], rest[2 * i + 1]
+            state.spread[name] = high / low if low > 0 else float("inf")
+        self.amax.clear()
+        self.out_amax.clear()
+        self.sample_range.clear()
+
+
 class StreamingModel:
     """A diffusers model whose Linear weights come from the checkpoint one at a time."""
 
@@ -63,11 +105,19 @@ class StreamingModel:
         self.device = device
         self.linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
         self.state = Pass()
+        self.ranges = Ranges()
+        self.prefetch: Prefetcher | None = None
         self.on_linear = lambda n=1: None  # called after each Linear ran (a progress bar)
 
     def gather(self, target: str) -> torch.Tensor:
-        """A parameter's float32 value from its source rows (dequantized where FP8)."""
-        parts = [self.reader.rows(r.source, r.start, r.stop) for r in self.mapping[target]]
+        """A parameter's float32 value from its source rows (dequantized where FP8); a Linear's
+        weight from the read-ahead while the model is hooked."""
+        runs = self.mapping[target]
+        if self.prefetch is not None and target in self.prefetch:
+            reads = [p.device_bytes if p.device_bytes is not None else p.raw for p in self.prefetch.take(target)]
+        else:
+            reads = [None] * len(runs)
+        parts = [self.reader.rows(r.source, r.start, r.stop, read=b) for r, b in zip(runs, reads)]
         return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
 
     def load_rest(self) -> None:
@@ -91,27 +141,29 @@ class StreamingModel:
 
     @contextlib.contextmanager
     def hooked(self) -> Iterator[Pass]:
+        """Hooks on every Linear and the weights' read-ahead; the ranges seen are in the Pass
+        once the block exits (read back from the device once, not once per Linear)."""
         handles = []
         for name, module in self.linears.items():
             handles.append(module.register_forward_pre_hook(self._pre(name)))
             handles.append(module.register_forward_hook(self._post(name)))
+        order = [(n + ".weight", self.mapping[n + ".weight"]) for n in self.linears]
+        self.prefetch = Prefetcher(self.reader.source, order, self.device)
         try:
             yield self.state
         finally:
+            self.prefetch.close()
+            self.prefetch = None
             for h in handles:
                 h.remove()
+            self.ranges.settle(self.state)
 
     def _pre(self, name: str):
         def hook(module: nn.Module, args) -> None:
-            x = args[0]
-            a = float(x.detach().abs().max()) if x.numel() else 0.0
-            prev = self.state.amax.get(name)
-            # NaN stays visible (max() would hide it): a NaN input means no usable range
-            self.state.amax[name] = a if prev is None or a != a or prev != prev else max(prev, a)
+            x = args[0].detach()
+            self.ranges.add(self.ranges.amax, name, x)
             if x.dim() == 2 and x.shape[0] > 1:
-                per_sample = x.detach().abs().amax(dim=-1)
-                low = float(per_sample.min())
-                self.state.spread[name] = float(per_sample.max()) / low if low > 0 else float("inf")
+                self.ranges.per_sample(name, x)
             w = self.gather(name + ".weight").reshape(module.weight.shape).to(self.device)
             module._parameters["weight"] = nn.Parameter(w, requires_grad=False)
             self.state.live += 1
@@ -121,9 +173,7 @@ class StreamingModel:
 
     def _post(self, name: str):
         def hook(module: nn.Module, args, output) -> None:
-            a = float(output.detach().abs().max()) if output.numel() else 0.0
-            prev = self.state.out_amax.get(name)
-            self.state.out_amax[name] = a if prev is None or a != a or prev != prev else max(prev, a)
+            self.ranges.add(self.ranges.out_amax, name, output.detach())
             shape = module.weight.shape
             module._parameters["weight"] = nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
             self.state.live -= 1
