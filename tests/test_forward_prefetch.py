@@ -1,4 +1,4 @@
-"""The forward pass's read-ahead and page-cache warming: the same bytes, each read once, bounded."""
+"""The forward pass's read-ahead: the same bytes, each read once, within its window; ranges read back once."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import math
 
 import torch
 
-from fp8stream.forward import warm
 from fp8stream.forward.engine import Pass, Ranges
 from fp8stream.forward.mapping import Run
 from fp8stream.forward.prefetch import Prefetcher
@@ -63,14 +62,3 @@ def test_ranges_read_back_once_equal_a_float_per_call():
     assert state.spread["lin"] == 7.0 / 0.25  # the last call's largest / smallest per-sample amax
     assert not ranges.amax and not ranges.sample_range  # read back once, then empty
 
-
-def test_warming_reads_every_byte_and_only_where_the_input_fits(tmp_path, monkeypatch):
-    f = tmp_path / "in.bin"
-    f.write_bytes(bytes(range(256)) * 1000)
-    warmer = warm.start_warming([str(f)])
-    assert warmer is not None
-    warmer._thread.join()  # let it finish: stop() would end it early
-    assert warmer.bytes_read == f.stat().st_size
-    assert warm.start_warming([str(tmp_path / "missing")]) is None  # the pass itself reports it
-    monkeypatch.setattr(warm, "available_memory", lambda: f.stat().st_size)  # twice the file does not fit
-    assert warm.start_warming([str(f)]) is None

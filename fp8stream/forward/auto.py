@@ -28,19 +28,13 @@ class AutoMethod:
         self.chosen = ""
 
     def prepare(self, model: ModelView) -> MethodPlan:
-        from fp8stream.forward.warm import start_warming
-
-        # the disk works while diffusers loads; stopped if the forward pass does not run
-        warmer = start_warming(model.source.files()) if model.source is not None else None
         why, prepared = _forward_or_why_not(model)
         if why is None:
             from fp8stream.forward.method import ForwardMethod
 
             forward = dataclasses.replace(self.settings, method="forward")
-            self.inner, self.chosen = ForwardMethod(forward, prepared, warmer), "forward"
+            self.inner, self.chosen = ForwardMethod(forward, prepared), "forward"
             return self.inner.prepare(model)
-        if warmer is not None:
-            warmer.stop()
         from fp8stream.calibration.simulate import WeightAwareMethod
 
         bound = dataclasses.replace(self.settings, method="simulate", sim_mode="bound")

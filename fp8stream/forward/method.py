@@ -39,34 +39,25 @@ E4M3_MAX = 448.0
 class ForwardMethod:
     """The CalibrationMethod of `--method forward` (fp8stream/calibration/interface.py)."""
 
-    def __init__(self, settings: CalibrationSettings, prepared=None, warmer=None) -> None:
-        """`prepared`: the forward pass already prepared from this model's header (by `auto`);
-        `warmer`: the page-cache warmer already reading the input (forward/warm.py)."""
+    def __init__(self, settings: CalibrationSettings, prepared=None) -> None:
+        """`prepared`: the forward pass already prepared from this model's header (by `auto`)."""
         self.settings = settings
         self.margin = float(settings.forward_margin)
         self.bound = WeightAwareMethod(dataclasses.replace(settings, sim_mode="bound", rule="max"))
         self.prepared = prepared
-        self.warmer = warmer
         self.result = None
 
     def prepare(self, model: ModelView) -> MethodPlan:
         from fp8stream.forward.run import import_diffusers, prepare, run
-        from fp8stream.forward.warm import start_warming
 
-        if self.warmer is None and model.source is not None:  # the disk works while diffusers loads
-            self.warmer = start_warming(model.source.files())
-        try:
-            import_diffusers()  # one line saying how to install it, before any output exists
-            bound_plan = self.bound.prepare(model)
-            if self.prepared is None:
-                self.prepared = prepare(model.header)
-            weight_only = self._unreachable(model)
-            if model.source is not None and self.prepared.reason is None:
-                # The pass runs now, before the header: which layers stay weight-only depends on it.
-                self.result = run(model.source, self.prepared, forward_settings(self.settings))
-        finally:
-            if self.warmer is not None:
-                self.warmer.stop()
+        import_diffusers()  # one line saying how to install it, before any output exists
+        bound_plan = self.bound.prepare(model)
+        if self.prepared is None:
+            self.prepared = prepare(model.header)
+        weight_only = self._unreachable(model)
+        if model.source is not None and self.prepared.reason is None:
+            # The pass runs now, before the header: which layers stay weight-only depends on it.
+            self.result = run(model.source, self.prepared, forward_settings(self.settings))
             if self.settings.forward_conditioning == "weight-only":
                 weight_only.update(self._conditioning(model, len(weight_only)))
         if weight_only:

@@ -49,10 +49,6 @@ class TensorSource:
             raise KeyError(name)
         return info
 
-    def files(self) -> list[str]:
-        """Every file of the model, once each, in the order their tensors are listed."""
-        return list(dict.fromkeys(self._paths[t.name] for t in self.header.tensors))
-
     def path_of(self, name: str) -> str:
         """The file that holds tensor `name`."""
         return self._paths[name]
