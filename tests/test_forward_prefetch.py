@@ -62,3 +62,18 @@ def test_ranges_read_back_once_equal_a_float_per_call():
     assert state.spread["lin"] == 7.0 / 0.25  # the last call's largest / smallest per-sample amax
     assert not ranges.amax and not ranges.sample_range  # read back once, then empty
 
+
+
+def test_a_weight_the_model_never_asks_for_stops_holding_the_window():
+    names = [f"w{i}" for i in range(6)]
+    src = FakeSource(names)
+    pf = Prefetcher(src, [(n, [Run(n, 0, 4)]) for n in names], torch.device("cpu"), window_bytes=64, threads=1,
+                    stale_after=2)
+    try:
+        for n in ["w1", "w2", "w3", "w4"]:  # w0 never runs
+            pf.take(n)
+        assert "w0" not in pf.pending and pf.ahead <= 64 + 32
+        assert b"".join(bytes(p.raw) for p in pf.take("w0")) == src.data["w0"]  # asked late: read then
+        pf.take("w5")
+    finally:
+        pf.close()

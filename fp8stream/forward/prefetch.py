@@ -24,6 +24,10 @@ from fp8stream.forward.mapping import Run
 from fp8stream.forward.source import RowSource
 
 READ_THREADS = 4
+# A weight read ahead that is still not asked for when the model is this many weights past it in
+# the order is dropped (a Linear that does not run, e.g. a branch the inputs do not take): it would
+# hold its share of the window to the end. Asked for later after all, it is read then.
+STALE_AFTER = 32
 WINDOW_BYTES = {"cuda": 512 << 20, "cpu": 128 << 20}  # read ahead of the compute, at most
 
 
@@ -41,11 +45,13 @@ class Prefetcher:
     """`take(target)` gives a weight's runs read ahead; `close()` stops the readers."""
 
     def __init__(self, source: RowSource, order: Sequence[tuple[str, list[Run]]], device: torch.device,
-                 window_bytes: int | None = None, threads: int = READ_THREADS) -> None:
+                 window_bytes: int | None = None, threads: int = READ_THREADS, stale_after: int = STALE_AFTER) -> None:
         self.source = source
         self.device = device
         self.order = list(order)
         self.runs = dict(self.order)
+        self.position = {target: i for i, (target, _) in enumerate(self.order)}
+        self.stale_after = stale_after
         self.window = window_bytes if window_bytes is not None else WINDOW_BYTES.get(device.type, WINDOW_BYTES["cpu"])
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fp8stream-read")
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -108,6 +114,7 @@ class Prefetcher:
         loaded = future.result()
         with self.lock:
             self.ahead -= self.size.pop(target)
+            self._drop_stale(self.position.get(target, 0) - self.stale_after)
             self._fill()
         if self.stream is not None:
             current = torch.cuda.current_stream(self.device)
@@ -116,6 +123,11 @@ class Prefetcher:
                     current.wait_event(part.ready)
                     part.device_bytes.record_stream(current)  # allocated on the side stream
         return loaded
+
+    def _drop_stale(self, before: int) -> None:
+        for stale in [t for t in self.pending if self.position[t] < before]:
+            self.pending.pop(stale).cancel()  # a read already running finishes; its bytes are freed
+            self.ahead -= self.size.pop(stale)
 
     def close(self) -> None:
         for future in self.pending.values():
