@@ -1,0 +1,157 @@
+"""Text encoders through the forward pass: tiny random BERT, T5, UMT5 and CLIP-L/G models built
+with transformers' classes, saved under the key names ComfyUI's text-encoder files use, FP8.
+
+Each is calibrated from the CLI with the default `--method auto`: every FP8 linear must get its
+scale from the forward pass (none from a bound or a guess) and be reported as run weight-only
+by ComfyUI; the streaming pass must see exactly what an eager run of the dequantized model sees.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+pytest.importorskip("diffusers")
+transformers = pytest.importorskip("transformers")
+
+from conftest import run_cli  # noqa: E402
+
+from fp8stream.forward.families import family_module  # noqa: E402
+from fp8stream.forward.inputs import SamplePlan  # noqa: E402
+from fp8stream.forward.run import ForwardSettings, prepare, run  # noqa: E402
+from fp8stream.harness.checkpoint import write_fp8_checkpoint  # noqa: E402
+from fp8stream.harness.fp8 import quantize_weight  # noqa: E402
+from fp8stream.io.reader import LazyFile  # noqa: E402
+from fp8stream.io.source import TensorSource  # noqa: E402
+
+SMALL = ForwardSettings(batch=3, text_tokens=12, threads=1)
+ARGS = ["--forward-batch", "3", "--forward-text-tokens", "12", "--forward-threads", "1", "--json", "--no-progress"]
+
+
+def _bert():
+    # widths whose head count the shapes-only config gets right (128: 2 heads, as the small BERTs)
+    cfg = transformers.BertConfig(vocab_size=120, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=40, type_vocab_size=2)
+    return transformers.BertModel(cfg, add_pooling_layer=False), "bert"
+
+
+def _t5(umt5: bool):
+    kw = dict(vocab_size=90, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, feed_forward_proj="gated-gelu")
+    if umt5:
+        return transformers.UMT5EncoderModel(transformers.UMT5Config(**kw)), "t5"
+    return transformers.T5EncoderModel(transformers.T5Config(**kw)), "t5"
+
+
+def _clip(projection: bool):
+    cfg = transformers.CLIPTextConfig(vocab_size=100, hidden_size=128, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=2, max_position_embeddings=20, hidden_act="gelu",
+                                      projection_dim=24 if projection else None, bos_token_id=98, eos_token_id=99,
+                                      pad_token_id=99)
+    cls = transformers.CLIPTextModelWithProjection if projection else transformers.CLIPTextModel
+    return cls(cfg), "clip"
+
+
+# (builder, the key prefix ComfyUI's files put before the model's names, legacy "scaled fp8" flavour)
+CASES = {
+    "bert": (_bert, "", False),
+    "t5xxl": (lambda: _t5(False), "", True),  # t5xxl_fp8_e4m3fn_scaled.safetensors: bare names, scaled_fp8
+    "umt5": (lambda: _t5(True), "text_encoders.umt5xxl.transformer.", False),
+    # clip_l.safetensors names start text_model. (transformers 5's CLIPTextModel has no such level)
+    "clip_l": (lambda: _clip(False), "text_model.", False),
+    "clip_g": (lambda: _clip(True), "text_encoders.clip_g.transformer.", False),
+}
+
+
+def _model(case: str):
+    torch.manual_seed(0)
+    model, family = CASES[case][0]()
+    with torch.no_grad():  # every parameter matters (no zero init), and norms are not all ones
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * (0.5 if p.dim() < 2 else p.shape[-1] ** -0.5))
+    return model.eval(), family
+
+
+def _linears(model) -> list[str]:
+    return sorted(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
+
+
+def _write(case: str, model, path: Path) -> list[str]:
+    """The model's state under ComfyUI's names (tied copies dropped, as ComfyUI's files hold one
+    table), every Linear FP8: ComfyUI's mixed-precision format, or the legacy scaled_fp8."""
+    _, prefix, legacy = CASES[case]
+    state = {k: v for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    layers = _linears(model)
+    if not legacy:
+        write_fp8_checkpoint({prefix + k: v for k, v in state.items()}, [prefix + n for n in layers], path)
+        return [prefix + n for n in layers]
+    out = {prefix + k: v.contiguous() for k, v in state.items()}
+    for n in layers:
+        out[prefix + n + ".weight"], out[prefix + n + ".scale_weight"] = quantize_weight(state[n + ".weight"])
+    out[prefix + "scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    save_file(out, str(path))
+    return [prefix + n for n in layers]
+
+
+def _eager_amax(model, layers: list[str], family: str, cfg: dict, prefix: str) -> dict[str, float]:
+    """Every Linear's input amax in an eager run with the weights ComfyUI runs (dequantized)."""
+    with torch.no_grad():
+        for n in layers:
+            lin = model.get_submodule(n[len(prefix):])
+            w8, s = quantize_weight(lin.weight)
+            lin.weight.copy_(w8.float() * s)
+    amax: dict[str, float] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a, _n=n: amax.__setitem__(_n, float(a[0].abs().max())))
+             for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    plan = SamplePlan(SMALL.batch, SMALL.image_tokens, SMALL.text_tokens, SMALL.seed)
+    with torch.no_grad():
+        model(**family_module(family).inputs(cfg, plan), return_dict=False)
+    for h in hooks:
+        h.remove()
+    return amax
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_streaming_pass_equals_eager_run(case, tmp_path):
+    """The pass through transformers' class, one Linear live at a time and embedding rows read
+    by id, sees what the whole dequantized model sees on the same token batch."""
+    model, family = _model(case)
+    path = tmp_path / "enc.safetensors"
+    layers = _write(case, model, path)
+    with LazyFile(str(path)) as f:
+        header = f.header
+    prepared = prepare(header)
+    assert prepared.reason is None and prepared.family.NAME == family
+    with TensorSource.for_file(str(path), header) as src:
+        result = run(src, prepared, SMALL)
+    assert result.peak_live == 1
+    eager = _eager_amax(model, layers, family, prepared.config, CASES[case][1])
+    assert set(result.module_amax) == set(eager)
+    for name, a in eager.items():
+        assert result.module_amax[name] == pytest.approx(a, rel=1e-5, abs=1e-6), name
+    assert sorted(n[: -len(".weight")] for n in result.amax) == sorted(layers)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_cli_default_scales_every_layer_from_the_forward_pass(case, tmp_path):
+    model, family = _model(case)
+    src, out = tmp_path / "enc.safetensors", tmp_path / "out.safetensors"
+    layers = _write(case, model, src)
+    p = run_cli("calibrate", src, out, *ARGS)  # the default --method auto
+    assert p.exit_code == 0, p.stderr[-2000:]
+    report = json.loads(p.stdout)
+    got = {r["name"]: r for r in report["layers"]}
+    kept = {r["name"]: r for r in report["excluded"]}
+    # only CLIP-G's text_projection reads one vector per sample (the conditioning path)
+    assert sorted([*got, *kept]) == sorted(layers) and all("text_projection" in n for n in kept), kept
+    for r in got.values():
+        assert r["method"] == "auto", r  # the default, which ran the forward pass here:
+        assert r["assumption"].startswith(f"{family} forward amax"), r
+        assert not any("not reached" in w or "ASSUMED" in w for w in r["warnings"]), r
+        assert r["fp8_activations"] is False and any("ComfyUI runs it weight-only" in n for n in r["notes"]), r
+    with LazyFile(str(out)) as f:
+        calibration = json.loads((f.header.metadata or {})["fp8stream.calibration"])
+    assert calibration["method"] == "auto" and calibration["transformers"] != "missing"
