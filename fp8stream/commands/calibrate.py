@@ -155,7 +155,8 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
     scales of weight-only layers are replaced; real calibrated scales are kept.
 
     The default --method auto runs a synthetic forward pass through the checkpoint's own
-    weights (Flux, SD3, Wan; a file or sharded folder; needs diffusers) and falls back to
+    weights (Flux, SD3, Wan; BERT, T5/UMT5 and CLIP text encoders; a file or sharded folder;
+    needs diffusers, and transformers for text encoders) and falls back to
     --method simulate, the bound from the weights that produce each input, where it cannot
     run; the report says which (see the README's quality tables for what each is worth).
     """
