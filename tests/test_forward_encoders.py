@@ -1,5 +1,6 @@
-"""Text encoders through the forward pass: tiny random BERT, T5, UMT5 and CLIP-L/G models built
-with transformers' classes, saved under the key names ComfyUI's text-encoder files use, FP8.
+"""Text encoders through the forward pass: tiny random BERT, T5, UMT5, CLIP-L/G, Qwen2.5-VL (text),
+Mistral and Gemma 3 models built with transformers' classes, saved under the key names ComfyUI's
+text-encoder files use, FP8.
 
 Each is calibrated from the CLI with the default `--method auto`: every FP8 linear must get its
 scale from the forward pass (none from a bound or a guess) and be reported as run weight-only
@@ -55,6 +56,16 @@ def _clip(projection: bool):
     return cls(cfg), "clip"
 
 
+def _llm(kind: str):
+    kw = dict(vocab_size=150, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=16)
+    if kind == "qwen2":
+        return transformers.Qwen2Model(transformers.Qwen2Config(**kw)), "llm"
+    if kind == "gemma3":
+        return transformers.Gemma3TextModel(transformers.Gemma3TextConfig(**kw, query_pre_attn_scalar=16)), "llm"
+    return transformers.LlamaModel(transformers.LlamaConfig(**kw)), "llm"
+
+
 # (builder, the key prefix ComfyUI's files put before the model's names, legacy "scaled fp8" flavour)
 CASES = {
     "bert": (_bert, "", False),
@@ -63,7 +74,12 @@ CASES = {
     # clip_l.safetensors names start text_model. (transformers 5's CLIPTextModel has no such level)
     "clip_l": (lambda: _clip(False), "text_model.", False),
     "clip_g": (lambda: _clip(True), "text_encoders.clip_g.transformer.", False),
+    # qwen_2.5_vl_7b / mistral / gemma files: model.layers.N... (Qwen's also an lm_head: below)
+    "qwen25_vl": (lambda: _llm("qwen2"), "model.", False),
+    "mistral": (lambda: _llm("llama"), "model.", False),
+    "gemma3": (lambda: _llm("gemma3"), "text_encoders.gemma3_12b.transformer.model.", False),
 }
+EXTRA = {"qwen25_vl": {"lm_head.weight": (150, 64)}}  # beside the text model, not FP8: not its part
 
 
 def _model(case: str):
@@ -86,7 +102,8 @@ def _write(case: str, model, path: Path) -> list[str]:
     state = {k: v for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
     layers = _linears(model)
     if not legacy:
-        write_fp8_checkpoint({prefix + k: v for k, v in state.items()}, [prefix + n for n in layers], path)
+        extra = {k: torch.randn(shape) for k, shape in EXTRA.get(case, {}).items()}
+        write_fp8_checkpoint({**{prefix + k: v for k, v in state.items()}, **extra}, [prefix + n for n in layers], path)
         return [prefix + n for n in layers]
     out = {prefix + k: v.contiguous() for k, v in state.items()}
     for n in layers:
@@ -155,3 +172,58 @@ def test_cli_default_scales_every_layer_from_the_forward_pass(case, tmp_path):
     with LazyFile(str(out)) as f:
         calibration = json.loads((f.header.metadata or {})["fp8stream.calibration"])
     assert calibration["method"] == "auto" and calibration["transformers"] != "missing"
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_one_detector_names_the_family_with_or_without_prefix(case, tmp_path):
+    from fp8stream.formats.architecture import detect_family
+
+    model, family = _model(case)
+    names = [CASES[case][1] + n for n in model.state_dict()]
+    assert detect_family(names) == family
+    assert detect_family([n.split(".", 1)[1] if n.startswith("model.") else n for n in names]) == family
+
+
+def test_embedding_tables_are_read_only_at_the_ids_drawn(tmp_path):
+    """UMT5-XXL's table is 4 GB as float32: the pass reads the rows of the ids it draws, never
+    the whole table (counted at the source)."""
+    torch.manual_seed(0)
+    cfg = transformers.UMT5Config(vocab_size=4000, d_model=32, d_kv=8, d_ff=48, num_layers=1, num_heads=4,
+                                  feed_forward_proj="gated-gelu")
+    model = transformers.UMT5EncoderModel(cfg).eval()
+    path = tmp_path / "umt5.safetensors"
+    state = {k: v for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    write_fp8_checkpoint(state, _linears(model), path)
+    with LazyFile(str(path)) as f:
+        header = f.header
+    rows: dict[str, int] = {}
+    with TensorSource.for_file(str(path), header) as src:
+        read_rows = src.read_rows
+
+        def counting(name, start, stop):
+            rows[name] = rows.get(name, 0) + stop - start
+            return read_rows(name, start, stop)
+
+        src.read_rows = counting
+        result = run(src, prepare(header), SMALL)
+    assert result.reason is None
+    drawn = SMALL.batch * SMALL.text_tokens
+    assert 0 < rows["shared.weight"] <= drawn * 16 < cfg.vocab_size  # near ids share one read (EMBEDDING_GAP)
+
+
+def test_a_vision_tower_beside_the_text_model_is_not_reached_and_stays_weight_only(tmp_path):
+    """Qwen2.5-VL's files hold its vision tower too (`visual.*`): outside the text model, so
+    its FP8 layers are reported as not reached and kept weight-only, never guessed."""
+    model, _ = _model("qwen25_vl")
+    src, out = tmp_path / "qwen.safetensors", tmp_path / "out.safetensors"
+    state = {"model." + k: v for k, v in model.state_dict().items()}
+    state["visual.blocks.0.attn.qkv.weight"] = torch.randn(96, 32)
+    layers = ["model." + n for n in _linears(model)] + ["visual.blocks.0.attn.qkv"]
+    write_fp8_checkpoint(state, layers, src)
+    p = run_cli("calibrate", src, out, *ARGS)
+    assert p.exit_code == 0, p.stderr[-2000:]
+    report = json.loads(p.stdout)
+    (kept,) = report["excluded"]
+    assert kept["name"] == "visual.blocks.0.attn.qkv" and "not reached by the forward pass" in json.dumps(kept)
+    assert sorted(r["name"] for r in report["layers"]) == sorted(layers[:-1])
+    assert all(r["assumption"].startswith("llm forward amax") for r in report["layers"])

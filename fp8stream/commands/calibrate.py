@@ -154,11 +154,10 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
     OUT appears only when complete. Placeholder scales (1.0, or equal to weight_scale) and
     scales of weight-only layers are replaced; real calibrated scales are kept.
 
-    The default --method auto runs a synthetic forward pass through the checkpoint's own
-    weights (Flux, SD3, Wan; BERT, T5/UMT5 and CLIP text encoders; a file or sharded folder;
-    needs diffusers, and transformers for text encoders) and falls back to
-    --method simulate, the bound from the weights that produce each input, where it cannot
-    run; the report says which (see the README's quality tables for what each is worth).
+    The default --method auto runs a synthetic forward pass through the checkpoint's own weights
+    (Flux, SD3, Wan, text encoders; a file or folder; needs diffusers/transformers), else --method
+    simulate, the bound from the weights that produce each input; the report says which (see the
+    README's quality tables for what each is worth).
     """
     method_given = click.get_current_context().get_parameter_source("method") != click.core.ParameterSource.DEFAULT
     if stats_path and not method_given:

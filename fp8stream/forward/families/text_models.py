@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-TEXT_FAMILIES = ("bert", "t5", "clip")  # their default margin is method.TEXT_MARGIN
+TEXT_FAMILIES = ("bert", "t5", "clip", "llm")  # their default margin is method.TEXT_MARGIN
 
 
 def transformers_module():
