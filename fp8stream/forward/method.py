@@ -4,25 +4,26 @@ the hard bound of `--method simulate` where that bound is a proof.
 
     scale = min(margin x forward amax, hard bound) / 448
 
-The margin (`--forward-margin`; default 3 for the DiTs, 2 for text encoders, below), measured on the harness's trained tiny Flux, SD3 and
-Wan and the Flux rescalings split256 / outlier50 (16 samples x 20 Euler steps, real
-activations): real input amax / forward amax is 0.37-1.77 over every layer (attention outputs
-use the mix bound of engine.py). Margin 2 clips none of them with 13% headroom; 3 leaves 70% for
-models we have not seen, and a scale 3x too large only moves the smallest values 1.6 binades
-towards FP8's subnormals, where one too small clips (docs/scales.md). The bound caps only when it
-assumes nothing about model inputs (its notes carry no "ASSUMED").
+The margin (`--forward-margin`; default 3 for the DiTs, 2 for text encoders, below), measured
+on the harness's trained tiny Flux, SD3 and Wan and the Flux rescalings split256 / outlier50 (16
+samples x 20 Euler steps, real activations): real input amax / forward amax is 0.37-1.77 over
+every layer (attention outputs use the mix bound of engine.py). Margin 2 clips none of them with
+13% headroom; 3 leaves 70% for models we have not seen, and a scale 3x too large only moves the
+smallest values 1.6 binades towards FP8's subnormals, where one too small clips
+(docs/scales.md). The bound caps only when it assumes nothing about model inputs (its notes
+carry no "ASSUMED").
 
-Text encoders (bert, t5, clip) run on what they really read, token ids through their own
-embedding table, so their forward amax is close to the real one (MiniLM: real / forward 0.73-1.15
-per layer where the margin decides, docs/methods.md), and their layers' output is often carried
-by a few recurring outliers (the massive activations of the first and separator tokens, near
-the same value for every input), whose FP8 rounding decides the layer's error. Scaling by a power of two
-moves every normal value by whole binades, leaving its mantissa, and so its rounding, as it is
-at scale amax/448 (where the amax itself is exact, 448 = 1.75 x 2^8); any other factor moves
-that outlier to another rounding (on MiniLM's FFN down-projections margin 3 cost 4-12 dB
-against dynamic scaling, margins 1, 2 and 4 nothing). So text encoders take margin 2, and a
+Text encoders (bert, t5, clip, llm) run on what they really read, token ids through their own
+embedding table, so their forward amax is close to the real one (MiniLM: within 3% on most
+layers, real / forward at most 1.37; docs/methods.md), and a layer's output is often carried by
+a few recurring outliers (massive activations of the first and separator tokens, near the same
+value for every input) whose FP8 rounding decides the layer's error. Scaling by a power of two
+moves every normal value by whole binades and keeps its mantissa, so its rounding stays as at
+amax/448 (where the amax itself is exact: 448 = 1.75 x 2^8); another factor moves the outlier to
+another rounding (MiniLM's FFN down-projections at 1.05x the real max: 3-9 dB below dynamic
+scaling, at 3x: 2.5-12 dB, at 1x and 2x: nothing). So text encoders take margin 2, and a
 power-of-two margin's cap by the bound is rounded up to the next power-of-two multiple of the
-amax (never below the bound: it still cannot clip, at most one binade more).
+amax (never below the bound, so it still cannot clip; at most one binade above it).
 
 Layers the pass cannot reach (family unknown, converter mismatch, a layer outside the model
 code) get the hard bound when it is a proof from the file alone; when it would rest on an

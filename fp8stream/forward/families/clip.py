@@ -5,8 +5,9 @@ text_projection for CLIP-G).
 Heads of 64 (CLIP-L 768: 12, OpenCLIP-H 1024: 16, CLIP-G 1280: 20). The activation is not in
 the shapes: OpenAI's CLIP (the 768-wide CLIP-L) uses quick-GELU, OpenCLIP's H and bigG use
 GELU. transformers' CLIPTextModel names its modules without the `text_model.` of the files
-(its class with the projection keeps it). Tokens: BOS first, EOS last (CLIP's tokenizer: the vocabulary's last two ids, 49406 and
-49407), padded with EOS as ComfyUI's CLIP-L does; the pooled output is read at the EOS.
+(its class with the projection keeps it). Tokens: BOS first, EOS last (CLIP's tokenizer: the
+vocabulary's last two ids, 49406 and 49407), padded with EOS as ComfyUI's CLIP-L does; the
+pooled output is read at the EOS.
 """
 
 from __future__ import annotations
