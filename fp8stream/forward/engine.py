@@ -167,6 +167,7 @@ class StreamingModel:
             rows = self.embedding_rows(name + ".weight", used.tolist()) if used.numel() else \
                 torch.zeros((0,) + tuple(module.weight.shape[1:]))
             module._parameters["weight"] = nn.Parameter(rows.to(self.device), requires_grad=False)
+            module.padding_idx = None  # a gradient-only setting, which must index the table
             return (index.reshape(ids.shape).to(ids.device), *args[1:])
         return hook
 
