@@ -1,10 +1,14 @@
-"""The streaming forward pass: the family's diffusers model built without weights, each nn.Linear
-materialised from the checkpoint just before it runs and freed just after.
+"""The streaming forward pass: the family's model (any torch module: diffusers' DiTs,
+transformers' text encoders) built without weights, each nn.Linear materialised from the
+checkpoint just before it runs and freed just after.
 
 Memory: the model's parameters are created on the meta device (no storage); the small rest
 (norms, convolutions, biases, block-level tables) is loaded once; a Linear's weight exists only
-between its pre-hook and its post-hook, so one weight is live at a time (`peak_live`). Buffers
-computed at construction (rotary tables) are real: only parameters go to the meta device.
+between its pre-hook and its post-hook, so one weight is live at a time (`peak_live`). An
+nn.Embedding (a text encoder's vocabulary: UMT5-XXL's is 4 GB as float32) is never loaded
+whole: its pre-hook reads only the rows of the ids it is called with and renumbers the ids,
+its post-hook frees them. Buffers computed at construction (rotary tables) are real: only
+parameters go to the meta device.
 """
 
 from __future__ import annotations
@@ -94,8 +98,12 @@ class Ranges:
         self.sample_range.clear()
 
 
+EMBEDDING_GAP = 16  # ids closer than this are read in one positioned read (fewer, larger reads)
+
+
 class StreamingModel:
-    """A diffusers model whose Linear weights come from the checkpoint one at a time."""
+    """A model whose Linear weights come from the checkpoint one at a time, and whose
+    embedding tables are read only at the rows its ids ask for."""
 
     def __init__(self, model: nn.Module, mapping: Mapping[str, list[Run]], reader: Reader,
                  device: torch.device) -> None:
@@ -104,6 +112,7 @@ class StreamingModel:
         self.reader = reader
         self.device = device
         self.linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        self.embeddings = {n: m for n, m in model.named_modules() if isinstance(m, nn.Embedding)}
         self.state = Pass()
         self.ranges = Ranges()
         self.prefetch: Prefetcher | None = None
@@ -124,7 +133,7 @@ class StreamingModel:
         """Every parameter except the Linear weights, once, on the device; buffers the file holds
         too (SD3's pos_embed depends on the sample size it was built for: the file's is right),
         the others (rotary tables) as the model computed them."""
-        hooked = {n + ".weight" for n in self.linears}
+        hooked = {n + ".weight" for n in [*self.linears, *self.embeddings]}
         for module_name, module in self.model.named_modules():
             for leaf, param in list(module._parameters.items()):
                 name = f"{module_name}.{leaf}" if module_name else leaf
@@ -149,6 +158,9 @@ class StreamingModel:
             handles.append(module.register_forward_hook(self._post(name)))
         order = [(n + ".weight", self.mapping[n + ".weight"]) for n in self.linears]
         self.prefetch = Prefetcher(self.reader.source, order, self.device)
+        for name, module in self.embeddings.items():
+            handles.append(module.register_forward_pre_hook(self._embedding_pre(name)))
+            handles.append(module.register_forward_hook(self._embedding_post(tuple(module.weight.shape))))
         try:
             yield self.state
         finally:
@@ -178,6 +190,41 @@ class StreamingModel:
             module._parameters["weight"] = nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
             self.state.live -= 1
             self.on_linear(1)
+        return hook
+
+    def embedding_rows(self, target: str, ids: list[int]) -> torch.Tensor:
+        """Rows `ids` (sorted, unique) of an embedding table, float32, in the order given: near
+        ids share one positioned read."""
+        where: list[tuple[str, int]] = []  # (source tensor, row) of each id, through the runs
+        runs, pos, k = self.mapping[target], 0, 0
+        for i in ids:
+            while i >= pos + runs[k].stop - runs[k].start:
+                pos, k = pos + runs[k].stop - runs[k].start, k + 1
+            where.append((runs[k].source, runs[k].start + i - pos))
+        parts, a = [], 0
+        for b in range(1, len(where) + 1):
+            if b == len(where) or where[b][0] != where[a][0] or where[b][1] - where[b - 1][1] > EMBEDDING_GAP:
+                lo, hi = where[a][1], where[b - 1][1] + 1
+                block = self.reader.rows(where[a][0], lo, hi)
+                parts.append(block[torch.tensor([r - lo for _, r in where[a:b]])])
+                a = b
+        return torch.cat(parts, 0)
+
+    def _embedding_pre(self, name: str):
+        def hook(module: nn.Module, args):
+            ids = args[0]
+            used, index = torch.unique(ids.detach().cpu(), return_inverse=True)
+            rows = self.embedding_rows(name + ".weight", used.tolist()) if used.numel() else \
+                torch.zeros((0,) + tuple(module.weight.shape[1:]))
+            module._parameters["weight"] = nn.Parameter(rows.to(self.device), requires_grad=False)
+            module.padding_idx = None  # a gradient-only setting, which must index the table
+            return (index.reshape(ids.shape).to(ids.device), *args[1:])
+        return hook
+
+    @staticmethod
+    def _embedding_post(shape: tuple[int, ...]):
+        def hook(module: nn.Module, args, output) -> None:
+            module._parameters["weight"] = nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
         return hook
 
     def mix_bound(self, groups: list[list[str]]) -> float | None:

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import torch
 
-from fp8stream.forward.families import detect_family
+from fp8stream.forward.families import FAMILIES, detect_family
 from fp8stream.forward.inputs import SamplePlan
 from fp8stream.forward.mapping import MappingError, check_mapping, derive_mapping, is_companion
 from fp8stream.forward.source import Reader, RowSource
@@ -104,7 +104,7 @@ def prepare(header: Header) -> Prepared:
     bare = {split_prefix(n)[1] if prefix else n: s for n, s in shapes.items()}
     family = detect_family(set(bare))
     if family is None:
-        return Prepared(None, "model family not recognised (the forward pass knows flux, sd3, wan)")
+        return Prepared(None, f"model family not recognised (the forward pass knows {', '.join(FAMILIES)})")
     import_diffusers()
     try:  # a pruned or partial file may lack what the family's configuration is sized from
         cfg = family.config(bare)
@@ -114,7 +114,10 @@ def prepare(header: Header) -> Prepared:
         mapping = derive_mapping(shapes, prefix, lambda st: family.convert(st, cfg))
     except (MappingError, KeyError, RuntimeError, ValueError) as e:
         return Prepared(family, f"{family.NAME}: diffusers' converter failed ({e})", cfg)
-    model = _meta_model(family, cfg)
+    try:
+        model = _meta_model(family, cfg)
+    except ImportError as e:  # a text encoder's family needs transformers
+        return Prepared(family, f"{family.NAME}: {e.name or e} is not installed (pip install fp8stream[forward])", cfg)
     params = {n: tuple(p.shape) for n, p in model.named_parameters()}
     params.update({n: tuple(b.shape) for n, b in model.named_buffers() if n in mapping})
     problems = check_mapping(mapping, params, shapes)
