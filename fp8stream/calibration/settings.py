@@ -9,6 +9,7 @@ from fp8stream.errors import UsageError
 
 SIM_MODES = ("bound", "hybrid", "note")
 RULES = ("max", "percentile", "mse")
+STATS_MARGIN = 2.0  # stats with --rule max: recorded max x this, capped by the bound (calibration/margin.py)
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class CalibrationSettings:
     stats: str | None = None  # stats: the stats file
     map: str | None = None  # stats: user name pairs
     fallback: str | None = None  # stats: "simulate" for layers without stats
+    stats_margin: float | None = None  # stats: None = STATS_MARGIN for --rule max, 1 for percentile/mse
     forward_margin: float = 3.0  # forward: scale = margin x forward amax (fp8stream/forward/method.py)
     forward_batch: int = 4  # forward: synthetic samples (timesteps, text scales, guidance)
     forward_tokens: int = 256  # forward: latent tokens per sample
@@ -41,6 +43,12 @@ class CalibrationSettings:
         if self.method == "stats" and not self.stats:
             raise UsageError("--method stats needs --stats FILE")
 
+    @property
+    def effective_stats_margin(self) -> float:
+        if self.stats_margin is not None:
+            return float(self.stats_margin)
+        return STATS_MARGIN if self.rule == "max" else 1.0
+
     def describe(self) -> dict[str, object]:
         out: dict[str, object] = {"method": self.method, "rule": self.rule}
         if self.rule == "percentile":
@@ -49,6 +57,7 @@ class CalibrationSettings:
             return {"method": self.method, "factor": self.factor}
         if self.method == "stats":
             out["stats"] = os.path.basename(self.stats or "")
+            out["stats_margin"] = self.effective_stats_margin
             if self.map:
                 out["map"] = os.path.basename(self.map)
             if self.fallback:

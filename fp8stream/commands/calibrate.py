@@ -83,6 +83,9 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
               help="Stats file (fp8stream.record output, or plain per-layer scales); implies --method stats.")
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), default=None,
               help="--method stats: name pairs 'stats_name checkpoint_layer' (or a JSON object), tried first.")
+@click.option("--stats-margin", type=click.FloatRange(1.0, 1e6), default=None,
+              help="--method stats: scale = MARGIN x the recorded amax, capped by the hard bound where it is a "
+                   "proof [default: 2 with --rule max, 1 with percentile/mse].")
 @click.option("--fallback", type=click.Choice(["none", "simulate"]), default="none", show_default=True,
               help="--method stats: layers without stats get simulated scales instead of an error.")
 @click.option("--factor", type=click.FloatRange(0.0, None, min_open=True), default=0.5, show_default=True,
@@ -137,7 +140,7 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
 def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode: str, margin: float,
               forward_margin: float, forward_batch: int, forward_tokens: int, forward_text_tokens: int,
               forward_threads: int, forward_conditioning: str, assume_input_rms: float | None,
-              stats_path: str | None, map_path: str | None, fallback: str, factor: float, rule: str, percentile: float,
+              stats_path: str | None, map_path: str | None, stats_margin: float | None, fallback: str, factor: float, rule: str, percentile: float,
               samples: int, seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
               target: str, include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None,
               exclude_untouched: bool, force: bool, dry_run: bool, verify: bool, as_json: bool, report_file: str | None, progress: bool | None, zstd: bool, zstd_level: int,
@@ -176,7 +179,7 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
         zstd_settings = _zstd_settings(zstd_level, zstd_threads, zstd_budget) if compress else None
         settings = CalibrationSettings(method=method, rule=rule, percentile=percentile, samples=samples,
                                        seed=seed, device=resolve_device(device), sim_mode=sim_mode, margin=margin,
-                                       factor=factor, stats=stats_path, map=map_path,
+                                       factor=factor, stats=stats_path, map=map_path, stats_margin=stats_margin,
                                        fallback=None if fallback == "none" else fallback,
                                        forward_margin=forward_margin, forward_batch=forward_batch,
                                        forward_tokens=forward_tokens, forward_text_tokens=forward_text_tokens,

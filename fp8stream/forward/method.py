@@ -23,17 +23,15 @@ TensorSource: a pipe or a zstd stream is refused by the rewrite (it cannot be re
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Mapping
 
 from fp8stream.calibration import graph as G
 from fp8stream.calibration.interface import MethodPlan, ModelView, ScaleEstimate
+from fp8stream.calibration.margin import with_margin
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.calibration.simulate import WeightAwareMethod
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import TensorInfo
-
-E4M3_MAX = 448.0
 
 
 class ForwardMethod:
@@ -116,23 +114,13 @@ class ForwardMethod:
         return self.prepared.reason or "a layer outside the model code"
 
     def _estimate(self, layer: FP8Layer, b: ScaleEstimate) -> ScaleEstimate:
-        bound = b.scale * E4M3_MAX
-        proven = not any("ASSUMED" in w for w in b.warnings)
         seen = self.result.amax.get(layer.weight.name) if self.result.reached(layer.weight.name) else None
         if seen is None or seen <= 0.0:
             why = self._why() if seen is None else "its input was all zero in the forward pass"
             warnings = (f"not reached by the forward pass ({why}): hard bound",) + b.warnings
             return dataclasses.replace(b, source=f"hard bound (simulate); {b.source}", warnings=warnings)
-        amax = self.margin * seen
-        how = f"forward amax {seen:.4g} x margin {self.margin:g}"
-        if proven and bound < amax:
-            amax, how = bound, how + f", capped by the hard bound {bound:.4g}"
-        else:
-            how += f"; bound {bound:.4g}" + ("" if proven else " (rests on an assumption: not a cap)")
-        if not (amax > 0 and math.isfinite(amax)):
-            return ScaleEstimate(1.0, how, ("no usable range: scale 1.0",))
-        return ScaleEstimate(amax / E4M3_MAX, f"{self.result.family} {how}", (), amax=amax, bound=bound,
-                             margin=self.margin)
+        e = with_margin(seen, self.margin, b, "forward amax")
+        return e if e.amax is None else dataclasses.replace(e, source=f"{self.result.family} {e.source}")
 
 
 def _rests_on_input(graph: G.Graph, name: str, seen: frozenset[str] = frozenset()) -> bool:
