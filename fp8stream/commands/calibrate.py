@@ -79,6 +79,10 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
               help="--method forward: layers the forward pass cannot reach and whose bound needs an assumption "
                    "about the model's inputs get that bound with inputs of rms <= R, instead of staying "
                    "weight-only [default: no assumption].")
+@click.option("--spool/--no-spool", default=True, show_default=True,
+              help="A pipe or zstd input that the forward pass must read by name is first written, decompressed, "
+                   "to a temporary file (beside OUT, or in $TMPDIR), removed when the run ends; --no-spool: the "
+                   "forward pass does not run on it and each layer gets the bound instead (auto: the bound method).")
 @click.option("--stats", "stats_path", type=click.Path(dir_okay=False), default=None,
               help="Stats file (fp8stream.record output, or plain per-layer scales); implies --method stats.")
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), default=None,
@@ -139,7 +143,7 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
                    "(docs/remote.md).")
 def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode: str, margin: float,
               forward_margin: float, forward_batch: int, forward_tokens: int, forward_text_tokens: int,
-              forward_threads: int, forward_conditioning: str, assume_input_rms: float | None,
+              forward_threads: int, forward_conditioning: str, assume_input_rms: float | None, spool: bool,
               stats_path: str | None, map_path: str | None, stats_margin: float | None, fallback: str, factor: float, rule: str, percentile: float,
               samples: int, seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
               target: str, include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None,
@@ -184,7 +188,7 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
                                        forward_margin=forward_margin, forward_batch=forward_batch,
                                        forward_tokens=forward_tokens, forward_text_tokens=forward_text_tokens,
                                        forward_threads=forward_threads, forward_conditioning=forward_conditioning,
-                                       assume_input_rms=assume_input_rms)
+                                       assume_input_rms=assume_input_rms, spool=spool)
         template = RewriteOptions(
             input=inputs[0], output=output, settings=settings, overwrite_scales=overwrite_scales,
             keep_weight_only=keep_weight_only, target=target, include=include, exclude=exclude, preset=preset,

@@ -15,9 +15,11 @@ assumes nothing about model inputs (its notes carry no "ASSUMED").
 Layers the pass cannot reach (family unknown, converter mismatch, a layer outside the model
 code) get the hard bound when it is a proof from the file alone; when it would rest on an
 assumption about a model input, the layer is kept weight-only (decided in `prepare`, from the
-header) unless `--assume-input-rms R` opts in to that assumption. The pass runs once, after the
-copy pass (its pages are then likely cached), by positioned reads through the model's
-TensorSource: a pipe or a zstd stream is refused by the rewrite (it cannot be re-read).
+header) unless `--assume-input-rms R` opts in to that assumption. The pass runs once, in
+prepare() before the copy pass (whose reads then hit the page cache), by positioned reads through the model's
+TensorSource: a pipe or a zstd stream is first spooled to a temporary file by the rewrite
+(pipeline/spool.py); with --no-spool it is not, and every layer gets the bound (or stays
+weight-only where the bound rests on an assumption), each saying why.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.calibration.simulate import WeightAwareMethod
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import TensorInfo
+
+NO_SPOOL = "the input is a stream and --no-spool was given"
 
 
 class ForwardMethod:
@@ -52,6 +56,8 @@ class ForwardMethod:
         bound_plan = self.bound.prepare(model)
         if self.prepared is None:
             self.prepared = prepare(model.header)
+        if model.source is None and not self.settings.spool:  # every layer: the bound, or weight-only
+            self.prepared = dataclasses.replace(self.prepared, reason=NO_SPOOL, reached=frozenset())
         weight_only = self._unreachable(model)
         if model.source is not None and self.prepared.reason is None:
             # The pass runs now, before the header: which layers stay weight-only depends on it.
@@ -65,7 +71,7 @@ class ForwardMethod:
             bound_plan = self.bound.prepare(ModelView(model.header, kept, model.source))
         notes = () if self.prepared.reason is None else (f"forward pass: {self.prepared.reason}",)
         return MethodPlan(weight_only=weight_only, watches=bound_plan.watches, rows=True,
-                          needs_random_access=True, notes=notes)
+                          needs_random_access=self.prepared.reason is None, notes=notes)
 
     def _unreachable(self, model: ModelView) -> dict[str, str]:
         """Layers the pass cannot reach whose bound would rest on an assumed model input."""

@@ -1,0 +1,143 @@
+"""--method forward on every kind of input: batches with --jobs 2, pipes and zstd (spooled),
+micro-batches. Tiny models from forward_tiny; each CLI run takes a few seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffusers")
+
+import forward_tiny as ft  # noqa: E402
+from conftest import run_cli, run_subprocess  # noqa: E402
+
+from fp8stream.io.reader import LazyFile  # noqa: E402
+
+FORWARD = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8", "--forward-threads", "1",
+           "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("in") / "flux.safetensors"
+    _, state, _ = ft.tiny("flux")
+    ft.write(state, path, "model.diffusion_model.")
+    return path
+
+
+def _metadata(path: Path) -> dict:
+    with LazyFile(str(path)) as f:
+        return json.loads((f.header.metadata or {})["fp8stream.calibration"])
+
+
+def test_jobs_2_gives_the_bytes_of_jobs_1(flux: Path, tmp_path: Path) -> None:
+    """A batch of two files with --jobs 2 (two worker processes, each with cores / 2 torch
+    threads) writes the same bytes as --jobs 1: the forward pass pins its own thread count."""
+    sd3 = tmp_path / "sd3.safetensors"
+    _, state, _ = ft.tiny("sd3")
+    ft.write(state, sd3)
+    outs = {}
+    for jobs in (1, 2):  # --jobs 1 runs in this process (diffusers imported once), --jobs 2 in two workers
+        out = tmp_path / f"out{jobs}"
+        args = ("calibrate", str(flux), str(sd3), "--out-dir", str(out), "--jobs", str(jobs), *FORWARD)
+        p = run_cli(*args) if jobs == 1 else run_subprocess(*args)
+        assert (p.exit_code if jobs == 1 else p.returncode) == 0, p.stderr[-2000:]
+        outs[jobs] = {f: (out / f).read_bytes() for f in ("flux.safetensors", "sd3.safetensors")}
+    assert outs[1] == outs[2]
+    meta = _metadata(tmp_path / "out2" / "flux.safetensors")
+    assert meta["method"] == "auto" and meta["threads"] == 1
+    assert meta["torch"] == version("torch") and meta["diffusers"] == version("diffusers")
+
+
+def _invoke(*args: str, stdin: bytes | None = None):
+    """The CLI in this process, with stdin bytes: exit_code, stdout_bytes, stderr."""
+    from click.testing import CliRunner
+
+    from fp8stream.cli import main
+
+    return CliRunner().invoke(main, ["calibrate", *map(str, args)], input=stdin, catch_exceptions=False)
+
+
+def _no_spool_left(*folders: Path) -> None:
+    left = [f"{d}/{n}" for d in folders for n in os.listdir(d) if ".spool." in n]
+    assert not left, left
+
+
+@pytest.fixture
+def tmpdir_env(tmp_path: Path, monkeypatch) -> Path:
+    """$TMPDIR for the spool of a run whose output is stdout."""
+    folder = tmp_path / "tmpdir"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_stdin_and_zstd_are_spooled_and_give_the_file_bytes(flux: Path, tmp_path: Path, tmpdir_env: Path) -> None:
+    import zstandard
+
+    data = flux.read_bytes()
+    r = _invoke(str(flux), str(tmp_path / "file.safetensors"), *FORWARD)
+    assert r.exit_code == 0, r.stderr
+    want = (tmp_path / "file.safetensors").read_bytes()
+    zst = tmp_path / "in.safetensors.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(data))
+    r = _invoke(str(zst), str(tmp_path / "zst.safetensors"), *FORWARD, "--json")  # spool beside OUT
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "zst.safetensors").read_bytes() == want
+    assert any("spooled" in n for n in json.loads(r.stdout)["notes"])
+    r = _invoke("-", str(tmp_path / "stdin.safetensors"), *FORWARD, stdin=data)
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "stdin.safetensors").read_bytes() == want
+    _no_spool_left(tmp_path, tmpdir_env)
+    from fp8stream.pipeline.spool import spool_path
+
+    assert Path(spool_path("-")).parent == tmpdir_env  # stdout (or a URL): the spool goes to $TMPDIR
+    assert Path(spool_path(str(tmp_path / "o.safetensors"))).parent == tmp_path
+
+
+def test_no_spool_is_left_after_a_failure(flux: Path, tmp_path: Path, tmpdir_env: Path, monkeypatch) -> None:
+    data = flux.read_bytes()
+    out = tmp_path / "out.safetensors"
+    r = _invoke("-", str(out), *FORWARD, stdin=data[: len(data) - 1000])  # truncated while spooling
+    assert r.exit_code == 1 and "truncated" in r.stderr, r.stderr
+    assert not out.exists()
+    _no_spool_left(tmp_path, tmpdir_env)
+    import fp8stream.commands.common as common
+    import fp8stream.forward.run as forward_run
+    from fp8stream.errors import Interrupted
+
+    def interrupted(source, prepared, settings):  # SIGTERM during the forward pass, after the spool
+        assert any(".spool." in n for n in os.listdir(tmp_path))
+        raise Interrupted(15)
+
+    monkeypatch.setattr(forward_run, "run", interrupted)
+    monkeypatch.setattr(common, "_exit_interrupted", lambda message, code: sys.exit(code))  # not os._exit here
+    r = _invoke("-", str(out), *FORWARD, stdin=data)
+    assert r.exit_code == 143, r.stderr
+    assert not out.exists()
+    _no_spool_left(tmp_path, tmpdir_env)
+
+
+def test_no_spool_gives_the_bound_and_says_so_per_layer(flux: Path, tmp_path: Path) -> None:
+    data = flux.read_bytes()
+    r = _invoke("-", str(tmp_path / "a.safetensors"), *FORWARD, "--no-spool", "--json", stdin=data)
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert {layer["method"] for layer in report["layers"]} == {"auto"}
+    assert all(any("--no-spool" in w for w in layer["warnings"]) for layer in report["layers"])
+    assert any("drop --no-spool" in a["fix"] for a in report["advice"])
+    r = _invoke("-", str(tmp_path / "f.safetensors"), *FORWARD, "--method", "forward", "--no-spool", "--json",
+                stdin=data)
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    for layer in report["layers"]:  # the bound where it is a proof, else weight-only: each says why
+        assert any("not reached by the forward pass (the input is a stream and --no-spool" in w
+                   for w in layer["warnings"]), layer
+    assert all("--no-spool" in e["reason"] for e in report["excluded"])
+    _no_spool_left(tmp_path)
