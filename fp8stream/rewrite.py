@@ -78,7 +78,8 @@ def calibrate_file(options: RewriteOptions) -> FileReport:
     started = time.monotonic()
     with open_model(options.input) as model, contextlib.ExitStack() as stack:
         source = model.tensor_source()
-        spooled = source is None and not options.dry_run and _method_reads_by_name(model, options)
+        spooled = (source is None and options.settings.spool and not options.dry_run
+                   and _method_reads_by_name(model, options))
         if spooled:
             model = stack.enter_context(_spool(model, options))
             source = model.tensor_source()
