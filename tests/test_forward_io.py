@@ -141,3 +141,67 @@ def test_no_spool_gives_the_bound_and_says_so_per_layer(flux: Path, tmp_path: Pa
                    for w in layer["warnings"]), layer
     assert all("--no-spool" in e["reason"] for e in report["excluded"])
     _no_spool_left(tmp_path)
+
+
+def test_micro_batches_read_each_weight_once_and_see_the_same_samples(flux: Path) -> None:
+    """Any split of the batch feeds the model the whole batch's samples; every micro-batch passes
+    a Linear while its weight is loaded (one weight live, each read once); the amax agree with
+    the whole batch's to float rounding (matmuls of other sizes round differently)."""
+    import torch
+
+    from fp8stream.forward.families import family_module
+    from fp8stream.forward.inputs import SamplePlan
+    from fp8stream.forward.run import ForwardSettings, prepare, run
+    from fp8stream.io.source import TensorSource
+
+    fam = family_module("flux")
+    with LazyFile(str(flux)) as f:
+        header = f.header
+    prepared = prepare(header)
+    plan = SamplePlan(3, 16, 8, seed=5)
+    whole = fam.inputs(prepared.config, plan)
+    parts = [fam.inputs(prepared.config, p) for p in plan.split(2)]
+    for key, value in whole.items():
+        if key not in ("img_ids", "txt_ids"):
+            assert torch.equal(torch.cat([p[key] for p in parts]), value), key
+    results = {}
+    for micro in (1, None):
+        with TensorSource.for_file(str(flux), header) as src:
+            results[micro] = run(src, prepared, ForwardSettings(batch=3, image_tokens=16, text_tokens=8, threads=1,
+                                                                micro_batch=micro))
+    one, all_ = results[1], results[None]
+    assert one.peak_live == 1 and one.weights_read == all_.weights_read == len(all_.module_amax)
+    assert one.amax.keys() == all_.amax.keys() and one.per_sample.keys() == all_.per_sample.keys()
+    for name, a in all_.amax.items():
+        assert one.amax[name] == pytest.approx(a, rel=1e-5), name
+    for name, s in all_.per_sample.items():
+        assert one.per_sample[name] == pytest.approx(s, rel=1e-5), name
+
+
+def test_lockstep_runs_in_turn_and_stops_every_micro_batch_on_an_error() -> None:
+    from fp8stream.forward.lockstep import Lockstep
+
+    order: list[tuple[int, int]] = []
+    step = Lockstep(3)
+
+    def call(fail_at: int | None = None):
+        for k in range(4):
+            if step.index() == 1 and k == fail_at:
+                raise ValueError("boom")
+            order.append((k, step.index()))
+            step.hand_over()
+
+    step.run([call, call, call])
+    assert order == [(k, i) for k in range(4) for i in range(3)]  # each "Linear" on every micro-batch in turn
+    failing = Lockstep(3)
+    step = failing
+    with pytest.raises(ValueError, match="boom"):
+        failing.run([lambda: call(2)] * 3)
+
+
+def test_default_micro_batch_is_the_whole_default_batch() -> None:
+    from fp8stream.calibration.settings import CalibrationSettings, micro_batch_for
+
+    s = CalibrationSettings()
+    assert micro_batch_for(s.forward_batch, s.forward_tokens, s.forward_text_tokens) == s.forward_batch == 4
+    assert micro_batch_for(8, 4096, 512) == 1 and micro_batch_for(16, 256, 128) == 5

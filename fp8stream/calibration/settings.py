@@ -9,6 +9,7 @@ from fp8stream.errors import UsageError
 
 SIM_MODES = ("bound", "hybrid", "note")
 RULES = ("max", "percentile", "mse")
+MICRO_BATCH_TOKENS = 2048  # forward: the default micro-batch holds as many samples as fit in this
 STATS_MARGIN = 2.0  # stats with --rule max: recorded max x this, capped by the bound (calibration/margin.py)
 
 
@@ -34,6 +35,7 @@ class CalibrationSettings:
     forward_tokens: int = 256  # forward: latent tokens per sample
     forward_text_tokens: int = 128  # forward: text tokens per sample
     forward_threads: int = 2  # forward: torch threads pinned for the pass
+    forward_micro_batch: int | None = None  # forward: samples run at once; None: micro_batch_for()
     forward_conditioning: str = "weight-only"  # forward: conditioning-path layers: weight-only | fp8
     assume_input_rms: float | None = None
     # a stream (pipe, zstd) is spooled to a temporary file for the forward pass; False: it is
@@ -84,7 +86,9 @@ class CalibrationSettings:
             except PackageNotFoundError:
                 return "missing"
 
-        out: dict[str, object] = {"margin": self.forward_margin, "batch": self.forward_batch,
+        micro = self.forward_micro_batch or micro_batch_for(self.forward_batch, self.forward_tokens,
+                                                            self.forward_text_tokens)
+        out: dict[str, object] = {"margin": self.forward_margin, "batch": self.forward_batch, "micro_batch": micro,
                                   "tokens": self.forward_tokens, "text_tokens": self.forward_text_tokens,
                                   "threads": self.forward_threads, "seed": self.seed,
                                   "conditioning": self.forward_conditioning,
@@ -92,6 +96,14 @@ class CalibrationSettings:
         if self.assume_input_rms is not None:
             out["assume_input_rms"] = self.assume_input_rms
         return out
+
+
+def micro_batch_for(batch: int, image_tokens: int, text_tokens: int) -> int:
+    """The forward pass's default micro-batch: the samples whose image and text tokens fit
+    MICRO_BATCH_TOKENS (at least one, at most the batch). The defaults (4 samples of 256 + 128
+    tokens) run as one; more tokens or samples run in micro-batches, so the activations stay
+    those of about 2,000 tokens. From the options alone: the same on every device."""
+    return max(1, min(batch, MICRO_BATCH_TOKENS // max(1, image_tokens + text_tokens)))
 
 
 def resolve_device(device: str) -> str:

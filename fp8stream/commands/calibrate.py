@@ -69,6 +69,10 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
               help="--method forward: latent tokens per sample.")
 @click.option("--forward-text-tokens", type=click.IntRange(1, 1 << 20), default=128, show_default=True,
               help="--method forward: text tokens per sample.")
+@click.option("--forward-micro-batch", type=click.IntRange(1, 4096), default=None,
+              help="--method forward: samples run through the model at once; every micro-batch passes a layer "
+                   "while its weight is loaded (read once), so this bounds the activations "
+                   "[default: as many as fit in 2048 tokens, at most the batch].")
 @click.option("--forward-threads", type=click.IntRange(1, 256), default=2, show_default=True,
               help="--method forward: torch threads for the pass (fixed: the same bytes whatever --jobs is).")
 @click.option("--forward-conditioning", type=click.Choice(("weight-only", "fp8")), default="weight-only",
@@ -143,7 +147,7 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
                    "(docs/remote.md).")
 def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode: str, margin: float,
               forward_margin: float, forward_batch: int, forward_tokens: int, forward_text_tokens: int,
-              forward_threads: int, forward_conditioning: str, assume_input_rms: float | None, spool: bool,
+              forward_micro_batch: int | None, forward_threads: int, forward_conditioning: str, assume_input_rms: float | None, spool: bool,
               stats_path: str | None, map_path: str | None, stats_margin: float | None, fallback: str, factor: float, rule: str, percentile: float,
               samples: int, seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
               target: str, include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None,
@@ -187,7 +191,8 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
                                        fallback=None if fallback == "none" else fallback,
                                        forward_margin=forward_margin, forward_batch=forward_batch,
                                        forward_tokens=forward_tokens, forward_text_tokens=forward_text_tokens,
-                                       forward_threads=forward_threads, forward_conditioning=forward_conditioning,
+                                       forward_threads=forward_threads, forward_micro_batch=forward_micro_batch,
+                                       forward_conditioning=forward_conditioning,
                                        assume_input_rms=assume_input_rms, spool=spool)
         template = RewriteOptions(
             input=inputs[0], output=output, settings=settings, overwrite_scales=overwrite_scales,

@@ -16,8 +16,15 @@ from typing import Iterator, Mapping
 import torch
 import torch.nn as nn
 
+from fp8stream.forward.lockstep import Lockstep
 from fp8stream.forward.mapping import Run
 from fp8stream.forward.source import Reader
+
+
+def _merge_max(seen: dict[str, float], name: str, a: float) -> None:
+    """The max over calls; a NaN stays visible (max() would hide it): no usable range."""
+    prev = seen.get(name)
+    seen[name] = a if prev is None or a != a or prev != prev else max(prev, a)
 
 
 @contextlib.contextmanager
@@ -44,12 +51,18 @@ class Pass:
 
     amax: dict[str, float] = field(default_factory=dict)
     out_amax: dict[str, float] = field(default_factory=dict)  # each Linear's output amax
-    # Linears whose input is one vector per sample (the conditioning path): largest / smallest
-    # per-sample amax over the synthetic samples (how far one static scale is from each call's)
-    spread: dict[str, float] = field(default_factory=dict)
+    # Linears whose input is one vector per sample (the conditioning path): smallest and largest
+    # per-sample amax over the synthetic samples, and how many samples (see `spread`)
+    sample_range: dict[str, tuple[float, float, int]] = field(default_factory=dict)
     live: int = 0
     peak_live: int = 0
     weights_read: int = 0
+
+    @property
+    def spread(self) -> dict[str, float]:
+        """Largest / smallest per-sample amax (how far one static scale is from each call's)."""
+        return {n: (hi / lo if lo > 0 else float("inf")) for n, (lo, hi, count) in self.sample_range.items()
+                if count > 1}
 
 
 class StreamingModel:
@@ -64,6 +77,7 @@ class StreamingModel:
         self.linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
         self.state = Pass()
         self.on_linear = lambda n=1: None  # called after each Linear ran (a progress bar)
+        self.lockstep: Lockstep | None = None  # micro-batches: each Linear runs on all while loaded
 
     def gather(self, target: str) -> torch.Tensor:
         """A parameter's float32 value from its source rows (dequantized where FP8)."""
@@ -104,14 +118,16 @@ class StreamingModel:
     def _pre(self, name: str):
         def hook(module: nn.Module, args) -> None:
             x = args[0]
-            a = float(x.detach().abs().max()) if x.numel() else 0.0
-            prev = self.state.amax.get(name)
-            # NaN stays visible (max() would hide it): a NaN input means no usable range
-            self.state.amax[name] = a if prev is None or a != a or prev != prev else max(prev, a)
-            if x.dim() == 2 and x.shape[0] > 1:
+            _merge_max(self.state.amax, name, float(x.detach().abs().max()) if x.numel() else 0.0)
+            if x.dim() == 2 and x.shape[0]:  # one vector per sample
                 per_sample = x.detach().abs().amax(dim=-1)
-                low = float(per_sample.min())
-                self.state.spread[name] = float(per_sample.max()) / low if low > 0 else float("inf")
+                lo, hi, count = self.state.sample_range.get(name, (float("inf"), 0.0, 0))
+                self.state.sample_range[name] = (min(lo, float(per_sample.min())), max(hi, float(per_sample.max())),
+                                                 count + x.shape[0])
+            if self.lockstep is not None and self.lockstep.index() > 0:  # loaded by micro-batch 0
+                if module.weight.device.type == "meta":
+                    raise RuntimeError(f"forward pass: micro-batches diverged at {name}")
+                return
             w = self.gather(name + ".weight").reshape(module.weight.shape).to(self.device)
             module._parameters["weight"] = nn.Parameter(w, requires_grad=False)
             self.state.live += 1
@@ -121,13 +137,14 @@ class StreamingModel:
 
     def _post(self, name: str):
         def hook(module: nn.Module, args, output) -> None:
-            a = float(output.detach().abs().max()) if output.numel() else 0.0
-            prev = self.state.out_amax.get(name)
-            self.state.out_amax[name] = a if prev is None or a != a or prev != prev else max(prev, a)
-            shape = module.weight.shape
-            module._parameters["weight"] = nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
-            self.state.live -= 1
-            self.on_linear(1)
+            _merge_max(self.state.out_amax, name, float(output.detach().abs().max()) if output.numel() else 0.0)
+            if self.lockstep is None or self.lockstep.is_last():  # every micro-batch has run it
+                shape = module.weight.shape
+                module._parameters["weight"] = nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
+                self.state.live -= 1
+                self.on_linear(1)
+            if self.lockstep is not None:
+                self.lockstep.hand_over()
         return hook
 
     def mix_bound(self, groups: list[list[str]]) -> float | None:
@@ -171,9 +188,10 @@ class StreamingModel:
         every Linear reads one vector per sample (see Pass.spread)."""
         out: dict[str, float] = {}
         mixed: set[str] = set()
+        spreads = self.state.spread
         for name in self.linears:
             for run in self.mapping[name + ".weight"]:
-                spread = self.state.spread.get(name)
+                spread = spreads.get(name)
                 if spread is None:
                     mixed.add(run.source)
                 else:

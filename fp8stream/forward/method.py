@@ -150,7 +150,8 @@ def forward_settings(settings: CalibrationSettings):
 
     return ForwardSettings(batch=settings.forward_batch, image_tokens=settings.forward_tokens,
                            text_tokens=settings.forward_text_tokens, seed=settings.seed,
-                           threads=settings.forward_threads, device=settings.device, progress=settings.progress)
+                           threads=settings.forward_threads, device=settings.device, progress=settings.progress,
+                           micro_batch=settings.forward_micro_batch)
 
 
 def create(settings: CalibrationSettings) -> ForwardMethod:
