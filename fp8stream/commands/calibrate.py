@@ -147,13 +147,13 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
                    "(docs/remote.md).")
 def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode: str, margin: float,
               forward_margin: float, forward_batch: int, forward_tokens: int, forward_text_tokens: int,
-              forward_micro_batch: int | None, forward_threads: int, forward_conditioning: str, assume_input_rms: float | None, spool: bool,
-              stats_path: str | None, map_path: str | None, stats_margin: float | None, fallback: str, factor: float, rule: str, percentile: float,
-              samples: int, seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
-              target: str, include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None,
-              exclude_untouched: bool, force: bool, dry_run: bool, verify: bool, as_json: bool, report_file: str | None, progress: bool | None, zstd: bool, zstd_level: int,
-              zstd_threads: int | None, keep_going: bool, jobs: int, max_memory: str | None,
-              storage_json: str | None) -> None:
+              forward_micro_batch: int | None, forward_threads: int, forward_conditioning: str,
+              assume_input_rms: float | None, spool: bool, stats_path: str | None, map_path: str | None,
+              stats_margin: float | None, fallback: str, factor: float, rule: str, percentile: float, samples: int,
+              seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool, target: str, include: tuple[str, ...],
+              exclude: tuple[str, ...], preset: str | None, exclude_untouched: bool, force: bool, dry_run: bool,
+              verify: bool, as_json: bool, report_file: str | None, progress: bool | None, zstd: bool, zstd_level: int,
+              zstd_threads: int | None, keep_going: bool, jobs: int, max_memory: str | None, storage_json: str | None) -> None:
     """Calibrate IN and write the result to OUT, or several INs (paths or globs) into --out-dir.
 
     '-' reads stdin or writes stdout (one pass, same memory bound as files); zstd input is
@@ -164,10 +164,9 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
     OUT appears only when complete. Placeholder scales (1.0, or equal to weight_scale) and
     scales of weight-only layers are replaced; real calibrated scales are kept.
 
-    The default --method auto runs a synthetic forward pass through the checkpoint's own
-    weights (Flux, SD3, Wan; a file or sharded folder; needs diffusers) and falls back to
-    --method simulate, the bound from the weights that produce each input, where it cannot
-    run; the report says which (see the README's quality tables for what each is worth).
+    The default --method auto runs a synthetic forward pass through the checkpoint's own weights
+    (Flux, SD3, Wan; needs diffusers; a pipe or zstd input is spooled to a temporary file) and
+    else --method simulate, the bound from the weights that produce each input; the report says.
     """
     method_given = click.get_current_context().get_parameter_source("method") != click.core.ParameterSource.DEFAULT
     if stats_path and not method_given:
@@ -192,8 +191,8 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
                                        forward_margin=forward_margin, forward_batch=forward_batch,
                                        forward_tokens=forward_tokens, forward_text_tokens=forward_text_tokens,
                                        forward_threads=forward_threads, forward_micro_batch=forward_micro_batch,
-                                       forward_conditioning=forward_conditioning,
-                                       assume_input_rms=assume_input_rms, spool=spool)
+                                       forward_conditioning=forward_conditioning, assume_input_rms=assume_input_rms,
+                                       spool=spool)
         template = RewriteOptions(
             input=inputs[0], output=output, settings=settings, overwrite_scales=overwrite_scales,
             keep_weight_only=keep_weight_only, target=target, include=include, exclude=exclude, preset=preset,
