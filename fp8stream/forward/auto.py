@@ -74,13 +74,12 @@ def _forward_or_why_not(model: ModelView, spool: bool):
     On a stream it can run once spooled: the forward method then asks for random access."""
     if model.source is None and not spool:
         return NO_SPOOL, None
-    try:
-        from fp8stream.forward.run import ForwardUnavailable, import_diffusers, prepare
+    from fp8stream.forward.run import ForwardUnavailable, prepare
 
-        import_diffusers()
-    except (ImportError, ForwardUnavailable):
+    try:  # the family from key names first: diffusers is imported only for one it knows
+        prepared = prepare(model.header)
+    except ForwardUnavailable:
         return "diffusers is not installed (pip install fp8stream[forward] for the forward pass)", None
-    prepared = prepare(model.header)
     if prepared.reason is not None:
         return f"the forward pass cannot run: {prepared.reason}", None
     return None, prepared
