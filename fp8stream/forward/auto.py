@@ -1,10 +1,11 @@
 """`--method auto` (the default): the forward pass where it can run, the bound method elsewhere.
 
 The forward pass (method.py) needs three things the bound method does not: random access to the
-input (a file or a sharded folder, not a pipe or a zstd stream), diffusers, and a model family
-whose diffusers class and converter map the file completely. Where all three hold, `auto` is
-`--method forward`; otherwise it is `--method simulate --sim-mode bound` exactly as before,
-with one report note saying which of the three was missing and how to get the forward pass.
+input (a file or a sharded folder; a pipe or a zstd stream is spooled to a temporary file for
+it, pipeline/spool.py, unless --no-spool), diffusers, and a model family whose diffusers class
+and converter map the file completely. Where all three hold, `auto` is `--method forward`;
+otherwise it is `--method simulate --sim-mode bound` exactly as before, with one report note
+saying which was missing and how to get the forward pass (with --no-spool, each layer too).
 Which one ran is recorded in the output's metadata (`fp8stream.calibration`).
 """
 
@@ -42,7 +43,6 @@ class AutoMethod:
         from fp8stream.calibration.simulate import WeightAwareMethod
 
         self.why = why
-
         bound = dataclasses.replace(self.settings, method="simulate", sim_mode="bound")
         self.inner, self.chosen = WeightAwareMethod(bound), "simulate"
         plan = self.inner.prepare(model)
