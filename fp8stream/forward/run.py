@@ -154,6 +154,11 @@ def _bar(total: int, enabled: bool):
     return tqdm(total=total, unit="layer", desc="forward pass", file=sys.stderr, disable=not enabled, leave=False)
 
 
+def _no_grad_call(model: torch.nn.Module, kwargs: dict) -> None:
+    with torch.no_grad():
+        model(**kwargs, return_dict=False)
+
+
 def _on(device: torch.device, kwargs: dict) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
 
@@ -175,7 +180,8 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
         sm.load_rest()
         plan = SamplePlan(settings.batch, settings.image_tokens, settings.text_tokens, settings.seed)
         size = settings.micro_batch or micro_batch_for(settings.batch, settings.image_tokens, settings.text_tokens)
-        calls = [functools.partial(model, **_on(device, family.inputs(cfg, p)), return_dict=False)
+        # no_grad is per thread: each micro-batch's call sets it in the thread that runs it
+        calls = [functools.partial(_no_grad_call, model, _on(device, family.inputs(cfg, p)))
                  for p in plan.split(size)]
         with sm.hooked() as state, _bar(len(sm.linears), settings.progress) as bar:
             sm.on_linear = bar.update
