@@ -29,6 +29,7 @@ _FIXES = (
     ("all zero", "the weights are empty: re-export the checkpoint, or keep them weight-only: {exclude}"),
     ("weight_scale is", "the weight scale is broken: re-export the checkpoint"),
     ("no usable range", "keep them weight-only: {exclude}"),
+    ("--no-spool", "drop --no-spool: the stream is then spooled to a temporary file and the forward pass runs"),
 )
 _DEFAULT_FIX = "if in doubt, keep them weight-only: {exclude}"
 

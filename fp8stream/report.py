@@ -22,6 +22,11 @@ class LayerReport:
     warnings: list[str] = field(default_factory=list)
     flavour: str = "comfy"  # the flavour written: comfy or legacy
     notes: list[str] = field(default_factory=list)  # shared scale, text encoder, ...
+    # the method's own range (before a group's max): what the scale covers (scale x 448), the
+    # margin applied to a measured amax, the hard bound; None where the method has none
+    amax: float | None = None
+    margin: float | None = None
+    bound: float | None = None
 
 
 @dataclass
@@ -68,6 +73,9 @@ class FileReport:
         doc["layers_skipped"] = len(self.skipped)
         doc["layers_excluded"] = len(self.excluded)
         doc["seconds"] = round(self.seconds, 3)
+        for layer, entry in zip(self.layers, doc["layers"]):
+            # measured, forward pass, given or assumed; None for a scale kept from the file
+            entry["basis"] = _basis_label(layer) if layer.source != "kept" and layer.assumption else None
         names = [layer.name for layer in self.layers]
         doc["advice"] = [{"warning": g.text, "layers": g.layers, "fix": fix_for(g, names, full=True)}
                          for g in group_warnings([(layer.name, layer.warnings) for layer in self.layers])]

@@ -29,7 +29,7 @@ from fp8stream.io.atomic import check_free_space, check_output_folder, check_out
 from fp8stream.io.compression import ZstdSettings
 from fp8stream.pipeline.inputs import ModelInput, open_model
 from fp8stream.pipeline.scales import Resolved, excluded_reports, layer_reports, resolve
-from fp8stream.report import FileReport, SkippedReport
+from fp8stream.report import FileReport, SkippedReport, human_size
 
 
 @dataclass
@@ -78,6 +78,11 @@ def calibrate_file(options: RewriteOptions) -> FileReport:
     started = time.monotonic()
     with open_model(options.input) as model, contextlib.ExitStack() as stack:
         source = model.tensor_source()
+        spooled = (source is None and options.settings.spool and not options.dry_run
+                   and _method_reads_by_name(model, options))
+        if spooled:
+            model = stack.enter_context(_spool(model, options))
+            source = model.tensor_source()
         if source is not None:
             stack.callback(source.close)
         planned = _plan(model, options, {}, ModelView(model.whole, [], source))
@@ -96,6 +101,9 @@ def calibrate_file(options: RewriteOptions) -> FileReport:
             report.status = "dry-run"
         else:
             _calibrate(model, planned, options, report)
+            if spooled:
+                report.notes.append(f"the stream was spooled to a temporary file ({human_size(model.bytes_in)}, "
+                                    "removed) for the forward pass; --no-spool keeps it one pass (the bound)")
     report.seconds = time.monotonic() - started
     return report
 
@@ -107,6 +115,25 @@ def _plan(model: ModelInput, options: RewriteOptions, weight_only: dict[str, str
     files = [build_plan(part.header, describe, fmt, whole, weight_only) for part in model.parts]
     layers = plan_layers(take_inventory(model.whole), fmt, weight_only)
     return Planned(files, layers, replace(view, layers=[p.layer for p in layers if p.calibrated]))
+
+
+def _method_reads_by_name(model: ModelInput, options: RewriteOptions) -> bool:
+    """Whether the method, prepared on this stream's header, would read tensors by name (the
+    forward pass): then the stream is spooled to a file first (pipeline/spool.py)."""
+    from fp8stream.calibration.registry import create
+
+    planned = _plan(model, options, {}, ModelView(model.whole, [], None))
+    return bool(planned.layers) and create(options.settings).prepare(planned.view).needs_random_access
+
+
+def _spool(model: ModelInput, options: RewriteOptions):
+    """The stream written to a temporary file, once the output checks that need no data passed."""
+    from fp8stream.pipeline.spool import spooled
+
+    if options.output not in (None, "-"):
+        check_output_path(options.output, None, options.force)
+    out_bytes = 0 if options.zstd is not None else model.whole.file_bytes  # about the output's size
+    return spooled(model, options.output, out_bytes, options.progress)
 
 
 def _check_output(model: ModelInput, options: RewriteOptions, nbytes: int) -> None:
@@ -143,7 +170,7 @@ def _calibrate(model: ModelInput, planned: Planned, options: RewriteOptions, rep
     method_plan = method.prepare(planned.view)
     if method_plan.needs_random_access and planned.view.source is None:
         raise UsageError(f"--method {options.settings.method} reads tensors by name: give a file or a sharded "
-                         "folder, not a pipe or a compressed stream")
+                         "folder, not a pipe or a compressed stream, or let it spool (no --no-spool)")
     if method_plan.weight_only:  # layers the method cannot scale: the layout changes, so plan again
         planned = _plan(model, options, dict(method_plan.weight_only), planned.view)
         report.bytes_out = sum(p.output_bytes for p in planned.files)

@@ -9,8 +9,9 @@ linear over the judged run is recorded and each layer is run in FP8 through comf
 
 Sources: dynamic (amax/448 per call: the ceiling), real_max (static max of the judged run),
 stats_max (`fp8stream.record` on OTHER inputs than the judged run: other seed and other class
-prompts / sentences, then `--method stats`), stats_margin2 (stats_max x 2, the forward
-method's margin, capped by the bound), sim_bound (`--method simulate`, today's default),
+prompts / sentences, then `--method stats --stats-margin 1`: the recorded max), stats_margin2
+(the same stats through `--method stats` with its default rule: the recorded max x 2, capped by
+the hard bound where it is a proof; fp8stream/calibration/margin.py), sim_bound (`--method simulate`, today's default),
 sim_hybrid4 (`--sim-mode hybrid --margin 4`), forward (`--method forward`, skipped with a note
 where the CLI has no such method; --forward-path runs another checkout's CLI), one (1.0),
 default (the CLI without --method). End to end: MiniLM embedding cosine; DiTs the SQNR (dB) of
@@ -47,14 +48,14 @@ from fp8stream.harness.record import LinearInputs, record_linear_inputs  # noqa:
 
 MODELS = ["minilm", "flux_k1", "flux_k100", "flux_k1000", "flux_split256", "flux_outlier50", "sd3", "wan"]
 CLI_SOURCES: dict[str, list[str]] = {
-    "stats_max": ["--method", "stats"],  # + --stats FILE
+    "stats_max": ["--method", "stats", "--stats-margin", "1"],  # + --stats FILE
+    "stats_margin2": ["--method", "stats"],  # + --stats FILE: the default rule (x STATS_MARGIN, capped)
     "sim_bound": ["--method", "simulate", "--sim-mode", "bound"],
     "sim_hybrid4": ["--method", "simulate", "--sim-mode", "hybrid", "--margin", "4"],
     "forward": ["--method", "forward"],
     "default": [],
 }
 SOURCES = ["dynamic", "real_max", "stats_max", "stats_margin2", "sim_bound", "sim_hybrid4", "forward", "one"]
-STATS_MARGIN = 2.0  # the forward method's DEFAULT_MARGIN (fp8stream/forward/method.py)
 
 
 @dataclass
@@ -127,28 +128,18 @@ def gather_sources(case: Case, tmp: Path, wanted: list[str], args: argparse.Name
     src: dict[str, dict] = {"dynamic": {n: "dynamic" for n in case.layers},
                             "real_max": {n: case.rec.amax(n) / FP8_MAX for n in case.layers}}
     notes: dict[str, str] = {}
-    cli_needed = {s for s in wanted if s in CLI_SOURCES} | ({"stats_max", "sim_bound"} if "stats_margin2" in wanted else set())
-    for s in [s for s in CLI_SOURCES if s in cli_needed]:
-        extra = CLI_SOURCES[s] + (["--stats", str(case.stats)] if s == "stats_max" else [])
+    for s in [s for s in CLI_SOURCES if s in wanted]:
+        extra = CLI_SOURCES[s] + (["--stats", str(case.stats)] if s.startswith("stats_") else [])
         path = args.forward_path if (s == "forward" and args.forward_path) else str(REPO)
         got = cli_scales(case, tmp / f"{case.name}_{s}.safetensors", extra, path)
         if isinstance(got, str):
             notes[s] = f"skipped: {got}"
         else:
             src[s] = got
-    if "stats_margin2" in wanted and "stats_max" in src and "sim_bound" in src:
-        src["stats_margin2"] = {n: _capped(src["stats_max"][n], src["sim_bound"][n]) for n in case.layers}
     if "one" in wanted:
         src["one"] = {n: 1.0 for n in case.layers}
     order = ["dynamic"] + [s for s in wanted if s != "dynamic"]
     return {s: src[s] for s in order if s in src}, notes
-
-
-def _capped(stats_scale: float | None, bound: float | None) -> float | None:
-    if stats_scale is None:
-        return None
-    s = STATS_MARGIN * stats_scale
-    return min(s, bound) if bound is not None else s
 
 
 def judge_case(case: Case, tmp: Path, wanted: list[str], args: argparse.Namespace) -> dict:

@@ -23,6 +23,13 @@ def _report(result) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["fp8stream.calibration"])
+
+
 def _scales(result) -> dict[str, float]:
     return {layer["name"]: layer["scale"] for layer in _report(result)["layers"]}
 
@@ -46,7 +53,8 @@ def test_record_then_stats_gives_the_real_max_through_the_flux_renaming(flux_ckp
     with fp8stream.record(tf.model, str(stats)):
         qm.sample(tf, 2, 3)
     rec = qm.flux_inputs_by_comfy_name(qm.record_linear_inputs(tf.model, lambda: qm.sample(tf, 2, 3)), tf.config)
-    r = run_cli("calibrate", ckpt, tmp_path / "o.safetensors", "--method", "stats", "--stats", stats, "--json")
+    r = run_cli("calibrate", ckpt, tmp_path / "o.safetensors", "--method", "stats", "--stats", stats,
+                "--stats-margin", "1", "--json")
     assert r.exit_code == 0, r.output
     scales = _scales(r)
     assert set(scales) == set(rec.inputs)
@@ -54,6 +62,21 @@ def test_record_then_stats_gives_the_real_max_through_the_flux_renaming(flux_ckp
         assert s == pytest.approx(rec.amax(name) / 448, rel=1e-6), name
     layers = {layer["name"]: layer for layer in _report(r)["layers"]}
     assert "fused" in layers["double_blocks.0.img_attn.qkv"]["assumption"]
+
+    # The default rule: the recorded max x 2, capped by simulate's hard bound where it is a proof
+    r2 = run_cli("calibrate", ckpt, tmp_path / "m.safetensors", "--stats", stats, "--json")
+    rb = run_cli("calibrate", ckpt, tmp_path / "b.safetensors", "--method", "simulate", "--json")
+    assert r2.exit_code == 0 and rb.exit_code == 0, r2.output + rb.output
+    bound = {layer["name"]: layer for layer in _report(rb)["layers"]}
+    for layer in _report(r2)["layers"]:
+        name, proof = layer["name"], not any("ASSUMED" in w for w in bound[layer["name"]]["warnings"])
+        want = min(2 * rec.amax(name), bound[name]["scale"] * 448) if proof else 2 * rec.amax(name)
+        assert layer["scale"] == pytest.approx(want / 448, rel=1e-6), name
+        assert layer["margin"] == 2.0 and layer["basis"] == "measured", layer
+        assert layer["bound"] == pytest.approx(bound[name]["scale"] * 448, rel=1e-6)
+        assert ("capped by the hard bound" in layer["assumption"]) == (proof and want < 2 * rec.amax(name)), name
+    meta = _metadata(tmp_path / "m.safetensors")
+    assert meta["stats_margin"] == 2.0 and meta["method"] == "stats"
 
 
 def test_scales_out_are_scales_in(flux_ckpt, tmp_path: Path) -> None:

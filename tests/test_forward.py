@@ -222,17 +222,6 @@ def test_sharded_model_gets_the_scales_of_the_single_file(tmp_path):
     assert sharded == {r["name"]: r["scale"] for r in json.loads(p.stdout)["layers"]}
 
 
-def test_pipe_is_refused_with_one_line(tmp_path):
-    src = tmp_path / "in.safetensors"
-    _checkpoint("flux", src)
-    with open(src, "rb") as f:  # a real process: the real exit code and stderr
-        p = run_subprocess("calibrate", "-", str(tmp_path / "out.safetensors"), *_forward_args(), stdin=f)
-    assert p.returncode == 2
-    err = p.stderr.strip().splitlines()
-    assert len(err) == 1 and "give a file or a sharded folder, not a pipe" in err[0]
-    assert not (tmp_path / "out.safetensors").exists()
-
-
 def test_unknown_family_is_kept_weight_only_unless_an_input_rms_is_assumed(tmp_path):
     """No guess by default: a layer the forward pass cannot reach, whose bound would rest on an
     assumed input range, is written weight-only with the reason; --assume-input-rms opts in."""

@@ -4,6 +4,7 @@ name, deciding weight-only layers before the header, reading tensors by name aft
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -75,16 +76,27 @@ def test_a_registered_method_decides_weight_only_layers_and_reads_by_name(tmp_pa
         assert marker.get("full_precision_matrix_mult") is True  # kept weight-only, as planned
 
 
-def test_a_random_access_method_refuses_a_pipe(tmp_path: Path, by_name: None, monkeypatch) -> None:
+def test_a_random_access_method_gets_a_pipe_spooled_or_refuses_it(tmp_path: Path, by_name: None, monkeypatch) -> None:
+    """A method that reads tensors by name gets a pipe spooled to a temporary file (the file's
+    bytes come out); with spool=False (--no-spool) the run refuses the pipe."""
     src = tmp_path / "m.safetensors"
     write_checkpoint(str(src), small_model_tensors())
     import io
     import sys
 
     data = src.read_bytes()
-    monkeypatch.setattr(sys, "stdin", type("S", (), {"buffer": io.BytesIO(data)})())
-    with pytest.raises(UsageError, match="reads tensors by name"):
-        calibrate_file(RewriteOptions("-", str(tmp_path / "o.safetensors"), settings=CalibrationSettings(method="by-name")))
+    for spool in (False, True):
+        monkeypatch.setattr(sys, "stdin", type("S", (), {"buffer": io.BytesIO(data)})())
+        options = RewriteOptions("-", str(tmp_path / "o.safetensors"),
+                                 settings=CalibrationSettings(method="by-name", spool=spool))
+        if not spool:
+            with pytest.raises(UsageError, match="reads tensors by name"):
+                calibrate_file(options)
+            continue
+        calibrate_file(options)
+    calibrate_file(RewriteOptions(str(src), str(tmp_path / "f.safetensors"), settings=CalibrationSettings(method="by-name")))
+    assert (tmp_path / "o.safetensors").read_bytes() == (tmp_path / "f.safetensors").read_bytes()
+    assert [n for n in os.listdir(tmp_path) if ".spool." in n] == []
 
 
 def test_tensor_source_hides_which_shard_holds_a_tensor(tmp_path: Path) -> None:

@@ -3,8 +3,8 @@
 For the CLI's default method on every harness model: >= 90% of FP8 layers within 0.5 dB of
 dynamic per-tensor FP8 on their real inputs, no layer clipping more than 0.1% of them, end to
 end within 1 dB of dynamic (DiTs) or at least 1.0's (encoder), weight-only for at most a
-quarter of the layers; and `--method stats` (recorded on other inputs than the judged run)
-within 1 dB of dynamic end to end on every DiT. A bar the default is measured to miss is listed
+quarter of the layers; and `--method stats` with its default rule (the recorded max x 2,
+capped by the hard bound; recorded on other inputs than the judged run) within 1 dB of dynamic end to end on every DiT. A bar the default is measured to miss is listed
 in KNOWN_SHORT with the measured figure and xfails (not strict: the tables in the README's
 quality section are the record); anything else must pass.
 """
@@ -42,7 +42,7 @@ KNOWN_SHORT: dict[tuple[str, str], set[str]] = {
 
 
 def _judge(tmp: Path, model: str) -> dict:
-    args = Q.parse(["--models", model, "--sources", "default", "stats_max", "one", "--samples", "4", "--steps", "8",
+    args = Q.parse(["--models", model, "--sources", "default", "stats_margin2", "one", "--samples", "4", "--steps", "8",
                     "--sentences", "8", "--threads", "1", "--quiet"])
     case = Q.build_minilm(tmp, args) if model == "minilm" else Q.build_dit(tmp, model, args)
     return Q.judge_case(case, tmp, args.sources, args)
@@ -70,9 +70,9 @@ def test_stats_within_1db_of_dynamic_end_to_end(judged) -> None:
     model, result = judged
     s = result["summary"]
     if model == "minilm":
-        assert s["stats_max"]["end_to_end"] >= s["one"]["end_to_end"] - 1e-3
+        assert s["stats_margin2"]["end_to_end"] >= s["one"]["end_to_end"] - 1e-3
     else:
-        assert s["stats_max"]["end_to_end"] >= s["dynamic"]["end_to_end"] - 1.0
+        assert s["stats_margin2"]["end_to_end"] >= s["dynamic"]["end_to_end"] - 1.0
 
 
 def test_dynamic_is_the_ceiling_it_should_be(judged) -> None:

@@ -9,6 +9,8 @@ from fp8stream.errors import UsageError
 
 SIM_MODES = ("bound", "hybrid", "note")
 RULES = ("max", "percentile", "mse")
+MICRO_BATCH_TOKENS = 2048  # forward: the default micro-batch holds as many samples as fit in this
+STATS_MARGIN = 2.0  # stats with --rule max: recorded max x this, capped by the bound (calibration/margin.py)
 
 
 @dataclass(frozen=True)
@@ -27,19 +29,31 @@ class CalibrationSettings:
     stats: str | None = None  # stats: the stats file
     map: str | None = None  # stats: user name pairs
     fallback: str | None = None  # stats: "simulate" for layers without stats
+    stats_margin: float | None = None  # stats: None = STATS_MARGIN for --rule max, 1 for percentile/mse
     forward_margin: float | None = None  # forward: scale = margin x forward amax; None: the family's (method.py)
     forward_batch: int = 4  # forward: synthetic samples (timesteps, text scales, guidance)
     forward_tokens: int = 256  # forward: latent tokens per sample
     forward_text_tokens: int = 128  # forward: text tokens per sample
     forward_threads: int = 2  # forward: torch threads pinned for the pass
+    forward_micro_batch: int | None = None  # forward: samples run at once; None: micro_batch_for()
     forward_conditioning: str = "weight-only"  # forward: conditioning-path layers: weight-only | fp8
     assume_input_rms: float | None = None
+    # a stream (pipe, zstd) is spooled to a temporary file for the forward pass; False: it is
+    # not, and the forward pass does not run on it (the bound instead). Not recorded: a file
+    # input is unaffected, and a spooled stream gives the file's bytes.
+    spool: bool = True
     progress: bool = False  # a progress bar for long passes (shows only; not recorded, changes no value)  # forward: opt-in bound for layers it cannot reach
 
     def __post_init__(self) -> None:
         # The one check of what the options need (CLI and API alike): an error before any work.
         if self.method == "stats" and not self.stats:
             raise UsageError("--method stats needs --stats FILE")
+
+    @property
+    def effective_stats_margin(self) -> float:
+        if self.stats_margin is not None:
+            return float(self.stats_margin)
+        return STATS_MARGIN if self.rule == "max" else 1.0
 
     def describe(self) -> dict[str, object]:
         out: dict[str, object] = {"method": self.method, "rule": self.rule}
@@ -49,6 +63,7 @@ class CalibrationSettings:
             return {"method": self.method, "factor": self.factor}
         if self.method == "stats":
             out["stats"] = os.path.basename(self.stats or "")
+            out["stats_margin"] = self.effective_stats_margin
             if self.map:
                 out["map"] = os.path.basename(self.map)
             if self.fallback:
@@ -71,8 +86,10 @@ class CalibrationSettings:
             except PackageNotFoundError:
                 return "missing"
 
+        micro = self.forward_micro_batch or micro_batch_for(self.forward_batch, self.forward_tokens,
+                                                            self.forward_text_tokens)
         out: dict[str, object] = {"margin": "family" if self.forward_margin is None else self.forward_margin,
-                                  "batch": self.forward_batch,
+                                  "batch": self.forward_batch, "micro_batch": micro,
                                   "tokens": self.forward_tokens, "text_tokens": self.forward_text_tokens,
                                   "threads": self.forward_threads, "seed": self.seed,
                                   "conditioning": self.forward_conditioning,
@@ -81,6 +98,14 @@ class CalibrationSettings:
         if self.assume_input_rms is not None:
             out["assume_input_rms"] = self.assume_input_rms
         return out
+
+
+def micro_batch_for(batch: int, image_tokens: int, text_tokens: int) -> int:
+    """The forward pass's default micro-batch: the samples whose image and text tokens fit
+    MICRO_BATCH_TOKENS (at least one, at most the batch). The defaults (4 samples of 256 + 128
+    tokens) run as one; more tokens or samples run in micro-batches, so the activations stay
+    those of about 2,000 tokens. From the options alone: the same on every device."""
+    return max(1, min(batch, MICRO_BATCH_TOKENS // max(1, image_tokens + text_tokens)))
 
 
 def resolve_device(device: str) -> str:

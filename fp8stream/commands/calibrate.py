@@ -70,6 +70,10 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
               help="--method forward: latent tokens per sample.")
 @click.option("--forward-text-tokens", type=click.IntRange(1, 1 << 20), default=128, show_default=True,
               help="--method forward: text tokens per sample.")
+@click.option("--forward-micro-batch", type=click.IntRange(1, 4096), default=None,
+              help="--method forward: samples run through the model at once; every micro-batch passes a layer "
+                   "while its weight is loaded (read once), so this bounds the activations "
+                   "[default: as many as fit in 2048 tokens, at most the batch].")
 @click.option("--forward-threads", type=click.IntRange(1, 256), default=2, show_default=True,
               help="--method forward: torch threads for the pass (fixed: the same bytes whatever --jobs is).")
 @click.option("--forward-conditioning", type=click.Choice(("weight-only", "fp8")), default="weight-only",
@@ -80,10 +84,17 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
               help="--method forward: layers the forward pass cannot reach and whose bound needs an assumption "
                    "about the model's inputs get that bound with inputs of rms <= R, instead of staying "
                    "weight-only [default: no assumption].")
+@click.option("--spool/--no-spool", default=True, show_default=True,
+              help="A pipe or zstd input that the forward pass must read by name is first written, decompressed, "
+                   "to a temporary file (beside OUT, or in $TMPDIR), removed when the run ends; --no-spool: the "
+                   "forward pass does not run on it and each layer gets the bound instead (auto: the bound method).")
 @click.option("--stats", "stats_path", type=click.Path(dir_okay=False), default=None,
               help="Stats file (fp8stream.record output, or plain per-layer scales); implies --method stats.")
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), default=None,
               help="--method stats: name pairs 'stats_name checkpoint_layer' (or a JSON object), tried first.")
+@click.option("--stats-margin", type=click.FloatRange(1.0, 1e6), default=None,
+              help="--method stats: scale = MARGIN x the recorded amax, capped by the hard bound where it is a "
+                   "proof [default: 2 with --rule max, 1 with percentile/mse].")
 @click.option("--fallback", type=click.Choice(["none", "simulate"]), default="none", show_default=True,
               help="--method stats: layers without stats get simulated scales instead of an error.")
 @click.option("--factor", type=click.FloatRange(0.0, None, min_open=True), default=0.5, show_default=True,
@@ -137,13 +148,13 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
                    "(docs/remote.md).")
 def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode: str, margin: float,
               forward_margin: float | None, forward_batch: int, forward_tokens: int, forward_text_tokens: int,
-              forward_threads: int, forward_conditioning: str, assume_input_rms: float | None,
-              stats_path: str | None, map_path: str | None, fallback: str, factor: float, rule: str, percentile: float,
-              samples: int, seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
-              target: str, include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None,
-              exclude_untouched: bool, force: bool, dry_run: bool, verify: bool, as_json: bool, report_file: str | None, progress: bool | None, zstd: bool, zstd_level: int,
-              zstd_threads: int | None, keep_going: bool, jobs: int, max_memory: str | None,
-              storage_json: str | None) -> None:
+              forward_micro_batch: int | None, forward_threads: int, forward_conditioning: str,
+              assume_input_rms: float | None, spool: bool, stats_path: str | None, map_path: str | None,
+              stats_margin: float | None, fallback: str, factor: float, rule: str, percentile: float, samples: int,
+              seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool, target: str, include: tuple[str, ...],
+              exclude: tuple[str, ...], preset: str | None, exclude_untouched: bool, force: bool, dry_run: bool,
+              verify: bool, as_json: bool, report_file: str | None, progress: bool | None, zstd: bool, zstd_level: int,
+              zstd_threads: int | None, keep_going: bool, jobs: int, max_memory: str | None, storage_json: str | None) -> None:
     """Calibrate IN and write the result to OUT, or several INs (paths or globs) into --out-dir.
 
     '-' reads stdin or writes stdout (one pass, same memory bound as files); zstd input is
@@ -155,9 +166,9 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
     scales of weight-only layers are replaced; real calibrated scales are kept.
 
     The default --method auto runs a synthetic forward pass through the checkpoint's own weights
-    (Flux, SD3, Wan, text encoders; a file or folder; needs diffusers/transformers), else --method
-    simulate, the bound from the weights that produce each input; the report says which (see the
-    README's quality tables for what each is worth).
+    (Flux, SD3, Wan, text encoders; a file or folder, a pipe or zstd input spooled to a temporary
+    file; needs diffusers/transformers), else --method simulate, the bound from the weights that
+    produce each input; the report says which (see the README's quality tables for what each is worth).
     """
     method_given = click.get_current_context().get_parameter_source("method") != click.core.ParameterSource.DEFAULT
     if stats_path and not method_given:
@@ -177,12 +188,13 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
         zstd_settings = _zstd_settings(zstd_level, zstd_threads, zstd_budget) if compress else None
         settings = CalibrationSettings(method=method, rule=rule, percentile=percentile, samples=samples,
                                        seed=seed, device=resolve_device(device), sim_mode=sim_mode, margin=margin,
-                                       factor=factor, stats=stats_path, map=map_path,
+                                       factor=factor, stats=stats_path, map=map_path, stats_margin=stats_margin,
                                        fallback=None if fallback == "none" else fallback,
                                        forward_margin=forward_margin, forward_batch=forward_batch,
                                        forward_tokens=forward_tokens, forward_text_tokens=forward_text_tokens,
-                                       forward_threads=forward_threads, forward_conditioning=forward_conditioning,
-                                       assume_input_rms=assume_input_rms)
+                                       forward_threads=forward_threads, forward_micro_batch=forward_micro_batch,
+                                       forward_conditioning=forward_conditioning, assume_input_rms=assume_input_rms,
+                                       spool=spool)
         template = RewriteOptions(
             input=inputs[0], output=output, settings=settings, overwrite_scales=overwrite_scales,
             keep_weight_only=keep_weight_only, target=target, include=include, exclude=exclude, preset=preset,

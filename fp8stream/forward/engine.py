@@ -20,6 +20,7 @@ from typing import Iterator, Mapping
 import torch
 import torch.nn as nn
 
+from fp8stream.forward.lockstep import Lockstep
 from fp8stream.forward.mapping import Run
 from fp8stream.forward.prefetch import Prefetcher
 from fp8stream.forward.source import Reader
@@ -49,23 +50,30 @@ class Pass:
 
     amax: dict[str, float] = field(default_factory=dict)
     out_amax: dict[str, float] = field(default_factory=dict)  # each Linear's output amax
-    # Linears whose input is one vector per sample (the conditioning path): largest / smallest
-    # per-sample amax over the synthetic samples (how far one static scale is from each call's)
-    spread: dict[str, float] = field(default_factory=dict)
+    # Linears whose input is one vector per sample (the conditioning path): smallest and largest
+    # per-sample amax over the synthetic samples, and how many samples (see `spread`)
+    sample_range: dict[str, tuple[float, float, int]] = field(default_factory=dict)
     live: int = 0
     peak_live: int = 0
     weights_read: int = 0
+
+    @property
+    def spread(self) -> dict[str, float]:
+        """Largest / smallest per-sample amax (how far one static scale is from each call's)."""
+        return {n: (hi / lo if lo > 0 else float("inf")) for n, (lo, hi, count) in self.sample_range.items()
+                if count > 1}
 
 
 class Ranges:
     """Each Linear's input and output amax kept as 0-d tensors where the model computes, read
     back once at the end: no per-Linear synchronisation with the GPU. The values are those a
-    float() per call gave (max is exact; the same combination rule)."""
+    float() per call gave (max and min are exact; the same combination rules)."""
 
     def __init__(self) -> None:
         self.amax: dict[str, torch.Tensor] = {}
         self.out_amax: dict[str, torch.Tensor] = {}
-        self.sample_range: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # last call's (max, min)
+        # per-sample amax over the calls: (smallest, largest, samples counted)
+        self.sample_range: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
 
     @staticmethod
     def add(into: dict[str, torch.Tensor], name: str, x: torch.Tensor) -> None:
@@ -76,23 +84,26 @@ class Ranges:
 
     def per_sample(self, name: str, x: torch.Tensor) -> None:
         per_sample = x.abs().amax(dim=-1)
-        self.sample_range[name] = (per_sample.max(), per_sample.min())
+        low, high = per_sample.min(), per_sample.max()
+        prev = self.sample_range.get(name)
+        if prev is not None:
+            low, high = torch.minimum(prev[0], low), torch.maximum(prev[1], high)
+        self.sample_range[name] = (low, high, (prev[2] if prev else 0) + x.shape[0])
 
     def settle(self, state: Pass) -> None:
         """Read every range back (one transfer) into the Pass's floats."""
         names = [(state.amax, n) for n in self.amax] + [(state.out_amax, n) for n in self.out_amax]
         tensors = list(self.amax.values()) + list(self.out_amax.values())
-        for pair in self.sample_range.values():
-            tensors.extend(pair)
+        for low, high, _ in self.sample_range.values():
+            tensors.extend((low, high))
         if not tensors:
             return
         values = torch.stack([t.float().reshape(()) for t in tensors]).cpu().tolist()
         for (into, name), v in zip(names, values):
             into[name] = v
         rest = values[len(names):]
-        for i, name in enumerate(self.sample_range):
-            high, low = rest[2 * i], rest[2 * i + 1]
-            state.spread[name] = high / low if low > 0 else float("inf")
+        for i, (name, (_, _, count)) in enumerate(self.sample_range.items()):
+            state.sample_range[name] = (rest[2 * i], rest[2 * i + 1], count)
         self.amax.clear()
         self.out_amax.clear()
         self.sample_range.clear()
@@ -117,6 +128,7 @@ class StreamingModel:
         self.ranges = Ranges()
         self.prefetch: Prefetcher | None = None
         self.on_linear = lambda n=1: None  # called after each Linear ran (a progress bar)
+        self.lockstep: Lockstep | None = None  # micro-batches: each Linear runs on all while loaded
 
     def gather(self, target: str) -> torch.Tensor:
         """A parameter's float32 value from its source rows (dequantized where FP8); a Linear's
@@ -174,8 +186,12 @@ class StreamingModel:
         def hook(module: nn.Module, args) -> None:
             x = args[0].detach()
             self.ranges.add(self.ranges.amax, name, x)
-            if x.dim() == 2 and x.shape[0] > 1:
+            if x.dim() == 2 and x.shape[0]:  # one vector per sample
                 self.ranges.per_sample(name, x)
+            if self.lockstep is not None and self.lockstep.index() > 0:  # loaded by micro-batch 0
+                if module.weight.device.type == "meta":
+                    raise RuntimeError(f"forward pass: micro-batches diverged at {name}")
+                return
             w = self.gather(name + ".weight").reshape(module.weight.shape).to(self.device)
             module._parameters["weight"] = nn.Parameter(w, requires_grad=False)
             self.state.live += 1
@@ -186,10 +202,13 @@ class StreamingModel:
     def _post(self, name: str):
         def hook(module: nn.Module, args, output) -> None:
             self.ranges.add(self.ranges.out_amax, name, output.detach())
-            shape = module.weight.shape
-            module._parameters["weight"] = nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
-            self.state.live -= 1
-            self.on_linear(1)
+            if self.lockstep is None or self.lockstep.is_last():  # every micro-batch has run it
+                shape = module.weight.shape
+                module._parameters["weight"] = nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
+                self.state.live -= 1
+                self.on_linear(1)
+            if self.lockstep is not None:
+                self.lockstep.hand_over()
         return hook
 
     def embedding_rows(self, target: str, ids: list[int]) -> torch.Tensor:
@@ -268,9 +287,10 @@ class StreamingModel:
         every Linear reads one vector per sample (see Pass.spread)."""
         out: dict[str, float] = {}
         mixed: set[str] = set()
+        spreads = self.state.spread
         for name in self.linears:
             for run in self.mapping[name + ".weight"]:
-                spread = self.state.spread.get(name)
+                spread = spreads.get(name)
                 if spread is None:
                     mixed.add(run.source)
                 else:

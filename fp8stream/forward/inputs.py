@@ -7,6 +7,11 @@ order of t so that scales and times mix) and, for guidance-distilled models, a g
 g_i over [GUIDANCE_LO, GUIDANCE_HI]. The LayerNorms before each attention and MLP make the
 inner layers insensitive to the text scale; the sweep covers the layers that read it directly.
 Every draw comes from one CPU generator seeded by `seed`: the same inputs on every device.
+
+Micro-batches: a plan for samples [start, stop) draws the whole batch's values in the same
+order and keeps its rows, so any split into micro-batches feeds the model the very samples of
+the whole batch. Families draw through `randn`, `text` and `pooled` (never `generator` with
+their own batch size), and read the schedule through `timesteps`, `guidance`, `text_rms`.
 """
 
 from __future__ import annotations
@@ -26,39 +31,55 @@ class SamplePlan:
     image_tokens: int = 256
     text_tokens: int = 128
     seed: int = 0
+    start: int = 0  # this micro-batch's samples: [start, stop) of the batch
+    stop: int | None = None  # None: to the end of the batch
     generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(self.seed)
+        self.rows = slice(self.start, self.batch if self.stop is None else self.stop)
+
+    @property
+    def size(self) -> int:
+        """Samples in this micro-batch."""
+        return self.rows.stop - self.rows.start
+
+    def split(self, micro_batch: int) -> list["SamplePlan"]:
+        """The batch as plans of at most micro_batch samples each."""
+        return [SamplePlan(self.batch, self.image_tokens, self.text_tokens, self.seed, i, min(i + micro_batch, self.batch))
+                for i in range(0, self.batch, max(1, micro_batch))]
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        """Gaussian values of shape (samples, *shape), drawn for the whole batch."""
+        return torch.randn(self.batch, *shape, generator=self.generator)[self.rows]
 
     def timesteps(self) -> torch.Tensor:
         """Flow-matching times in [0, 1] (0 = clean latent, 1 = pure noise)."""
         if self.batch == 1:
             return torch.tensor([0.5])
-        return torch.linspace(0.0, 1.0, self.batch)
+        return torch.linspace(0.0, 1.0, self.batch)[self.rows]
 
     def text_rms(self) -> torch.Tensor:
         if self.batch == 1:
             return torch.tensor([1.0])
         lo, hi = math.log(TEXT_RMS_LO), math.log(TEXT_RMS_HI)
-        return torch.exp(torch.linspace(hi, lo, self.batch))
+        return torch.exp(torch.linspace(hi, lo, self.batch))[self.rows]
 
     def guidance(self) -> torch.Tensor:
         if self.batch == 1:
             return torch.tensor([3.5])
-        return torch.linspace(GUIDANCE_LO, GUIDANCE_HI, self.batch)
+        return torch.linspace(GUIDANCE_LO, GUIDANCE_HI, self.batch)[self.rows]
 
     def noised(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         shape = (-1,) + (1,) * (x0.dim() - 1)
         return (1 - t).reshape(shape) * x0 + t.reshape(shape) * noise
 
     def text(self, width: int, tokens: int | None = None) -> torch.Tensor:
-        x = torch.randn(self.batch, tokens or self.text_tokens, width, generator=self.generator)
-        return x * self.text_rms().reshape(-1, 1, 1)
+        return self.randn(tokens or self.text_tokens, width) * self.text_rms().reshape(-1, 1, 1)
 
     def pooled(self, width: int) -> torch.Tensor:
-        return torch.randn(self.batch, width, generator=self.generator) * self.text_rms().reshape(-1, 1)
+        return self.randn(width) * self.text_rms().reshape(-1, 1)
 
 
 def grid(tokens: int) -> tuple[int, int]:

@@ -28,27 +28,29 @@ amax (never below the bound, so it still cannot clip; at most one binade above i
 Layers the pass cannot reach (family unknown, converter mismatch, a layer outside the model
 code) get the hard bound when it is a proof from the file alone; when it would rest on an
 assumption about a model input, the layer is kept weight-only (decided in `prepare`, from the
-header) unless `--assume-input-rms R` opts in to that assumption. The pass runs once, after the
-copy pass (its pages are then likely cached), by positioned reads through the model's
-TensorSource: a pipe or a zstd stream is refused by the rewrite (it cannot be re-read).
+header) unless `--assume-input-rms R` opts in to that assumption. The pass runs once, in
+prepare() before the copy pass (whose reads then hit the page cache), by positioned reads through the model's
+TensorSource: a pipe or a zstd stream is first spooled to a temporary file by the rewrite
+(pipeline/spool.py); with --no-spool it is not, and every layer gets the bound (or stays
+weight-only where the bound rests on an assumption), each saying why.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Mapping
 
 from fp8stream.calibration import graph as G
 from fp8stream.calibration.interface import MethodPlan, ModelView, ScaleEstimate
+from fp8stream.calibration.margin import with_margin
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.calibration.simulate import WeightAwareMethod
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import TensorInfo
 
-E4M3_MAX = 448.0
 DIT_MARGIN = 3.0  # the default margin of the DiT families
 TEXT_MARGIN = 2.0  # the default margin of the text-encoder families (a power of two: see above)
+NO_SPOOL = "the input is a stream and --no-spool was given"
 
 
 class ForwardMethod:
@@ -69,6 +71,8 @@ class ForwardMethod:
         bound_plan = self.bound.prepare(model)
         if self.prepared is None:
             self.prepared = prepare(model.header)
+        if model.source is None and not self.settings.spool:  # every layer: the bound, or weight-only
+            self.prepared = dataclasses.replace(self.prepared, reason=NO_SPOOL, reached=frozenset())
         weight_only = self._unreachable(model)
         if model.source is not None and self.prepared.reason is None:
             # The pass runs now, before the header: which layers stay weight-only depends on it.
@@ -82,7 +86,7 @@ class ForwardMethod:
             bound_plan = self.bound.prepare(ModelView(model.header, kept, model.source))
         notes = () if self.prepared.reason is None else (f"forward pass: {self.prepared.reason}",)
         return MethodPlan(weight_only=weight_only, watches=bound_plan.watches, rows=True,
-                          needs_random_access=True, notes=notes)
+                          needs_random_access=self.prepared.reason is None, notes=notes)
 
     def _unreachable(self, model: ModelView) -> dict[str, str]:
         """Layers the pass cannot reach whose bound would rest on an assumed model input."""
@@ -131,26 +135,13 @@ class ForwardMethod:
         return self.prepared.reason or "a layer outside the model code"
 
     def _estimate(self, layer: FP8Layer, b: ScaleEstimate) -> ScaleEstimate:
-        bound = b.scale * E4M3_MAX
-        proven = not any("ASSUMED" in w for w in b.warnings)
         seen = self.result.amax.get(layer.weight.name) if self.result.reached(layer.weight.name) else None
         if seen is None or seen <= 0.0:
             why = self._why() if seen is None else "its input was all zero in the forward pass"
             warnings = (f"not reached by the forward pass ({why}): hard bound",) + b.warnings
             return dataclasses.replace(b, source=f"hard bound (simulate); {b.source}", warnings=warnings)
-        margin = self.margin_for(self.result.family)
-        amax = margin * seen
-        how = f"forward amax {seen:.4g} x margin {margin:g}"
-        if proven and bound < amax:
-            cap = _aligned(seen, bound) if _power_of_two(margin) else bound
-            amax, how = min(cap, amax), how + f", capped by the hard bound {bound:.4g}"
-            how += " rounded up to a power-of-two multiple of the amax" if cap != bound else ""
-        else:
-            how += f"; bound {bound:.4g}" + ("" if proven else " (rests on an assumption: not a cap)")
-        if not (amax > 0 and math.isfinite(amax)):
-            return ScaleEstimate(1.0, how, ("no usable range: scale 1.0",))
-        return ScaleEstimate(amax / E4M3_MAX, f"{self.result.family} {how}", (), amax=amax, bound=bound,
-                             margin=margin)
+        e = with_margin(seen, self.margin_for(self.result.family), b, "forward amax", align_cap=True)
+        return e if e.amax is None else dataclasses.replace(e, source=f"{self.result.family} {e.source}")
 
     def margin_for(self, family: str | None) -> float:
         """--forward-margin, else the family's default (text encoders: TEXT_MARGIN)."""
@@ -159,15 +150,6 @@ class ForwardMethod:
         if self.margin is not None:
             return float(self.margin)
         return TEXT_MARGIN if family in TEXT_FAMILIES else DIT_MARGIN
-
-
-def _power_of_two(x: float) -> bool:
-    return x > 0 and math.frexp(x)[0] == 0.5
-
-
-def _aligned(amax: float, bound: float) -> float:
-    """The smallest amax x 2^k (k >= 0) that is >= bound: the bound, on the amax's FP8 grid."""
-    return amax * 2.0 ** max(0, math.ceil(math.log2(bound / amax)))
 
 
 def _rests_on_input(graph: G.Graph, name: str, seen: frozenset[str] = frozenset()) -> bool:
@@ -191,7 +173,8 @@ def forward_settings(settings: CalibrationSettings):
 
     return ForwardSettings(batch=settings.forward_batch, image_tokens=settings.forward_tokens,
                            text_tokens=settings.forward_text_tokens, seed=settings.seed,
-                           threads=settings.forward_threads, device=settings.device, progress=settings.progress)
+                           threads=settings.forward_threads, device=settings.device, progress=settings.progress,
+                           micro_batch=settings.forward_micro_batch)
 
 
 def create(settings: CalibrationSettings) -> ForwardMethod:

@@ -9,6 +9,7 @@ weight, the amax of its input over all samples, and which weights were reached.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Iterator
 
 import torch
 
+from fp8stream.calibration.settings import micro_batch_for
 from fp8stream.forward.families import FAMILIES, detect_family
 from fp8stream.forward.inputs import SamplePlan
 from fp8stream.forward.mapping import MappingError, check_mapping, derive_mapping, is_companion
@@ -40,6 +42,7 @@ class ForwardSettings:
     text_tokens: int = 128  # text tokens per sample
     seed: int = 0
     threads: int = 2  # torch threads for the pass, whatever the process's other settings
+    micro_batch: int | None = None  # samples run at once; None: micro_batch_for(...)
     device: str = "cpu"
     progress: bool = False  # a bar over the model's Linears on stderr
 
@@ -154,12 +157,22 @@ def _bar(total: int, enabled: bool):
     return tqdm(total=total, unit="layer", desc="forward pass", file=sys.stderr, disable=not enabled, leave=False)
 
 
+def _no_grad_call(model: torch.nn.Module, kwargs: dict) -> None:
+    with torch.no_grad():
+        model(**kwargs, return_dict=False)
+
+
+def _on(device: torch.device, kwargs: dict) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+
+
 def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = ForwardSettings()) -> ForwardResult:
     """The forward pass over the prepared model; a result with `reason` when it cannot run."""
     family = prepared.family
     if prepared.reason is not None:
         return ForwardResult(family.NAME if family else None, reason=prepared.reason, config=prepared.config)
     from fp8stream.forward.engine import StreamingModel
+    from fp8stream.forward.lockstep import Lockstep
 
     start = time.monotonic()
     cfg = prepared.config
@@ -169,10 +182,17 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
         sm = StreamingModel(model, prepared.mapping, Reader(source, prepared.scale_names, device), device)
         sm.load_rest()
         plan = SamplePlan(settings.batch, settings.image_tokens, settings.text_tokens, settings.seed)
-        kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in family.inputs(cfg, plan).items()}
+        size = settings.micro_batch or micro_batch_for(settings.batch, settings.image_tokens, settings.text_tokens)
+        # no_grad is per thread: each micro-batch's call sets it in the thread that runs it
+        calls = [functools.partial(_no_grad_call, model, _on(device, family.inputs(cfg, p)))
+                 for p in plan.split(size)]
         with sm.hooked() as state, _bar(len(sm.linears), settings.progress) as bar:
             sm.on_linear = bar.update
-            model(**kwargs, return_dict=False)
+            if len(calls) == 1:
+                calls[0]()
+            else:
+                sm.lockstep = Lockstep(len(calls))
+                sm.lockstep.run(calls)
     return ForwardResult(family.NAME, sm.layer_amax(family.value_sources(cfg)), dict(state.amax), dict(state.out_amax),
                          None, cfg, state.peak_live, state.weights_read, time.monotonic() - start,
                          sm.layer_spread())

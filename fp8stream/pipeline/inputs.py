@@ -20,6 +20,7 @@ class InputPart:
     name: str
     source: InputSource
     header: Header
+    head: bytes | None = None  # a stream's first bytes up to the data (length + header), for a spool
 
 
 @dataclass
@@ -56,10 +57,31 @@ class ModelInput:
         self.close()
 
 
+class _Recorder:
+    """Keeps what is read through it: a stream's header bytes, which cannot be read again."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.seen = bytearray()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.seen += data
+        return data
+
+
 def _open_part(stack: contextlib.ExitStack, path: str, name: str) -> InputPart:
     source = open_input(path)
     stack.callback(source.close)
-    return InputPart(name, source, read_input_header(source))
+    if source.size is not None and not source.compressed:
+        return InputPart(name, source, read_input_header(source))
+    recorder = _Recorder(source.stream)
+    source.stream = recorder  # type: ignore[assignment]
+    try:
+        header = read_input_header(source)
+    finally:
+        source.stream = recorder.stream
+    return InputPart(name, source, header, bytes(recorder.seen))
 
 
 def open_model(path: str) -> ModelInput:

@@ -116,7 +116,8 @@ def layer_reports(plans: list[LayerPlan], facts: Mapping[str, LayerFacts], resol
         out_flag = f.out_weight_only if f.out_weight_only is not None else p.out_weight_only
         reports.append(LayerReport(layer.name, list(layer.weight.shape), r.scale, r.source, r.why, r.method,
                                    assumption, runs_fp8(p, out_flag), list(f.warnings) + list(e.warnings if e else ()),
-                                   p.out_flavour, notes))
+                                   p.out_flavour, notes, e.amax if e else None, e.margin if e else None,
+                                   e.bound if e else None))
     return reports
 
 

@@ -69,10 +69,9 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    b, g = plan.batch, plan.generator
     h, w = grid(plan.image_tokens)
-    x0 = torch.randn(b, h * w, cfg["in_channels"], generator=g)
-    noise = torch.randn(b, h * w, cfg["in_channels"], generator=g)
+    x0 = plan.randn(h * w, cfg["in_channels"])
+    noise = plan.randn(h * w, cfg["in_channels"])
     t = plan.timesteps()
     out = {
         "hidden_states": plan.noised(x0, noise, t),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-import torch
 
 from fp8stream.forward.families import count_blocks
 from fp8stream.forward.inputs import SamplePlan, grid
@@ -58,11 +57,11 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    b, g, p = plan.batch, plan.generator, cfg["patch_size"]
+    p = cfg["patch_size"]
     h, w = grid(plan.image_tokens)
     h, w = min(h, cfg["pos_embed_max_size"]), min(w, cfg["pos_embed_max_size"])
-    shape = (b, cfg["in_channels"], h * p, w * p)
-    x0, noise = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    shape = (cfg["in_channels"], h * p, w * p)
+    x0, noise = plan.randn(*shape), plan.randn(*shape)
     t = plan.timesteps()
     return {
         "hidden_states": plan.noised(x0, noise, t),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-import torch
 
 from fp8stream.forward.families import count_blocks
 from fp8stream.forward.inputs import SamplePlan, grid
@@ -67,12 +66,11 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    b, g = plan.batch, plan.generator
     pt, ph, pw = cfg["patch_size"]
     frames = 2 if plan.image_tokens >= 64 else 1
     h, w = grid(max(1, plan.image_tokens // frames))
-    shape = (b, cfg["in_channels"], frames * pt, h * ph, w * pw)
-    x0, noise = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    shape = (cfg["in_channels"], frames * pt, h * ph, w * pw)
+    x0, noise = plan.randn(*shape), plan.randn(*shape)
     t = plan.timesteps()
     out = {
         "hidden_states": plan.noised(x0, noise, t),

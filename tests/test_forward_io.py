@@ -1,0 +1,213 @@
+"""--method forward on every kind of input: batches with --jobs 2, pipes and zstd (spooled),
+micro-batches. Tiny models from forward_tiny; each CLI run takes a few seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffusers")
+
+import forward_tiny as ft  # noqa: E402
+from conftest import run_cli, run_subprocess  # noqa: E402
+
+from fp8stream.io.reader import LazyFile  # noqa: E402
+
+FORWARD = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8", "--forward-threads", "1",
+           "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("in") / "flux.safetensors"
+    _, state, _ = ft.tiny("flux")
+    ft.write(state, path, "model.diffusion_model.")
+    return path
+
+
+def _metadata(path: Path) -> dict:
+    with LazyFile(str(path)) as f:
+        return json.loads((f.header.metadata or {})["fp8stream.calibration"])
+
+
+def test_jobs_2_gives_the_bytes_of_jobs_1(flux: Path, tmp_path: Path) -> None:
+    """A batch of two files with --jobs 2 (two worker processes, each with cores / 2 torch
+    threads) writes the same bytes as --jobs 1: the forward pass pins its own thread count."""
+    sd3 = tmp_path / "sd3.safetensors"
+    _, state, _ = ft.tiny("sd3")
+    ft.write(state, sd3)
+    outs = {}
+    for jobs in (1, 2):  # --jobs 1 runs in this process (diffusers imported once), --jobs 2 in two workers
+        out = tmp_path / f"out{jobs}"
+        args = ("calibrate", str(flux), str(sd3), "--out-dir", str(out), "--jobs", str(jobs), *FORWARD)
+        p = run_cli(*args) if jobs == 1 else run_subprocess(*args)
+        assert (p.exit_code if jobs == 1 else p.returncode) == 0, p.stderr[-2000:]
+        outs[jobs] = {f: (out / f).read_bytes() for f in ("flux.safetensors", "sd3.safetensors")}
+    assert outs[1] == outs[2]
+    meta = _metadata(tmp_path / "out2" / "flux.safetensors")
+    assert meta["method"] == "auto" and meta["threads"] == 1
+    assert meta["torch"] == version("torch") and meta["diffusers"] == version("diffusers")
+
+
+def _invoke(*args: str, stdin: bytes | None = None):
+    """The CLI in this process, with stdin bytes: exit_code, stdout_bytes, stderr."""
+    from click.testing import CliRunner
+
+    from fp8stream.cli import main
+
+    return CliRunner().invoke(main, ["calibrate", *map(str, args)], input=stdin, catch_exceptions=False)
+
+
+def _no_spool_left(*folders: Path) -> None:
+    left = [f"{d}/{n}" for d in folders for n in os.listdir(d) if ".spool." in n]
+    assert not left, left
+
+
+@pytest.fixture
+def tmpdir_env(tmp_path: Path, monkeypatch) -> Path:
+    """$TMPDIR for the spool of a run whose output is stdout."""
+    folder = tmp_path / "tmpdir"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_stdin_zstd_and_urls_are_spooled_and_give_the_file_bytes(flux: Path, tmp_path: Path, tmpdir_env: Path) -> None:
+    import zstandard
+
+    data = flux.read_bytes()
+    r = _invoke(str(flux), str(tmp_path / "file.safetensors"), *FORWARD)
+    assert r.exit_code == 0, r.stderr
+    want = (tmp_path / "file.safetensors").read_bytes()
+    zst = tmp_path / "in.safetensors.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(data))
+    r = _invoke(str(zst), str(tmp_path / "zst.safetensors"), *FORWARD, "--json")  # spool beside OUT
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "zst.safetensors").read_bytes() == want
+    assert any("spooled" in n for n in json.loads(r.stdout)["notes"])
+    r = _invoke("-", str(tmp_path / "stdin.safetensors"), *FORWARD, stdin=data)
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "stdin.safetensors").read_bytes() == want
+    import fsspec
+
+    fsspec.filesystem("memory").pipe("/forward-io/flux.safetensors", data)  # a URL: one stream, spooled too
+    r = _invoke("memory://forward-io/flux.safetensors", str(tmp_path / "url.safetensors"), *FORWARD)
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "url.safetensors").read_bytes() == want
+    _no_spool_left(tmp_path, tmpdir_env)
+    from fp8stream.pipeline.spool import spool_path
+
+    assert Path(spool_path("-")).parent == tmpdir_env  # stdout (or a URL): the spool goes to $TMPDIR
+    assert Path(spool_path(str(tmp_path / "o.safetensors"))).parent == tmp_path
+
+
+def test_no_spool_is_left_after_a_failure(flux: Path, tmp_path: Path, tmpdir_env: Path, monkeypatch) -> None:
+    data = flux.read_bytes()
+    out = tmp_path / "out.safetensors"
+    r = _invoke("-", str(out), *FORWARD, stdin=data[: len(data) - 1000])  # truncated while spooling
+    assert r.exit_code == 1 and "truncated" in r.stderr, r.stderr
+    assert not out.exists()
+    _no_spool_left(tmp_path, tmpdir_env)
+    import fp8stream.commands.common as common
+    import fp8stream.forward.run as forward_run
+    from fp8stream.errors import Interrupted
+
+    def interrupted(source, prepared, settings):  # SIGTERM during the forward pass, after the spool
+        assert any(".spool." in n for n in os.listdir(tmp_path))
+        raise Interrupted(15)
+
+    monkeypatch.setattr(forward_run, "run", interrupted)
+    monkeypatch.setattr(common, "_exit_interrupted", lambda message, code: sys.exit(code))  # not os._exit here
+    r = _invoke("-", str(out), *FORWARD, stdin=data)
+    assert r.exit_code == 143, r.stderr
+    assert not out.exists()
+    _no_spool_left(tmp_path, tmpdir_env)
+
+
+def test_no_spool_gives_the_bound_and_says_so_per_layer(flux: Path, tmp_path: Path) -> None:
+    data = flux.read_bytes()
+    r = _invoke("-", str(tmp_path / "a.safetensors"), *FORWARD, "--no-spool", "--json", stdin=data)
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert {layer["method"] for layer in report["layers"]} == {"auto"}
+    assert all(any("--no-spool" in w for w in layer["warnings"]) for layer in report["layers"])
+    assert any("drop --no-spool" in a["fix"] for a in report["advice"])
+    r = _invoke("-", str(tmp_path / "f.safetensors"), *FORWARD, "--method", "forward", "--no-spool", "--json",
+                stdin=data)
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    for layer in report["layers"]:  # the bound where it is a proof, else weight-only: each says why
+        assert any("not reached by the forward pass (the input is a stream and --no-spool" in w
+                   for w in layer["warnings"]), layer
+    assert all("--no-spool" in e["reason"] for e in report["excluded"])
+    _no_spool_left(tmp_path)
+
+
+def test_micro_batches_read_each_weight_once_and_see_the_same_samples(flux: Path) -> None:
+    """Any split of the batch feeds the model the whole batch's samples; every micro-batch passes
+    a Linear while its weight is loaded (one weight live, each read once); the amax agree with
+    the whole batch's to float rounding (matmuls of other sizes round differently)."""
+    import torch
+
+    from fp8stream.forward.families import family_module
+    from fp8stream.forward.inputs import SamplePlan
+    from fp8stream.forward.run import ForwardSettings, prepare, run
+    from fp8stream.io.source import TensorSource
+
+    fam = family_module("flux")
+    with LazyFile(str(flux)) as f:
+        header = f.header
+    prepared = prepare(header)
+    plan = SamplePlan(3, 16, 8, seed=5)
+    whole = fam.inputs(prepared.config, plan)
+    parts = [fam.inputs(prepared.config, p) for p in plan.split(2)]
+    for key, value in whole.items():
+        if key not in ("img_ids", "txt_ids"):
+            assert torch.equal(torch.cat([p[key] for p in parts]), value), key
+    results = {}
+    for micro in (1, None):
+        with TensorSource.for_file(str(flux), header) as src:
+            results[micro] = run(src, prepared, ForwardSettings(batch=3, image_tokens=16, text_tokens=8, threads=1,
+                                                                micro_batch=micro))
+    one, all_ = results[1], results[None]
+    assert one.peak_live == 1 and one.weights_read == all_.weights_read == len(all_.module_amax)
+    assert one.amax.keys() == all_.amax.keys() and one.per_sample.keys() == all_.per_sample.keys()
+    for name, a in all_.amax.items():
+        assert one.amax[name] == pytest.approx(a, rel=1e-5), name
+    for name, s in all_.per_sample.items():
+        assert one.per_sample[name] == pytest.approx(s, rel=1e-5), name
+
+
+def test_lockstep_runs_in_turn_and_stops_every_micro_batch_on_an_error() -> None:
+    from fp8stream.forward.lockstep import Lockstep
+
+    order: list[tuple[int, int]] = []
+    step = Lockstep(3)
+
+    def call(fail_at: int | None = None):
+        for k in range(4):
+            if step.index() == 1 and k == fail_at:
+                raise ValueError("boom")
+            order.append((k, step.index()))
+            step.hand_over()
+
+    step.run([call, call, call])
+    assert order == [(k, i) for k in range(4) for i in range(3)]  # each "Linear" on every micro-batch in turn
+    failing = Lockstep(3)
+    step = failing
+    with pytest.raises(ValueError, match="boom"):
+        failing.run([lambda: call(2)] * 3)
+
+
+def test_default_micro_batch_is_the_whole_default_batch() -> None:
+    from fp8stream.calibration.settings import CalibrationSettings, micro_batch_for
+
+    s = CalibrationSettings()
+    assert micro_batch_for(s.forward_batch, s.forward_tokens, s.forward_text_tokens) == s.forward_batch == 4
+    assert micro_batch_for(8, 4096, 512) == 1 and micro_batch_for(16, 256, 128) == 5
