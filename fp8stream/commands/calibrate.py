@@ -166,9 +166,8 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
     scales of weight-only layers are replaced; real calibrated scales are kept.
 
     The default --method auto runs a synthetic forward pass through the checkpoint's own weights
-    (Flux, SD3, Wan, text encoders; a file or folder, a pipe or zstd input spooled to a temporary
-    file; needs diffusers/transformers), else --method simulate, the bound from the weights that
-    produce each input; the report says which (see the README's quality tables for what each is worth).
+    (every family of the README's table; a pipe or zstd input is spooled to a temporary file),
+    else the bound of --method simulate where it is a proof; the report says which.
     """
     method_given = click.get_current_context().get_parameter_source("method") != click.core.ParameterSource.DEFAULT
     if stats_path and not method_given:
