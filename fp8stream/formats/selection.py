@@ -57,9 +57,11 @@ def excluded_layers(layer_names: list[str], all_names: list[str], selection: Sel
     out: dict[str, str] = {}
     preset = selection.preset
     if preset == "auto":
-        preset = detect_family(all_names)
-        if preset not in PRESETS:
-            raise UsageError("--preset auto: architecture not recognised (use --preset flux|sd3|wan)")
+        family = detect_family(all_names)
+        if family not in PRESETS:
+            what = f"no preset for family {family}" if family else "model family not recognised"
+            raise UsageError(f"--preset auto: {what} (use --preset {'|'.join(PRESETS)})")
+        preset = family
     if preset is not None and preset not in PRESETS:
         raise UsageError(f"--preset {preset}: unknown (choose from {', '.join(PRESET_NAMES)})")
     edge: set[int] = set()

@@ -1,37 +1,37 @@
 """Model families the forward pass knows: one module each, listed in FAMILIES.
 
-A family module defines `NAME`, `detect(names) -> bool` (bare key names: model prefix removed),
-`config(shapes) -> dict` (diffusers config from tensor shapes, no hub access), `model_class()`,
-`convert(state, config) -> dict` (checkpoint names -> diffusers names; the row-id mapping runs
-it once on a stand-in), `inputs(config, plan) -> dict` (the forward's keyword arguments for
-a batch of synthetic samples) and `value_sources(config)` (attention output projections -> the
-value projections their input mixes, for the attention-mix estimate in engine.py). Adding a family is one module and one line here.
+Which family a file is comes from the one detector (fp8stream.formats.architecture.detect);
+this package only says which detected families have model code. A family module defines
+`NAME` (the detector's family name), `config(shapes) -> dict` (diffusers config from tensor
+shapes, bare names, no hub access), `model_class()`, `convert(state, config) -> dict`
+(checkpoint names -> diffusers names; the row-id mapping runs it once on a stand-in),
+`inputs(config, plan) -> dict` (the forward's keyword arguments for a batch of synthetic
+samples, in the family's timestep convention) and `value_sources(config)` (attention output
+projections -> the value projections their input mixes, for the attention-mix estimate in
+engine.py). Adding a family is one module and one line here (plus its rule in
+formats/family_keys.py when the detector does not know it yet).
 """
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Mapping
+from typing import Mapping, Sequence
 
-FAMILIES = ("flux", "sd3", "wan")
+from fp8stream.formats.architecture import Detection, detect
+
+# detector family name -> module of this package
+FAMILIES = {"flux": "flux", "sd3": "sd3", "wan": "wan"}
 
 
 def family_module(name: str) -> ModuleType:
-    return importlib.import_module(f"fp8stream.forward.families.{name}")
+    return importlib.import_module(f"fp8stream.forward.families.{FAMILIES[name]}")
 
 
-def detect_family(names: set[str]) -> ModuleType | None:
-    """The family whose key names these are (bare names), or None."""
-    for name in FAMILIES:
-        module = family_module(name)
-        if module.detect(names):
-            return module
-    return None
-
-
-def count_blocks(shapes: Mapping[str, tuple[int, ...]], prefix: str) -> int:
-    """How many `prefix.N.` blocks the names hold (highest N + 1)."""
-    found = [int(k[len(prefix):].split(".", 1)[0]) for k in shapes
-             if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0].isdigit()]
-    return max(found) + 1 if found else 0
+def forward_family(shapes: Mapping[str, Sequence[int]]) -> tuple[Detection | None, ModuleType | None]:
+    """The detection of these (bare) names and shapes, and its family's module when the forward
+    pass has model code for it."""
+    found = detect(shapes)
+    if found is None or found.family not in FAMILIES:
+        return found, None
+    return found, family_module(found.family)

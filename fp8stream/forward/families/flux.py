@@ -12,14 +12,11 @@ from typing import Mapping
 
 import torch
 
-from fp8stream.forward.families import count_blocks
+from fp8stream.formats.architecture import count_blocks
 from fp8stream.forward.inputs import SamplePlan, grid, image_ids
 
 NAME = "flux"
 
-
-def detect(names: set[str]) -> bool:
-    return "img_in.weight" in names and "double_blocks.0.img_attn.qkv.weight" in names
 
 
 def rope_axes(head_dim: int) -> tuple[int, int, int]:
