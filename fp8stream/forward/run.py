@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Iterator
@@ -144,7 +145,8 @@ def _weight_scales(header: Header) -> dict[str, str | None]:
 def _meta_model(family: ModuleType, cfg: dict) -> torch.nn.Module:
     from fp8stream.forward.engine import parameters_on_meta
 
-    with parameters_on_meta():
+    with parameters_on_meta(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # diffusers' deprecation notes are not the user's business
         return family.model_class()(**cfg).eval()
 
 

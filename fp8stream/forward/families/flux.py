@@ -2,7 +2,7 @@
 
 diffusers' FluxTransformer2DModel multiplies the timestep and guidance by 1000 inside: the
 inputs carry t and g as they are. Its converter hard-codes Flux-dev's widths (inner_dim 3072,
-mlp_ratio 4.0) to split `linear1`; `_with_widths` runs it with the checkpoint's own widths.
+mlp_ratio 4.0) to split `linear1`; `with_widths` runs it with the checkpoint's own widths.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def model_class():
     return FluxTransformer2DModel
 
 
-def _with_widths(fn, inner: int, ratio: float):
+def with_widths(fn, inner: int, ratio: float):
     """The converter with its hard-coded widths replaced by this checkpoint's."""
     table = {3072: inner, 4.0: ratio}
     consts = tuple(table.get(c, c) if type(c) in (int, float) else c for c in fn.__code__.co_consts)
@@ -62,7 +62,7 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
     inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
     mlp = state["double_blocks.0.img_mlp.0.weight"].shape[0]
-    return _with_widths(fn, inner, mlp / inner)(dict(state))
+    return with_widths(fn, inner, mlp / inner)(dict(state))
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:

@@ -1,0 +1,118 @@
+"""Tiny random image-family models under the names ComfyUI's files use, one shape list each.
+
+The names are written out here by hand from diffusers' single-file converters and ComfyUI's
+loader (comfy/model_detection.py, comfy/ldm/*): BFL names for Flux.2 and Chroma, diffusers'
+own names for Qwen-Image and HiDream (their converters are the identity), the original names
+(fused qkv, `x_embedder`, `final_layer`) for Z-Image and Lumina 2. The model is built with
+diffusers' class from the config the family derives from these shapes, and its parameters are
+placed under these names through the inverse of the row-id mapping (forward_tiny.to_original):
+a name or shape the converter does not expect fails the mapping check, so the list cannot
+drift from what diffusers reads.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import forward_tiny as ft
+from fp8stream.forward.families import family_module
+
+D, HEAD, JOINT, CH = 64, 16, 32, 8  # width, head width, text width, latent channels
+
+
+def _lin(s: dict, name: str, rows: int, cols: int, bias: bool = True) -> None:
+    s[name + ".weight"] = (rows, cols)
+    if bias:
+        s[name + ".bias"] = (rows,)
+
+
+def flux2_shapes(double: int = 2, single: int = 2, guidance: bool = False, mlp: int = 3 * D) -> dict:
+    s: dict = {}
+    _lin(s, "img_in", D, CH, False)
+    _lin(s, "txt_in", D, JOINT, False)
+    embedders = ["time_in"] + (["guidance_in"] if guidance else [])
+    for e in embedders:
+        _lin(s, e + ".in_layer", D, 32, False)
+        _lin(s, e + ".out_layer", D, D, False)
+    _lin(s, "double_stream_modulation_img.lin", 6 * D, D, False)
+    _lin(s, "double_stream_modulation_txt.lin", 6 * D, D, False)
+    _lin(s, "single_stream_modulation.lin", 3 * D, D, False)
+    for i in range(double):
+        for side in ("img", "txt"):
+            p = f"double_blocks.{i}.{side}"
+            _lin(s, p + "_attn.qkv", 3 * D, D, False)
+            s[p + "_attn.norm.query_norm.scale"] = (HEAD,)
+            s[p + "_attn.norm.key_norm.scale"] = (HEAD,)
+            _lin(s, p + "_attn.proj", D, D, False)
+            _lin(s, p + "_mlp.0", 2 * mlp, D, False)
+            _lin(s, p + "_mlp.2", D, mlp, False)
+    for i in range(single):
+        p = f"single_blocks.{i}."
+        _lin(s, p + "linear1", 3 * D + 2 * mlp, D, False)
+        _lin(s, p + "linear2", D, D + mlp, False)
+        s[p + "norm.query_norm.scale"] = (HEAD,)
+        s[p + "norm.key_norm.scale"] = (HEAD,)
+    _lin(s, "final_layer.adaLN_modulation.1", 2 * D, D, False)
+    _lin(s, "final_layer.linear", CH, D, False)
+    return s
+
+
+def chroma_shapes(double: int = 2, single: int = 2, approximator: int = 2) -> dict:
+    s: dict = {}
+    _lin(s, "img_in", D, CH)
+    _lin(s, "txt_in", D, JOINT)
+    g = "distilled_guidance_layer."
+    _lin(s, g + "in_proj", 32, 16)
+    for i in range(approximator):
+        _lin(s, f"{g}layers.{i}.in_layer", 32, 32)
+        _lin(s, f"{g}layers.{i}.out_layer", 32, 32)
+        s[f"{g}norms.{i}.scale"] = (32,)
+    _lin(s, g + "out_proj", D, 32)
+    for i in range(double):
+        for side in ("img", "txt"):
+            p = f"double_blocks.{i}.{side}"
+            _lin(s, p + "_attn.qkv", 3 * D, D)
+            s[p + "_attn.norm.query_norm.scale"] = (HEAD,)
+            s[p + "_attn.norm.key_norm.scale"] = (HEAD,)
+            _lin(s, p + "_attn.proj", D, D)
+            _lin(s, p + "_mlp.0", 4 * D, D)
+            _lin(s, p + "_mlp.2", D, 4 * D)
+    for i in range(single):
+        p = f"single_blocks.{i}."
+        _lin(s, p + "linear1", 7 * D, D)
+        _lin(s, p + "linear2", D, 5 * D)
+        s[p + "norm.query_norm.scale"] = (HEAD,)
+        s[p + "norm.key_norm.scale"] = (HEAD,)
+    _lin(s, "final_layer.linear", CH, D)
+    return s
+
+
+def qwen_image_shapes(layers: int = 2) -> dict:
+    """ComfyUI's Qwen-Image files use diffusers' names: the model's own state dict is the list."""
+    cfg = {"patch_size": 2, "in_channels": 4 * CH, "out_channels": CH, "num_layers": layers, "attention_head_dim": HEAD,
+           "num_attention_heads": D // HEAD, "joint_attention_dim": JOINT, "axes_dims_rope": (4, 6, 6)}
+    return _own_names("qwen-image", cfg)
+
+
+def _own_names(family: str, cfg: dict) -> dict:
+    from fp8stream.forward.engine import parameters_on_meta
+
+    with parameters_on_meta():
+        model = family_module(family).model_class()(**cfg)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if k in dict(model.named_parameters())}
+
+
+SHAPES = {"flux2": flux2_shapes, "chroma": chroma_shapes, "qwen-image": qwen_image_shapes}
+
+
+def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict]:
+    """(diffusers model in float32, its state under ComfyUI's names, the family config)."""
+    fam = family_module(family)
+    shapes = SHAPES[family](**kw)
+    cfg = fam.config(shapes)
+    torch.manual_seed(seed)
+    model = fam.model_class()(**cfg).float().eval()
+    with torch.no_grad():  # random init leaves zero modulation/out layers: make every layer matter
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * (0.5 if p.dim() < 2 else p.shape[-1] ** -0.5))
+    return model, ft.to_original(model.state_dict(), shapes, family, cfg), cfg

@@ -1,0 +1,40 @@
+"""Image families from the CLI: a tiny random model built with diffusers' class, written under
+ComfyUI's names (model.diffusion_model. prefix, comfy FP8), calibrated by the default method;
+every FP8 linear gets its scale from the forward pass (or is the conditioning path kept
+weight-only), none from a guess, and the report names the family."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("diffusers")
+
+import families_tiny as ftiny  # noqa: E402
+import forward_tiny as ft  # noqa: E402
+from conftest import run_cli  # noqa: E402
+
+FORWARD_ARGS = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8",
+                "--forward-threads", "1", "--json", "--no-progress"]
+CASES = [("flux2", {}, "flux2"), ("flux2", {"guidance": True}, "flux2"), ("chroma", {}, "chroma"),
+         ("qwen-image", {}, "qwen-image")]
+
+
+@pytest.mark.parametrize("family,kw,detected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_cli_scales_every_layer_from_the_forward_pass(family, kw, detected, tmp_path):
+    src = tmp_path / "in.safetensors"
+    _, state, _ = ftiny.tiny(family, **kw)
+    layers = ft.write(state, src, "model.diffusion_model.")
+    p = run_cli("calibrate", src, tmp_path / "out.safetensors", *FORWARD_ARGS)
+    assert p.exit_code == 0, p.output[-2000:]
+    report = json.loads(p.stdout)
+    assert report["family"]["family"] == detected
+    got = {r["name"]: r for r in report["layers"]}
+    kept = {r["name"]: r for r in report["excluded"]}
+    assert sorted([*got, *kept]) == sorted(layers)
+    assert len(kept) <= len(layers) // 4
+    assert all("conditioning path" in json.dumps(r) for r in kept.values()), kept
+    for r in got.values():
+        assert r["assumption"].startswith(f"{family} forward amax"), r
+        assert not any("not reached" in w or "ASSUMED" in w for w in r["warnings"]), r
