@@ -102,7 +102,25 @@ def _own_names(family: str, cfg: dict) -> dict:
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if k in dict(model.named_parameters())}
 
 
-SHAPES = {"flux2": flux2_shapes, "chroma": chroma_shapes, "qwen-image": qwen_image_shapes}
+def z_image_shapes(layers: int = 2, refiners: int = 1) -> dict:
+    """Z-Image's original names: diffusers' model with the converter's renames undone and the
+    attention's q, k, v fused into qkv."""
+    cfg = {"in_channels": CH, "dim": D, "n_layers": layers, "n_refiner_layers": refiners, "n_heads": D // HEAD,
+           "n_kv_heads": D // HEAD, "cap_feat_dim": JOINT, "axes_dims": [4, 6, 6], "axes_lens": [64, 32, 32]}
+    out: dict = {}
+    for name, shape in _own_names("z-image", cfg).items():
+        for new, old in (("all_x_embedder.2-1.", "x_embedder."), ("all_final_layer.2-1.", "final_layer."),
+                         ("attention.to_out.0.", "attention.out."), ("norm_q.", "q_norm."), ("norm_k.", "k_norm.")):
+            name = name.replace(new, old)
+        if ".attention.to_q." in name:
+            out[name.replace(".to_q.", ".qkv.")] = (3 * shape[0],) + shape[1:]
+        elif not any(f".attention.to_{x}." in name for x in "kv"):
+            out[name] = shape
+    return out
+
+
+SHAPES = {"flux2": flux2_shapes, "chroma": chroma_shapes, "qwen-image": qwen_image_shapes,
+          "z-image": z_image_shapes}
 
 
 def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict]:

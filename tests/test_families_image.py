@@ -18,7 +18,8 @@ from conftest import run_cli  # noqa: E402
 FORWARD_ARGS = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8",
                 "--forward-threads", "1", "--json", "--no-progress"]
 CASES = [("flux2", {}, "flux2"), ("flux2", {"guidance": True}, "flux2"), ("chroma", {}, "chroma"),
-         ("qwen-image", {}, "qwen-image")]
+         ("qwen-image", {}, "qwen-image"),
+         ("z-image", {}, "z-image")]
 
 
 @pytest.mark.parametrize("family,kw,detected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])

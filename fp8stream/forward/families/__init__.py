@@ -21,7 +21,8 @@ from typing import Mapping, Sequence
 from fp8stream.formats.architecture import Detection, detect
 
 # detector family name -> module of this package
-FAMILIES = {"flux": "flux", "sd3": "sd3", "wan": "wan", "flux2": "flux2", "chroma": "chroma", "qwen-image": "qwen_image"}
+FAMILIES = {"flux": "flux", "sd3": "sd3", "wan": "wan", "flux2": "flux2", "chroma": "chroma", "qwen-image": "qwen_image",
+            "z-image": "z_image"}
 
 
 def family_module(name: str) -> ModuleType:
