@@ -119,8 +119,37 @@ def z_image_shapes(layers: int = 2, refiners: int = 1) -> dict:
     return out
 
 
+LUMINA2_NAMES = (("time_caption_embed.caption_embedder", "cap_embedder"),
+                 ("time_caption_embed.timestep_embedder.linear_1", "t_embedder.mlp.0"),
+                 ("time_caption_embed.timestep_embedder.linear_2", "t_embedder.mlp.2"),
+                 ("norm_out.linear_1", "final_layer.adaLN_modulation.1"), ("norm_out.linear_2", "final_layer.linear"),
+                 (".attn.", ".attention."), (".to_out.0.", ".out."), ("norm_q", "q_norm"), ("norm_k", "k_norm"),
+                 ("feed_forward.linear_", "feed_forward.w"), ("norm1.linear", "adaLN_modulation.1"),
+                 ("norm1.norm", "attention_norm1"), (".norm1.", ".attention_norm1."), (".norm2.", ".attention_norm2."))
+
+
+def lumina2_shapes(layers: int = 2, refiners: int = 1) -> dict:
+    """Lumina 2's original names: diffusers' model with the converter's renames undone and the
+    attention's q, k, v (grouped: 2 key/value heads of 4) fused into qkv."""
+    cfg = {"in_channels": CH, "hidden_size": D, "num_layers": layers, "num_refiner_layers": refiners,
+           "num_attention_heads": D // HEAD, "num_kv_heads": 2, "multiple_of": 256, "axes_dim_rope": (8, 4, 4),
+           "cap_feat_dim": JOINT}
+    own = _own_names("lumina2", cfg)
+    out: dict = {}
+    for name, shape in own.items():
+        original = name
+        for new, old in LUMINA2_NAMES:
+            original = original.replace(new, old)
+        if ".attn.to_q." in name:
+            kv = own[name.replace("to_q", "to_k")][0]
+            out[original.replace(".to_q.", ".qkv.")] = (shape[0] + 2 * kv,) + shape[1:]
+        elif not any(f".attn.to_{x}." in name for x in "kv"):
+            out[original] = shape
+    return out
+
+
 SHAPES = {"flux2": flux2_shapes, "chroma": chroma_shapes, "qwen-image": qwen_image_shapes,
-          "z-image": z_image_shapes}
+          "z-image": z_image_shapes, "lumina2": lumina2_shapes}
 
 
 def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict]:

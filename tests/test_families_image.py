@@ -19,7 +19,8 @@ FORWARD_ARGS = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-tex
                 "--forward-threads", "1", "--json", "--no-progress"]
 CASES = [("flux2", {}, "flux2"), ("flux2", {"guidance": True}, "flux2"), ("chroma", {}, "chroma"),
          ("qwen-image", {}, "qwen-image"),
-         ("z-image", {}, "z-image")]
+         ("z-image", {}, "z-image"),
+         ("lumina2", {}, "lumina2")]
 
 
 @pytest.mark.parametrize("family,kw,detected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])

@@ -15,6 +15,7 @@ formats/family_keys.py when the detector does not know it yet).
 from __future__ import annotations
 
 import importlib
+import types
 from types import ModuleType
 from typing import Mapping, Sequence
 
@@ -22,7 +23,7 @@ from fp8stream.formats.architecture import Detection, detect
 
 # detector family name -> module of this package
 FAMILIES = {"flux": "flux", "sd3": "sd3", "wan": "wan", "flux2": "flux2", "chroma": "chroma", "qwen-image": "qwen_image",
-            "z-image": "z_image"}
+            "z-image": "z_image", "lumina2": "lumina2"}
 
 
 def family_module(name: str) -> ModuleType:
@@ -36,3 +37,16 @@ def forward_family(shapes: Mapping[str, Sequence[int]]) -> tuple[Detection | Non
     if found is None or found.family not in FAMILIES:
         return found, None
     return found, family_module(found.family)
+
+
+def with_constants(fn: types.FunctionType, table: Mapping[float, float]) -> types.FunctionType:
+    """A converter with the numbers it hard-codes (a model's widths) replaced as `table` says, in
+    its nested functions too: it then splits this checkpoint's fused tensors at their own sizes."""
+    return types.FunctionType(_replaced(fn.__code__, table), fn.__globals__, fn.__name__, fn.__defaults__,
+                              fn.__closure__)
+
+
+def _replaced(code: types.CodeType, table: Mapping[float, float]) -> types.CodeType:
+    consts = tuple(_replaced(c, table) if isinstance(c, types.CodeType)
+                   else table.get(c, c) if type(c) in (int, float) else c for c in code.co_consts)
+    return code.replace(co_consts=consts)

@@ -7,12 +7,12 @@ mlp_ratio 4.0) to split `linear1`; `with_widths` runs it with the checkpoint's o
 
 from __future__ import annotations
 
-import types
 from typing import Mapping
 
 import torch
 
 from fp8stream.formats.architecture import count_blocks
+from fp8stream.forward.families import with_constants
 from fp8stream.forward.inputs import SamplePlan, grid, image_ids
 
 NAME = "flux"
@@ -50,11 +50,8 @@ def model_class():
 
 
 def with_widths(fn, inner: int, ratio: float):
-    """The converter with its hard-coded widths replaced by this checkpoint's."""
-    table = {3072: inner, 4.0: ratio}
-    consts = tuple(table.get(c, c) if type(c) in (int, float) else c for c in fn.__code__.co_consts)
-    return types.FunctionType(fn.__code__.replace(co_consts=consts), fn.__globals__, fn.__name__,
-                              fn.__defaults__, fn.__closure__)
+    """The converter with Flux-dev's hard-coded widths replaced by this checkpoint's."""
+    return with_constants(fn, {3072: inner, 4.0: ratio})
 
 
 def convert(state: dict, cfg: Mapping) -> dict:
