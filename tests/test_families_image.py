@@ -40,3 +40,20 @@ def test_cli_scales_every_layer_from_the_forward_pass(family, kw, detected, tmp_
     for r in got.values():
         assert r["assumption"].startswith(f"{family} forward amax"), r
         assert not any("not reached" in w or "ASSUMED" in w for w in r["warnings"]), r
+
+
+def test_presets_and_gated_ffn_groups(tmp_path):
+    """--preset auto keeps the family's embedders and final projection weight-only; Lumina 2's
+    gate and up projections (w1, w3: one input) share one scale."""
+    src = tmp_path / "in.safetensors"
+    _, state, _ = ftiny.tiny("lumina2")
+    ft.write(state, src, "model.diffusion_model.")
+    p = run_cli("calibrate", src, tmp_path / "out.safetensors", *FORWARD_ARGS, "--preset", "auto")
+    assert p.exit_code == 0, p.output[-2000:]
+    report = json.loads(p.stdout)
+    preset = {r["name"].split(".", 2)[2] for r in report["excluded"] if "preset lumina2" in r["reason"]}
+    assert preset == {"x_embedder", "t_embedder.mlp.0", "t_embedder.mlp.2", "cap_embedder.1",
+                      "final_layer.linear", "final_layer.adaLN_modulation.1"}
+    scale = {r["name"]: r["scale"] for r in report["layers"]}
+    w1, w3 = (scale[f"model.diffusion_model.layers.0.feed_forward.{w}"] for w in ("w1", "w3"))
+    assert w1 == w3

@@ -16,7 +16,7 @@ import click
 
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.commands.inspect_read import Checkpoint, read_checkpoint
-from fp8stream.formats.architecture import detect
+from fp8stream.formats.architecture import detect, header_shapes
 from fp8stream.formats.comfy_quant import MarkerError, is_weight_only, parse_marker
 from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer, take_inventory
@@ -75,7 +75,7 @@ def describe(path: str) -> dict:
     for t in header.tensors:
         dtype_bytes[t.dtype] += t.nbytes
         dtype_count[t.dtype] += 1
-    family = detect({t.name: tuple(t.shape) for t in header.tensors})
+    family = detect(header_shapes(header))
     return {
         "path": path,
         "family": family.to_json() if family else None,

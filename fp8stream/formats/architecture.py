@@ -65,6 +65,11 @@ def detect(shapes: Shapes | Iterable[str]) -> Detection | None:
     return None
 
 
+def header_shapes(header) -> dict[str, tuple[int, ...]]:
+    """{name: shape} of a parsed header (fp8stream.io.header.Header)."""
+    return {t.name: tuple(t.shape) for t in header.tensors}
+
+
 def detect_family(names: Iterable[str]) -> str | None:
     """The family name only (flux, sd3, wan, bert, ...), or None."""
     found = detect(names)

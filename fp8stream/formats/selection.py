@@ -35,6 +35,26 @@ PRESETS: dict[str, list[tuple[str, str]]] = {
         ("time_projection.*", "embedder"), ("img_emb.*", "embedder"), ("head.*", "final projection"),
         ("condition_embedder.*", "embedder"), ("proj_out", "final projection"),
     ],
+    "flux2": [
+        ("img_in", "embedder"), ("txt_in", "embedder"), ("time_in.*", "embedder"), ("guidance_in.*", "embedder"),
+        ("final_layer.*", "final projection"),
+    ],
+    "chroma": [
+        ("img_in", "embedder"), ("txt_in", "embedder"), ("distilled_guidance_layer.*", "embedder (modulation approximator)"),
+        ("final_layer.*", "final projection"),
+    ],
+    "qwen-image": [  # diffusers' names
+        ("img_in", "embedder"), ("txt_in", "embedder"), ("time_text_embed.*", "embedder"),
+        ("norm_out.*", "final projection"), ("proj_out", "final projection"),
+    ],
+    "z-image": [
+        ("x_embedder", "embedder"), ("t_embedder.*", "embedder"), ("cap_embedder.*", "embedder"),
+        ("final_layer.*", "final projection"),
+    ],
+    "lumina2": [
+        ("x_embedder", "embedder"), ("t_embedder.*", "embedder"), ("cap_embedder.*", "embedder"),
+        ("final_layer.*", "final projection"),
+    ],
 }
 # Video DiTs keep their first and last blocks in high precision too.
 EDGE_BLOCKS = {"wan": re.compile(r"^blocks\.(\d+)\.")}
