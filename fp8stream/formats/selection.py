@@ -55,6 +55,10 @@ PRESETS: dict[str, list[tuple[str, str]]] = {
         ("x_embedder", "embedder"), ("t_embedder.*", "embedder"), ("cap_embedder.*", "embedder"),
         ("final_layer.*", "final projection"),
     ],
+    "hidream": [  # diffusers' names
+        ("x_embedder.*", "embedder"), ("t_embedder.*", "embedder"), ("p_embedder.*", "embedder"),
+        ("caption_projection.*", "embedder"), ("final_layer.*", "final projection"),
+    ],
 }
 # Video DiTs keep their first and last blocks in high precision too.
 EDGE_BLOCKS = {"wan": re.compile(r"^blocks\.(\d+)\.")}

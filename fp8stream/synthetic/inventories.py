@@ -8,7 +8,7 @@ Flux-dev, SD3.5-large and Wan-14B are here; every other family has its own modul
 
 from __future__ import annotations
 
-from fp8stream.synthetic import chroma, flux2, lumina2, qwen_image, z_image
+from fp8stream.synthetic import chroma, flux2, hidream, lumina2, qwen_image, z_image
 from fp8stream.synthetic.spec import TensorSpec, linear
 
 
@@ -89,4 +89,4 @@ def wan_14b(blocks: int | None = None) -> list[TensorSpec]:
 # --arch names of scripts/bench.py; the image families have a module each beside this one
 ARCHITECTURES = {"flux": flux_dev, "sd35": sd35_large, "wan": wan_14b, "flux2": flux2.inventory,
                  "chroma": chroma.inventory, "qwen-image": qwen_image.inventory, "z-image": z_image.inventory,
-                 "lumina2": lumina2.inventory}
+                 "lumina2": lumina2.inventory, "hidream": hidream.inventory}
