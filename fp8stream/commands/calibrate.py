@@ -14,7 +14,8 @@ from fp8stream.calibration.registry import method_help, method_names
 from fp8stream.calibration.settings import RULES, SIM_MODES, CalibrationSettings, resolve_device
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.commands.preflight import check_patterns
-from fp8stream.errors import EXIT_OK, UsageError
+from fp8stream.errors import UsageError
+from fp8stream.formats.selection import PRESET_NAMES
 from fp8stream.io.compression import (
     DEFAULT_COMPRESSION_BUDGET,
     ZstdSettings,
@@ -118,7 +119,7 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
               help="Calibrate only layers whose name matches (repeatable; prefix-free names match too).")
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="Keep matching layers weight-only (full_precision_matrix_mult) instead of calibrating them.")
-@click.option("--preset", type=click.Choice(["auto", "flux", "sd3", "wan"]), default=None,
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
               help="Exclude what the reference recipes keep in high precision: embedders, final projections, "
                    "first/last blocks of video DiTs. auto: from the key names.")
 @click.option("--exclude-untouched", is_flag=True,
@@ -167,7 +168,8 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
 
     The default --method auto runs a synthetic forward pass through the checkpoint's own weights
     (every family of the README's table; a pipe or zstd input is spooled to a temporary file),
-    else the bound of --method simulate where it is a proof; the report says which.
+    else the bound of --method simulate where it is a proof; the report says which. A family
+    neither knows: every layer weight-only (no guess), exit code 5.
     """
     method_given = click.get_current_context().get_parameter_source("method") != click.core.ParameterSource.DEFAULT
     if stats_path and not method_given:
@@ -213,8 +215,9 @@ def _run(template: RewriteOptions, inputs: list[str], out_dir: str | None, compr
     """One file, or a batch into out_dir, once every option has been checked."""
     notes = check_patterns(inputs, template.include, template.exclude)  # a typo'd pattern: exit 2 before any file
     if out_dir is None:
-        _emit(calibrate_file(template), as_json, report_file, template.output == "-")
-        return EXIT_OK
+        report = calibrate_file(template)
+        _emit(report, as_json, report_file, template.output == "-")
+        return report.exit_code
     items = plan_outputs(inputs, out_dir, compress)  # refuses clashing names before any work
 
     def emit(report: FileReport) -> None:

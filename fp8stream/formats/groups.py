@@ -22,6 +22,7 @@ _SIBLINGS: list[tuple[re.Pattern, tuple[str, ...]]] = [
     (re.compile(r".*"), ("q_proj", "k_proj", "v_proj")),  # LLM / CLIP encoders
     (re.compile(r".*"), ("gate_proj", "up_proj")),  # LLM MLP
     (re.compile(r".*"), ("wi_0", "wi_1")),  # T5 gated FFN
+    (re.compile(r"(^|.*\.)feed_forward$"), ("w1", "w3")),  # Lumina 2 / Z-Image gated FFN (gate, up)
 ]
 _CROSS = re.compile(r"(^|.*\.)(cross_attn|attn2|EncDecAttention)$")
 

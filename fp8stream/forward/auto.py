@@ -5,22 +5,33 @@ input (a file or a sharded folder; a pipe or a zstd stream is spooled to a tempo
 it, pipeline/spool.py, unless --no-spool), diffusers, and a model family whose diffusers class
 and converter map the file completely. Where all three hold, `auto` is `--method forward`;
 otherwise it is `--method simulate --sim-mode bound` exactly as before, with one report note
-saying which was missing and how to get the forward pass (with --no-spool, each layer too).
+saying which was missing and how to get the forward pass (with --no-spool, each layer too),
+where the bound method's producer graph knows the family (calibration/graph.py). Where neither
+runs (a family not recognised, or one with neither graph nor runnable forward pass), every
+bound would rest on an assumed input range: no layer is scaled, all are written weight-only,
+the report says so in one note and the CLI exits 5 ("written, no layer scaled").
 Which one ran is recorded in the output's metadata (`fp8stream.calibration`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import struct
 from typing import Mapping
 
+from fp8stream.calibration.graph import FAMILIES as PRODUCER_GRAPHS
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
 from fp8stream.calibration.settings import CalibrationSettings
+from fp8stream.formats.architecture import detect, header_shapes
+from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import TensorInfo
 
 
 NO_SPOOL = "the input is a stream and --no-spool was given (without it, it is spooled to a temporary file)"
+NO_GUESS = "no scale without a guess (--method simulate or --assume-input-rms R to opt in)"
+NO_GUESS_NOTE = ("every FP8 layer kept weight-only, no scale from a guess; --method simulate gives bound scales "
+                 "that assume inputs of rms <= 2, --assume-input-rms R another range")
 
 
 class AutoMethod:
@@ -33,6 +44,10 @@ class AutoMethod:
         self.why: str | None = None
 
     def prepare(self, model: ModelView) -> MethodPlan:
+        found = detect(header_shapes(model.header))
+        guess_ok = self.settings.assume_input_rms is not None
+        if found is None and not guess_ok:
+            return self._no_guess(model, "model family not recognised")
         why, prepared = _forward_or_why_not(model, self.settings.spool)
         if why is None:
             from fp8stream.forward.method import ForwardMethod
@@ -40,6 +55,8 @@ class AutoMethod:
             forward = dataclasses.replace(self.settings, method="forward")
             self.inner, self.chosen = ForwardMethod(forward, prepared), "forward"
             return self.inner.prepare(model)
+        if found is not None and found.family not in PRODUCER_GRAPHS and not guess_ok:
+            return self._no_guess(model, f"{found.variant}: {why}, and no producer graph knows this family")
         from fp8stream.calibration.simulate import WeightAwareMethod
 
         self.why = why
@@ -55,6 +72,23 @@ class AutoMethod:
             return estimates
         warning = "forward pass not run: " + NO_SPOOL
         return {n: dataclasses.replace(e, warnings=e.warnings + (warning,)) for n, e in estimates.items()}
+
+    def _no_guess(self, model: ModelView, what: str) -> MethodPlan:
+        """Neither the forward pass nor a producer graph: every bound would rest on an assumed
+        input range. No guess by default: every layer is written weight-only (exit code 5),
+        except those whose real scale the file already holds (kept, as everywhere) and those of
+        a legacy scaled_fp8 file, whose format has no per-layer weight-only flag (the bound, as
+        --method simulate, with its assumption in the report)."""
+        from fp8stream.calibration.simulate import WeightAwareMethod
+
+        kept = [layer for layer in model.layers
+                if layer.flavour == "legacy" or _may_hold_a_real_scale(model.source, layer)]
+        self.inner, self.chosen = WeightAwareMethod(dataclasses.replace(self.settings, method="simulate")), "none"
+        plan = self.inner.prepare(dataclasses.replace(model, layers=kept))
+        names = {layer.name for layer in kept}
+        return dataclasses.replace(plan, weight_only={layer.name: f"{what}: {NO_GUESS}" for layer in model.layers
+                                                      if layer.name not in names},
+                                   notes=plan.notes + (f"{what}: {NO_GUESS_NOTE}",))
 
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
         self.inner.observe_tensor(info, chunk)
@@ -83,6 +117,26 @@ def _forward_or_why_not(model: ModelView, spool: bool):
     if prepared.reason is not None:
         return f"the forward pass cannot run: {prepared.reason}", None
     return None, prepared
+
+
+def _may_hold_a_real_scale(source, layer: FP8Layer) -> bool:
+    """Whether the layer's input scale in the file is a real one to keep (read now: one F32
+    scalar); a stream cannot be read ahead, so there any scale present may be."""
+    if layer.existing_input_scale is None:
+        return False
+    if source is None:
+        return True
+    value, weight_scale = _f32(source, layer.existing_input_scale), _f32(source, layer.weight_scale)
+    keep, _ = judge_existing_scale(None if value is None else [value], 1.0 if weight_scale is None else weight_scale,
+                                   bool(layer.weight_only), overwrite=False)
+    return keep
+
+
+def _f32(source, name: str | None) -> float | None:
+    info = source.info(name) if name else None
+    if info is None or info.dtype != "F32" or info.numel != 1:
+        return None
+    return struct.unpack("<f", source.read_rows(name, 0, 1))[0]
 
 
 def create(settings: CalibrationSettings) -> AutoMethod:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from fp8stream.formats.architecture import detect_family
 from fp8stream.forward.families import count_blocks
 from fp8stream.forward.families.text_models import build
 from fp8stream.forward.inputs import SamplePlan
@@ -24,9 +23,6 @@ HEADS_BY_WIDTH = {128: 2, 256: 4, 312: 12, 384: 12, 512: 8, 768: 12, 1024: 16}
 HEAD_DIM = 64
 CLS, SEP, PAD = 101, 102, 0
 
-
-def detect(names: set[str]) -> bool:
-    return detect_family(names) == NAME
 
 
 def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:

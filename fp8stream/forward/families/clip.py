@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from fp8stream.formats.architecture import detect_family
 from fp8stream.forward.families import count_blocks
 from fp8stream.forward.families.text_models import build, renamed
 from fp8stream.forward.inputs import SamplePlan
@@ -25,9 +24,6 @@ HEAD_DIM = 64
 QUICK_GELU_WIDTH = 768
 _T = "text_model."
 
-
-def detect(names: set[str]) -> bool:
-    return detect_family(names) == NAME
 
 
 def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:

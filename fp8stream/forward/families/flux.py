@@ -2,24 +2,19 @@
 
 diffusers' FluxTransformer2DModel multiplies the timestep and guidance by 1000 inside: the
 inputs carry t and g as they are. Its converter hard-codes Flux-dev's widths (inner_dim 3072,
-mlp_ratio 4.0) to split `linear1`; `_with_widths` runs it with the checkpoint's own widths.
+mlp_ratio 4.0) to split `linear1`; `with_widths` runs it with the checkpoint's own widths.
 """
 
 from __future__ import annotations
 
-import types
 from typing import Mapping
 
 import torch
 
-from fp8stream.forward.families import count_blocks
-from fp8stream.forward.inputs import SamplePlan, grid, image_ids
+from fp8stream.forward.families import bfl_sizes, joint_value_sources, with_constants
+from fp8stream.forward.inputs import SamplePlan, image_ids, packed_latents
 
 NAME = "flux"
-
-
-def detect(names: set[str]) -> bool:
-    return "img_in.weight" in names and "double_blocks.0.img_attn.qkv.weight" in names
 
 
 def rope_axes(head_dim: int) -> tuple[int, int, int]:
@@ -29,20 +24,11 @@ def rope_axes(head_dim: int) -> tuple[int, int, int]:
 
 
 def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
-    inner, in_channels = shapes["img_in.weight"]
-    head_dim = shapes["double_blocks.0.img_attn.norm.query_norm.scale"][0]
-    return {
-        "patch_size": 1,
-        "in_channels": in_channels,
-        "out_channels": shapes["final_layer.linear.weight"][0],
-        "num_layers": count_blocks(shapes, "double_blocks."),
-        "num_single_layers": count_blocks(shapes, "single_blocks."),
-        "attention_head_dim": head_dim,
-        "num_attention_heads": inner // head_dim,
-        "joint_attention_dim": shapes["txt_in.weight"][1],
+    sizes = bfl_sizes(shapes)
+    return sizes | {
         "pooled_projection_dim": shapes["vector_in.in_layer.weight"][1],
         "guidance_embeds": "guidance_in.in_layer.weight" in shapes,
-        "axes_dims_rope": rope_axes(head_dim),
+        "axes_dims_rope": rope_axes(sizes["attention_head_dim"]),
     }
 
 
@@ -52,29 +38,24 @@ def model_class():
     return FluxTransformer2DModel
 
 
-def _with_widths(fn, inner: int, ratio: float):
-    """The converter with its hard-coded widths replaced by this checkpoint's."""
-    table = {3072: inner, 4.0: ratio}
-    consts = tuple(table.get(c, c) if type(c) in (int, float) else c for c in fn.__code__.co_consts)
-    return types.FunctionType(fn.__code__.replace(co_consts=consts), fn.__globals__, fn.__name__,
-                              fn.__defaults__, fn.__closure__)
+def with_widths(fn, state: dict, cfg: Mapping) -> dict:
+    """Run a converter that hard-codes Flux-dev's widths (inner_dim 3072, mlp_ratio 4.0: Flux's,
+    Chroma's) with this checkpoint's."""
+    inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    mlp = state["double_blocks.0.img_mlp.0.weight"].shape[0]
+    return with_constants(fn, {3072: inner, 4.0: mlp / inner})(dict(state))
 
 
 def convert(state: dict, cfg: Mapping) -> dict:
     from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers as fn
 
-    inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-    mlp = state["double_blocks.0.img_mlp.0.weight"].shape[0]
-    return _with_widths(fn, inner, mlp / inner)(dict(state))
+    return with_widths(fn, state, cfg)
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    h, w = grid(plan.image_tokens)
-    x0 = plan.randn(h * w, cfg["in_channels"])
-    noise = plan.randn(h * w, cfg["in_channels"])
-    t = plan.timesteps()
+    hidden, t, h, w = packed_latents(cfg["in_channels"], plan)
     out = {
-        "hidden_states": plan.noised(x0, noise, t),
+        "hidden_states": hidden,
         "encoder_hidden_states": plan.text(cfg["joint_attention_dim"]),
         "pooled_projections": plan.pooled(cfg["pooled_projection_dim"]),
         "timestep": t,  # diffusers multiplies by 1000 inside
@@ -90,11 +71,7 @@ def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     """Attention output projections -> the Linears whose outputs (values) their input mixes:
     joint attention mixes both streams' values; a single block's proj_out reads the mix of its
     to_v beside GELU(proj_mlp) (already in its own observed input)."""
-    out = {}
-    for i in range(cfg["num_layers"]):
-        a = f"transformer_blocks.{i}.attn."
-        for proj in ("to_out.0", "to_add_out"):
-            out[a + proj] = [[a + "to_v", a + "add_v_proj"]]
+    out = joint_value_sources(cfg["num_layers"])
     for i in range(cfg["num_single_layers"]):
         b = f"single_transformer_blocks.{i}."
         out[b + "proj_out"] = [[b + "attn.to_v"]]

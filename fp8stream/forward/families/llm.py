@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from fp8stream.formats.architecture import detect_family
 from fp8stream.forward.families import count_blocks
 from fp8stream.forward.families.text_models import build, renamed
 from fp8stream.forward.inputs import SamplePlan
@@ -36,9 +35,6 @@ _CLASSES = {  # kind -> (model class, config class, default head width)
     "llama": ("LlamaModel", "LlamaConfig", 128),
 }
 
-
-def detect(names: set[str]) -> bool:
-    return detect_family(names) == NAME
 
 
 def _bare(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:

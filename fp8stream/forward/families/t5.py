@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from fp8stream.formats.architecture import detect_family
 from fp8stream.forward.families import count_blocks
 from fp8stream.forward.families.text_models import build, first
 from fp8stream.forward.inputs import SamplePlan
@@ -22,9 +21,6 @@ EOS, PAD = 1, 0
 POSITIONS = 512  # T5 has relative positions only; ComfyUI pads T5-XXL up to 512 tokens at most
 _BLOCK = "encoder.block.{}.layer."
 
-
-def detect(names: set[str]) -> bool:
-    return detect_family(names) == NAME
 
 
 def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:

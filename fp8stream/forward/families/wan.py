@@ -12,7 +12,7 @@ import math
 from typing import Mapping
 
 
-from fp8stream.forward.families import count_blocks
+from fp8stream.formats.architecture import count_blocks
 from fp8stream.forward.inputs import SamplePlan, grid
 
 NAME = "wan"
@@ -20,9 +20,6 @@ HEAD_DIM = 128
 SMALL_HEAD_DIM = 16
 IMAGE_TOKENS = 257
 
-
-def detect(names: set[str]) -> bool:
-    return "patch_embedding.weight" in names and "blocks.0.self_attn.q.weight" in names
 
 
 def head_dim(width: int) -> int:
