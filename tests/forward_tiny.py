@@ -61,8 +61,11 @@ def sd3_shapes(layers: int = 2, dual: tuple[int, ...] = (0,), channels: int = 4,
 
 
 def wan_shapes(layers: int = 2, image: bool = True, channels: int = 4, text: int = JOINT,
-               freq: int = 32, ffn: int = 128) -> dict[str, tuple[int, ...]]:
-    s: dict[str, tuple[int, ...]] = {"patch_embedding.weight": (D, channels, 1, 2, 2), "patch_embedding.bias": (D,)}
+               freq: int = 32, ffn: int = 128, in_channels: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Wan 2.x names; `in_channels` above `channels`: the latent plus concatenated conditioning
+    (Wan 2.2 i2v-A14B: 16 + 4 mask + 16 image latent, no image branch: image=False)."""
+    s: dict[str, tuple[int, ...]] = {"patch_embedding.weight": (D, in_channels or channels, 1, 2, 2),
+                                     "patch_embedding.bias": (D,)}
     _linear(s, "text_embedding.0", D, text)
     _linear(s, "text_embedding.2", D, D)
     _linear(s, "time_embedding.0", D, freq)

@@ -78,9 +78,12 @@ def sd35_large(blocks: int | None = None) -> list[TensorSpec]:
 
 def wan_14b(blocks: int | None = None) -> list[TensorSpec]:
     """Wan2.1-14B-class video DiT: dim 5120, FFN 13824, 40 blocks (14B parameters)."""
-    d, ffn = 5120, 13824
-    n = 40 if blocks is None else blocks
-    specs: list[TensorSpec] = [TensorSpec("patch_embedding.weight", (d, 16, 1, 2, 2), False),
+    return wan_dit(5120, 13824, 40 if blocks is None else blocks)
+
+
+def wan_dit(d: int, ffn: int, n: int, in_channels: int = 16, out_channels: int = 16) -> list[TensorSpec]:
+    """A Wan 2.x DiT (T2V layout, heads 128 wide) of width d, FFN width ffn and n blocks."""
+    specs: list[TensorSpec] = [TensorSpec("patch_embedding.weight", (d, in_channels, 1, 2, 2), False),
                                TensorSpec("patch_embedding.bias", (d,), False)]
     specs += _linear("text_embedding.0", d, 4096, False) + _linear("text_embedding.2", d, d, False)
     specs += _linear("time_embedding.0", d, 256, False) + _linear("time_embedding.2", d, d, False)
@@ -94,7 +97,7 @@ def wan_14b(blocks: int | None = None) -> list[TensorSpec]:
             specs += [TensorSpec(f"{p}.{attn}.norm_q.weight", (d,), False), TensorSpec(f"{p}.{attn}.norm_k.weight", (d,), False)]
         specs += [TensorSpec(f"{p}.norm3.weight", (d,), False), TensorSpec(f"{p}.norm3.bias", (d,), False)]
         specs += _linear(f"{p}.ffn.0", ffn, d, True) + _linear(f"{p}.ffn.2", d, ffn, True)
-    specs += [TensorSpec("head.modulation", (1, 2, d), False)] + _linear("head.head", 64, d, False)
+    specs += [TensorSpec("head.modulation", (1, 2, d), False)] + _linear("head.head", 4 * out_channels, d, False)
     return specs
 
 

