@@ -96,6 +96,50 @@ def wan_shapes(layers: int = 2, image: bool = True, channels: int = 4, text: int
     return s
 
 
+def hunyuan_video15_shapes(layers: int = 2, refiners: int = 1, channels: int = 4, split_qkv: bool = False,
+                           meanflow: bool = False, glyph: int = 24, image: int = 24) -> dict[str, tuple[int, ...]]:
+    """HunyuanVideo 1.5 under ComfyUI's (Tencent's) names; `split_qkv`: the original release's
+    separate img_attn_q/k/v. ByT5's projection is 2048 wide inside (diffusers hard-codes it)."""
+    s: dict[str, tuple[int, ...]] = {"img_in.proj.weight": (D, 2 * channels + 1, 1, 1, 1), "img_in.proj.bias": (D,),
+                                     "cond_type_embedding.weight": (3, D)}
+    for t in ("time_in", "txt_in.t_embedder") + (("time_r_in",) if meanflow else ()):
+        _linear(s, t + ".mlp.0", D, 256)
+        _linear(s, t + ".mlp.2", D, D)
+    _linear(s, "txt_in.input_embedder", D, JOINT)
+    _linear(s, "txt_in.c_embedder.linear_1", D, JOINT)
+    _linear(s, "txt_in.c_embedder.linear_2", D, D)
+    for i in range(refiners):
+        p = f"txt_in.individual_token_refiner.blocks.{i}."
+        for n in ("norm1", "norm2"):
+            s[p + n + ".weight"], s[p + n + ".bias"] = (D,), (D,)
+        _linear(s, p + "self_attn_qkv", 3 * D, D)
+        _linear(s, p + "self_attn_proj", D, D)
+        _linear(s, p + "mlp.fc1", 4 * D, D)
+        _linear(s, p + "mlp.fc2", D, 4 * D)
+        _linear(s, p + "adaLN_modulation.1", 2 * D, D)
+    s["byt5_in.layernorm.weight"], s["byt5_in.layernorm.bias"] = (glyph,), (glyph,)
+    _linear(s, "byt5_in.fc1", 2048, glyph)
+    _linear(s, "byt5_in.fc2", 2048, 2048)
+    _linear(s, "byt5_in.fc3", D, 2048)
+    s["vision_in.proj.0.weight"], s["vision_in.proj.0.bias"] = (image,), (image,)
+    _linear(s, "vision_in.proj.1", image, image)
+    _linear(s, "vision_in.proj.3", D, image)
+    s["vision_in.proj.4.weight"], s["vision_in.proj.4.bias"] = (D,), (D,)
+    for i in range(layers):
+        for st in ("img", "txt"):
+            p = f"double_blocks.{i}.{st}_"
+            _linear(s, p + "mod.linear", 6 * D, D)
+            for x in ("q", "k", "v") if split_qkv else ("qkv",):
+                _linear(s, p + "attn_" + x, (1 if split_qkv else 3) * D, D)
+            s[p + "attn_q_norm.weight"], s[p + "attn_k_norm.weight"] = (HEAD,), (HEAD,)
+            _linear(s, p + "attn_proj", D, D)
+            _linear(s, p + "mlp.fc1", 4 * D, D)
+            _linear(s, p + "mlp.fc2", D, 4 * D)
+    _linear(s, "final_layer.linear", channels, D)
+    _linear(s, "final_layer.adaLN_modulation.1", 2 * D, D)
+    return s
+
+
 def flux_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     model = family_module("flux").model_class()(**cfg)
     return {k: tuple(v.shape) for k, v in qm.diffusers_to_comfy(model.state_dict(), cfg).items()}
@@ -127,7 +171,7 @@ def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, t
         cfg = fam.config(flux_shapes(_flux_cfg()))
         shapes = flux_shapes(cfg)
     else:
-        shapes = sd3_shapes(**kw) if family == "sd3" else wan_shapes(**kw)
+        shapes = SHAPES[family](**kw)
         cfg = fam.config(shapes)
     model = fam.model_class()(**cfg).float().eval()
     with torch.no_grad():  # random init gives zero modulation/out layers: make every layer matter
@@ -139,6 +183,10 @@ def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, t
     return model, to_original(model.state_dict(), shapes, family, cfg), cfg
 
 
+SHAPES = {"sd3": sd3_shapes, "wan": wan_shapes, "hunyuan_video15": hunyuan_video15_shapes}
+NOT_LINEAR = ("cond_type_embedding.",)  # 2-D weights that are no Linear's: BF16 in FP8 files
+
+
 def _flux_cfg() -> dict:
     return {"patch_size": 1, "in_channels": 4, "num_layers": 2, "num_single_layers": 2, "attention_head_dim": HEAD,
             "num_attention_heads": D // HEAD, "joint_attention_dim": JOINT, "pooled_projection_dim": POOLED,
@@ -147,7 +195,8 @@ def _flux_cfg() -> dict:
 
 def fp8_linears(state: dict[str, torch.Tensor]) -> list[str]:
     """Every 2-D weight (the FP8 layers of the test checkpoints)."""
-    return sorted(n[:-7] for n, t in state.items() if n.endswith(".weight") and t.dim() == 2)
+    return sorted(n[:-7] for n, t in state.items()
+                  if n.endswith(".weight") and t.dim() == 2 and not n.startswith(NOT_LINEAR))
 
 
 def write(state: dict[str, torch.Tensor], path: Path, prefix: str = "") -> list[str]:
