@@ -140,6 +140,43 @@ def hunyuan_video15_shapes(layers: int = 2, refiners: int = 1, channels: int = 4
     return s
 
 
+def ltx2_shapes(layers: int = 2, channels: int = 8, audio: int = 32, audio_channels: int = 8,
+                caption: int = 24) -> dict[str, tuple[int, ...]]:
+    """LTX-2.0 under ComfyUI's (Lightricks') names: video width D, audio width `audio`."""
+    s: dict[str, tuple[int, ...]] = {"scale_shift_table": (2, D), "audio_scale_shift_table": (2, audio)}
+    _linear(s, "patchify_proj", D, channels)
+    _linear(s, "audio_patchify_proj", audio, audio_channels)
+    for pre, w in (("", D), ("audio_", audio)):
+        _linear(s, pre + "caption_projection.linear_1", w, caption)
+        _linear(s, pre + "caption_projection.linear_2", w, w)
+    for name, w, mods in (("adaln_single", D, 6), ("audio_adaln_single", audio, 6),
+                          ("av_ca_video_scale_shift_adaln_single", D, 4), ("av_ca_audio_scale_shift_adaln_single", audio, 4),
+                          ("av_ca_a2v_gate_adaln_single", D, 1), ("av_ca_v2a_gate_adaln_single", audio, 1)):
+        _linear(s, name + ".emb.timestep_embedder.linear_1", w, 256)
+        _linear(s, name + ".emb.timestep_embedder.linear_2", w, w)
+        _linear(s, name + ".linear", mods * w, w)
+    # attention -> (query width, key/value width, inner width)
+    attns = {"attn1": (D, D, D), "attn2": (D, D, D), "audio_attn1": (audio, audio, audio),
+             "audio_attn2": (audio, audio, audio), "audio_to_video_attn": (D, audio, audio),
+             "video_to_audio_attn": (audio, D, audio)}
+    for i in range(layers):
+        p = f"transformer_blocks.{i}."
+        s[p + "scale_shift_table"], s[p + "audio_scale_shift_table"] = (6, D), (6, audio)
+        s[p + "scale_shift_table_a2v_ca_video"], s[p + "scale_shift_table_a2v_ca_audio"] = (5, D), (5, audio)
+        for a, (q, kv, inner) in attns.items():
+            s[f"{p}{a}.q_norm.weight"], s[f"{p}{a}.k_norm.weight"] = (inner,), (inner,)
+            _linear(s, f"{p}{a}.to_q", inner, q)
+            _linear(s, f"{p}{a}.to_k", inner, kv)
+            _linear(s, f"{p}{a}.to_v", inner, kv)
+            _linear(s, f"{p}{a}.to_out.0", q, inner)
+        for ff, w in (("ff", D), ("audio_ff", audio)):
+            _linear(s, f"{p}{ff}.net.0.proj", 4 * w, w)
+            _linear(s, f"{p}{ff}.net.2", w, 4 * w)
+    _linear(s, "proj_out", channels, D)
+    _linear(s, "audio_proj_out", audio_channels, audio)
+    return s
+
+
 def flux_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     model = family_module("flux").model_class()(**cfg)
     return {k: tuple(v.shape) for k, v in qm.diffusers_to_comfy(model.state_dict(), cfg).items()}
@@ -183,7 +220,7 @@ def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, t
     return model, to_original(model.state_dict(), shapes, family, cfg), cfg
 
 
-SHAPES = {"sd3": sd3_shapes, "wan": wan_shapes, "hunyuan_video15": hunyuan_video15_shapes}
+SHAPES = {"sd3": sd3_shapes, "wan": wan_shapes, "hunyuan_video15": hunyuan_video15_shapes, "ltx2": ltx2_shapes}
 NOT_LINEAR = ("cond_type_embedding.",)  # 2-D weights that are no Linear's: BF16 in FP8 files
 
 

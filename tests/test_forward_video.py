@@ -23,6 +23,7 @@ VARIANTS = {
     "wan22_ti2v_5b": ("wan", {"image": False, "channels": 48}),  # Wan 2.2 VAE: per-token timesteps
     "hunyuan_video15": ("hunyuan_video15", {}),  # ComfyUI's repack: fused qkv
     "hunyuan_video15_split_meanflow": ("hunyuan_video15", {"split_qkv": True, "meanflow": True}),
+    "ltx2": ("ltx2", {}),  # audio and video streams
 }
 
 
