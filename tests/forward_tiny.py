@@ -177,6 +177,31 @@ def ltx2_shapes(layers: int = 2, channels: int = 8, audio: int = 32, audio_chann
     return s
 
 
+def cosmos_shapes(layers: int = 2, channels: int = 4, video2world: bool = True, lora: int = 16,
+                  learnable_pos: bool = False) -> dict[str, tuple[int, ...]]:
+    """Cosmos Predict2 under ComfyUI's (NVIDIA's) names; patches 1x2x2, no biases. The patch
+    embedding reads the latent, Video2World's condition mask and the padding mask."""
+    s: dict[str, tuple[int, ...]] = {"x_embedder.proj.1.weight": (D, (channels + 1 + video2world) * 4),
+                                     "t_embedder.1.linear_1.weight": (D, D), "t_embedder.1.linear_2.weight": (3 * D, D),
+                                     "t_embedding_norm.weight": (D,)}
+    if learnable_pos:
+        s.update({f"extra_pos_embedder.pos_emb_{a}": (8, D) for a in "thw"})
+    for i in range(layers):
+        p = f"blocks.{i}."
+        for part in ("self_attn", "cross_attn", "mlp"):
+            s[f"{p}adaln_modulation_{part}.1.weight"] = (lora, D)
+            s[f"{p}adaln_modulation_{part}.2.weight"] = (3 * D, lora)
+        for a, kv in (("self_attn", D), ("cross_attn", JOINT)):
+            s[f"{p}{a}.q_proj.weight"], s[f"{p}{a}.output_proj.weight"] = (D, D), (D, D)
+            s[f"{p}{a}.k_proj.weight"], s[f"{p}{a}.v_proj.weight"] = (D, kv), (D, kv)
+            s[f"{p}{a}.q_norm.weight"], s[f"{p}{a}.k_norm.weight"] = (HEAD,), (HEAD,)
+        s[p + "mlp.layer1.weight"], s[p + "mlp.layer2.weight"] = (4 * D, D), (D, 4 * D)
+    s["final_layer.adaln_modulation.1.weight"] = (lora, D)
+    s["final_layer.adaln_modulation.2.weight"] = (2 * D, lora)
+    s["final_layer.linear.weight"] = (4 * channels, D)
+    return s
+
+
 def flux_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     model = family_module("flux").model_class()(**cfg)
     return {k: tuple(v.shape) for k, v in qm.diffusers_to_comfy(model.state_dict(), cfg).items()}
@@ -220,7 +245,8 @@ def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, t
     return model, to_original(model.state_dict(), shapes, family, cfg), cfg
 
 
-SHAPES = {"sd3": sd3_shapes, "wan": wan_shapes, "hunyuan_video15": hunyuan_video15_shapes, "ltx2": ltx2_shapes}
+SHAPES = {"sd3": sd3_shapes, "wan": wan_shapes, "hunyuan_video15": hunyuan_video15_shapes, "ltx2": ltx2_shapes,
+          "cosmos": cosmos_shapes}
 NOT_LINEAR = ("cond_type_embedding.",)  # 2-D weights that are no Linear's: BF16 in FP8 files
 
 

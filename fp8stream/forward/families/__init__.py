@@ -14,7 +14,7 @@ import importlib
 from types import ModuleType
 from typing import Mapping
 
-FAMILIES = ("flux", "sd3", "wan", "hunyuan_video15", "ltx2")
+FAMILIES = ("flux", "sd3", "wan", "hunyuan_video15", "ltx2", "cosmos")
 
 
 def family_module(name: str) -> ModuleType:
