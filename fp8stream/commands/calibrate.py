@@ -15,6 +15,7 @@ from fp8stream.calibration.settings import RULES, SIM_MODES, CalibrationSettings
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.commands.preflight import check_patterns
 from fp8stream.errors import EXIT_OK, UsageError
+from fp8stream.formats.selection import PRESET_NAMES
 from fp8stream.io.compression import (
     DEFAULT_COMPRESSION_BUDGET,
     ZstdSettings,
@@ -106,7 +107,7 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
               help="Calibrate only layers whose name matches (repeatable; prefix-free names match too).")
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="Keep matching layers weight-only (full_precision_matrix_mult) instead of calibrating them.")
-@click.option("--preset", type=click.Choice(["auto", "flux", "sd3", "wan"]), default=None,
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
               help="Exclude what the reference recipes keep in high precision: embedders, final projections, "
                    "first/last blocks of video DiTs. auto: from the key names.")
 @click.option("--exclude-untouched", is_flag=True,

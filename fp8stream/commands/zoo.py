@@ -11,6 +11,7 @@ from fp8stream.batch import batch_exit_code
 from fp8stream.calibration.settings import SIM_MODES, CalibrationSettings, resolve_device
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.errors import UsageError
+from fp8stream.formats.selection import PRESET_NAMES
 from fp8stream.remote import configure, parse_storage_options
 from fp8stream.rewrite import RewriteOptions
 
@@ -25,7 +26,7 @@ from fp8stream.rewrite import RewriteOptions
 @click.option("--samples", type=click.IntRange(1, 65536), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--preset", type=click.Choice(["auto", "flux", "sd3", "wan"]), default=None)
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None)
 @click.option("--force", "-f", is_flag=True, help="Replace outputs that exist and are not up to date.")
 @click.option("--address", help="Join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local one.")
 @click.option("--workers", type=click.IntRange(1, 1024), default=2, show_default=True,
