@@ -1,27 +1,14 @@
 """Layer inventories of real diffusion transformers (names and shapes as ComfyUI loads them).
 
-Used to build benchmark checkpoints at real width: every FP8 linear of the transformer blocks
-(modulation included) in ComfyUI's mixed-precision format, embedders, norms and final layers
+Used to build benchmark checkpoints at real width (video families: a module each beside this
+one): every FP8 linear of the transformer blocks (modulation included) in ComfyUI's mixed-precision format, embedders, norms and final layers
 in BF16, as typical FP8 exports ship them. `blocks` scales depth; width is always full.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[int, ...]
-    fp8: bool  # an FP8 linear weight (gets weight_scale + comfy_quant), else a BF16 tensor
-
-
-def _linear(name: str, out_f: int, in_f: int, fp8: bool, bias: bool = True) -> list[TensorSpec]:
-    specs = [TensorSpec(f"{name}.weight", (out_f, in_f), fp8)]
-    if bias:
-        specs.append(TensorSpec(f"{name}.bias", (out_f,), False))
-    return specs
+from fp8stream.synthetic import cosmos, hunyuan_video15, ltx2, wan
+from fp8stream.synthetic.spec import TensorSpec, linear as _linear
 
 
 def flux_dev(blocks: int | None = None) -> list[TensorSpec]:
@@ -76,29 +63,6 @@ def sd35_large(blocks: int | None = None) -> list[TensorSpec]:
     return specs
 
 
-def wan_14b(blocks: int | None = None) -> list[TensorSpec]:
-    """Wan2.1-14B-class video DiT: dim 5120, FFN 13824, 40 blocks (14B parameters)."""
-    return wan_dit(5120, 13824, 40 if blocks is None else blocks)
-
-
-def wan_dit(d: int, ffn: int, n: int, in_channels: int = 16, out_channels: int = 16) -> list[TensorSpec]:
-    """A Wan 2.x DiT (T2V layout, heads 128 wide) of width d, FFN width ffn and n blocks."""
-    specs: list[TensorSpec] = [TensorSpec("patch_embedding.weight", (d, in_channels, 1, 2, 2), False),
-                               TensorSpec("patch_embedding.bias", (d,), False)]
-    specs += _linear("text_embedding.0", d, 4096, False) + _linear("text_embedding.2", d, d, False)
-    specs += _linear("time_embedding.0", d, 256, False) + _linear("time_embedding.2", d, d, False)
-    specs += _linear("time_projection.1", 6 * d, d, False)
-    for i in range(n):
-        p = f"blocks.{i}"
-        specs.append(TensorSpec(f"{p}.modulation", (1, 6, d), False))
-        for attn in ("self_attn", "cross_attn"):
-            for proj in ("q", "k", "v", "o"):
-                specs += _linear(f"{p}.{attn}.{proj}", d, d, True)
-            specs += [TensorSpec(f"{p}.{attn}.norm_q.weight", (d,), False), TensorSpec(f"{p}.{attn}.norm_k.weight", (d,), False)]
-        specs += [TensorSpec(f"{p}.norm3.weight", (d,), False), TensorSpec(f"{p}.norm3.bias", (d,), False)]
-        specs += _linear(f"{p}.ffn.0", ffn, d, True) + _linear(f"{p}.ffn.2", d, ffn, True)
-    specs += [TensorSpec("head.modulation", (1, 2, d), False)] + _linear("head.head", 4 * out_channels, d, False)
-    return specs
-
-
-ARCHITECTURES = {"flux": flux_dev, "sd35": sd35_large, "wan": wan_14b}
+ARCHITECTURES = {"flux": flux_dev, "sd35": sd35_large, "wan": wan.wan_14b, "wan22-5b": wan.ti2v_5b,
+                 "wan22-i2v-a14b": wan.i2v_a14b, "hunyuan-video-1.5": hunyuan_video15.t2v_720p, "ltx2": ltx2.ltx2_19b,
+                 "cosmos-14b": cosmos.predict2_14b, "cosmos-2b": cosmos.predict2_2b}
