@@ -35,3 +35,13 @@ def count_blocks(shapes: Mapping[str, tuple[int, ...]], prefix: str) -> int:
     found = [int(k[len(prefix):].split(".", 1)[0]) for k in shapes
              if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0].isdigit()]
     return max(found) + 1 if found else 0
+
+
+def rename_prefixes(state: Mapping[str, object], table: Mapping[str, str]) -> dict:
+    """The state with each name that starts with a key of `table` given that key's replacement
+    (converters' gaps: names a diffusers converter leaves as they are)."""
+    out = {}
+    for name, value in state.items():
+        old = next((p for p in table if name.startswith(p)), None)
+        out[name if old is None else table[old] + name[len(old):]] = value
+    return out

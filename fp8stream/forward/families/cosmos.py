@@ -23,7 +23,7 @@ from typing import Mapping
 
 import torch
 
-from fp8stream.forward.families import count_blocks
+from fp8stream.forward.families import count_blocks, rename_prefixes
 from fp8stream.forward.inputs import SamplePlan, grid
 
 NAME = "cosmos"
@@ -75,11 +75,7 @@ def model_class():
 def convert(state: dict, cfg: Mapping) -> dict:
     from diffusers.loaders.single_file_utils import convert_cosmos_transformer_checkpoint_to_diffusers as fn
 
-    out = {}
-    for name, value in fn(dict(state)).items():
-        old = next((p for p in _RENAMES if name.startswith(p)), None)
-        out[name if old is None else _RENAMES[old] + name[len(old):]] = value
-    return out
+    return rename_prefixes(fn(dict(state)), _RENAMES)
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:

@@ -21,7 +21,7 @@ from typing import Mapping
 
 import torch
 
-from fp8stream.forward.families import count_blocks
+from fp8stream.forward.families import count_blocks, rename_prefixes
 from fp8stream.forward.families.flux import rope_axes
 from fp8stream.forward.inputs import SamplePlan, grid
 
@@ -82,14 +82,9 @@ def model_class():
 def convert(state: dict, cfg: Mapping) -> dict:
     from diffusers.loaders.single_file_utils import convert_hunyuan_video_transformer_to_diffusers as fn
 
-    rest, out = {}, {}
-    for name, value in state.items():
-        own = next((p for p in _OWN_PREFIXES if name.startswith(p)), None)
-        if own is None:
-            rest[name] = value
-        else:
-            out[_OWN_PREFIXES[own] + name[len(own):]] = value
-    for name, value in fn(rest).items():
+    own = {n: v for n, v in state.items() if n.startswith(tuple(_OWN_PREFIXES))}
+    out = rename_prefixes(own, _OWN_PREFIXES)
+    for name, value in fn({n: v for n, v in state.items() if n not in own}).items():
         if name.startswith("time_text_embed.timestep_embedder."):  # 1.5's own time embedding module
             name = "time_embed." + name[len("time_text_embed."):]
         for old, new in _SPLIT_QKV.items():
