@@ -39,6 +39,8 @@ def detect(names: set[str]) -> bool:
 
 
 def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
+    if "blocks.block0.blocks.0.block.attn.to_q.0.weight" in shapes:
+        raise ValueError("Cosmos 1.0 layout (blocks.blockN): the forward pass maps Cosmos Predict2 / 2.x only")
     hidden, cols = shapes["x_embedder.proj.1.weight"]
     head_dim = shapes["blocks.0.self_attn.q_norm.weight"][0]
     patch = math.prod(PATCH)
