@@ -141,15 +141,18 @@ def hunyuan_video15_shapes(layers: int = 2, refiners: int = 1, channels: int = 4
 
 
 def ltx2_shapes(layers: int = 2, channels: int = 8, audio: int = 32, audio_channels: int = 8,
-                caption: int = 24) -> dict[str, tuple[int, ...]]:
-    """LTX-2.0 under ComfyUI's (Lightricks') names: video width D, audio width `audio`."""
+                caption: int = 24, v23: bool = False) -> dict[str, tuple[int, ...]]:
+    """LTX-2.0 under ComfyUI's (Lightricks') names: video width D, audio width `audio`. `v23`:
+    LTX-2.3's layout (4 gated heads per stream, prompt AdaLN, no caption projection inside)."""
     s: dict[str, tuple[int, ...]] = {"scale_shift_table": (2, D), "audio_scale_shift_table": (2, audio)}
     _linear(s, "patchify_proj", D, channels)
     _linear(s, "audio_patchify_proj", audio, audio_channels)
-    for pre, w in (("", D), ("audio_", audio)):
+    for pre, w in (("", D), ("audio_", audio)) if not v23 else ():
         _linear(s, pre + "caption_projection.linear_1", w, caption)
         _linear(s, pre + "caption_projection.linear_2", w, w)
-    for name, w, mods in (("adaln_single", D, 6), ("audio_adaln_single", audio, 6),
+    n_mod = 9 if v23 else 6
+    prompt = (("prompt_adaln_single", D, 2), ("audio_prompt_adaln_single", audio, 2)) if v23 else ()
+    for name, w, mods in (("adaln_single", D, n_mod), ("audio_adaln_single", audio, n_mod), *prompt,
                           ("av_ca_video_scale_shift_adaln_single", D, 4), ("av_ca_audio_scale_shift_adaln_single", audio, 4),
                           ("av_ca_a2v_gate_adaln_single", D, 1), ("av_ca_v2a_gate_adaln_single", audio, 1)):
         _linear(s, name + ".emb.timestep_embedder.linear_1", w, 256)
@@ -161,7 +164,9 @@ def ltx2_shapes(layers: int = 2, channels: int = 8, audio: int = 32, audio_chann
              "video_to_audio_attn": (audio, D, audio)}
     for i in range(layers):
         p = f"transformer_blocks.{i}."
-        s[p + "scale_shift_table"], s[p + "audio_scale_shift_table"] = (6, D), (6, audio)
+        s[p + "scale_shift_table"], s[p + "audio_scale_shift_table"] = (9 if v23 else 6, D), (9 if v23 else 6, audio)
+        if v23:
+            s[p + "prompt_scale_shift_table"], s[p + "audio_prompt_scale_shift_table"] = (2, D), (2, audio)
         s[p + "scale_shift_table_a2v_ca_video"], s[p + "scale_shift_table_a2v_ca_audio"] = (5, D), (5, audio)
         for a, (q, kv, inner) in attns.items():
             s[f"{p}{a}.q_norm.weight"], s[f"{p}{a}.k_norm.weight"] = (inner,), (inner,)
@@ -169,6 +174,8 @@ def ltx2_shapes(layers: int = 2, channels: int = 8, audio: int = 32, audio_chann
             _linear(s, f"{p}{a}.to_k", inner, kv)
             _linear(s, f"{p}{a}.to_v", inner, kv)
             _linear(s, f"{p}{a}.to_out.0", q, inner)
+            if v23:
+                _linear(s, f"{p}{a}.to_gate_logits", 4, q)
         for ff, w in (("ff", D), ("audio_ff", audio)):
             _linear(s, f"{p}{ff}.net.0.proj", 4 * w, w)
             _linear(s, f"{p}{ff}.net.2", w, 4 * w)

@@ -24,6 +24,7 @@ VARIANTS = {
     "hunyuan_video15": ("hunyuan_video15", {}),  # ComfyUI's repack: fused qkv
     "hunyuan_video15_split_meanflow": ("hunyuan_video15", {"split_qkv": True, "meanflow": True}),
     "ltx2": ("ltx2", {}),  # audio and video streams
+    "ltx23": ("ltx2", {"v23": True}),  # gated attention, prompt AdaLN
     "cosmos_predict2_video2world": ("cosmos", {"learnable_pos": True}),  # condition mask, per-frame timesteps
     "cosmos_predict2_text2image": ("cosmos", {"video2world": False}),
 }

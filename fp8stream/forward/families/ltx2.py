@@ -8,8 +8,10 @@ audio tokens, channels], a text state per stream (the text connectors' outputs: 
 for LTX-2.0, whose caption projections are in the transformer). Timesteps are in [0, 1000]
 (the pipelines pass t x timestep_scale_multiplier); video takes one per token: the first latent
 frame is the given image of image-to-video, clean at timestep 0, as LTX-2's i2v pipeline does.
-LTX-2 has 32 heads in both streams (ComfyUI reads the head width off attn2.to_k the same way);
-a width not divisible into 32 even heads (a small test model) gets heads of SMALL_HEAD_DIM.
+LTX-2 has 32 heads in both streams (ComfyUI reads the head width off attn2.to_k the same way;
+LTX-2.3's attention gates say it with one row per head); a width not divisible into 32 even
+heads (a small test model) gets heads of SMALL_HEAD_DIM. LTX-2.3 (gated attention, prompt
+AdaLN, captions projected before the transformer) maps too.
 The text connectors (`*_embeddings_connector`) run before the transformer: diffusers' converter
 drops them, the pass does not reach them.
 """
@@ -35,7 +37,10 @@ def detect(names: set[str]) -> bool:
     return "audio_patchify_proj.weight" in names and "transformer_blocks.0.audio_to_video_attn.to_q.weight" in names
 
 
-def _heads(width: int) -> tuple[int, int]:
+def _heads(width: int, gate: tuple[int, ...] | None) -> tuple[int, int]:
+    """(heads, head width): LTX-2.3's attention gates have one row per head; else 32 heads."""
+    if gate:
+        return gate[0], width // gate[0]
     if width % HEADS == 0 and (width // HEADS) % 2 == 0:
         return HEADS, width // HEADS
     return width // SMALL_HEAD_DIM, SMALL_HEAD_DIM
@@ -44,9 +49,9 @@ def _heads(width: int) -> tuple[int, int]:
 def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
     inner, in_channels = shapes["patchify_proj.weight"]
     audio_inner, audio_in = shapes["audio_patchify_proj.weight"]
-    heads, head_dim = _heads(inner)
-    audio_heads, audio_head_dim = _heads(audio_inner)
     b0 = "transformer_blocks.0."
+    heads, head_dim = _heads(inner, shapes.get(b0 + "attn1.to_gate_logits.weight"))
+    audio_heads, audio_head_dim = _heads(audio_inner, shapes.get(b0 + "audio_attn1.to_gate_logits.weight"))
     prompt_mod = b0 + "prompt_scale_shift_table" in shapes
     caption = shapes.get("caption_projection.linear_1.weight")
     return {
@@ -100,8 +105,9 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
     audio_tokens = max(2, plan.image_tokens // 8)
     a0 = torch.randn(b, audio_tokens, cfg["audio_in_channels"], generator=g)
     a_noise = torch.randn(b, audio_tokens, cfg["audio_in_channels"], generator=g)
-    text_width = cfg["caption_channels"]
-    audio_text_width = text_width if cfg["use_prompt_embeddings"] else cfg["audio_cross_attention_dim"]
+    caption = cfg["use_prompt_embeddings"]  # LTX-2.0: caption-wide states, projected inside
+    text_width = cfg["caption_channels"] if caption else cfg["cross_attention_dim"]
+    audio_text_width = cfg["caption_channels"] if caption else cfg["audio_cross_attention_dim"]
     return {
         "hidden_states": video,
         "audio_hidden_states": plan.noised(a0, a_noise, t),
