@@ -21,6 +21,7 @@ from fp8stream.errors import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_PARTIAL,
+    EXIT_UNSCALED,
     FP8StreamError,
     Interrupted,
     NothingToCalibrateError,
@@ -98,10 +99,11 @@ def calibrate_one(options: RewriteOptions) -> FileReport:
 
 
 def batch_exit_code(reports: list[FileReport]) -> int:
-    """0: none failed (skipped files are not failures); 1: none succeeded; 4: some failed."""
+    """0: none failed (skipped files are not failures); 1: none succeeded; 4: some failed; 5: none
+    failed, but some file was written with no layer scaled."""
     failed = sum(1 for r in reports if r.status in ("failed", "not-run"))
     if failed == 0:
-        return EXIT_OK
+        return EXIT_UNSCALED if any(r.status == "unscaled" for r in reports) else EXIT_OK
     return EXIT_FAILURE if failed == len(reports) else EXIT_PARTIAL
 
 

@@ -11,6 +11,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NOTHING_TO_DO = 3
 EXIT_PARTIAL = 4
+EXIT_UNSCALED = 5  # written, but no layer scaled (every FP8 layer weight-only: an unknown model family)
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 

@@ -41,8 +41,10 @@ class FileReport:
     input: str
     output: str | None
     # "ok", "dry-run", "skipped" (nothing to calibrate: no output written), "failed", or
-    # "not-run" (a batch stopped at an earlier failure without --keep-going)
+    # "not-run" (a batch stopped at an earlier failure without --keep-going), "unscaled" (written,
+    # but no layer got a scale: every FP8 layer weight-only, e.g. a model family we do not know)
     status: str = "ok"
+    family: dict | None = None  # the detected model family (formats.architecture.Detection.to_json)
     layers: list[LayerReport] = field(default_factory=list)
     skipped: list[SkippedReport] = field(default_factory=list)
     excluded: list[ExcludedReport] = field(default_factory=list)
@@ -123,7 +125,7 @@ def _summary(report: FileReport) -> str:
     summary = (f"{report.input}: {plural(len(report.layers), 'FP8 layer')}, "
                f"{plural(report.layers_calibrated, 'scale')} {calibrated}, {kept} kept, {len(report.excluded)} excluded, "
                f"{len(report.skipped)} skipped; {verb} {human_size(report.bytes_out)}")
-    if report.output and report.status == "ok":
+    if report.output and report.status in ("ok", "unscaled"):
         summary += " to stdout" if report.output == "-" else f" to {report.output}"
     summary += f" in {report.seconds:.1f} s"
     if report.layers:
@@ -161,6 +163,7 @@ def render_table(report: FileReport) -> str:
     for e in report.excluded:
         act = {True: "FP8 activations", False: "weight-only", None: "as in the file"}[e.fp8_activations]
         lines.append(f"excluded {e.name}: {e.reason} ({act})")
+    lines.append(f"family: {report.family['summary'] if report.family else 'not recognised'}")
     lines += [f"note: {note}" for note in report.notes]
     lines += [f"skipped {s.name}: {s.reason}" for s in report.skipped]
     lines.append(_summary(report))

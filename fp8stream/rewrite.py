@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 
 from fp8stream.calibration.interface import ModelView
 from fp8stream.calibration.settings import CalibrationSettings
-from fp8stream.errors import NothingToCalibrateError, UsageError
+from fp8stream.errors import EXIT_UNSCALED, NothingToCalibrateError, UsageError
+from fp8stream.formats.architecture import detect, header_shapes
 from fp8stream.formats.layers import take_inventory
 from fp8stream.formats.plan import build_plan, plan_layers
 from fp8stream.formats.plan_types import FormatOptions, LayerPlan, RewritePlan
@@ -84,6 +85,8 @@ def calibrate_file(options: RewriteOptions) -> FileReport:
         report = FileReport(options.input, options.output, bytes_in=model.bytes_in,
                             bytes_out=sum(p.output_bytes for p in planned.files))
         report.skipped = [SkippedReport(s.name, s.reason) for s in take_inventory(model.whole).skipped]
+        family = detect(header_shapes(model.whole))
+        report.family = family.to_json() if family else None
         if not planned.layers:
             raise NothingToCalibrateError(f"{options.input}: no FP8 linear layer to calibrate")
         _check_output(model, options, report.bytes_out)
@@ -96,6 +99,8 @@ def calibrate_file(options: RewriteOptions) -> FileReport:
             report.status = "dry-run"
         else:
             _calibrate(model, planned, options, report)
+            if not report.layers:  # written, but every FP8 layer runs weight-only: say so in the exit code
+                report.status, report.exit_code = "unscaled", EXIT_UNSCALED
     report.seconds = time.monotonic() - started
     return report
 

@@ -252,7 +252,7 @@ def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, t
     return model, to_original(model.state_dict(), shapes, family, cfg), cfg
 
 
-SHAPES = {"sd3": sd3_shapes, "wan": wan_shapes, "hunyuan_video15": hunyuan_video15_shapes, "ltx2": ltx2_shapes,
+SHAPES = {"sd3": sd3_shapes, "wan": wan_shapes, "hunyuan-video-1.5": hunyuan_video15_shapes, "ltx2": ltx2_shapes,
           "cosmos": cosmos_shapes}
 NOT_LINEAR = ("cond_type_embedding.",)  # 2-D weights that are no Linear's: BF16 in FP8 files
 

@@ -73,7 +73,7 @@ def build_graph(layer_names: list[str], tensor_names: set[str]) -> Graph:
     short = {n[len(pre):] for n in layer_names}
     short_tensors = {t[len(pre):] for t in tensor_names if t.startswith(pre)}
     has = short | {t.rsplit(".", 1)[0] for t in short_tensors}
-    family = detect_family(short) or "generic"
+    family = detect_family(short | short_tensors) or "generic"
     g = Graph(family)
     module = FAMILIES.get(family)
     for n in layer_names:

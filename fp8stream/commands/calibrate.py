@@ -14,7 +14,7 @@ from fp8stream.calibration.registry import method_help, method_names
 from fp8stream.calibration.settings import RULES, SIM_MODES, CalibrationSettings, resolve_device
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.commands.preflight import check_patterns
-from fp8stream.errors import EXIT_OK, UsageError
+from fp8stream.errors import UsageError
 from fp8stream.formats.selection import PRESET_NAMES
 from fp8stream.io.compression import (
     DEFAULT_COMPRESSION_BUDGET,
@@ -202,8 +202,9 @@ def _run(template: RewriteOptions, inputs: list[str], out_dir: str | None, compr
     """One file, or a batch into out_dir, once every option has been checked."""
     notes = check_patterns(inputs, template.include, template.exclude)  # a typo'd pattern: exit 2 before any file
     if out_dir is None:
-        _emit(calibrate_file(template), as_json, report_file, template.output == "-")
-        return EXIT_OK
+        report = calibrate_file(template)
+        _emit(report, as_json, report_file, template.output == "-")
+        return report.exit_code
     items = plan_outputs(inputs, out_dir, compress)  # refuses clashing names before any work
 
     def emit(report: FileReport) -> None:

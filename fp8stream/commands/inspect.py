@@ -16,6 +16,7 @@ import click
 
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.commands.inspect_read import Checkpoint, read_checkpoint
+from fp8stream.formats.architecture import detect, header_shapes
 from fp8stream.formats.comfy_quant import MarkerError, is_weight_only, parse_marker
 from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer, take_inventory
@@ -74,8 +75,10 @@ def describe(path: str) -> dict:
     for t in header.tensors:
         dtype_bytes[t.dtype] += t.nbytes
         dtype_count[t.dtype] += 1
+    family = detect(header_shapes(header))
     return {
         "path": path,
+        "family": family.to_json() if family else None,
         "bytes": ckpt.file_bytes,
         "shards": ckpt.shards,
         "compressed": ckpt.compressed,
@@ -97,10 +100,17 @@ def _scale_text(layer: dict) -> str:
     return f"input_scale {layer['input_scale_value']:.6g} ({kind})"
 
 
+def _family_text(family: dict | None) -> str:
+    if family is None:
+        return "not recognised (no preset, no forward pass: calibrate keeps its layers weight-only)"
+    return family["summary"]
+
+
 def render(info: dict) -> str:
     where = f", {info['shards']} shards" if info["shards"] > 1 else ""
     where += ", zstd" if info["compressed"] else ""
-    lines = [f"{info['path']}: {plural(info['tensors'], 'tensor')}, {human_size(info['bytes'])}{where}"]
+    lines = [f"{info['path']}: {plural(info['tensors'], 'tensor')}, {human_size(info['bytes'])}{where}",
+             f"  family: {_family_text(info['family'])}"]
     for dtype, d in info["dtypes"].items():
         lines.append(f"  {dtype:<8} {plural(d['tensors'], 'tensor'):>14}  {human_size(d['bytes']):>9}")
     layers = info["fp8_layers"]

@@ -24,6 +24,7 @@ _SIBLINGS: list[tuple[re.Pattern, tuple[str, ...]]] = [
     (re.compile(r".*"), ("q_proj", "k_proj", "v_proj")),  # LLM / CLIP encoders
     (re.compile(r".*"), ("gate_proj", "up_proj")),  # LLM MLP
     (re.compile(r".*"), ("wi_0", "wi_1")),  # T5 gated FFN
+    (re.compile(r"(^|.*\.)feed_forward$"), ("w1", "w3")),  # Lumina 2 / Z-Image gated FFN (gate, up)
 ]
 # cross-attentions: q reads one stream, k and v another (LTX-2: text and the other modality)
 _CROSS = re.compile(r"(^|.*\.)(cross_attn|attn2|EncDecAttention|audio_attn2|audio_to_video_attn|video_to_audio_attn)$")

@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 
 # Tried in order, longest first: the first that matches is removed. `model.` alone comes last
-# (a wrapper module, e.g. stats recorded on `model.transformer_blocks...`).
+# (a wrapper module, e.g. stats recorded on `model.transformer_blocks...`). `net.`: Cosmos' own files.
 MODEL_PREFIXES = (
     r"model\.diffusion_model\.", r"diffusion_model\.", r"transformer\.", r"unet\.", r"model\.model\.",
     r"text_encoders\.[^.]+\.transformer\.", r"text_encoders\.[^.]+\.", r"cond_stage_model\.(?:[^.]+\.)?transformer\.",
-    r"model\.",
+    r"net\.", r"model\.",
 )
 _PREFIX_RE = re.compile("^(" + "|".join(MODEL_PREFIXES) + ")")
 

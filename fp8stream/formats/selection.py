@@ -35,6 +35,26 @@ PRESETS: dict[str, list[tuple[str, str]]] = {
         ("time_projection.*", "embedder"), ("img_emb.*", "embedder"), ("head.*", "final projection"),
         ("condition_embedder.*", "embedder"), ("proj_out", "final projection"),
     ],
+    "flux2": [
+        ("img_in", "embedder"), ("txt_in", "embedder"), ("time_in.*", "embedder"), ("guidance_in.*", "embedder"),
+        ("final_layer.*", "final projection"),
+    ],
+    "chroma": [
+        ("img_in", "embedder"), ("txt_in", "embedder"), ("distilled_guidance_layer.*", "embedder (modulation approximator)"),
+        ("final_layer.*", "final projection"),
+    ],
+    "qwen-image": [  # diffusers' names
+        ("img_in", "embedder"), ("txt_in", "embedder"), ("time_text_embed.*", "embedder"),
+        ("norm_out.*", "final projection"), ("proj_out", "final projection"),
+    ],
+    "z-image": [
+        ("x_embedder", "embedder"), ("t_embedder.*", "embedder"), ("cap_embedder.*", "embedder"),
+        ("final_layer.*", "final projection"),
+    ],
+    "lumina2": [
+        ("x_embedder", "embedder"), ("t_embedder.*", "embedder"), ("cap_embedder.*", "embedder"),
+        ("final_layer.*", "final projection"),
+    ],
     "hunyuan-video-1.5": [
         ("img_in.*", "embedder"), ("time_in.*", "embedder"), ("time_r_in.*", "embedder"),
         ("txt_in.*", "text embedder (token refiner)"), ("byt5_in.*", "embedder"), ("vision_in.*", "embedder"),
@@ -73,9 +93,11 @@ def excluded_layers(layer_names: list[str], all_names: list[str], selection: Sel
     out: dict[str, str] = {}
     preset = selection.preset
     if preset == "auto":
-        preset = detect_family(all_names)
-        if preset not in PRESETS:
-            raise UsageError(f"--preset auto: architecture not recognised (use --preset {'|'.join(PRESETS)})")
+        family = detect_family(all_names)
+        if family not in PRESETS:
+            what = f"no preset for family {family}" if family else "model family not recognised"
+            raise UsageError(f"--preset auto: {what} (use --preset {'|'.join(PRESETS)})")
+        preset = family
     if preset is not None and preset not in PRESETS:
         raise UsageError(f"--preset {preset}: unknown (choose from {', '.join(PRESET_NAMES)})")
     edge: set[int] = set()

@@ -15,8 +15,15 @@ from typing import Mapping
 
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
 from fp8stream.calibration.settings import CalibrationSettings
+from fp8stream.formats.architecture import detect, header_shapes
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import TensorInfo
+
+
+UNKNOWN_FAMILY = "model family not recognised: no scale without a guess (--method simulate or --assume-input-rms R to opt in)"
+UNKNOWN_FAMILY_NOTE = ("model family not recognised: every FP8 layer kept weight-only, no scale from a guess; "
+                       "--method simulate gives bound scales that assume inputs of rms <= 2, --assume-input-rms R "
+                       "another range")
 
 
 class AutoMethod:
@@ -28,6 +35,8 @@ class AutoMethod:
         self.chosen = ""
 
     def prepare(self, model: ModelView) -> MethodPlan:
+        if self.settings.assume_input_rms is None and detect(header_shapes(model.header)) is None:
+            return self._unknown_family(model)
         why, prepared = _forward_or_why_not(model)
         if why is None:
             from fp8stream.forward.method import ForwardMethod
@@ -42,6 +51,16 @@ class AutoMethod:
         plan = self.inner.prepare(model)
         note = f"--method auto used the bound method (simulate): {why}"
         return dataclasses.replace(plan, notes=plan.notes + (note,))
+
+    def _unknown_family(self, model: ModelView) -> MethodPlan:
+        """No family: no forward pass, and no producer is known, so every bound would rest on an
+        assumed input range. No guess by default: every layer is written weight-only."""
+        from fp8stream.calibration.simulate import WeightAwareMethod
+
+        self.inner, self.chosen = WeightAwareMethod(dataclasses.replace(self.settings, method="simulate")), "none"
+        plan = self.inner.prepare(dataclasses.replace(model, layers=[]))
+        return dataclasses.replace(plan, weight_only={layer.name: UNKNOWN_FAMILY for layer in model.layers},
+                                   notes=plan.notes + (UNKNOWN_FAMILY_NOTE,))
 
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
         self.inner.observe_tensor(info, chunk)

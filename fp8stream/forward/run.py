@@ -11,16 +11,18 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Iterator
 
 import torch
 
-from fp8stream.forward.families import detect_family
+from fp8stream.forward.families import FAMILIES, forward_family
 from fp8stream.forward.inputs import SamplePlan
 from fp8stream.forward.mapping import MappingError, check_mapping, derive_mapping, is_companion
 from fp8stream.forward.source import Reader, RowSource
+from fp8stream.formats.architecture import Detection
 from fp8stream.formats.layers import take_inventory
 from fp8stream.formats.prefixes import common_model_prefix, split_prefix
 from fp8stream.errors import UsageError
@@ -94,6 +96,7 @@ class Prepared:
     mapping: dict = field(default_factory=dict)
     scale_names: dict[str, str | None] = field(default_factory=dict)  # FP8 weight -> its weight scale
     reached: frozenset[str] = frozenset()
+    detection: Detection | None = None  # what the detector said (also when the family has no model code)
 
 
 def prepare(header: Header) -> Prepared:
@@ -102,27 +105,30 @@ def prepare(header: Header) -> Prepared:
     shapes = {t.name: tuple(t.shape) for t in header.tensors}
     prefix = common_model_prefix([n for n in names if not is_companion(n)])
     bare = {split_prefix(n)[1] if prefix else n: s for n, s in shapes.items()}
-    family = detect_family(set(bare))
+    detection, family = forward_family(bare)
     if family is None:
-        return Prepared(None, "model family not recognised (the forward pass knows flux, sd3, wan)")
+        known = ", ".join(FAMILIES)
+        what = f"{detection.variant} has no model code here" if detection else "model family not recognised"
+        return Prepared(None, f"{what} (the forward pass knows {known})", detection=detection)
     import_diffusers()
     try:  # a pruned or partial file may lack what the family's configuration is sized from
         cfg = family.config(bare)
     except (KeyError, IndexError, ValueError, ZeroDivisionError) as e:
-        return Prepared(family, f"{family.NAME}: cannot size the model from the file ({type(e).__name__}: {e})")
+        return Prepared(family, f"{family.NAME}: cannot size the model from the file ({type(e).__name__}: {e})",
+                        detection=detection)
     try:
         mapping = derive_mapping(shapes, prefix, lambda st: family.convert(st, cfg))
     except (MappingError, KeyError, RuntimeError, ValueError) as e:
-        return Prepared(family, f"{family.NAME}: diffusers' converter failed ({e})", cfg)
+        return Prepared(family, f"{family.NAME}: diffusers' converter failed ({e})", cfg, detection=detection)
     model = _meta_model(family, cfg)
     params = {n: tuple(p.shape) for n, p in model.named_parameters()}
     params.update({n: tuple(b.shape) for n, b in model.named_buffers() if n in mapping})
     problems = check_mapping(mapping, params, shapes)
     if problems:
-        return Prepared(family, f"{family.NAME}: {problems[0]}", cfg)
+        return Prepared(family, f"{family.NAME}: {problems[0]}", cfg, detection=detection)
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     reached = frozenset(r.source for n in linears for r in mapping[n + ".weight"])
-    return Prepared(family, None, cfg, mapping, _weight_scales(header), reached)
+    return Prepared(family, None, cfg, mapping, _weight_scales(header), reached, detection)
 
 
 def _weight_scales(header: Header) -> dict[str, str | None]:
@@ -139,7 +145,8 @@ def _weight_scales(header: Header) -> dict[str, str | None]:
 def _meta_model(family: ModuleType, cfg: dict) -> torch.nn.Module:
     from fp8stream.forward.engine import parameters_on_meta
 
-    with parameters_on_meta():
+    with parameters_on_meta(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # diffusers' deprecation notes are not the user's business
         return family.model_class()(**cfg).eval()
 
 

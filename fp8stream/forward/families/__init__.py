@@ -1,40 +1,56 @@
 """Model families the forward pass knows: one module each, listed in FAMILIES.
 
-A family module defines `NAME`, `detect(names) -> bool` (bare key names: model prefix removed),
-`config(shapes) -> dict` (diffusers config from tensor shapes, no hub access), `model_class()`,
-`convert(state, config) -> dict` (checkpoint names -> diffusers names; the row-id mapping runs
-it once on a stand-in), `inputs(config, plan) -> dict` (the forward's keyword arguments for
-a batch of synthetic samples) and `value_sources(config)` (attention output projections -> the
-value projections their input mixes, for the attention-mix estimate in engine.py). Adding a family is one module and one line here.
+Which family a file is comes from the one detector (fp8stream.formats.architecture.detect);
+this package only says which detected families have model code. A family module defines
+`NAME` (the detector's family name), `config(shapes) -> dict` (diffusers config from tensor
+shapes, bare names, no hub access), `model_class()`, `convert(state, config) -> dict`
+(checkpoint names -> diffusers names; the row-id mapping runs it once on a stand-in),
+`inputs(config, plan) -> dict` (the forward's keyword arguments for a batch of synthetic
+samples, in the family's timestep convention) and `value_sources(config)` (attention output
+projections -> the value projections their input mixes, for the attention-mix estimate in
+engine.py). Adding a family is one module and one line here (plus its rule in
+formats/family_keys.py when the detector does not know it yet).
 """
 
 from __future__ import annotations
 
 import importlib
+import types
 from types import ModuleType
-from typing import Mapping
+from typing import Mapping, Sequence
 
-FAMILIES = ("flux", "sd3", "wan", "hunyuan_video15", "ltx2", "cosmos")
+from fp8stream.formats.architecture import Detection, detect
+
+# detector family name -> module of this package
+FAMILIES = {"flux": "flux", "sd3": "sd3", "wan": "wan", "flux2": "flux2", "chroma": "chroma", "qwen-image": "qwen_image",
+            "z-image": "z_image", "lumina2": "lumina2",
+            "hunyuan-video-1.5": "hunyuan_video15", "ltx2": "ltx2", "cosmos": "cosmos"}
 
 
 def family_module(name: str) -> ModuleType:
-    return importlib.import_module(f"fp8stream.forward.families.{name}")
+    return importlib.import_module(f"fp8stream.forward.families.{FAMILIES[name]}")
 
 
-def detect_family(names: set[str]) -> ModuleType | None:
-    """The family whose key names these are (bare names), or None."""
-    for name in FAMILIES:
-        module = family_module(name)
-        if module.detect(names):
-            return module
-    return None
+def forward_family(shapes: Mapping[str, Sequence[int]]) -> tuple[Detection | None, ModuleType | None]:
+    """The detection of these (bare) names and shapes, and its family's module when the forward
+    pass has model code for it."""
+    found = detect(shapes)
+    if found is None or found.family not in FAMILIES:
+        return found, None
+    return found, family_module(found.family)
 
 
-def count_blocks(shapes: Mapping[str, tuple[int, ...]], prefix: str) -> int:
-    """How many `prefix.N.` blocks the names hold (highest N + 1)."""
-    found = [int(k[len(prefix):].split(".", 1)[0]) for k in shapes
-             if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0].isdigit()]
-    return max(found) + 1 if found else 0
+def with_constants(fn: types.FunctionType, table: Mapping[float, float]) -> types.FunctionType:
+    """A converter with the numbers it hard-codes (a model's widths) replaced as `table` says, in
+    its nested functions too: it then splits this checkpoint's fused tensors at their own sizes."""
+    return types.FunctionType(_replaced(fn.__code__, table), fn.__globals__, fn.__name__, fn.__defaults__,
+                              fn.__closure__)
+
+
+def _replaced(code: types.CodeType, table: Mapping[float, float]) -> types.CodeType:
+    consts = tuple(_replaced(c, table) if isinstance(c, types.CodeType)
+                   else table.get(c, c) if type(c) in (int, float) else c for c in code.co_consts)
+    return code.replace(co_consts=consts)
 
 
 def rename_prefixes(state: Mapping[str, object], table: Mapping[str, str]) -> dict:

@@ -23,7 +23,8 @@ from typing import Mapping
 
 import torch
 
-from fp8stream.forward.families import count_blocks, rename_prefixes
+from fp8stream.formats.architecture import count_blocks
+from fp8stream.forward.families import rename_prefixes
 from fp8stream.forward.inputs import SamplePlan, grid
 
 NAME = "cosmos"
@@ -33,9 +34,6 @@ FPS = 16
 # names diffusers' 2.0 converter leaves as they are (ours): the learnable position embedding
 _RENAMES = {"extra_pos_embedder.": "learnable_pos_embed."}
 
-
-def detect(names: set[str]) -> bool:
-    return "blocks.0.self_attn.q_proj.weight" in names and "x_embedder.proj.1.weight" in names
 
 
 def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:

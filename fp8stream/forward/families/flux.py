@@ -2,24 +2,21 @@
 
 diffusers' FluxTransformer2DModel multiplies the timestep and guidance by 1000 inside: the
 inputs carry t and g as they are. Its converter hard-codes Flux-dev's widths (inner_dim 3072,
-mlp_ratio 4.0) to split `linear1`; `_with_widths` runs it with the checkpoint's own widths.
+mlp_ratio 4.0) to split `linear1`; `with_widths` runs it with the checkpoint's own widths.
 """
 
 from __future__ import annotations
 
-import types
 from typing import Mapping
 
 import torch
 
-from fp8stream.forward.families import count_blocks
+from fp8stream.formats.architecture import count_blocks
+from fp8stream.forward.families import with_constants
 from fp8stream.forward.inputs import SamplePlan, grid, image_ids
 
 NAME = "flux"
 
-
-def detect(names: set[str]) -> bool:
-    return "img_in.weight" in names and "double_blocks.0.img_attn.qkv.weight" in names
 
 
 def rope_axes(head_dim: int) -> tuple[int, int, int]:
@@ -52,12 +49,9 @@ def model_class():
     return FluxTransformer2DModel
 
 
-def _with_widths(fn, inner: int, ratio: float):
-    """The converter with its hard-coded widths replaced by this checkpoint's."""
-    table = {3072: inner, 4.0: ratio}
-    consts = tuple(table.get(c, c) if type(c) in (int, float) else c for c in fn.__code__.co_consts)
-    return types.FunctionType(fn.__code__.replace(co_consts=consts), fn.__globals__, fn.__name__,
-                              fn.__defaults__, fn.__closure__)
+def with_widths(fn, inner: int, ratio: float):
+    """The converter with Flux-dev's hard-coded widths replaced by this checkpoint's."""
+    return with_constants(fn, {3072: inner, 4.0: ratio})
 
 
 def convert(state: dict, cfg: Mapping) -> dict:
@@ -65,7 +59,7 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
     inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
     mlp = state["double_blocks.0.img_mlp.0.weight"].shape[0]
-    return _with_widths(fn, inner, mlp / inner)(dict(state))
+    return with_widths(fn, inner, mlp / inner)(dict(state))
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:

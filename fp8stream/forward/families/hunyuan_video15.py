@@ -21,7 +21,8 @@ from typing import Mapping
 
 import torch
 
-from fp8stream.forward.families import count_blocks, rename_prefixes
+from fp8stream.formats.architecture import count_blocks
+from fp8stream.forward.families import rename_prefixes
 from fp8stream.forward.families.flux import rope_axes
 from fp8stream.forward.inputs import SamplePlan, grid
 
@@ -47,9 +48,6 @@ _OWN_PREFIXES = {
 _SPLIT_QKV = {"img_attn_q.": "attn.to_q.", "img_attn_k.": "attn.to_k.", "img_attn_v.": "attn.to_v.",
               "txt_attn_q.": "attn.add_q_proj.", "txt_attn_k.": "attn.add_k_proj.", "txt_attn_v.": "attn.add_v_proj."}
 
-
-def detect(names: set[str]) -> bool:
-    return "cond_type_embedding.weight" in names and "double_blocks.0.img_mod.linear.weight" in names
 
 
 def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:

@@ -22,7 +22,8 @@ from typing import Mapping
 
 import torch
 
-from fp8stream.forward.families import count_blocks, rename_prefixes
+from fp8stream.formats.architecture import count_blocks
+from fp8stream.forward.families import rename_prefixes
 from fp8stream.forward.inputs import SamplePlan, grid
 
 NAME = "ltx2"
@@ -32,9 +33,6 @@ FPS = 24.0
 # LTX-2.3's prompt modulation (diffusers' converter leaves these names as they are)
 _RENAMES = {"prompt_adaln_single.": "prompt_adaln.", "audio_prompt_adaln_single.": "audio_prompt_adaln."}
 
-
-def detect(names: set[str]) -> bool:
-    return "audio_patchify_proj.weight" in names and "transformer_blocks.0.audio_to_video_attn.to_q.weight" in names
 
 
 def _heads(width: int, gate: tuple[int, ...] | None) -> tuple[int, int]:

@@ -11,15 +11,12 @@ from typing import Mapping
 
 import torch
 
-from fp8stream.forward.families import count_blocks
+from fp8stream.formats.architecture import count_blocks
 from fp8stream.forward.inputs import SamplePlan, grid
 
 NAME = "sd3"
 HEAD_DIM = 64
 
-
-def detect(names: set[str]) -> bool:
-    return "joint_blocks.0.x_block.attn.qkv.weight" in names and "x_embedder.proj.weight" in names
 
 
 def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:

@@ -19,7 +19,7 @@ from typing import Mapping
 
 import torch
 
-from fp8stream.forward.families import count_blocks
+from fp8stream.formats.architecture import count_blocks
 from fp8stream.forward.inputs import SamplePlan, grid
 
 NAME = "wan"
@@ -29,9 +29,6 @@ IMAGE_TOKENS = 257
 MASK_CHANNELS = 4  # i2v-A14B's frame mask, one channel per frame of the VAE's 4-frame group
 WAN22_VAE_CHANNELS = 48  # TI2V-5B's latent: it conditions on the first frame per token
 
-
-def detect(names: set[str]) -> bool:
-    return "patch_embedding.weight" in names and "blocks.0.self_attn.q.weight" in names
 
 
 def head_dim(width: int) -> int:

@@ -1,0 +1,73 @@
+"""Chroma (BFL / ComfyUI names like Flux's, without the per-block modulation layers: one
+`distilled_guidance_layer` approximator computes every block's modulation from the timestep).
+
+diffusers' ChromaTransformer2DModel multiplies the timestep by 1000 inside; no guidance, no
+pooled text. Its converter hard-codes Flux's widths (inner_dim 3072, mlp_ratio 4.0) to split
+`linear1`: it runs with the checkpoint's own widths (flux.with_widths).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from fp8stream.formats.architecture import count_blocks
+from fp8stream.forward.families.flux import rope_axes, with_widths
+from fp8stream.forward.families.flux import value_sources as flux_value_sources
+from fp8stream.forward.inputs import SamplePlan, grid, image_ids
+
+NAME = "chroma"
+
+
+def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
+    inner, in_channels = shapes["img_in.weight"]
+    head_dim = shapes["double_blocks.0.img_attn.norm.query_norm.scale"][0]
+    hidden, channels = shapes["distilled_guidance_layer.in_proj.weight"]
+    return {
+        "patch_size": 1,
+        "in_channels": in_channels,
+        "out_channels": shapes["final_layer.linear.weight"][0],
+        "num_layers": count_blocks(shapes, "double_blocks."),
+        "num_single_layers": count_blocks(shapes, "single_blocks."),
+        "attention_head_dim": head_dim,
+        "num_attention_heads": inner // head_dim,
+        "joint_attention_dim": shapes["txt_in.weight"][1],
+        "axes_dims_rope": rope_axes(head_dim),
+        "approximator_num_channels": channels,
+        "approximator_hidden_dim": hidden,
+        "approximator_layers": count_blocks(shapes, "distilled_guidance_layer.layers."),
+    }
+
+
+def model_class():
+    from diffusers import ChromaTransformer2DModel
+
+    return ChromaTransformer2DModel
+
+
+def convert(state: dict, cfg: Mapping) -> dict:
+    from diffusers.loaders.single_file_utils import convert_chroma_transformer_checkpoint_to_diffusers as fn
+
+    inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    mlp = state["double_blocks.0.img_mlp.0.weight"].shape[0]
+    return with_widths(fn, inner, mlp / inner)(dict(state))
+
+
+def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
+    b, g = plan.batch, plan.generator
+    h, w = grid(plan.image_tokens)
+    x0 = torch.randn(b, h * w, cfg["in_channels"], generator=g)
+    noise = torch.randn(b, h * w, cfg["in_channels"], generator=g)
+    t = plan.timesteps()
+    return {
+        "hidden_states": plan.noised(x0, noise, t),
+        "encoder_hidden_states": plan.text(cfg["joint_attention_dim"]),
+        "timestep": t,  # diffusers multiplies by 1000 inside
+        "img_ids": image_ids(h, w),
+        "txt_ids": torch.zeros(plan.text_tokens, 3),
+    }
+
+
+# as Flux: joint attention mixes both streams' values; a single block's proj_out the mix of its to_v
+value_sources = flux_value_sources

@@ -1,0 +1,59 @@
+"""Image families from the CLI: a tiny random model built with diffusers' class, written under
+ComfyUI's names (model.diffusion_model. prefix, comfy FP8), calibrated by the default method;
+every FP8 linear gets its scale from the forward pass (or is the conditioning path kept
+weight-only), none from a guess, and the report names the family."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("diffusers")
+
+import families_tiny as ftiny  # noqa: E402
+import forward_tiny as ft  # noqa: E402
+from conftest import run_cli  # noqa: E402
+
+FORWARD_ARGS = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8",
+                "--forward-threads", "1", "--json", "--no-progress"]
+CASES = [("flux2", {}, "flux2"), ("flux2", {"guidance": True}, "flux2"), ("chroma", {}, "chroma"),
+         ("qwen-image", {}, "qwen-image"),
+         ("z-image", {}, "z-image"),
+         ("lumina2", {}, "lumina2")]
+
+
+@pytest.mark.parametrize("family,kw,detected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_cli_scales_every_layer_from_the_forward_pass(family, kw, detected, tmp_path):
+    src = tmp_path / "in.safetensors"
+    _, state, _ = ftiny.tiny(family, **kw)
+    layers = ft.write(state, src, "model.diffusion_model.")
+    p = run_cli("calibrate", src, tmp_path / "out.safetensors", *FORWARD_ARGS)
+    assert p.exit_code == 0, p.output[-2000:]
+    report = json.loads(p.stdout)
+    assert report["family"]["family"] == detected
+    got = {r["name"]: r for r in report["layers"]}
+    kept = {r["name"]: r for r in report["excluded"]}
+    assert sorted([*got, *kept]) == sorted(layers)
+    assert len(kept) <= len(layers) // 4
+    assert all("conditioning path" in json.dumps(r) for r in kept.values()), kept
+    for r in got.values():
+        assert r["assumption"].startswith(f"{family} forward amax"), r
+        assert not any("not reached" in w or "ASSUMED" in w for w in r["warnings"]), r
+
+
+def test_presets_and_gated_ffn_groups(tmp_path):
+    """--preset auto keeps the family's embedders and final projection weight-only; Lumina 2's
+    gate and up projections (w1, w3: one input) share one scale."""
+    src = tmp_path / "in.safetensors"
+    _, state, _ = ftiny.tiny("lumina2")
+    ft.write(state, src, "model.diffusion_model.")
+    p = run_cli("calibrate", src, tmp_path / "out.safetensors", *FORWARD_ARGS, "--preset", "auto")
+    assert p.exit_code == 0, p.output[-2000:]
+    report = json.loads(p.stdout)
+    preset = {r["name"].split(".", 2)[2] for r in report["excluded"] if "preset lumina2" in r["reason"]}
+    assert preset == {"x_embedder", "t_embedder.mlp.0", "t_embedder.mlp.2", "cap_embedder.1",
+                      "final_layer.linear", "final_layer.adaLN_modulation.1"}
+    scale = {r["name"]: r["scale"] for r in report["layers"]}
+    w1, w3 = (scale[f"model.diffusion_model.layers.0.feed_forward.{w}"] for w in ("w1", "w3"))
+    assert w1 == w3

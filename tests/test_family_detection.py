@@ -1,0 +1,105 @@
+"""The one family detector, header only: every family of the list, its variants decided by the
+shapes (where diffusers' own test mislabels them), prefixes stripped first, unknown is None."""
+
+from __future__ import annotations
+
+import pytest
+
+from fp8stream.formats.architecture import detect
+
+
+def blocks(prefix: str, n: int, leaf: str, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    return {f"{prefix}{i}.{leaf}": shape for i in range(n)}
+
+
+def flux_like(width: int, channels: int, double: int, single: int, **extra) -> dict:
+    h = {"img_in.weight": (width, channels), "double_blocks.0.img_attn.norm.key_norm.scale": (128,)}
+    h |= blocks("double_blocks.", double, "img_attn.qkv.weight", (3 * width, width))
+    h |= blocks("single_blocks.", single, "linear1.weight", (7 * width, width))
+    return h | extra
+
+
+HEADERS = {
+    "flux-dev": flux_like(3072, 64, 19, 38, **{"guidance_in.in_layer.weight": (3072, 256)}),
+    "flux-schnell": flux_like(3072, 64, 19, 38),
+    "flux-fill": flux_like(3072, 384, 19, 38, **{"guidance_in.in_layer.weight": (3072, 256)}),
+    # diffusers calls every Flux.2 "flux-2-dev"; klein is 3072 (4B) or 4096 (9B) wide
+    "flux2-dev": flux_like(6144, 128, 8, 48, **{"single_stream_modulation.lin.weight": (18432, 6144),
+                                                "double_stream_modulation_img.lin.weight": (36864, 6144)}),
+    "flux2-klein-4b": flux_like(3072, 128, 5, 20, **{"single_stream_modulation.lin.weight": (9216, 3072)}),
+    "flux2-klein-9b": flux_like(4096, 128, 8, 24, **{"single_stream_modulation.lin.weight": (12288, 4096)}),
+    "chroma": flux_like(3072, 64, 19, 38, **{"distilled_guidance_layer.in_proj.weight": (5120, 64),
+                                             "distilled_guidance_layer.in_proj.bias": (5120,)}),
+    "sd3.5-large": {"x_embedder.proj.weight": (2432, 16, 2, 2), "pos_embed": (1, 36864, 2432)}
+    | blocks("joint_blocks.", 38, "context_block.adaLN_modulation.1.bias", (14592,)),
+    # diffusers: neither joint_blocks.37 nor a 9216-wide modulation, so `v1`
+    "sd3.5-large pruned to 30 blocks": {"x_embedder.proj.weight": (2432, 16, 2, 2)}
+    | blocks("joint_blocks.", 30, "context_block.adaLN_modulation.1.bias", (14592,)),
+    "sd3.5-medium": {"x_embedder.proj.weight": (1536, 16, 2, 2), "joint_blocks.0.x_block.attn2.qkv.weight": (4608, 1536)}
+    | blocks("joint_blocks.", 24, "context_block.adaLN_modulation.1.bias", (9216,)),
+    "wan-t2v-1.3B": {"patch_embedding.weight": (1536, 16, 1, 2, 2), "head.modulation": (1, 2, 1536)}
+    | blocks("blocks.", 30, "self_attn.q.weight", (1536, 1536)),
+    "wan-t2v-14B": {"patch_embedding.weight": (5120, 16, 1, 2, 2), "head.modulation": (1, 2, 5120)}
+    | blocks("blocks.", 40, "self_attn.q.weight", (5120, 5120)),
+    "wan2.1-i2v-14B": {"patch_embedding.weight": (5120, 36, 1, 2, 2), "head.modulation": (1, 2, 5120),
+                       "img_emb.proj.1.weight": (1280, 1280)},
+    "wan2.2-i2v-14B": {"patch_embedding.weight": (5120, 36, 1, 2, 2), "head.modulation": (1, 2, 5120)},
+    # diffusers: wan-i2v-14B
+    "wan2.2-ti2v-5B": {"patch_embedding.weight": (3072, 48, 1, 2, 2), "head.modulation": (1, 2, 3072)}
+    | blocks("blocks.", 30, "self_attn.q.weight", (3072, 3072)),
+    "qwen-image": {"img_in.weight": (3072, 64), "txt_norm.weight": (3584,)}
+    | blocks("transformer_blocks.", 60, "img_mod.1.weight", (18432, 3072)),
+    "z-image": {"x_embedder.weight": (3840, 64), "cap_embedder.0.weight": (2560,)}
+    | blocks("layers.", 30, "adaLN_modulation.0.weight", (15360, 256)),
+    "lumina2": {"x_embedder.weight": (2304, 64), "cap_embedder.0.weight": (2304,)}
+    | blocks("layers.", 26, "adaLN_modulation.1.weight", (9216, 1024)),
+    "hidream": {"x_embedder.proj.weight": (2560, 64)}
+    | blocks("double_stream_blocks.", 16, "block.adaLN_modulation.1.bias", (15360,)),
+    "hunyuan-video": {"img_in.proj.weight": (3072, 16, 1, 2, 2),
+                      "txt_in.individual_token_refiner.blocks.0.adaLN_modulation.1.bias": (6144,)}
+    | blocks("double_blocks.", 20, "img_attn.qkv.weight", (9216, 3072)),
+    "hunyuan-video-1.5": {"img_in.proj.weight": (2048, 65, 1, 1, 1), "cond_type_embedding.weight": (3, 2048),
+                          "txt_in.individual_token_refiner.blocks.0.adaLN_modulation.1.bias": (4096,)}
+    | blocks("double_blocks.", 54, "img_attn.qkv.weight", (6144, 2048)),
+    "ltx-video": {"patchify_proj.weight": (2048, 128)} | blocks("transformer_blocks.", 28, "scale_shift_table", (6, 2048)),
+    "ltx-2": {"patchify_proj.weight": (4096, 128),
+              "av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1.weight": (4096, 256)}
+    | blocks("transformer_blocks.", 48, "scale_shift_table", (6, 4096)),
+    "ltx-2.3": {"patchify_proj.weight": (4096, 128),
+                "av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1.weight": (4096, 256)}
+    | blocks("transformer_blocks.", 48, "attn1.to_gate_logits.weight", (32, 4096)),
+    "cosmos-predict2-2B": {"net.x_embedder.proj.1.weight": (2048, 68), "net.blocks.0.self_attn.q_proj.weight": (2048, 2048)},
+    "cosmos-1.0-7B": {"net.x_embedder.proj.1.weight": (4096, 68),
+                      "net.blocks.block0.blocks.0.block.attn.to_q.0.weight": (4096, 4096)},
+}
+
+
+@pytest.mark.parametrize("prefix", ["", "model.diffusion_model."])
+@pytest.mark.parametrize("variant", sorted(HEADERS))
+def test_every_family_and_variant_from_the_header(variant: str, prefix: str) -> None:
+    header = HEADERS[variant]
+    if prefix and not variant.startswith("cosmos"):
+        header = {prefix + k: v for k, v in header.items()}
+    found = detect(header)
+    assert found is not None and found.variant == variant, found
+    assert found.key in {k.split(".", 1)[1] if k.startswith("net.") else k for k in HEADERS[variant]}
+    assert found.prefix == (prefix if not variant.startswith("cosmos") else "net.")
+
+
+def test_sizes_are_reported_from_the_shapes() -> None:
+    found = detect(HEADERS["flux2-klein-4b"])
+    assert (found.family, found.width, found.blocks) == ("flux2", 3072, (5, 20))
+    assert found.describe() == "flux2-klein-4b (width 3072, 5+20 blocks; key single_stream_modulation.lin.weight)"
+    assert found.to_json()["origin"] == "diffusers: flux2"
+
+
+def test_an_unknown_file_is_none_not_a_guess() -> None:
+    # diffusers answers `v1` for anything it does not know; a key must be present here
+    assert detect({"input_blocks.0.0.weight": (320, 4, 3, 3), "my_layer.weight": (8, 8)}) is None
+    assert detect({}) is None
+
+
+def test_layer_names_alone_detect_the_family() -> None:
+    # presets and stats matching may know only the FP8 layers' names
+    assert detect(["model.diffusion_model.single_stream_modulation.lin"]).family == "flux2"
+    assert detect(["double_blocks.0.img_attn.qkv", "single_blocks.0.linear1"]).family == "flux"
