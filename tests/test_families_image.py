@@ -57,3 +57,20 @@ def test_presets_and_gated_ffn_groups(tmp_path):
     scale = {r["name"]: r["scale"] for r in report["layers"]}
     w1, w3 = (scale[f"model.diffusion_model.layers.0.feed_forward.{w}"] for w in ("w1", "w3"))
     assert w1 == w3
+
+
+@pytest.mark.parametrize("arch", ["flux2", "chroma", "qwen-image", "z-image", "lumina2"])
+def test_full_width_inventory_maps_completely(arch):
+    """The real-size inventory of scripts/bench.py (full width, 1 block deep): recognised, sized
+    from its shapes, every tensor mapped onto diffusers' model, every FP8 linear reached."""
+    from fp8stream.forward.run import prepare
+    from fp8stream.io.header import Header, TensorInfo
+    from fp8stream.synthetic.checkpoint import from_inventory
+    from fp8stream.synthetic.inventories import ARCHITECTURES
+
+    tensors = from_inventory(ARCHITECTURES[arch](1))
+    header = Header([TensorInfo(t.name, t.dtype, t.shape, 0, t.nbytes) for t in tensors], None, 0)
+    prepared = prepare(header)
+    assert prepared.reason is None and prepared.detection.family == arch
+    fp8 = {t.name for t in tensors if t.dtype == "F8_E4M3"}
+    assert fp8 and fp8 <= prepared.reached

@@ -241,9 +241,9 @@ def test_unknown_family_is_kept_weight_only_unless_an_input_rms_is_assumed(tmp_p
                                ["enc.layer"], src)
     out = tmp_path / "out.safetensors"
     p = _cli(str(src), str(out), *_forward_args())
-    assert p.exit_code == 0, p.stderr
+    assert p.exit_code == 5, p.stderr  # written, no layer scaled
     report = json.loads(p.stdout)
-    assert report["layers"] == []
+    assert report["layers"] == [] and report["status"] == "unscaled"
     (kept,) = report["excluded"]
     assert "model family not recognised" in json.dumps(kept) and "--assume-input-rms" in json.dumps(kept)
     with safe_open(str(out), "pt") as f:

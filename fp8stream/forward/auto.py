@@ -4,7 +4,11 @@ The forward pass (method.py) needs three things the bound method does not: rando
 input (a file or a sharded folder, not a pipe or a zstd stream), diffusers, and a model family
 whose diffusers class and converter map the file completely. Where all three hold, `auto` is
 `--method forward`; otherwise it is `--method simulate --sim-mode bound` exactly as before,
-with one report note saying which of the three was missing and how to get the forward pass.
+with one report note saying which of the three was missing and how to get the forward pass,
+where the bound method's producer graph knows the family (calibration/graph.py). Where neither
+runs (a family not recognised, or one with neither graph nor runnable forward pass), every
+bound would rest on an assumed input range: no layer is scaled, all are written weight-only,
+the report says so in one note and the CLI exits 5 ("written, no layer scaled").
 Which one ran is recorded in the output's metadata (`fp8stream.calibration`).
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping
 
+from fp8stream.calibration.graph import FAMILIES as PRODUCER_GRAPHS
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.formats.architecture import detect, header_shapes
@@ -20,10 +25,9 @@ from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import TensorInfo
 
 
-UNKNOWN_FAMILY = "model family not recognised: no scale without a guess (--method simulate or --assume-input-rms R to opt in)"
-UNKNOWN_FAMILY_NOTE = ("model family not recognised: every FP8 layer kept weight-only, no scale from a guess; "
-                       "--method simulate gives bound scales that assume inputs of rms <= 2, --assume-input-rms R "
-                       "another range")
+NO_GUESS = "no scale without a guess (--method simulate or --assume-input-rms R to opt in)"
+NO_GUESS_NOTE = ("every FP8 layer kept weight-only, no scale from a guess; --method simulate gives bound scales "
+                 "that assume inputs of rms <= 2, --assume-input-rms R another range")
 
 
 class AutoMethod:
@@ -35,8 +39,10 @@ class AutoMethod:
         self.chosen = ""
 
     def prepare(self, model: ModelView) -> MethodPlan:
-        if self.settings.assume_input_rms is None and detect(header_shapes(model.header)) is None:
-            return self._unknown_family(model)
+        found = detect(header_shapes(model.header))
+        guess_ok = self.settings.assume_input_rms is not None
+        if found is None and not guess_ok:
+            return self._no_guess(model, "model family not recognised")
         why, prepared = _forward_or_why_not(model)
         if why is None:
             from fp8stream.forward.method import ForwardMethod
@@ -44,6 +50,8 @@ class AutoMethod:
             forward = dataclasses.replace(self.settings, method="forward")
             self.inner, self.chosen = ForwardMethod(forward, prepared), "forward"
             return self.inner.prepare(model)
+        if found is not None and found.family not in PRODUCER_GRAPHS and not guess_ok:
+            return self._no_guess(model, f"{found.variant}: {why}, and no producer graph knows this family")
         from fp8stream.calibration.simulate import WeightAwareMethod
 
         bound = dataclasses.replace(self.settings, method="simulate", sim_mode="bound")
@@ -52,15 +60,15 @@ class AutoMethod:
         note = f"--method auto used the bound method (simulate): {why}"
         return dataclasses.replace(plan, notes=plan.notes + (note,))
 
-    def _unknown_family(self, model: ModelView) -> MethodPlan:
-        """No family: no forward pass, and no producer is known, so every bound would rest on an
-        assumed input range. No guess by default: every layer is written weight-only."""
+    def _no_guess(self, model: ModelView, what: str) -> MethodPlan:
+        """Neither the forward pass nor a producer graph: every bound would rest on an assumed
+        input range. No guess by default: every layer is written weight-only (exit code 5)."""
         from fp8stream.calibration.simulate import WeightAwareMethod
 
         self.inner, self.chosen = WeightAwareMethod(dataclasses.replace(self.settings, method="simulate")), "none"
         plan = self.inner.prepare(dataclasses.replace(model, layers=[]))
-        return dataclasses.replace(plan, weight_only={layer.name: UNKNOWN_FAMILY for layer in model.layers},
-                                   notes=plan.notes + (UNKNOWN_FAMILY_NOTE,))
+        return dataclasses.replace(plan, weight_only={layer.name: f"{what}: {NO_GUESS}" for layer in model.layers},
+                                   notes=plan.notes + (f"{what}: {NO_GUESS_NOTE}",))
 
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
         self.inner.observe_tensor(info, chunk)

@@ -1,4 +1,5 @@
-"""One tensor of a real-size layer inventory (fp8stream.synthetic.inventories and the family modules)."""
+"""One tensor of a synthetic inventory (fp8stream.synthetic.inventories and the per-family
+modules beside it): its name, shape and whether it is an FP8 linear weight."""
 
 from __future__ import annotations
 
@@ -17,3 +18,8 @@ def linear(name: str, out_f: int, in_f: int, fp8: bool, bias: bool = True) -> li
     if bias:
         specs.append(TensorSpec(f"{name}.bias", (out_f,), False))
     return specs
+
+
+def norms(*names: str, width: int) -> list[TensorSpec]:
+    """RMSNorm-style weights (BF16), one per name."""
+    return [TensorSpec(n, (width,), False) for n in names]

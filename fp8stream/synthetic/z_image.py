@@ -1,0 +1,31 @@
+"""Z-Image (Turbo) at real size (original / ComfyUI names): dim 3840 (30 heads of 128), 30
+layers plus 2 noise and 2 context refiner blocks, fused qkv, gated FFN 10240, Qwen3 caption
+states of 2560, 2x2 patches of 16 channels (6B parameters). Block linears in FP8."""
+
+from __future__ import annotations
+
+from fp8stream.synthetic.spec import TensorSpec, linear, norms
+
+
+def _block(p: str, d: int, modulated: bool) -> list[TensorSpec]:
+    specs = linear(f"{p}.attention.qkv", 3 * d, d, True, bias=False) + linear(f"{p}.attention.out", d, d, True, bias=False)
+    specs += norms(f"{p}.attention.q_norm.weight", f"{p}.attention.k_norm.weight", width=128)
+    for w, shape in (("w1", (10240, d)), ("w2", (d, 10240)), ("w3", (10240, d))):
+        specs += linear(f"{p}.feed_forward.{w}", *shape, True, bias=False)
+    specs += norms(*(f"{p}.{n}.weight" for n in ("attention_norm1", "ffn_norm1", "attention_norm2", "ffn_norm2")),
+                   width=d)
+    return specs + (linear(f"{p}.adaLN_modulation.0", 4 * d, 256, True) if modulated else [])
+
+
+def inventory(blocks: int | None = None) -> list[TensorSpec]:
+    d = 3840
+    n = 30 if blocks is None else blocks
+    specs = [TensorSpec("x_pad_token", (1, d), False), TensorSpec("cap_pad_token", (1, d), False)]
+    specs += linear("x_embedder", d, 64, False) + linear("t_embedder.mlp.0", 1024, 256, False)
+    specs += linear("t_embedder.mlp.2", 256, 1024, False)
+    specs += norms("cap_embedder.0.weight", width=2560) + linear("cap_embedder.1", d, 2560, False)
+    for i in range(2):
+        specs += _block(f"noise_refiner.{i}", d, True) + _block(f"context_refiner.{i}", d, False)
+    for i in range(n):
+        specs += _block(f"layers.{i}", d, True)
+    return specs + linear("final_layer.adaLN_modulation.1", d, 256, False) + linear("final_layer.linear", 64, d, False)
