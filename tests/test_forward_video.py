@@ -62,3 +62,22 @@ def test_cli_scales_every_layer_from_the_forward_pass(variant, tmp_path):
         assert r["method"] == "forward"
         assert r["assumption"].startswith(f"{family} forward amax"), r
         assert not any("not reached" in w or "ASSUMED" in w for w in r["warnings"]), r
+
+
+@pytest.mark.parametrize("arch, family", [("wan22-5b", "wan"), ("wan22-i2v-a14b", "wan"),
+                                          ("hunyuan-video-1.5", "hunyuan-video-1.5"), ("ltx2", "ltx2"),
+                                          ("cosmos-14b", "cosmos"), ("cosmos-2b", "cosmos")])
+def test_full_width_inventory_maps_completely(arch, family):
+    """The real-size inventory of scripts/bench.py (full width, 1 block deep): recognised, sized
+    from its shapes, every tensor mapped onto diffusers' model, every FP8 linear reached."""
+    from fp8stream.forward.run import prepare
+    from fp8stream.io.header import Header, TensorInfo
+    from fp8stream.synthetic.checkpoint import from_inventory
+    from fp8stream.synthetic.inventories import ARCHITECTURES
+
+    tensors = from_inventory(ARCHITECTURES[arch](1))
+    header = Header([TensorInfo(t.name, t.dtype, t.shape, 0, t.nbytes) for t in tensors], None, 0)
+    prepared = prepare(header)
+    assert prepared.reason is None and prepared.detection.family == family, prepared.reason
+    fp8 = {t.name for t in tensors if t.dtype == "F8_E4M3"}
+    assert fp8 and fp8 <= prepared.reached
