@@ -73,3 +73,13 @@ def image_ids(h: int, w: int) -> torch.Tensor:
     ids[..., 1] = torch.arange(h)[:, None]
     ids[..., 2] = torch.arange(w)[None, :]
     return ids.reshape(h * w, 3)
+
+
+def packed_latents(channels: int, plan: SamplePlan) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """(noised packed latents [batch, h*w, channels], the times t, h, w) for DiTs that take
+    patch tokens (Flux, Flux.2, Chroma, Qwen-Image)."""
+    h, w = grid(plan.image_tokens)
+    x0 = torch.randn(plan.batch, h * w, channels, generator=plan.generator)
+    noise = torch.randn(plan.batch, h * w, channels, generator=plan.generator)
+    t = plan.timesteps()
+    return plan.noised(x0, noise, t), t, h, w

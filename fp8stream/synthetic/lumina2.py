@@ -8,15 +8,22 @@ from __future__ import annotations
 from fp8stream.synthetic.spec import TensorSpec, linear, norms
 
 
-def _block(p: str, d: int, modulated: bool) -> list[TensorSpec]:
-    specs = linear(f"{p}.attention.qkv", d + 2 * 768, d, True, bias=False)
+def next_dit_block(p: str, d: int, qkv_rows: int, ffn: int, head: int, modulation: tuple[int, ...] | None,
+                   mod_name: str = "adaLN_modulation.1") -> list[TensorSpec]:
+    """One Next-DiT block (Lumina 2, Z-Image): fused qkv, out, q/k norms, gated FFN w1-w3, four
+    RMSNorms, and for modulated blocks the AdaLN linear (`modulation`: its out, in widths)."""
+    specs = linear(f"{p}.attention.qkv", qkv_rows, d, True, bias=False)
     specs += linear(f"{p}.attention.out", d, d, True, bias=False)
-    specs += norms(f"{p}.attention.q_norm.weight", f"{p}.attention.k_norm.weight", width=96)
-    for w, shape in (("w1", (9216, d)), ("w2", (d, 9216)), ("w3", (9216, d))):
+    specs += norms(f"{p}.attention.q_norm.weight", f"{p}.attention.k_norm.weight", width=head)
+    for w, shape in (("w1", (ffn, d)), ("w2", (d, ffn)), ("w3", (ffn, d))):
         specs += linear(f"{p}.feed_forward.{w}", *shape, True, bias=False)
     specs += norms(*(f"{p}.{n}.weight" for n in ("attention_norm1", "ffn_norm1", "attention_norm2", "ffn_norm2")),
                    width=d)
-    return specs + (linear(f"{p}.adaLN_modulation.1", 4 * d, 1024, True) if modulated else [])
+    return specs + (linear(f"{p}.{mod_name}", *modulation, True) if modulation else [])
+
+
+def _block(p: str, d: int, modulated: bool) -> list[TensorSpec]:
+    return next_dit_block(p, d, d + 2 * 768, 9216, 96, (4 * d, 1024) if modulated else None)
 
 
 def inventory(blocks: int | None = None) -> list[TensorSpec]:

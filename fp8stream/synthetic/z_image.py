@@ -4,17 +4,12 @@ states of 2560, 2x2 patches of 16 channels (6B parameters). Block linears in FP8
 
 from __future__ import annotations
 
+from fp8stream.synthetic.lumina2 import next_dit_block
 from fp8stream.synthetic.spec import TensorSpec, linear, norms
 
 
 def _block(p: str, d: int, modulated: bool) -> list[TensorSpec]:
-    specs = linear(f"{p}.attention.qkv", 3 * d, d, True, bias=False) + linear(f"{p}.attention.out", d, d, True, bias=False)
-    specs += norms(f"{p}.attention.q_norm.weight", f"{p}.attention.k_norm.weight", width=128)
-    for w, shape in (("w1", (10240, d)), ("w2", (d, 10240)), ("w3", (10240, d))):
-        specs += linear(f"{p}.feed_forward.{w}", *shape, True, bias=False)
-    specs += norms(*(f"{p}.{n}.weight" for n in ("attention_norm1", "ffn_norm1", "attention_norm2", "ffn_norm2")),
-                   width=d)
-    return specs + (linear(f"{p}.adaLN_modulation.0", 4 * d, 256, True) if modulated else [])
+    return next_dit_block(p, d, 3 * d, 10240, 128, (4 * d, 256) if modulated else None, "adaLN_modulation.0")
 
 
 def inventory(blocks: int | None = None) -> list[TensorSpec]:

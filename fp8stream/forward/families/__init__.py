@@ -19,7 +19,7 @@ import types
 from types import ModuleType
 from typing import Mapping, Sequence
 
-from fp8stream.formats.architecture import Detection, detect
+from fp8stream.formats.architecture import Detection, count_blocks, detect
 
 # detector family name -> module of this package
 FAMILIES = {"flux": "flux", "sd3": "sd3", "wan": "wan", "flux2": "flux2", "chroma": "chroma", "qwen-image": "qwen_image",
@@ -61,3 +61,31 @@ def rename_prefixes(state: Mapping[str, object], table: Mapping[str, str]) -> di
         old = next((p for p in table if name.startswith(p)), None)
         out[name if old is None else table[old] + name[len(old):]] = value
     return out
+
+
+def joint_value_sources(layers: int, prefix: str = "transformer_blocks") -> dict[str, list[list[str]]]:
+    """Joint (MMDiT) attention: both streams' output projections read the mix of both streams'
+    values (diffusers' names: to_v, add_v_proj -> to_out.0, to_add_out)."""
+    out = {}
+    for i in range(layers):
+        a = f"{prefix}.{i}.attn."
+        for proj in ("to_out.0", "to_add_out"):
+            out[a + proj] = [[a + "to_v", a + "add_v_proj"]]
+    return out
+
+
+def bfl_sizes(shapes: Mapping[str, tuple[int, ...]]) -> dict:
+    """The sizes every BFL-named double/single-block DiT (Flux, Flux.2, Chroma) reads from its
+    shapes: patch 1, widths, heads (from the q norm), block counts, text width."""
+    inner, in_channels = shapes["img_in.weight"]
+    head_dim = shapes["double_blocks.0.img_attn.norm.query_norm.scale"][0]
+    return {
+        "patch_size": 1,
+        "in_channels": in_channels,
+        "out_channels": shapes["final_layer.linear.weight"][0],
+        "num_layers": count_blocks(shapes, "double_blocks."),
+        "num_single_layers": count_blocks(shapes, "single_blocks."),
+        "attention_head_dim": head_dim,
+        "num_attention_heads": inner // head_dim,
+        "joint_attention_dim": shapes["txt_in.weight"][1],
+    }

@@ -15,25 +15,17 @@ import torch
 from fp8stream.formats.architecture import count_blocks
 from fp8stream.forward.families.flux import rope_axes, with_widths
 from fp8stream.forward.families.flux import value_sources as flux_value_sources
-from fp8stream.forward.inputs import SamplePlan, grid, image_ids
+from fp8stream.forward.families import bfl_sizes
+from fp8stream.forward.inputs import SamplePlan, image_ids, packed_latents
 
 NAME = "chroma"
 
 
 def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
-    inner, in_channels = shapes["img_in.weight"]
-    head_dim = shapes["double_blocks.0.img_attn.norm.query_norm.scale"][0]
+    sizes = bfl_sizes(shapes)
     hidden, channels = shapes["distilled_guidance_layer.in_proj.weight"]
-    return {
-        "patch_size": 1,
-        "in_channels": in_channels,
-        "out_channels": shapes["final_layer.linear.weight"][0],
-        "num_layers": count_blocks(shapes, "double_blocks."),
-        "num_single_layers": count_blocks(shapes, "single_blocks."),
-        "attention_head_dim": head_dim,
-        "num_attention_heads": inner // head_dim,
-        "joint_attention_dim": shapes["txt_in.weight"][1],
-        "axes_dims_rope": rope_axes(head_dim),
+    return sizes | {
+        "axes_dims_rope": rope_axes(sizes["attention_head_dim"]),
         "approximator_num_channels": channels,
         "approximator_hidden_dim": hidden,
         "approximator_layers": count_blocks(shapes, "distilled_guidance_layer.layers."),
@@ -55,13 +47,9 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    b, g = plan.batch, plan.generator
-    h, w = grid(plan.image_tokens)
-    x0 = torch.randn(b, h * w, cfg["in_channels"], generator=g)
-    noise = torch.randn(b, h * w, cfg["in_channels"], generator=g)
-    t = plan.timesteps()
+    hidden, t, h, w = packed_latents(cfg["in_channels"], plan)
     return {
-        "hidden_states": plan.noised(x0, noise, t),
+        "hidden_states": hidden,
         "encoder_hidden_states": plan.text(cfg["joint_attention_dim"]),
         "timestep": t,  # diffusers multiplies by 1000 inside
         "img_ids": image_ids(h, w),

@@ -11,12 +11,10 @@ from typing import Mapping
 
 import torch
 
-from fp8stream.formats.architecture import count_blocks
-from fp8stream.forward.families import with_constants
-from fp8stream.forward.inputs import SamplePlan, grid, image_ids
+from fp8stream.forward.families import bfl_sizes, joint_value_sources, with_constants
+from fp8stream.forward.inputs import SamplePlan, image_ids, packed_latents
 
 NAME = "flux"
-
 
 
 def rope_axes(head_dim: int) -> tuple[int, int, int]:
@@ -26,20 +24,11 @@ def rope_axes(head_dim: int) -> tuple[int, int, int]:
 
 
 def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
-    inner, in_channels = shapes["img_in.weight"]
-    head_dim = shapes["double_blocks.0.img_attn.norm.query_norm.scale"][0]
-    return {
-        "patch_size": 1,
-        "in_channels": in_channels,
-        "out_channels": shapes["final_layer.linear.weight"][0],
-        "num_layers": count_blocks(shapes, "double_blocks."),
-        "num_single_layers": count_blocks(shapes, "single_blocks."),
-        "attention_head_dim": head_dim,
-        "num_attention_heads": inner // head_dim,
-        "joint_attention_dim": shapes["txt_in.weight"][1],
+    sizes = bfl_sizes(shapes)
+    return sizes | {
         "pooled_projection_dim": shapes["vector_in.in_layer.weight"][1],
         "guidance_embeds": "guidance_in.in_layer.weight" in shapes,
-        "axes_dims_rope": rope_axes(head_dim),
+        "axes_dims_rope": rope_axes(sizes["attention_head_dim"]),
     }
 
 
@@ -63,13 +52,9 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    b, g = plan.batch, plan.generator
-    h, w = grid(plan.image_tokens)
-    x0 = torch.randn(b, h * w, cfg["in_channels"], generator=g)
-    noise = torch.randn(b, h * w, cfg["in_channels"], generator=g)
-    t = plan.timesteps()
+    hidden, t, h, w = packed_latents(cfg["in_channels"], plan)
     out = {
-        "hidden_states": plan.noised(x0, noise, t),
+        "hidden_states": hidden,
         "encoder_hidden_states": plan.text(cfg["joint_attention_dim"]),
         "pooled_projections": plan.pooled(cfg["pooled_projection_dim"]),
         "timestep": t,  # diffusers multiplies by 1000 inside
@@ -85,11 +70,7 @@ def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     """Attention output projections -> the Linears whose outputs (values) their input mixes:
     joint attention mixes both streams' values; a single block's proj_out reads the mix of its
     to_v beside GELU(proj_mlp) (already in its own observed input)."""
-    out = {}
-    for i in range(cfg["num_layers"]):
-        a = f"transformer_blocks.{i}.attn."
-        for proj in ("to_out.0", "to_add_out"):
-            out[a + proj] = [[a + "to_v", a + "add_v_proj"]]
+    out = joint_value_sources(cfg["num_layers"])
     for i in range(cfg["num_single_layers"]):
         b = f"single_transformer_blocks.{i}."
         out[b + "proj_out"] = [[b + "attn.to_v"]]

@@ -14,28 +14,20 @@ from typing import Mapping
 
 import torch
 
-from fp8stream.formats.architecture import count_blocks
-from fp8stream.forward.inputs import SamplePlan, grid, image_ids
+from fp8stream.forward.families import bfl_sizes, joint_value_sources
+from fp8stream.forward.inputs import SamplePlan, image_ids, packed_latents
 
 NAME = "flux2"
 
 
 def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
-    inner, in_channels = shapes["img_in.weight"]
-    head_dim = shapes["double_blocks.0.img_attn.norm.query_norm.scale"][0]
-    return {
-        "patch_size": 1,
-        "in_channels": in_channels,
-        "out_channels": shapes["final_layer.linear.weight"][0],
-        "num_layers": count_blocks(shapes, "double_blocks."),
-        "num_single_layers": count_blocks(shapes, "single_blocks."),
-        "attention_head_dim": head_dim,
-        "num_attention_heads": inner // head_dim,
-        "joint_attention_dim": shapes["txt_in.weight"][1],
+    sizes = bfl_sizes(shapes)
+    inner = sizes["num_attention_heads"] * sizes["attention_head_dim"]
+    return sizes | {
         "timestep_guidance_channels": shapes["time_in.in_layer.weight"][1],
         # the MLP's gated input projection is 2 x hidden wide
         "mlp_ratio": shapes["double_blocks.0.img_mlp.0.weight"][0] / (2 * inner),
-        "axes_dims_rope": (head_dim // 4,) * 4,
+        "axes_dims_rope": (sizes["attention_head_dim"] // 4,) * 4,
         "guidance_embeds": "guidance_in.in_layer.weight" in shapes,
     }
 
@@ -53,16 +45,12 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    b, g = plan.batch, plan.generator
-    h, w = grid(plan.image_tokens)
-    x0 = torch.randn(b, h * w, cfg["in_channels"], generator=g)
-    noise = torch.randn(b, h * w, cfg["in_channels"], generator=g)
-    t = plan.timesteps()
+    hidden, t, h, w = packed_latents(cfg["in_channels"], plan)
     img_ids = torch.cat([torch.zeros(h * w, 1), image_ids(h, w)[:, 1:], torch.zeros(h * w, 1)], dim=1)
     txt_ids = torch.zeros(plan.text_tokens, 4)
     txt_ids[:, 3] = torch.arange(plan.text_tokens)
     out = {
-        "hidden_states": plan.noised(x0, noise, t),
+        "hidden_states": hidden,
         "encoder_hidden_states": plan.text(cfg["joint_attention_dim"]),
         "timestep": t,  # diffusers multiplies by 1000 inside
         "img_ids": img_ids,
@@ -76,11 +64,7 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
 def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     """Joint attention mixes both streams' values; a single block's to_out reads the mix of the
     values of its fused to_qkv_mlp_proj (bounded by that whole output) beside the MLP."""
-    out = {}
-    for i in range(cfg["num_layers"]):
-        a = f"transformer_blocks.{i}.attn."
-        for proj in ("to_out.0", "to_add_out"):
-            out[a + proj] = [[a + "to_v", a + "add_v_proj"]]
+    out = joint_value_sources(cfg["num_layers"])
     for i in range(cfg["num_single_layers"]):
         a = f"single_transformer_blocks.{i}.attn."
         out[a + "to_out"] = [[a + "to_qkv_mlp_proj"]]

@@ -22,7 +22,7 @@ from typing import Mapping
 import torch
 
 from fp8stream.formats.architecture import count_blocks
-from fp8stream.forward.families import rename_prefixes
+from fp8stream.forward.families import joint_value_sources, rename_prefixes
 from fp8stream.forward.families.flux import rope_axes
 from fp8stream.forward.inputs import SamplePlan, grid
 
@@ -127,11 +127,7 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
 
 def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     """Joint attention mixes both streams' values; the token refiner's self-attention its own."""
-    out = {}
-    for i in range(cfg["num_layers"]):
-        a = f"transformer_blocks.{i}.attn."
-        for proj in ("to_out.0", "to_add_out"):
-            out[a + proj] = [[a + "to_v", a + "add_v_proj"]]
+    out = joint_value_sources(cfg["num_layers"])
     for i in range(cfg["num_refiner_layers"]):
         a = f"context_embedder.token_refiner.refiner_blocks.{i}.attn."
         out[a + "to_out.0"] = [[a + "to_v"]]

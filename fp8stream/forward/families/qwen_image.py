@@ -15,7 +15,8 @@ import torch
 
 from fp8stream.formats.architecture import count_blocks
 from fp8stream.forward.families.flux import rope_axes
-from fp8stream.forward.inputs import SamplePlan, grid
+from fp8stream.forward.families import joint_value_sources
+from fp8stream.forward.inputs import SamplePlan, packed_latents
 
 NAME = "qwen-image"
 PATCH = 2
@@ -48,13 +49,10 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    b, g = plan.batch, plan.generator
-    h, w = grid(plan.image_tokens)
-    x0 = torch.randn(b, h * w, cfg["in_channels"], generator=g)
-    noise = torch.randn(b, h * w, cfg["in_channels"], generator=g)
-    t = plan.timesteps()
+    b = plan.batch
+    hidden, t, h, w = packed_latents(cfg["in_channels"], plan)
     out = {
-        "hidden_states": plan.noised(x0, noise, t),
+        "hidden_states": hidden,
         "encoder_hidden_states": plan.text(cfg["joint_attention_dim"]),
         "encoder_hidden_states_mask": torch.ones(b, plan.text_tokens, dtype=torch.long),
         "timestep": t,  # [0, 1]: the embedder multiplies by 1000
@@ -67,9 +65,4 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
 
 def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     """Joint attention: both output projections read the mix of both streams' values."""
-    out = {}
-    for i in range(cfg["num_layers"]):
-        a = f"transformer_blocks.{i}.attn."
-        for proj in ("to_out.0", "to_add_out"):
-            out[a + proj] = [[a + "to_v", a + "add_v_proj"]]
-    return out
+    return joint_value_sources(cfg["num_layers"])

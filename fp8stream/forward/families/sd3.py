@@ -12,6 +12,7 @@ from typing import Mapping
 import torch
 
 from fp8stream.formats.architecture import count_blocks
+from fp8stream.forward.families import joint_value_sources
 from fp8stream.forward.inputs import SamplePlan, grid
 
 NAME = "sd3"
@@ -72,12 +73,8 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
 def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     """Attention output projections -> the Linears whose outputs their input mixes (joint
     attention: both streams' values; SD3.5's second attention: the image stream's)."""
-    out = {}
-    for i in range(cfg["num_layers"]):
-        a = f"transformer_blocks.{i}.attn."
-        for proj in ("to_out.0", "to_add_out"):
-            out[a + proj] = [[a + "to_v", a + "add_v_proj"]]
-        if i in cfg["dual_attention_layers"]:
-            a2 = f"transformer_blocks.{i}.attn2."
-            out[a2 + "to_out.0"] = [[a2 + "to_v"]]
+    out = joint_value_sources(cfg["num_layers"])
+    for i in cfg["dual_attention_layers"]:
+        a2 = f"transformer_blocks.{i}.attn2."
+        out[a2 + "to_out.0"] = [[a2 + "to_v"]]
     return out
