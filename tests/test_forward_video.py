@@ -81,3 +81,28 @@ def test_full_width_inventory_maps_completely(arch, family):
     assert prepared.reason is None and prepared.detection.family == family, prepared.reason
     fp8 = {t.name for t in tensors if t.dtype == "F8_E4M3"}
     assert fp8 and fp8 <= prepared.reached
+
+
+def test_all_in_one_checkpoint_runs_the_model_under_its_prefix(tmp_path):
+    """LTX-2's checkpoints carry the VAE, the audio VAE and the vocoder beside
+    `model.diffusion_model.`: the pass runs the transformer under that prefix; a layer it does
+    not run (a text connector, which diffusers keeps out of the transformer) is not guessed."""
+    import torch
+
+    _, state, _ = ft.tiny("ltx2")
+    full = {"model.diffusion_model." + k: v for k, v in state.items()}
+    connector = "model.diffusion_model.video_embeddings_connector.transformer_1d_blocks.0.attn1.to_q"
+    full[connector + ".weight"] = torch.randn(16, 16)
+    full["vae.decoder.conv_in.conv.weight"] = torch.randn(8, 4, 3, 3, 3)
+    full["vocoder.conv_pre.weight"] = torch.randn(8, 4, 7)
+    layers = ["model.diffusion_model." + n for n in ft.fp8_linears(state)] + [connector]
+    src = tmp_path / "all_in_one.safetensors"
+    ft.qm.write_fp8_checkpoint(full, layers, src)
+    p = _cli(str(src), str(tmp_path / "out.safetensors"), *_forward_args())
+    assert p.exit_code == 0, p.stderr[-2000:]
+    report = json.loads(p.stdout)
+    got = {r["name"]: r for r in report["layers"]}
+    kept = {r["name"]: r for r in report["excluded"]}
+    assert sorted([*got, *kept]) == sorted(layers)
+    assert all(r["assumption"].startswith("ltx2 forward amax") for n, r in got.items() if n != connector)
+    assert connector in kept and "not reached by the forward pass" in kept[connector]["reason"], kept.get(connector)
