@@ -148,8 +148,18 @@ def lumina2_shapes(layers: int = 2, refiners: int = 1) -> dict:
     return out
 
 
+def hidream_shapes(double: int = 1, single: int = 1) -> dict:
+    """ComfyUI's HiDream files use diffusers' names: the model's own state dict is the list."""
+    cfg = {"patch_size": 2, "in_channels": CH, "num_layers": double, "num_single_layers": single,
+           "attention_head_dim": HEAD, "num_attention_heads": D // HEAD, "caption_channels": [JOINT, 24],
+           "text_emb_dim": 20, "num_routed_experts": 4, "num_activated_experts": 2, "axes_dims_rope": (8, 4, 4),
+           "llama_layers": [0] * (double + single)}
+    return _own_names("hidream", cfg)
+
+
 SHAPES = {"flux2": flux2_shapes, "chroma": chroma_shapes, "qwen-image": qwen_image_shapes,
-          "z-image": z_image_shapes, "lumina2": lumina2_shapes}
+          "z-image": z_image_shapes, "lumina2": lumina2_shapes,
+          "hidream": hidream_shapes}
 
 
 def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict]:
@@ -163,3 +173,11 @@ def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, t
         for p in model.parameters():
             p.copy_(torch.randn_like(p) * (0.5 if p.dim() < 2 else p.shape[-1] ** -0.5))
     return model, ft.to_original(model.state_dict(), shapes, family, cfg), cfg
+
+
+def write(state: dict[str, torch.Tensor], path, prefix: str = "model.diffusion_model.") -> list[str]:
+    """Every 2-D weight as an FP8 linear, except MoE router gates (a plain parameter, not a
+    Linear: FP8 exports leave it in BF16); returns the FP8 layer names."""
+    layers = [n for n in ft.fp8_linears(state) if not n.endswith(".gate")]
+    ft.qm.write_fp8_checkpoint({prefix + k: v for k, v in state.items()}, [prefix + n for n in layers], path)
+    return [prefix + n for n in layers]

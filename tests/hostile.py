@@ -284,7 +284,7 @@ def kill_calibrate(src: str, out: str, env: dict[str, str], delay_s: float | Non
 
     folder = os.path.dirname(out)
     before = file_digest(src)
-    proc = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", *extra, src, out],
+    proc = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", *extra, src, out],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     if delay_s is None:
         deadline = time.monotonic() + 120
@@ -322,7 +322,7 @@ def truncated_run(blob: bytes, cut: int, folder: str, env: dict[str, str]) -> st
     src, out = os.path.join(folder, f"cut{cut}.safetensors"), os.path.join(folder, f"out{cut}.safetensors")
     with open(src, "wb") as f:
         f.write(blob[:cut])
-    r = subprocess.run([sys.executable, "-m", "fp8stream", "calibrate", src, out], capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", src, out], capture_output=True, text=True, env=env)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("fp8stream: error:"), (cut, r.returncode, r.stderr)
     assert not os.path.exists(out) and not temps_in(folder), cut

@@ -24,7 +24,7 @@ def load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 def test_every_fp8_layer_gets_a_positive_f32_scalar_scale(small_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.safetensors"
-    result = run_cli("calibrate", small_model, out)
+    result = run_cli("calibrate", "--method", "simulate", small_model, out)
     assert result.exit_code == 0, result.output
     tensors, _ = load(out)
     for layer in LAYERS:
@@ -35,7 +35,7 @@ def test_every_fp8_layer_gets_a_positive_f32_scalar_scale(small_model: Path, tmp
 
 def test_passthrough_tensors_are_byte_identical(small_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.safetensors"
-    assert run_cli("calibrate", small_model, out).exit_code == 0
+    assert run_cli("calibrate", "--method", "simulate", small_model, out).exit_code == 0
     before, _ = load(small_model)
     after, _ = load(out)
     for name, t in before.items():
@@ -48,11 +48,11 @@ def test_passthrough_tensors_are_byte_identical(small_model: Path, tmp_path: Pat
 
 def test_metadata_is_preserved_and_describes_the_run_without_paths(small_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.safetensors"
-    assert run_cli("calibrate", "--seed", "7", small_model, out).exit_code == 0
+    assert run_cli("calibrate", "--method", "simulate", "--seed", "7", small_model, out).exit_code == 0
     _, metadata = load(out)
     assert metadata["modelspec.title"] == "tiny"
     calibration = json.loads(metadata["fp8stream.calibration"])
-    assert calibration["method"] == "auto" and calibration["seed"] == 7
+    assert calibration["method"] == "simulate" and calibration["seed"] == 7
     assert str(tmp_path) not in json.dumps(metadata)
 
 
@@ -69,7 +69,7 @@ def test_placeholders_are_replaced_and_real_scales_kept(tmp_path: Path) -> None:
     src = tmp_path / "in.safetensors"
     write_checkpoint(str(src), tensors)
     out = tmp_path / "out.safetensors"
-    result = run_cli("calibrate", "--json", src, out)
+    result = run_cli("calibrate", "--method", "simulate", "--json", src, out)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip())
     by_name = {layer["name"]: layer for layer in report["layers"]}
@@ -82,7 +82,7 @@ def test_placeholders_are_replaced_and_real_scales_kept(tmp_path: Path) -> None:
     assert float(after["a.input_scale"]) != 1.0
     # --overwrite-scales replaces the real one too
     out2 = tmp_path / "out2.safetensors"
-    result = run_cli("calibrate", "--json", "--overwrite-scales", src, out2)
+    result = run_cli("calibrate", "--method", "simulate", "--json", "--overwrite-scales", src, out2)
     assert {layer["name"]: layer["source"] for layer in json.loads(result.stdout)["layers"]}["b"] == "replaced"
 
 
@@ -90,7 +90,7 @@ def test_weight_only_flag_is_removed_at_the_same_size(tmp_path: Path) -> None:
     src = tmp_path / "in.safetensors"
     write_checkpoint(str(src), small_model_tensors(input_scale=1.0, weight_only=True))
     out = tmp_path / "out.safetensors"
-    assert run_cli("calibrate", src, out).exit_code == 0
+    assert run_cli("calibrate", "--method", "simulate", src, out).exit_code == 0
     before, _ = load(src)
     after, _ = load(out)
     for layer in LAYERS:
@@ -99,7 +99,7 @@ def test_weight_only_flag_is_removed_at_the_same_size(tmp_path: Path) -> None:
         assert json.loads(bytes(raw_out.tolist())) == {"format": "float8_e4m3fn"}
         assert float(after[f"{layer}.input_scale"]) != 1.0
     kept = tmp_path / "kept.safetensors"
-    result = run_cli("calibrate", "--keep-weight-only", "--json", src, kept)
+    result = run_cli("calibrate", "--method", "simulate", "--keep-weight-only", "--json", src, kept)
     after, _ = load(kept)
     assert json.loads(bytes(after["blocks.0.mlp.0.comfy_quant"].tolist()))["full_precision_matrix_mult"] is True
     assert all(not layer["fp8_activations"] for layer in json.loads(result.stdout)["layers"])
@@ -108,16 +108,16 @@ def test_weight_only_flag_is_removed_at_the_same_size(tmp_path: Path) -> None:
 def test_same_input_and_seed_give_identical_bytes_whatever_the_paths(small_model: Path, tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
     a, b, c = tmp_path / "a.safetensors", tmp_path / "x" / "b.safetensors", tmp_path / "c.safetensors"
-    assert run_cli("calibrate", small_model, a).exit_code == 0
-    assert run_cli("calibrate", small_model, b).exit_code == 0
-    assert run_cli("calibrate", "--seed", "1", small_model, c).exit_code == 0
+    assert run_cli("calibrate", "--method", "simulate", small_model, a).exit_code == 0
+    assert run_cli("calibrate", "--method", "simulate", small_model, b).exit_code == 0
+    assert run_cli("calibrate", "--method", "simulate", "--seed", "1", small_model, c).exit_code == 0
     assert a.read_bytes() == b.read_bytes()
     assert a.read_bytes() != c.read_bytes()
 
 
 def test_scales_come_after_all_data_in_layer_order(small_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.safetensors"
-    assert run_cli("calibrate", small_model, out).exit_code == 0
+    assert run_cli("calibrate", "--method", "simulate", small_model, out).exit_code == 0
     from fp8stream.io.reader import LazyFile
 
     with LazyFile(str(out)) as f:
@@ -129,7 +129,7 @@ def test_output_gets_ordinary_permissions(small_model: Path, tmp_path: Path) -> 
     old = os.umask(0o027)
     try:
         out = tmp_path / "out.safetensors"
-        assert run_cli("calibrate", small_model, out).exit_code == 0
+        assert run_cli("calibrate", "--method", "simulate", small_model, out).exit_code == 0
     finally:
         os.umask(old)
     assert (out.stat().st_mode & 0o777) == 0o640
@@ -137,7 +137,7 @@ def test_output_gets_ordinary_permissions(small_model: Path, tmp_path: Path) -> 
 
 def test_dry_run_writes_nothing(small_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.safetensors"
-    result = run_cli("calibrate", "--dry-run", "--json", small_model, out)
+    result = run_cli("calibrate", "--method", "simulate", "--dry-run", "--json", small_model, out)
     assert result.exit_code == 0
     report = json.loads(result.stdout)
     assert report["status"] == "dry-run" and len(report["layers"]) == 3
@@ -146,7 +146,7 @@ def test_dry_run_writes_nothing(small_model: Path, tmp_path: Path) -> None:
 
 
 def test_json_report_is_one_line_per_file(small_model: Path, tmp_path: Path) -> None:
-    result = run_cli("calibrate", "--json", small_model, tmp_path / "out.safetensors")
+    result = run_cli("calibrate", "--method", "simulate", "--json", small_model, tmp_path / "out.safetensors")
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
     doc = json.loads(lines[0])
@@ -154,7 +154,7 @@ def test_json_report_is_one_line_per_file(small_model: Path, tmp_path: Path) -> 
 
 
 def test_table_report_goes_to_stderr(small_model: Path, tmp_path: Path) -> None:
-    result = run_cli("calibrate", small_model, tmp_path / "out.safetensors")
+    result = run_cli("calibrate", "--method", "simulate", small_model, tmp_path / "out.safetensors")
     assert result.stdout == ""
     assert "blocks.0.mlp.2" in result.stderr and "3 scales calibrated" in result.stderr
 
@@ -176,7 +176,7 @@ def test_skipped_formats_are_reported_and_passed_through(tmp_path: Path) -> None
     tensors.append(SyntheticTensor("e5.weight", "F8_E5M2", (4, 4), bytes(16)))
     src, out = tmp_path / "in.safetensors", tmp_path / "out.safetensors"
     write_checkpoint(str(src), tensors)
-    result = run_cli("calibrate", "--json", src, out)
+    result = run_cli("calibrate", "--method", "simulate", "--json", src, out)
     report = json.loads(result.stdout)
     reasons = {s["name"]: s["reason"] for s in report["skipped"]}
     assert "convolution" in reasons["conv"] and "F8_E5M2" in reasons["e5"]

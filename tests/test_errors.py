@@ -24,14 +24,14 @@ def assert_clean_failure(result, code: int, words: str, folder: Path, allowed: s
 
 
 def test_missing_input(tmp_path: Path) -> None:
-    r = run_subprocess("calibrate", tmp_path / "nope.safetensors", tmp_path / "out.safetensors")
+    r = run_subprocess("calibrate", "--method", "simulate", tmp_path / "nope.safetensors", tmp_path / "out.safetensors")
     assert_clean_failure(r, 1, "no such file", tmp_path, set())
 
 
 def test_not_a_safetensors_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"PK\x03\x04 this is a zip file, not safetensors" * 10)
-    r = run_subprocess("calibrate", bad, tmp_path / "out.safetensors")
+    r = run_subprocess("calibrate", "--method", "simulate", bad, tmp_path / "out.safetensors")
     assert_clean_failure(r, 1, "not a safetensors file", tmp_path, {"bad.safetensors"})
 
 
@@ -40,17 +40,17 @@ def test_truncated_input(small_model: Path, tmp_path: Path, cut: float) -> None:
     data = small_model.read_bytes()
     bad = tmp_path / "cut.safetensors"
     bad.write_bytes(data[: int(len(data) * cut)])
-    r = run_subprocess("calibrate", bad, tmp_path / "out.safetensors")
+    r = run_subprocess("calibrate", "--method", "simulate", bad, tmp_path / "out.safetensors")
     assert_clean_failure(r, 1, "truncated", tmp_path, {"model.safetensors", "cut.safetensors"})
 
 
 def test_output_exists_needs_force(small_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.safetensors"
     out.write_bytes(b"old")
-    r = run_subprocess("calibrate", small_model, out)
+    r = run_subprocess("calibrate", "--method", "simulate", small_model, out)
     assert_clean_failure(r, 2, "exists", tmp_path, {"model.safetensors", "out.safetensors"})
     assert out.read_bytes() == b"old"
-    assert run_subprocess("calibrate", "--force", small_model, out).returncode == 0
+    assert run_subprocess("calibrate", "--method", "simulate", "--force", small_model, out).returncode == 0
     assert out.read_bytes()[8:9] == b"{"
 
 
@@ -80,7 +80,7 @@ def test_output_is_the_input(small_model: Path, tmp_path: Path, how: str, monkey
         monkeypatch.chdir(tmp_path / "sub")
         source, target = Path("../model.safetensors"), small_model
         names.add("sub")
-    r = run_cli("calibrate", "--force", source, target)  # in-process: the exit path is tested above
+    r = run_cli("calibrate", "--method", "simulate", "--force", source, target)  # in-process: the exit path is tested above
     assert_clean_failure(SimpleNamespace(returncode=r.exit_code, stderr=r.stderr), 2, "output is the input", tmp_path, names)
     assert small_model.read_bytes() == before
 
@@ -114,7 +114,7 @@ def test_unwritable_folder(small_model: Path, tmp_path: Path) -> None:
     ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
     before = small_model.read_bytes()
     try:
-        r = run_subprocess("calibrate", small_model, ro / "out.safetensors",
+        r = run_subprocess("calibrate", "--method", "simulate", small_model, ro / "out.safetensors",
                            preexec_fn=drop_root_file_powers if os.geteuid() == 0 else None)
     finally:
         ro.chmod(0o755)
@@ -123,7 +123,7 @@ def test_unwritable_folder(small_model: Path, tmp_path: Path) -> None:
 
 
 def test_missing_output_folder(small_model: Path, tmp_path: Path) -> None:
-    r = run_subprocess("calibrate", small_model, tmp_path / "no" / "out.safetensors")
+    r = run_subprocess("calibrate", "--method", "simulate", small_model, tmp_path / "no" / "out.safetensors")
     assert_clean_failure(r, 1, "does not exist", tmp_path, {"model.safetensors"})
 
 
@@ -132,12 +132,12 @@ def test_nothing_to_calibrate_exits_3(tmp_path: Path) -> None:
 
     plain = tmp_path / "plain.safetensors"
     write_checkpoint(str(plain), [f32_scalar("x", 1.0)])
-    r = run_subprocess("calibrate", plain, tmp_path / "out.safetensors")
+    r = run_subprocess("calibrate", "--method", "simulate", plain, tmp_path / "out.safetensors")
     assert_clean_failure(r, 3, "no FP8 linear layer", tmp_path, {"plain.safetensors"})
 
 
 def test_usage_error_exits_2(small_model: Path) -> None:
-    r = run_subprocess("calibrate", "--rule", "nonsense", small_model, "out.safetensors")
+    r = run_subprocess("calibrate", "--method", "simulate", "--rule", "nonsense", small_model, "out.safetensors")
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 

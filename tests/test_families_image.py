@@ -20,14 +20,14 @@ FORWARD_ARGS = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-tex
 CASES = [("flux2", {}, "flux2"), ("flux2", {"guidance": True}, "flux2"), ("chroma", {}, "chroma"),
          ("qwen-image", {}, "qwen-image"),
          ("z-image", {}, "z-image"),
-         ("lumina2", {}, "lumina2")]
+         ("lumina2", {}, "lumina2"), ("hidream", {}, "hidream")]
 
 
 @pytest.mark.parametrize("family,kw,detected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_cli_scales_every_layer_from_the_forward_pass(family, kw, detected, tmp_path):
     src = tmp_path / "in.safetensors"
     _, state, _ = ftiny.tiny(family, **kw)
-    layers = ft.write(state, src, "model.diffusion_model.")
+    layers = ftiny.write(state, src)
     p = run_cli("calibrate", src, tmp_path / "out.safetensors", *FORWARD_ARGS)
     assert p.exit_code == 0, p.output[-2000:]
     report = json.loads(p.stdout)
@@ -59,7 +59,7 @@ def test_presets_and_gated_ffn_groups(tmp_path):
     assert w1 == w3
 
 
-@pytest.mark.parametrize("arch", ["flux2", "chroma", "qwen-image", "z-image", "lumina2"])
+@pytest.mark.parametrize("arch", ["flux2", "chroma", "qwen-image", "z-image", "lumina2", "hidream"])
 def test_full_width_inventory_maps_completely(arch):
     """The real-size inventory of scripts/bench.py (full width, 1 block deep): recognised, sized
     from its shapes, every tensor mapped onto diffusers' model, every FP8 linear reached."""

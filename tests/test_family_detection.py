@@ -103,3 +103,23 @@ def test_layer_names_alone_detect_the_family() -> None:
     # presets and stats matching may know only the FP8 layers' names
     assert detect(["model.diffusion_model.single_stream_modulation.lin"]).family == "flux2"
     assert detect(["double_blocks.0.img_attn.qkv", "single_blocks.0.linear1"]).family == "flux"
+
+
+def test_inspect_and_calibrate_report_the_family(tmp_path) -> None:
+    import json
+
+    import torch
+
+    from conftest import run_cli
+    from fp8stream.synthetic.checkpoint import bf16_tensor, comfy_fp8_linear, write_checkpoint
+
+    p = "model.diffusion_model."
+    src = tmp_path / "klein.safetensors"
+    write_checkpoint(str(src), comfy_fp8_linear(p + "single_stream_modulation.lin", (96, 32))
+                     + [bf16_tensor(p + "img_in.weight", torch.zeros(3072, 128))])
+    r = run_cli("inspect", "--json", src)
+    family = json.loads(r.stdout)["family"]
+    assert (family["family"], family["variant"], family["width"]) == ("flux2", "flux2-klein-4b", 3072)
+    assert "family: flux2-klein-4b (width 3072; key single_stream_modulation.lin.weight)" in run_cli("inspect", src).stdout
+    r = run_cli("calibrate", "--dry-run", "--json", src)
+    assert json.loads(r.stdout)["family"]["variant"] == "flux2-klein-4b"

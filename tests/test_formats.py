@@ -31,7 +31,7 @@ def write(tmp_path: Path, tensors, name: str = "in.safetensors", metadata=None) 
 
 
 def calibrate(src: Path, out: Path, *args: str) -> dict:
-    result = run_cli("calibrate", "--json", *args, src, out)
+    result = run_cli("calibrate", "--method", "simulate", "--json", *args, src, out)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -195,7 +195,7 @@ def test_legacy_placeholder_scale_input_of_one_is_replaced(tmp_path: Path) -> No
 
 def test_excluding_layers_of_a_legacy_file_is_a_clear_error(tmp_path: Path) -> None:
     src = write(tmp_path, build_model("wan", "legacy"))
-    result = run_cli("calibrate", "--preset", "wan", src, tmp_path / "out.safetensors")
+    result = run_cli("calibrate", "--method", "simulate", "--preset", "wan", src, tmp_path / "out.safetensors")
     assert result.exit_code == 2
     assert "no per-layer weight-only flag" in result.stderr and "--target comfy" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -247,7 +247,7 @@ def test_plain_fp8_as_legacy(tmp_path: Path) -> None:
 
 def test_target_legacy_refuses_comfy_layers(tmp_path: Path) -> None:
     src = write(tmp_path, build_model("flux", "comfy"))
-    result = run_cli("calibrate", "--target", "legacy", src, tmp_path / "out.safetensors")
+    result = run_cli("calibrate", "--method", "simulate", "--target", "legacy", src, tmp_path / "out.safetensors")
     assert result.exit_code == 2 and "not supported" in result.stderr
 
 
@@ -352,7 +352,7 @@ def test_presets_exclude_embedders_final_layers_and_video_edge_blocks(tmp_path: 
 def test_no_preset_unless_asked_and_auto_needs_a_known_architecture(tmp_path: Path) -> None:
     src = write(tmp_path, build_model("t5", "comfy"))
     assert calibrate(src, tmp_path / "a.safetensors")["excluded"] == []
-    result = run_cli("calibrate", "--preset", "auto", src, tmp_path / "b.safetensors")
+    result = run_cli("calibrate", "--method", "simulate", "--preset", "auto", src, tmp_path / "b.safetensors")
     assert result.exit_code == 2 and "not recognised" in result.stderr
 
 
@@ -394,7 +394,7 @@ def test_groups_come_from_names_and_skip_cross_attention_q() -> None:
                                           ("plain", ["--target", "legacy"]), ("plain", ["--preset", "wan"])])
 def test_output_size_is_known_from_the_header_alone(tmp_path: Path, flavour: str, args: list[str]) -> None:
     src = write(tmp_path, build_model("wan", flavour, weight_only=True, input_scale=1.0 if flavour != "plain" else None))
-    planned = run_cli("calibrate", "--json", "--dry-run", *args, src)
+    planned = run_cli("calibrate", "--method", "simulate", "--json", "--dry-run", *args, src)
     out = tmp_path / "out.safetensors"
     report = calibrate(src, out, *args)
     assert json.loads(planned.stdout)["bytes_out"] == out.stat().st_size == report["bytes_out"]

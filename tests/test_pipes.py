@@ -30,7 +30,7 @@ def shell(command: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def calibrate_to_file(src: Path, out: Path, *options: str) -> bytes:
-    r = run_subprocess("calibrate", *options, src, out)
+    r = run_subprocess("calibrate", "--method", "simulate", *options, src, out)
     assert r.returncode == 0, r.stderr
     return out.read_bytes()
 
@@ -77,7 +77,7 @@ def test_zstd_in_and_out_through_pipes_and_files(small_model: Path, tmp_path: Pa
     assert decompress(out.read_bytes()) == expected
     # Paths: .zst in, .zst out (level 19 in the calling thread fits the default 128 MB).
     out2 = tmp_path / "out.safetensors.zst"
-    r = run_subprocess("calibrate", "--zstd-level", "19", "--json", packed, out2)
+    r = run_subprocess("calibrate", "--method", "simulate", "--zstd-level", "19", "--json", packed, out2)
     assert r.returncode == 0, r.stderr
     assert decompress(out2.read_bytes()) == expected
     report = json.loads(r.stdout)
@@ -130,7 +130,7 @@ def test_zstd_frame_with_an_oversized_window_is_refused(small_model: Path, tmp_p
     assert zstandard.get_frame_parameters(packed.read_bytes()[:18]).window_size > MAX_WINDOW_BYTES
     out = tmp_path / "out.safetensors"
     if how == "file":
-        r = run_subprocess("calibrate", packed, out)
+        r = run_subprocess("calibrate", "--method", "simulate", packed, out)
         stderr = r.stderr
     else:
         r = shell(f"cat {q(packed)} | {FP8STREAM} calibrate - {q(out)}")
@@ -145,7 +145,7 @@ def test_corrupt_zstd_and_trailing_bytes_are_clean_errors(small_model: Path, tmp
     packed[len(packed) // 2] ^= 0xFF  # caught by the frame's checksum at the latest
     bad = tmp_path / "bad.safetensors.zst"
     bad.write_bytes(bytes(packed))
-    r = run_subprocess("calibrate", bad, tmp_path / "out.safetensors")
+    r = run_subprocess("calibrate", "--method", "simulate", bad, tmp_path / "out.safetensors")
     assert r.returncode == 1 and "zstd" in r.stderr and "Traceback" not in r.stderr
     r = shell(f"(cat {q(small_model)}; echo junk) | {FP8STREAM} calibrate - {q(tmp_path / 'out.safetensors')}")
     assert r.returncode == 1 and b"continues after the last tensor" in r.stderr
@@ -154,13 +154,13 @@ def test_corrupt_zstd_and_trailing_bytes_are_clean_errors(small_model: Path, tmp
 
 def test_compression_memory_is_checked_before_any_work(small_model: Path, tmp_path: Path) -> None:
     assert 640 << 20 < compression_memory(22, 0) < 800 << 20  # zstandard says 641 MB for level 22; 725 measured
-    r = run_subprocess("calibrate", "--zstd-level", "22", small_model, tmp_path / "out.safetensors.zst")
+    r = run_subprocess("calibrate", "--method", "simulate", "--zstd-level", "22", small_model, tmp_path / "out.safetensors.zst")
     assert r.returncode == 2 and "needs about" in r.stderr and "128 MB allowed" in r.stderr
-    r = run_subprocess("calibrate", "--zstd-level", "19", "--zstd-threads", "2", small_model, tmp_path / "o.safetensors.zst")
+    r = run_subprocess("calibrate", "--method", "simulate", "--zstd-level", "19", "--zstd-threads", "2", small_model, tmp_path / "o.safetensors.zst")
     assert r.returncode == 2 and "2 worker thread(s)" in r.stderr
-    r = run_subprocess("calibrate", "--zstd-level", "22", "--max-memory", "2G", small_model, tmp_path / "ok.safetensors.zst")
+    r = run_subprocess("calibrate", "--method", "simulate", "--zstd-level", "22", "--max-memory", "2G", small_model, tmp_path / "ok.safetensors.zst")
     assert r.returncode == 0, r.stderr
-    r = run_subprocess("calibrate", "--zstd", small_model, tmp_path / "plain.safetensors")
+    r = run_subprocess("calibrate", "--method", "simulate", "--zstd", small_model, tmp_path / "plain.safetensors")
     assert r.returncode == 2 and "*.zst" in r.stderr
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors", "ok.safetensors.zst"]
 
@@ -195,7 +195,7 @@ def json_lines(stdout: str) -> dict[str, dict]:
 def test_batch_with_a_corrupt_file_stops_without_keep_going(tmp_path: Path) -> None:
     paths = make_batch(tmp_path / "in", ["a.safetensors", "b.safetensors", "c.safetensors"], corrupt={"b.safetensors"})
     out = tmp_path / "out"
-    r = run_subprocess("calibrate", "--json", *paths, "--out-dir", out)
+    r = run_subprocess("calibrate", "--method", "simulate", "--json", *paths, "--out-dir", out)
     assert r.returncode == 4, r.stderr
     docs = json_lines(r.stdout)
     assert [docs[n]["status"] for n in ("a.safetensors", "b.safetensors", "c.safetensors")] == ["ok", "failed", "not-run"]
@@ -210,7 +210,7 @@ def test_batch_stops_at_the_first_failure_whatever_follows(tmp_path: Path) -> No
     out = tmp_path / "out"
     out.mkdir()
     (out / "m1.safetensors").write_bytes(b"older output")
-    r = run_cli("calibrate", "--json", *paths, "--out-dir", out)
+    r = run_cli("calibrate", "--method", "simulate", "--json", *paths, "--out-dir", out)
     assert r.exit_code == 1, r.output
     docs = json_lines(r.stdout)
     assert [docs[n]["status"] for n in names] == ["failed", "not-run", "not-run", "not-run"]
@@ -223,7 +223,7 @@ def test_batch_with_a_corrupt_file_and_keep_going(tmp_path: Path, jobs: str) -> 
     names = ["a.safetensors", "b.safetensors", "c.safetensors", "d.safetensors"]
     paths = make_batch(tmp_path / "in", names, corrupt={"b.safetensors"}, plain={"d.safetensors"})
     out = tmp_path / "out"
-    r = run_subprocess("calibrate", "--json", "--keep-going", "--jobs", jobs, *paths, "--out-dir", out)
+    r = run_subprocess("calibrate", "--method", "simulate", "--json", "--keep-going", "--jobs", jobs, *paths, "--out-dir", out)
     assert r.returncode == 4, r.stderr
     docs = json_lines(r.stdout)
     assert {n: d["status"] for n, d in docs.items()} == {
@@ -239,11 +239,11 @@ def test_batch_with_a_corrupt_file_and_keep_going(tmp_path: Path, jobs: str) -> 
 
 def test_batch_exit_codes_all_failed_and_skipped_only(tmp_path: Path) -> None:
     bad = make_batch(tmp_path / "bad", ["x.safetensors", "y.safetensors"], corrupt={"x.safetensors", "y.safetensors"})
-    r = run_subprocess("calibrate", "--keep-going", *bad, "--out-dir", tmp_path / "o1")
+    r = run_subprocess("calibrate", "--method", "simulate", "--keep-going", *bad, "--out-dir", tmp_path / "o1")
     assert r.returncode == 1, r.stderr
     assert "x.safetensors: failed:" in r.stderr
     skipped = make_batch(tmp_path / "plain", ["p.safetensors", "g.safetensors"], plain={"p.safetensors"})
-    r = run_subprocess("calibrate", "--json", *skipped, "--out-dir", tmp_path / "o2")
+    r = run_subprocess("calibrate", "--method", "simulate", "--json", *skipped, "--out-dir", tmp_path / "o2")
     assert r.returncode == 0, r.stderr
     assert json_lines(r.stdout)["p.safetensors"]["status"] == "skipped"
 
@@ -251,12 +251,12 @@ def test_batch_exit_codes_all_failed_and_skipped_only(tmp_path: Path) -> None:
 def test_batch_globs_and_zstd_outputs(tmp_path: Path) -> None:
     make_batch(tmp_path / "in", ["a.safetensors", "b.safetensors"])
     out = tmp_path / "out"
-    r = run_subprocess("calibrate", "--zstd", "--json", str(tmp_path / "in" / "*.safetensors"), "--out-dir", out)
+    r = run_subprocess("calibrate", "--method", "simulate", "--zstd", "--json", str(tmp_path / "in" / "*.safetensors"), "--out-dir", out)
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(out)) == ["a.safetensors.zst", "b.safetensors.zst"]
     expected = calibrate_to_file(tmp_path / "in" / "a.safetensors", tmp_path / "a.safetensors")
     assert decompress((out / "a.safetensors.zst").read_bytes()) == expected
-    r = run_subprocess("calibrate", str(tmp_path / "in" / "*.nothing"), "--out-dir", out)
+    r = run_subprocess("calibrate", "--method", "simulate", str(tmp_path / "in" / "*.nothing"), "--out-dir", out)
     assert r.returncode == 2 and "matches no file" in r.stderr
 
 
@@ -264,7 +264,7 @@ def test_two_inputs_with_the_same_output_name_are_refused_before_anything_starts
     first = make_batch(tmp_path / "one", ["model.safetensors"])
     second = make_batch(tmp_path / "two", ["model.safetensors.zst"])  # .zst is stripped: same name
     out = tmp_path / "out"
-    r = run_subprocess("calibrate", *first, *second, "--out-dir", out)
+    r = run_subprocess("calibrate", "--method", "simulate", *first, *second, "--out-dir", out)
     assert r.returncode == 2 and "would all be written to" in r.stderr
     assert not out.exists()
 
@@ -272,11 +272,11 @@ def test_two_inputs_with_the_same_output_name_are_refused_before_anything_starts
 def test_max_memory_bounds_the_batch(tmp_path: Path) -> None:
     paths = make_batch(tmp_path / "in", ["a.safetensors", "b.safetensors"])
     # 300M: the base every run needs is allowed, but a file needs more (2 x largest tensor on top)
-    r = run_subprocess("calibrate", "--json", "--jobs", "2", "--max-memory", "300M", *paths, "--out-dir", tmp_path / "o")
+    r = run_subprocess("calibrate", "--method", "simulate", "--json", "--jobs", "2", "--max-memory", "300M", *paths, "--out-dir", tmp_path / "o")
     assert r.returncode == 1, r.stderr
     assert "over --max-memory" in json_lines(r.stdout)["a.safetensors"]["error"]
     assert not (tmp_path / "o").exists()  # nothing written: no empty folder left behind
-    r = run_subprocess("calibrate", "--jobs", "2", "--max-memory", "nonsense", *paths, "--out-dir", tmp_path / "o")
+    r = run_subprocess("calibrate", "--method", "simulate", "--jobs", "2", "--max-memory", "nonsense", *paths, "--out-dir", tmp_path / "o")
     assert r.returncode == 2 and "--max-memory" in r.stderr
 
 
@@ -359,7 +359,7 @@ def test_signal_mid_run_leaves_nothing_at_the_target(tmp_path: Path, sig: int, c
     write_checkpoint(str(src), comfy_fp8_linear("a", (512, 512), seed=1) + comfy_fp8_linear("b", (512, 512), seed=2))
     folder = tmp_path / "target"
     folder.mkdir()
-    p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "-", str(folder / "out.safetensors")],
+    p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", "-", str(folder / "out.safetensors")],
                          stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
     try:
         _feed(src, p, src.stat().st_size // 2)
@@ -384,7 +384,7 @@ def test_sigterm_mid_stream_to_stdout_exits_non_zero(tmp_path: Path) -> None:
     write_checkpoint(str(src), comfy_fp8_linear("a", (4096, 4096), seed=1) + comfy_fp8_linear("b", (4096, 4096), seed=2))
     out = tmp_path / "partial.safetensors"
     with open(out, "wb") as sink:
-        p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "-", "-"], stdin=subprocess.PIPE,
+        p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", "-", "-"], stdin=subprocess.PIPE,
                              stdout=sink, stderr=subprocess.PIPE, env=subprocess_env())
         try:
             _feed(src, p, 1000)  # layer a's weight is out, b's is not complete
@@ -408,7 +408,7 @@ def test_sigterm_stops_a_parallel_batch_and_its_workers(tmp_path: Path) -> None:
     for fifo in fifos:
         os.mkfifo(fifo)
     out = tmp_path / "out"
-    p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--jobs", "2", *map(str, fifos),
+    p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", "--jobs", "2", *map(str, fifos),
                           "--out-dir", str(out)], stderr=subprocess.PIPE, env=subprocess_env())
     writers = []
     try:

@@ -49,15 +49,15 @@ def _cli(*args: object) -> tuple[int, str]:
 
 def test_s3_in_and_out_match_a_local_run(tmp_path: Path, store, small_model: Path) -> None:
     store.put(str(small_model), f"{BUCKET}/in/model.safetensors")
-    r = run_subprocess("calibrate", f"s3://{BUCKET}/in/model.safetensors", f"s3://{BUCKET}/out/model.safetensors",
+    r = run_subprocess("calibrate", "--method", "simulate", f"s3://{BUCKET}/in/model.safetensors", f"s3://{BUCKET}/out/model.safetensors",
                        "--device", "cpu", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert store.cat(f"{BUCKET}/out/model.safetensors") == _local_run(tmp_path, small_model)
     assert not pending_uploads(store, BUCKET)
-    code, err = _cli("calibrate", f"s3://{BUCKET}/in/model.safetensors", f"s3://{BUCKET}/out/model.safetensors")
+    code, err = _cli("calibrate", "--method", "simulate", f"s3://{BUCKET}/in/model.safetensors", f"s3://{BUCKET}/out/model.safetensors")
     assert code == 2 and err.strip().splitlines() == [
         f"fp8stream: error: s3://{BUCKET}/out/model.safetensors: exists (use --force to replace it)"]
-    code, err = _cli("calibrate", f"s3://{BUCKET}/in/model.safetensors", f"s3://{BUCKET}/out/model.safetensors",
+    code, err = _cli("calibrate", "--method", "simulate", f"s3://{BUCKET}/in/model.safetensors", f"s3://{BUCKET}/out/model.safetensors",
                      "--force", "--device", "cpu", "--no-progress")
     assert code == 0, err
 
@@ -67,7 +67,7 @@ def test_zstd_in_and_out_of_s3(tmp_path: Path, store) -> None:
     src = tmp_path / "z.safetensors"
     write_checkpoint(str(src), example_tensors(hidden=384, blocks=2))
     store.pipe(f"{BUCKET}/in/model.safetensors.zst", zstandard.ZstdCompressor().compress(src.read_bytes()))
-    code, err = _cli("calibrate", f"s3://{BUCKET}/in/model.safetensors.zst",
+    code, err = _cli("calibrate", "--method", "simulate", f"s3://{BUCKET}/in/model.safetensors.zst",
                      f"s3://{BUCKET}/out/model.safetensors.zst", "--device", "cpu", "--no-progress")
     assert code == 0, err
     packed = store.cat(f"{BUCKET}/out/model.safetensors.zst")
@@ -83,7 +83,7 @@ def test_multipart_output_and_stale_upload_aborted(tmp_path: Path, store) -> Non
     store.put(str(src), f"{BUCKET}/in/big.safetensors")
     left = store.call_s3("create_multipart_upload", Bucket=BUCKET, Key="out/big.safetensors")
     assert pending_uploads(store, BUCKET)
-    code, err = _cli("calibrate", f"s3://{BUCKET}/in/big.safetensors", f"s3://{BUCKET}/out/big.safetensors",
+    code, err = _cli("calibrate", "--method", "simulate", f"s3://{BUCKET}/in/big.safetensors", f"s3://{BUCKET}/out/big.safetensors",
                      "--device", "cpu", "--no-progress")
     assert code == 0, err
     assert left["UploadId"] and not pending_uploads(store, BUCKET)
@@ -95,7 +95,7 @@ def test_truncated_input_leaves_no_object_and_no_upload(tmp_path: Path, store) -
     write_checkpoint(str(src), example_tensors(hidden=384, blocks=2))
     data = src.read_bytes()
     store.pipe(f"{BUCKET}/in/truncated.safetensors", data[: len(data) - 1000])
-    code, err = _cli("calibrate", f"s3://{BUCKET}/in/truncated.safetensors",
+    code, err = _cli("calibrate", "--method", "simulate", f"s3://{BUCKET}/in/truncated.safetensors",
                      f"s3://{BUCKET}/out/truncated.safetensors", "--device", "cpu", "--no-progress")
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "truncated" in err or "ends" in err
@@ -107,7 +107,7 @@ def test_sigterm_mid_upload_discards_it(tmp_path: Path, store) -> None:
     src = tmp_path / "slow.safetensors"
     write_checkpoint(str(src), example_tensors(hidden=512, blocks=3))
     store.put(str(src), f"{BUCKET}/in/slow.safetensors")
-    proc = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", f"s3://{BUCKET}/in/slow.safetensors",
+    proc = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", f"s3://{BUCKET}/in/slow.safetensors",
                              f"s3://{BUCKET}/out/slow.safetensors", "--device", "cpu", "--no-progress",
                              "--sim-mode", "hybrid"], env=subprocess_env(), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -134,10 +134,10 @@ def test_memory_store_through_the_python_api(tmp_path: Path) -> None:
 
 
 def test_missing_driver_and_bad_options_are_one_line(tmp_path: Path, small_model: Path) -> None:
-    code, err = _cli("calibrate", "nosuchproto://x/model.safetensors", tmp_path / "o.safetensors")
+    code, err = _cli("calibrate", "--method", "simulate", "nosuchproto://x/model.safetensors", tmp_path / "o.safetensors")
     assert code == 2 and err.strip() == \
         "fp8stream: error: nosuchproto://x/model.safetensors: unknown protocol nosuchproto://"
-    code, err = _cli("calibrate", small_model, "s3://b/o.safetensors", "--storage-options", "{bad")
+    code, err = _cli("calibrate", "--method", "simulate", small_model, "s3://b/o.safetensors", "--storage-options", "{bad")
     assert code == 2 and err.startswith("fp8stream: error: --storage-options: not JSON")
 
 

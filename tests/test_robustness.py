@@ -30,7 +30,7 @@ def test_disk_full_is_a_clean_error(small_model: Path, tmp_path: Path) -> None:
     def limit_file_size() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
 
-    r = run_subprocess("calibrate", small_model, tmp_path / "out.safetensors", preexec_fn=limit_file_size)
+    r = run_subprocess("calibrate", "--method", "simulate", small_model, tmp_path / "out.safetensors", preexec_fn=limit_file_size)
     assert r.returncode == 1, r.stderr
     assert r.stderr.strip().splitlines() == [
         f"fp8stream: error: {tmp_path / 'out.safetensors'}: disk full or file too large while writing (File too large)"]
@@ -40,14 +40,14 @@ def test_disk_full_is_a_clean_error(small_model: Path, tmp_path: Path) -> None:
 
 def test_free_space_is_checked_before_any_work(small_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out.safetensors"
-    assert run_cli("calibrate", small_model, out).exit_code == 0
+    assert run_cli("calibrate", "--method", "simulate", small_model, out).exit_code == 0
     needed = out.stat().st_size
     old = out.read_bytes()
     free = {"bytes": needed - 1}
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(fp8stream.io.atomic.shutil, "disk_usage", lambda folder: usage(10**12, 0, free["bytes"]))
     # --force: the old OUT stays until the new one is renamed over it, so its space is not free
-    result = run_cli("calibrate", "--force", small_model, out)
+    result = run_cli("calibrate", "--method", "simulate", "--force", small_model, out)
     assert result.exit_code == 1
     assert "not enough free space" in result.stderr and "both must fit" in result.stderr
     assert out.read_bytes() == old and sorted(os.listdir(tmp_path)) == ["model.safetensors", "out.safetensors"]
@@ -55,10 +55,10 @@ def test_free_space_is_checked_before_any_work(small_model: Path, tmp_path: Path
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f".out.safetensors.fp8stream-{int(dead.stdout)}.tmp"
     stale.write_bytes(bytes(64 << 10))
-    assert run_cli("calibrate", "--force", small_model, out).exit_code == 0
+    assert run_cli("calibrate", "--method", "simulate", "--force", small_model, out).exit_code == 0
     assert not stale.exists()
     free["bytes"] = needed
-    assert run_cli("calibrate", "--force", small_model, out).exit_code == 0
+    assert run_cli("calibrate", "--method", "simulate", "--force", small_model, out).exit_code == 0
 
 
 @pytest.mark.parametrize("change", ["grows", "shrinks"])
@@ -113,7 +113,7 @@ def test_kill_9_mid_write_leaves_nothing_at_the_output(tmp_path: Path) -> None:
     landed = kill_calibrate(str(src), str(out), subprocess_env(), None, extra=slow)
     assert landed == "mid-write"
     assert len(temps_in(str(tmp_path))) == 1
-    r = run_subprocess("calibrate", "--samples", "4", src, out)
+    r = run_subprocess("calibrate", "--method", "simulate", "--samples", "4", src, out)
     assert r.returncode == 0, r.stderr
     assert temps_in(str(tmp_path)) == [] and sorted(os.listdir(tmp_path)) == ["in.safetensors", "out.safetensors"]
 
@@ -121,5 +121,5 @@ def test_kill_9_mid_write_leaves_nothing_at_the_output(tmp_path: Path) -> None:
 def test_live_runs_temp_is_never_touched(small_model: Path, tmp_path: Path) -> None:
     live = tmp_path / f".out.safetensors.fp8stream-{os.getppid()}.tmp"
     live.write_bytes(b"a concurrent run's data")
-    assert run_cli("calibrate", small_model, tmp_path / "out.safetensors").exit_code == 0
+    assert run_cli("calibrate", "--method", "simulate", small_model, tmp_path / "out.safetensors").exit_code == 0
     assert live.read_bytes() == b"a concurrent run's data"

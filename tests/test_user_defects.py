@@ -12,7 +12,7 @@ from conftest import run_cli, run_subprocess
 def test_exclude_output_passes_our_own_verify(small_model: Path, tmp_path: Path) -> None:
     """--exclude sets the weight-only flag, which lengthens the marker: verify must accept it."""
     out = tmp_path / "out.safetensors"
-    r = run_cli("calibrate", small_model, out, "--exclude", "*mlp.2", "--verify")
+    r = run_cli("calibrate", "--method", "simulate", small_model, out, "--exclude", "*mlp.2", "--verify")
     assert r.exit_code == 0, r.output
     r = run_cli("verify", small_model, out, "--json")
     assert r.exit_code == 0, r.output
@@ -41,13 +41,13 @@ def test_click_usage_errors_are_one_line(small_model: Path, tmp_path: Path) -> N
 def test_batch_failure_lines_carry_the_error_prefix(tmp_path: Path) -> None:
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
-    r = run_subprocess("calibrate", bad, "--out-dir", tmp_path / "out")
+    r = run_subprocess("calibrate", "--method", "simulate", bad, "--out-dir", tmp_path / "out")
     assert r.returncode == 1
     assert _one_error_line(r.stderr).startswith(f"fp8stream: error: {bad}: failed:")
 
 
 def test_a_memory_budget_below_any_run_is_a_usage_error(small_model: Path, tmp_path: Path) -> None:
-    r = run_subprocess("calibrate", "--max-memory", "1K", small_model, "--out-dir", tmp_path / "newdir")
+    r = run_subprocess("calibrate", "--method", "simulate", "--max-memory", "1K", small_model, "--out-dir", tmp_path / "newdir")
     assert r.returncode == 2
     line = _one_error_line(r.stderr)
     assert "--max-memory 1K" in line and "300 MB" in line and "-300" not in line
@@ -67,7 +67,7 @@ def test_calibrate_says_what_a_non_safetensors_file_looks_like(tmp_path: Path) -
     for name, (data, what) in NOT_SAFETENSORS.items():
         path = tmp_path / name
         path.write_bytes(data)
-        r = run_subprocess("calibrate", path, tmp_path / "out.safetensors")
+        r = run_subprocess("calibrate", "--method", "simulate", path, tmp_path / "out.safetensors")
         assert r.returncode == 1
         line = _one_error_line(r.stderr)
         assert "not a safetensors file" in line and what in line, line
@@ -100,7 +100,7 @@ def test_inspect_shows_scale_values_placeholders_flags_and_flavour(small_model: 
     assert {(layer["input_scale_value"], layer["input_scale_placeholder"], layer["weight_only"], layer["flavour"])
             for layer in before} == {(1.0, True, False, "comfy")}
     out = tmp_path / "out.safetensors.zst"
-    assert run_cli("calibrate", src, out, "--exclude", "*mlp.2").exit_code == 0
+    assert run_cli("calibrate", "--method", "simulate", src, out, "--exclude", "*mlp.2").exit_code == 0
     r = run_cli("inspect", "--json", out)
     assert r.exit_code == 0, r.output
     after = {layer["name"]: layer for layer in json.loads(r.stdout)["fp8_layers"]}
@@ -132,7 +132,7 @@ def test_inspect_says_what_a_non_safetensors_file_looks_like(tmp_path: Path) -> 
 def test_a_pattern_matching_no_layer_is_a_usage_error(small_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.safetensors"
     for option in ("--include", "--exclude"):
-        r = run_subprocess("calibrate", small_model, out, option, "nomatch*")
+        r = run_subprocess("calibrate", "--method", "simulate", small_model, out, option, "nomatch*")
         assert r.returncode == 2
         line = _one_error_line(r.stderr)
         assert f"{option} 'nomatch*' matches no layer" in line and "blocks.0.mlp.0" in line
@@ -146,12 +146,12 @@ def test_a_pattern_missing_some_files_of_a_batch_is_a_note(tmp_path: Path) -> No
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     write_checkpoint(str(a), small_model_tensors())
     write_checkpoint(str(b), comfy_fp8_linear("other.proj", (16, 16), seed=1))
-    r = run_cli("calibrate", "--json", a, b, "--out-dir", tmp_path / "out", "--exclude", "*mlp.2")
+    r = run_cli("calibrate", "--method", "simulate", "--json", a, b, "--out-dir", tmp_path / "out", "--exclude", "*mlp.2")
     assert r.exit_code == 0, r.output
     docs = {Path(d["input"]).name: d for d in map(json.loads, r.stdout.splitlines())}
     assert "--exclude '*mlp.2' matches no layer of this file" in docs["b.safetensors"]["notes"]
     assert not any("matches no layer" in n for n in docs["a.safetensors"]["notes"])
-    r = run_subprocess("calibrate", a, b, "--out-dir", tmp_path / "out2", "--exclude", "*nomatch")
+    r = run_subprocess("calibrate", "--method", "simulate", a, b, "--out-dir", tmp_path / "out2", "--exclude", "*nomatch")
     assert r.returncode == 2 and "any of the 2 inputs" in _one_error_line(r.stderr)
     assert not (tmp_path / "out2").exists()
 
@@ -159,7 +159,7 @@ def test_a_pattern_missing_some_files_of_a_batch_is_a_note(tmp_path: Path) -> No
 def test_no_empty_out_dir_when_nothing_is_written(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n")
-    r = run_subprocess("calibrate", notes, "--out-dir", tmp_path / "newdir")
+    r = run_subprocess("calibrate", "--method", "simulate", notes, "--out-dir", tmp_path / "newdir")
     assert r.returncode == 1
     assert not (tmp_path / "newdir").exists()
 
@@ -169,7 +169,7 @@ def test_report_summarises_each_warning_once_with_its_fix_and_says_what_next(tmp
 
     src, out = tmp_path / "example.safetensors", tmp_path / "calibrated.safetensors"
     write_example(str(src), hidden=64)
-    r = run_cli("calibrate", src, out)
+    r = run_cli("calibrate", "--method", "simulate", src, out)
     assert r.exit_code == 0, r.output
     table = r.stderr
     warnings = [line for line in table.splitlines() if line.startswith("warning:")]
@@ -183,7 +183,7 @@ def test_report_summarises_each_warning_once_with_its_fix_and_says_what_next(tmp
     # The fix works: passing the suggested excludes leaves no such warning.
     excludes = [a.strip().strip("'") for a in fix.split("--exclude ")[1:]]
     args = [x for e in excludes for x in ("--exclude", e)]
-    r = run_cli("calibrate", src, tmp_path / "again.safetensors", *args)
+    r = run_cli("calibrate", "--method", "simulate", src, tmp_path / "again.safetensors", *args)
     assert r.exit_code == 0 and "extreme estimated range" not in r.stderr, r.stderr
 
 
@@ -201,7 +201,7 @@ def test_small_things_plurals_and_sizes(tmp_path: Path) -> None:
 
     src = tmp_path / "one.safetensors"
     write_checkpoint(str(src), comfy_fp8_linear("lin", (64, 64), seed=1))
-    r = run_cli("calibrate", src, tmp_path / "o.safetensors")
+    r = run_cli("calibrate", "--method", "simulate", src, tmp_path / "o.safetensors")
     assert r.exit_code == 0, r.output
     size = (tmp_path / "o.safetensors").stat().st_size  # a few KB: said as ls -h would, not "0.0 MB"
     assert 4096 < size < 10 * 1024

@@ -20,7 +20,7 @@ from fp8stream.synthetic.checkpoint import SyntheticTensor, comfy_fp8_linear, f3
 
 def calibrated(small_model: Path, tmp_path: Path) -> Path:
     out = tmp_path / "out.safetensors"
-    assert run_cli("calibrate", small_model, out).exit_code == 0
+    assert run_cli("calibrate", "--method", "simulate", small_model, out).exit_code == 0
     return out
 
 
@@ -35,7 +35,7 @@ def flip_byte_of(path: Path, tensor: str) -> None:
 def test_calibrate_verify_reports_identical_passthrough(tmp_path: Path) -> None:
     src, out = tmp_path / "in.safetensors", tmp_path / "out.safetensors"
     write_checkpoint(str(src), small_model_tensors(input_scale=1.0, weight_only=True))
-    result = run_cli("calibrate", "--verify", "--json", src, out)
+    result = run_cli("calibrate", "--method", "simulate", "--verify", "--json", src, out)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)["verify"]
     # identical: 3 weights, 3 weight scales, 3 biases, norm, embed; expected: 3 markers, 3 scales, 2 metadata keys
@@ -53,7 +53,7 @@ def test_calibrate_verify_catches_a_writer_that_corrupts_passthrough(small_model
 
     monkeypatch.setattr(fp8stream.pipeline.run.StreamingWriter, "write", corrupting_write)
     out = tmp_path / "out.safetensors"
-    result = run_cli("calibrate", "--verify", small_model, out)
+    result = run_cli("calibrate", "--method", "simulate", "--verify", small_model, out)
     assert result.exit_code == 1
     assert "embed.weight: bytes differ" in result.stderr and "Traceback" not in result.stderr
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]  # nothing written, no temp left
@@ -61,7 +61,7 @@ def test_calibrate_verify_catches_a_writer_that_corrupts_passthrough(small_model
 
 def test_every_written_scale_is_read_back(small_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fp8stream.pipeline.run, "f32_bytes", lambda value: struct.pack("<f", float("nan")))
-    result = run_cli("calibrate", small_model, tmp_path / "out.safetensors")
+    result = run_cli("calibrate", "--method", "simulate", small_model, tmp_path / "out.safetensors")
     assert result.exit_code == 1 and "failed its check" in result.stderr
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
 
@@ -120,7 +120,7 @@ def test_suspicious_weights_are_reported(tmp_path: Path) -> None:
         tensors.append([t for t in comfy_fp8_linear(name, (2, 4)) if t.name.endswith("comfy_quant")][0])
     src = tmp_path / "in.safetensors"
     write_checkpoint(str(src), tensors)
-    result = run_cli("calibrate", "--json", src, tmp_path / "out.safetensors")
+    result = run_cli("calibrate", "--method", "simulate", "--json", src, tmp_path / "out.safetensors")
     assert result.exit_code == 0, result.output
     warnings = {layer["name"]: layer["warnings"] for layer in json.loads(result.stdout)["layers"]}
     assert not [w for w in warnings["ok"] if w.startswith(("FP8 weight", "weight_scale", "existing input_scale"))]
@@ -129,7 +129,7 @@ def test_suspicious_weights_are_reported(tmp_path: Path) -> None:
     assert "weight_scale is negative (-0.5)" in warnings["neg"]
     assert "weight_scale is inf" in warnings["inf"]
     assert "existing input_scale is nan: not positive and finite" in warnings["inf"]
-    table = run_cli("calibrate", src, tmp_path / "out2.safetensors").stderr
+    table = run_cli("calibrate", "--method", "simulate", src, tmp_path / "out2.safetensors").stderr
     assert "warning: FP8 weight is all zero" in table
 
 
@@ -143,7 +143,7 @@ def test_flavour_conversions_verify_as_expected_differences(tmp_path: Path, targ
         tensors += plain_fp8_linear("b", torch.randn(16, 16, generator=g))
     src, out = tmp_path / "in.safetensors", tmp_path / "out.safetensors"
     write_checkpoint(str(src), tensors)
-    result = run_cli("calibrate", "--verify", "--json", "--target", target, src, out)
+    result = run_cli("calibrate", "--method", "simulate", "--verify", "--json", "--target", target, src, out)
     assert result.exit_code == 0, result.output
     doc = json.loads(run_cli("verify", "--json", src, out).stdout)
     assert doc["ok"], doc
@@ -159,7 +159,7 @@ def test_flavour_conversions_verify_as_expected_differences(tmp_path: Path, targ
 def test_verify_reads_zstd_outputs_back(small_model: Path, tmp_path: Path) -> None:
     pytest.importorskip("zstandard")
     out = tmp_path / "out.safetensors.zst"
-    result = run_cli("calibrate", "--verify", "--json", small_model, out)
+    result = run_cli("calibrate", "--method", "simulate", "--verify", "--json", small_model, out)
     assert result.exit_code == 0, result.output
     assert "0 unexpected" in json.loads(result.stdout)["verify"]
     assert json.loads(run_cli("verify", "--json", small_model, out).stdout)["ok"]

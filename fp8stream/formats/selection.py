@@ -55,6 +55,10 @@ PRESETS: dict[str, list[tuple[str, str]]] = {
         ("x_embedder", "embedder"), ("t_embedder.*", "embedder"), ("cap_embedder.*", "embedder"),
         ("final_layer.*", "final projection"),
     ],
+    "hidream": [  # diffusers' names
+        ("x_embedder.*", "embedder"), ("t_embedder.*", "embedder"), ("p_embedder.*", "embedder"),
+        ("caption_projection.*", "embedder"), ("final_layer.*", "final projection"),
+    ],
     "hunyuan-video-1.5": [
         ("img_in.*", "embedder"), ("time_in.*", "embedder"), ("time_r_in.*", "embedder"),
         ("txt_in.*", "text embedder (token refiner)"), ("byt5_in.*", "embedder"), ("vision_in.*", "embedder"),

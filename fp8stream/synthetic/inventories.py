@@ -8,7 +8,7 @@ Flux-dev and SD3.5-large are here; every other family has its own module beside 
 
 from __future__ import annotations
 
-from fp8stream.synthetic import chroma, cosmos, flux2, hunyuan_video15, ltx2, lumina2, qwen_image, wan, z_image
+from fp8stream.synthetic import chroma, cosmos, flux2, hidream, hunyuan_video15, ltx2, lumina2, qwen_image, wan, z_image
 from fp8stream.synthetic.spec import TensorSpec, linear
 
 
@@ -67,6 +67,7 @@ def sd35_large(blocks: int | None = None) -> list[TensorSpec]:
 # --arch names of scripts/bench.py; the other families have a module each beside this one
 ARCHITECTURES = {"flux": flux_dev, "sd35": sd35_large, "wan": wan.wan_14b, "flux2": flux2.inventory,
                  "chroma": chroma.inventory, "qwen-image": qwen_image.inventory, "z-image": z_image.inventory,
-                 "lumina2": lumina2.inventory, "wan22-5b": wan.ti2v_5b, "wan22-i2v-a14b": wan.i2v_a14b,
+                 "lumina2": lumina2.inventory, "hidream": hidream.inventory, "wan22-5b": wan.ti2v_5b,
+                 "wan22-i2v-a14b": wan.i2v_a14b,
                  "hunyuan-video-1.5": hunyuan_video15.t2v_720p, "ltx2": ltx2.ltx2_19b, "cosmos-14b": cosmos.predict2_14b,
                  "cosmos-2b": cosmos.predict2_2b}
