@@ -28,6 +28,14 @@ VARIANTS = {
 }
 
 
+def _calibrated(src, out) -> tuple[dict, dict]:
+    """The CLI's forward pass on `src`: ({scaled layer: report}, {layer kept weight-only: report})."""
+    p = _cli(str(src), str(out), *_forward_args())
+    assert p.exit_code == 0, p.stderr[-2000:]
+    report = json.loads(p.stdout)
+    return {r["name"]: r for r in report["layers"]}, {r["name"]: r for r in report["excluded"]}
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_streaming_pass_equals_eager_run(variant, tmp_path):
     family, options = VARIANTS[variant]
@@ -50,11 +58,7 @@ def test_cli_scales_every_layer_from_the_forward_pass(variant, tmp_path):
     src = tmp_path / "in.safetensors"
     _, state, _ = ft.tiny(family, **options)
     layers = ft.write(state, src, "model.diffusion_model.")
-    p = _cli(str(src), str(tmp_path / "out.safetensors"), *_forward_args())
-    assert p.exit_code == 0, p.stderr[-2000:]
-    report = json.loads(p.stdout)
-    got = {r["name"]: r for r in report["layers"]}
-    kept = {r["name"]: r for r in report["excluded"]}
+    got, kept = _calibrated(src, tmp_path / "out.safetensors")
     assert sorted([*got, *kept]) == sorted(layers)
     assert len(kept) <= len(layers) // 4
     assert all("conditioning path" in json.dumps(r) for r in kept.values()), kept
@@ -98,11 +102,7 @@ def test_all_in_one_checkpoint_runs_the_model_under_its_prefix(tmp_path):
     layers = ["model.diffusion_model." + n for n in ft.fp8_linears(state)] + [connector]
     src = tmp_path / "all_in_one.safetensors"
     ft.qm.write_fp8_checkpoint(full, layers, src)
-    p = _cli(str(src), str(tmp_path / "out.safetensors"), *_forward_args())
-    assert p.exit_code == 0, p.stderr[-2000:]
-    report = json.loads(p.stdout)
-    got = {r["name"]: r for r in report["layers"]}
-    kept = {r["name"]: r for r in report["excluded"]}
+    got, kept = _calibrated(src, tmp_path / "out.safetensors")
     assert sorted([*got, *kept]) == sorted(layers)
     assert all(r["assumption"].startswith("ltx2 forward amax") for n, r in got.items() if n != connector)
     assert connector in kept and "not reached by the forward pass" in kept[connector]["reason"], kept.get(connector)
