@@ -35,7 +35,6 @@ FPS = 16
 _RENAMES = {"extra_pos_embedder.": "learnable_pos_embed."}
 
 
-
 def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
     if "blocks.block0.blocks.0.block.attn.to_q.0.weight" in shapes:
         raise ValueError("Cosmos 1.0 layout (blocks.blockN): the forward pass maps Cosmos Predict2 / 2.x only")

@@ -49,7 +49,6 @@ _SPLIT_QKV = {"img_attn_q.": "attn.to_q.", "img_attn_k.": "attn.to_k.", "img_att
               "txt_attn_q.": "attn.add_q_proj.", "txt_attn_k.": "attn.add_k_proj.", "txt_attn_v.": "attn.add_v_proj."}
 
 
-
 def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
     inner, in_channels, pt, ph, pw = shapes["img_in.proj.weight"]
     head_dim = shapes["double_blocks.0.img_attn_q_norm.weight"][0]

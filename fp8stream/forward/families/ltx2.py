@@ -34,7 +34,6 @@ FPS = 24.0
 _RENAMES = {"prompt_adaln_single.": "prompt_adaln.", "audio_prompt_adaln_single.": "audio_prompt_adaln."}
 
 
-
 def _heads(width: int, gate: tuple[int, ...] | None) -> tuple[int, int]:
     """(heads, head width): LTX-2.3's attention gates have one row per head; else 32 heads."""
     if gate:

@@ -30,7 +30,6 @@ MASK_CHANNELS = 4  # i2v-A14B's frame mask, one channel per frame of the VAE's 4
 WAN22_VAE_CHANNELS = 48  # TI2V-5B's latent: it conditions on the first frame per token
 
 
-
 def head_dim(width: int) -> int:
     return HEAD_DIM if width % HEAD_DIM == 0 else SMALL_HEAD_DIM
 
