@@ -50,7 +50,7 @@ def q(path: Path) -> str:
 def test_stdin_to_stdout_equals_file_to_file(small_model: Path, tmp_path: Path) -> None:
     expected = calibrate_to_file(small_model, tmp_path / "file.safetensors")
     out = tmp_path / "piped.safetensors"
-    r = shell(f"cat {q(small_model)} | {FP8STREAM} calibrate - - > {q(out)}")
+    r = shell(f"cat {q(small_model)} | {FP8STREAM} calibrate --method simulate - - > {q(out)}")
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == expected
     assert b"scale source" in r.stderr  # the report went to stderr, not into the stream
@@ -58,7 +58,7 @@ def test_stdin_to_stdout_equals_file_to_file(small_model: Path, tmp_path: Path) 
 
 def test_json_report_goes_to_stderr_when_the_checkpoint_goes_to_stdout(small_model: Path, tmp_path: Path) -> None:
     expected = calibrate_to_file(small_model, tmp_path / "file.safetensors")
-    r = shell(f"{FP8STREAM} calibrate --json {q(small_model)} - < /dev/null")
+    r = shell(f"{FP8STREAM} calibrate --method simulate --json {q(small_model)} - < /dev/null")
     assert r.returncode == 0, r.stderr
     assert r.stdout == expected
     report = json.loads(r.stderr.decode().strip().splitlines()[-1])
@@ -71,7 +71,7 @@ def test_zstd_in_and_out_through_pipes_and_files(small_model: Path, tmp_path: Pa
     packed.write_bytes(compress(small_model.read_bytes()))
     # A pipe: compressed input is detected, --zstd compresses stdout.
     out = tmp_path / "piped.safetensors.zst"
-    r = shell(f"cat {q(packed)} | {FP8STREAM} calibrate --zstd - - > {q(out)}")
+    r = shell(f"cat {q(packed)} | {FP8STREAM} calibrate --method simulate --zstd - - > {q(out)}")
     assert r.returncode == 0, r.stderr
     assert out.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
     assert decompress(out.read_bytes()) == expected
@@ -100,7 +100,7 @@ def test_stdin_input_stored_out_of_layer_order(tmp_path: Path) -> None:
     write_checkpoint(str(src), tensors, order="given")
     expected = calibrate_to_file(src, tmp_path / "file.safetensors")
     out = tmp_path / "piped.safetensors"
-    r = shell(f"cat {q(src)} | {FP8STREAM} calibrate - - > {q(out)}")
+    r = shell(f"cat {q(src)} | {FP8STREAM} calibrate --method simulate - - > {q(out)}")
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == expected
     # And the same scales as the file in layer order gives (scales do not depend on the order).
@@ -133,7 +133,7 @@ def test_zstd_frame_with_an_oversized_window_is_refused(small_model: Path, tmp_p
         r = run_subprocess("calibrate", "--method", "simulate", packed, out)
         stderr = r.stderr
     else:
-        r = shell(f"cat {q(packed)} | {FP8STREAM} calibrate - {q(out)}")
+        r = shell(f"cat {q(packed)} | {FP8STREAM} calibrate --method simulate - {q(out)}")
         stderr = r.stderr.decode()
     assert r.returncode == 1
     assert stderr.count("\n") == 1 and "256 MB window, over the 128 MB limit" in stderr and "Traceback" not in stderr
@@ -147,7 +147,7 @@ def test_corrupt_zstd_and_trailing_bytes_are_clean_errors(small_model: Path, tmp
     bad.write_bytes(bytes(packed))
     r = run_subprocess("calibrate", "--method", "simulate", bad, tmp_path / "out.safetensors")
     assert r.returncode == 1 and "zstd" in r.stderr and "Traceback" not in r.stderr
-    r = shell(f"(cat {q(small_model)}; echo junk) | {FP8STREAM} calibrate - {q(tmp_path / 'out.safetensors')}")
+    r = shell(f"(cat {q(small_model)}; echo junk) | {FP8STREAM} calibrate --method simulate - {q(tmp_path / 'out.safetensors')}")
     assert r.returncode == 1 and b"continues after the last tensor" in r.stderr
     assert sorted(os.listdir(tmp_path)) == ["bad.safetensors.zst", "model.safetensors"]
 
@@ -168,7 +168,7 @@ def test_compression_memory_is_checked_before_any_work(small_model: Path, tmp_pa
 def test_stdout_closed_by_the_reader_is_a_clean_error(tmp_path: Path) -> None:
     src = tmp_path / "wide.safetensors"
     write_checkpoint(str(src), comfy_fp8_linear("big", (1024, 1024), seed=1))  # 1 MB: more than a pipe holds
-    r = shell(f"{FP8STREAM} calibrate {q(src)} - | head -c 100 > /dev/null; exit ${{PIPESTATUS[0]}}")
+    r = shell(f"{FP8STREAM} calibrate --method simulate {q(src)} - | head -c 100 > /dev/null; exit ${{PIPESTATUS[0]}}")
     assert r.returncode == 1, r.stderr
     assert r.stderr.decode().count("\n") == 1 and b"pipe closed" in r.stderr
 

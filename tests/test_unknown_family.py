@@ -50,3 +50,16 @@ def test_batch_status_unscaled_and_exit_code(tmp_path: Path) -> None:
     assert r.exit_code == 5
     r = run_cli("calibrate", unknown, tmp_path / "missing.safetensors", "--out-dir", tmp_path / "out2", "--keep-going")
     assert r.exit_code == 4  # a failure outranks a file written unscaled
+
+
+def test_real_scales_of_an_unknown_family_are_kept(tmp_path: Path) -> None:
+    """No guess does not mean forgetting: a real scale already in the file stays; only the
+    layers that would need a new scale are written weight-only."""
+    src, out = tmp_path / "in.safetensors", tmp_path / "out.safetensors"
+    tensors = comfy_fp8_linear("enc.real", (16, 16), seed=0, input_scale=0.0123)
+    tensors += comfy_fp8_linear("enc.placeholder", (16, 16), seed=1, input_scale=1.0)
+    write_checkpoint(str(src), tensors)
+    r = run_cli("calibrate", src, out, "--json")
+    doc = json.loads(r.stdout)
+    assert [(x["name"], x["source"]) for x in doc["layers"]] == [("enc.real", "kept")]
+    assert [x["name"] for x in doc["excluded"]] == ["enc.placeholder"] and r.exit_code == 0

@@ -57,10 +57,14 @@ def detect(shapes: Shapes | Iterable[str]) -> Detection | None:
         prefixes[prefix] = prefixes.get(prefix, 0) + 1
         bare[short] = shape
     layers = {n.rsplit(".", 1)[0] for n in bare if n.endswith((".weight", ".bias"))} | set(bare)
+    prefix = max(prefixes, key=prefixes.get) if prefixes else ""
     for rule in RULES:
         key = next((k for k in rule.keys + rule.extra_keys if k in bare or k.rsplit(".", 1)[0] in layers), None)
         if key is not None:
-            prefix = max(prefixes, key=prefixes.get) if prefixes else ""
+            return _sized(rule, key, prefix, bare)
+    for rule in (r for r in RULES if r.name_prefixes):  # the last resort: a name under a block prefix
+        key = next((n for n in sorted(bare) if n.startswith(rule.name_prefixes)), None)
+        if key is not None:
             return _sized(rule, key, prefix, bare)
     return None
 

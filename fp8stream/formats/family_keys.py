@@ -26,12 +26,16 @@ class FamilyRule:
     width_key: str = ""  # a tensor whose first dimension is the model width (for the report and variants)
     blocks: tuple[str, ...] = ()  # block-list prefixes, counted for the report ("19+38 blocks")
     extra_keys: tuple[str, ...] = ()  # ours, tried after the diffusers keys
+    # ours, the last resort once no rule's key is present: any name under one of these prefixes
+    # (a partial list of layers, e.g. a graph built for a few Flux layers)
+    name_prefixes: tuple[str, ...] = ()
 
 
 RULES: tuple[FamilyRule, ...] = (
     FamilyRule("sd3", ("joint_blocks.0.context_block.adaLN_modulation.1.bias", "joint_blocks.37.x_block.mlp.fc1.weight"),
                "diffusers: sd3, sd35_large", "x_embedder.proj.weight", ("joint_blocks.",),
-               ("joint_blocks.0.x_block.attn.qkv.weight", "joint_blocks.0.context_block.attn.qkv.weight")),
+               ("joint_blocks.0.x_block.attn.qkv.weight", "joint_blocks.0.context_block.attn.qkv.weight"),
+               ("joint_blocks.",)),
     FamilyRule("flux2", ("single_stream_modulation.lin.weight",), "diffusers: flux2", "img_in.weight",
                ("double_blocks.", "single_blocks."), ("double_stream_modulation_img.lin.weight",)),
     FamilyRule("flux3", ("early_stream_modulations.image.lin.weight",), "diffusers: flux3", "img_in.weight"),
@@ -44,7 +48,8 @@ RULES: tuple[FamilyRule, ...] = (
                ("txt_in.individual_token_refiner.blocks.0.adaLN_modulation.1.weight",)),
     FamilyRule("flux", ("double_blocks.0.img_attn.norm.key_norm.scale",), "diffusers: flux", "img_in.weight",
                ("double_blocks.", "single_blocks."),
-               ("double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight")),
+               ("double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"),
+               ("double_blocks.", "single_blocks.")),
     FamilyRule("ltx2", ("av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1.weight",), "diffusers: ltx2",
                "patchify_proj.weight", ("transformer_blocks.",), ("audio_adaln_single.linear.weight",)),
     FamilyRule("ltx-video", ("patchify_proj.weight", "transformer_blocks.27.scale_shift_table"), "diffusers: ltx-video",

@@ -15,12 +15,14 @@ Which one ran is recorded in the output's metadata (`fp8stream.calibration`).
 from __future__ import annotations
 
 import dataclasses
+import struct
 from typing import Mapping
 
 from fp8stream.calibration.graph import FAMILIES as PRODUCER_GRAPHS
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.formats.architecture import detect, header_shapes
+from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import TensorInfo
 
@@ -62,12 +64,16 @@ class AutoMethod:
 
     def _no_guess(self, model: ModelView, what: str) -> MethodPlan:
         """Neither the forward pass nor a producer graph: every bound would rest on an assumed
-        input range. No guess by default: every layer is written weight-only (exit code 5)."""
+        input range. No guess by default: every layer is written weight-only (exit code 5),
+        except those whose real scale the file already holds (kept, as everywhere)."""
         from fp8stream.calibration.simulate import WeightAwareMethod
 
+        kept = [layer for layer in model.layers if _may_hold_a_real_scale(model.source, layer)]
         self.inner, self.chosen = WeightAwareMethod(dataclasses.replace(self.settings, method="simulate")), "none"
-        plan = self.inner.prepare(dataclasses.replace(model, layers=[]))
-        return dataclasses.replace(plan, weight_only={layer.name: f"{what}: {NO_GUESS}" for layer in model.layers},
+        plan = self.inner.prepare(dataclasses.replace(model, layers=kept))
+        names = {layer.name for layer in kept}
+        return dataclasses.replace(plan, weight_only={layer.name: f"{what}: {NO_GUESS}" for layer in model.layers
+                                                      if layer.name not in names},
                                    notes=plan.notes + (f"{what}: {NO_GUESS_NOTE}",))
 
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
@@ -97,6 +103,26 @@ def _forward_or_why_not(model: ModelView):
     if prepared.reason is not None:
         return f"the forward pass cannot run: {prepared.reason}", None
     return None, prepared
+
+
+def _may_hold_a_real_scale(source, layer: FP8Layer) -> bool:
+    """Whether the layer's input scale in the file is a real one to keep (read now: one F32
+    scalar); a stream cannot be read ahead, so there any scale present may be."""
+    if layer.existing_input_scale is None:
+        return False
+    if source is None:
+        return True
+    value, weight_scale = _f32(source, layer.existing_input_scale), _f32(source, layer.weight_scale)
+    keep, _ = judge_existing_scale(None if value is None else [value], 1.0 if weight_scale is None else weight_scale,
+                                   bool(layer.weight_only), overwrite=False)
+    return keep
+
+
+def _f32(source, name: str | None) -> float | None:
+    info = source.info(name) if name else None
+    if info is None or info.dtype != "F32" or info.numel != 1:
+        return None
+    return struct.unpack("<f", source.read_rows(name, 0, 1))[0]
 
 
 def create(settings: CalibrationSettings) -> AutoMethod:

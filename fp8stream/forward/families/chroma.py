@@ -41,9 +41,7 @@ def model_class():
 def convert(state: dict, cfg: Mapping) -> dict:
     from diffusers.loaders.single_file_utils import convert_chroma_transformer_checkpoint_to_diffusers as fn
 
-    inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-    mlp = state["double_blocks.0.img_mlp.0.weight"].shape[0]
-    return with_widths(fn, inner, mlp / inner)(dict(state))
+    return with_widths(fn, state, cfg)
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:

@@ -38,17 +38,18 @@ def model_class():
     return FluxTransformer2DModel
 
 
-def with_widths(fn, inner: int, ratio: float):
-    """The converter with Flux-dev's hard-coded widths replaced by this checkpoint's."""
-    return with_constants(fn, {3072: inner, 4.0: ratio})
+def with_widths(fn, state: dict, cfg: Mapping) -> dict:
+    """Run a converter that hard-codes Flux-dev's widths (inner_dim 3072, mlp_ratio 4.0: Flux's,
+    Chroma's) with this checkpoint's."""
+    inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    mlp = state["double_blocks.0.img_mlp.0.weight"].shape[0]
+    return with_constants(fn, {3072: inner, 4.0: mlp / inner})(dict(state))
 
 
 def convert(state: dict, cfg: Mapping) -> dict:
     from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers as fn
 
-    inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-    mlp = state["double_blocks.0.img_mlp.0.weight"].shape[0]
-    return with_widths(fn, inner, mlp / inner)(dict(state))
+    return with_widths(fn, state, cfg)
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
