@@ -155,12 +155,11 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
     scales of weight-only layers are replaced; real calibrated scales are kept.
 
     The default --method auto runs a synthetic forward pass through the checkpoint's own
-    weights (Flux, Flux.2, Chroma, SD3, Wan, Qwen-Image, Z-Image, Lumina 2, HiDream,
-    HunyuanVideo 1.5, LTX-2, Cosmos Predict2; a file
-    or sharded folder; needs diffusers) and falls back to --method simulate, the bound from
-    the weights that produce each input, where it cannot run; the report says which (see the
-    README's quality tables for what each is worth). A model family neither knows is written
-    with every layer weight-only (no guess) and exit code 5.
+    weights (Flux, Flux.2, Chroma, SD3, Wan, Qwen-Image, Z-Image, Lumina 2, HiDream, HunyuanVideo
+    1.5, LTX-2, Cosmos Predict2; a file or sharded folder; needs diffusers) and falls back to
+    --method simulate, the bound from the weights that produce each input, where it cannot run;
+    the report says which (see the README's quality tables for what each is worth). A model
+    family neither knows is written with every layer weight-only (no guess) and exit code 5.
     """
     method_given = click.get_current_context().get_parameter_source("method") != click.core.ParameterSource.DEFAULT
     if stats_path and not method_given:
