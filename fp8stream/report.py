@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from fp8stream.advice import fix_for, group_warnings, render_warnings
+from fp8stream.formats.text_encoders import TEXT_ENCODER_NOTE
 
 
 @dataclass
@@ -147,6 +148,10 @@ def _next_steps(report: FileReport) -> list[str]:
         lines.append("next: run again with OUT to write the file")
     elif report.output == "-":
         lines.append("next: save the stream as a .safetensors file and load it in ComfyUI like any FP8 checkpoint")
+    elif report.layers and all(TEXT_ENCODER_NOTE in layer.notes for layer in report.layers):
+        lines.append(f"next: put {report.output} in ComfyUI/models/text_encoders/ and load it with 'Load CLIP' "
+                     "(weight-only there: the scales serve other runtimes); "
+                     f"`fp8stream inspect {report.output}` shows each layer's scale")
     else:
         lines.append(f"next: put {report.output} in ComfyUI/models/diffusion_models/ and load it with "
                      f"'Load Diffusion Model'; `fp8stream inspect {report.output}` shows each layer's scale")

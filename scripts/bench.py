@@ -6,11 +6,14 @@ is always full), then runs, alternating in the same run, `--runs` times each:
 
 - cp:        `cp --reflink=never IN OUT && sync OUT` (the physical limit, same durability as ours)
 - naive:     scripts/naive_calibrate.py (load_file, add scales, save_file), where it fits in RAM
-- fp8stream: `python -m fp8stream calibrate --device DEVICE IN OUT --json`
+- fp8stream: `python -m fp8stream calibrate --device DEVICE --method M IN OUT --json`, once per
+             method of `--method` (a comma list measures several side by side)
 
 Each run is timed (wall seconds) and its peak RSS read from wait4 (what `/usr/bin/time -f %M`
 reports); page caches
-are dropped before each run when we may (root), so every tool starts cold. Medians are
+are dropped before each run when we may (root), so every tool starts cold; the results say
+whether every drop succeeded (else the runs were warm and are not called cold) and which
+filesystem held the files. Medians are
 reported as ratios to cp and, where it ran, to naive. Writes JSON, a markdown table and a PNG.
 
     python scripts/bench.py --arch flux --blocks 2 --runs 3 --out bench-results
@@ -45,6 +48,7 @@ def mem_available() -> int:
 
 
 def drop_caches() -> bool:
+    """Whether the page cache was dropped (root only): a run after a failed drop is not cold."""
     try:
         subprocess.run(["sync"], check=True)
         with open("/proc/sys/vm/drop_caches", "w") as f:
@@ -52,6 +56,23 @@ def drop_caches() -> bool:
         return True
     except OSError:
         return False
+
+
+def filesystem(path: str) -> dict:
+    """The mount holding `path` (/proc/mounts' longest matching mount point): a filesystem that
+    shares blocks on copy would flatter cp, so the results say which one it was."""
+    path = os.path.realpath(path)
+    best = {"mount": None, "type": None, "source": None}
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                source, mount, fstype = line.split()[:3]
+                inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best["mount"] or ""):
+                    best = {"mount": mount, "type": fstype, "source": source}
+    except OSError:
+        pass
+    return best
 
 
 def timed(cmd: list[str], env: dict | None = None) -> dict:
@@ -88,18 +109,25 @@ def _communicate_then_wait4(proc: subprocess.Popen):
     return (chunks["out"], proc.returncode, rusage), chunks["err"]
 
 
-def tool_commands(src: str, dst: str, device: str, method: str = "auto") -> dict[str, list[str]]:
+def tool_commands(src: str, dst: str, device: str, methods: list[str]) -> dict[str, list[str]]:
+    """cp, naive and one fp8stream tool per method: `fp8stream` alone, `fp8stream:M` for several."""
     py = sys.executable
-    return {
+    tools = {
         "cp": ["sh", "-c", f'cp --reflink=never "{src}" "{dst}" && sync "{dst}"'],
         "naive": [py, os.path.join(ROOT, "scripts", "naive_calibrate.py"), src, dst],
-        "fp8stream": [py, "-m", "fp8stream", "calibrate", "--device", device, "--method", method, "--no-progress", "--json",
-                      src, dst],
     }
+    for method in methods:
+        tools[fp8stream_tool(method, methods)] = [py, "-m", "fp8stream", "calibrate", "--device", device, "--method",
+                                                  method, "--no-progress", "--json", src, dst]
+    return tools
+
+
+def fp8stream_tool(method: str, methods: list[str]) -> str:
+    return "fp8stream" if len(methods) == 1 else f"fp8stream:{method}"
 
 
 def bench_one(arch: str, blocks: int | None, runs: int, device: str, workdir: str, cold: bool,
-              method: str = "auto") -> dict:
+              methods: list[str], naive: bool = True) -> dict:
     src = os.path.join(workdir, f"{arch}-{blocks or 'full'}.safetensors")
     dst = os.path.join(workdir, "out.safetensors")
     t0 = time.monotonic()
@@ -110,41 +138,53 @@ def bench_one(arch: str, blocks: int | None, runs: int, device: str, workdir: st
     size = os.path.getsize(src)
     largest = _largest_tensor(src)
     print(f"[{arch} blocks={blocks or 'full'}] {size / 1e9:.2f} GB generated in {time.monotonic() - t0:.0f} s", file=sys.stderr)
-    tools = ["cp", "fp8stream"]
+    commands = tool_commands(src, dst, device, methods)
+    tools = ["cp"] + [t for t in commands if t.startswith("fp8stream")]
     naive_needs = 2.2 * size
     naive_note = None
-    if naive_needs < mem_available():
+    if not naive:
+        naive_note = "not run (--no-naive)"
+    elif naive_needs < mem_available():
         tools.insert(1, "naive")
     else:
         naive_note = f"not run: needs about {naive_needs / 1e9:.0f} GB of RAM, {mem_available() / 1e9:.0f} GB available"
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
     results: dict[str, list[dict]] = {t: [] for t in tools}
     for run in range(runs):
         order = tools[run % len(tools):] + tools[: run % len(tools)]  # alternate who goes first
         for tool in order:
             if os.path.exists(dst):
                 os.unlink(dst)
-            if cold:
-                drop_caches()
-            r = timed(tool_commands(src, dst, device, method)[tool], env)
-            if tool == "fp8stream":
+            dropped = drop_caches() if cold else False
+            r = timed(commands[tool], env)
+            r["cache_dropped"] = dropped
+            if tool.startswith("fp8stream"):
                 report = json.loads(r["stdout"].strip().splitlines()[-1])
                 r["peak_vram_mb"] = (report.get("peak_vram_bytes") or 0) / 2**20
                 r["layers"] = len(report["layers"])
             r.pop("stdout")
             results[tool].append(r)
-            print(f"  run {run + 1} {tool:9s} {r['wall_s']:7.2f} s  {r['peak_rss_mb']:8.0f} MB", file=sys.stderr)
+            print(f"  run {run + 1} {tool:18s} {r['wall_s']:7.2f} s  {r['peak_rss_mb']:8.0f} MB"
+                  f"{'' if dropped or not cold else '  (page cache NOT dropped: warm)'}", file=sys.stderr)
     os.unlink(src)
     if os.path.exists(dst):
         os.unlink(dst)
-    med = {t: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for t, rs in results.items()}
-    out = {"arch": arch, "method": method, "blocks": blocks or "full", "bytes": size, "largest_tensor_bytes": largest,
-           "device": device, "runs": runs, "cold": cold, "median": med, "all": results, "naive_note": naive_note}
-    out["wall_vs_cp"] = med["fp8stream"]["wall_s"] / med["cp"]["wall_s"]
+    med = {t: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "cache_dropped"} for t, rs in results.items()}
+    # cold only where every run's page-cache drop succeeded: a warm run does not count as cold
+    really_cold = cold and all(r["cache_dropped"] for rs in results.values() for r in rs)
+    out = {"arch": arch, "method": methods[0] if len(methods) == 1 else methods, "blocks": blocks or "full",
+           "bytes": size, "largest_tensor_bytes": largest, "device": device, "runs": runs, "cold": really_cold,
+           "cold_requested": cold, "filesystem": filesystem(workdir), "median": med, "all": results,
+           "naive_note": naive_note}
     out["rss_bound_mb"] = (2 * largest + 300e6) / 2**20
+    ours = [t for t in med if t.startswith("fp8stream")]
+    ratios = {t: med[t]["wall_s"] / med["cp"]["wall_s"] for t in ours}
+    out["wall_vs_cp"] = ratios[ours[0]] if len(ours) == 1 else ratios
     if "naive" in med:
-        out["wall_vs_naive"] = med["fp8stream"]["wall_s"] / med["naive"]["wall_s"]
-        out["rss_vs_naive"] = med["fp8stream"]["peak_rss_mb"] / med["naive"]["peak_rss_mb"]
+        vs_naive = {t: med[t]["wall_s"] / med["naive"]["wall_s"] for t in ours}
+        rss = {t: med[t]["peak_rss_mb"] / med["naive"]["peak_rss_mb"] for t in ours}
+        out["wall_vs_naive"] = vs_naive[ours[0]] if len(ours) == 1 else vs_naive
+        out["rss_vs_naive"] = rss[ours[0]] if len(ours) == 1 else rss
     return out
 
 
@@ -163,12 +203,25 @@ def markdown(results: list[dict]) -> str:
         for tool, m in r["median"].items():
             ratio = m["wall_s"] / r["median"]["cp"]["wall_s"]
             vram = f"{m['peak_vram_mb']:.0f}" if m.get("peak_vram_mb") else "-"
-            bound = f"{r['rss_bound_mb']:.0f}" if tool == "fp8stream" else ""
+            bound = f"{r['rss_bound_mb']:.0f}" if tool.startswith("fp8stream") else ""
             rows.append(f"| {label} | {r['bytes'] / 1e9:.2f} GB | {tool} | {m['wall_s']:.1f} | {ratio:.2f} | "
                         f"{m['peak_rss_mb']:.0f} | {bound} | {vram} |")
         if r["naive_note"]:
             rows.append(f"| {label} | {r['bytes'] / 1e9:.2f} GB | naive | {r['naive_note']} | | | | |")
-    return "\n".join(rows)
+    notes = sorted({_conditions(r) for r in results})
+    return "\n".join(rows + [""] + notes)
+
+
+def _conditions(r: dict) -> str:
+    """One line under the table: cold or not (and why not), and the filesystem."""
+    fs = r.get("filesystem") or {}
+    if r.get("cold"):
+        cache = "cold (page cache dropped before every run)"
+    elif r.get("cold_requested"):
+        cache = "WARM: dropping the page cache failed (not root?), these runs are not cold"
+    else:
+        cache = "warm (--warm)"
+    return f"{r['device']}, {cache}; filesystem {fs.get('type')} at {fs.get('mount')} ({fs.get('source')})"
 
 
 def plot(results: list[dict], path: str) -> None:
@@ -178,7 +231,8 @@ def plot(results: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for tool, marker in (("cp", "o"), ("naive", "s"), ("fp8stream", "^")):
+    tools = sorted({t for r in results for t in r["median"]}, key=lambda t: (t != "cp", t != "naive", t))
+    for tool, marker in zip(tools, "os^v<>"):
         pts = sorted((r["bytes"] / 1e9, r["median"][tool]) for r in results if tool in r["median"])
         if not pts:
             continue
@@ -199,8 +253,11 @@ def main() -> None:
     ap.add_argument("--blocks", default="full", help="comma list of block counts or 'full'")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--method", default="auto", help="fp8stream's --method (default: the CLI's default, auto)")
+    ap.add_argument("--method", default="auto",
+                    help="fp8stream's --method, or a comma list measured side by side in one run "
+                         "(e.g. simulate,forward; default: the CLI's default, auto)")
     ap.add_argument("--workdir", default=None, help="where checkpoints are generated (default: a temp folder in the current folder)")
+    ap.add_argument("--no-naive", action="store_true", help="leave out the naive full-load script")
     ap.add_argument("--warm", action="store_true", help="do not drop page caches before each run")
     ap.add_argument("--out", default="bench-results")
     args = ap.parse_args()
@@ -212,7 +269,7 @@ def main() -> None:
         for arch in args.arch.split(","):
             for b in args.blocks.split(","):
                 results.append(bench_one(arch, None if b == "full" else int(b), args.runs, args.device, workdir, not args.warm,
-                                       args.method))
+                                         args.method.split(","), not args.no_naive))
                 save(results, args.out, args.device)  # after each model: a cut-off run keeps what it measured
     print(markdown(results))
 

@@ -27,7 +27,7 @@ class CalibrationSettings:
     stats: str | None = None  # stats: the stats file
     map: str | None = None  # stats: user name pairs
     fallback: str | None = None  # stats: "simulate" for layers without stats
-    forward_margin: float = 3.0  # forward: scale = margin x forward amax (fp8stream/forward/method.py)
+    forward_margin: float | None = None  # forward: scale = margin x forward amax; None: the family's (method.py)
     forward_batch: int = 4  # forward: synthetic samples (timesteps, text scales, guidance)
     forward_tokens: int = 256  # forward: latent tokens per sample
     forward_text_tokens: int = 128  # forward: text tokens per sample
@@ -71,11 +71,13 @@ class CalibrationSettings:
             except PackageNotFoundError:
                 return "missing"
 
-        out: dict[str, object] = {"margin": self.forward_margin, "batch": self.forward_batch,
+        out: dict[str, object] = {"margin": "family" if self.forward_margin is None else self.forward_margin,
+                                  "batch": self.forward_batch,
                                   "tokens": self.forward_tokens, "text_tokens": self.forward_text_tokens,
                                   "threads": self.forward_threads, "seed": self.seed,
                                   "conditioning": self.forward_conditioning,
-                                  "torch": installed("torch"), "diffusers": installed("diffusers")}
+                                  "torch": installed("torch"), "diffusers": installed("diffusers"),
+                                  "transformers": installed("transformers")}
         if self.assume_input_rms is not None:
             out["assume_input_rms"] = self.assume_input_rms
         return out

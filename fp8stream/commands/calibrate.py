@@ -62,8 +62,9 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
                    "estimate, capped by the bound; note = the research note's approach 2 (comparison only).")
 @click.option("--margin", type=click.FloatRange(1.0, 1e6), default=4.0, show_default=True,
               help="--sim-mode hybrid: multiple of the Gaussian estimate.")
-@click.option("--forward-margin", type=click.FloatRange(1.0, 1e6), default=3.0, show_default=True,
-              help="--method forward: scale = MARGIN x the forward pass's input amax (capped by the hard bound).")
+@click.option("--forward-margin", type=click.FloatRange(1.0, 1e6), default=None,
+              help="--method forward: scale = MARGIN x the forward pass's input amax (capped by the hard bound) "
+                   "[default: 3 for DiTs, 2 for text encoders].")
 @click.option("--forward-batch", type=click.IntRange(1, 4096), default=4, show_default=True,
               help="--method forward: synthetic samples (timesteps over [0,1], text scales, guidance values).")
 @click.option("--forward-tokens", type=click.IntRange(1, 1 << 20), default=256, show_default=True,
@@ -136,7 +137,7 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
               help="JSON object for fsspec when IN or OUT is a URL (s3://...): endpoint_url, profile, anon... "
                    "(docs/remote.md).")
 def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode: str, margin: float,
-              forward_margin: float, forward_batch: int, forward_tokens: int, forward_text_tokens: int,
+              forward_margin: float | None, forward_batch: int, forward_tokens: int, forward_text_tokens: int,
               forward_threads: int, forward_conditioning: str, assume_input_rms: float | None,
               stats_path: str | None, map_path: str | None, fallback: str, factor: float, rule: str, percentile: float,
               samples: int, seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool,
@@ -154,12 +155,10 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
     OUT appears only when complete. Placeholder scales (1.0, or equal to weight_scale) and
     scales of weight-only layers are replaced; real calibrated scales are kept.
 
-    The default --method auto runs a synthetic forward pass through the checkpoint's own
-    weights (Flux, Flux.2, Chroma, SD3, Wan, Qwen-Image, Z-Image, Lumina 2, HiDream, HunyuanVideo
-    1.5, LTX-2, Cosmos Predict2; a file or sharded folder; needs diffusers) and falls back to
-    --method simulate, the bound from the weights that produce each input, where it cannot run;
-    the report says which (see the README's quality tables for what each is worth). A model
-    family neither knows is written with every layer weight-only (no guess) and exit code 5.
+    The default --method auto runs a synthetic forward pass through the checkpoint's own weights
+    (Flux.1/.2, Chroma, SD3, Wan, Qwen-Image, Z-Image, Lumina 2, HiDream, HunyuanVideo 1.5, LTX-2,
+    Cosmos Predict2, text encoders; needs diffusers/transformers), else --method simulate, the bound
+    from the producing weights; the report says which. Neither knows it: all weight-only, exit 5.
     """
     method_given = click.get_current_context().get_parameter_source("method") != click.core.ParameterSource.DEFAULT
     if stats_path and not method_given:

@@ -73,5 +73,12 @@ RULES: tuple[FamilyRule, ...] = (
     # Qwen-Image (and its edit models): ComfyUI's files use diffusers' names; ComfyUI tests txt_norm
     FamilyRule("qwen-image", ("txt_norm.weight",), "ours (ComfyUI: txt_norm)", "img_in.weight",
                ("transformer_blocks.",), ("transformer_blocks.0.img_mod.1.weight",)),
+    # text encoders (ComfyUI's files use transformers' names)
     FamilyRule("bert", ("encoder.layer.0.attention.self.query.weight",), "ours", "", ("encoder.layer.",)),
+    FamilyRule("t5", ("encoder.block.0.layer.0.SelfAttention.q.weight",), "ours (T5, UMT5)", "shared.weight",
+               ("encoder.block.",), name_prefixes=("encoder.block.",)),
+    FamilyRule("clip", ("text_model.encoder.layers.0.self_attn.q_proj.weight",), "ours (CLIP-L/G text)", "",
+               ("text_model.encoder.layers.",), name_prefixes=("text_model.encoder.layers.",)),
+    FamilyRule("llm", ("layers.0.self_attn.q_proj.weight",), "ours (Qwen, Llama/Mistral, Gemma)", "",
+               ("layers.",)),
 )

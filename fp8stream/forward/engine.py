@@ -1,10 +1,14 @@
-"""The streaming forward pass: the family's diffusers model built without weights, each nn.Linear
-materialised from the checkpoint just before it runs and freed just after.
+"""The streaming forward pass: the family's model (any torch module: diffusers' DiTs,
+transformers' text encoders) built without weights, each nn.Linear materialised from the
+checkpoint just before it runs and freed just after.
 
 Memory: the model's parameters are created on the meta device (no storage); the small rest
 (norms, convolutions, biases, block-level tables) is loaded once; a Linear's weight exists only
-between its pre-hook and its post-hook, so one weight is live at a time (`peak_live`). Buffers
-computed at construction (rotary tables) are real: only parameters go to the meta device.
+between its pre-hook and its post-hook, so one weight is live at a time (`peak_live`). An
+nn.Embedding (a text encoder's vocabulary: UMT5-XXL's is 4 GB as float32) is never loaded
+whole: its pre-hook reads only the rows of the ids it is called with and renumbers the ids,
+its post-hook frees them. Buffers computed at construction (rotary tables) are real: only
+parameters go to the meta device.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from fp8stream.forward.mapping import Run
+from fp8stream.forward.prefetch import Prefetcher
 from fp8stream.forward.source import Reader
 
 
@@ -52,8 +57,53 @@ class Pass:
     weights_read: int = 0
 
 
+class Ranges:
+    """Each Linear's input and output amax kept as 0-d tensors where the model computes, read
+    back once at the end: no per-Linear synchronisation with the GPU. The values are those a
+    float() per call gave (max is exact; the same combination rule)."""
+
+    def __init__(self) -> None:
+        self.amax: dict[str, torch.Tensor] = {}
+        self.out_amax: dict[str, torch.Tensor] = {}
+        self.sample_range: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # last call's (max, min)
+
+    @staticmethod
+    def add(into: dict[str, torch.Tensor], name: str, x: torch.Tensor) -> None:
+        a = x.abs().max() if x.numel() else torch.zeros((), dtype=x.dtype, device=x.device)
+        prev = into.get(name)
+        # NaN stays visible (max() would hide it): a NaN input means no usable range
+        into[name] = a if prev is None else torch.where(a.isnan() | prev.isnan(), a, torch.maximum(prev, a))
+
+    def per_sample(self, name: str, x: torch.Tensor) -> None:
+        per_sample = x.abs().amax(dim=-1)
+        self.sample_range[name] = (per_sample.max(), per_sample.min())
+
+    def settle(self, state: Pass) -> None:
+        """Read every range back (one transfer) into the Pass's floats."""
+        names = [(state.amax, n) for n in self.amax] + [(state.out_amax, n) for n in self.out_amax]
+        tensors = list(self.amax.values()) + list(self.out_amax.values())
+        for pair in self.sample_range.values():
+            tensors.extend(pair)
+        if not tensors:
+            return
+        values = torch.stack([t.float().reshape(()) for t in tensors]).cpu().tolist()
+        for (into, name), v in zip(names, values):
+            into[name] = v
+        rest = values[len(names):]
+        for i, name in enumerate(self.sample_range):
+            high, low = rest[2 * i], rest[2 * i + 1]
+            state.spread[name] = high / low if low > 0 else float("inf")
+        self.amax.clear()
+        self.out_amax.clear()
+        self.sample_range.clear()
+
+
+EMBEDDING_GAP = 16  # ids closer than this are read in one positioned read (fewer, larger reads)
+
+
 class StreamingModel:
-    """A diffusers model whose Linear weights come from the checkpoint one at a time."""
+    """A model whose Linear weights come from the checkpoint one at a time, and whose
+    embedding tables are read only at the rows its ids ask for."""
 
     def __init__(self, model: nn.Module, mapping: Mapping[str, list[Run]], reader: Reader,
                  device: torch.device) -> None:
@@ -62,19 +112,28 @@ class StreamingModel:
         self.reader = reader
         self.device = device
         self.linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        self.embeddings = {n: m for n, m in model.named_modules() if isinstance(m, nn.Embedding)}
         self.state = Pass()
+        self.ranges = Ranges()
+        self.prefetch: Prefetcher | None = None
         self.on_linear = lambda n=1: None  # called after each Linear ran (a progress bar)
 
     def gather(self, target: str) -> torch.Tensor:
-        """A parameter's float32 value from its source rows (dequantized where FP8)."""
-        parts = [self.reader.rows(r.source, r.start, r.stop) for r in self.mapping[target]]
+        """A parameter's float32 value from its source rows (dequantized where FP8); a Linear's
+        weight from the read-ahead while the model is hooked."""
+        runs = self.mapping[target]
+        if self.prefetch is not None and target in self.prefetch:
+            reads = [p.device_bytes if p.device_bytes is not None else p.raw for p in self.prefetch.take(target)]
+        else:
+            reads = [None] * len(runs)
+        parts = [self.reader.rows(r.source, r.start, r.stop, read=b) for r, b in zip(runs, reads)]
         return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
 
     def load_rest(self) -> None:
         """Every parameter except the Linear weights, once, on the device; buffers the file holds
         too (SD3's pos_embed depends on the sample size it was built for: the file's is right),
         the others (rotary tables) as the model computed them."""
-        hooked = {n + ".weight" for n in self.linears}
+        hooked = {n + ".weight" for n in [*self.linears, *self.embeddings]}
         for module_name, module in self.model.named_modules():
             for leaf, param in list(module._parameters.items()):
                 name = f"{module_name}.{leaf}" if module_name else leaf
@@ -91,27 +150,32 @@ class StreamingModel:
 
     @contextlib.contextmanager
     def hooked(self) -> Iterator[Pass]:
+        """Hooks on every Linear and the weights' read-ahead; the ranges seen are in the Pass
+        once the block exits (read back from the device once, not once per Linear)."""
         handles = []
         for name, module in self.linears.items():
             handles.append(module.register_forward_pre_hook(self._pre(name)))
             handles.append(module.register_forward_hook(self._post(name)))
+        order = [(n + ".weight", self.mapping[n + ".weight"]) for n in self.linears]
+        self.prefetch = Prefetcher(self.reader.source, order, self.device)
+        for name, module in self.embeddings.items():
+            handles.append(module.register_forward_pre_hook(self._embedding_pre(name)))
+            handles.append(module.register_forward_hook(self._embedding_post(tuple(module.weight.shape))))
         try:
             yield self.state
         finally:
+            self.prefetch.close()
+            self.prefetch = None
             for h in handles:
                 h.remove()
+            self.ranges.settle(self.state)
 
     def _pre(self, name: str):
         def hook(module: nn.Module, args) -> None:
-            x = args[0]
-            a = float(x.detach().abs().max()) if x.numel() else 0.0
-            prev = self.state.amax.get(name)
-            # NaN stays visible (max() would hide it): a NaN input means no usable range
-            self.state.amax[name] = a if prev is None or a != a or prev != prev else max(prev, a)
+            x = args[0].detach()
+            self.ranges.add(self.ranges.amax, name, x)
             if x.dim() == 2 and x.shape[0] > 1:
-                per_sample = x.detach().abs().amax(dim=-1)
-                low = float(per_sample.min())
-                self.state.spread[name] = float(per_sample.max()) / low if low > 0 else float("inf")
+                self.ranges.per_sample(name, x)
             w = self.gather(name + ".weight").reshape(module.weight.shape).to(self.device)
             module._parameters["weight"] = nn.Parameter(w, requires_grad=False)
             self.state.live += 1
@@ -121,13 +185,46 @@ class StreamingModel:
 
     def _post(self, name: str):
         def hook(module: nn.Module, args, output) -> None:
-            a = float(output.detach().abs().max()) if output.numel() else 0.0
-            prev = self.state.out_amax.get(name)
-            self.state.out_amax[name] = a if prev is None or a != a or prev != prev else max(prev, a)
+            self.ranges.add(self.ranges.out_amax, name, output.detach())
             shape = module.weight.shape
             module._parameters["weight"] = nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
             self.state.live -= 1
             self.on_linear(1)
+        return hook
+
+    def embedding_rows(self, target: str, ids: list[int]) -> torch.Tensor:
+        """Rows `ids` (sorted, unique) of an embedding table, float32, in the order given: near
+        ids share one positioned read."""
+        where: list[tuple[str, int]] = []  # (source tensor, row) of each id, through the runs
+        runs, pos, k = self.mapping[target], 0, 0
+        for i in ids:
+            while i >= pos + runs[k].stop - runs[k].start:
+                pos, k = pos + runs[k].stop - runs[k].start, k + 1
+            where.append((runs[k].source, runs[k].start + i - pos))
+        parts, a = [], 0
+        for b in range(1, len(where) + 1):
+            if b == len(where) or where[b][0] != where[a][0] or where[b][1] - where[b - 1][1] > EMBEDDING_GAP:
+                lo, hi = where[a][1], where[b - 1][1] + 1
+                block = self.reader.rows(where[a][0], lo, hi)
+                parts.append(block[torch.tensor([r - lo for _, r in where[a:b]])])
+                a = b
+        return torch.cat(parts, 0)
+
+    def _embedding_pre(self, name: str):
+        def hook(module: nn.Module, args):
+            ids = args[0]
+            used, index = torch.unique(ids.detach().cpu(), return_inverse=True)
+            rows = self.embedding_rows(name + ".weight", used.tolist()) if used.numel() else \
+                torch.zeros((0,) + tuple(module.weight.shape[1:]))
+            module._parameters["weight"] = nn.Parameter(rows.to(self.device), requires_grad=False)
+            module.padding_idx = None  # a gradient-only setting, which must index the table
+            return (index.reshape(ids.shape).to(ids.device), *args[1:])
+        return hook
+
+    @staticmethod
+    def _embedding_post(shape: tuple[int, ...]):
+        def hook(module: nn.Module, args, output) -> None:
+            module._parameters["weight"] = nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
         return hook
 
     def mix_bound(self, groups: list[list[str]]) -> float | None:

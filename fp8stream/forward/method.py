@@ -4,13 +4,26 @@ the hard bound of `--method simulate` where that bound is a proof.
 
     scale = min(margin x forward amax, hard bound) / 448
 
-The margin (default 3, `--forward-margin`), measured on the harness's trained tiny Flux, SD3 and
-Wan and the Flux rescalings split256 / outlier50 (16 samples x 20 Euler steps, real
-activations): real input amax / forward amax is 0.37-1.77 over every layer (attention outputs
-use the mix bound of engine.py). Margin 2 clips none of them with 13% headroom; 3 leaves 70% for
-models we have not seen, and a scale 3x too large only moves the smallest values 1.6 binades
-towards FP8's subnormals, where one too small clips (docs/scales.md). The bound caps only when it
-assumes nothing about model inputs (its notes carry no "ASSUMED").
+The margin (`--forward-margin`; default 3 for the DiTs, 2 for text encoders, below), measured
+on the harness's trained tiny Flux, SD3 and Wan and the Flux rescalings split256 / outlier50 (16
+samples x 20 Euler steps, real activations): real input amax / forward amax is 0.37-1.77 over
+every layer (attention outputs use the mix bound of engine.py). Margin 2 clips none of them with
+13% headroom; 3 leaves 70% for models we have not seen, and a scale 3x too large only moves the
+smallest values 1.6 binades towards FP8's subnormals, where one too small clips
+(docs/scales.md). The bound caps only when it assumes nothing about model inputs (its notes
+carry no "ASSUMED").
+
+Text encoders (bert, t5, clip, llm) run on what they really read, token ids through their own
+embedding table, so their forward amax is close to the real one (MiniLM: within 3% on most
+layers, real / forward at most 1.37; docs/methods.md), and a layer's output is often carried by
+a few recurring outliers (massive activations of the first and separator tokens, near the same
+value for every input) whose FP8 rounding decides the layer's error. Scaling by a power of two
+moves every normal value by whole binades and keeps its mantissa, so its rounding stays as at
+amax/448 (where the amax itself is exact: 448 = 1.75 x 2^8); another factor moves the outlier to
+another rounding (MiniLM's FFN down-projections at 1.05x the real max: 3-9 dB below dynamic
+scaling, at 3x: 2.5-12 dB, at 1x and 2x: nothing). So text encoders take margin 2, and a
+power-of-two margin's cap by the bound is rounded up to the next power-of-two multiple of the
+amax (never below the bound, so it still cannot clip; at most one binade above it).
 
 Layers the pass cannot reach (family unknown, converter mismatch, a layer outside the model
 code) get the hard bound when it is a proof from the file alone; when it would rest on an
@@ -34,6 +47,8 @@ from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import TensorInfo
 
 E4M3_MAX = 448.0
+DIT_MARGIN = 3.0  # the default margin of the DiT families
+TEXT_MARGIN = 2.0  # the default margin of the text-encoder families (a power of two: see above)
 
 
 class ForwardMethod:
@@ -42,7 +57,7 @@ class ForwardMethod:
     def __init__(self, settings: CalibrationSettings, prepared=None) -> None:
         """`prepared`: the forward pass already prepared from this model's header (by `auto`)."""
         self.settings = settings
-        self.margin = float(settings.forward_margin)
+        self.margin = settings.forward_margin  # None: the family's default (margin())
         self.bound = WeightAwareMethod(dataclasses.replace(settings, sim_mode="bound", rule="max"))
         self.prepared = prepared
         self.result = None
@@ -123,16 +138,36 @@ class ForwardMethod:
             why = self._why() if seen is None else "its input was all zero in the forward pass"
             warnings = (f"not reached by the forward pass ({why}): hard bound",) + b.warnings
             return dataclasses.replace(b, source=f"hard bound (simulate); {b.source}", warnings=warnings)
-        amax = self.margin * seen
-        how = f"forward amax {seen:.4g} x margin {self.margin:g}"
+        margin = self.margin_for(self.result.family)
+        amax = margin * seen
+        how = f"forward amax {seen:.4g} x margin {margin:g}"
         if proven and bound < amax:
-            amax, how = bound, how + f", capped by the hard bound {bound:.4g}"
+            cap = _aligned(seen, bound) if _power_of_two(margin) else bound
+            amax, how = min(cap, amax), how + f", capped by the hard bound {bound:.4g}"
+            how += " rounded up to a power-of-two multiple of the amax" if cap != bound else ""
         else:
             how += f"; bound {bound:.4g}" + ("" if proven else " (rests on an assumption: not a cap)")
         if not (amax > 0 and math.isfinite(amax)):
             return ScaleEstimate(1.0, how, ("no usable range: scale 1.0",))
         return ScaleEstimate(amax / E4M3_MAX, f"{self.result.family} {how}", (), amax=amax, bound=bound,
-                             margin=self.margin)
+                             margin=margin)
+
+    def margin_for(self, family: str | None) -> float:
+        """--forward-margin, else the family's default (text encoders: TEXT_MARGIN)."""
+        from fp8stream.forward.families.text_models import TEXT_FAMILIES
+
+        if self.margin is not None:
+            return float(self.margin)
+        return TEXT_MARGIN if family in TEXT_FAMILIES else DIT_MARGIN
+
+
+def _power_of_two(x: float) -> bool:
+    return x > 0 and math.frexp(x)[0] == 0.5
+
+
+def _aligned(amax: float, bound: float) -> float:
+    """The smallest amax x 2^k (k >= 0) that is >= bound: the bound, on the amax's FP8 grid."""
+    return amax * 2.0 ** max(0, math.ceil(math.log2(bound / amax)))
 
 
 def _rests_on_input(graph: G.Graph, name: str, seen: frozenset[str] = frozenset()) -> bool:

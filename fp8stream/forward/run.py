@@ -119,7 +119,11 @@ def prepare(header: Header) -> Prepared:
         mapping = derive_mapping(shapes, prefix, lambda st: family.convert(st, cfg))
     except (MappingError, KeyError, RuntimeError, ValueError) as e:
         return Prepared(family, f"{family.NAME}: diffusers' converter failed ({e})", cfg, detection=detection)
-    model = _meta_model(family, cfg)
+    try:
+        model = _meta_model(family, cfg)
+    except ImportError as e:  # a text encoder's family needs transformers
+        return Prepared(family, f"{family.NAME}: {e.name or e} is not installed (pip install fp8stream[forward])", cfg,
+                        detection=detection)
     params = {n: tuple(p.shape) for n, p in model.named_parameters()}
     params.update({n: tuple(b.shape) for n, b in model.named_buffers() if n in mapping})
     problems = check_mapping(mapping, params, shapes)

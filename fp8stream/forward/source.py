@@ -26,7 +26,7 @@ class RowSource(Protocol):
     def read_rows(self, name: str, start: int, stop: int) -> bytes: ...
 
 
-def decode(raw: bytes, dtype: str, shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
+def decode(raw: bytes | bytearray, dtype: str, shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
     """Bytes of a tensor part as float32 on `device` (FP8 with a unit scale). The raw bytes
     travel, not float32: a quarter of the transfer for FP8, and the GPU does the conversion."""
     tdt = torch_dtype(dtype)
@@ -36,7 +36,7 @@ def decode(raw: bytes, dtype: str, shape: tuple[int, ...], device: torch.device 
         # a 256-entry table lookup: twice as fast as torch's float8 -> float32 cast on the CPU,
         # and it reads the bytes in place (no writable copy)
         return torch.from_numpy(_fp8_values()[np.frombuffer(raw, dtype=np.uint8)]).reshape(shape)
-    buf = bytearray(raw)  # torch wants a writable buffer
+    buf = raw if isinstance(raw, bytearray) else bytearray(raw)  # torch wants a writable buffer
     t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.zeros(0, dtype=torch.uint8)
     return t.to(device).view(tdt).to(torch.float32).reshape(shape)
 
@@ -62,10 +62,17 @@ class Reader:
             self._scales[name] = 1.0 if key is None else float(self.rows(key, 0, 1, scaled=False).reshape(-1)[0])
         return self._scales[name]
 
-    def rows(self, name: str, start: int, stop: int, scaled: bool = True) -> torch.Tensor:
+    def rows(self, name: str, start: int, stop: int, scaled: bool = True,
+             read: bytes | bytearray | torch.Tensor | None = None) -> torch.Tensor:
+        """Rows [start, stop) as float32; `read`: their bytes already read (by the read-ahead:
+        host bytes, or a uint8 tensor already on the device), else read now."""
         info = self.source.info(name)
         shape = (stop - start,) + tuple(info.shape[1:]) if info.shape else ()
-        t = decode(self.source.read_rows(name, start, stop), info.dtype, shape, self.device if scaled else "cpu")
+        if isinstance(read, torch.Tensor):  # the same conversion as decode's, on the device
+            t = read.view(torch_dtype(info.dtype)).to(torch.float32).reshape(shape)
+        else:
+            raw = self.source.read_rows(name, start, stop) if read is None else read
+            t = decode(raw, info.dtype, shape, self.device if scaled else "cpu")
         if scaled and info.dtype in FP8_DTYPES:
             t.mul_(self.weight_scale(name))
         return t

@@ -210,6 +210,21 @@ class LazyFile:
         self.source.stream.seek(offset)
         return read_exactly(self.source.stream, n, "data")
 
+    def read_into(self, info: TensorInfo, out: memoryview) -> None:
+        """One tensor's bytes (or part: `info`'s range) into `out`, by positioned reads straight
+        into the buffer: no intermediate chunk and no join copy (the forward pass's weights)."""
+        if not hasattr(os, "preadv"):
+            out[:] = b"".join(self.read_chunks(info))
+            return
+        fd = self.source.stream.fileno()
+        offset = self.header.data_start + info.begin
+        done = 0
+        while done < info.nbytes:
+            got = os.preadv(fd, [out[done:info.nbytes]], offset + done)
+            if got <= 0:
+                raise InvalidCheckpointError(f"{self.source.label}: file ends inside {info.name!r}")
+            done += got
+
     def read(self, info: TensorInfo) -> bytes:
         """One tensor's bytes by positioned reads (seek+read where pread does not exist)."""
         return b"".join(self.read_chunks(info))

@@ -7,6 +7,7 @@ opened on first use and stays open until `close`.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Iterator
 
 from fp8stream.errors import UsageError
@@ -22,6 +23,7 @@ class TensorSource:
         self.header = header
         self._paths = paths
         self._files: dict[str, LazyFile] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def for_file(cls, path: str, header: Header) -> "TensorSource":
@@ -53,9 +55,10 @@ class TensorSource:
 
     def _file(self, name: str) -> LazyFile:
         path = self._paths[name]
-        f = self._files.get(path)
-        if f is None:
-            f = self._files[path] = LazyFile(path)
+        with self._lock:  # the forward pass reads ahead from several threads
+            f = self._files.get(path)
+            if f is None:
+                f = self._files[path] = LazyFile(path)
         return f
 
     def chunks(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
@@ -67,8 +70,9 @@ class TensorSource:
         """The whole tensor's bytes (for small tensors, or one layer's weight at a time)."""
         return b"".join(self.chunks(name))
 
-    def read_rows(self, name: str, start: int, stop: int) -> bytes:
-        """Rows [start, stop) of a tensor of 1 or more dimensions, one positioned read."""
+    def read_rows(self, name: str, start: int, stop: int) -> bytearray:
+        """Rows [start, stop) of a tensor of 1 or more dimensions, read straight into one
+        writable buffer (torch can wrap it without a copy). Safe to call from several threads."""
         f = self._file(name)
         info = f.header.get(name)
         rows = info.shape[0] if info.shape else 1
@@ -76,10 +80,12 @@ class TensorSource:
             raise IndexError(f"{name}: rows {start}:{stop} outside 0:{rows}")
         row_bytes = info.nbytes // rows if rows else 0
         if start == stop:
-            return b""
+            return bytearray()
         part = TensorInfo(info.name, info.dtype, info.shape, info.begin + start * row_bytes,
                           info.begin + stop * row_bytes)
-        return b"".join(f.read_chunks(part, CHUNK_BYTES))
+        out = bytearray(part.nbytes)
+        f.read_into(part, memoryview(out))
+        return out
 
 
 def open_source(path: str, header: Header, shard_paths: dict[str, str] | None) -> TensorSource:
