@@ -80,5 +80,5 @@ RULES: tuple[FamilyRule, ...] = (
     FamilyRule("clip", ("text_model.encoder.layers.0.self_attn.q_proj.weight",), "ours (CLIP-L/G text)", "",
                ("text_model.encoder.layers.",), name_prefixes=("text_model.encoder.layers.",)),
     FamilyRule("llm", ("layers.0.self_attn.q_proj.weight",), "ours (Qwen, Llama/Mistral, Gemma)", "",
-               ("layers.",)),
+               ("layers.",), ("model.layers.0.self_attn.q_proj.weight",)),  # under text_encoders.X.transformer.
 )
