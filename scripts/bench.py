@@ -35,7 +35,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # No torch in this process: a forked child counts the parent's pages in its peak RSS until it
 # execs, so the measuring process stays small and checkpoints are generated in a subprocess.
-ARCHITECTURES = ("flux", "sd35", "wan")
+ARCHITECTURES = ("flux", "sd35", "wan", "flux2", "chroma", "qwen-image", "z-image", "lumina2", "hidream", "wan22-5b",
+                 "wan22-i2v-a14b", "hunyuan-video-1.5", "ltx2", "cosmos-14b", "cosmos-2b")
 
 
 def mem_available() -> int:

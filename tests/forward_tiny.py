@@ -61,8 +61,11 @@ def sd3_shapes(layers: int = 2, dual: tuple[int, ...] = (0,), channels: int = 4,
 
 
 def wan_shapes(layers: int = 2, image: bool = True, channels: int = 4, text: int = JOINT,
-               freq: int = 32, ffn: int = 128) -> dict[str, tuple[int, ...]]:
-    s: dict[str, tuple[int, ...]] = {"patch_embedding.weight": (D, channels, 1, 2, 2), "patch_embedding.bias": (D,)}
+               freq: int = 32, ffn: int = 128, in_channels: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Wan 2.x names; `in_channels` above `channels`: the latent plus concatenated conditioning
+    (Wan 2.2 i2v-A14B: 16 + 4 mask + 16 image latent, no image branch: image=False)."""
+    s: dict[str, tuple[int, ...]] = {"patch_embedding.weight": (D, in_channels or channels, 1, 2, 2),
+                                     "patch_embedding.bias": (D,)}
     _linear(s, "text_embedding.0", D, text)
     _linear(s, "text_embedding.2", D, D)
     _linear(s, "time_embedding.0", D, freq)
@@ -90,6 +93,119 @@ def wan_shapes(layers: int = 2, image: bool = True, channels: int = 4, text: int
         _linear(s, "img_emb.proj.1", JOINT, JOINT)
         _linear(s, "img_emb.proj.3", D, JOINT)
         s["img_emb.proj.4.weight"], s["img_emb.proj.4.bias"] = (D,), (D,)
+    return s
+
+
+def hunyuan_video15_shapes(layers: int = 2, refiners: int = 1, channels: int = 4, split_qkv: bool = False,
+                           meanflow: bool = False, glyph: int = 24, image: int = 24) -> dict[str, tuple[int, ...]]:
+    """HunyuanVideo 1.5 under ComfyUI's (Tencent's) names; `split_qkv`: the original release's
+    separate img_attn_q/k/v. ByT5's projection is 2048 wide inside (diffusers hard-codes it)."""
+    s: dict[str, tuple[int, ...]] = {"img_in.proj.weight": (D, 2 * channels + 1, 1, 1, 1), "img_in.proj.bias": (D,),
+                                     "cond_type_embedding.weight": (3, D)}
+    for t in ("time_in", "txt_in.t_embedder") + (("time_r_in",) if meanflow else ()):
+        _linear(s, t + ".mlp.0", D, 256)
+        _linear(s, t + ".mlp.2", D, D)
+    _linear(s, "txt_in.input_embedder", D, JOINT)
+    _linear(s, "txt_in.c_embedder.linear_1", D, JOINT)
+    _linear(s, "txt_in.c_embedder.linear_2", D, D)
+    for i in range(refiners):
+        p = f"txt_in.individual_token_refiner.blocks.{i}."
+        for n in ("norm1", "norm2"):
+            s[p + n + ".weight"], s[p + n + ".bias"] = (D,), (D,)
+        _linear(s, p + "self_attn_qkv", 3 * D, D)
+        _linear(s, p + "self_attn_proj", D, D)
+        _linear(s, p + "mlp.fc1", 4 * D, D)
+        _linear(s, p + "mlp.fc2", D, 4 * D)
+        _linear(s, p + "adaLN_modulation.1", 2 * D, D)
+    s["byt5_in.layernorm.weight"], s["byt5_in.layernorm.bias"] = (glyph,), (glyph,)
+    _linear(s, "byt5_in.fc1", 2048, glyph)
+    _linear(s, "byt5_in.fc2", 2048, 2048)
+    _linear(s, "byt5_in.fc3", D, 2048)
+    s["vision_in.proj.0.weight"], s["vision_in.proj.0.bias"] = (image,), (image,)
+    _linear(s, "vision_in.proj.1", image, image)
+    _linear(s, "vision_in.proj.3", D, image)
+    s["vision_in.proj.4.weight"], s["vision_in.proj.4.bias"] = (D,), (D,)
+    for i in range(layers):
+        for st in ("img", "txt"):
+            p = f"double_blocks.{i}.{st}_"
+            _linear(s, p + "mod.linear", 6 * D, D)
+            for x in ("q", "k", "v") if split_qkv else ("qkv",):
+                _linear(s, p + "attn_" + x, (1 if split_qkv else 3) * D, D)
+            s[p + "attn_q_norm.weight"], s[p + "attn_k_norm.weight"] = (HEAD,), (HEAD,)
+            _linear(s, p + "attn_proj", D, D)
+            _linear(s, p + "mlp.fc1", 4 * D, D)
+            _linear(s, p + "mlp.fc2", D, 4 * D)
+    _linear(s, "final_layer.linear", channels, D)
+    _linear(s, "final_layer.adaLN_modulation.1", 2 * D, D)
+    return s
+
+
+def ltx2_shapes(layers: int = 2, channels: int = 8, audio: int = 32, audio_channels: int = 8,
+                caption: int = 24, v23: bool = False) -> dict[str, tuple[int, ...]]:
+    """LTX-2.0 under ComfyUI's (Lightricks') names: video width D, audio width `audio`. `v23`:
+    LTX-2.3's layout (4 gated heads per stream, prompt AdaLN, no caption projection inside)."""
+    s: dict[str, tuple[int, ...]] = {"scale_shift_table": (2, D), "audio_scale_shift_table": (2, audio)}
+    _linear(s, "patchify_proj", D, channels)
+    _linear(s, "audio_patchify_proj", audio, audio_channels)
+    for pre, w in (("", D), ("audio_", audio)) if not v23 else ():
+        _linear(s, pre + "caption_projection.linear_1", w, caption)
+        _linear(s, pre + "caption_projection.linear_2", w, w)
+    n_mod = 9 if v23 else 6
+    prompt = (("prompt_adaln_single", D, 2), ("audio_prompt_adaln_single", audio, 2)) if v23 else ()
+    for name, w, mods in (("adaln_single", D, n_mod), ("audio_adaln_single", audio, n_mod), *prompt,
+                          ("av_ca_video_scale_shift_adaln_single", D, 4), ("av_ca_audio_scale_shift_adaln_single", audio, 4),
+                          ("av_ca_a2v_gate_adaln_single", D, 1), ("av_ca_v2a_gate_adaln_single", audio, 1)):
+        _linear(s, name + ".emb.timestep_embedder.linear_1", w, 256)
+        _linear(s, name + ".emb.timestep_embedder.linear_2", w, w)
+        _linear(s, name + ".linear", mods * w, w)
+    # attention -> (query width, key/value width, inner width)
+    attns = {"attn1": (D, D, D), "attn2": (D, D, D), "audio_attn1": (audio, audio, audio),
+             "audio_attn2": (audio, audio, audio), "audio_to_video_attn": (D, audio, audio),
+             "video_to_audio_attn": (audio, D, audio)}
+    for i in range(layers):
+        p = f"transformer_blocks.{i}."
+        s[p + "scale_shift_table"], s[p + "audio_scale_shift_table"] = (9 if v23 else 6, D), (9 if v23 else 6, audio)
+        if v23:
+            s[p + "prompt_scale_shift_table"], s[p + "audio_prompt_scale_shift_table"] = (2, D), (2, audio)
+        s[p + "scale_shift_table_a2v_ca_video"], s[p + "scale_shift_table_a2v_ca_audio"] = (5, D), (5, audio)
+        for a, (q, kv, inner) in attns.items():
+            s[f"{p}{a}.q_norm.weight"], s[f"{p}{a}.k_norm.weight"] = (inner,), (inner,)
+            _linear(s, f"{p}{a}.to_q", inner, q)
+            _linear(s, f"{p}{a}.to_k", inner, kv)
+            _linear(s, f"{p}{a}.to_v", inner, kv)
+            _linear(s, f"{p}{a}.to_out.0", q, inner)
+            if v23:
+                _linear(s, f"{p}{a}.to_gate_logits", 4, q)
+        for ff, w in (("ff", D), ("audio_ff", audio)):
+            _linear(s, f"{p}{ff}.net.0.proj", 4 * w, w)
+            _linear(s, f"{p}{ff}.net.2", w, 4 * w)
+    _linear(s, "proj_out", channels, D)
+    _linear(s, "audio_proj_out", audio_channels, audio)
+    return s
+
+
+def cosmos_shapes(layers: int = 2, channels: int = 4, video2world: bool = True, lora: int = 16,
+                  learnable_pos: bool = False) -> dict[str, tuple[int, ...]]:
+    """Cosmos Predict2 under ComfyUI's (NVIDIA's) names; patches 1x2x2, no biases. The patch
+    embedding reads the latent, Video2World's condition mask and the padding mask."""
+    s: dict[str, tuple[int, ...]] = {"x_embedder.proj.1.weight": (D, (channels + 1 + video2world) * 4),
+                                     "t_embedder.1.linear_1.weight": (D, D), "t_embedder.1.linear_2.weight": (3 * D, D),
+                                     "t_embedding_norm.weight": (D,)}
+    if learnable_pos:
+        s.update({f"extra_pos_embedder.pos_emb_{a}": (8, D) for a in "thw"})
+    for i in range(layers):
+        p = f"blocks.{i}."
+        for part in ("self_attn", "cross_attn", "mlp"):
+            s[f"{p}adaln_modulation_{part}.1.weight"] = (lora, D)
+            s[f"{p}adaln_modulation_{part}.2.weight"] = (3 * D, lora)
+        for a, kv in (("self_attn", D), ("cross_attn", JOINT)):
+            s[f"{p}{a}.q_proj.weight"], s[f"{p}{a}.output_proj.weight"] = (D, D), (D, D)
+            s[f"{p}{a}.k_proj.weight"], s[f"{p}{a}.v_proj.weight"] = (D, kv), (D, kv)
+            s[f"{p}{a}.q_norm.weight"], s[f"{p}{a}.k_norm.weight"] = (HEAD,), (HEAD,)
+        s[p + "mlp.layer1.weight"], s[p + "mlp.layer2.weight"] = (4 * D, D), (D, 4 * D)
+    s["final_layer.adaln_modulation.1.weight"] = (lora, D)
+    s["final_layer.adaln_modulation.2.weight"] = (2 * D, lora)
+    s["final_layer.linear.weight"] = (4 * channels, D)
     return s
 
 
@@ -124,7 +240,7 @@ def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, t
         cfg = fam.config(flux_shapes(_flux_cfg()))
         shapes = flux_shapes(cfg)
     else:
-        shapes = sd3_shapes(**kw) if family == "sd3" else wan_shapes(**kw)
+        shapes = SHAPES[family](**kw)
         cfg = fam.config(shapes)
     model = fam.model_class()(**cfg).float().eval()
     with torch.no_grad():  # random init gives zero modulation/out layers: make every layer matter
@@ -136,6 +252,11 @@ def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, t
     return model, to_original(model.state_dict(), shapes, family, cfg), cfg
 
 
+SHAPES = {"sd3": sd3_shapes, "wan": wan_shapes, "hunyuan-video-1.5": hunyuan_video15_shapes, "ltx2": ltx2_shapes,
+          "cosmos": cosmos_shapes}
+NOT_LINEAR = ("cond_type_embedding.",)  # 2-D weights that are no Linear's: BF16 in FP8 files
+
+
 def _flux_cfg() -> dict:
     return {"patch_size": 1, "in_channels": 4, "num_layers": 2, "num_single_layers": 2, "attention_head_dim": HEAD,
             "num_attention_heads": D // HEAD, "joint_attention_dim": JOINT, "pooled_projection_dim": POOLED,
@@ -144,7 +265,8 @@ def _flux_cfg() -> dict:
 
 def fp8_linears(state: dict[str, torch.Tensor]) -> list[str]:
     """Every 2-D weight (the FP8 layers of the test checkpoints)."""
-    return sorted(n[:-7] for n, t in state.items() if n.endswith(".weight") and t.dim() == 2)
+    return sorted(n[:-7] for n, t in state.items()
+                  if n.endswith(".weight") and t.dim() == 2 and not n.startswith(NOT_LINEAR))
 
 
 def write(state: dict[str, torch.Tensor], path: Path, prefix: str = "") -> list[str]:

@@ -62,10 +62,15 @@ HEADERS = {
                           "txt_in.individual_token_refiner.blocks.0.adaLN_modulation.1.bias": (4096,)}
     | blocks("double_blocks.", 54, "img_attn.qkv.weight", (6144, 2048)),
     "ltx-video": {"patchify_proj.weight": (2048, 128)} | blocks("transformer_blocks.", 28, "scale_shift_table", (6, 2048)),
-    "ltx2": {"patchify_proj.weight": (4096, 128),
-             "av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1.weight": (4096, 256)}
+    "ltx-2": {"patchify_proj.weight": (4096, 128),
+              "av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1.weight": (4096, 256)}
     | blocks("transformer_blocks.", 48, "scale_shift_table", (6, 4096)),
-    "cosmos": {"net.x_embedder.proj.1.weight": (2048, 68), "net.blocks.0.self_attn.q_proj.weight": (2048, 2048)},
+    "ltx-2.3": {"patchify_proj.weight": (4096, 128),
+                "av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1.weight": (4096, 256)}
+    | blocks("transformer_blocks.", 48, "attn1.to_gate_logits.weight", (32, 4096)),
+    "cosmos-predict2-2B": {"net.x_embedder.proj.1.weight": (2048, 68), "net.blocks.0.self_attn.q_proj.weight": (2048, 2048)},
+    "cosmos-1.0-7B": {"net.x_embedder.proj.1.weight": (4096, 68),
+                      "net.blocks.block0.blocks.0.block.attn.to_q.0.weight": (4096, 4096)},
 }
 
 

@@ -10,8 +10,8 @@ import click
 from fp8stream.batch import batch_exit_code
 from fp8stream.calibration.settings import SIM_MODES, CalibrationSettings, resolve_device
 from fp8stream.commands.common import EXIT_CODES, run_guarded
-from fp8stream.formats.selection import PRESET_NAMES
 from fp8stream.errors import UsageError
+from fp8stream.formats.selection import PRESET_NAMES
 from fp8stream.remote import configure, parse_storage_options
 from fp8stream.rewrite import RewriteOptions
 

@@ -141,4 +141,21 @@ def _wan(family: str, bare, width, blocks) -> str:
     return f"wan2.1-i2v-{size}" if image else f"wan2.2-i2v-{size}"
 
 
-VARIANTS = {"flux": _flux, "flux2": _flux2, "sd3": _sd3, "wan": _wan}
+def _has(bare, key: str) -> bool:
+    """A tensor the file holds, or a layer of that name (callers that know only layer names)."""
+    return key in bare or key.rsplit(".", 1)[0] in bare
+
+
+def _ltx2(family: str, bare, width, blocks) -> str:
+    """LTX-2.3 gates its attentions (one logit per head) and modulates the text cross-attention."""
+    return "ltx-2.3" if _has(bare, "transformer_blocks.0.attn1.to_gate_logits.weight") else "ltx-2"
+
+
+def _cosmos(family: str, bare, width, blocks) -> str:
+    """Cosmos 1.0 nests its blocks (blocks.blockN.blocks.M.block); Predict2 2B is 2048 wide, 14B 5120."""
+    if _has(bare, "blocks.block0.blocks.0.block.attn.to_q.0.weight"):
+        return {4096: "cosmos-1.0-7B", 5120: "cosmos-1.0-14B"}.get(width, "cosmos-1.0")
+    return {2048: "cosmos-predict2-2B", 5120: "cosmos-predict2-14B"}.get(width, "cosmos-predict2")
+
+
+VARIANTS = {"flux": _flux, "flux2": _flux2, "sd3": _sd3, "wan": _wan, "ltx2": _ltx2, "cosmos": _cosmos}

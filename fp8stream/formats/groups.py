@@ -17,6 +17,8 @@ _SIBLINGS: list[tuple[re.Pattern, tuple[str, ...]]] = [
     (re.compile(r"(^|.*\.)cross_attn$"), ("k_img", "v_img")),
     (re.compile(r"(^|.*\.)EncDecAttention$"), ("k", "v")),
     (re.compile(r".*"), ("q", "k", "v")),  # self_attn, attn, SelfAttention
+    (re.compile(r".*"), ("img_attn_q", "img_attn_k", "img_attn_v")),  # HunyuanVideo 1.5, q/k/v stored apart
+    (re.compile(r".*"), ("txt_attn_q", "txt_attn_k", "txt_attn_v")),
     (re.compile(r".*"), ("to_q", "to_k", "to_v")),  # diffusers attention (attn2: k/v only, below)
     (re.compile(r".*"), ("add_q_proj", "add_k_proj", "add_v_proj")),  # diffusers joint attention, text stream
     (re.compile(r".*"), ("q_proj", "k_proj", "v_proj")),  # LLM / CLIP encoders
@@ -24,7 +26,8 @@ _SIBLINGS: list[tuple[re.Pattern, tuple[str, ...]]] = [
     (re.compile(r".*"), ("wi_0", "wi_1")),  # T5 gated FFN
     (re.compile(r"(^|.*\.)feed_forward$"), ("w1", "w3")),  # Lumina 2 / Z-Image gated FFN (gate, up)
 ]
-_CROSS = re.compile(r"(^|.*\.)(cross_attn|attn2|EncDecAttention)$")
+# cross-attentions: q reads one stream, k and v another (LTX-2: text and the other modality)
+_CROSS = re.compile(r"(^|.*\.)(cross_attn|attn2|EncDecAttention|audio_attn2|audio_to_video_attn|video_to_audio_attn)$")
 
 
 def shared_scale_groups(layer_names: list[str]) -> list[list[str]]:
@@ -42,7 +45,7 @@ def shared_scale_groups(layer_names: list[str]) -> list[list[str]]:
                 continue
             members = [leaf for leaf in siblings if leaf in leaves and leaf not in taken]
             if _CROSS.match(bare_parent):
-                members = [m for m in members if m not in ("q", "to_q")]  # q reads the other stream
+                members = [m for m in members if m not in ("q", "to_q", "q_proj")]  # q reads the other stream
             if len(members) >= 2:
                 groups.append([leaves[m] for m in members])
                 taken.update(members)

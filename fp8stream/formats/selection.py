@@ -59,9 +59,25 @@ PRESETS: dict[str, list[tuple[str, str]]] = {
         ("x_embedder.*", "embedder"), ("t_embedder.*", "embedder"), ("p_embedder.*", "embedder"),
         ("caption_projection.*", "embedder"), ("final_layer.*", "final projection"),
     ],
+    "hunyuan-video-1.5": [
+        ("img_in.*", "embedder"), ("time_in.*", "embedder"), ("time_r_in.*", "embedder"),
+        ("txt_in.*", "text embedder (token refiner)"), ("byt5_in.*", "embedder"), ("vision_in.*", "embedder"),
+        ("final_layer.*", "final projection"),
+    ],
+    "ltx2": [
+        ("patchify_proj", "embedder"), ("audio_patchify_proj", "embedder"), ("*adaln_single.*", "embedder"),
+        ("caption_projection.*", "embedder"), ("audio_caption_projection.*", "embedder"),
+        ("*_embeddings_connector.*", "text connector"), ("proj_out", "final projection"),
+        ("audio_proj_out", "final projection"),
+    ],
+    "cosmos": [
+        ("x_embedder.*", "embedder"), ("t_embedder.*", "embedder"), ("crossattn_proj.*", "embedder"),
+        ("img_context_proj.*", "embedder"), ("final_layer.*", "final projection"),
+    ],
 }
 # Video DiTs keep their first and last blocks in high precision too.
-EDGE_BLOCKS = {"wan": re.compile(r"^blocks\.(\d+)\.")}
+EDGE_BLOCKS = {"wan": re.compile(r"^blocks\.(\d+)\."), "hunyuan-video-1.5": re.compile(r"^double_blocks\.(\d+)\."),
+               "ltx2": re.compile(r"^transformer_blocks\.(\d+)\."), "cosmos": re.compile(r"^blocks\.(?:block)?(\d+)\.")}
 PRESET_NAMES = ("auto", *PRESETS)
 
 

@@ -13,6 +13,7 @@ import functools
 import os
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Iterator
@@ -104,10 +105,8 @@ class Prepared:
 
 def prepare(header: Header) -> Prepared:
     """Detect the family, derive and check the mapping: header only, no weight is read."""
-    names = [t.name for t in header.tensors]
-    shapes = {t.name: tuple(t.shape) for t in header.tensors}
-    prefix = common_model_prefix([n for n in names if not is_companion(n)])
-    bare = {split_prefix(n)[1] if prefix else n: s for n, s in shapes.items()}
+    prefix, shapes = model_tensors({t.name: tuple(t.shape) for t in header.tensors})
+    bare = {n[len(prefix):] if prefix and n.startswith(prefix) else n: s for n, s in shapes.items()}
     detection, family = forward_family(bare)
     if family is None:
         known = ", ".join(FAMILIES)
@@ -136,6 +135,23 @@ def prepare(header: Header) -> Prepared:
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     reached = frozenset(r.source for n in linears for r in mapping[n + ".weight"])
     return Prepared(family, None, cfg, mapping, _weight_scales(header), reached, detection)
+
+
+def model_tensors(shapes: dict[str, tuple[int, ...]]) -> tuple[str, dict[str, tuple[int, ...]]]:
+    """(model prefix, the model's tensors): every tensor when the names share one prefix (or
+    none); in an all-in-one checkpoint (LTX-2's: `model.diffusion_model.` beside `vae.`,
+    `audio_vae.`, `vocoder.`; SD3's beside `text_encoders.`) the tensors under the first prefix,
+    most tensors first, whose names the forward pass has a family for. The rest are not the model."""
+    names = [n for n in shapes if not is_companion(n)]
+    prefix = common_model_prefix(names)
+    counts = Counter(split_prefix(n)[0] for n in names)
+    if prefix or len(counts) < 2:
+        return prefix, shapes
+    for candidate, _ in counts.most_common():
+        subset = {n: s for n, s in shapes.items() if candidate and n.startswith(candidate)}
+        if subset and forward_family({n[len(candidate):]: s for n, s in subset.items()})[1] is not None:
+            return candidate, subset
+    return "", shapes
 
 
 def _weight_scales(header: Header) -> dict[str, str | None]:

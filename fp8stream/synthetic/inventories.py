@@ -3,12 +3,12 @@
 Used to build benchmark checkpoints at real width: every FP8 linear of the transformer blocks
 (modulation included) in ComfyUI's mixed-precision format, embedders, norms and final layers
 in BF16, as typical FP8 exports ship them. `blocks` scales depth; width is always full.
-Flux-dev, SD3.5-large and Wan-14B are here; every other family has its own module beside this one.
+Flux-dev and SD3.5-large are here; every other family has its own module beside this one.
 """
 
 from __future__ import annotations
 
-from fp8stream.synthetic import chroma, flux2, hidream, lumina2, qwen_image, z_image
+from fp8stream.synthetic import chroma, cosmos, flux2, hidream, hunyuan_video15, ltx2, lumina2, qwen_image, wan, z_image
 from fp8stream.synthetic.spec import TensorSpec, linear
 
 
@@ -64,29 +64,10 @@ def sd35_large(blocks: int | None = None) -> list[TensorSpec]:
     return specs
 
 
-def wan_14b(blocks: int | None = None) -> list[TensorSpec]:
-    """Wan2.1-14B-class video DiT: dim 5120, FFN 13824, 40 blocks (14B parameters)."""
-    d, ffn = 5120, 13824
-    n = 40 if blocks is None else blocks
-    specs: list[TensorSpec] = [TensorSpec("patch_embedding.weight", (d, 16, 1, 2, 2), False),
-                               TensorSpec("patch_embedding.bias", (d,), False)]
-    specs += linear("text_embedding.0", d, 4096, False) + linear("text_embedding.2", d, d, False)
-    specs += linear("time_embedding.0", d, 256, False) + linear("time_embedding.2", d, d, False)
-    specs += linear("time_projection.1", 6 * d, d, False)
-    for i in range(n):
-        p = f"blocks.{i}"
-        specs.append(TensorSpec(f"{p}.modulation", (1, 6, d), False))
-        for attn in ("self_attn", "cross_attn"):
-            for proj in ("q", "k", "v", "o"):
-                specs += linear(f"{p}.{attn}.{proj}", d, d, True)
-            specs += [TensorSpec(f"{p}.{attn}.norm_q.weight", (d,), False), TensorSpec(f"{p}.{attn}.norm_k.weight", (d,), False)]
-        specs += [TensorSpec(f"{p}.norm3.weight", (d,), False), TensorSpec(f"{p}.norm3.bias", (d,), False)]
-        specs += linear(f"{p}.ffn.0", ffn, d, True) + linear(f"{p}.ffn.2", d, ffn, True)
-    specs += [TensorSpec("head.modulation", (1, 2, d), False)] + linear("head.head", 64, d, False)
-    return specs
-
-
-# --arch names of scripts/bench.py; the image families have a module each beside this one
-ARCHITECTURES = {"flux": flux_dev, "sd35": sd35_large, "wan": wan_14b, "flux2": flux2.inventory,
+# --arch names of scripts/bench.py; the other families have a module each beside this one
+ARCHITECTURES = {"flux": flux_dev, "sd35": sd35_large, "wan": wan.wan_14b, "flux2": flux2.inventory,
                  "chroma": chroma.inventory, "qwen-image": qwen_image.inventory, "z-image": z_image.inventory,
-                 "lumina2": lumina2.inventory, "hidream": hidream.inventory}
+                 "lumina2": lumina2.inventory, "hidream": hidream.inventory, "wan22-5b": wan.ti2v_5b,
+                 "wan22-i2v-a14b": wan.i2v_a14b,
+                 "hunyuan-video-1.5": hunyuan_video15.t2v_720p, "ltx2": ltx2.ltx2_19b, "cosmos-14b": cosmos.predict2_14b,
+                 "cosmos-2b": cosmos.predict2_2b}

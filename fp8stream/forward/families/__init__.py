@@ -24,7 +24,8 @@ from fp8stream.formats.architecture import Detection, count_blocks, detect
 # detector family name -> module of this package
 FAMILIES = {"flux": "flux", "sd3": "sd3", "wan": "wan", "flux2": "flux2", "chroma": "chroma", "qwen-image": "qwen_image",
             "z-image": "z_image", "lumina2": "lumina2",
-            "hidream": "hidream", "bert": "bert", "t5": "t5", "clip": "clip", "llm": "llm"}
+            "hidream": "hidream", "bert": "bert", "t5": "t5", "clip": "clip", "llm": "llm",
+            "hunyuan-video-1.5": "hunyuan_video15", "ltx2": "ltx2", "cosmos": "cosmos"}
 
 
 def family_module(name: str) -> ModuleType:
@@ -51,6 +52,16 @@ def _replaced(code: types.CodeType, table: Mapping[float, float]) -> types.CodeT
     consts = tuple(_replaced(c, table) if isinstance(c, types.CodeType)
                    else table.get(c, c) if type(c) in (int, float) else c for c in code.co_consts)
     return code.replace(co_consts=consts)
+
+
+def rename_prefixes(state: Mapping[str, object], table: Mapping[str, str]) -> dict:
+    """The state with each name that starts with a key of `table` given that key's replacement
+    (converters' gaps: names a diffusers converter leaves as they are)."""
+    out = {}
+    for name, value in state.items():
+        old = next((p for p in table if name.startswith(p)), None)
+        out[name if old is None else table[old] + name[len(old):]] = value
+    return out
 
 
 def joint_value_sources(layers: int, prefix: str = "transformer_blocks") -> dict[str, list[list[str]]]:

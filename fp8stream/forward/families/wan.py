@@ -4,6 +4,12 @@ diffusers' WanTransformer3DModel takes the timestep in [0, 1000]. Wan's heads ar
 (1.3B: 12, 14B: 40, 5B: 24); a width that is not a multiple of 128 (a small test model) gets
 heads of SMALL_HEAD_DIM. The i2v image branch (img_emb, k_img/v_img) gets Gaussian image
 features of CLIP's 257 tokens (FLF2V: its own emb_pos length).
+
+Wan 2.2 maps as 2.1 does (same names, same class); its variants differ in their inputs:
+- i2v-A14B (both experts): no image branch; the latent input concatenates the noisy latent,
+  a 4-channel frame mask (1 on the given first frame) and the image's latent (in 36 = 16+4+16).
+- TI2V-5B (Wan 2.2's VAE: 48 latent channels): the given first frame replaces the first latent
+  frame, whose tokens get timestep 0: one timestep per token (diffusers takes [batch, tokens]).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ NAME = "wan"
 HEAD_DIM = 128
 SMALL_HEAD_DIM = 16
 IMAGE_TOKENS = 257
-
+MASK_CHANNELS = 4  # i2v-A14B's frame mask, one channel per frame of the VAE's 4-frame group
+WAN22_VAE_CHANNELS = 48  # TI2V-5B's latent: it conditions on the first frame per token
 
 
 def head_dim(width: int) -> int:
@@ -63,21 +70,44 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
+    b = plan.size
     pt, ph, pw = cfg["patch_size"]
-    frames = 2 if plan.image_tokens >= 64 else 1
+    out_ch, in_ch = cfg["out_channels"], cfg["in_channels"]
+    per_token = in_ch == out_ch == WAN22_VAE_CHANNELS
+    frames = 2 if plan.image_tokens >= 64 or per_token or in_ch != out_ch else 1
     h, w = grid(max(1, plan.image_tokens // frames))
-    shape = (cfg["in_channels"], frames * pt, h * ph, w * pw)
-    x0, noise = plan.randn(*shape), plan.randn(*shape)
+    shape = (b, out_ch, frames * pt, h * ph, w * pw)
+    x0, noise = plan.randn(*shape[1:]), plan.randn(*shape[1:])
     t = plan.timesteps()
+    latent = plan.noised(x0, noise, t)
+    timestep = t * 1000.0  # diffusers' Wan takes 0-1000
+    if per_token:  # TI2V: the first latent frame is the given image, at timestep 0
+        latent[:, :, :pt] = x0[:, :, :pt]
+        first = torch.zeros(frames, h, w, dtype=torch.bool)
+        first[0] = True
+        timestep = torch.where(first.flatten()[None, :], 0.0, timestep[:, None])
+    if in_ch != out_ch:
+        latent = torch.cat([latent, _condition(shape, in_ch - out_ch, plan)], dim=1)
     out = {
-        "hidden_states": plan.noised(x0, noise, t),
+        "hidden_states": latent,
         "encoder_hidden_states": plan.text(cfg["text_dim"]),
-        "timestep": t * 1000.0,  # diffusers' Wan takes 0-1000
+        "timestep": timestep,
     }
     if cfg["image_dim"]:
         tokens = cfg["pos_embed_seq_len"] or IMAGE_TOKENS
         out["encoder_hidden_states_image"] = plan.text(cfg["image_dim"], tokens)
     return out
+
+
+def _condition(shape: tuple[int, ...], channels: int, plan: SamplePlan) -> torch.Tensor:
+    """The channels concatenated to the latent: i2v's frame mask (1 on the first frame) and the
+    conditioning latent (Gaussian: a VAE latent is normalised to unit scale); other layouts, Gaussian."""
+    b, _, f, h, w = shape
+    if channels <= MASK_CHANNELS:
+        return plan.randn(channels, f, h, w)
+    mask = torch.zeros((b, MASK_CHANNELS, f, h, w))
+    mask[:, :, 0] = 1.0
+    return torch.cat([mask, plan.randn(channels - MASK_CHANNELS, f, h, w)], dim=1)
 
 
 def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
