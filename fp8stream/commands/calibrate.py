@@ -162,9 +162,8 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
     detected by itself, and an OUT ending in .zst (or --zstd) is compressed.
 
     Every FP8 linear layer (ComfyUI mixed precision, legacy scaled_fp8 or plain float8_e4m3fn)
-    gets an F32 activation scale; all other tensors pass through byte for byte.
-    OUT appears only when complete. Placeholder scales (1.0, or equal to weight_scale) and
-    scales of weight-only layers are replaced; real calibrated scales are kept.
+    gets an F32 activation scale; all other tensors pass through byte for byte. OUT appears only
+    when complete. Placeholder scales and those of weight-only layers are replaced; real ones kept.
 
     The default --method auto runs a synthetic forward pass through the checkpoint's own weights
     (every family of the README's table; a pipe or zstd input is spooled to a temporary file),
