@@ -165,12 +165,12 @@ def _calibrate(model: ModelInput, planned: Planned, options: RewriteOptions, rep
 
 def _open_outputs(stack: contextlib.ExitStack, model: ModelInput, options: RewriteOptions):
     """(the ShardedOutput or None, one open sink per file of the model)."""
-    from fp8stream.io.sharded import ShardedOutput
+    from fp8stream.io.sharded import sharded_output
     from fp8stream.io.sink import OutputSink
 
     assert options.output is not None
     if model.index is None:
         sink = OutputSink(options.output, options.zstd)
         return None, [(sink, stack.enter_context(sink))]
-    sharded = stack.enter_context(ShardedOutput(options.output, model.index.folder, options.force, options.zstd))
+    sharded = stack.enter_context(sharded_output(options.output, model.index.folder, options.force, options.zstd))
     return sharded, [sharded.open(part.name) for part in model.parts]

@@ -164,3 +164,104 @@ def test_a_retried_zoo_task_finds_its_own_committed_output(tmp_path: Path, store
     assert store.cat(f"{BUCKET}/retry/out.safetensors") == written
     other = run_one(options, item.identity.tag, dict(meta, **{k: "other" for k in meta}), {})
     assert other.status == "failed" and "exists" in (other.error or "")  # not this task's: refused
+
+
+def _sharded_copy(tmp_path: Path, src: Path) -> Path:
+    """`src` cut into two shards and an index, in a folder (the layout a hub repo has)."""
+    import json
+
+    from fp8stream.io.reader import LazyFile
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    with LazyFile(str(src)) as f:
+        names = [t.name for t in f.header.tensors]
+        tensors = {t.name: (t, f.read(t)) for t in f.header.tensors}
+    weight_map = {}
+    for shard, part in (("model-00001-of-00002.safetensors", names[: len(names) // 2]),
+                        ("model-00002-of-00002.safetensors", names[len(names) // 2:])):
+        _write_raw(folder / shard, [tensors[n] for n in part])
+        weight_map.update({n: shard for n in part})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folder
+
+
+def _write_raw(path: Path, tensors: list) -> None:
+    """A safetensors file from (TensorInfo, bytes) pairs, bytes as they were."""
+    import json
+    import struct
+    header, offset = {}, 0
+    for info, data in tensors:
+        header[info.name] = {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"".join(d for _, d in tensors))
+
+
+def test_sharded_folder_and_index_in_s3_match_the_local_sharded_run(tmp_path: Path, store, small_model: Path) -> None:
+    """s3://b/model/ (or its index URL) in, a folder of shards out (s3:// or local): the same
+    bytes as the local sharded run; the index is written last, nothing is left half-done."""
+    folder = _sharded_copy(tmp_path, small_model)
+    for shard in folder.iterdir():
+        store.put(str(shard), f"{BUCKET}/shin/{shard.name}")
+    local = tmp_path / "local-out"
+    assert calibrate_file(RewriteOptions(input=str(folder), output=str(local),
+                                         settings=CalibrationSettings(device="cpu"))).status == "ok"
+    expected = {p.name: p.read_bytes() for p in local.iterdir()}
+    assert len(expected) == 3
+    code, err = _cli("calibrate", f"s3://{BUCKET}/shin/", f"s3://{BUCKET}/shout", "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    assert {n: store.cat(f"{BUCKET}/shout/{n}") for n in expected} == expected
+    assert sorted(p.rsplit("/", 1)[1] for p in store.find(f"{BUCKET}/shout")) == sorted(expected)
+    assert not pending_uploads(store, BUCKET)
+    code, err = _cli("calibrate", f"s3://{BUCKET}/shin/", f"s3://{BUCKET}/shout")
+    assert code == 2 and err.strip() == f"fp8stream: error: s3://{BUCKET}/shout: exists (use --force to replace it)"
+    code, err = _cli("calibrate", f"s3://{BUCKET}/shin/model.safetensors.index.json", tmp_path / "from-index",
+                     "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "from-index").iterdir()} == expected
+    store.rm(f"{BUCKET}/shin/model-00002-of-00002.safetensors")
+    code, err = _cli("calibrate", f"s3://{BUCKET}/shin/", f"s3://{BUCKET}/shout2", "--device", "cpu")
+    assert code == 1 and err.strip().endswith("shard model-00002-of-00002.safetensors is missing"), err
+    assert not store.exists(f"{BUCKET}/shout2")
+
+
+def test_inspect_and_verify_read_urls_by_ranges_without_torch(tmp_path: Path, store, small_model: Path) -> None:
+    from tests.test_structure import _PROBE
+    store.put(str(small_model), f"{BUCKET}/insp/in.safetensors")
+    out = tmp_path / "out.safetensors"
+    _local_run(tmp_path, small_model, out.name)
+    store.put(str(out), f"{BUCKET}/insp/out.safetensors")
+    for args in (["inspect", f"s3://{BUCKET}/insp/out.safetensors"],
+                 ["verify", f"s3://{BUCKET}/insp/in.safetensors", f"s3://{BUCKET}/insp/out.safetensors"]):
+        r = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, env=subprocess_env())
+        assert r.stderr.strip().splitlines()[-1] == "PROBE code=0 heavy=", r.stderr[-2000:]
+        local = run_subprocess(*[a.replace(f"s3://{BUCKET}/insp/", str(tmp_path) + "/") if a.endswith("out.safetensors")
+                                 else a.replace(f"s3://{BUCKET}/insp/in.safetensors", str(small_model)) for a in args])
+        assert r.stdout.replace(f"s3://{BUCKET}/insp/out.safetensors", str(out)).replace(
+            f"s3://{BUCKET}/insp/in.safetensors", str(small_model)) == local.stdout
+    code, err = _cli("inspect", f"s3://{BUCKET}/insp/missing.safetensors")
+    assert code == 1 and err.strip() == f"fp8stream: error: s3://{BUCKET}/insp/missing.safetensors: no such object"
+
+
+def test_forward_pass_reads_an_s3_input_by_ranged_requests(tmp_path: Path, store) -> None:
+    """--method auto (the default) on an s3:// input runs the forward pass, its rows read by
+    ranged GETs pinned by ETag, and gives the same bytes as the local run."""
+    pytest.importorskip("diffusers")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import forward_tiny as ft
+
+    src = tmp_path / "flux.safetensors"
+    _, state, _ = ft.tiny("flux")
+    ft.write(state, src, "")
+    store.put(str(src), f"{BUCKET}/fwd/flux.safetensors")
+    args = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8", "--forward-threads", "1",
+            "--device", "cpu", "--no-progress", "--json"]
+    for method in ("auto",):
+        local, remote = tmp_path / f"local-{method}.safetensors", tmp_path / f"remote-{method}.safetensors"
+        assert _cli("calibrate", src, local, "--method", method, *args)[0] == 0
+        result = CliRunner().invoke(main, ["calibrate", f"s3://{BUCKET}/fwd/flux.safetensors", str(remote),
+                                           "--method", method, *args])
+        assert result.exit_code == 0, result.stderr
+        assert "bound method" not in result.stdout
+        assert remote.read_bytes() == local.read_bytes()

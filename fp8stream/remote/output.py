@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 from fp8stream.errors import OutputError, UsageError
 from fp8stream.io.overlap import WriteBehind
 from fp8stream.remote import filesystem, scheme_of
-from fp8stream.remote.stores import abort_stale_uploads, exists, part_size, publish_exclusive_error
+from fp8stream.remote.stores import abort_stale_uploads, exists, is_s3, part_size, publish_exclusive_error, write_record
 
 SHADOW_TAIL = 8 << 20
 
@@ -44,6 +44,10 @@ def record_metadata(url: str, metadata: dict[str, str] | None) -> None:
         _metadata.pop(url, None)
     else:
         _metadata[url] = metadata
+
+
+def metadata_for(url: str) -> dict[str, str] | None:
+    return _metadata.get(url)
 
 
 def check_remote_output(output: str, input_path: str | None, force: bool) -> None:
@@ -159,6 +163,8 @@ class RemoteOutput:
                 try:
                     if self._shadow is None:
                         self.close_upload()
+                    if self.target in _metadata and not is_s3(self.fs):  # S3: set on the upload
+                        write_record(self.fs, self.path, _metadata[self.target])
                     self._raw.commit()
                     return
                 except Exception as e:

@@ -7,6 +7,7 @@ object in one step at commit). docs/remote.md lists the guarantees per store.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fp8stream.errors import FP8StreamError, OutputError, UsageError
@@ -66,6 +67,31 @@ def abort_stale_uploads(fs: Any, path: str) -> int:
     except Exception as e:
         raise OutputError(f"{path}: cannot list or abort left-over uploads ({_first_line(e)})") from None
     return len(stale)
+
+
+RECORD_SUFFIX = ".fp8stream.json"  # the record of a store without user metadata, beside the object
+
+
+def write_record(fs: Any, path: str, metadata: dict[str, str]) -> None:
+    """What the zoo records about an output (its input's identity, the options) on a store
+    without user metadata: a small sidecar object, written before the output is committed, so
+    an output never exists without it; it counts only while the output exists (read_record).
+    On S3 the record is the object's own metadata instead, set on the upload (atomic with it)."""
+    fs.pipe_file(path + RECORD_SUFFIX, json.dumps(metadata, sort_keys=True).encode())
+
+
+def read_record(fs: Any, path: str) -> dict[str, str] | None:
+    """The output's record (S3 metadata or sidecar), or None when the output does not exist."""
+    try:
+        if is_s3(fs):
+            return dict(fs.metadata(path, refresh=True))
+        fs.invalidate_cache(path)
+        if not fs.exists(path):
+            return None
+        value = json.loads(fs.cat_file(path + RECORD_SUFFIX))
+    except (FileNotFoundError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def publish_exclusive_error(url: str, e: BaseException) -> FP8StreamError:
