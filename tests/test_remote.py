@@ -156,13 +156,13 @@ def test_a_retried_zoo_task_finds_its_own_committed_output(tmp_path: Path, store
     probe(item, None)
     options = RewriteOptions(input=item.input, output=item.output, settings=settings)
     meta = output_metadata(item.identity, digest)
-    first = run_one(options, item.identity.tag, meta, {})
+    first = run_one(options, item.pins, item.record_url, meta, {})
     assert first.status == "ok", first.error
     written = store.cat(f"{BUCKET}/retry/out.safetensors")
-    again = run_one(options, item.identity.tag, meta, {})
+    again = run_one(options, item.pins, item.record_url, meta, {})
     assert again.status == "ok", again.error
     assert store.cat(f"{BUCKET}/retry/out.safetensors") == written
-    other = run_one(options, item.identity.tag, dict(meta, **{k: "other" for k in meta}), {})
+    other = run_one(options, item.pins, item.record_url, dict(meta, **{k: "other" for k in meta}), {})
     assert other.status == "failed" and "exists" in (other.error or "")  # not this task's: refused
 
 

@@ -86,7 +86,7 @@ def _mark_done(files: dict[str, bytes]) -> None:
     settings, digest = zoo_settings("simulate", "bound", 4.0, 64, 0, "cpu", None)
     item = ZooItem(f"s3://{BUCKET}/src/done.safetensors", f"s3://{BUCKET}/dst/done.safetensors")
     probe(item, None)
-    report = run_one(RewriteOptions(input=item.input, output=item.output, settings=settings), item.identity.tag,
+    report = run_one(RewriteOptions(input=item.input, output=item.output, settings=settings), item.pins, item.record_url,
                      output_metadata(item.identity, digest), {})
     assert report.status == "ok", report.error
 

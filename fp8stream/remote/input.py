@@ -85,7 +85,13 @@ def object_info(url: str) -> dict[str, Any]:
 
 
 def identity_tag(info: dict[str, Any]) -> str | None:
-    return info.get("VersionId") or info.get("ETag") or info.get("etag")
+    """What tells one version of an object from the next: its version id or ETag, or on a
+    store with neither (file://, memory://) its modification time."""
+    tag = info.get("VersionId") or info.get("ETag") or info.get("etag")
+    if tag:
+        return str(tag)
+    stamp = info.get("mtime") or info.get("created")
+    return f"mtime:{stamp}" if stamp is not None else None
 
 
 def open_remote_stream(url: str) -> RemoteStream:

@@ -40,14 +40,15 @@ def expect_size(url: str, nbytes: int | None) -> None:
 
 
 def record_metadata(url: str, metadata: dict[str, str] | None) -> None:
+    """What to record on the object `url` (a sharded output's folder: on its index)."""
     if metadata is None:
-        _metadata.pop(url, None)
+        _metadata.pop(url.rstrip("/"), None)
     else:
-        _metadata[url] = metadata
+        _metadata[url.rstrip("/")] = metadata
 
 
 def metadata_for(url: str) -> dict[str, str] | None:
-    return _metadata.get(url)
+    return _metadata.get(url.rstrip("/"))
 
 
 def check_remote_output(output: str, input_path: str | None, force: bool) -> None:
@@ -138,8 +139,8 @@ class RemoteOutput:
         kwargs: dict[str, Any] = {"autocommit": False}
         if scheme_of(self.target) in ("s3", "s3a"):
             kwargs["block_size"] = part_size(_sizes.get(self.target))
-            if self.target in _metadata:
-                kwargs["Metadata"] = _metadata[self.target]  # s3fs passes it to the upload
+            if metadata_for(self.target) is not None:
+                kwargs["Metadata"] = metadata_for(self.target)  # s3fs passes it to the upload
         mode = "xb" if self.exclusive and scheme_of(self.target) in ("s3", "s3a") else "wb"
         try:
             self._raw = self.fs.open(self.path, mode, **kwargs)
@@ -163,8 +164,9 @@ class RemoteOutput:
                 try:
                     if self._shadow is None:
                         self.close_upload()
-                    if self.target in _metadata and not is_s3(self.fs):  # S3: set on the upload
-                        write_record(self.fs, self.path, _metadata[self.target])
+                    record = metadata_for(self.target)
+                    if record is not None and not is_s3(self.fs):  # S3: set on the upload
+                        write_record(self.fs, self.path, record)
                     self._raw.commit()
                     return
                 except Exception as e:

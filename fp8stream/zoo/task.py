@@ -8,10 +8,12 @@ is not retried; only the death of the worker or its node makes Ray run the task 
 
 from __future__ import annotations
 
+import os
+import posixpath
 from typing import Any
 
 from fp8stream.batch import calibrate_one
-from fp8stream.remote import configure, is_remote
+from fp8stream.remote import configure, is_remote, scheme_of
 from fp8stream.remote.input import pin
 from fp8stream.remote.output import record_metadata
 from fp8stream.report import FileReport
@@ -19,14 +21,17 @@ from fp8stream.rewrite import RewriteOptions
 from fp8stream.zoo.identity import recorded
 
 
-def run_one(options: RewriteOptions, tag: str | None, metadata: dict[str, str] | None,
+def run_one(options: RewriteOptions, pins: dict[str, str], record_url: str, metadata: dict[str, str] | None,
             storage: dict[str, Any]) -> FileReport:
-    """Calibrate options.input into options.output; never raises for what a user can cause."""
+    """Calibrate options.input into options.output, each object read at the ETag/version in
+    `pins`; `record_url` (the output, or a sharded output's index) gets `metadata`. Never
+    raises for what a user can cause."""
     configure(storage)
-    if _written_by_an_earlier_attempt(options, metadata):
+    if _written_by_an_earlier_attempt(options, record_url, metadata):
         return FileReport(options.input, options.output, status="ok", exit_code=0)
-    if is_remote(options.input):
-        pin(options.input, tag)
+    for url, tag in pins.items():
+        pin(url, tag)
+    _make_folder(record_url)
     if options.output is not None and is_remote(options.output):
         record_metadata(options.output, metadata)
     try:
@@ -36,16 +41,29 @@ def run_one(options: RewriteOptions, tag: str | None, metadata: dict[str, str] |
         report = FileReport(options.input, options.output, status="failed", error=f"internal error: {first}",
                             exit_code=1)
     finally:
-        pin(options.input, None)
+        for url in pins:
+            pin(url, None)
         if options.output is not None:
             record_metadata(options.output, None)
     return report
 
 
-def _written_by_an_earlier_attempt(options: RewriteOptions, metadata: dict[str, str] | None) -> bool:
+def _make_folder(record_url: str) -> None:
+    """A listing mirrors its source's folders: on a file system (a path, file://, e.g. a shared
+    NFS mount) the output's folder is made, as object stores need no folders."""
+    if is_remote(record_url) and scheme_of(record_url) != "file":
+        return
+    parent = posixpath.dirname(record_url.removeprefix("file://"))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError:
+        pass  # the output's own check reports the folder in one line
+
+
+def _written_by_an_earlier_attempt(options: RewriteOptions, record_url: str, metadata: dict[str, str] | None) -> bool:
     """A worker killed after its upload was committed leaves the finished object: the retry of
     that task finds it with this very input identity and options, and must not fail on it
     (create-exclusive) or redo it."""
     if options.output is None or metadata is None or not is_remote(options.output):
         return False
-    return recorded(options.output) == metadata
+    return recorded(record_url) == metadata
