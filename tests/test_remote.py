@@ -22,6 +22,7 @@ from fp8stream.synthetic.checkpoint import write_checkpoint
 from fp8stream.synthetic.example import example_tensors
 from tests.conftest import run_subprocess, small_model_tensors, subprocess_env  # noqa: F401
 from tests.s3_endpoint import pending_uploads, s3, s3_endpoint  # noqa: F401 (fixture)
+from tests.shard_files import shard_file
 
 BUCKET = "remote-tests"
 
@@ -166,42 +167,10 @@ def test_a_retried_zoo_task_finds_its_own_committed_output(tmp_path: Path, store
     assert other.status == "failed" and "exists" in (other.error or "")  # not this task's: refused
 
 
-def _sharded_copy(tmp_path: Path, src: Path) -> Path:
-    """`src` cut into two shards and an index, in a folder (the layout a hub repo has)."""
-    import json
-
-    from fp8stream.io.reader import LazyFile
-    folder = tmp_path / "sharded"
-    folder.mkdir()
-    with LazyFile(str(src)) as f:
-        names = [t.name for t in f.header.tensors]
-        tensors = {t.name: (t, f.read(t)) for t in f.header.tensors}
-    weight_map = {}
-    for shard, part in (("model-00001-of-00002.safetensors", names[: len(names) // 2]),
-                        ("model-00002-of-00002.safetensors", names[len(names) // 2:])):
-        _write_raw(folder / shard, [tensors[n] for n in part])
-        weight_map.update({n: shard for n in part})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return folder
-
-
-def _write_raw(path: Path, tensors: list) -> None:
-    """A safetensors file from (TensorInfo, bytes) pairs, bytes as they were."""
-    import json
-    import struct
-    header, offset = {}, 0
-    for info, data in tensors:
-        header[info.name] = {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"".join(d for _, d in tensors))
-
-
 def test_sharded_folder_and_index_in_s3_match_the_local_sharded_run(tmp_path: Path, store, small_model: Path) -> None:
     """s3://b/model/ (or its index URL) in, a folder of shards out (s3:// or local): the same
     bytes as the local sharded run; the index is written last, nothing is left half-done."""
-    folder = _sharded_copy(tmp_path, small_model)
+    folder = shard_file(small_model, tmp_path / "sharded")
     for shard in folder.iterdir():
         store.put(str(shard), f"{BUCKET}/shin/{shard.name}")
     local = tmp_path / "local-out"

@@ -1,6 +1,6 @@
 """`fp8stream zoo` end to end with real parts and no network: a local Ray cluster started by the
-command (2 CPUs, 127.0.0.1) and moto's S3 server. A dozen checkpoints: plain, zstd, one large
-enough to be killed mid-upload, one corrupt, one already done. What a user checks: every good
+command (2 CPUs, 127.0.0.1) and moto's S3 server. A dozen checkpoints: plain, sharded (a folder
+with its index), zstd, one large enough to be killed mid-upload, one corrupt, one already done. What a user checks: every good
 output is the bytes a local run gives, the corrupt one is reported failed, the done one skipped,
 no partial object is ever visible, the killed worker's file is finished by a retry, and no
 multipart upload is left."""
@@ -25,6 +25,7 @@ from fp8stream.synthetic.checkpoint import write_checkpoint
 from fp8stream.synthetic.example import example_tensors
 from tests.conftest import small_model_tensors, subprocess_env
 from tests.s3_endpoint import pending_uploads, s3, s3_endpoint  # noqa: F401 (fixture)
+from tests.shard_files import sharded_model
 
 pytest.importorskip("ray", reason="needs the ray extra: pip install 'fp8stream[ray]'")
 
@@ -35,7 +36,11 @@ BIG = "big.safetensors"
 def _build(tmp_path: Path) -> dict[str, bytes]:
     """name -> the bytes uploaded under src/ (the zoo's inputs)."""
     files: dict[str, bytes] = {}
-    for i in range(7):
+    for i in range(2):  # sharded: a folder with its index (key "sharded0/<file>")
+        sharded_model(tmp_path / f"sharded{i}", seed=30 + i)
+        for part in sorted((tmp_path / f"sharded{i}").iterdir()):
+            files[f"sharded{i}/{part.name}"] = part.read_bytes()
+    for i in range(5):
         path = tmp_path / f"plain{i}.safetensors"
         write_checkpoint(str(path), small_model_tensors(seed=i))
         files[path.name] = path.read_bytes()
@@ -66,8 +71,14 @@ def _expected(tmp_path: Path, files: dict[str, bytes]) -> dict[str, bytes]:
 
 
 def _calibrate_all(tmp_path: Path, files: dict[str, bytes], out: dict[str, bytes]) -> None:
+    for i in range(2):
+        dst = tmp_path / f"out-sharded{i}"
+        report = calibrate_file(RewriteOptions(input=str(tmp_path / f"sharded{i}"), output=str(dst),
+                                               settings=CalibrationSettings(method="simulate", device="cpu")))
+        assert report.status == "ok"
+        out.update({f"sharded{i}/{p.name}": p.read_bytes() for p in dst.iterdir()})
     for name, data in files.items():
-        if name == "corrupt.safetensors":
+        if name == "corrupt.safetensors" or name.startswith("sharded"):
             continue
         src, dst = tmp_path / ("in-" + name), tmp_path / ("out-" + name)
         src.write_bytes(data)
@@ -122,8 +133,8 @@ def _watch(proc: subprocess.Popen, store, expected: dict[str, bytes]) -> bool:
     killed = False
     deadline = time.monotonic() + 170
     while proc.poll() is None and time.monotonic() < deadline:
-        for info in store.ls(f"{BUCKET}/dst", detail=True, refresh=True) if store.exists(f"{BUCKET}/dst") else []:
-            name = info["name"].rsplit("/", 1)[1]
+        for key, info in store.find(f"{BUCKET}/dst", detail=True, refresh=True).items():
+            name = key.removeprefix(f"{BUCKET}/dst/")
             assert info["size"] == len(expected[name]), f"partial object visible: {name}"
         if not killed and any(u["Key"] == f"dst/{BIG}" for u in pending_uploads(store, BUCKET)):
             workers = _ray_workers(proc.pid)
@@ -159,7 +170,7 @@ def test_zoo_on_ray_from_and_to_s3(tmp_path: Path, s3_endpoint: str) -> None:  #
     status = {line["input"].rsplit("/", 1)[1]: line["status"] for line in lines if "input" in line}
     assert status.pop("corrupt.safetensors") == "failed"
     assert status.pop("done.safetensors") == "skipped"
-    assert set(status.values()) == {"ok"} and len(status) == 10
+    assert set(status.values()) == {"ok"} and len(status) == 10 and {"sharded0", "sharded1"} <= set(status)
     assert lines[-1]["summary"]["ok"] == 10 and lines[-1]["summary"]["failed"] == 1
     for name, data in expected.items():
         assert store.cat(f"{BUCKET}/dst/{name}") == data, name

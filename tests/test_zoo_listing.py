@@ -11,6 +11,7 @@ from fp8stream.cli import main
 from fp8stream.synthetic.checkpoint import write_checkpoint
 from fp8stream.zoo.listing import ZooItem, pairs_from_prefixes, probe, read_pairs
 from tests.conftest import small_model_tensors
+from tests.shard_files import sharded_model
 
 
 def _zoo(*args: object) -> tuple[int, str]:
@@ -50,26 +51,6 @@ def test_prefix_listing_and_probe(tmp_path: Path) -> None:
     assert broken.error and broken.identity is None
 
 
-def _sharded_model(folder: Path, seed: int = 0) -> None:
-    """A model in two shards and an index (names split in half, bytes as written)."""
-    import json
-
-    from tests.test_remote import _write_raw
-    from fp8stream.io.reader import LazyFile
-    folder.mkdir(parents=True)
-    single = folder / "single.tmp"
-    write_checkpoint(str(single), small_model_tensors(seed=seed))
-    with LazyFile(str(single)) as f:
-        tensors = [(t, f.read(t)) for t in f.header.tensors]
-    single.unlink()
-    half = len(tensors) // 2
-    weight_map = {}
-    for shard, part in (("m-1.safetensors", tensors[:half]), ("m-2.safetensors", tensors[half:])):
-        _write_raw(folder / shard, part)
-        weight_map.update({t.name: shard for t, _ in part})
-    (folder / "m.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-
-
 def test_sharded_models_are_one_item_and_skip_if_done_works_without_s3(tmp_path: Path) -> None:
     """file:// and memory:// have no user metadata: the record is a sidecar object beside the
     output (the index of a sharded one), written before the output is committed."""
@@ -82,7 +63,7 @@ def test_sharded_models_are_one_item_and_skip_if_done_works_without_s3(tmp_path:
     src = tmp_path / "src"
     src.mkdir()
     write_checkpoint(str(src / "a.safetensors"), small_model_tensors())
-    _sharded_model(src / "big")
+    sharded_model(src / "big")
     mem = fsspec.filesystem("memory")
     mem.pipe("/zoo/src/c.safetensors", (src / "a.safetensors").read_bytes())
     pairs = pairs_from_prefixes(f"file://{src}", f"file://{tmp_path}/dst") + [
@@ -98,12 +79,14 @@ def test_sharded_models_are_one_item_and_skip_if_done_works_without_s3(tmp_path:
                          item.record_url, meta, {})
         assert report.status == "ok", report.error
         assert is_done(item.record_url, item.identity, digest)
-    assert items[1].record_url == f"file://{tmp_path}/dst/big/m.safetensors.index.json"
+    assert items[1].record_url == f"file://{tmp_path}/dst/big/model.safetensors.index.json"
     assert sorted(p.name for p in (tmp_path / "dst" / "big").iterdir()) == [
-        "m-1.safetensors", "m-2.safetensors", "m.safetensors.index.json", "m.safetensors.index.json.fp8stream.json"]
+        "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+        "model.safetensors.index.json.fp8stream.json"]
     assert mem.exists("/zoo/dst/c.safetensors.fp8stream.json")
-    _sharded_model(tmp_path / "changed", seed=5)  # a shard replaced: the item is no longer done
-    (src / "big" / "m-2.safetensors").write_bytes((tmp_path / "changed" / "m-2.safetensors").read_bytes())
+    sharded_model(tmp_path / "changed", seed=5)  # a shard replaced: the item is no longer done
+    shard = "model-00002-of-00002.safetensors"
+    (src / "big" / shard).write_bytes((tmp_path / "changed" / shard).read_bytes())
     again = ZooItem(*pairs[1])
     probe(again, None)
     assert not is_done(again.record_url, again.identity, digest)
