@@ -234,3 +234,31 @@ def test_forward_pass_reads_an_s3_input_by_ranged_requests(tmp_path: Path, store
         assert result.exit_code == 0, result.stderr
         assert "bound method" not in result.stdout
         assert remote.read_bytes() == local.read_bytes()
+
+
+def test_a_zoo_retry_replaces_the_shards_its_killed_attempt_committed(tmp_path: Path, store, small_model: Path) -> None:
+    """A worker killed after committing a sharded output's shards but before its index: the
+    retry sees shards that carry its own record (and no index) and replaces them; shards
+    someone else wrote are refused as an existing output."""
+    from fp8stream.commands.zoo import zoo_settings
+    from fp8stream.zoo.identity import output_metadata
+    from fp8stream.zoo.listing import ZooItem, probe
+    from fp8stream.zoo.task import run_one
+
+    for shard in shard_file(small_model, tmp_path / "sharded").iterdir():
+        store.put(str(shard), f"{BUCKET}/zshard/in/{shard.name}")
+    settings, digest = zoo_settings("simulate", "bound", 4.0, 64, 0, "cpu", None)
+    item = ZooItem(f"s3://{BUCKET}/zshard/in", f"s3://{BUCKET}/zshard/out")
+    probe(item, None)
+    options = RewriteOptions(input=item.input, output=item.output, settings=settings)
+    meta = output_metadata(item.identity, digest)
+    assert run_one(options, item.pins, item.record_url, meta, {}).status == "ok"
+    written = {p: store.cat(p) for p in store.find(f"{BUCKET}/zshard/out")}
+    store.rm(item.record_url.removeprefix("s3://"))  # killed before the index was committed
+    again = run_one(options, item.pins, item.record_url, meta, {})
+    assert again.status == "ok" and again.bytes_written > 0, again.error
+    assert {p: store.cat(p) for p in store.find(f"{BUCKET}/zshard/out")} == written
+    store.rm(item.record_url.removeprefix("s3://"))
+    store.pipe(f"{BUCKET}/zshard/out/model-00001-of-00002.safetensors", b"someone else's")
+    other = run_one(options, item.pins, item.record_url, meta, {})
+    assert other.status == "failed" and "exists" in (other.error or "")

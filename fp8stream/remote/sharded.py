@@ -19,6 +19,7 @@ from fp8stream.io.compression import ZstdSettings
 from fp8stream.io.sink import OutputSink
 from fp8stream.remote import filesystem
 from fp8stream.remote.output import RemoteOutput, metadata_for, record_metadata
+from fp8stream.remote.stores import is_s3
 
 
 def check_remote_folder(output: str, input_folder: str, force: bool) -> None:
@@ -54,8 +55,15 @@ class RemoteShardedOutput:
         return self
 
     def open(self, shard: str) -> tuple[OutputSink, BinaryIO]:
-        sink = OutputSink(self._url(shard), self.zstd)
-        stream = sink.__enter__()
+        url = self._url(shard)
+        record = metadata_for(self.target)
+        if record is not None and is_s3(filesystem(url)[0]):  # lets a zoo retry tell its own shards
+            record_metadata(url, record)
+        sink = OutputSink(url, self.zstd)
+        try:
+            stream = sink.__enter__()  # the upload takes the metadata when it is opened
+        finally:
+            record_metadata(url, None)
         self._open.append((shard, sink))
         self.sinks[shard] = sink
         return sink, stream

@@ -8,12 +8,14 @@ is not retried; only the death of the worker or its node makes Ray run the task 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import posixpath
 from typing import Any
 
 from fp8stream.batch import calibrate_one
-from fp8stream.remote import configure, is_remote, scheme_of
+from fp8stream.remote import configure, filesystem, is_remote, scheme_of
+from fp8stream.remote.stores import is_s3
 from fp8stream.remote.input import pin
 from fp8stream.remote.output import record_metadata
 from fp8stream.report import FileReport
@@ -29,6 +31,8 @@ def run_one(options: RewriteOptions, pins: dict[str, str], record_url: str, meta
     configure(storage)
     if _written_by_an_earlier_attempt(options, record_url, metadata):
         return FileReport(options.input, options.output, status="ok", exit_code=0)
+    if _half_published_by_an_earlier_attempt(options, record_url, metadata):
+        options = dataclasses.replace(options, force=True)  # our own shards: replace them
     for url, tag in pins.items():
         pin(url, tag)
     _make_folder(record_url)
@@ -58,6 +62,20 @@ def _make_folder(record_url: str) -> None:
         os.makedirs(parent, exist_ok=True)
     except OSError:
         pass  # the output's own check reports the folder in one line
+
+
+def _half_published_by_an_earlier_attempt(options: RewriteOptions, record_url: str,
+                                          metadata: dict[str, str] | None) -> bool:
+    """A worker killed while committing a sharded output's shards, before its index: on S3
+    each shard carries the task's record too, so the retry can tell its own shards from
+    someone else's and replace them. (Elsewhere it reports the folder as existing.)"""
+    if options.output is None or metadata is None or record_url == options.output or not is_remote(options.output):
+        return False
+    fs, path = filesystem(options.output)
+    if not is_s3(fs) or recorded(record_url) is not None:
+        return False
+    objects = fs.find(path.rstrip("/"))
+    return bool(objects) and all(recorded(f"s3://{o}") == metadata for o in objects)
 
 
 def _written_by_an_earlier_attempt(options: RewriteOptions, record_url: str, metadata: dict[str, str] | None) -> bool:
