@@ -71,14 +71,14 @@ def _expected(tmp_path: Path, files: dict[str, bytes]) -> dict[str, bytes]:
 
 
 def _calibrate_all(tmp_path: Path, files: dict[str, bytes], out: dict[str, bytes]) -> None:
-    for i in range(2):
-        dst = tmp_path / f"out-sharded{i}"
-        report = calibrate_file(RewriteOptions(input=str(tmp_path / f"sharded{i}"), output=str(dst),
+    for folder in sorted({name.split("/")[0] for name in files if "/" in name}):  # sharded models
+        dst = tmp_path / f"out-{folder}"
+        report = calibrate_file(RewriteOptions(input=str(tmp_path / folder), output=str(dst),
                                                settings=CalibrationSettings(method="simulate", device="cpu")))
         assert report.status == "ok"
-        out.update({f"sharded{i}/{p.name}": p.read_bytes() for p in dst.iterdir()})
+        out.update({f"{folder}/{p.name}": p.read_bytes() for p in dst.iterdir()})
     for name, data in files.items():
-        if name == "corrupt.safetensors" or name.startswith("sharded"):
+        if name == "corrupt.safetensors" or "/" in name:
             continue
         src, dst = tmp_path / ("in-" + name), tmp_path / ("out-" + name)
         src.write_bytes(data)
@@ -179,3 +179,65 @@ def test_zoo_on_ray_from_and_to_s3(tmp_path: Path, s3_endpoint: str) -> None:  #
     again = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     summary = json.loads(again.stdout.splitlines()[-1])["summary"]
     assert again.returncode == 4 and summary["skipped"] == 11 and summary["ok"] == 0, again.stderr
+
+
+def _start_head(tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """`ray start --head --block` in a session of its own (stopped by its pid, never by
+    `ray stop`, which would stop every Ray on the machine); its address once it is up."""
+    import socket
+    from tests.s3_endpoint import _free_port
+    port = _free_port()
+    log = open(tmp / "head.log", "wb")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", str(port),
+                             "--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--include-dashboard", "false",
+                             "--disable-usage-stats", "--temp-dir", str(tmp / "t")],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while b"Ray runtime started" not in (tmp / "head.log").read_bytes():
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp / "head.log").read_text()[-2000:]
+        time.sleep(0.2)
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    return proc, f"127.0.0.1:{port}"
+
+
+def _stop_head(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)  # --block: Ray stops the processes it started
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever of this head's session is left
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def test_zoo_joins_an_existing_cluster_with_its_token(tmp_path: Path) -> None:
+    """--address: a head started apart (token authentication on), fp8stream shipped to its
+    workers as a runtime-environment module; a driver without the token is refused in one line."""
+    import secrets
+    import tempfile
+    tmp = Path(tempfile.mkdtemp(prefix="fp8ray-", dir="/tmp"))  # Ray's socket paths must stay short
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {}
+    write_checkpoint(str(src / "m.safetensors"), small_model_tensors(seed=40))
+    files["m.safetensors"] = (src / "m.safetensors").read_bytes()
+    expected = _expected(tmp_path, files)
+    token = secrets.token_hex(16)
+    env = dict(subprocess_env(), HOME=str(tmp), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    head, address = _start_head(tmp, {k: v for k, v in env.items() if k != "PYTHONPATH"})
+    try:
+        cmd = [sys.executable, "-m", "fp8stream", "zoo", f"file://{src}", f"file://{tmp_path}/dst", "--address", address,
+               "--ray-log", str(tmp_path / "ray.log")]
+        refused = subprocess.run(cmd, env=dict(env, RAY_AUTH_TOKEN=""), capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert refused.stderr.startswith(f"fp8stream: error: Ray: cannot join {address} (Token authentication")
+        joined = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        _stop_head(head)
+    assert joined.returncode == 0, joined.stderr
+    assert json.loads(joined.stdout.splitlines()[-1])["summary"]["ok"] == 1
+    for name, data in expected.items():
+        assert (tmp_path / "dst" / name).read_bytes() == data, name
