@@ -132,6 +132,12 @@ def test_memory_store_through_the_python_api(tmp_path: Path) -> None:
     report = calibrate_file(RewriteOptions(input="memory://api/in.safetensors", output="memory://api/out.safetensors"))
     assert report.status == "ok"
     assert mem.cat("/api/out.safetensors") == _local_run(tmp_path, src)
+    mem.pipe("/api/cut.safetensors", src.read_bytes()[:-100])  # fsspec's memory store publishes at open:
+    with pytest.raises(Exception, match="truncated|ends"):  # ours must not
+        calibrate_file(RewriteOptions(input="memory://api/cut.safetensors", output="memory://api/cut-out.safetensors"))
+    assert not mem.exists("/api/cut-out.safetensors")
+    code, err = _cli("calibrate", src, "memory://api/v.safetensors", "--verify")
+    assert code == 2 and "--verify re-reads the whole output" in err and not mem.exists("/api/v.safetensors")
 
 
 def test_missing_driver_and_bad_options_are_one_line(tmp_path: Path, small_model: Path) -> None:

@@ -22,7 +22,8 @@ from typing import Any, BinaryIO
 from fp8stream.errors import OutputError, UsageError
 from fp8stream.io.overlap import WriteBehind
 from fp8stream.remote import filesystem, scheme_of
-from fp8stream.remote.stores import abort_stale_uploads, exists, is_s3, part_size, publish_exclusive_error, write_record
+from fp8stream.remote.stores import (abort_stale_uploads, exists, is_s3, open_unpublished, part_size,
+                                     publish_exclusive_error, write_record)
 
 SHADOW_TAIL = 8 << 20
 
@@ -143,7 +144,7 @@ class RemoteOutput:
                 kwargs["Metadata"] = metadata_for(self.target)  # s3fs passes it to the upload
         mode = "xb" if self.exclusive and scheme_of(self.target) in ("s3", "s3a") else "wb"
         try:
-            self._raw = self.fs.open(self.path, mode, **kwargs)
+            self._raw = open_unpublished(self.fs, self.path, mode, kwargs)
         except Exception as e:
             raise OutputError(f"{self.target}: cannot write ({_first_line(e)})") from None
         self._recorder = _Recorder(self._raw)

@@ -31,6 +31,16 @@ def part_size(nbytes: int | None) -> int:
     return max(MIN_PART, -(-need // (1 << 20)) << 20)
 
 
+def open_unpublished(fs: Any, path: str, mode: str, kwargs: dict[str, Any]) -> Any:
+    """A file object for `path` that is published only by its commit(). fsspec's memory://
+    store ignores autocommit=False and publishes at open (outside a transaction), so its file
+    is made here, unregistered, and registered by commit()."""
+    if "memory" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)):
+        from fsspec.implementations.memory import MemoryFile
+        return MemoryFile(fs, fs._strip_protocol(path))
+    return fs.open(path, mode, **kwargs)
+
+
 def exists(fs: Any, path: str, url: str) -> bool:
     try:
         fs.invalidate_cache(path)
