@@ -235,9 +235,11 @@ def test_zoo_joins_an_existing_cluster_with_its_token(tmp_path: Path) -> None:
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
         assert refused.stderr.startswith(f"fp8stream: error: Ray: cannot join {address} (Token authentication")
         joined = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+        shipped = list((tmp / "t").glob("session_*/runtime_resources/py_modules_files/**/fp8stream/zoo/task.py"))
     finally:
         _stop_head(head)
     assert joined.returncode == 0, joined.stderr
+    assert shipped, "fp8stream did not reach the workers through the runtime environment"
     assert json.loads(joined.stdout.splitlines()[-1])["summary"]["ok"] == 1
     for name, data in expected.items():
         assert (tmp_path / "dst" / name).read_bytes() == data, name

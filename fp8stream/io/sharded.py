@@ -22,7 +22,8 @@ def sharded_output(target: str, input_folder: str, force: bool, zstd: ZstdSettin
     """The sharded output for OUT: a folder renamed into place, or a URL prefix whose index is
     written last (remote.sharded)."""
     if is_remote(target):
-        from fp8stream.remote.sharded import RemoteShardedOutput, check_remote_folder
+        from fp8stream.remote.output import check_remote_folder
+        from fp8stream.remote.sharded import RemoteShardedOutput
         check_remote_folder(target, input_folder, force)
         return RemoteShardedOutput(target, force, zstd)  # type: ignore[return-value]
     return ShardedOutput(target, input_folder, force, zstd)

@@ -19,7 +19,7 @@ import os
 import tempfile
 from typing import Any, BinaryIO
 
-from fp8stream.errors import OutputError, UsageError
+from fp8stream.errors import FP8StreamError, OutputError, UsageError
 from fp8stream.io.overlap import WriteBehind
 from fp8stream.remote import filesystem, scheme_of
 from fp8stream.remote.stores import (abort_stale_uploads, exists, is_s3, open_unpublished, part_size,
@@ -59,6 +59,25 @@ def check_remote_output(output: str, input_path: str | None, force: bool) -> Non
     fs, path = filesystem(output)
     if exists(fs, path, output) and not force:
         raise UsageError(f"{output}: exists (use --force to replace it)")
+
+
+def check_remote_folder(output: str, input_folder: str, force: bool) -> None:
+    """Not the input's folder; nothing under the prefix unless --force."""
+    if output.rstrip("/") == input_folder.rstrip("/"):
+        raise UsageError(f"{output}: output is the input folder; choose another folder")
+    if _listing(output) and not force:
+        raise UsageError(f"{output}: exists (use --force to replace it)")
+
+
+def _listing(folder: str) -> list[str]:
+    fs, path = filesystem(folder)
+    try:
+        fs.invalidate_cache(path.rstrip("/"))
+        return list(fs.find(path.rstrip("/")))
+    except FileNotFoundError:
+        return []
+    except Exception as e:
+        raise FP8StreamError(f"{folder}: cannot reach the store ({_first_line(e)})") from None
 
 
 class _Recorder:

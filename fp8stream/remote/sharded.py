@@ -14,31 +14,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any, BinaryIO
 
-from fp8stream.errors import FP8StreamError, UsageError
 from fp8stream.io.compression import ZstdSettings
 from fp8stream.io.sink import OutputSink
 from fp8stream.remote import filesystem
 from fp8stream.remote.output import RemoteOutput, metadata_for, record_metadata
 from fp8stream.remote.stores import is_s3
-
-
-def check_remote_folder(output: str, input_folder: str, force: bool) -> None:
-    """Not the input's folder; nothing under the prefix unless --force."""
-    if output.rstrip("/") == input_folder.rstrip("/"):
-        raise UsageError(f"{output}: output is the input folder; choose another folder")
-    if _listing(output) and not force:
-        raise UsageError(f"{output}: exists (use --force to replace it)")
-
-
-def _listing(folder: str) -> list[str]:
-    fs, path = filesystem(folder)
-    try:
-        fs.invalidate_cache(path.rstrip("/"))
-        return list(fs.find(path.rstrip("/")))
-    except FileNotFoundError:
-        return []
-    except Exception as e:
-        raise FP8StreamError(f"{folder}: cannot reach the store ({_first_line(e)})") from None
 
 
 class RemoteShardedOutput:
