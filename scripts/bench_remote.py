@@ -9,8 +9,8 @@ on a local Ray cluster with 1 and 2 workers.
 --method is the big file's calibration method (recorded in the results; default: the CLI's
 default, auto, which runs the forward pass on a URL input where diffusers can, reading it twice).
 
-Everything runs on this machine; the server is started and stopped here. Peak RSS is wait4's
-ru_maxrss of the fp8stream process (what `/usr/bin/time -f %M` prints).
+Everything runs on this machine; the server is started and stopped here. Peak RSS is what
+`/usr/bin/time -f %M` prints for the fp8stream process (see run_measured).
 """
 
 from __future__ import annotations
@@ -48,19 +48,21 @@ def start_moto(log: str) -> tuple[subprocess.Popen, str]:
 
 
 def run_measured(cmd: list[str]) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS bytes, stdout) of one child: wait4 on its own pid, so the RSS is
-    that process's alone (RUSAGE_CHILDREN would be the largest of every child so far)."""
+    """(wall seconds, peak RSS bytes, stdout) of one child, the RSS as `/usr/bin/time -f %M`
+    reports it. Not wait4 on a child forked from this script: Linux keeps a process's RSS
+    high-water mark across exec, so it would count this script's own pages at the fork (the
+    1.3 GB the big file's tensors took here), which is where an earlier 1332 MB figure came from."""
     started = time.monotonic()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, env=ENV, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            tempfile.NamedTemporaryFile("r") as rss:
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd], env=ENV, stdout=out, stderr=err,
+                              text=True)
         wall = time.monotonic() - started
         out.seek(0)
         err.seek(0)
-        code = os.waitstatus_to_exitcode(status)
-        if code not in (0, 4):
+        if proc.returncode not in (0, 4):
             raise SystemExit(f"{cmd[:4]} failed: {err.read().strip().splitlines()[-1:]}")
-        return wall, usage.ru_maxrss * 1024, out.read()
+        return wall, int(rss.read().split()[-1]) * 1024, out.read()
 
 
 def one_big_file(fs, tmp: str, blocks: int, method: str) -> dict:
