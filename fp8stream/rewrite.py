@@ -30,6 +30,7 @@ from fp8stream.io.atomic import check_free_space, check_output_folder, check_out
 from fp8stream.io.compression import ZstdSettings
 from fp8stream.pipeline.inputs import ModelInput, open_model
 from fp8stream.pipeline.scales import Resolved, excluded_reports, layer_reports, resolve
+from fp8stream.remote import is_remote
 from fp8stream.report import FileReport, SkippedReport, human_size
 
 
@@ -145,6 +146,9 @@ def _check_output(model: ModelInput, options: RewriteOptions, nbytes: int) -> No
     """The same refusals for a dry run as for the real one (exit 2 for an existing OUT)."""
     if options.output is None or options.output == "-":
         return
+    if options.verify and is_remote(options.output):  # the shadow the self-check reads has holes
+        raise UsageError(f"{options.output}: --verify re-reads the whole output, which an upload cannot give "
+                         "before it is published; run `fp8stream verify IN OUT` once it is")
     if model.index is not None:
         check_output_folder(options.output, model.index.folder, options.force)
         return
@@ -197,12 +201,12 @@ def _calibrate(model: ModelInput, planned: Planned, options: RewriteOptions, rep
 
 def _open_outputs(stack: contextlib.ExitStack, model: ModelInput, options: RewriteOptions):
     """(the ShardedOutput or None, one open sink per file of the model)."""
-    from fp8stream.io.sharded import ShardedOutput
+    from fp8stream.io.sharded import sharded_output
     from fp8stream.io.sink import OutputSink
 
     assert options.output is not None
     if model.index is None:
         sink = OutputSink(options.output, options.zstd)
         return None, [(sink, stack.enter_context(sink))]
-    sharded = stack.enter_context(ShardedOutput(options.output, model.index.folder, options.force, options.zstd))
+    sharded = stack.enter_context(sharded_output(options.output, model.index.folder, options.force, options.zstd))
     return sharded, [sharded.open(part.name) for part in model.parts]

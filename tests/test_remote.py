@@ -22,6 +22,7 @@ from fp8stream.synthetic.checkpoint import write_checkpoint
 from fp8stream.synthetic.example import example_tensors
 from tests.conftest import run_subprocess, small_model_tensors, subprocess_env  # noqa: F401
 from tests.s3_endpoint import pending_uploads, s3, s3_endpoint  # noqa: F401 (fixture)
+from tests.shard_files import shard_file
 
 BUCKET = "remote-tests"
 
@@ -132,6 +133,12 @@ def test_memory_store_through_the_python_api(tmp_path: Path) -> None:
                                            settings=CalibrationSettings(method="simulate")))
     assert report.status == "ok"
     assert mem.cat("/api/out.safetensors") == _local_run(tmp_path, src)
+    mem.pipe("/api/cut.safetensors", src.read_bytes()[:-100])  # fsspec's memory store publishes at open:
+    with pytest.raises(Exception, match="truncated|ends"):  # ours must not
+        calibrate_file(RewriteOptions(input="memory://api/cut.safetensors", output="memory://api/cut-out.safetensors"))
+    assert not mem.exists("/api/cut-out.safetensors")
+    code, err = _cli("calibrate", src, "memory://api/v.safetensors", "--verify")
+    assert code == 2 and "--verify re-reads the whole output" in err and not mem.exists("/api/v.safetensors")
 
 
 def test_missing_driver_and_bad_options_are_one_line(tmp_path: Path, small_model: Path) -> None:
@@ -157,11 +164,108 @@ def test_a_retried_zoo_task_finds_its_own_committed_output(tmp_path: Path, store
     probe(item, None)
     options = RewriteOptions(input=item.input, output=item.output, settings=settings)
     meta = output_metadata(item.identity, digest)
-    first = run_one(options, item.identity.tag, meta, {})
+    first = run_one(options, item.pins, item.record_url, meta, {})
     assert first.status == "ok", first.error
     written = store.cat(f"{BUCKET}/retry/out.safetensors")
-    again = run_one(options, item.identity.tag, meta, {})
+    again = run_one(options, item.pins, item.record_url, meta, {})
     assert again.status == "ok", again.error
     assert store.cat(f"{BUCKET}/retry/out.safetensors") == written
-    other = run_one(options, item.identity.tag, dict(meta, **{k: "other" for k in meta}), {})
+    other = run_one(options, item.pins, item.record_url, dict(meta, **{k: "other" for k in meta}), {})
     assert other.status == "failed" and "exists" in (other.error or "")  # not this task's: refused
+
+
+def test_sharded_folder_and_index_in_s3_match_the_local_sharded_run(tmp_path: Path, store, small_model: Path) -> None:
+    """s3://b/model/ (or its index URL) in, a folder of shards out (s3:// or local): the same
+    bytes as the local sharded run; the index is written last, nothing is left half-done."""
+    folder = shard_file(small_model, tmp_path / "sharded")
+    for shard in folder.iterdir():
+        store.put(str(shard), f"{BUCKET}/shin/{shard.name}")
+    local = tmp_path / "local-out"
+    assert calibrate_file(RewriteOptions(input=str(folder), output=str(local),
+                                         settings=CalibrationSettings(device="cpu"))).status == "ok"
+    expected = {p.name: p.read_bytes() for p in local.iterdir()}
+    assert len(expected) == 3
+    code, err = _cli("calibrate", f"s3://{BUCKET}/shin/", f"s3://{BUCKET}/shout", "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    assert {n: store.cat(f"{BUCKET}/shout/{n}") for n in expected} == expected
+    assert sorted(p.rsplit("/", 1)[1] for p in store.find(f"{BUCKET}/shout")) == sorted(expected)
+    assert not pending_uploads(store, BUCKET)
+    code, err = _cli("calibrate", f"s3://{BUCKET}/shin/", f"s3://{BUCKET}/shout")
+    assert code == 2 and err.strip() == f"fp8stream: error: s3://{BUCKET}/shout: exists (use --force to replace it)"
+    code, err = _cli("calibrate", f"s3://{BUCKET}/shin/model.safetensors.index.json", tmp_path / "from-index",
+                     "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "from-index").iterdir()} == expected
+    store.rm(f"{BUCKET}/shin/model-00002-of-00002.safetensors")
+    code, err = _cli("calibrate", f"s3://{BUCKET}/shin/", f"s3://{BUCKET}/shout2", "--device", "cpu")
+    assert code == 1 and err.strip().endswith("shard model-00002-of-00002.safetensors is missing"), err
+    assert not store.exists(f"{BUCKET}/shout2")
+
+
+def test_inspect_and_verify_read_urls_by_ranges_without_torch(tmp_path: Path, store, small_model: Path) -> None:
+    from tests.test_structure import _PROBE
+    store.put(str(small_model), f"{BUCKET}/insp/in.safetensors")
+    out = tmp_path / "out.safetensors"
+    _local_run(tmp_path, small_model, out.name)
+    store.put(str(out), f"{BUCKET}/insp/out.safetensors")
+    for args in (["inspect", f"s3://{BUCKET}/insp/out.safetensors"],
+                 ["verify", f"s3://{BUCKET}/insp/in.safetensors", f"s3://{BUCKET}/insp/out.safetensors"]):
+        r = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, env=subprocess_env())
+        assert r.stderr.strip().splitlines()[-1] == "PROBE code=0 heavy=", r.stderr[-2000:]
+        local = run_subprocess(*[a.replace(f"s3://{BUCKET}/insp/", str(tmp_path) + "/") if a.endswith("out.safetensors")
+                                 else a.replace(f"s3://{BUCKET}/insp/in.safetensors", str(small_model)) for a in args])
+        assert r.stdout.replace(f"s3://{BUCKET}/insp/out.safetensors", str(out)).replace(
+            f"s3://{BUCKET}/insp/in.safetensors", str(small_model)) == local.stdout
+    code, err = _cli("inspect", f"s3://{BUCKET}/insp/missing.safetensors")
+    assert code == 1 and err.strip() == f"fp8stream: error: s3://{BUCKET}/insp/missing.safetensors: no such object"
+
+
+def test_forward_pass_reads_an_s3_input_by_ranged_requests(tmp_path: Path, store) -> None:
+    """--method auto (the default) on an s3:// input runs the forward pass, its rows read by
+    ranged GETs pinned by ETag, and gives the same bytes as the local run."""
+    pytest.importorskip("diffusers")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import forward_tiny as ft
+
+    src = tmp_path / "flux.safetensors"
+    _, state, _ = ft.tiny("flux")
+    ft.write(state, src, "")
+    store.put(str(src), f"{BUCKET}/fwd/flux.safetensors")
+    args = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8", "--forward-threads", "1",
+            "--device", "cpu", "--no-progress", "--json"]
+    for method in ("auto",):
+        local, remote = tmp_path / f"local-{method}.safetensors", tmp_path / f"remote-{method}.safetensors"
+        assert _cli("calibrate", src, local, "--method", method, *args)[0] == 0
+        result = CliRunner().invoke(main, ["calibrate", f"s3://{BUCKET}/fwd/flux.safetensors", str(remote),
+                                           "--method", method, *args])
+        assert result.exit_code == 0, result.stderr
+        assert "bound method" not in result.stdout
+        assert remote.read_bytes() == local.read_bytes()
+
+
+def test_a_zoo_retry_replaces_the_shards_its_killed_attempt_committed(tmp_path: Path, store, small_model: Path) -> None:
+    """A worker killed after committing a sharded output's shards but before its index: the
+    retry sees shards that carry its own record (and no index) and replaces them; shards
+    someone else wrote are refused as an existing output."""
+    from fp8stream.commands.zoo import zoo_settings
+    from fp8stream.zoo.identity import output_metadata
+    from fp8stream.zoo.listing import ZooItem, probe
+    from fp8stream.zoo.task import run_one
+
+    for shard in shard_file(small_model, tmp_path / "sharded").iterdir():
+        store.put(str(shard), f"{BUCKET}/zshard/in/{shard.name}")
+    settings, digest = zoo_settings("simulate", "bound", 4.0, 64, 0, "cpu", None)
+    item = ZooItem(f"s3://{BUCKET}/zshard/in", f"s3://{BUCKET}/zshard/out")
+    probe(item, None)
+    options = RewriteOptions(input=item.input, output=item.output, settings=settings)
+    meta = output_metadata(item.identity, digest)
+    assert run_one(options, item.pins, item.record_url, meta, {}).status == "ok"
+    written = {p: store.cat(p) for p in store.find(f"{BUCKET}/zshard/out")}
+    store.rm(item.record_url.removeprefix("s3://"))  # killed before the index was committed
+    again = run_one(options, item.pins, item.record_url, meta, {})
+    assert again.status == "ok" and again.bytes_written > 0, again.error
+    assert {p: store.cat(p) for p in store.find(f"{BUCKET}/zshard/out")} == written
+    store.rm(item.record_url.removeprefix("s3://"))
+    store.pipe(f"{BUCKET}/zshard/out/model-00001-of-00002.safetensors", b"someone else's")
+    other = run_one(options, item.pins, item.record_url, meta, {})
+    assert other.status == "failed" and "exists" in (other.error or "")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from fp8stream.cli import main
 from fp8stream.synthetic.checkpoint import write_checkpoint
 from fp8stream.zoo.listing import ZooItem, pairs_from_prefixes, probe, read_pairs
 from tests.conftest import small_model_tensors
+from tests.shard_files import sharded_model
 
 
 def _zoo(*args: object) -> tuple[int, str]:
@@ -47,3 +49,62 @@ def test_prefix_listing_and_probe(tmp_path: Path) -> None:
     broken = ZooItem(f"file://{src}/notes.txt", "x")
     probe(broken, None)
     assert broken.error and broken.identity is None
+
+
+def test_sharded_models_are_one_item_and_skip_if_done_works_without_s3(tmp_path: Path) -> None:
+    """file:// and memory:// have no user metadata: the record is a sidecar object beside the
+    output (the index of a sharded one), written before the output is committed."""
+    from fp8stream.commands.zoo import zoo_settings
+    from fp8stream.rewrite import RewriteOptions
+    from fp8stream.zoo.identity import is_done, output_metadata
+    from fp8stream.zoo.task import run_one
+    import fsspec
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write_checkpoint(str(src / "a.safetensors"), small_model_tensors())
+    sharded_model(src / "big")
+    mem = fsspec.filesystem("memory")
+    mem.pipe("/zoo/src/c.safetensors", (src / "a.safetensors").read_bytes())
+    pairs = pairs_from_prefixes(f"file://{src}", f"file://{tmp_path}/dst") + [
+        ("memory://zoo/src/c.safetensors", "memory://zoo/dst/c.safetensors")]
+    assert [p[0].rsplit("/", 1)[1] for p in pairs] == ["a.safetensors", "big", "c.safetensors"]
+    settings, digest = zoo_settings("simulate", "bound", 4.0, 64, 0, "cpu", None)
+    items = [ZooItem(*p) for p in pairs]
+    for item in items:
+        probe(item, None)
+        assert item.error is None and not is_done(item.record_url, item.identity, digest)
+        meta = output_metadata(item.identity, digest)
+        report = run_one(RewriteOptions(input=item.input, output=item.output, settings=settings), item.pins,
+                         item.record_url, meta, {})
+        assert report.status == "ok", report.error
+        assert is_done(item.record_url, item.identity, digest)
+    assert items[1].record_url == f"file://{tmp_path}/dst/big/model.safetensors.index.json"
+    assert sorted(p.name for p in (tmp_path / "dst" / "big").iterdir()) == [
+        "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+        "model.safetensors.index.json.fp8stream.json"]
+    assert mem.exists("/zoo/dst/c.safetensors.fp8stream.json")
+    sharded_model(tmp_path / "changed", seed=5)  # a shard replaced: the item is no longer done
+    shard = "model-00002-of-00002.safetensors"
+    (src / "big" / shard).write_bytes((tmp_path / "changed" / shard).read_bytes())
+    again = ZooItem(*pairs[1])
+    probe(again, None)
+    assert not is_done(again.record_url, again.identity, digest)
+    mem.rm("/zoo/dst/c.safetensors")  # the record alone does not make an output done
+    assert not is_done(items[2].record_url, items[2].identity, digest)
+
+
+def test_stores_without_their_driver_name_the_extra(tmp_path: Path) -> None:
+    """gs:// and hf:// cannot be reached here; without their driver the error names the extra."""
+    import importlib.util
+
+    checked = 0
+    for url, driver, extra in (("gs://b/m.safetensors", "gcsfs", "gcs"), ("hf://org/repo/m.safetensors", "huggingface_hub", "hf")):
+        if importlib.util.find_spec(driver) is not None:
+            continue
+        result = CliRunner().invoke(main, ["inspect", url])
+        assert result.exit_code == 2 and result.stderr == \
+            f"fp8stream: error: {url}: {url.split(':')[0]}:// needs {driver}: pip install 'fp8stream[{extra}]'\n"
+        checked += 1
+    if not checked:
+        pytest.skip("gcsfs and huggingface_hub are both installed")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from fp8stream.errors import UsageError
 from fp8stream.formats.shards import find_index, merged_header, read_index
 from fp8stream.io.header import Header, read_exactly
-from fp8stream.io.reader import InputSource, TensorStream, open_input, read_input_header
+from fp8stream.io.reader import InputSource, TensorStream, open_positioned, read_input_header, stored_size
 
 SMALL_BYTES = 1 << 16  # scales and markers are a few bytes; nothing larger is kept
 
@@ -36,7 +36,7 @@ def read_checkpoint(path: str) -> Checkpoint:
     if index_path is None:
         return _read_file(path)
     index = read_index(index_path)
-    parts = [_read_file(os.path.join(index.folder, shard)) for shard in index.shards]
+    parts = [_read_file(index.shard_path(shard)) for shard in index.shards]
     small = {name: raw for part in parts for name, raw in part.small.items()}
     return Checkpoint(path, merged_header([p.header for p in parts]), small,
                       sum(p.file_bytes for p in parts), len(parts), any(p.compressed for p in parts))
@@ -45,14 +45,14 @@ def read_checkpoint(path: str) -> Checkpoint:
 def _read_file(path: str) -> Checkpoint:
     if path == "-":
         raise UsageError("inspect needs a file, a sharded folder or an index, not '-'")
-    source = open_input(path)
+    source = open_positioned(path)  # a URL: ranged requests for the header and the small tensors
     try:
         header = read_input_header(source)
         wanted = [t for t in header.tensors if 0 < t.nbytes <= SMALL_BYTES and t.numel <= 4096]
         small = _positioned(source, header, wanted) if not source.compressed else _streamed(source, header, wanted)
     finally:
         source.close()
-    return Checkpoint(path, header, small, os.path.getsize(path), 1, source.compressed)
+    return Checkpoint(path, header, small, stored_size(path), 1, source.compressed)
 
 
 def _positioned(source: InputSource, header: Header, wanted: list) -> dict[str, bytes]:
@@ -80,10 +80,10 @@ def _streamed(source: InputSource, header: Header, wanted: list) -> dict[str, by
 def model_header(path: str) -> Header:
     """The whole model's header, merged over shards: no tensor data read (zstd: only its start)."""
     index_path = find_index(path)
-    paths = [path] if index_path is None else [os.path.join(f.folder, s) for f in [read_index(index_path)] for s in f.shards]
+    paths = [path] if index_path is None else [f.shard_path(s) for f in [read_index(index_path)] for s in f.shards]
     headers = []
     for p in paths:
-        source = open_input(p)
+        source = open_positioned(p)
         try:
             headers.append(read_input_header(source))
         finally:

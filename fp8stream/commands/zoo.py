@@ -19,8 +19,9 @@ from fp8stream.rewrite import RewriteOptions
 @click.command(epilog=EXIT_CODES)
 @click.argument("prefixes", metavar="[SRC_PREFIX DST_PREFIX]", nargs=-1)
 @click.option("--pairs", "pairs_file", type=click.Path(dir_okay=False), help="File of 'IN OUT' lines (instead of prefixes).")
-@click.option("--method", type=click.Choice(["heuristic", "simulate"]), default="simulate", show_default=True,
-              help="As for calibrate (the methods that need no side file).")
+@click.option("--method", type=click.Choice(["simulate", "auto", "forward", "heuristic"]), default="simulate",
+              show_default=True, help="As for calibrate (the methods that need no side file). simulate reads each "
+              "input once; auto/forward run the forward pass, which reads a URL input twice (docs/remote.md).")
 @click.option("--sim-mode", type=click.Choice(SIM_MODES), default="bound", show_default=True)
 @click.option("--margin", type=click.FloatRange(1.0, 1e6), default=4.0, show_default=True)
 @click.option("--samples", type=click.IntRange(1, 65536), default=64, show_default=True)
@@ -44,7 +45,8 @@ def zoo(prefixes: tuple[str, ...], pairs_file: str | None, method: str, sim_mode
     URLs (s3://, gs://, hf://, file://) or local paths.
 
     The listing is --pairs FILE ('IN OUT' per line) or SRC_PREFIX DST_PREFIX (every
-    *.safetensors[.zst] under SRC, written at the same relative path under DST). Outputs whose
+    *.safetensors[.zst] under SRC, written at the same relative path under DST; a folder
+    holding a *.safetensors.index.json is one sharded model, written as a folder, index last). Outputs whose
     metadata records the same input (size, ETag or version, header digest) and options are
     skipped, so a re-run after a crash redoes only what is missing. One JSON line per file on
     stdout (the batch report's fields), then a summary line; progress on stderr.

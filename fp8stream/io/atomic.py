@@ -95,6 +95,9 @@ def check_output_path(output: str, input_path: str | None, force: bool) -> None:
 
 def check_output_folder(output: str, input_folder: str, force: bool) -> None:
     """The checks of check_output_path for a sharded output: a folder that is not the input's."""
+    if is_remote(output):  # a key prefix (docs/remote.md)
+        from fp8stream.remote.output import check_remote_folder
+        return check_remote_folder(output, input_folder, force)
     out = os.path.abspath(output)
     if out == os.path.abspath(input_folder) or (os.path.exists(out) and same_file(out, input_folder)):
         raise UsageError(f"{output}: output is the input folder; choose another folder")

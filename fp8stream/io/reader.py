@@ -76,6 +76,28 @@ def open_input(path: str) -> InputSource:
         raise
 
 
+def open_positioned(path: str) -> InputSource:
+    """An input for positioned reads (seek and read, `LazyFile`): a file as `open_input` opens
+    it; a URL by ranged requests with its size known (a zstd object as the stream it must be)."""
+    if not is_remote(path):
+        return open_input(path)
+    from fp8stream.remote.input import open_remote_file
+    remote = open_remote_file(path)
+    source = _detect_zstd(InputSource(remote, remote.size, path, path))  # type: ignore[arg-type]
+    if source.compressed:
+        source.close()
+        return open_input(path)
+    return source
+
+
+def stored_size(path: str) -> int:
+    """The bytes a file or object takes in its store (compressed size for zstd)."""
+    if is_remote(path):
+        from fp8stream.remote.input import object_info
+        return int(object_info(path).get("size") or 0)
+    return os.path.getsize(path)
+
+
 def _detect_zstd(source: InputSource) -> InputSource:
     try:
         head = read_prefix(source.stream, len(ZSTD_MAGIC))
@@ -177,9 +199,7 @@ class LazyFile:
     """A safetensors file whose header is parsed and whose tensors are read on demand."""
 
     def __init__(self, path: str) -> None:
-        if is_remote(path):  # positioned reads of a URL: not wired here yet (docs/remote.md)
-            raise UsageError(f"{path}: this command needs a local file; copy it first")
-        self.source = open_input(path)
+        self.source = open_positioned(path)  # a URL: one ranged request per read (docs/remote.md)
         if self.source.path is None:
             raise UsageError("this command needs a file, not '-'")
         if self.source.compressed:
@@ -195,16 +215,23 @@ class LazyFile:
 
     def read_chunks(self, info: TensorInfo, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
         """One tensor's bytes by positioned reads, at most chunk_bytes at a time."""
-        fd = self.source.stream.fileno()
+        read_at = self._read_at()
         offset = self.header.data_start + info.begin
         done = 0
         while done < info.nbytes:
             want = min(info.nbytes - done, chunk_bytes)
-            part = os.pread(fd, want, offset + done) if hasattr(os, "pread") else self._seek_read(offset + done, want)
+            part = read_at(offset + done, want)
             if len(part) != want:
                 raise InvalidCheckpointError(f"{self.source.label}: file ends inside {info.name!r}")
             done += want
             yield part
+
+    def _read_at(self):
+        """pread on a file; seek and read elsewhere (a URL's one ranged request, or Windows)."""
+        if is_remote(self.source.label) or not hasattr(os, "pread"):
+            return self._seek_read
+        fd = self.source.stream.fileno()
+        return lambda offset, n: os.pread(fd, n, offset)
 
     def _seek_read(self, offset: int, n: int) -> bytes:
         self.source.stream.seek(offset)

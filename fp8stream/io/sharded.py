@@ -15,6 +15,18 @@ from typing import BinaryIO
 from fp8stream.io.atomic import AtomicFolder, AtomicOutput, check_output_folder
 from fp8stream.io.compression import ZstdSettings
 from fp8stream.io.sink import OutputSink
+from fp8stream.remote import is_remote
+
+
+def sharded_output(target: str, input_folder: str, force: bool, zstd: ZstdSettings | None = None) -> "ShardedOutput":
+    """The sharded output for OUT: a folder renamed into place, or a URL prefix whose index is
+    written last (remote.sharded)."""
+    if is_remote(target):
+        from fp8stream.remote.output import check_remote_folder
+        from fp8stream.remote.sharded import RemoteShardedOutput
+        check_remote_folder(target, input_folder, force)
+        return RemoteShardedOutput(target, force, zstd)  # type: ignore[return-value]
+    return ShardedOutput(target, input_folder, force, zstd)
 
 
 class ShardedOutput:

@@ -11,6 +11,7 @@ from fp8stream.formats.shards import ShardIndex, check_shard, find_index, merged
 from fp8stream.io.header import Header
 from fp8stream.io.reader import InputSource, open_input, read_input_header
 from fp8stream.io.source import TensorSource
+from fp8stream.remote import is_remote
 
 
 @dataclass
@@ -41,9 +42,11 @@ class ModelInput:
     def tensor_source(self) -> TensorSource | None:
         """By-name positioned reads of any tensor; None for a pipe or compressed input."""
         if self.index is not None:
-            return TensorSource(self.whole, {t: os.path.join(self.index.folder, s) for t, s in self.index.weight_map.items()})
+            return TensorSource(self.whole, {t: self.index.shard_path(s) for t, s in self.index.weight_map.items()})
         part = self.parts[0]
-        if part.source.path is None or part.source.compressed or part.source.size is None:
+        if part.source.path is None or part.source.compressed:
+            return None
+        if part.source.size is None and not is_remote(part.source.path):  # a FIFO
             return None
         return TensorSource.for_file(part.source.path, part.header)
 
@@ -95,7 +98,7 @@ def open_model(path: str) -> ModelInput:
         index = read_index(index_path)
         parts = []
         for shard in index.shards:
-            parts.append(_open_part(stack, os.path.join(index.folder, shard), shard))
+            parts.append(_open_part(stack, index.shard_path(shard), shard))
             check_shard(index, shard, parts[-1].header)
         return ModelInput(parts, merged_header([p.header for p in parts]), index, stack)
     except BaseException:

@@ -5,6 +5,10 @@ read the same way, in ranged GETs of READ_BLOCK bytes through fsspec's read-ahea
 memory stays at the local bound plus about two blocks. s3fs's default (50 MB blocks) is sized
 down here. s3fs also sends `If-Match: <ETag>` with every range, so an object replaced while it
 is read fails the run instead of mixing two versions.
+
+What reads tensors by name (the forward pass, `inspect`, the self-check of `verify`) gets
+`open_remote_file` instead: no read-ahead cache, so each positioned read is one ranged GET of
+exactly the bytes asked for (pinned the same way), and the object's size is known.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ class RemoteStream:
     """A remote file object whose errors are all OSError, as the reader expects of a file:
     a dropped connection or an expired credential becomes a one-line read error."""
 
-    def __init__(self, f: Any, label: str) -> None:
+    def __init__(self, f: Any, label: str, size: int) -> None:
         self._f = f
         self.label = label
+        self.size = size  # the object's size (the stream's reader does not rely on it)
 
     def read(self, n: int = -1) -> bytes:
         try:
@@ -80,12 +85,28 @@ def object_info(url: str) -> dict[str, Any]:
 
 
 def identity_tag(info: dict[str, Any]) -> str | None:
-    return info.get("VersionId") or info.get("ETag") or info.get("etag")
+    """What tells one version of an object from the next: its version id or ETag, or on a
+    store with neither (file://, memory://) its modification time."""
+    tag = info.get("VersionId") or info.get("ETag") or info.get("etag")
+    if tag:
+        return str(tag)
+    stamp = info.get("mtime") or info.get("created")
+    return f"mtime:{stamp}" if stamp is not None else None
 
 
 def open_remote_stream(url: str) -> RemoteStream:
     """An fsspec URL opened for one sequential pass. The reader treats it as having no size,
     like a pipe: the end of the data is checked by reading past it."""
+    return _open(url, "readahead")
+
+
+def open_remote_file(url: str) -> RemoteStream:
+    """An fsspec URL opened for positioned reads (`read_at`, or seek and read): one ranged
+    request per read, nothing cached; `size` is the object's."""
+    return _open(url, "none")
+
+
+def _open(url: str, cache: str) -> RemoteStream:
     fs, path = filesystem(url)
     info = object_info(url)
     expected = _pins.get(url)
@@ -93,10 +114,10 @@ def open_remote_stream(url: str) -> RemoteStream:
         raise InvalidCheckpointError(f"{url}: changed since it was listed (was {expected}, now {identity_tag(info)})")
     kwargs: dict[str, Any] = {"block_size": READ_BLOCK}
     if scheme_of(url) in ("s3", "s3a"):
-        kwargs["cache_type"] = "readahead"
+        kwargs["cache_type"] = cache
     with _store_errors(url, "cannot open"):
         f = fs.open(path, "rb", **kwargs)
-    return RemoteStream(f, url)
+    return RemoteStream(f, url, int(info.get("size") or 0))
 
 
 @contextlib.contextmanager

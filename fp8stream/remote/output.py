@@ -19,10 +19,11 @@ import os
 import tempfile
 from typing import Any, BinaryIO
 
-from fp8stream.errors import OutputError, UsageError
+from fp8stream.errors import FP8StreamError, OutputError, UsageError
 from fp8stream.io.overlap import WriteBehind
 from fp8stream.remote import filesystem, scheme_of
-from fp8stream.remote.stores import abort_stale_uploads, exists, part_size, publish_exclusive_error
+from fp8stream.remote.stores import (abort_stale_uploads, exists, is_s3, open_unpublished, part_size,
+                                     publish_exclusive_error, write_record)
 
 SHADOW_TAIL = 8 << 20
 
@@ -40,10 +41,15 @@ def expect_size(url: str, nbytes: int | None) -> None:
 
 
 def record_metadata(url: str, metadata: dict[str, str] | None) -> None:
+    """What to record on the object `url` (a sharded output's folder: on its index)."""
     if metadata is None:
-        _metadata.pop(url, None)
+        _metadata.pop(url.rstrip("/"), None)
     else:
-        _metadata[url] = metadata
+        _metadata[url.rstrip("/")] = metadata
+
+
+def metadata_for(url: str) -> dict[str, str] | None:
+    return _metadata.get(url.rstrip("/"))
 
 
 def check_remote_output(output: str, input_path: str | None, force: bool) -> None:
@@ -53,6 +59,25 @@ def check_remote_output(output: str, input_path: str | None, force: bool) -> Non
     fs, path = filesystem(output)
     if exists(fs, path, output) and not force:
         raise UsageError(f"{output}: exists (use --force to replace it)")
+
+
+def check_remote_folder(output: str, input_folder: str, force: bool) -> None:
+    """Not the input's folder; nothing under the prefix unless --force."""
+    if output.rstrip("/") == input_folder.rstrip("/"):
+        raise UsageError(f"{output}: output is the input folder; choose another folder")
+    if _listing(output) and not force:
+        raise UsageError(f"{output}: exists (use --force to replace it)")
+
+
+def _listing(folder: str) -> list[str]:
+    fs, path = filesystem(folder)
+    try:
+        fs.invalidate_cache(path.rstrip("/"))
+        return list(fs.find(path.rstrip("/")))
+    except FileNotFoundError:
+        return []
+    except Exception as e:
+        raise FP8StreamError(f"{folder}: cannot reach the store ({_first_line(e)})") from None
 
 
 class _Recorder:
@@ -134,11 +159,11 @@ class RemoteOutput:
         kwargs: dict[str, Any] = {"autocommit": False}
         if scheme_of(self.target) in ("s3", "s3a"):
             kwargs["block_size"] = part_size(_sizes.get(self.target))
-            if self.target in _metadata:
-                kwargs["Metadata"] = _metadata[self.target]  # s3fs passes it to the upload
+            if metadata_for(self.target) is not None:
+                kwargs["Metadata"] = metadata_for(self.target)  # s3fs passes it to the upload
         mode = "xb" if self.exclusive and scheme_of(self.target) in ("s3", "s3a") else "wb"
         try:
-            self._raw = self.fs.open(self.path, mode, **kwargs)
+            self._raw = open_unpublished(self.fs, self.path, mode, kwargs)
         except Exception as e:
             raise OutputError(f"{self.target}: cannot write ({_first_line(e)})") from None
         self._recorder = _Recorder(self._raw)
@@ -159,6 +184,9 @@ class RemoteOutput:
                 try:
                     if self._shadow is None:
                         self.close_upload()
+                    record = metadata_for(self.target)
+                    if record is not None and not is_s3(self.fs):  # S3: set on the upload
+                        write_record(self.fs, self.path, record)
                     self._raw.commit()
                     return
                 except Exception as e:

@@ -7,6 +7,7 @@ object in one step at commit). docs/remote.md lists the guarantees per store.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fp8stream.errors import FP8StreamError, OutputError, UsageError
@@ -28,6 +29,16 @@ def part_size(nbytes: int | None) -> int:
         return DEFAULT_PART
     need = -(-nbytes // MAX_PARTS)
     return max(MIN_PART, -(-need // (1 << 20)) << 20)
+
+
+def open_unpublished(fs: Any, path: str, mode: str, kwargs: dict[str, Any]) -> Any:
+    """A file object for `path` that is published only by its commit(). fsspec's memory://
+    store ignores autocommit=False and publishes at open (outside a transaction), so its file
+    is made here, unregistered, and registered by commit()."""
+    if "memory" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)):
+        from fsspec.implementations.memory import MemoryFile
+        return MemoryFile(fs, fs._strip_protocol(path))
+    return fs.open(path, mode, **kwargs)
 
 
 def exists(fs: Any, path: str, url: str) -> bool:
@@ -66,6 +77,31 @@ def abort_stale_uploads(fs: Any, path: str) -> int:
     except Exception as e:
         raise OutputError(f"{path}: cannot list or abort left-over uploads ({_first_line(e)})") from None
     return len(stale)
+
+
+RECORD_SUFFIX = ".fp8stream.json"  # the record of a store without user metadata, beside the object
+
+
+def write_record(fs: Any, path: str, metadata: dict[str, str]) -> None:
+    """What the zoo records about an output (its input's identity, the options) on a store
+    without user metadata: a small sidecar object, written before the output is committed, so
+    an output never exists without it; it counts only while the output exists (read_record).
+    On S3 the record is the object's own metadata instead, set on the upload (atomic with it)."""
+    fs.pipe_file(path + RECORD_SUFFIX, json.dumps(metadata, sort_keys=True).encode())
+
+
+def read_record(fs: Any, path: str) -> dict[str, str] | None:
+    """The output's record (S3 metadata or sidecar), or None when the output does not exist."""
+    try:
+        if is_s3(fs):
+            return dict(fs.metadata(path, refresh=True))
+        fs.invalidate_cache(path)
+        if not fs.exists(path):
+            return None
+        value = json.loads(fs.cat_file(path + RECORD_SUFFIX))
+    except (FileNotFoundError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def publish_exclusive_error(url: str, e: BaseException) -> FP8StreamError:

@@ -82,7 +82,7 @@ def run_zoo(items: list[ZooItem], template: RewriteOptions, settings: ZooSetting
     for item in items:
         if item.error is not None:
             reports.append(_failed(item, item.error))
-        elif item.identity is not None and is_done(item.output, item.identity, settings.options_digest):
+        elif item.identity is not None and is_done(item.record_url, item.identity, settings.options_digest):
             reports.append(FileReport(item.input, item.output, status="skipped",
                                       notes=["up to date: the output records this input and these options"]))
         else:
@@ -118,8 +118,8 @@ def _run_on_ray(todo: list[ZooItem], template: RewriteOptions, settings: ZooSett
             options = dataclasses.replace(template, input=item.input, output=item.output)
             meta = output_metadata(item.identity, settings.options_digest) if item.identity else None
             ref = task.options(num_cpus=1, num_gpus=settings.gpus, memory=item.memory, max_retries=settings.retries,
-                               retry_exceptions=False).remote(options, item.identity.tag if item.identity else None,
-                                                              meta, settings.storage)
+                               retry_exceptions=False).remote(options, item.pins, item.record_url, meta,
+                                                              settings.storage)
             pending[ref] = item
         _collect(ray, pending, settings, reports, total, emit)
     finally:
@@ -147,10 +147,10 @@ def _progress(done: int, total: int, report: FileReport) -> None:
           file=CONSOLE.err, flush=True)
 
 
-def _run_one_task(options: RewriteOptions, tag: str | None, metadata: dict[str, str] | None,
-                  storage: dict[str, Any]) -> FileReport:
+def _run_one_task(options: RewriteOptions, pins: dict[str, str], record_url: str,
+                  metadata: dict[str, str] | None, storage: dict[str, Any]) -> FileReport:
     from fp8stream.zoo.task import run_one  # imported in the worker, where torch is loaded once
-    return run_one(options, tag, metadata, storage)
+    return run_one(options, pins, record_url, metadata, storage)
 
 
 def summary(reports: list[FileReport], wall: float, settings: ZooSettings) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from fp8stream import __version__
 from fp8stream.remote import filesystem
-from fp8stream.remote.stores import is_s3
+from fp8stream.remote.stores import read_record
 
 INPUT_KEY = "fp8stream-input"
 OPTIONS_KEY = "fp8stream-options"
@@ -45,15 +45,10 @@ def output_metadata(identity: InputIdentity, options: str) -> dict[str, str]:
 
 
 def recorded(url: str) -> dict[str, str] | None:
-    """The output's fp8stream metadata, or None when it does not exist or has none. Stores
-    without user metadata (memory://, file://) always give None: their outputs are redone."""
+    """The output's fp8stream record, or None when it does not exist or has none: S3 user
+    metadata, a sidecar object on other stores (remote.stores.write_record says why)."""
     fs, path = filesystem(url)
-    if not is_s3(fs):
-        return None
-    try:
-        meta = fs.metadata(path, refresh=True)
-    except FileNotFoundError:
-        return None
+    meta = read_record(fs, path) or {}
     return {k: v for k, v in meta.items() if k in (INPUT_KEY, OPTIONS_KEY)} or None
 
 

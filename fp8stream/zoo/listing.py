@@ -4,14 +4,16 @@ driver for what it is (size, ETag/version, header digest) and what it needs (mem
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from fp8stream.formats.shards import INDEX_SUFFIX, find_index, merged_header, read_index
 from fp8stream.memory import BASE_MEMORY
 from fp8stream.errors import FP8StreamError, UsageError
 from fp8stream.io.compression import compression_memory, ZstdSettings
 from fp8stream.io.header import Header
-from fp8stream.io.reader import open_input, read_input_header
+from fp8stream.io.reader import open_positioned, read_input_header
 from fp8stream.remote import filesystem, is_remote
 from fp8stream.remote.input import identity_tag, object_info
 from fp8stream.zoo.identity import InputIdentity
@@ -26,6 +28,14 @@ class ZooItem:
     identity: InputIdentity | None = None
     memory: int = BASE_MEMORY
     error: str | None = None  # the probe failed: reported, not submitted
+    pins: dict[str, str] = field(default_factory=dict)  # each object read -> the ETag/version listed
+    index_name: str | None = None  # a sharded model: its index, written last, holds the record
+
+    @property
+    def record_url(self) -> str:
+        """The object whose record says whether this item is done: the output, or the index
+        of a sharded output (its commit point)."""
+        return self.output.rstrip("/") + "/" + self.index_name if self.index_name else self.output
 
 
 def read_pairs(path: str) -> list[tuple[str, str]]:
@@ -48,17 +58,21 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
 
 
 def pairs_from_prefixes(source: str, dest: str) -> list[tuple[str, str]]:
-    """Every *.safetensors[.zst] under `source`, written under `dest` at the same relative path."""
+    """Every *.safetensors[.zst] under `source`, written under `dest` at the same relative path;
+    a folder holding a *.safetensors.index.json is one sharded model (its shards not listed
+    on their own), written as a folder."""
     fs, root = filesystem(source)
     try:
-        found = sorted(p for p in fs.find(root) if p.endswith(SUFFIXES))
+        listed = sorted(fs.find(root))
     except FileNotFoundError:
         raise UsageError(f"{source}: no such prefix") from None
     except Exception as e:
         raise FP8StreamError(f"{source}: cannot list ({(str(e) or type(e).__name__).splitlines()[0]})") from None
-    src = source.rstrip("/")
-    out = dest.rstrip("/")
     root = root.rstrip("/")
+    sharded = {posixpath.dirname(p) for p in listed if p.endswith(INDEX_SUFFIX)}
+    found = [p for p in listed if p.endswith(SUFFIXES) and posixpath.dirname(p) not in sharded]
+    found = sorted(found + [p for p in sharded if p != root])
+    src, out = source.rstrip("/"), dest.rstrip("/")
     return [(src + "/" + posixpath.relpath(p, root), out + "/" + posixpath.relpath(p, root)) for p in found]
 
 
@@ -73,26 +87,48 @@ def check_pairs(pairs: list[tuple[str, str]]) -> None:
 
 
 def probe(item: ZooItem, zstd_out: ZstdSettings | None) -> None:
-    """Identity and memory estimate from the header (2 x largest tensor + base, as --jobs
+    """Identity and memory estimate from the header(s) (2 x largest tensor + base, as --jobs
     estimates, plus zstd windows); a failure is kept in item.error and reported."""
     try:
-        tag, size = None, None
-        if is_remote(item.input):
-            info = object_info(item.input)
-            tag, size = identity_tag(info), int(info.get("size") or 0)
-        source = open_input(item.input)
-        try:
-            header = read_input_header(source)
-            window = getattr(source.stream, "window_size", 0) if source.compressed else 0
-        finally:
-            source.close()
+        index_path = find_index(item.input)
+        index = read_index(index_path) if index_path else None
+        paths = [index_path, *map(index.shard_path, index.shards)] if index else [item.input]
+        headers, window = [], 0
+        for path in paths[1:] if index else paths:
+            header, w = _read_header(path)
+            headers.append(header)
+            window = max(window, w)
+        records = [_stored(p) for p in paths]
     except FP8StreamError as e:
         item.error = str(e)
         return
-    item.identity = InputIdentity(size if size is not None else header.file_bytes, tag, header_digest(header))
+    header = merged_header(headers) if index else headers[0]
+    item.index_name = index.name if index else None
+    item.pins = {p: tag for p, (_, tag) in zip(paths, records) if tag}
+    tags = [tag or "" for _, tag in records]
+    tag = (tags[0] or None) if not index else hashlib.sha256("\n".join(tags).encode()).hexdigest()[:32]
+    item.identity = InputIdentity(sum(size for size, _ in records), tag, header_digest(header))
     largest = max((t.nbytes for t in header.tensors), default=0)
     extra = compression_memory(zstd_out.level, zstd_out.threads) if zstd_out else 0
     item.memory = 2 * largest + BASE_MEMORY + window + extra
+
+
+def _read_header(path: str) -> tuple[Header, int]:
+    """A file's header (ranged reads of a URL) and its zstd window (0 when not compressed)."""
+    source = open_positioned(path)
+    try:
+        return read_input_header(source), getattr(source.stream, "window_size", 0) if source.compressed else 0
+    finally:
+        source.close()
+
+
+def _stored(path: str) -> tuple[int, str | None]:
+    """(size in the store, ETag or version id) of one object or file."""
+    if is_remote(path):
+        info = object_info(path)
+        return int(info.get("size") or 0), identity_tag(info)
+    stat = os.stat(path)
+    return stat.st_size, f"mtime:{stat.st_mtime_ns}"
 
 
 def header_digest(header: Header) -> str:
