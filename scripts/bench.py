@@ -279,7 +279,10 @@ def save(results: list[dict], out: str, tag: str) -> None:
         json.dump(results, f, indent=1)
     with open(os.path.join(out, f"bench-{tag}.md"), "w") as f:
         f.write(markdown(results) + "\n")
-    plot(results, os.path.join(out, f"bench-{tag}.png"))
+    try:
+        plot(results, os.path.join(out, f"bench-{tag}.png"))
+    except ImportError:  # the figures are in the JSON and the table; the chart is optional
+        print("bench: no chart (pip install matplotlib, or scripts/setup.sh bench)", file=sys.stderr)
 
 
 if __name__ == "__main__":

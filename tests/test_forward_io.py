@@ -78,7 +78,7 @@ def tmpdir_env(tmp_path: Path, monkeypatch) -> Path:
     return folder
 
 
-def test_stdin_zstd_and_urls_are_spooled_and_give_the_file_bytes(flux: Path, tmp_path: Path, tmpdir_env: Path) -> None:
+def test_stdin_and_zstd_are_spooled_urls_read_by_ranges_all_give_the_file_bytes(flux: Path, tmp_path: Path, tmpdir_env: Path) -> None:
     import zstandard
 
     data = flux.read_bytes()
@@ -96,10 +96,11 @@ def test_stdin_zstd_and_urls_are_spooled_and_give_the_file_bytes(flux: Path, tmp
     assert (tmp_path / "stdin.safetensors").read_bytes() == want
     import fsspec
 
-    fsspec.filesystem("memory").pipe("/forward-io/flux.safetensors", data)  # a URL: one stream, spooled too
-    r = _invoke("memory://forward-io/flux.safetensors", str(tmp_path / "url.safetensors"), *FORWARD)
+    fsspec.filesystem("memory").pipe("/forward-io/flux.safetensors", data)  # a URL: read by ranges, no spool
+    r = _invoke("memory://forward-io/flux.safetensors", str(tmp_path / "url.safetensors"), *FORWARD, "--json")
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "url.safetensors").read_bytes() == want
+    assert not any("spooled" in n for n in json.loads(r.stdout)["notes"])
     _no_spool_left(tmp_path, tmpdir_env)
     from fp8stream.pipeline.spool import spool_path
 

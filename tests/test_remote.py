@@ -182,10 +182,11 @@ def test_sharded_folder_and_index_in_s3_match_the_local_sharded_run(tmp_path: Pa
         store.put(str(shard), f"{BUCKET}/shin/{shard.name}")
     local = tmp_path / "local-out"
     assert calibrate_file(RewriteOptions(input=str(folder), output=str(local),
-                                         settings=CalibrationSettings(device="cpu"))).status == "ok"
+                                         settings=CalibrationSettings(method="simulate", device="cpu"))).status == "ok"
     expected = {p.name: p.read_bytes() for p in local.iterdir()}
     assert len(expected) == 3
-    code, err = _cli("calibrate", f"s3://{BUCKET}/shin/", f"s3://{BUCKET}/shout", "--device", "cpu", "--no-progress")
+    code, err = _cli("calibrate", f"s3://{BUCKET}/shin/", f"s3://{BUCKET}/shout", "--method", "simulate",
+                     "--device", "cpu", "--no-progress")
     assert code == 0, err
     assert {n: store.cat(f"{BUCKET}/shout/{n}") for n in expected} == expected
     assert sorted(p.rsplit("/", 1)[1] for p in store.find(f"{BUCKET}/shout")) == sorted(expected)
@@ -193,7 +194,7 @@ def test_sharded_folder_and_index_in_s3_match_the_local_sharded_run(tmp_path: Pa
     code, err = _cli("calibrate", f"s3://{BUCKET}/shin/", f"s3://{BUCKET}/shout")
     assert code == 2 and err.strip() == f"fp8stream: error: s3://{BUCKET}/shout: exists (use --force to replace it)"
     code, err = _cli("calibrate", f"s3://{BUCKET}/shin/model.safetensors.index.json", tmp_path / "from-index",
-                     "--device", "cpu", "--no-progress")
+                     "--method", "simulate", "--device", "cpu", "--no-progress")
     assert code == 0, err
     assert {p.name: p.read_bytes() for p in (tmp_path / "from-index").iterdir()} == expected
     store.rm(f"{BUCKET}/shin/model-00002-of-00002.safetensors")

@@ -228,7 +228,9 @@ class LazyFile:
 
     def _read_at(self):
         """pread on a file; seek and read elsewhere (a URL's one ranged request, or Windows)."""
-        if is_remote(self.source.label) or not hasattr(os, "pread"):
+        if is_remote(self.source.label):
+            return self.source.stream.read_at  # a URL: one ranged request, the seek and read locked together
+        if not hasattr(os, "pread"):
             return self._seek_read
         fd = self.source.stream.fileno()
         return lambda offset, n: os.pread(fd, n, offset)
@@ -240,7 +242,7 @@ class LazyFile:
     def read_into(self, info: TensorInfo, out: memoryview) -> None:
         """One tensor's bytes (or part: `info`'s range) into `out`, by positioned reads straight
         into the buffer: no intermediate chunk and no join copy (the forward pass's weights)."""
-        if not hasattr(os, "preadv"):
+        if is_remote(self.source.label) or not hasattr(os, "preadv"):
             out[:] = b"".join(self.read_chunks(info))
             return
         fd = self.source.stream.fileno()

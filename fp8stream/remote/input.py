@@ -14,6 +14,7 @@ exactly the bytes asked for (pinned the same way), and the object's size is know
 from __future__ import annotations
 
 import contextlib
+import threading
 
 from typing import Any, Iterator
 
@@ -42,14 +43,22 @@ class RemoteStream:
         self._f = f
         self.label = label
         self.size = size  # the object's size (the stream's reader does not rely on it)
+        self._pos = f.tell()
+        self._lock = threading.Lock()  # read_at: one seek+read at a time (the forward pass reads on threads)
 
     def read(self, n: int = -1) -> bytes:
+        # Our own position: fsspec's memory store hands every open() of an object the same file
+        # object, so the stream and the forward pass's positioned reads would move each other.
         try:
-            return self._f.read(n)
+            if self._f.tell() != self._pos:
+                self._f.seek(self._pos)
+            data = self._f.read(n)
         except OSError:
             raise
         except Exception as e:  # botocore/aiohttp errors are not OSError
             raise OSError(f"{type(e).__name__}: {e}".splitlines()[0]) from None
+        self._pos += len(data)
+        return data
 
     def readinto(self, buf: Any) -> int:
         data = self.read(len(buf))
@@ -57,15 +66,22 @@ class RemoteStream:
         return len(data)
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self._f.seek(offset, whence)
+        if whence == 0:
+            self._pos = offset
+        else:  # relative to our position or the end: the file's seek, from our position
+            self._f.seek(self._pos)
+            self._pos = self._f.seek(offset, whence)
+        return self._pos
 
     def tell(self) -> int:
-        return self._f.tell()
+        return self._pos
 
     def read_at(self, offset: int, n: int) -> bytes:
-        """A positioned read (one ranged GET): for methods that need random access."""
-        self.seek(offset)
-        return self.read(n)
+        """A positioned read (one ranged GET): for methods that need random access. Safe from
+        several threads (the forward pass's read-ahead): the seek and the read go together."""
+        with self._lock:
+            self.seek(offset)
+            return self.read(n)
 
     def close(self) -> None:
         try:

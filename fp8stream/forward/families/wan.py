@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
+import torch
+
 
 from fp8stream.formats.architecture import count_blocks
 from fp8stream.forward.inputs import SamplePlan, grid
