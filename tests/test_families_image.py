@@ -74,3 +74,29 @@ def test_full_width_inventory_maps_completely(arch):
     assert prepared.reason is None and prepared.detection.family == arch
     fp8 = {t.name for t in tensors if t.dtype == "F8_E4M3"}
     assert fp8 and fp8 <= prepared.reached
+
+
+def test_a_layer_no_input_reached_is_kept_weight_only_not_guessed(tmp_path, monkeypatch):
+    """An MoE expert that no synthetic token was routed to sees no input in the pass: its bound
+    would rest on an assumed model input, so it is kept weight-only with the reason, never
+    scaled from the ASSUMED guess (the full-width HiDream inventory has three such experts)."""
+    import fp8stream.forward.run as forward_run
+
+    src = tmp_path / "in.safetensors"
+    _, state, _ = ftiny.tiny("hidream")
+    layers = ftiny.write(state, src)
+    expert = next(n for n in layers if ".experts.0.w1" in n)
+    real_run = forward_run.run
+
+    def run_without_the_expert(*args, **kwargs):
+        result = real_run(*args, **kwargs)
+        result.amax.pop(expert + ".weight")  # as if no token had been routed to it
+        return result
+
+    monkeypatch.setattr(forward_run, "run", run_without_the_expert)
+    p = run_cli("calibrate", src, tmp_path / "out.safetensors", *FORWARD_ARGS)
+    assert p.exit_code == 0, p.output[-2000:]
+    report = json.loads(p.stdout)
+    kept = {r["name"]: json.dumps(r) for r in report["excluded"]}
+    assert expert in kept and "no input reached it in the forward pass" in kept[expert]
+    assert not any("ASSUMED" in w for r in report["layers"] for w in r["warnings"])

@@ -39,7 +39,8 @@ class Detection:
         if self.width:
             sizes.append(f"width {self.width}")
         if self.blocks:
-            sizes.append("+".join(map(str, self.blocks)) + " blocks")
+            one = self.blocks == (1,)
+            sizes.append("+".join(map(str, self.blocks)) + (" block" if one else " blocks"))
         return f"{self.variant} ({', '.join(sizes)}; key {self.key})" if sizes else f"{self.variant} (key {self.key})"
 
     def to_json(self) -> dict:

@@ -77,6 +77,7 @@ class ForwardMethod:
         if model.source is not None and self.prepared.reason is None:
             # The pass runs now, before the header: which layers stay weight-only depends on it.
             self.result = run(model.source, self.prepared, forward_settings(self.settings))
+            weight_only.update(self._unseen(model, weight_only))
             if self.settings.forward_conditioning == "weight-only":
                 weight_only.update(self._conditioning(model, len(weight_only)))
         if weight_only:
@@ -97,6 +98,20 @@ class ForwardMethod:
                              "assumption about the model's inputs; opt in with --assume-input-rms R")
                 for layer in model.layers
                 if layer.weight.name not in self.prepared.reached and _rests_on_input(graph, layer.name)}
+
+    def _unseen(self, model: ModelView, already: Mapping[str, str]) -> dict[str, str]:
+        """Layers in the model code that no input reached during the pass (an MoE expert no
+        synthetic token was routed to), whose bound would rest on an assumed model input: kept
+        weight-only, as the unreachable ones, rather than scaled from a guess."""
+        if self.settings.assume_input_rms is not None:
+            return {}
+        graph = self.bound.model.graph
+        return {layer.name: ("no input reached it in the forward pass (an MoE expert no synthetic token was "
+                             "routed to, say) and no bound holds without an assumption about the model's inputs; "
+                             "opt in with --assume-input-rms R")
+                for layer in model.layers
+                if layer.name not in already and not self.result.reached(layer.weight.name)
+                and _rests_on_input(graph, layer.name)}
 
     def _conditioning(self, model: ModelView, already: int) -> dict[str, str]:
         """The conditioning path (layers that read one vector per sample: timestep, guidance and
