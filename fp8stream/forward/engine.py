@@ -128,6 +128,7 @@ class StreamingModel:
         self.ranges = Ranges()
         self.prefetch: Prefetcher | None = None
         self.on_linear = lambda n=1: None  # called after each Linear ran (a progress bar)
+        self.sample_counts: frozenset[int] = frozenset()  # the micro-batches' sample counts (run.py)
         self.lockstep: Lockstep | None = None  # micro-batches: each Linear runs on all while loaded
 
     def gather(self, target: str) -> torch.Tensor:
@@ -186,8 +187,8 @@ class StreamingModel:
         def hook(module: nn.Module, args) -> None:
             x = args[0].detach()
             self.ranges.add(self.ranges.amax, name, x)
-            if x.dim() == 2 and x.shape[0]:  # one vector per sample
-                self.ranges.per_sample(name, x)
+            if x.dim() == 2 and x.shape[0] in self.sample_counts:  # one vector per sample (an MoE
+                self.ranges.per_sample(name, x)  # expert's rows are its routed tokens: not counted)
             if self.lockstep is not None and self.lockstep.index() > 0:  # loaded by micro-batch 0
                 if module.weight.device.type == "meta":
                     raise RuntimeError(f"forward pass: micro-batches diverged at {name}")

@@ -210,6 +210,7 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
         # no_grad is per thread: each micro-batch's call sets it in the thread that runs it
         calls = [functools.partial(_no_grad_call, model, _on(device, family.inputs(cfg, p)))
                  for p in plan.split(size)]
+        sm.sample_counts = frozenset(p.size for p in plan.split(size))
         with sm.hooked() as state, _bar(len(sm.linears), settings.progress) as bar:
             sm.on_linear = bar.update
             if len(calls) == 1:
