@@ -16,6 +16,8 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
+from fp8stream.io.overlap import start_thread
+
 
 class _Aborted(Exception):
     """Another micro-batch failed: this one stops where it waits."""
@@ -50,7 +52,7 @@ class Lockstep:
         threads = [threading.Thread(target=self._worker, args=(i, c), daemon=True)
                    for i, c in enumerate(calls) if i > 0]
         for t in threads:
-            t.start()
+            start_thread(t)
         try:
             self._worker(0, calls[0])
             for t in threads:

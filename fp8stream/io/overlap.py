@@ -13,6 +13,7 @@ writer from `write` until the bytes are out. The buffer is refilled once nobody 
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 from typing import BinaryIO, Callable, Iterable
 
@@ -22,6 +23,22 @@ _END = object()
 
 _registry_lock = threading.Lock()
 _pool_of: dict[int, "BufferPool"] = {}  # id(buffer) -> its pool, for the writer's holds
+
+
+def start_thread(thread: threading.Thread) -> None:
+    """Start a thread with SIGINT and SIGTERM held back until start() has returned: a signal
+    handled while the main thread waits for the new thread to run leaves, in CPython, a thread
+    object whose join() never returns (a Ctrl-C could then hang the cleanup). A held signal is
+    delivered the moment start() returns; the new thread keeps them blocked (the main thread
+    handles signals anyway)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        thread.start()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class BufferPool:
@@ -97,7 +114,7 @@ class ChunkReader:
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fp8stream-read", daemon=True)
-        self._thread.start()
+        start_thread(self._thread)
 
     def _run(self) -> None:
         try:
@@ -147,7 +164,7 @@ class WriteBehind:
         self._error: BaseException | None = None
         self._abandoned = False
         self._thread = threading.Thread(target=self._run, name="fp8stream-write", daemon=True)
-        self._thread.start()
+        start_thread(self._thread)
 
     def _run(self) -> None:
         while True:
