@@ -52,13 +52,14 @@ def _exit_interrupted(message: str, code: int) -> None:
 def run_guarded(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     """Run a command body: user errors and signals become one line on stderr and an exit code.
 
-    SIGTERM is turned into an exception so that context managers remove temporary files.
+    SIGTERM and SIGINT are turned into one exception (not KeyboardInterrupt, which some code on
+    the way out treats as its own) so that context managers remove temporary files.
     """
-    previous = signal.signal(signal.SIGTERM, raise_interrupted)
+    previous = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return fn(*args, **kwargs)
     except Interrupted as e:
-        _exit_interrupted(str(e), e.exit_code)
+        _exit_interrupted("interrupted" if e.exit_code == EXIT_SIGINT else str(e), e.exit_code)
     except FP8StreamError as e:
         fail(str(e), e.exit_code)
     except KeyboardInterrupt:
@@ -66,7 +67,8 @@ def run_guarded(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     except MemoryError:
         fail("out of memory", EXIT_FAILURE)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     raise AssertionError("unreachable")
 
 
