@@ -91,27 +91,25 @@ class ForwardMethod:
 
     def _unreachable(self, model: ModelView) -> dict[str, str]:
         """Layers the pass cannot reach whose bound would rest on an assumed model input."""
-        if self.settings.assume_input_rms is not None:
-            return {}
-        graph = self.bound.model.graph
-        return {layer.name: (f"not reached by the forward pass ({self._why()}) and no bound holds without an "
-                             "assumption about the model's inputs; opt in with --assume-input-rms R")
-                for layer in model.layers
-                if layer.weight.name not in self.prepared.reached and _rests_on_input(graph, layer.name)}
+        why = f"not reached by the forward pass ({self._why()})"
+        return self._no_proof(model, {}, why, lambda weight: weight not in self.prepared.reached)
 
     def _unseen(self, model: ModelView, already: Mapping[str, str]) -> dict[str, str]:
         """Layers in the model code that no input reached during the pass (an MoE expert no
-        synthetic token was routed to), whose bound would rest on an assumed model input: kept
-        weight-only, as the unreachable ones, rather than scaled from a guess."""
+        synthetic token was routed to): kept weight-only as the unreachable ones are."""
+        why = "no input reached it in the forward pass (an MoE expert no synthetic token was routed to, say)"
+        return self._no_proof(model, already, why, lambda weight: not self.result.reached(weight))
+
+    def _no_proof(self, model: ModelView, already: Mapping[str, str], why: str, missed) -> dict[str, str]:
+        """The layers `missed(weight name)` selects whose bound would rest on an assumed model
+        input: weight-only, rather than scaled from a guess (unless --assume-input-rms)."""
         if self.settings.assume_input_rms is not None:
             return {}
         graph = self.bound.model.graph
-        return {layer.name: ("no input reached it in the forward pass (an MoE expert no synthetic token was "
-                             "routed to, say) and no bound holds without an assumption about the model's inputs; "
-                             "opt in with --assume-input-rms R")
-                for layer in model.layers
-                if layer.name not in already and not self.result.reached(layer.weight.name)
-                and _rests_on_input(graph, layer.name)}
+        reason = (f"{why} and no bound holds without an assumption about the model's inputs; "
+                  "opt in with --assume-input-rms R")
+        return {layer.name: reason for layer in model.layers
+                if layer.name not in already and missed(layer.weight.name) and _rests_on_input(graph, layer.name)}
 
     def _conditioning(self, model: ModelView, already: int) -> dict[str, str]:
         """The conditioning path (layers that read one vector per sample: timestep, guidance and
