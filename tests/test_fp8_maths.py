@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
-from fp8stream.calibration.fp8 import row_sum_squares, row_sum_squares_torch
+from fp8stream.calibration.fp8 import dequantize_rows, fp8_table, row_sum_squares, row_sum_squares_torch, set_threads
+from fp8stream.io.dtypes import decode_array, torch_dtype
 
 
 def reference(raw: np.ndarray) -> np.ndarray:
@@ -21,3 +24,40 @@ def test_lookup_table_and_torch_path_agree_with_plain_decoding() -> None:
         np.testing.assert_allclose(row_sum_squares(raw), expected, rtol=1e-6)
         got = row_sum_squares_torch(torch.from_numpy(raw)).numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_the_table_is_torchs_float8_cast_bit_for_bit() -> None:
+    """The numpy table decodes every byte as torch's float8_e4m3fn cast does (NaN's bits too):
+    the CPU paths read weights without torch and must give the values ComfyUI computes with."""
+    expected = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float().numpy()
+    assert fp8_table().tobytes() == expected.tobytes()
+    raw = np.random.default_rng(1).integers(0, 256, size=(5, 7), dtype=np.uint8)
+    assert dequantize_rows(torch.from_numpy(raw)).numpy().tobytes() == \
+        torch.from_numpy(raw).view(torch.float8_e4m3fn).float().numpy().tobytes()
+
+
+def test_row_sums_are_the_same_whatever_the_thread_count() -> None:
+    """Large blocks are split over threads by whole rows: the sums do not depend on how many."""
+    raw = np.random.default_rng(2).integers(0, 256, size=(1531, 3072), dtype=np.uint8)  # 4.7 MB
+    try:
+        set_threads(1)
+        one = row_sum_squares(raw)
+        set_threads(4)
+        four = row_sum_squares(raw)
+        set_threads(3)
+        three = row_sum_squares(raw[1:])  # an odd row count, a view that starts one row in
+    finally:
+        set_threads(os.cpu_count() or 1)
+    assert one.tobytes() == four.tobytes()
+    assert three.tobytes() == one[1:].tobytes()
+
+
+def test_small_tensors_decode_without_torch_to_torchs_values() -> None:
+    """Scales, biases and norms are decoded by numpy as the stream passes (torch not needed yet),
+    to the values torch's `.float()` gives."""
+    rng = np.random.default_rng(3)
+    for dtype in ("BF16", "F16", "F32", "F64", "I64", "U8"):
+        t = torch.from_numpy(rng.standard_normal(999) * 300).to(torch_dtype(dtype))
+        raw = t.view(torch.uint8).numpy().tobytes()
+        assert decode_array(raw, dtype).tobytes() == t.float().numpy().tobytes(), dtype
+    assert decode_array(b"\x00", "F8_E4M3") is None  # numpy has no FP8: the caller uses torch

@@ -7,13 +7,12 @@ a sharded model, positioned reads, never mapped) is the one the CLI gives it.
 
 from __future__ import annotations
 
-import functools
 from typing import Mapping, Protocol
 
 import numpy as np
 import torch
 
-from fp8stream.calibration.fp8 import byte_values
+from fp8stream.calibration.fp8 import fp8_table
 from fp8stream.io.dtypes import torch_dtype
 from fp8stream.io.header import TensorInfo
 
@@ -35,15 +34,10 @@ def decode(raw: bytes | bytearray, dtype: str, shape: tuple[int, ...], device: t
     if dtype in FP8_DTYPES and torch.device(device).type == "cpu":
         # a 256-entry table lookup: twice as fast as torch's float8 -> float32 cast on the CPU,
         # and it reads the bytes in place (no writable copy)
-        return torch.from_numpy(_fp8_values()[np.frombuffer(raw, dtype=np.uint8)]).reshape(shape)
+        return torch.from_numpy(fp8_table()[np.frombuffer(raw, dtype=np.uint8)]).reshape(shape)
     buf = raw if isinstance(raw, bytearray) else bytearray(raw)  # torch wants a writable buffer
     t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.zeros(0, dtype=torch.uint8)
     return t.to(device).view(tdt).to(torch.float32).reshape(shape)
-
-
-@functools.lru_cache(maxsize=1)
-def _fp8_values() -> np.ndarray:
-    return byte_values().numpy()
 
 
 class Reader:
