@@ -1,13 +1,15 @@
 """The activation model of the weight-aware simulation: what it learns as the data streams past
 (producers' row norms, biases, norm affines, held embedders) and, at the tail, the per-channel
-model of every layer's input (see simulate.py's docstring for the maths)."""
+model of every layer's input (see simulate.py's docstring for the maths).
+
+What streams past is kept as numpy (values, raw bytes, row sums of FP8 rows on the CPU); torch is
+imported where it is needed: a BF16 producer's norms, the held embedders at the tail."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import torch
 
 from fp8stream.calibration import graph as G
 from fp8stream.calibration.channels import (
@@ -15,7 +17,7 @@ from fp8stream.calibration.channels import (
 from fp8stream.calibration.fp8 import row_sum_squares, row_sum_squares_torch
 from fp8stream.calibration.producer_rows import RowSums
 from fp8stream.formats.layers import FP8Layer
-from fp8stream.io.dtypes import torch_dtype
+from fp8stream.io.dtypes import decode_array, torch_dtype
 from fp8stream.io.header import TensorInfo
 
 T_SWEEP = 65
@@ -32,8 +34,8 @@ class ActivationModel:
         self.graph, self.shapes, self.ws_key = graph, shapes, ws_key
         self.need_rows, self.held = need_rows, held
         self.rowsq: dict[str, list[np.ndarray]] = {}
-        self.weights: dict[str, list[torch.Tensor]] = {}  # held embedders, raw bytes
-        self.values: dict[str, torch.Tensor] = {}  # biases, LN affine, weight scales
+        self.weights: dict[str, list] = {}  # held embedders, raw bytes (numpy, or torch on a GPU)
+        self.values: dict[str, np.ndarray] = {}  # biases, LN affine, weight scales (float32)
         self.partial: dict[str, RowSums] = {}
         self._cache: dict[object, Channels] = {}
         self._vec: Channels | None = None
@@ -47,42 +49,43 @@ class ActivationModel:
             acc.feed(chunk)
             return
         prev = self.values.get(name)
-        t = torch.frombuffer(bytearray(chunk), dtype=torch_dtype(info.dtype)).float() if len(chunk) else torch.zeros(0)
-        self.values[name] = t if prev is None else torch.cat([prev, t])
+        t = _decoded(chunk, info.dtype)
+        self.values[name] = t if prev is None else np.concatenate([prev, t])
 
-    def observe_weight(self, layer: FP8Layer, rows: torch.Tensor, row_start: int) -> None:
+    def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
+        """rows: raw FP8 bytes, a numpy uint8 array on the CPU or a torch tensor on the device."""
         if layer.name not in self.need_rows:
             return
-        if rows.device.type == "cpu":
-            sums = row_sum_squares(rows.numpy())
+        if isinstance(rows, np.ndarray):
+            sums = row_sum_squares(rows)
         else:  # stays on the GPU: no sync per chunk (moved to the host at the tail)
             sums = row_sum_squares_torch(rows)
         self.rowsq.setdefault(layer.name, []).append(sums)
         if layer.name in self.held:
-            self.weights.setdefault(layer.name, []).append(rows.cpu().clone())  # raw FP8 bytes
+            self.weights.setdefault(layer.name, []).append(rows.copy() if isinstance(rows, np.ndarray) else rows.cpu().clone())
 
     def _wscale(self, n: str) -> float:
         v = self.values.get(self.ws_key.get(n) or n + ".weight_scale")
-        return float(v.reshape(-1)[0]) if v is not None and v.numel() else 1.0
+        return float(v.reshape(-1)[0]) if v is not None and v.size else 1.0
 
     def finish_partial(self) -> None:
         for name, acc in list(self.partial.items()):
             n = name[:-7]
-            self.rowsq[n] = acc.sums
+            self.rowsq[n], held = acc.result()
             if acc.hold:
-                self.weights[n] = acc.held
+                self.weights[n] = held
         self.partial.clear()
 
     def _row_norms(self, n: str) -> np.ndarray | None:
         parts = self.rowsq.get(n)
         if not parts:
             return None
-        parts = [p.cpu().numpy() if isinstance(p, torch.Tensor) else p for p in parts]
+        parts = [p if isinstance(p, np.ndarray) else p.cpu().numpy() for p in parts]
         return np.sqrt(np.concatenate(parts)) * self._wscale(n)
 
     def _bias(self, n: str, rows: int) -> np.ndarray:
         b = self.values.get(n + ".bias")
-        return np.zeros(rows) if b is None else b.double().numpy()
+        return np.zeros(rows) if b is None else b.astype(np.float64)
 
     def _weight(self, n: str) -> "HeldMatrix":
         return HeldMatrix(self.weights[n], self._wscale(n))
@@ -123,8 +126,8 @@ class ActivationModel:
             notes = []
             if src.weight and g is None:
                 notes.append(f"{src.weight} not in the file: gamma assumed 1")
-            g = np.ones(width) if g is None else np.abs(g.double().numpy())
-            b = np.zeros(width) if b is None else b.double().numpy()
+            g = np.ones(width) if g is None else np.abs(g.astype(np.float64))
+            b = np.zeros(width) if b is None else b.astype(np.float64)
             return finish(Channels(math.sqrt(width - 1) * g + np.abs(b), b, g, 0.0, 0.0, notes))
         if isinstance(src, G.Act):
             y = self._output(src.producer, src.rows)
@@ -161,7 +164,7 @@ class ActivationModel:
             return external(width, f"{src.mod} has {len(norms)} rows, not {src.chunks} x {width}", self.external_rms)
         extra = np.zeros(len(norms))
         if src.extra_bias and src.extra_bias in self.values:
-            extra = self.values[src.extra_bias].double().numpy().reshape(-1)[: len(norms)]
+            extra = self.values[src.extra_bias].astype(np.float64).reshape(-1)[: len(norms)]
         sh, sc = slice(src.shift * d, (src.shift + 1) * d), slice(src.scale * d, (src.scale + 1) * d)
         scale_b = np.abs(1 + b[sc] + extra[sc]) + norms[sc] * z.norm_bound
         shift_b = np.abs(b[sh] + extra[sh]) + norms[sh] * z.norm_bound
@@ -173,6 +176,8 @@ class ActivationModel:
 
     def _vec_model(self, width: int) -> Channels:
         """SiLU(vec) over the sweep of t (and g), from the held embedders."""
+        import torch
+
         if self._vec is not None and len(self._vec.bound) == width:
             return self._vec
         terms = [t for t in self.graph.vec_terms if t[1] in self.weights and t[2] in self.weights]
@@ -224,3 +229,15 @@ class ActivationModel:
         c = Channels(bound, np.zeros(width), amax.double().numpy() / GAUSS_MAX, norm_bound, rms, notes)
         self._vec = c
         return c
+
+
+def _decoded(chunk, dtype: str) -> np.ndarray:
+    """A watched tensor's bytes as float32."""
+    if not len(chunk):
+        return np.zeros(0, dtype=np.float32)
+    values = decode_array(chunk, dtype)
+    if values is None:  # a dtype numpy cannot read: torch's cast
+        import torch
+
+        values = torch.frombuffer(bytearray(chunk), dtype=torch_dtype(dtype)).float().numpy()
+    return values  # new memory either way: the chunk's buffer is recycled

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import torch
 
 from fp8stream.calibration.fp8 import E4M3_MAX, dequantize_rows
@@ -38,8 +39,10 @@ class GaussianOutputMethod:
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
         pass
 
-    def observe_weight(self, layer: FP8Layer, rows: torch.Tensor, row_start: int) -> None:
-        """rows: uint8 [r, in] on self.device, rows row_start.. of the layer's weight."""
+    def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
+        """rows: uint8 [r, in] (numpy on the CPU, else torch on self.device), rows row_start.. of
+        the layer's weight."""
+        rows = torch.from_numpy(rows) if isinstance(rows, np.ndarray) else rows
         x = self._inputs.get(layer.name)
         if x is None:
             g = layer_generator(self.settings.seed, layer.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 from fp8stream.errors import UsageError
@@ -109,7 +110,10 @@ def micro_batch_for(batch: int, image_tokens: int, text_tokens: int) -> int:
 
 
 def resolve_device(device: str) -> str:
-    """auto -> cuda when available; torch is imported here only (a calibrating run needs it anyway)."""
+    """auto -> cuda when available. Without an NVIDIA driver on the machine, auto is the CPU
+    without importing torch (which then loads in the background: torch_import.py)."""
+    if device in ("auto", "cpu") and not _nvidia_driver():
+        return "cpu"
     import torch
 
     if device == "auto":
@@ -117,3 +121,8 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
     return device
+
+
+def _nvidia_driver() -> bool:
+    """Whether an NVIDIA kernel driver is loaded (torch.cuda cannot find a device without one)."""
+    return os.path.exists("/proc/driver/nvidia/version") or not sys.platform.startswith("linux")

@@ -49,14 +49,10 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-import torch
-
 from fp8stream.calibration import graph as G
 from fp8stream.calibration.activation_model import ActivationModel
 from fp8stream.calibration.fp8 import E4M3_MAX
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
-from fp8stream.calibration.rules import apply_rule
-from fp8stream.calibration.sampling import layer_generator
 from fp8stream.calibration.channels import EXTERNAL_RMS
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.formats.layers import FP8Layer
@@ -107,7 +103,7 @@ class WeightAwareMethod:
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
         self.model.observe_tensor(info, chunk)
 
-    def observe_weight(self, layer: FP8Layer, rows: torch.Tensor, row_start: int) -> None:
+    def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
         self.model.observe_weight(layer, rows, row_start)
 
     def weight_done(self, layer: FP8Layer) -> None:
@@ -131,6 +127,11 @@ class WeightAwareMethod:
             how = "hard bound" if self.mode == "bound" else f"min(bound, {self.margin:g} x Gaussian estimate)"
             margin = None if self.mode == "bound" else self.margin
         else:
+            import torch
+
+            from fp8stream.calibration.rules import apply_rule
+            from fp8stream.calibration.sampling import layer_generator
+
             g = layer_generator(self.settings.seed, layer.name)
             x = torch.from_numpy(c.mean)[None] + torch.from_numpy(c.spread)[None] * torch.randn(
                 self.settings.samples, layer.in_features, generator=g, dtype=torch.float64)

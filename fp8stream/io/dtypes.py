@@ -64,15 +64,34 @@ def torch_dtype(dtype: str):  # -> torch.dtype | None
     return table.get(dtype)
 
 
+_NUMPY_TYPES = {"BOOL": "?", "U8": "u1", "I8": "i1", "I16": "<i2", "F16": "<f2", "I32": "<i4", "F32": "<f4",
+                "F64": "<f8", "I64": "<i8"}
+
+
+def decode_array(raw: bytes | bytearray | memoryview, dtype: str):  # -> numpy float32 array | None
+    """A tensor's bytes as float32 values, by numpy (no torch: the stream starts before torch has
+    loaded); the same values torch's `.float()` gives. None for a dtype numpy cannot read (FP8)."""
+    import numpy as np
+
+    if dtype == "BF16":  # the top half of a float32
+        return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+    code = _NUMPY_TYPES.get(dtype)
+    return None if code is None else np.frombuffer(raw, dtype=code).astype(np.float32)
+
+
 def decode_values(raw: bytes, dtype: str) -> list[float]:
     """Values of a small float tensor as Python floats (used for scales, never for weights)."""
-    import torch
-
-    tdt = torch_dtype(dtype)
-    if tdt is None or not raw:
+    if not raw:
         raise ValueError(f"cannot decode {dtype}")
-    t = torch.frombuffer(bytearray(raw), dtype=tdt)
-    return [float(v) for v in t.float().tolist()]
+    values = decode_array(raw, dtype)
+    if values is None:
+        import torch
+
+        tdt = torch_dtype(dtype)
+        if tdt is None:
+            raise ValueError(f"cannot decode {dtype}")
+        values = torch.frombuffer(bytearray(raw), dtype=tdt).float().numpy()
+    return [float(v) for v in values.tolist()]
 
 
 def f32_bytes(value: float) -> bytes:

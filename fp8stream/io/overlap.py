@@ -15,6 +15,7 @@ from __future__ import annotations
 import queue
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Callable, Iterable
 
 POOL_BUFFERS = 6  # read-ahead 2 + consumer 1 + write-behind 3
@@ -39,6 +40,23 @@ def start_thread(thread: threading.Thread) -> None:
         thread.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def start_pool(workers: int, name: str) -> ThreadPoolExecutor:
+    """A thread pool whose workers are all started now, each by `start_thread`'s rule (signals
+    held back while it starts), not lazily at some later submit() a Ctrl-C might interrupt."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    started = threading.Barrier(workers + 1)
+    main = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if main else None
+    try:
+        for _ in range(workers):  # each task waits for the others: one new thread per submit
+            pool.submit(started.wait)
+        started.wait()
+    finally:
+        if main:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return pool
 
 
 class BufferPool:

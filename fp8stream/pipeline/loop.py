@@ -3,14 +3,15 @@ the plan says, and shown to the calibration method as its MethodPlan asked.
 
 FP8 weights go to the writer and, a chunk of whole rows at a time, to the method and the
 suspicious-weight checks; markers are rewritten at the size the plan fixed; scalars we need are
-remembered; everything else is copied. Only one chunk of one tensor is in memory at a time.
+remembered; everything else is copied. Only one chunk of one tensor is in memory at a time. On the CPU the rows go as numpy arrays:
+nothing here waits for torch, which loads in the background meanwhile (torch_import.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
 
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan
 from fp8stream.calibration.suspicious import WeightChecks
@@ -40,7 +41,7 @@ class Feed:
 
     method: CalibrationMethod
     method_plan: MethodPlan
-    device: torch.device
+    device: str  # "cpu": rows go to the method as numpy arrays; else as torch tensors there
     keep_weight_only: bool
     bar: object  # a tqdm bar (update(n))
 
@@ -49,15 +50,21 @@ def _stream_layer_weight(stream: TensorStream, info, layer: FP8Layer, feed: Feed
                          checks: WeightChecks) -> None:
     row = 0
     for chunk in stream.chunks(info):  # chunks are valid until the next one
-        rows = torch.frombuffer(chunk, dtype=torch.uint8).view(-1, layer.in_features)
+        rows = np.frombuffer(chunk, dtype=np.uint8).reshape(-1, layer.in_features)
         writer.write(info.name, chunk)
         checks.observe(layer, rows)
         feed.bar.update(len(chunk))
         if feed.method_plan.rows:
-            feed.method.observe_weight(layer, rows.to(feed.device, non_blocking=True), row)
+            feed.method.observe_weight(layer, rows if feed.device == "cpu" else _to_device(rows, feed.device), row)
         row += rows.shape[0]
     if feed.method_plan.rows:
         feed.method.weight_done(layer)
+
+
+def _to_device(rows: np.ndarray, device: str):
+    import torch
+
+    return torch.from_numpy(rows).to(device, non_blocking=True)
 
 
 def rewrite_marker(raw: bytes, layer_plan: LayerPlan, size: int, keep_weight_only: bool, state: StreamState) -> bytes:

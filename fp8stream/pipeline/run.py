@@ -9,8 +9,6 @@ import sys
 from dataclasses import dataclass
 from typing import BinaryIO, Mapping
 
-import torch
-
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
 from fp8stream.formats.plan_types import LayerPlan, RewritePlan
 from fp8stream.io.dtypes import f32_bytes
@@ -75,13 +73,19 @@ def stream_model(model: ModelInput, plans: list[RewritePlan], calibrated: list[L
         if settings.verify:
             stream = HashingStream(stream, keep_raw=verify.needs_raw)
         with _progress(part.header.data_bytes, settings.progress, part.source.label) as bar:
-            feed = Feed(method, method_plan, torch.device(settings.device), settings.keep_weight_only, bar)
+            feed = Feed(method, method_plan, settings.device, settings.keep_weight_only, bar)
             stream_file(stream, plan, feed, writer, state)
         files.append(FileRun(part.name, plan, sink, writer, stream))
     facts = facts_from_state(calibrated, state)
     estimates = method.scales(view, to_estimate(calibrated, facts, settings.overwrite_scales))
-    peak = torch.cuda.max_memory_allocated() if on_cuda else None
+    peak = _peak_vram() if on_cuda else None
     return StreamResult(files, facts, state.out_weight_only, estimates, peak)
+
+
+def _peak_vram() -> int:
+    import torch
+
+    return torch.cuda.max_memory_allocated()
 
 
 def finish_files(files: list[FileRun], resolved: Mapping[str, Resolved], verify_input: bool) -> list[str]:
