@@ -16,8 +16,7 @@ A run calls, in this order:
    came from. Shared-scale groups, existing scales and legacy rules are applied by the caller.
 
 Nothing here imports torch: `rows` (raw FP8 bytes, [rows, in_features]) is a numpy uint8 array
-on `--device cpu` (the stream then runs while torch still loads in the background) and a uint8
-torch tensor on the device otherwise.
+on `--device cpu` and a uint8 torch tensor on the device otherwise.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ def micro_batch_for(batch: int, image_tokens: int, text_tokens: int) -> int:
 
 def resolve_device(device: str) -> str:
     """auto -> cuda when available. Without an NVIDIA driver on the machine, auto is the CPU
-    without importing torch (which then loads in the background: torch_import.py)."""
+    without importing torch here (the run imports it where it needs it)."""
     if device in ("auto", "cpu") and not _nvidia_driver():
         return "cpu"
     import torch

@@ -3,8 +3,8 @@ the plan says, and shown to the calibration method as its MethodPlan asked.
 
 FP8 weights go to the writer and, a chunk of whole rows at a time, to the method and the
 suspicious-weight checks; markers are rewritten at the size the plan fixed; scalars we need are
-remembered; everything else is copied. Only one chunk of one tensor is in memory at a time. On the CPU the rows go as numpy arrays:
-nothing here waits for torch, which loads in the background meanwhile (torch_import.py).
+remembered; everything else is copied. Only one chunk of one tensor is in memory at a time. On the CPU the rows go as numpy arrays
+(nothing here needs torch); on a GPU as torch tensors there.
 """
 
 from __future__ import annotations
