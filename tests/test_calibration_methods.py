@@ -208,3 +208,26 @@ def test_a_prefixed_checkpoint_gets_the_same_sampled_scales_as_a_bare_one(tmp_pa
         assert r.exit_code == 0, r.output
         scales.append([layer["scale"] for layer in json.loads(r.stdout)["layers"]])
     assert scales[0] == scales[1]
+
+
+@pytest.mark.parametrize("arch", ["flux", "sd3", "wan"])
+def test_rows_no_input_reads_are_skipped_without_changing_a_scale(arch: str, tmp_path: Path, monkeypatch) -> None:
+    """The bound reads only some rows of some producers (AdaLN: shift and scale, not the gate;
+    an attention output: qkv's v rows): the CPU skips the others' sums, and the output is the
+    same bytes as summing every row."""
+    from fp8stream.calibration import activation_model
+    from fp8stream.synthetic.checkpoint import write_checkpoint
+    from tests.architectures import build_model
+
+    path = tmp_path / "in.safetensors"
+    write_checkpoint(str(path), build_model(arch))
+    skipped = []
+    real = activation_model.rows_used
+    monkeypatch.setattr(activation_model, "rows_used", lambda *a: skipped.append(real(*a)) or skipped[-1])
+    r = run_cli("calibrate", path, tmp_path / "skip.safetensors", "--method", "simulate", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert skipped and skipped[0], "some producer rows should be left out"
+    monkeypatch.setattr(activation_model, "rows_used", lambda *a: {})
+    r = run_cli("calibrate", path, tmp_path / "all.safetensors", "--method", "simulate", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "skip.safetensors").read_bytes() == (tmp_path / "all.safetensors").read_bytes()
