@@ -148,7 +148,10 @@ def _worker(options: RewriteOptions, conn, threads: int) -> None:
     signal.signal(signal.SIGTERM, raise_interrupted)
     import torch
 
+    from fp8stream.calibration.fp8 import set_threads
+
     torch.set_num_threads(threads)
+    set_threads(threads)  # the row sums take this job's share of the cores too
     try:
         conn.send(calibrate_one(options))
     except (Interrupted, KeyboardInterrupt):

@@ -17,6 +17,7 @@ PARALLEL_MIN_BYTES = 1 << 20  # below this, one thread: handing work over costs 
 
 _threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _pool = None
+_pool_workers = 0
 
 
 def set_threads(n: int) -> None:
@@ -102,11 +103,13 @@ def _row_sum_squares(rows: np.ndarray, out: np.ndarray) -> None:
 
 
 def _thread_pool():
-    global _pool
-    if _pool is None or _pool._max_workers < _threads - 1:
+    """Workers beside the calling thread (which sums a block itself), started on first use."""
+    global _pool, _pool_workers
+    if _pool is None or _pool_workers < _threads - 1:
         from fp8stream.io.overlap import start_pool
 
-        _pool = start_pool(max(1, _threads - 1), "fp8stream-rows")
+        _pool_workers = max(1, _threads - 1)
+        _pool = start_pool(_pool_workers, "fp8stream-rows")
     return _pool
 
 
