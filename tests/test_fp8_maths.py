@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
 from fp8stream.calibration.fp8 import dequantize_rows, fp8_table, row_sum_squares, row_sum_squares_torch, set_threads
-from fp8stream.io.dtypes import decode_array, torch_dtype
+from fp8stream.io.dtypes import decode_array, decode_floats, torch_dtype
 
 
 def reference(raw: np.ndarray) -> np.ndarray:
@@ -39,15 +37,15 @@ def test_the_table_is_torchs_float8_cast_bit_for_bit() -> None:
 def test_row_sums_are_the_same_whatever_the_thread_count() -> None:
     """Large blocks are split over threads by whole rows: the sums do not depend on how many."""
     raw = np.random.default_rng(2).integers(0, 256, size=(1531, 3072), dtype=np.uint8)  # 4.7 MB
+    before = set_threads(1)
     try:
-        set_threads(1)
         one = row_sum_squares(raw)
         set_threads(4)
         four = row_sum_squares(raw)
         set_threads(3)
         three = row_sum_squares(raw[1:])  # an odd row count, a view that starts one row in
     finally:
-        set_threads(os.cpu_count() or 1)
+        set_threads(before)
     assert one.tobytes() == four.tobytes()
     assert three.tobytes() == one[1:].tobytes()
 
@@ -61,3 +59,6 @@ def test_small_tensors_decode_without_torch_to_torchs_values() -> None:
         raw = t.view(torch.uint8).numpy().tobytes()
         assert decode_array(raw, dtype).tobytes() == t.float().numpy().tobytes(), dtype
     assert decode_array(b"\x00", "F8_E4M3") is None  # numpy has no FP8: the caller uses torch
+    raw = bytes(range(0, 256, 5))
+    assert decode_floats(raw, "F8_E4M3").tobytes() == \
+        torch.frombuffer(bytearray(raw), dtype=torch.float8_e4m3fn).float().numpy().tobytes()

@@ -17,7 +17,7 @@ from fp8stream.calibration.channels import (
 from fp8stream.calibration.fp8 import row_sum_squares, row_sum_squares_torch
 from fp8stream.calibration.producer_rows import RowSums
 from fp8stream.formats.layers import FP8Layer
-from fp8stream.io.dtypes import decode_array, torch_dtype
+from fp8stream.io.dtypes import decode_floats
 from fp8stream.io.header import TensorInfo
 
 T_SWEEP = 65
@@ -51,7 +51,7 @@ class ActivationModel:
             acc.feed(chunk)
             return
         prev = self.values.get(name)
-        t = _decoded(chunk, info.dtype)
+        t = decode_floats(chunk, info.dtype)
         self.values[name] = t if prev is None else np.concatenate([prev, t])
 
     def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
@@ -224,18 +224,6 @@ class ActivationModel:
         c = Channels(bound, np.zeros(width), amax.double().numpy() / GAUSS_MAX, norm_bound, rms, notes)
         self._vec = c
         return c
-
-
-def _decoded(chunk, dtype: str) -> np.ndarray:
-    """A watched tensor's bytes as float32."""
-    if not len(chunk):
-        return np.zeros(0, dtype=np.float32)
-    values = decode_array(chunk, dtype)
-    if values is None:  # a dtype numpy cannot read: torch's cast
-        import torch
-
-        values = torch.frombuffer(bytearray(chunk), dtype=torch_dtype(dtype)).float().numpy()
-    return values  # new memory either way: the chunk's buffer is recycled
 
 
 def row_range(shape: tuple[int, int], rows: str) -> slice:

@@ -20,10 +20,11 @@ _pool = None
 _pool_workers = 0
 
 
-def set_threads(n: int) -> None:
-    """Threads for the row sums (a batch worker takes its share of the cores)."""
+def set_threads(n: int) -> int:
+    """Threads for the row sums (a batch worker takes its share of the cores); the previous count."""
     global _threads
-    _threads = max(1, n)
+    previous, _threads = _threads, max(1, n)
+    return previous
 
 
 @functools.lru_cache(maxsize=1)
@@ -39,11 +40,9 @@ def fp8_table() -> np.ndarray:
     return table
 
 
-def byte_values(device="cpu"):
-    """The 256 FP8 byte values as a float32 torch tensor on `device`."""
-    import torch
-
-    return torch.from_numpy(fp8_table().copy()).to(device)
+def decode_fp8(raw: np.ndarray) -> np.ndarray:
+    """Raw FP8 bytes (numpy uint8, any shape) as float32 values with a unit scale (a new array)."""
+    return np.take(fp8_table(), raw)
 
 
 def dequantize_rows(rows, dtype=None):
@@ -52,7 +51,7 @@ def dequantize_rows(rows, dtype=None):
     import torch
 
     if rows.device.type == "cpu":
-        values = torch.from_numpy(np.take(fp8_table(), rows.numpy()))
+        values = torch.from_numpy(decode_fp8(rows.numpy()))
     else:
         values = rows.view(torch.float8_e4m3fn).to(torch.float32)
     return values if dtype is None or dtype == torch.float32 else values.to(dtype)

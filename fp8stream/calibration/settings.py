@@ -124,5 +124,6 @@ def resolve_device(device: str) -> str:
 
 
 def _nvidia_driver() -> bool:
-    """Whether an NVIDIA kernel driver is loaded (torch.cuda cannot find a device without one)."""
+    """Whether a CUDA device may be there: an NVIDIA kernel driver is loaded on Linux (torch.cuda
+    finds no device without one); elsewhere, not known without asking torch."""
     return os.path.exists("/proc/driver/nvidia/version") or not sys.platform.startswith("linux")

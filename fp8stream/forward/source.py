@@ -12,7 +12,7 @@ from typing import Mapping, Protocol
 import numpy as np
 import torch
 
-from fp8stream.calibration.fp8 import fp8_table
+from fp8stream.calibration.fp8 import decode_fp8
 from fp8stream.io.dtypes import torch_dtype
 from fp8stream.io.header import TensorInfo
 
@@ -34,7 +34,7 @@ def decode(raw: bytes | bytearray, dtype: str, shape: tuple[int, ...], device: t
     if dtype in FP8_DTYPES and torch.device(device).type == "cpu":
         # a 256-entry table lookup: twice as fast as torch's float8 -> float32 cast on the CPU,
         # and it reads the bytes in place (no writable copy)
-        return torch.from_numpy(fp8_table()[np.frombuffer(raw, dtype=np.uint8)]).reshape(shape)
+        return torch.from_numpy(decode_fp8(np.frombuffer(raw, dtype=np.uint8))).reshape(shape)
     buf = raw if isinstance(raw, bytearray) else bytearray(raw)  # torch wants a writable buffer
     t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.zeros(0, dtype=torch.uint8)
     return t.to(device).view(tdt).to(torch.float32).reshape(shape)

@@ -79,10 +79,9 @@ def decode_array(raw: bytes | bytearray | memoryview, dtype: str):  # -> numpy f
     return None if code is None else np.frombuffer(raw, dtype=code).astype(np.float32)
 
 
-def decode_values(raw: bytes, dtype: str) -> list[float]:
-    """Values of a small float tensor as Python floats (used for scales, never for weights)."""
-    if not raw:
-        raise ValueError(f"cannot decode {dtype}")
+def decode_floats(raw: bytes | bytearray | memoryview, dtype: str):  # -> numpy float32 array
+    """A small tensor's bytes as float32 (new memory): numpy where it reads the dtype, else
+    torch's cast (FP8); ValueError for a dtype neither knows."""
     values = decode_array(raw, dtype)
     if values is None:
         import torch
@@ -90,8 +89,15 @@ def decode_values(raw: bytes, dtype: str) -> list[float]:
         tdt = torch_dtype(dtype)
         if tdt is None:
             raise ValueError(f"cannot decode {dtype}")
-        values = torch.frombuffer(bytearray(raw), dtype=tdt).float().numpy()
-    return [float(v) for v in values.tolist()]
+        values = (torch.frombuffer(bytearray(raw), dtype=tdt) if len(raw) else torch.zeros(0, dtype=tdt)).float().numpy()
+    return values
+
+
+def decode_values(raw: bytes, dtype: str) -> list[float]:
+    """Values of a small float tensor as Python floats (used for scales, never for weights)."""
+    if not raw:
+        raise ValueError(f"cannot decode {dtype}")
+    return [float(v) for v in decode_floats(raw, dtype).tolist()]
 
 
 def f32_bytes(value: float) -> bytes:
