@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,42 @@ def test_missing_diffusers_says_how_to_install(monkeypatch):
     with pytest.raises(UsageError, match=r"pip install fp8stream\[forward\]"):
         import_diffusers()
     assert "\n" not in INSTALL_HINT
+
+
+def test_the_pass_beside_the_copy_writes_the_same_bytes_and_the_layout_comes_from_the_header(tmp_path, monkeypatch):
+    """On a GPU the pass runs on a thread while the copy streams (forward.method.BesideTheCopy):
+    forced here on the CPU, it writes the bytes the pass after the copy writes. The layout
+    (which layers are the conditioning path) is fixed before any weight is read: the pass on
+    meta tensors finds the layers the real pass finds. An error in the pass ends the run with
+    one line and no output."""
+    import fp8stream.forward.method as forward_method
+    import fp8stream.forward.run as forward_run
+
+    src = tmp_path / "in.safetensors"
+    _checkpoint("flux", src)
+    after = tmp_path / "after.safetensors"
+    p = _cli(str(src), str(after), *_forward_args())
+    assert p.exit_code == 0, p.stderr[-2000:]
+    monkeypatch.setattr(forward_method, "beside_the_copy", lambda settings: True)
+    threads, real_run = [], forward_run.run
+
+    def recorded(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(forward_run, "run", recorded)
+    beside = tmp_path / "beside.safetensors"
+    p = _cli(str(src), str(beside), *_forward_args())
+    assert p.exit_code == 0, p.stderr[-2000:]
+    assert threads == ["forward pass"] and beside.read_bytes() == after.read_bytes()
+    kept = json.loads(p.stdout)["excluded"]
+    assert kept and all("conditioning path" in json.dumps(r) for r in kept)
+
+    def failing(*args, **kwargs):
+        raise forward_run.UsageError("the pass failed")
+
+    monkeypatch.setattr(forward_run, "run", failing)
+    failed = tmp_path / "failed.safetensors"
+    p = _cli(str(src), str(failed), *_forward_args())
+    assert p.exit_code != 0 and "the pass failed" in p.stderr and "Traceback" not in p.stderr
+    assert not failed.exists() and not list(tmp_path.glob("*.tmp*"))

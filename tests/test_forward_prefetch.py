@@ -50,7 +50,6 @@ def test_ranges_read_back_once_equal_a_float_per_call():
     a, b = torch.tensor([[1.0, -3.0], [2.0, 0.5]]), torch.tensor([[-7.0, 1.0], [0.0, 0.25]])
     for x in (a, b):
         ranges.add(ranges.amax, "lin", x)
-        ranges.per_sample("lin", x)
     ranges.add(ranges.amax, "nan_first", torch.tensor([float("nan")]))
     ranges.add(ranges.amax, "nan_first", torch.tensor([2.0]))  # the rule: a NaN before a value is replaced
     ranges.add(ranges.amax, "nan_last", torch.tensor([2.0]))
@@ -59,8 +58,7 @@ def test_ranges_read_back_once_equal_a_float_per_call():
     ranges.settle(state)
     assert state.amax["lin"] == 7.0 and state.amax["nan_first"] == 2.0 and math.isnan(state.amax["nan_last"])
     assert state.out_amax == {"empty": 0.0}
-    assert state.spread["lin"] == 7.0 / 0.25  # the last call's largest / smallest per-sample amax
-    assert not ranges.amax and not ranges.sample_range  # read back once, then empty
+    assert not ranges.amax and not ranges.out_amax  # read back once, then empty
 
 
 

@@ -4,9 +4,9 @@ A run calls, in this order:
 
 1. `prepare(model)` before the output header is written, with the header (the whole model's,
    merged over shards) and, for a file or a sharded folder, `model.source` to read any tensor
-   (the forward pass runs here). The returned `MethodPlan` says which layers the method will
-   give a scale and which must be kept weight-only (that changes marker sizes, so it is fixed
-   here), which other tensors it wants to see stream past, and whether it needs random access
+   (the forward pass starts here; on a GPU it runs while the data streams). The returned
+   `MethodPlan` says which layers the method will give a scale and which must be kept
+   weight-only (that changes marker sizes, so it is fixed here), which other tensors it wants to see stream past, and whether it needs random access
    to the input (`model.source`; on a pipe or a compressed stream the run refuses).
 2. While the data streams, front to back, once: `observe_weight(layer, rows, row_start)` with
    each chunk of whole rows of a calibrated layer's FP8 weight (when `MethodPlan.rows`), then

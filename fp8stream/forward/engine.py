@@ -50,18 +50,11 @@ class Pass:
 
     amax: dict[str, float] = field(default_factory=dict)
     out_amax: dict[str, float] = field(default_factory=dict)  # each Linear's output amax
-    # Linears whose input is one vector per sample (the conditioning path): smallest and largest
-    # per-sample amax over the synthetic samples, and how many samples (see `spread`)
-    sample_range: dict[str, tuple[float, float, int]] = field(default_factory=dict)
+    # Linears whose input is one vector per sample (the conditioning path), in the order they ran
+    per_sample: list[str] = field(default_factory=list)
     live: int = 0
     peak_live: int = 0
     weights_read: int = 0
-
-    @property
-    def spread(self) -> dict[str, float]:
-        """Largest / smallest per-sample amax (how far one static scale is from each call's)."""
-        return {n: (hi / lo if lo > 0 else float("inf")) for n, (lo, hi, count) in self.sample_range.items()
-                if count > 1}
 
 
 class Ranges:
@@ -72,8 +65,6 @@ class Ranges:
     def __init__(self) -> None:
         self.amax: dict[str, torch.Tensor] = {}
         self.out_amax: dict[str, torch.Tensor] = {}
-        # per-sample amax over the calls: (smallest, largest, samples counted)
-        self.sample_range: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
 
     @staticmethod
     def add(into: dict[str, torch.Tensor], name: str, x: torch.Tensor) -> None:
@@ -82,31 +73,17 @@ class Ranges:
         # NaN stays visible (max() would hide it): a NaN input means no usable range
         into[name] = a if prev is None else torch.where(a.isnan() | prev.isnan(), a, torch.maximum(prev, a))
 
-    def per_sample(self, name: str, x: torch.Tensor) -> None:
-        per_sample = x.abs().amax(dim=-1)
-        low, high = per_sample.min(), per_sample.max()
-        prev = self.sample_range.get(name)
-        if prev is not None:
-            low, high = torch.minimum(prev[0], low), torch.maximum(prev[1], high)
-        self.sample_range[name] = (low, high, (prev[2] if prev else 0) + x.shape[0])
-
     def settle(self, state: Pass) -> None:
         """Read every range back (one transfer) into the Pass's floats."""
         names = [(state.amax, n) for n in self.amax] + [(state.out_amax, n) for n in self.out_amax]
         tensors = list(self.amax.values()) + list(self.out_amax.values())
-        for low, high, _ in self.sample_range.values():
-            tensors.extend((low, high))
         if not tensors:
             return
         values = torch.stack([t.float().reshape(()) for t in tensors]).cpu().tolist()
         for (into, name), v in zip(names, values):
             into[name] = v
-        rest = values[len(names):]
-        for i, (name, (_, _, count)) in enumerate(self.sample_range.items()):
-            state.sample_range[name] = (rest[2 * i], rest[2 * i + 1], count)
         self.amax.clear()
         self.out_amax.clear()
-        self.sample_range.clear()
 
 
 EMBEDDING_GAP = 16  # ids closer than this are read in one positioned read (fewer, larger reads)
@@ -187,8 +164,8 @@ class StreamingModel:
         def hook(module: nn.Module, args) -> None:
             x = args[0].detach()
             self.ranges.add(self.ranges.amax, name, x)
-            if x.dim() == 2 and x.shape[0] in self.sample_counts:  # one vector per sample (an MoE
-                self.ranges.per_sample(name, x)  # expert's rows are its routed tokens: not counted)
+            if reads_one_vector_per_sample(x, self.sample_counts) and name not in self.state.per_sample:
+                self.state.per_sample.append(name)
             if self.lockstep is not None and self.lockstep.index() > 0:  # loaded by micro-batch 0
                 if module.weight.device.type == "meta":
                     raise RuntimeError(f"forward pass: micro-batches diverged at {name}")
@@ -283,17 +260,26 @@ class StreamingModel:
                 out[run.source] = a if prev is None or a != a or prev != prev else max(prev, a)
         return out
 
-    def layer_spread(self) -> dict[str, float]:
-        """Per checkpoint weight: the spread of its per-sample input range, for weights whose
-        every Linear reads one vector per sample (see Pass.spread)."""
-        out: dict[str, float] = {}
-        mixed: set[str] = set()
-        spreads = self.state.spread
-        for name in self.linears:
-            for run in self.mapping[name + ".weight"]:
-                spread = spreads.get(name)
-                if spread is None:
-                    mixed.add(run.source)
-                else:
-                    out[run.source] = max(out.get(run.source, 0.0), spread)
-        return {k: v for k, v in out.items() if k not in mixed}
+    def layer_per_sample(self) -> list[str]:
+        """The checkpoint weights whose every Linear read one vector per sample, in the order
+        they first ran."""
+        return per_sample_weights(self.state.per_sample, self.linears, self.mapping)
+
+
+def reads_one_vector_per_sample(x: torch.Tensor, sample_counts: frozenset[int]) -> bool:
+    """A Linear input of one row per sample: [samples, features]. An MoE expert's 2-D input is
+    its routed tokens, whose count is not a micro-batch's sample count."""
+    return x.dim() == 2 and x.shape[0] in sample_counts
+
+
+def per_sample_weights(order: list[str], linears, mapping: Mapping[str, list[Run]]) -> list[str]:
+    """Checkpoint weights, in the order of `order` (diffusers Linears that read one vector per
+    sample), whose every Linear is in `order` (a fused weight feeds several Linears)."""
+    per_sample = set(order)
+    mixed = {r.source for n in linears if n not in per_sample for r in mapping[n + ".weight"]}
+    out: dict[str, None] = {}
+    for name in order:
+        for r in mapping[name + ".weight"]:
+            if r.source not in mixed:
+                out[r.source] = None
+    return list(out)

@@ -28,11 +28,16 @@ amax (never below the bound, so it still cannot clip; at most one binade above i
 Layers the pass cannot reach (family unknown, converter mismatch, a layer outside the model
 code) get the hard bound when it is a proof from the file alone; when it would rest on an
 assumption about a model input, the layer is kept weight-only (decided in `prepare`, from the
-header) unless `--assume-input-rms R` opts in to that assumption. The pass runs once, in
-prepare() before the copy pass (whose reads then hit the page cache), by positioned reads through the model's
-TensorSource: a pipe or a zstd stream is first spooled to a temporary file by the rewrite
-(pipeline/spool.py); with --no-spool it is not, and every layer gets the bound (or stays
-weight-only where the bound rests on an assumption), each saying why.
+header) unless `--assume-input-rms R` opts in to that assumption. Which layers are the
+conditioning path (kept weight-only, see _conditioning) is decided from the header too, by
+running the model once on meta tensors (run.per_sample_from_shapes), so the output layout is
+fixed before any weight is read and the pass runs once, by positioned reads through the
+model's TensorSource: on a GPU beside the copy (BesideTheCopy), on the CPU after it (its reads
+then hit the page cache). Model code that cannot run on meta tensors (an MoE's routing) runs
+the pass in prepare() instead, before the header, as its result decides the layout. A pipe or a
+zstd stream is first spooled to a temporary file by the rewrite (pipeline/spool.py); with
+--no-spool it is not, and every layer gets the bound (or stays weight-only where the bound
+rests on an assumption), each saying why.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ class ForwardMethod:
         self.bound = WeightAwareMethod(dataclasses.replace(settings, sim_mode="bound", rule="max"))
         self.prepared = prepared
         self.result = None
+        self.beside: BesideTheCopy | None = None  # the pass running while the copy streams
 
     def prepare(self, model: ModelView) -> MethodPlan:
         from fp8stream.forward.run import import_diffusers, prepare, run
@@ -74,18 +80,25 @@ class ForwardMethod:
         if model.source is None and not self.settings.spool:  # every layer: the bound, or weight-only
             self.prepared = dataclasses.replace(self.prepared, reason=NO_SPOOL, reached=frozenset())
         weight_only = self._unreachable(model)
-        if model.source is not None and self.prepared.reason is None:
-            # The pass runs now, before the header: which layers stay weight-only depends on it.
+        runs = model.source is not None and self.prepared.reason is None
+        order = self.prepared.per_sample
+        if runs and order is None:
+            # The model code cannot run on meta tensors (an MoE's routing needs values), so the
+            # pass runs now, before the header: which layers it finds on the conditioning path,
+            # and which experts no token reached, decide the layout.
             self.result = run(model.source, self.prepared, forward_settings(self.settings))
             weight_only.update(self._unseen(model, weight_only))
-            if self.settings.forward_conditioning == "weight-only":
-                weight_only.update(self._conditioning(model, len(weight_only)))
+            order = tuple(self.result.per_sample)
+        if runs and self.settings.forward_conditioning == "weight-only":
+            weight_only.update(self._conditioning(model, order, len(weight_only)))
         if weight_only:
             # The layers kept weight-only no longer stream past as calibrated weights: the bound's
             # model must watch them as producers instead, or its conditioning vector lacks them.
             kept = [layer for layer in model.layers if layer.name not in weight_only]
             bound_plan = self.bound.prepare(ModelView(model.header, kept, model.source))
         notes = () if self.prepared.reason is None else (f"forward pass: {self.prepared.reason}",)
+        if runs and self.result is None and beside_the_copy(self.settings):
+            self.beside = BesideTheCopy(lambda: run(model.source, self.prepared, forward_settings(self.settings, False)))
         return MethodPlan(weight_only=weight_only, watches=bound_plan.watches, rows=True,
                           needs_random_access=self.prepared.reason is None, notes=notes)
 
@@ -111,19 +124,21 @@ class ForwardMethod:
         return {layer.name: reason for layer in model.layers
                 if layer.name not in already and missed(layer.weight.name) and _rests_on_input(graph, layer.name)}
 
-    def _conditioning(self, model: ModelView, already: int) -> dict[str, str]:
+    def _conditioning(self, model: ModelView, order: tuple[str, ...], already: int) -> dict[str, str]:
         """The conditioning path (layers that read one vector per sample: timestep, guidance and
-        pooled-text embedders, AdaLN modulation) is kept weight-only: one static scale cannot
-        follow a range that changes with every timestep (each call is a single vector, so dynamic
-        scaling fits it exactly), and FP8 activations save nothing on a few rows. At most a
-        quarter of the layers in all, those whose range changes most first, so FP8 stays the rule."""
-        spread = self.result.per_sample
-        candidates = sorted((layer for layer in model.layers if layer.weight.name in spread),
-                            key=lambda layer: (-spread[layer.weight.name], layer.name))
+        pooled-text embedders, AdaLN modulation; `order`: their weights in execution order) is
+        kept weight-only: each call is a single vector, which dynamic scaling fits exactly and a
+        static scale cannot (on the harness even the real max loses 0.2-2 dB there, a rounding
+        lottery of the vector's few large values: docs/methods.md), and FP8 activations save
+        nothing on a few rows. At most a quarter of the layers in all, so FP8 stays the rule: the
+        last to run first (the modulations, each of which scales a whole block's activations);
+        the embedders of t and g run first and read sinusoids, a range the file proves exactly.
+        Decided from the header alone, so the pass can run after (or beside) the copy."""
+        calibrated = {layer.weight.name: layer for layer in model.layers}
+        candidates = [calibrated[w] for w in reversed(order) if w in calibrated]
         room = max(0, len(model.layers) // 4 - already)
-        return {layer.name: (f"conditioning path (one vector per sample; its range changes "
-                             f"{spread[layer.weight.name]:.3g}x across the synthetic timesteps): weight-only; "
-                             "--forward-conditioning fp8 to scale it")
+        return {layer.name: ("conditioning path (one vector per sample, which one static scale cannot fit as "
+                             "dynamic scaling does): weight-only; --forward-conditioning fp8 to scale it")
                 for layer in candidates[:room]}
 
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
@@ -139,7 +154,9 @@ class ForwardMethod:
         from fp8stream.forward.run import run
 
         bounds = self.bound.scales(model, weight_scales)
-        if self.result is None:  # the pass could not run in prepare: every layer gets the bound
+        if self.beside is not None:
+            self.result, self.beside = self.beside.result(), None
+        if self.result is None:  # the pass runs now (or, when it cannot run, says why: the bound)
             self.result = run(model.source, self.prepared, forward_settings(self.settings))
         by_name = {layer.name: layer for layer in model.layers}
         return {name: self._estimate(by_name[name], bounds[name]) for name in weight_scales}
@@ -180,14 +197,50 @@ def _source_rests(graph: G.Graph, src, seen: frozenset[str]) -> bool:
     return any(p in seen or _rests_on_input(graph, p, seen) for p in G.producers(src))
 
 
-def forward_settings(settings: CalibrationSettings):
-    """The forward pass's own settings from the calibration settings."""
+def forward_settings(settings: CalibrationSettings, progress: bool = True):
+    """The forward pass's own settings from the calibration settings (`progress`: its bar, when
+    the run has one)."""
     from fp8stream.forward.run import ForwardSettings
 
     return ForwardSettings(batch=settings.forward_batch, image_tokens=settings.forward_tokens,
                            text_tokens=settings.forward_text_tokens, seed=settings.seed,
-                           threads=settings.forward_threads, device=settings.device, progress=settings.progress,
-                           micro_batch=settings.forward_micro_batch)
+                           threads=settings.forward_threads, device=settings.device,
+                           progress=settings.progress and progress, micro_batch=settings.forward_micro_batch)
+
+
+def beside_the_copy(settings: CalibrationSettings) -> bool:
+    """Whether the pass runs while the copy streams (BesideTheCopy) rather than after it."""
+    return settings.device == "cuda"
+
+
+class BesideTheCopy:
+    """The forward pass on a thread while the copy streams (on a GPU, which computes it while
+    the host copies: the pass's cold reads and the copy's share the page cache, so the input is
+    read from disk about once). Its result, or its error, is taken after the stream. A daemon
+    thread: a run that fails in the copy does not wait for the pass before it exits. On the
+    CPU the pass runs after the copy instead: both would compete for the same cores, and the
+    host memory of both would add up."""
+
+    def __init__(self, work) -> None:
+        import threading
+
+        from fp8stream.io.overlap import start_thread
+
+        self._work, self._value, self._error = work, None, None
+        self._thread = threading.Thread(target=self._run, name="forward pass", daemon=True)
+        start_thread(self._thread)
+
+    def _run(self) -> None:
+        try:
+            self._value = self._work()
+        except BaseException as e:  # handed to the main thread by result()
+            self._error = e
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def create(settings: CalibrationSettings) -> ForwardMethod:

@@ -61,7 +61,8 @@ class ForwardResult:
     peak_live: int = 0  # most Linear weights materialised at once
     weights_read: int = 0
     seconds: float = 0.0
-    per_sample: dict[str, float] = field(default_factory=dict)  # weight -> spread (engine.Pass.spread)
+    # weights whose every Linear read one vector per sample (the conditioning path), in the order they ran
+    per_sample: list[str] = field(default_factory=list)
 
     def reached(self, weight_name: str) -> bool:
         a = self.amax.get(weight_name)
@@ -101,6 +102,9 @@ class Prepared:
     scale_names: dict[str, str | None] = field(default_factory=dict)  # FP8 weight -> its weight scale
     reached: frozenset[str] = frozenset()
     detection: Detection | None = None  # what the detector said (also when the family has no model code)
+    # weights whose every Linear reads one vector per sample, in execution order, from a pass on
+    # meta tensors; None when the model code cannot run on them (see per_sample_from_shapes)
+    per_sample: tuple[str, ...] | None = None
 
 
 def prepare(header: Header) -> Prepared:
@@ -134,7 +138,42 @@ def prepare(header: Header) -> Prepared:
         return Prepared(family, f"{family.NAME}: {problems[0]}", cfg, detection=detection)
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     reached = frozenset(r.source for n in linears for r in mapping[n + ".weight"])
-    return Prepared(family, None, cfg, mapping, _weight_scales(header), reached, detection)
+    return Prepared(family, None, cfg, mapping, _weight_scales(header), reached, detection,
+                    per_sample_from_shapes(family, cfg, model, mapping))
+
+
+META_PLAN = SamplePlan(batch=3, image_tokens=256, text_tokens=128, seed=0)  # 3 samples: no token count
+
+
+def per_sample_from_shapes(family: ModuleType, cfg: dict, model: torch.nn.Module, mapping: dict) -> tuple[str, ...] | None:
+    """The checkpoint weights whose every Linear reads one vector per sample (timestep, guidance
+    and pooled-text embedders, AdaLN modulation), in execution order: the model run once on
+    meta tensors (shapes only: nothing is read, nothing computed). None when its code needs
+    values (an MoE's routing counts tokens per expert): then the pass itself finds them."""
+    from fp8stream.forward.engine import per_sample_weights, reads_one_vector_per_sample
+
+    model = model.to("meta")
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    order: list[str] = []
+
+    def seen(name: str):
+        def hook(module, args) -> None:
+            if reads_one_vector_per_sample(args[0], frozenset({META_PLAN.batch})) and name not in order:
+                order.append(name)
+        return hook
+
+    handles = [m.register_forward_pre_hook(seen(n)) for n, m in linears.items()]
+    try:
+        inputs = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in family.inputs(cfg, META_PLAN).items()}
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model(**inputs, return_dict=False)
+    except (NotImplementedError, RuntimeError, TypeError, ValueError, IndexError):
+        return None  # code that needs values (bincount, .item(), a copy out of a meta tensor)
+    finally:
+        for h in handles:
+            h.remove()
+    return tuple(per_sample_weights(order, linears, mapping))
 
 
 def model_tensors(shapes: dict[str, tuple[int, ...]]) -> tuple[str, dict[str, tuple[int, ...]]]:
@@ -220,4 +259,4 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
                 sm.lockstep.run(calls)
     return ForwardResult(family.NAME, sm.layer_amax(family.value_sources(cfg)), dict(state.amax), dict(state.out_amax),
                          None, cfg, state.peak_live, state.weights_read, time.monotonic() - start,
-                         sm.layer_spread())
+                         sm.layer_per_sample())
