@@ -183,10 +183,14 @@ def test_micro_batches_read_each_weight_once_and_see_the_same_samples(flux: Path
         assert one.amax[name] == pytest.approx(a, rel=1e-5), name
     # the conditioning path, in execution order: the same whatever the split, and the same as
     # the pass on meta tensors found from the header alone (which decides the layout)
-    assert one.per_sample == all_.per_sample == list(prepared.per_sample)
+    assert one.per_sample == all_.per_sample == list(prepared.conditioning.order)
     bare = [n.split("model.diffusion_model.")[-1] for n in all_.per_sample]
     assert bare[:2] == ["time_in.in_layer.weight", "time_in.out_layer.weight"]
     assert bare[-1] == "final_layer.adaLN_modulation.1.weight" and len(bare) == len(set(bare))
+    # the layers that follow the step's time: the timestep embedder and every modulation, not
+    # the guidance or pooled-text embedders
+    step = {n.split("model.diffusion_model.")[-1] for n in prepared.conditioning.per_step}
+    assert step == {b for b in bare if not b.startswith(("guidance_in.", "vector_in."))}, sorted(step)
 
 
 def test_lockstep_runs_in_turn_and_stops_every_micro_batch_on_an_error() -> None:

@@ -30,7 +30,7 @@ code) get the hard bound when it is a proof from the file alone; when it would r
 assumption about a model input, the layer is kept weight-only (decided in `prepare`, from the
 header) unless `--assume-input-rms R` opts in to that assumption. Which layers are the
 conditioning path (kept weight-only, see _conditioning) is decided from the header too, by
-running the model once on meta tensors (run.per_sample_from_shapes), so the output layout is
+running the model once on meta tensors (forward/conditioning.py), so the output layout is
 fixed before any weight is read and the pass runs once, by positioned reads through the
 model's TensorSource: on a GPU beside the copy (BesideTheCopy), on the CPU after it (its reads
 then hit the page cache). Model code that cannot run on meta tensors (an MoE's routing) runs
@@ -43,7 +43,7 @@ rests on an assumption), each saying why.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from fp8stream.calibration import graph as G
 from fp8stream.calibration.interface import MethodPlan, ModelView, ScaleEstimate
@@ -53,9 +53,13 @@ from fp8stream.calibration.simulate import WeightAwareMethod
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import TensorInfo
 
+if TYPE_CHECKING:
+    from fp8stream.forward.conditioning import ConditioningPath
+
 DIT_MARGIN = 3.0  # the default margin of the DiT families
 TEXT_MARGIN = 2.0  # the default margin of the text-encoder families (a power of two: see above)
 NO_SPOOL = "the input is a stream and --no-spool was given"
+STEP = ", following the sampling step's time"
 
 
 class ForwardMethod:
@@ -71,6 +75,7 @@ class ForwardMethod:
         self.beside: BesideTheCopy | None = None  # the pass running while the copy streams
 
     def prepare(self, model: ModelView) -> MethodPlan:
+        from fp8stream.forward.conditioning import ConditioningPath
         from fp8stream.forward.run import import_diffusers, prepare, run
 
         import_diffusers()  # one line saying how to install it, before any output exists
@@ -81,16 +86,17 @@ class ForwardMethod:
             self.prepared = dataclasses.replace(self.prepared, reason=NO_SPOOL, reached=frozenset())
         weight_only = self._unreachable(model)
         runs = model.source is not None and self.prepared.reason is None
-        order = self.prepared.per_sample
-        if runs and order is None:
+        path = self.prepared.conditioning
+        if runs and path is None:
             # The model code cannot run on meta tensors (an MoE's routing needs values), so the
             # pass runs now, before the header: which layers it finds on the conditioning path,
-            # and which experts no token reached, decide the layout.
+            # and which experts no token reached, decide the layout. Without the trace of the
+            # step's time, every one of those layers counts as following it.
             self.result = run(model.source, self.prepared, forward_settings(self.settings))
             weight_only.update(self._unseen(model, weight_only))
-            order = tuple(self.result.per_sample)
+            path = ConditioningPath(tuple(self.result.per_sample), frozenset(self.result.per_sample))
         if runs and self.settings.forward_conditioning == "weight-only":
-            weight_only.update(self._conditioning(model, order, len(weight_only)))
+            weight_only.update(self._conditioning(model, path, len(weight_only)))
         if weight_only:
             # The layers kept weight-only no longer stream past as calibrated weights: the bound's
             # model must watch them as producers instead, or its conditioning vector lacks them.
@@ -124,21 +130,25 @@ class ForwardMethod:
         return {layer.name: reason for layer in model.layers
                 if layer.name not in already and missed(layer.weight.name) and _rests_on_input(graph, layer.name)}
 
-    def _conditioning(self, model: ModelView, order: tuple[str, ...], already: int) -> dict[str, str]:
+    def _conditioning(self, model: ModelView, path: ConditioningPath, already: int) -> dict[str, str]:
         """The conditioning path (layers that read one vector per sample: timestep, guidance and
-        pooled-text embedders, AdaLN modulation; `order`: their weights in execution order) is
-        kept weight-only: each call is a single vector, which dynamic scaling fits exactly and a
-        static scale cannot (on the harness even the real max loses 0.2-2 dB there, a rounding
-        lottery of the vector's few large values: docs/methods.md), and FP8 activations save
-        nothing on a few rows. At most a quarter of the layers in all, so FP8 stays the rule: the
-        last to run first (the modulations, each of which scales a whole block's activations);
-        the embedders of t and g run first and read sinusoids, a range the file proves exactly.
-        Decided from the header alone, so the pass can run after (or beside) the copy."""
+        pooled-text embedders, AdaLN modulation) is kept weight-only: each call is a single
+        vector, which dynamic scaling fits exactly and a static scale cannot, and FP8 activations
+        save nothing on a few rows. At most a quarter of the layers in all, so FP8 stays the
+        rule: first those whose vector follows the sampling step's time (the timestep embedder,
+        every modulation: their range changes at every step, which dynamic scaling follows and
+        one static scale cannot, the real max included), the last to run first; then those that
+        read only the guidance or the pooled text, the same vector all through a run
+        (forward/conditioning.py). Decided from the header alone, so the pass can run after (or
+        beside) the copy."""
         calibrated = {layer.weight.name: layer for layer in model.layers}
-        candidates = [calibrated[w] for w in reversed(order) if w in calibrated]
+        ranked = [w for w in reversed(path.order) if w in path.per_step] + \
+                 [w for w in reversed(path.order) if w not in path.per_step]
+        candidates = [calibrated[w] for w in ranked if w in calibrated]
         room = max(0, len(model.layers) // 4 - already)
-        return {layer.name: ("conditioning path (one vector per sample, which one static scale cannot fit as "
-                             "dynamic scaling does): weight-only; --forward-conditioning fp8 to scale it")
+        return {layer.name: (f"conditioning path (one vector per sample{STEP if layer.weight.name in path.per_step else ''}"
+                             ", which one static scale cannot fit as dynamic scaling does): weight-only; "
+                             "--forward-conditioning fp8 to scale it")
                 for layer in candidates[:room]}
 
     def observe_tensor(self, info: TensorInfo, chunk) -> None:

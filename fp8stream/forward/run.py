@@ -21,6 +21,7 @@ from typing import Iterator
 import torch
 
 from fp8stream.calibration.settings import micro_batch_for
+from fp8stream.forward.conditioning import ConditioningPath, from_shapes
 from fp8stream.forward.families import FAMILIES, forward_family
 from fp8stream.forward.inputs import SamplePlan
 from fp8stream.forward.mapping import MappingError, check_mapping, derive_mapping, is_companion
@@ -102,9 +103,9 @@ class Prepared:
     scale_names: dict[str, str | None] = field(default_factory=dict)  # FP8 weight -> its weight scale
     reached: frozenset[str] = frozenset()
     detection: Detection | None = None  # what the detector said (also when the family has no model code)
-    # weights whose every Linear reads one vector per sample, in execution order, from a pass on
-    # meta tensors; None when the model code cannot run on them (see per_sample_from_shapes)
-    per_sample: tuple[str, ...] | None = None
+    # the weights that read one vector per sample, from a pass on meta tensors; None when the
+    # model code cannot run on them (forward.conditioning)
+    conditioning: ConditioningPath | None = None
 
 
 def prepare(header: Header) -> Prepared:
@@ -139,41 +140,7 @@ def prepare(header: Header) -> Prepared:
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     reached = frozenset(r.source for n in linears for r in mapping[n + ".weight"])
     return Prepared(family, None, cfg, mapping, _weight_scales(header), reached, detection,
-                    per_sample_from_shapes(family, cfg, model, mapping))
-
-
-META_PLAN = SamplePlan(batch=3, image_tokens=256, text_tokens=128, seed=0)  # 3 samples: no token count
-
-
-def per_sample_from_shapes(family: ModuleType, cfg: dict, model: torch.nn.Module, mapping: dict) -> tuple[str, ...] | None:
-    """The checkpoint weights whose every Linear reads one vector per sample (timestep, guidance
-    and pooled-text embedders, AdaLN modulation), in execution order: the model run once on
-    meta tensors (shapes only: nothing is read, nothing computed). None when its code needs
-    values (an MoE's routing counts tokens per expert): then the pass itself finds them."""
-    from fp8stream.forward.engine import per_sample_weights, reads_one_vector_per_sample
-
-    model = model.to("meta")
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    order: list[str] = []
-
-    def seen(name: str):
-        def hook(module, args) -> None:
-            if reads_one_vector_per_sample(args[0], frozenset({META_PLAN.batch})) and name not in order:
-                order.append(name)
-        return hook
-
-    handles = [m.register_forward_pre_hook(seen(n)) for n, m in linears.items()]
-    try:
-        inputs = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in family.inputs(cfg, META_PLAN).items()}
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model(**inputs, return_dict=False)
-    except (NotImplementedError, RuntimeError, TypeError, ValueError, IndexError):
-        return None  # code that needs values (bincount, .item(), a copy out of a meta tensor)
-    finally:
-        for h in handles:
-            h.remove()
-    return tuple(per_sample_weights(order, linears, mapping))
+                    from_shapes(family, cfg, model, mapping))
 
 
 def model_tensors(shapes: dict[str, tuple[int, ...]]) -> tuple[str, dict[str, tuple[int, ...]]]:

@@ -1,0 +1,107 @@
+"""The conditioning path from the header alone: which checkpoint weights read one vector per
+sample (timestep, guidance and pooled-text embedders, AdaLN modulation), and which of those
+change with the sampling step, found by running the model once on meta tensors (shapes only:
+nothing read, nothing computed).
+
+Why the step matters: in real sampling the step's time changes at every call and the text,
+the pooled vector and the guidance do not. A layer whose one vector per sample follows the
+time (the timestep embedder, every modulation) has a range that dynamic scaling follows call by
+call and one static scale cannot, the real max included; a layer that reads only the guidance
+or the pooled text sees the same vector all through a run, which one static scale can fit. So
+the step's layers are the first kept weight-only (forward.method). Which tensors depend on the
+time is traced, not named: every tensor an operation computes from a traced one is traced,
+from the synthetic times (`SamplePlan.timesteps`) through the family's own inputs (t x 1000,
+the noised latents) into the model.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from dataclasses import dataclass
+from types import ModuleType
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
+
+from fp8stream.forward.engine import per_sample_weights, reads_one_vector_per_sample
+from fp8stream.forward.inputs import SamplePlan
+
+META_SAMPLES = 3  # no token count is 3: a 2-D input of 3 rows is one vector per sample
+
+
+@dataclass(frozen=True)
+class ConditioningPath:
+    order: tuple[str, ...]  # checkpoint weights that read one vector per sample, in execution order
+    per_step: frozenset[str]  # those whose vector changes with the sampling step's time
+
+
+class StepTrace(TorchFunctionMode):
+    """Marks every tensor computed from a marked one (weak references: nothing kept alive)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._marked: dict[int, weakref.ref] = {}
+
+    def mark(self, t: torch.Tensor) -> torch.Tensor:
+        self._marked[id(t)] = weakref.ref(t)
+        return t
+
+    def marked(self, t: object) -> bool:
+        ref = self._marked.get(id(t))
+        return ref is not None and ref() is t
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if any(self.marked(a) for a in tree_leaves((args, kwargs))):
+            for o in tree_leaves(out):
+                if isinstance(o, torch.Tensor):
+                    self.mark(o)
+        return out
+
+
+class _TracedPlan(SamplePlan):
+    """The synthetic batch whose times are marked in `trace`."""
+
+    def __init__(self, trace: StepTrace) -> None:
+        super().__init__(batch=META_SAMPLES)
+        self.trace = trace
+
+    def timesteps(self) -> torch.Tensor:
+        return self.trace.mark(super().timesteps())
+
+
+def from_shapes(family: ModuleType, cfg: dict, model: torch.nn.Module, mapping: dict) -> ConditioningPath | None:
+    """The conditioning path of `model` (built on the meta device; moved there whole). None
+    when its code needs values (an MoE's routing counts tokens per expert): then the pass
+    itself finds the layers (engine.Pass.per_sample)."""
+    model = model.to("meta")
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    order: list[str] = []
+    per_step: set[str] = set()
+    trace = StepTrace()
+
+    def seen(name: str):
+        def hook(module, args) -> None:
+            if reads_one_vector_per_sample(args[0], frozenset({META_SAMPLES})) and name not in order:
+                order.append(name)
+                if trace.marked(args[0]):
+                    per_step.add(name)
+        return hook
+
+    handles = [m.register_forward_pre_hook(seen(n)) for n, m in linears.items()]
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), trace:
+            warnings.simplefilter("ignore")
+            inputs = {k: v.to("meta") if isinstance(v, torch.Tensor) else v
+                      for k, v in family.inputs(cfg, _TracedPlan(trace)).items()}
+            model(**inputs, return_dict=False)
+    except (NotImplementedError, RuntimeError, TypeError, ValueError, IndexError):
+        return None  # code that needs values (bincount, .item(), a copy out of a meta tensor)
+    finally:
+        for h in handles:
+            h.remove()
+    weights = per_sample_weights(order, linears, mapping)
+    return ConditioningPath(tuple(weights), frozenset(per_sample_weights([n for n in order if n in per_step],
+                                                                        linears, mapping)))
