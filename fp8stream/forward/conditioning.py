@@ -20,10 +20,10 @@ import warnings
 import weakref
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Iterator
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_leaves
 
 from fp8stream.forward.engine import per_sample_weights, reads_one_vector_per_sample
 from fp8stream.forward.inputs import SamplePlan
@@ -54,11 +54,22 @@ class StepTrace(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if any(self.marked(a) for a in tree_leaves((args, kwargs))):
-            for o in tree_leaves(out):
-                if isinstance(o, torch.Tensor):
-                    self.mark(o)
+        if any(self.marked(a) for a in _tensors(args)) or (kwargs and any(self.marked(a) for a in _tensors(kwargs))):
+            for o in _tensors(out):
+                self.mark(o)
         return out
+
+
+def _tensors(obj: object) -> Iterator[torch.Tensor]:
+    """The tensors in an operation's arguments or results (nested tuples, lists, dicts)."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors(o)
 
 
 class _TracedPlan(SamplePlan):
