@@ -31,7 +31,7 @@ DITS = ["flux_k1", "flux_k1000", "flux_split256", "flux_outlier50", "sd3", "wan"
 KNOWN_SHORT: dict[tuple[str, str], set[str]] = {
     # auto = the forward pass on the DiTs and on MiniLM (bert family)
     ("auto", "flux_outlier50"): {"within"},  # 89% (guidance_in.out_layer -3.9 dB, 3 others)
-    ("auto", "sd3"): {"end_to_end"},  # 32.78 dB vs dynamic 33.93 (the real max: 32.33)
+    ("auto", "sd3"): {"end_to_end"},  # 32.71 dB vs dynamic 33.93 (the real max: 32.33)
     ("auto", "wan"): {"within"},  # 86% (cross-attention k/v read synthetic text states)
     ("simulate", "minilm"): {"within", "end_to_end"},  # 69% within; cosine 0.9969 vs 1.0's 0.9971
     ("simulate", "flux_split256"): {"within", "end_to_end"},  # 86%; 22.2 dB vs dynamic 30.4

@@ -1,0 +1,47 @@
+"""Where the forward pass's time goes on one checkpoint: imports, `prepare` (header only: the
+family, diffusers' converter on the header, the model on meta tensors), then the pass twice
+(the first as cold as the page cache was; the second from it).
+
+    python scripts/forward_profile.py flux.safetensors --device cuda
+
+Drop the page cache first for a cold first pass (`sync; echo 3 > /proc/sys/vm/drop_caches`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+start = time.monotonic()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    import torch
+    import diffusers  # noqa: F401
+
+    from fp8stream.forward.run import ForwardSettings, prepare, run
+    from fp8stream.io.reader import LazyFile
+    from fp8stream.io.source import TensorSource
+
+    print(f"imports (python, torch, diffusers, fp8stream): {time.monotonic() - start:.2f} s", flush=True)
+    with LazyFile(args.checkpoint) as f:
+        header = f.header
+    t = time.monotonic()
+    prepared = prepare(header)
+    print(f"prepare: {time.monotonic() - t:.2f} s ({prepared.reason or 'ready'}; "
+          f"{len(prepared.per_sample or ())} conditioning-path weights)", flush=True)
+    for label in ("first pass", "second pass (page cache)"):
+        with TensorSource.for_file(args.checkpoint, header) as src:
+            t = time.monotonic()
+            result = run(src, prepared, ForwardSettings(device=args.device))
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            print(f"{label}: {time.monotonic() - t:.2f} s, {result.weights_read} Linear weights", flush=True)
+
+
+if __name__ == "__main__":
+    main()
