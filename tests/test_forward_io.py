@@ -220,3 +220,39 @@ def test_default_micro_batch_is_the_whole_default_batch() -> None:
     s = CalibrationSettings()
     assert micro_batch_for(s.forward_batch, s.forward_tokens, s.forward_text_tokens) == s.forward_batch == 4
     assert micro_batch_for(8, 4096, 512) == 1 and micro_batch_for(16, 256, 128) == 5
+
+
+
+def test_model_code_that_fails_on_meta_tensors_leaves_the_conditioning_path_to_the_real_pass(flux, tmp_path, monkeypatch):
+    """The pass on meta tensors is a probe: model code that cannot run there (an MoE's routing,
+    or any other failure) gives no path, and the real pass then runs before the header and
+    finds the conditioning layers itself."""
+    import types
+
+    import torch
+
+    import fp8stream.forward.run as forward_run
+    from fp8stream.forward import conditioning
+
+    class NeedsValues(torch.nn.Module):
+        def forward(self, x, return_dict=False):
+            raise AssertionError("needs values")
+
+    family = types.SimpleNamespace(inputs=lambda cfg, plan: {"x": plan.timesteps()})
+    assert conditioning.from_shapes(family, {}, NeedsValues(), {}) is None
+
+    calls = []
+    real_run = forward_run.run
+
+    def recorded(*args, **kwargs):
+        calls.append("pass")
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(forward_run, "from_shapes", lambda *args: None)
+    monkeypatch.setattr(forward_run, "run", recorded)
+    p = run_cli("calibrate", str(flux), str(tmp_path / "out.safetensors"), "--method", "forward",
+                "--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8",
+                "--forward-threads", "1", "--json", "--no-progress")
+    assert p.exit_code == 0, p.stderr[-2000:]
+    kept = json.loads(p.stdout)["excluded"]
+    assert calls == ["pass"] and kept and all("conditioning path" in json.dumps(r) for r in kept)
