@@ -104,7 +104,8 @@ class ForwardMethod:
             bound_plan = self.bound.prepare(ModelView(model.header, kept, model.source))
         notes = () if self.prepared.reason is None else (f"forward pass: {self.prepared.reason}",)
         if runs and self.result is None and beside_the_copy(self.settings):
-            self.beside = BesideTheCopy(lambda: run(model.source, self.prepared, forward_settings(self.settings, False)))
+            beside = dataclasses.replace(forward_settings(self.settings), bar_line=1)  # its bar below the copy's
+            self.beside = BesideTheCopy(lambda: run(model.source, self.prepared, beside))
         return MethodPlan(weight_only=weight_only, watches=bound_plan.watches, rows=True,
                           needs_random_access=self.prepared.reason is None, notes=notes)
 
@@ -207,15 +208,14 @@ def _source_rests(graph: G.Graph, src, seen: frozenset[str]) -> bool:
     return any(p in seen or _rests_on_input(graph, p, seen) for p in G.producers(src))
 
 
-def forward_settings(settings: CalibrationSettings, progress: bool = True):
-    """The forward pass's own settings from the calibration settings (`progress`: its bar, when
-    the run has one)."""
+def forward_settings(settings: CalibrationSettings):
+    """The forward pass's own settings from the calibration settings."""
     from fp8stream.forward.run import ForwardSettings
 
     return ForwardSettings(batch=settings.forward_batch, image_tokens=settings.forward_tokens,
                            text_tokens=settings.forward_text_tokens, seed=settings.seed,
                            threads=settings.forward_threads, device=settings.device,
-                           progress=settings.progress and progress, micro_batch=settings.forward_micro_batch)
+                           progress=settings.progress, micro_batch=settings.forward_micro_batch)
 
 
 def beside_the_copy(settings: CalibrationSettings) -> bool:

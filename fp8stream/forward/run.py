@@ -49,6 +49,7 @@ class ForwardSettings:
     micro_batch: int | None = None  # samples run at once; None: micro_batch_for(...)
     device: str = "cpu"
     progress: bool = False  # a bar over the model's Linears on stderr
+    bar_line: int = 0  # its line among the run's bars (1: below the copy's, when beside it)
 
 
 @dataclass
@@ -179,12 +180,13 @@ def _meta_model(family: ModuleType, cfg: dict) -> torch.nn.Module:
         return family.model_class()(**cfg).eval()
 
 
-def _bar(total: int, enabled: bool):
+def _bar(total: int, enabled: bool, line: int = 0):
     import sys
 
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="layer", desc="forward pass", file=sys.stderr, disable=not enabled, leave=False)
+    return tqdm(total=total, unit="layer", desc="forward pass", file=sys.stderr, disable=not enabled, leave=False,
+                position=line)
 
 
 def _no_grad_call(model: torch.nn.Module, kwargs: dict) -> None:
@@ -217,7 +219,7 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
         calls = [functools.partial(_no_grad_call, model, _on(device, family.inputs(cfg, p)))
                  for p in plan.split(size)]
         sm.sample_counts = frozenset(p.size for p in plan.split(size))
-        with sm.hooked() as state, _bar(len(sm.linears), settings.progress) as bar:
+        with sm.hooked() as state, _bar(len(sm.linears), settings.progress, settings.bar_line) as bar:
             sm.on_linear = bar.update
             if len(calls) == 1:
                 calls[0]()
