@@ -17,7 +17,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field, replace
 
-from fp8stream.calibration.interface import ModelView
+from fp8stream.calibration.interface import CalibrationMethod, ModelView
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.errors import EXIT_UNSCALED, NothingToCalibrateError, UsageError
 from fp8stream.formats.architecture import detect, header_shapes
@@ -129,7 +129,10 @@ def _method_reads_by_name(model: ModelInput, options: RewriteOptions) -> bool:
     from fp8stream.calibration.registry import create
 
     planned = _plan(model, options, {}, ModelView(model.whole, [], None))
-    return bool(planned.layers) and create(options.settings).prepare(planned.view).needs_random_access
+    if not planned.layers:
+        return False
+    with contextlib.closing(create(options.settings)) as method:
+        return method.prepare(planned.view).needs_random_access
 
 
 def _spool(model: ModelInput, options: RewriteOptions):
@@ -167,11 +170,18 @@ def _fill(report: FileReport, planned: Planned, facts, out_weight_only, estimate
 
 
 def _calibrate(model: ModelInput, planned: Planned, options: RewriteOptions, report: FileReport) -> None:
-    """The real run: the method prepared, every file streamed, scales resolved, tails written."""
+    """The real run: the method prepared, every file streamed, scales resolved, tails written;
+    the method closed after, whatever happened (its forward pass's thread stopped)."""
     from fp8stream.calibration.registry import create
+
+    with contextlib.closing(create(dataclasses.replace(options.settings, progress=options.progress))) as method:
+        _run_method(method, model, planned, options, report)
+
+
+def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, options: RewriteOptions, report: FileReport) -> None:
+    """Prepare the method, stream every file through it, resolve the scales, write the tails."""
     from fp8stream.pipeline.run import RunSettings, finish_files, stream_model
 
-    method = create(dataclasses.replace(options.settings, progress=options.progress))
     if options.settings.device == "cuda":  # the peak VRAM reported covers prepare (a forward pass) too
         import torch
 

@@ -33,7 +33,8 @@ def main() -> None:
     t = time.monotonic()
     prepared = prepare(header)
     print(f"prepare: {time.monotonic() - t:.2f} s ({prepared.reason or 'ready'}; "
-          f"{len(prepared.per_sample or ())} conditioning-path weights)", flush=True)
+          f"conditioning path: {'found by the pass itself' if prepared.conditioning is None else len(prepared.conditioning.order)})",
+          flush=True)
     for label in ("first pass", "second pass (page cache)"):
         with TensorSource.for_file(args.checkpoint, header) as src:
             t = time.monotonic()

@@ -286,11 +286,47 @@ def test_the_pass_beside_the_copy_writes_the_same_bytes_and_the_layout_comes_fro
     kept = json.loads(p.stdout)["excluded"]
     assert kept and all("conditioning path" in json.dumps(r) for r in kept)
 
-    def failing(*args, **kwargs):
-        raise forward_run.UsageError("the pass failed")
+    def failing(*args, **kwargs):  # fails on the pass's thread only: a lost error cannot pass
+        threads.append(threading.current_thread().name)
+        if threading.current_thread().name == "forward pass":
+            raise forward_run.UsageError("the pass failed")
+        return real_run(*args, **kwargs)
 
+    threads.clear()
     monkeypatch.setattr(forward_run, "run", failing)
     failed = tmp_path / "failed.safetensors"
     p = _cli(str(src), str(failed), *_forward_args())
     assert p.exit_code != 0 and "the pass failed" in p.stderr and "Traceback" not in p.stderr
+    assert threads == ["forward pass"]  # the error came from the thread, and no second pass ran
     assert not failed.exists() and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_a_failed_copy_stops_the_pass_beside_it(tmp_path, monkeypatch):
+    """A run whose copy fails part way closes its method: the pass beside the copy is told to
+    stop and its thread is gone before the run returns, so nothing of it runs on into the next
+    file of a batch."""
+    import fp8stream.forward.method as forward_method
+    import fp8stream.forward.run as forward_run
+    import fp8stream.pipeline.run as pipeline_run
+    from fp8stream.errors import UsageError
+    from fp8stream.forward.engine import PassStopped
+
+    src = tmp_path / "in.safetensors"
+    _checkpoint("flux", src)
+    monkeypatch.setattr(forward_method, "beside_the_copy", lambda settings: True)
+    told = []
+
+    def waits_to_be_stopped(source, prepared, settings, stop=None):
+        told.append(stop.wait(timeout=30))  # the pass is still running when the copy fails
+        raise PassStopped("stopped")
+
+    def copy_fails(*args, **kwargs):
+        raise UsageError("the copy failed")
+
+    monkeypatch.setattr(forward_run, "run", waits_to_be_stopped)
+    monkeypatch.setattr(pipeline_run, "stream_model", copy_fails)
+    out = tmp_path / "out.safetensors"
+    p = _cli(str(src), str(out), *_forward_args())
+    assert p.exit_code != 0 and "the copy failed" in p.stderr and "Traceback" not in p.stderr
+    assert told == [True] and not any(t.name == "forward pass" for t in threading.enumerate())
+    assert not out.exists()

@@ -50,6 +50,9 @@ class ByNameMethod:
             out[name] = ScaleEstimate(len(raw) / 1e6, f"{len(raw)} bytes read by name")
         return out
 
+    def close(self) -> None:
+        SEEN["closed"] = SEEN.get("closed", 0) + 1
+
 
 def create(settings: CalibrationSettings) -> CalibrationMethod:
     return ByNameMethod()
@@ -67,6 +70,7 @@ def test_a_registered_method_decides_weight_only_layers_and_reads_by_name(tmp_pa
     report = calibrate_file(RewriteOptions(str(src), str(out), settings=CalibrationSettings(method="by-name")))
     assert SEEN["layers"] == ["blocks.0.attn.qkv", "blocks.0.mlp.0", "blocks.0.mlp.2"]
     assert SEEN["asked"] == ["blocks.0.attn.qkv", "blocks.0.mlp.0"]
+    assert SEEN["closed"] == 1  # the run closes its method once it is over
     assert [e.name for e in report.excluded] == [SKIPPED] and "not reached" in report.excluded[0].reason
     assert report.bytes_out == out.stat().st_size  # planned again with the method's weight-only layer
     with safe_open(str(out), "pt") as f:

@@ -24,6 +24,9 @@ class HeuristicMethod:
     def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
         pass
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def weight_done(self, layer: FP8Layer) -> None:
         pass
 

@@ -4,16 +4,18 @@ A run calls, in this order:
 
 1. `prepare(model)` before the output header is written, with the header (the whole model's,
    merged over shards) and, for a file or a sharded folder, `model.source` to read any tensor
-   (the forward pass starts here; on a GPU it runs while the data streams). The returned
+   (the forward pass starts here on a GPU, to run while the data streams). The returned
    `MethodPlan` says which layers the method will give a scale and which must be kept
-   weight-only (that changes marker sizes, so it is fixed here), which other tensors it wants to see stream past, and whether it needs random access
-   to the input (`model.source`; on a pipe or a compressed stream the run refuses).
+   weight-only (that changes marker sizes, so it is fixed here), which other tensors it wants
+   to see stream past, and whether it needs random access to the input (`model.source`; on a
+   pipe or a compressed stream the run refuses).
 2. While the data streams, front to back, once: `observe_weight(layer, rows, row_start)` with
    each chunk of whole rows of a calibrated layer's FP8 weight (when `MethodPlan.rows`), then
    `weight_done(layer)`; `observe_tensor(info, chunk)` with every chunk of each tensor named in
    `MethodPlan.watches`.
 3. `scales(model, weight_scales)` after the stream: every asked layer's own scale, with where it
    came from. Shared-scale groups, existing scales and legacy rules are applied by the caller.
+4. `close()` once the run is over, whether it succeeded or not.
 
 Nothing here imports torch: `rows` (raw FP8 bytes, [rows, in_features]) is a numpy uint8 array
 on `--device cpu` and a uint8 torch tensor on the device otherwise.
@@ -80,4 +82,9 @@ class CalibrationMethod(Protocol):
 
     def scales(self, model: ModelView, weight_scales: Mapping[str, float]) -> dict[str, ScaleEstimate]:
         """A ScaleEstimate for every layer named in `weight_scales` (its weight scale as read)."""
+        ...
+
+    def close(self) -> None:
+        """Stop and release what `prepare` started (the forward pass's thread); called once the
+        run is over, also when it failed part way."""
         ...

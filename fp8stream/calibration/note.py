@@ -56,6 +56,9 @@ class GaussianOutputMethod:
                 w = torch.nan_to_num(w, nan=0.0, posinf=0.0, neginf=0.0)
             self._outputs.setdefault(layer.name, []).append((x @ w.T).abs().cpu())
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def weight_done(self, layer: FP8Layer) -> None:
         samples = torch.cat(self._outputs.pop(layer.name, [torch.zeros(0)]), dim=1)
         self._inputs.pop(layer.name, None)

@@ -106,6 +106,9 @@ class WeightAwareMethod:
     def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
         self.model.observe_weight(layer, rows, row_start)
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def weight_done(self, layer: FP8Layer) -> None:
         pass
 

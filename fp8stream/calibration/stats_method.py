@@ -77,6 +77,9 @@ class StatsMethod:
         for m in self._streaming:
             m.observe_weight(layer, rows, row_start)
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def weight_done(self, layer: FP8Layer) -> None:
         pass
 

@@ -99,6 +99,9 @@ class AutoMethod:
     def weight_done(self, layer: FP8Layer) -> None:
         self.inner.weight_done(layer)
 
+    def close(self) -> None:
+        self.inner.close()
+
     def scales(self, model: ModelView, weight_scales: Mapping[str, float]) -> dict[str, ScaleEstimate]:
         return self._per_layer(self.inner.scales(model, weight_scales))
 

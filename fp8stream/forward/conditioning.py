@@ -35,6 +35,7 @@ META_SAMPLES = 3  # no token count is 3: a 2-D input of 3 rows is one vector per
 class ConditioningPath:
     order: tuple[str, ...]  # checkpoint weights that read one vector per sample, in execution order
     per_step: frozenset[str]  # those whose vector changes with the sampling step's time
+    ran: frozenset[str]  # every checkpoint weight a Linear that ran reads (the others get no input)
 
 
 class StepTrace(TorchFunctionMode):
@@ -57,6 +58,9 @@ class StepTrace(TorchFunctionMode):
         if any(self.marked(a) for a in _tensors(args)) or (kwargs and any(self.marked(a) for a in _tensors(kwargs))):
             for o in _tensors(out):
                 self.mark(o)
+            name = getattr(func, "__name__", "")
+            if args and isinstance(args[0], torch.Tensor) and (name == "__setitem__" or name.endswith("_")):
+                self.mark(args[0])  # written in place (x[i] = t returns None)
         return out
 
 
@@ -86,18 +90,22 @@ class _TracedPlan(SamplePlan):
 def from_shapes(family: ModuleType, cfg: dict, model: torch.nn.Module, mapping: dict) -> ConditioningPath | None:
     """The conditioning path of `model` (built on the meta device; moved there whole). None
     when its code needs values (an MoE's routing counts tokens per expert): then the pass
-    itself finds the layers (engine.Pass.per_sample)."""
+    itself finds the layers (engine.Pass.per_sample). HiDream (MoE routing), Lumina 2 and
+    HunyuanVideo 1.5 (`.item()`) take that path."""
     model = model.to("meta")
     linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     order: list[str] = []
     per_step: set[str] = set()
+    ran: set[str] = set()
     trace = StepTrace()
 
     def seen(name: str):
         def hook(module, args) -> None:
-            if reads_one_vector_per_sample(args[0], frozenset({META_SAMPLES})) and name not in order:
-                order.append(name)
-                if trace.marked(args[0]):
+            ran.add(name)
+            if reads_one_vector_per_sample(args[0], frozenset({META_SAMPLES})):
+                if name not in order:
+                    order.append(name)
+                if trace.marked(args[0]):  # at any of its calls
                     per_step.add(name)
         return hook
 
@@ -114,5 +122,6 @@ def from_shapes(family: ModuleType, cfg: dict, model: torch.nn.Module, mapping: 
         for h in handles:
             h.remove()
     weights = per_sample_weights(order, linears, mapping)
-    return ConditioningPath(tuple(weights), frozenset(per_sample_weights([n for n in order if n in per_step],
-                                                                        linears, mapping)))
+    step = per_sample_weights([n for n in order if n in per_step], linears, mapping)
+    return ConditioningPath(tuple(weights), frozenset(step),
+                            frozenset(r.source for n in ran for r in mapping[n + ".weight"]))

@@ -14,6 +14,7 @@ parameters go to the meta device.
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
@@ -60,7 +61,7 @@ class Pass:
 class Ranges:
     """Each Linear's input and output amax kept as 0-d tensors where the model computes, read
     back once at the end: no per-Linear synchronisation with the GPU. The values are those a
-    float() per call gave (max and min are exact; the same combination rules)."""
+    float() per call gave (a max is exact; the same combination rules)."""
 
     def __init__(self) -> None:
         self.amax: dict[str, torch.Tensor] = {}
@@ -86,6 +87,10 @@ class Ranges:
         self.out_amax.clear()
 
 
+class PassStopped(Exception):
+    """The run the pass served is over (ForwardMethod.close): not an error anyone sees."""
+
+
 EMBEDDING_GAP = 16  # ids closer than this are read in one positioned read (fewer, larger reads)
 
 
@@ -107,6 +112,7 @@ class StreamingModel:
         self.on_linear = lambda n=1: None  # called after each Linear ran (a progress bar)
         self.sample_counts: frozenset[int] = frozenset()  # the micro-batches' sample counts (run.py)
         self.lockstep: Lockstep | None = None  # micro-batches: each Linear runs on all while loaded
+        self.stop: threading.Event | None = None  # set: the run is over, the pass ends at its next Linear
 
     def gather(self, target: str) -> torch.Tensor:
         """A parameter's float32 value from its source rows (dequantized where FP8); a Linear's
@@ -162,6 +168,8 @@ class StreamingModel:
 
     def _pre(self, name: str):
         def hook(module: nn.Module, args) -> None:
+            if self.stop is not None and self.stop.is_set():
+                raise PassStopped("the forward pass was stopped: the run it served is over")
             x = args[0].detach()
             self.ranges.add(self.ranges.amax, name, x)
             if reads_one_vector_per_sample(x, self.sample_counts) and name not in self.state.per_sample:

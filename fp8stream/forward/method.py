@@ -34,7 +34,8 @@ running the model once on meta tensors (forward/conditioning.py), so the output 
 fixed before any weight is read and the pass runs once, by positioned reads through the
 model's TensorSource: on a GPU beside the copy (BesideTheCopy), on the CPU after it (its reads
 then hit the page cache). Model code that cannot run on meta tensors (an MoE's routing) runs
-the pass in prepare() instead, before the header, as its result decides the layout. A pipe or a
+the pass in prepare() instead, before the header (HiDream's MoE routing, HunyuanVideo 1.5's
+`.item()`), as its result decides the layout. A pipe or a
 zstd stream is first spooled to a temporary file by the rewrite (pipeline/spool.py); with
 --no-spool it is not, and every layer gets the bound (or stays weight-only where the bound
 rests on an assumption), each saying why.
@@ -88,13 +89,16 @@ class ForwardMethod:
         runs = model.source is not None and self.prepared.reason is None
         path = self.prepared.conditioning
         if runs and path is None:
-            # The model code cannot run on meta tensors (an MoE's routing needs values), so the
-            # pass runs now, before the header: which layers it finds on the conditioning path,
-            # and which experts no token reached, decide the layout. Without the trace of the
-            # step's time, every one of those layers counts as following it.
+            # The model code cannot run on meta tensors (it needs values: an MoE's routing,
+            # HunyuanVideo 1.5's .item()), so the pass runs now, before the header: which layers
+            # it finds on the conditioning path, and which no input reached, decide the layout.
+            # Without the trace of the step's time, they are ranked by execution order alone.
             self.result = run(model.source, self.prepared, forward_settings(self.settings))
-            weight_only.update(self._unseen(model, weight_only))
-            path = ConditioningPath(tuple(self.result.per_sample), frozenset(self.result.per_sample))
+            weight_only.update(self._unseen(model, weight_only, self.result.reached))
+            order = tuple(self.result.per_sample)
+            path = ConditioningPath(order, frozenset(), frozenset(self.prepared.reached))
+        elif runs:  # a Linear of the model code the meta pass never ran gets no input in the pass either
+            weight_only.update(self._unseen(model, weight_only, path.ran.__contains__))
         if runs and self.settings.forward_conditioning == "weight-only":
             weight_only.update(self._conditioning(model, path, len(weight_only)))
         if weight_only:
@@ -105,7 +109,8 @@ class ForwardMethod:
         notes = () if self.prepared.reason is None else (f"forward pass: {self.prepared.reason}",)
         if runs and self.result is None and beside_the_copy(self.settings):
             beside = dataclasses.replace(forward_settings(self.settings), bar_line=1)  # its bar below the copy's
-            self.beside = BesideTheCopy(lambda: run(model.source, self.prepared, beside))
+            source, prepared = model.source, self.prepared
+            self.beside = BesideTheCopy(lambda stop: run(source, prepared, beside, stop))
         return MethodPlan(weight_only=weight_only, watches=bound_plan.watches, rows=True,
                           needs_random_access=self.prepared.reason is None, notes=notes)
 
@@ -114,11 +119,13 @@ class ForwardMethod:
         why = f"not reached by the forward pass ({self._why()})"
         return self._no_proof(model, {}, why, lambda weight: weight not in self.prepared.reached)
 
-    def _unseen(self, model: ModelView, already: Mapping[str, str]) -> dict[str, str]:
-        """Layers in the model code that no input reached during the pass (an MoE expert no
-        synthetic token was routed to): kept weight-only as the unreachable ones are."""
+    def _unseen(self, model: ModelView, already: Mapping[str, str], reached) -> dict[str, str]:
+        """Layers in the model code that no input reaches in the pass (`reached(weight)` false:
+        an MoE expert no synthetic token was routed to, a branch the inputs do not take): kept
+        weight-only as the unreachable ones are."""
         why = "no input reached it in the forward pass (an MoE expert no synthetic token was routed to, say)"
-        return self._no_proof(model, already, why, lambda weight: not self.result.reached(weight))
+        return self._no_proof(model, already, why,
+                              lambda weight: weight in self.prepared.reached and not reached(weight))
 
     def _no_proof(self, model: ModelView, already: Mapping[str, str], why: str, missed) -> dict[str, str]:
         """The layers `missed(weight name)` selects whose bound would rest on an assumed model
@@ -140,8 +147,9 @@ class ForwardMethod:
         every modulation: their range changes at every step, which dynamic scaling follows and
         one static scale cannot, the real max included), the last to run first; then those that
         read only the guidance or the pooled text, the same vector all through a run
-        (forward/conditioning.py). Decided from the header alone, so the pass can run after (or
-        beside) the copy."""
+        (forward/conditioning.py). Decided from the header (the meta pass), so the pass can run
+        after (or beside) the copy; where the model code cannot run on meta tensors, from the
+        pass, by execution order alone (no trace of the step's time there)."""
         calibrated = {layer.weight.name: layer for layer in model.layers}
         ranked = [w for w in reversed(path.order) if w in path.per_step] + \
                  [w for w in reversed(path.order) if w not in path.per_step]
@@ -166,11 +174,18 @@ class ForwardMethod:
 
         bounds = self.bound.scales(model, weight_scales)
         if self.beside is not None:
-            self.result, self.beside = self.beside.result(), None
-        if self.result is None:  # the pass runs now (or, when it cannot run, says why: the bound)
+            self.result = self.beside.result()
+        elif self.result is None:  # the pass runs now (or, when it cannot run, says why: the bound)
             self.result = run(model.source, self.prepared, forward_settings(self.settings))
         by_name = {layer.name: layer for layer in model.layers}
         return {name: self._estimate(by_name[name], bounds[name]) for name in weight_scales}
+
+    def close(self) -> None:
+        """Stop the pass beside the copy, if one runs (a run that failed part way), and wait
+        for its thread, so nothing of this run outlives it."""
+        if self.beside is not None:
+            self.beside.stop()
+            self.beside = None
 
     def _why(self) -> str:
         return self.prepared.reason or "a layer outside the model code"
@@ -232,17 +247,19 @@ class BesideTheCopy:
     host memory of both would add up."""
 
     def __init__(self, work) -> None:
+        """`work(stop)`: the pass, which ends at its next Linear once `stop` is set."""
         import threading
 
         from fp8stream.io.overlap import start_thread
 
         self._work, self._value, self._error = work, None, None
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="forward pass", daemon=True)
         start_thread(self._thread)
 
     def _run(self) -> None:
         try:
-            self._value = self._work()
+            self._value = self._work(self._stop)
         except BaseException as e:  # handed to the main thread by result()
             self._error = e
 
@@ -251,6 +268,11 @@ class BesideTheCopy:
         if self._error is not None:
             raise self._error
         return self._value
+
+    def stop(self) -> None:
+        """End the pass at its next Linear and wait for the thread; its result is dropped."""
+        self._stop.set()
+        self._thread.join()
 
 
 def create(settings: CalibrationSettings) -> ForwardMethod:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 import time
 import warnings
 from collections import Counter
@@ -198,8 +199,10 @@ def _on(device: torch.device, kwargs: dict) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
 
 
-def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = ForwardSettings()) -> ForwardResult:
-    """The forward pass over the prepared model; a result with `reason` when it cannot run."""
+def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = ForwardSettings(),
+        stop: threading.Event | None = None) -> ForwardResult:
+    """The forward pass over the prepared model; a result with `reason` when it cannot run.
+    `stop`, once set, ends it at its next Linear (engine.PassStopped)."""
     family = prepared.family
     if prepared.reason is not None:
         return ForwardResult(family.NAME if family else None, reason=prepared.reason, config=prepared.config)
@@ -212,6 +215,7 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
     device = torch.device(settings.device)
     with pinned_threads(settings.threads), torch.no_grad():
         sm = StreamingModel(model, prepared.mapping, Reader(source, prepared.scale_names, device), device)
+        sm.stop = stop
         sm.load_rest()
         plan = SamplePlan(settings.batch, settings.image_tokens, settings.text_tokens, settings.seed)
         size = settings.micro_batch or micro_batch_for(settings.batch, settings.image_tokens, settings.text_tokens)
