@@ -178,7 +178,8 @@ def _calibrate(model: ModelInput, planned: Planned, options: RewriteOptions, rep
         _run_method(method, model, planned, options, report)
 
 
-def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, options: RewriteOptions, report: FileReport) -> None:
+def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, options: RewriteOptions,
+                report: FileReport) -> None:
     """Prepare the method, stream every file through it, resolve the scales, write the tails."""
     from fp8stream.pipeline.run import RunSettings, finish_files, stream_model
 

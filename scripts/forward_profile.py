@@ -1,6 +1,6 @@
 """Where the forward pass's time goes on one checkpoint: imports, `prepare` (header only: the
-family, diffusers' converter on the header, the model on meta tensors), then the pass twice
-(the first as cold as the page cache was; the second from it).
+family, diffusers' converter on the header), the conditioning path (the model on meta
+tensors), then the pass twice (the first as cold as the page cache was; the second from it).
 
     python scripts/forward_profile.py flux.safetensors --device cuda
 
@@ -23,6 +23,7 @@ def main() -> None:
     import torch
     import diffusers  # noqa: F401
 
+    from fp8stream.forward.conditioning import from_shapes
     from fp8stream.forward.run import ForwardSettings, prepare, run
     from fp8stream.io.reader import LazyFile
     from fp8stream.io.source import TensorSource
@@ -32,9 +33,12 @@ def main() -> None:
         header = f.header
     t = time.monotonic()
     prepared = prepare(header)
-    print(f"prepare: {time.monotonic() - t:.2f} s ({prepared.reason or 'ready'}; "
-          f"conditioning path: {'found by the pass itself' if prepared.conditioning is None else len(prepared.conditioning.order)})",
-          flush=True)
+    print(f"prepare: {time.monotonic() - t:.2f} s ({prepared.reason or 'ready'})", flush=True)
+    if prepared.reason is None:
+        t = time.monotonic()
+        path = from_shapes(prepared)
+        found = "none: the pass itself finds it" if path is None else f"{len(path.order)} weights"
+        print(f"conditioning path on meta tensors: {time.monotonic() - t:.2f} s ({found})", flush=True)
     for label in ("first pass", "second pass (page cache)"):
         with TensorSource.for_file(args.checkpoint, header) as src:
             t = time.monotonic()

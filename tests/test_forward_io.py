@@ -183,13 +183,16 @@ def test_micro_batches_read_each_weight_once_and_see_the_same_samples(flux: Path
         assert one.amax[name] == pytest.approx(a, rel=1e-5), name
     # the conditioning path, in execution order: the same whatever the split, and the same as
     # the pass on meta tensors found from the header alone (which decides the layout)
-    assert one.per_sample == all_.per_sample == list(prepared.conditioning.order)
+    from fp8stream.forward.conditioning import from_shapes
+
+    path = from_shapes(prepared)
+    assert one.per_sample == all_.per_sample == list(path.order)
     bare = [n.split("model.diffusion_model.")[-1] for n in all_.per_sample]
     assert bare[:2] == ["time_in.in_layer.weight", "time_in.out_layer.weight"]
     assert bare[-1] == "final_layer.adaLN_modulation.1.weight" and len(bare) == len(set(bare))
     # the layers that follow the step's time: the timestep embedder and every modulation, not
     # the guidance or pooled-text embedders
-    step = {n.split("model.diffusion_model.")[-1] for n in prepared.conditioning.per_step}
+    step = {n.split("model.diffusion_model.")[-1] for n in path.per_step}
     assert step == {b for b in bare if not b.startswith(("guidance_in.", "vector_in."))}, sorted(step)
 
 
@@ -238,8 +241,8 @@ def test_model_code_that_fails_on_meta_tensors_leaves_the_conditioning_path_to_t
         def forward(self, x, return_dict=False):
             raise AssertionError("needs values")
 
-    family = types.SimpleNamespace(inputs=lambda cfg, plan: {"x": plan.timesteps()})
-    assert conditioning.from_shapes(family, {}, NeedsValues(), {}) is None
+    family = types.SimpleNamespace(inputs=lambda cfg, plan: {"x": plan.timesteps()}, model_class=lambda: NeedsValues)
+    assert conditioning.from_shapes(forward_run.Prepared(family)) is None
 
     calls = []
     real_run = forward_run.run
@@ -248,7 +251,7 @@ def test_model_code_that_fails_on_meta_tensors_leaves_the_conditioning_path_to_t
         calls.append("pass")
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(forward_run, "from_shapes", lambda *args: None)
+    monkeypatch.setattr(conditioning, "from_shapes", lambda *args: None)
     monkeypatch.setattr(forward_run, "run", recorded)
     p = run_cli("calibrate", str(flux), str(tmp_path / "out.safetensors"), "--method", "forward",
                 "--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import warnings
 import weakref
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Iterator
 
 import torch
@@ -27,6 +26,7 @@ from torch.overrides import TorchFunctionMode
 
 from fp8stream.forward.engine import per_sample_weights, reads_one_vector_per_sample
 from fp8stream.forward.inputs import SamplePlan
+from fp8stream.forward.run import Prepared, meta_model
 
 META_SAMPLES = 3  # no token count is 3: a 2-D input of 3 rows is one vector per sample
 
@@ -87,12 +87,14 @@ class _TracedPlan(SamplePlan):
         return self.trace.mark(super().timesteps())
 
 
-def from_shapes(family: ModuleType, cfg: dict, model: torch.nn.Module, mapping: dict) -> ConditioningPath | None:
-    """The conditioning path of `model` (built on the meta device; moved there whole). None
-    when its code needs values (an MoE's routing counts tokens per expert): then the pass
-    itself finds the layers (engine.Pass.per_sample). HiDream (MoE routing), Lumina 2 and
-    HunyuanVideo 1.5 (`.item()`) take that path."""
-    model = model.to("meta")
+def from_shapes(prepared: Prepared) -> ConditioningPath | None:
+    """The conditioning path of the prepared model (built again on the meta device, buffers
+    too: 0.2 s for Flux-dev). None when its code needs values (an MoE's routing counts tokens
+    per expert): then the pass itself finds the layers (engine.Pass.per_sample). HiDream (MoE
+    routing), Lumina 2 and HunyuanVideo 1.5 (`.item()`) take that path. Only a run whose pass
+    will run asks (ForwardMethod.prepare): not a stream's spool probe, not --no-spool."""
+    family, cfg, mapping = prepared.family, prepared.config, prepared.mapping
+    model = meta_model(family, cfg).to("meta")
     linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     order: list[str] = []
     per_step: set[str] = set()

@@ -44,7 +44,7 @@ rests on an assumption), each saying why.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 from fp8stream.calibration import graph as G
 from fp8stream.calibration.interface import MethodPlan, ModelView, ScaleEstimate
@@ -53,9 +53,6 @@ from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.calibration.simulate import WeightAwareMethod
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import TensorInfo
-
-if TYPE_CHECKING:
-    from fp8stream.forward.conditioning import ConditioningPath
 
 DIT_MARGIN = 3.0  # the default margin of the DiT families
 TEXT_MARGIN = 2.0  # the default margin of the text-encoder families (a power of two: see above)
@@ -76,7 +73,7 @@ class ForwardMethod:
         self.beside: BesideTheCopy | None = None  # the pass running while the copy streams
 
     def prepare(self, model: ModelView) -> MethodPlan:
-        from fp8stream.forward.conditioning import ConditioningPath
+        from fp8stream.forward.conditioning import from_shapes
         from fp8stream.forward.run import import_diffusers, prepare, run
 
         import_diffusers()  # one line saying how to install it, before any output exists
@@ -87,7 +84,8 @@ class ForwardMethod:
             self.prepared = dataclasses.replace(self.prepared, reason=NO_SPOOL, reached=frozenset())
         weight_only = self._unreachable(model)
         runs = model.source is not None and self.prepared.reason is None
-        path = self.prepared.conditioning
+        path = from_shapes(self.prepared) if runs else None
+        order, per_step = (path.order, path.per_step) if path is not None else ((), frozenset())
         if runs and path is None:
             # The model code cannot run on meta tensors (it needs values: an MoE's routing,
             # HunyuanVideo 1.5's .item()), so the pass runs now, before the header: which layers
@@ -96,11 +94,10 @@ class ForwardMethod:
             self.result = run(model.source, self.prepared, forward_settings(self.settings))
             weight_only.update(self._unseen(model, weight_only, self.result.reached))
             order = tuple(self.result.per_sample)
-            path = ConditioningPath(order, frozenset(), frozenset(self.prepared.reached))
         elif runs:  # a Linear of the model code the meta pass never ran gets no input in the pass either
-            weight_only.update(self._unseen(model, weight_only, path.ran.__contains__))
+            weight_only.update(self._unseen(model, weight_only, lambda weight: weight in path.ran))
         if runs and self.settings.forward_conditioning == "weight-only":
-            weight_only.update(self._conditioning(model, path, len(weight_only)))
+            weight_only.update(self._conditioning(model, order, per_step, len(weight_only)))
         if weight_only:
             # The layers kept weight-only no longer stream past as calibrated weights: the bound's
             # model must watch them as producers instead, or its conditioning vector lacks them.
@@ -138,9 +135,11 @@ class ForwardMethod:
         return {layer.name: reason for layer in model.layers
                 if layer.name not in already and missed(layer.weight.name) and _rests_on_input(graph, layer.name)}
 
-    def _conditioning(self, model: ModelView, path: ConditioningPath, already: int) -> dict[str, str]:
+    def _conditioning(self, model: ModelView, order: tuple[str, ...], per_step: frozenset[str],
+                      already: int) -> dict[str, str]:
         """The conditioning path (layers that read one vector per sample: timestep, guidance and
-        pooled-text embedders, AdaLN modulation) is kept weight-only: each call is a single
+        pooled-text embedders, AdaLN modulation; `order`: their weights in execution order,
+        `per_step`: those that follow the step's time) is kept weight-only: each call is a single
         vector, which dynamic scaling fits exactly and a static scale cannot, and FP8 activations
         save nothing on a few rows. At most a quarter of the layers in all, so FP8 stays the
         rule: first those whose vector follows the sampling step's time (the timestep embedder,
@@ -151,11 +150,10 @@ class ForwardMethod:
         after (or beside) the copy; where the model code cannot run on meta tensors, from the
         pass, by execution order alone (no trace of the step's time there)."""
         calibrated = {layer.weight.name: layer for layer in model.layers}
-        ranked = [w for w in reversed(path.order) if w in path.per_step] + \
-                 [w for w in reversed(path.order) if w not in path.per_step]
+        ranked = [w for w in reversed(order) if w in per_step] + [w for w in reversed(order) if w not in per_step]
         candidates = [calibrated[w] for w in ranked if w in calibrated]
         room = max(0, len(model.layers) // 4 - already)
-        return {layer.name: (f"conditioning path (one vector per sample{STEP if layer.weight.name in path.per_step else ''}"
+        return {layer.name: (f"conditioning path (one vector per sample{STEP if layer.weight.name in per_step else ''}"
                              ", which one static scale cannot fit as dynamic scaling does): weight-only; "
                              "--forward-conditioning fp8 to scale it")
                 for layer in candidates[:room]}
@@ -240,9 +238,9 @@ def beside_the_copy(settings: CalibrationSettings) -> bool:
 
 class BesideTheCopy:
     """The forward pass on a thread while the copy streams (on a GPU, which computes it while
-    the host copies: the pass's cold reads and the copy's share the page cache, so the input is
-    read from disk about once). Its result, or its error, is taken after the stream. A daemon
-    thread: a run that fails in the copy does not wait for the pass before it exits. On the
+    the host copies). Its result, or its error, is taken after the stream; `stop` (from
+    ForwardMethod.close, whatever happened) ends it at its next Linear and waits for it. A daemon
+    thread, so an interpreter that exits some other way does not wait for it either. On the
     CPU the pass runs after the copy instead: both would compete for the same cores, and the
     host memory of both would add up."""
 

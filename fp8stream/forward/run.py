@@ -22,7 +22,6 @@ from typing import Iterator
 import torch
 
 from fp8stream.calibration.settings import micro_batch_for
-from fp8stream.forward.conditioning import ConditioningPath, from_shapes
 from fp8stream.forward.families import FAMILIES, forward_family
 from fp8stream.forward.inputs import SamplePlan
 from fp8stream.forward.mapping import MappingError, check_mapping, derive_mapping, is_companion
@@ -105,9 +104,6 @@ class Prepared:
     scale_names: dict[str, str | None] = field(default_factory=dict)  # FP8 weight -> its weight scale
     reached: frozenset[str] = frozenset()
     detection: Detection | None = None  # what the detector said (also when the family has no model code)
-    # the weights that read one vector per sample, from a pass on meta tensors; None when the
-    # model code cannot run on them (forward.conditioning)
-    conditioning: ConditioningPath | None = None
 
 
 def prepare(header: Header) -> Prepared:
@@ -130,7 +126,7 @@ def prepare(header: Header) -> Prepared:
     except (MappingError, KeyError, RuntimeError, ValueError) as e:
         return Prepared(family, f"{family.NAME}: diffusers' converter failed ({e})", cfg, detection=detection)
     try:
-        model = _meta_model(family, cfg)
+        model = meta_model(family, cfg)
     except ImportError as e:  # a text encoder's family needs transformers
         return Prepared(family, f"{family.NAME}: {e.name or e} is not installed (pip install fp8stream[forward])", cfg,
                         detection=detection)
@@ -141,8 +137,7 @@ def prepare(header: Header) -> Prepared:
         return Prepared(family, f"{family.NAME}: {problems[0]}", cfg, detection=detection)
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     reached = frozenset(r.source for n in linears for r in mapping[n + ".weight"])
-    return Prepared(family, None, cfg, mapping, _weight_scales(header), reached, detection,
-                    from_shapes(family, cfg, model, mapping))
+    return Prepared(family, None, cfg, mapping, _weight_scales(header), reached, detection)
 
 
 def model_tensors(shapes: dict[str, tuple[int, ...]]) -> tuple[str, dict[str, tuple[int, ...]]]:
@@ -173,7 +168,8 @@ def _weight_scales(header: Header) -> dict[str, str | None]:
     return out
 
 
-def _meta_model(family: ModuleType, cfg: dict) -> torch.nn.Module:
+def meta_model(family: ModuleType, cfg: dict) -> torch.nn.Module:
+    """The family's model built on the meta device (parameters; buffers stay real), in eval mode."""
     from fp8stream.forward.engine import parameters_on_meta
 
     with parameters_on_meta(), warnings.catch_warnings():
@@ -211,7 +207,7 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
 
     start = time.monotonic()
     cfg = prepared.config
-    model = _meta_model(family, cfg)
+    model = meta_model(family, cfg)
     device = torch.device(settings.device)
     with pinned_threads(settings.threads), torch.no_grad():
         sm = StreamingModel(model, prepared.mapping, Reader(source, prepared.scale_names, device), device)
