@@ -19,8 +19,10 @@ from fp8stream.io.dtypes import DTYPE_BITS
 from fp8stream.io.header import OutputEntry
 from fp8stream.io.writer import StreamingWriter
 
-# Widest dtype first, as the safetensors library's own writer orders data (docs/formats.md).
-_SAFETENSORS_ORDER = {name: -bits for name, bits in DTYPE_BITS.items()}
+# The safetensors library's own order (docs/formats.md): widest dtype first, then the later of
+# its dtype enum (DTYPE_BITS lists it in that order: F8_E4M3 before U8, so markers come after
+# every FP8 weight), then the name.
+_SAFETENSORS_ORDER = {name: (-bits, -rank) for rank, (name, bits) in enumerate(DTYPE_BITS.items())}
 
 
 @dataclass
