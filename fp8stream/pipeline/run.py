@@ -61,13 +61,14 @@ def _progress(total: int, enabled: bool, label: str):
 
 def stream_model(model: ModelInput, plans: list[RewritePlan], calibrated: list[LayerPlan], view: ModelView,
                  method: CalibrationMethod, method_plan: MethodPlan, sinks: list[tuple[OutputSink, BinaryIO]],
-                 settings: RunSettings) -> StreamResult:
-    """Every file's header and data out, in file order; the method sees the whole model."""
+                 settings: RunSettings, present: int = 0) -> StreamResult:
+    """Every file's header and data out, in file order; the method sees the whole model.
+    `present`: the first file's leading data bytes already in its output (the head start's)."""
     on_cuda = settings.device == "cuda"  # its peak was reset before method.prepare (rewrite.py)
     state = StreamState()
     files = []
-    for part, plan, (sink, out) in zip(model.parts, plans, sinks):
-        writer = StreamingWriter(out, plan.entries, plan.metadata)
+    for i, (part, plan, (sink, out)) in enumerate(zip(model.parts, plans, sinks)):
+        writer = StreamingWriter(out, plan.entries, plan.metadata, plan.header_room, present if i == 0 else 0)
         writer.write_header()
         stream = TensorStream(part.source, part.header)
         if settings.verify:
