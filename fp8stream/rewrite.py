@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 from fp8stream.calibration.interface import CalibrationMethod, ModelView
 from fp8stream.calibration.settings import CalibrationSettings
@@ -33,9 +32,6 @@ from fp8stream.pipeline.inputs import ModelInput, open_model
 from fp8stream.pipeline.scales import Resolved, excluded_reports, layer_reports, resolve
 from fp8stream.remote import is_remote
 from fp8stream.report import FileReport, SkippedReport, human_size
-
-if TYPE_CHECKING:
-    from fp8stream.pipeline.head_start import HeadStart
 
 
 @dataclass
@@ -185,30 +181,25 @@ def _calibrate(model: ModelInput, planned: Planned, options: RewriteOptions, rep
 def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, options: RewriteOptions,
                 report: FileReport) -> None:
     """Prepare the method, stream every file through it, resolve the scales, write the tails."""
-    from fp8stream.pipeline.head_start import agreed
     from fp8stream.pipeline.run import RunSettings, finish_files, stream_model
 
+    if options.settings.device == "cuda":  # the peak VRAM reported covers prepare (a forward pass) too
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    method_plan = method.prepare(planned.view)
+    if method_plan.needs_random_access and planned.view.source is None:
+        raise UsageError(f"--method {options.settings.method} reads tensors by name: give a file or a sharded "
+                         "folder, not a pipe or a compressed stream, or let it spool (no --no-spool)")
+    if method_plan.weight_only:  # layers the method cannot scale: the layout changes, so plan again
+        planned = _plan(model, options, dict(method_plan.weight_only), planned.view)
+        report.bytes_out = sum(p.output_bytes for p in planned.files)
+    report.notes = list(method_plan.notes)
     settings = RunSettings(options.settings.device, options.keep_weight_only, options.overwrite_scales,
                            options.verify, options.progress)
     with contextlib.ExitStack() as stack:
         sharded, sinks = _open_outputs(stack, model, options)
-        head = _head_start(stack, model, planned.files[0], options, sinks[0][0])
-        first_plan = planned.files[0]
-        if options.settings.device == "cuda":  # the peak VRAM reported covers prepare (a forward pass) too
-            import torch
-
-            torch.cuda.reset_peak_memory_stats()
-        method_plan = method.prepare(planned.view)
-        if method_plan.needs_random_access and planned.view.source is None:
-            raise UsageError(f"--method {options.settings.method} reads tensors by name: give a file or a sharded "
-                             "folder, not a pipe or a compressed stream, or let it spool (no --no-spool)")
-        if method_plan.weight_only:  # layers the method cannot scale: the layout changes, so plan again
-            planned = _plan(model, options, dict(method_plan.weight_only), planned.view)
-            report.bytes_out = sum(p.output_bytes for p in planned.files)
-        report.notes = list(method_plan.notes)
-        present = 0 if head is None else agreed(first_plan, planned.files[0], head.stop())
-        run = stream_model(model, planned.files, planned.calibrated, planned.view, method, method_plan, sinks,
-                           settings, present)
+        run = stream_model(model, planned.files, planned.calibrated, planned.view, method, method_plan, sinks, settings)
         resolved = _fill(report, planned, run.facts, run.out_weight_only, run.estimates, options)
         summaries = finish_files(run.files, resolved, options.verify)
         if sharded is not None:
@@ -217,26 +208,6 @@ def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, 
     report.verify = "; ".join(summaries) or None
     report.bytes_written = sum(sink.bytes_written for sink, _ in sinks)
     report.peak_vram_bytes = run.peak_vram_bytes
-
-
-def _head_start(stack: contextlib.ExitStack, model: ModelInput, plan: RewritePlan, options: RewriteOptions,
-                sink) -> "HeadStart | None":
-    """The data copied into the output while the method prepares (pipeline/head_start.py), where
-    it can be: one local file in, one local uncompressed file out, twice the input in free memory
-    (the stream reads the data again: from the page cache)."""
-    from fp8stream.memory import available_memory
-    from fp8stream.pipeline.head_start import HeadStart
-
-    part = model.parts[0]
-    local_in = (not model.sharded and part.source.path is not None and not part.source.compressed
-                and part.source.size is not None and not is_remote(part.source.path))
-    # not `sink.readback` first: an upload's readback ends the upload (remote/output.py)
-    local_out = sink.target != "-" and not is_remote(sink.target) and options.zstd is None
-    if not (local_in and local_out) or 2 * model.bytes_in > available_memory():
-        return None
-    head = HeadStart(part.source.path, part.header.data_start, sink.readback, plan)
-    stack.callback(head.stop)  # before the sink's exit (the stack runs backwards): nothing writes then
-    return head
 
 
 def _open_outputs(stack: contextlib.ExitStack, model: ModelInput, options: RewriteOptions):

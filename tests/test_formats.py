@@ -398,3 +398,27 @@ def test_output_size_is_known_from_the_header_alone(tmp_path: Path, flavour: str
     out = tmp_path / "out.safetensors"
     report = calibrate(src, out, *args)
     assert json.loads(planned.stdout)["bytes_out"] == out.stat().st_size == report["bytes_out"]
+
+
+def test_synthetic_checkpoints_order_data_as_the_safetensors_library_does(tmp_path: Path) -> None:
+    """Scales (F32) first, markers (U8) after every FP8 weight: the order real files have, which
+    the stream's tests and the benchmark inventories rely on."""
+    from safetensors.torch import save_file
+
+    from fp8stream.io.reader import LazyFile
+
+    tensors = {"a.weight_scale": torch.ones(()), "a.weight": torch.zeros(4, dtype=torch.float8_e4m3fn),
+               "a.comfy_quant": torch.zeros(3, dtype=torch.uint8), "b.weight": torch.zeros(4, dtype=torch.float8_e4m3fn),
+               "c.bias": torch.zeros(2, dtype=torch.bfloat16), "d.ids": torch.zeros(2, dtype=torch.int64),
+               "e.mask": torch.zeros(2, dtype=torch.bool), "f.w": torch.zeros(2, dtype=torch.float8_e5m2)}
+    dtypes = ["F32", "F8_E4M3", "U8", "F8_E4M3", "BF16", "I64", "BOOL", "F8_E5M2"]
+    save_file(tensors, str(tmp_path / "lib.safetensors"))
+    ours = [SyntheticTensor(name, dtype, tuple(t.shape), lambda t=t: [t.reshape(-1).view(torch.uint8).numpy().tobytes()])
+            for (name, t), dtype in zip(tensors.items(), dtypes)]
+    write_checkpoint(str(tmp_path / "ours.safetensors"), ours)
+    orders = []
+    for name in ("lib", "ours"):
+        with LazyFile(str(tmp_path / f"{name}.safetensors")) as f:
+            orders.append([t.name for t in f.header.tensors])
+    assert orders[0] == orders[1]
+    assert orders[0].index("a.comfy_quant") > orders[0].index("b.weight")

@@ -172,36 +172,10 @@ def build_plan(header: Header, calibration: dict[str, object], options: FormatOp
 
     `whole`: for one shard of a sharded checkpoint, the merged header of every shard (flavours,
     presets and groups are decided on the whole model; the plan covers this shard's tensors, and
-    each layer's scale goes into the shard that holds its weight).
-
-    The header is padded to `header_room`, the same whatever the method keeps weight-only, so
-    the data's place in the file is known before the method has decided (the head start copies
-    data meanwhile, pipeline/head_start.py) and every route gives the same bytes."""
+    each layer's scale goes into the shard that holds its weight)."""
     options = options or FormatOptions()
-    plan = _layout(header, calibration, options, whole, method_weight_only or {})
-    plan.header_room = _header_room(header, calibration, options, whole)
-    return plan
-
-
-def _header_room(header: Header, calibration: dict[str, object], options: FormatOptions, whole: Header | None) -> int:
-    """Room for the header of any choice of weight-only layers a method may make: the header
-    with none of them and the header with all of them, side by side. An entry of any choice is
-    in one of the two, and every entry but the input scales is in both and counts twice, which
-    covers the bytes a weight-only flag or an offset's extra digit adds to one."""
-    from fp8stream.io.header import encode_header
-
     inventory = take_inventory(whole if whole is not None else header)
-    may_exclude = {p.layer.name: "" for p in plan_layers(inventory, options, {})
-                   if p.calibrated and p.out_flavour != LEGACY}  # the legacy format has no per-layer flag
-    lengths = [len(encode_header(p.entries, p.metadata)[0]) - 8
-               for p in (_layout(header, calibration, options, whole, w) for w in ({}, may_exclude))]
-    return sum(lengths)
-
-
-def _layout(header: Header, calibration: dict[str, object], options: FormatOptions, whole: Header | None,
-            method_weight_only: Mapping[str, str]) -> RewritePlan:
-    inventory = take_inventory(whole if whole is not None else header)
-    all_plans = plan_layers(inventory, options, method_weight_only)
+    all_plans = plan_layers(inventory, options, method_weight_only or {})
     plans = [p for p in all_plans if p.layer.weight.name in header]
     own = LayerInventory([p.layer for p in plans], [s for s in inventory.skipped if f"{s.name}.weight" in header],
                          inventory.legacy_marker, inventory.quant_metadata, inventory.names)

@@ -72,7 +72,6 @@ class RewritePlan:
     scalar_keys: set[str] = field(default_factory=set)
     layer_by_weight: dict[str, FP8Layer] = field(default_factory=dict)
     plan_by_marker: dict[str, LayerPlan] = field(default_factory=dict)
-    header_room: int = 0  # the JSON header is padded to this many bytes (build_plan)
 
     @property
     def layers(self) -> list[FP8Layer]:
@@ -91,5 +90,5 @@ class RewritePlan:
     def output_bytes(self) -> int:
         from fp8stream.io.header import encode_header
 
-        blob, infos = encode_header(self.entries, self.metadata, self.header_room)
+        blob, infos = encode_header(self.entries, self.metadata)
         return len(blob) + (infos[-1].end if infos else 0)

@@ -156,7 +156,7 @@ class AtomicOutput:
         except OSError as e:
             raise describe_os_error(self.target, e) from None
         try:
-            self.file = WriteBehind(os.fdopen(fd, "wb", buffering=1 << 20), writeback=True)
+            self.file = WriteBehind(os.fdopen(fd, "wb", buffering=1 << 20))
         except BaseException:  # a signal here would skip __exit__: the temp file must not stay
             try:
                 os.close(fd)

@@ -207,10 +207,8 @@ class OutputEntry:
     nbytes: int
 
 
-def encode_header(entries: list[OutputEntry], metadata: dict[str, str] | None,
-                  room: int = 0) -> tuple[bytes, list[TensorInfo]]:
-    """Lay an output header out: the 8-byte prefix plus JSON padded with spaces to `room` bytes
-    (when it is shorter) and to a multiple of 8 (safetensors allows trailing spaces).
+def encode_header(entries: list[OutputEntry], metadata: dict[str, str] | None) -> tuple[bytes, list[TensorInfo]]:
+    """Lay an output header out: the 8-byte prefix plus JSON padded with spaces to 8 bytes.
 
     Returns the bytes and the TensorInfo of each entry (its offsets), in data order.
     """
@@ -226,6 +224,5 @@ def encode_header(entries: list[OutputEntry], metadata: dict[str, str] | None,
         infos.append(TensorInfo(e.name, e.dtype, tuple(e.shape), position, position + e.nbytes))
         position += e.nbytes
     text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    text += b" " * max(0, room - len(text))
     text += b" " * (-len(text) % 8)
     return struct.pack("<Q", len(text)) + text, infos

@@ -15,11 +15,8 @@ from __future__ import annotations
 import queue
 import signal
 import threading
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Callable, Iterable
-
-from fp8stream.io.writeback import STEP, start_writeback
 
 POOL_BUFFERS = 6  # read-ahead 2 + consumer 1 + write-behind 3
 WRITE_DEPTH = 3
@@ -173,26 +170,14 @@ class ChunkReader:
         self.pool.close()
 
 
-@dataclass(frozen=True)
-class _Seek:
-    """A queued seek of WriteBehind (after the writes before it)."""
-
-    position: int
-
-
 class WriteBehind:
     """A file-like sink whose writes happen on a thread; write errors surface on the next call.
 
     Data handed to `write` must not change afterwards; pooled chunks are held until written.
-    With `writeback` (a regular file), the thread asks the kernel to begin writing each
-    writeback.STEP of bytes the sink has handed on (io/writeback.py), so the disk works while
-    the stream goes on rather than all in the final fsync.
     """
 
-    def __init__(self, sink: BinaryIO, depth: int = WRITE_DEPTH, writeback: bool = False) -> None:
+    def __init__(self, sink: BinaryIO, depth: int = WRITE_DEPTH) -> None:
         self._sink = sink
-        self._position = 0  # where the sink's next byte goes
-        self._writeback_from: int | None = 0 if writeback else None  # bytes before it: asked for
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._abandoned = False
@@ -206,28 +191,13 @@ class WriteBehind:
                 if item is _END:
                     return
                 if self._error is None and not self._abandoned:
-                    if isinstance(item, _Seek):
-                        self._sink.seek(item.position)
-                        self._position = item.position
-                        if self._writeback_from is not None:
-                            self._writeback_from = item.position  # what lies before: someone else's
-                    else:
-                        self._sink.write(item)
-                        self._position += len(item)
-                        self._writeback()
+                    self._sink.write(item)
             except BaseException as e:
                 self._error = e
             finally:
-                if item is not _END and not isinstance(item, _Seek):
+                if item is not _END:
                     release(item)
                 self._queue.task_done()
-
-    def _writeback(self) -> None:
-        """One STEP at a time, a STEP behind: the sink's own buffer may still hold the last bytes."""
-        start = self._writeback_from
-        if start is not None and self._position - start >= 2 * STEP:
-            start_writeback(self._sink.fileno(), start, STEP)
-            self._writeback_from = start + STEP
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -239,12 +209,6 @@ class WriteBehind:
         hold(data)
         self._queue.put(data)
         return len(data)
-
-    def seek(self, position: int) -> int:
-        """Continue at `position` (from the file's start) after the writes queued so far."""
-        self._raise()
-        self._queue.put(_Seek(position))
-        return position
 
     def flush(self) -> None:
         """Wait until every queued write is done, then flush the sink."""

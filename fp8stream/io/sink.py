@@ -38,11 +38,6 @@ class _CountingWriter:
         self.count += len(data)
         return n if n is not None else len(data)
 
-    def seek(self, position: int) -> int:
-        """Past bytes already in the file (copied there ahead): they count as written."""
-        self.count = max(self.count, position)
-        return self.sink.seek(position)
-
     def flush(self) -> None:
         self.sink.flush()
 

@@ -2,8 +2,6 @@
 
 Like gguf's writer, it keeps an explicit state of what may be written next, so a bug that
 writes tensors out of order, short or long fails loudly instead of producing a corrupt file.
-The first `present` bytes of the data may already be in the file (copied there ahead, by the
-head start): they are passed over, not written again, and the sink seeks past them.
 """
 
 from __future__ import annotations
@@ -23,16 +21,12 @@ class WriterState(enum.Enum):
 class StreamingWriter:
     """Writes a safetensors stream whose layout is fixed before the first byte."""
 
-    def __init__(self, sink: BinaryIO, entries: list[OutputEntry], metadata: dict[str, str] | None,
-                 room: int = 0, present: int = 0) -> None:
-        """`room`: the JSON header's padded length (encode_header); `present`: data bytes
-        already in the file, from its start (the sink must then be seekable)."""
+    def __init__(self, sink: BinaryIO, entries: list[OutputEntry], metadata: dict[str, str] | None) -> None:
         self.sink = sink
-        self.header_blob, self.infos = encode_header(entries, metadata, room)
+        self.header_blob, self.infos = encode_header(entries, metadata)
         self.state = WriterState.EMPTY
         self._index = 0  # the tensor being written
         self._written = 0  # bytes of it written so far
-        self._present = present
         self.bytes_written = 0
 
     def write_header(self) -> None:
@@ -53,7 +47,7 @@ class StreamingWriter:
             raise RuntimeError(f"writer expected {info.name if info else 'nothing'!r}, got {name!r}")
         if self._written + len(data) > info.nbytes:
             raise RuntimeError(f"too many bytes for {name!r}")
-        self._put_data(info.begin + self._written, data)
+        self._put(data)
         self._written += len(data)
         if self._written == info.nbytes:
             self._index += 1
@@ -61,7 +55,6 @@ class StreamingWriter:
             self._skip_empty()
 
     def finish(self) -> None:
-        self._past_present()  # the file ends after them, when nothing came after
         if self.state is not WriterState.DONE:
             missing = self.expected()
             raise RuntimeError(f"output incomplete: {missing.name if missing else 'header'!r} not written")
@@ -71,23 +64,6 @@ class StreamingWriter:
             self._index += 1
         if self._index == len(self.infos):
             self.state = WriterState.DONE
-
-    def _put_data(self, position: int, data: bytes | memoryview) -> None:
-        """Data bytes from `position` (in the data section): those already present passed over."""
-        if position + len(data) <= self._present:
-            return
-        if position < self._present:  # the first bytes past the present ones: go there
-            data = memoryview(data)[self._present - position:]
-            position = self._present
-        self._past_present()
-        self._put(data)
-
-    def _past_present(self) -> None:
-        """Once: the sink moved past the bytes already present (they count as written)."""
-        if self._present:
-            self.sink.seek(len(self.header_blob) + self._present)
-            self.bytes_written += self._present
-            self._present = 0
 
     def _put(self, data: bytes | memoryview) -> None:
         self.sink.write(data)

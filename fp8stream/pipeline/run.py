@@ -61,14 +61,13 @@ def _progress(total: int, enabled: bool, label: str):
 
 def stream_model(model: ModelInput, plans: list[RewritePlan], calibrated: list[LayerPlan], view: ModelView,
                  method: CalibrationMethod, method_plan: MethodPlan, sinks: list[tuple[OutputSink, BinaryIO]],
-                 settings: RunSettings, present: int = 0) -> StreamResult:
-    """Every file's header and data out, in file order; the method sees the whole model.
-    `present`: the first file's leading data bytes already in its output (the head start's)."""
+                 settings: RunSettings) -> StreamResult:
+    """Every file's header and data out, in file order; the method sees the whole model."""
     on_cuda = settings.device == "cuda"  # its peak was reset before method.prepare (rewrite.py)
     state = StreamState()
     files = []
-    for i, (part, plan, (sink, out)) in enumerate(zip(model.parts, plans, sinks)):
-        writer = StreamingWriter(out, plan.entries, plan.metadata, plan.header_room, present if i == 0 else 0)
+    for part, plan, (sink, out) in zip(model.parts, plans, sinks):
+        writer = StreamingWriter(out, plan.entries, plan.metadata)
         writer.write_header()
         stream = TensorStream(part.source, part.header)
         if settings.verify:
