@@ -80,7 +80,8 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
 @click.option("--forward-conditioning", type=click.Choice(("weight-only", "fp8")), default="weight-only",
               show_default=True,
               help="--method forward: layers that read one vector per sample (timestep/guidance/pooled embedders, "
-                   "AdaLN modulation) stay weight-only (at most a quarter of the layers), or get FP8 scales too.")
+                   "AdaLN modulation) stay weight-only (at most a quarter of the layers; those that follow the sampling "
+                   "step's time first), or get FP8 scales too.")
 @click.option("--assume-input-rms", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="--method forward: layers the forward pass cannot reach and whose bound needs an assumption "
                    "about the model's inputs get that bound with inputs of rms <= R, instead of staying "

@@ -34,8 +34,8 @@ running the model once on meta tensors (forward/conditioning.py), so the output 
 fixed before any weight is read and the pass runs once, by positioned reads through the
 model's TensorSource: on a GPU beside the copy (BesideTheCopy), on the CPU after it (its reads
 then hit the page cache). Model code that cannot run on meta tensors (an MoE's routing) runs
-the pass in prepare() instead, before the header (HiDream's MoE routing, HunyuanVideo 1.5's
-`.item()`), as its result decides the layout. A pipe or a
+the pass in prepare() instead, before the header (HiDream's MoE routing, Lumina 2,
+HunyuanVideo 1.5's `.item()`), as its result decides the layout. A pipe or a
 zstd stream is first spooled to a temporary file by the rewrite (pipeline/spool.py); with
 --no-spool it is not, and every layer gets the bound (or stays weight-only where the bound
 rests on an assumption), each saying why.
@@ -57,7 +57,7 @@ from fp8stream.io.header import TensorInfo
 DIT_MARGIN = 3.0  # the default margin of the DiT families
 TEXT_MARGIN = 2.0  # the default margin of the text-encoder families (a power of two: see above)
 NO_SPOOL = "the input is a stream and --no-spool was given"
-STEP = ", following the sampling step's time"
+FOLLOWS_STEP = ", following the sampling step's time"  # in the report of such a layer
 
 
 class ForwardMethod:
@@ -153,7 +153,7 @@ class ForwardMethod:
         ranked = [w for w in reversed(order) if w in per_step] + [w for w in reversed(order) if w not in per_step]
         candidates = [calibrated[w] for w in ranked if w in calibrated]
         room = max(0, len(model.layers) // 4 - already)
-        return {layer.name: (f"conditioning path (one vector per sample{STEP if layer.weight.name in per_step else ''}"
+        return {layer.name: (f"conditioning path (one vector per sample{FOLLOWS_STEP if layer.weight.name in per_step else ''}"
                              ", which one static scale cannot fit as dynamic scaling does): weight-only; "
                              "--forward-conditioning fp8 to scale it")
                 for layer in candidates[:room]}
