@@ -7,8 +7,9 @@ A run calls, in this order:
    (the forward pass starts here on a GPU, to run while the data streams). The returned
    `MethodPlan` says which layers the method will give a scale and which must be kept
    weight-only (that changes marker sizes, so it is fixed here), which other tensors it wants
-   to see stream past, and whether it needs random access to the input (`model.source`; on a
-   pipe or a compressed stream the run refuses).
+   to see stream past, and whether it needs random access to the input (`model.source`; a
+   pipe or a compressed stream is then spooled to a temporary file first, pipeline/spool.py,
+   and with --no-spool the run refuses).
 2. While the data streams, front to back, once: `observe_weight(layer, rows, row_start)` with
    each chunk of whole rows of a calibrated layer's FP8 weight (when `MethodPlan.rows`), then
    `weight_done(layer)`; `observe_tensor(info, chunk)` with every chunk of each tensor named in
