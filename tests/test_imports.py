@@ -1,0 +1,22 @@
+"""Every module of the package imports (issue 22: `fp8stream/synthetic/text_encoders.py` failed
+with an ImportError that no test saw, which broke the README's UMT5 recipe)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import fp8stream
+
+
+def test_every_module_of_the_package_imports() -> None:
+    names = [m.name for m in pkgutil.walk_packages(fp8stream.__path__, prefix="fp8stream.")]
+    # the walk must see the modules in subfolders (harness, synthetic, forward families) too
+    assert {"fp8stream.synthetic.text_encoders", "fp8stream.harness.demo", "fp8stream.forward.run"} <= set(names)
+    failed = {}
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # every failure named at once, not the first only
+            failed[name] = f"{type(e).__name__}: {e}"
+    assert not failed, failed
