@@ -20,3 +20,15 @@ def test_every_module_of_the_package_imports() -> None:
         except Exception as e:  # every failure named at once, not the first only
             failed[name] = f"{type(e).__name__}: {e}"
     assert not failed, failed
+
+
+def test_the_demo_installs_what_the_default_method_needs() -> None:
+    """`scripts/demo.sh` installs the `demo` extra; the README's recipes then run the default
+    method, whose packages are the `forward` extra (transformers for text encoders)."""
+    import tomllib
+    from pathlib import Path
+
+    extras = tomllib.loads((Path(fp8stream.__file__).parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert "setup.sh demo" in (Path(fp8stream.__file__).parents[1] / "scripts" / "demo.sh").read_text()
+    assert set(extras["forward"]) <= set(extras["demo"]), (extras["forward"], extras["demo"])
