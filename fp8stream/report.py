@@ -111,7 +111,8 @@ class LayerCounts:
 
     def text(self) -> str:
         """'32 FP8 layers: 24 with FP8 activations, 8 weight-only'."""
-        text = f"{plural(self.fp8_layers, 'FP8 layer')}: {self.fp8_activations} with FP8 activations, {self.weight_only} weight-only"
+        text = (f"{plural(self.fp8_layers, 'FP8 layer')}: {self.fp8_activations} with FP8 activations, "
+                f"{self.weight_only} weight-only")
         return text + (f", {self.flag_unknown} with the flag as in the file" if self.flag_unknown else "")
 
 

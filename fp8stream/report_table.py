@@ -65,7 +65,7 @@ def _grouped_lines(report: FileReport) -> list[str]:
 def _verbose_lines(report: FileReport) -> list[str]:
     """A line per layer (shape, scale, flag, source), its basis and notes; a line per exclusion."""
     width = max((len(layer.name) for layer in report.layers), default=5)
-    lines = [f"{'layer':<{width}}  {'shape':>13}  {'input_scale':>11}  {'fp8 act':>7}  scale source"]
+    lines = [f"{'layer':<{width}}  {'shape':>13}  {'input_scale':>11}  {'fp8 act':>7}  scale source"] if report.layers else []
     for layer in report.layers:
         shape = "x".join(str(d) for d in layer.shape)
         act = "yes" if layer.fp8_activations else "no"
@@ -99,6 +99,8 @@ def _summary(report: FileReport) -> str:
 def _next_step(report: FileReport) -> str:
     """What to do with the output; a compressed one is decompressed first (ComfyUI reads .safetensors)."""
     out = report.output
+    if report.status == "dry-run" and out:
+        return f"next: run again without --dry-run to write {'the stream' if out == '-' else out}"
     if report.status == "dry-run" or not out:
         return "next: run again with OUT to write the file"
     if out == "-":

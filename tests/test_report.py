@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import forward_tiny as ft
+from architectures import build_model, layer_names
 from conftest import run_cli, small_model_tensors, subprocess_env
 
 from fp8stream.name_patterns import compact_names
@@ -81,28 +82,51 @@ def test_a_full_size_report_says_each_reason_once_and_fits_a_screen() -> None:
     assert all(any(line.startswith(layer.name + " ") for line in verbose.splitlines()) for layer in report.layers)
 
 
-def test_report_json_and_inspect_count_the_same_layers(tmp_path: Path) -> None:
-    """The default on a Flux-architecture file: some layers scaled, the conditioning path kept
-    weight-only; the table, --json and `inspect` of the output count both alike."""
-    src, out = tmp_path / "flux.safetensors", tmp_path / "out.safetensors"
-    _, state, _ = ft.tiny("flux")
-    layers = ft.write(state, src)
-    r = run_cli("calibrate", src, out, "--json", *SMALL_PASS)
+def _counts_agree(src: Path, out: Path, *args: str) -> dict:
+    """Calibrate src; the table, --json and `inspect` of the output count its FP8 layers alike."""
+    r = run_cli("calibrate", src, out, "--json", *args)
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     counts = doc["counts"]
-    assert counts["fp8_layers"] == len(layers) and counts["fp8_activations"] > 0 and counts["weight_only"] > 0
+    assert counts["fp8_layers"] == len(doc["layers"]) + len(doc["excluded"])
     inspected = json.loads(run_cli("inspect", "--json", out).stdout)
-    assert inspected["counts"] == counts and len(inspected["fp8_layers"]) == len(layers)
-    said = (f"{len(layers)} FP8 layers: {counts['fp8_activations']} with FP8 activations, "
+    assert inspected["counts"] == counts and len(inspected["fp8_layers"]) == counts["fp8_layers"]
+    said = (f"{counts['fp8_layers']} FP8 layers: {counts['fp8_activations']} with FP8 activations, "
             f"{counts['weight_only']} weight-only")
     assert said in run_cli("inspect", out).stdout
-    table = run_cli("calibrate", src, out, "--force", *SMALL_PASS).stderr
+    table = run_cli("calibrate", src, out, "--force", *args).stderr
     assert said in table
-    reasons = [line for line in table.splitlines() if "conditioning path" in line]
-    assert len(reasons) == 1, table  # one line for every layer it concerns
+    return doc | {"table": table}
+
+
+def test_report_json_and_inspect_count_the_same_layers(tmp_path: Path) -> None:
+    """The default on a Flux-architecture file: some layers scaled, the conditioning path kept
+    weight-only; the conditioning path's reason said once, each layer under --verbose."""
+    src, out = tmp_path / "flux.safetensors", tmp_path / "out.safetensors"
+    _, state, _ = ft.tiny("flux")
+    layers = ft.write(state, src)
+    doc = _counts_agree(src, out, *SMALL_PASS)
+    counts = doc["counts"]
+    assert counts["fp8_layers"] == len(layers) and counts["fp8_activations"] > 0 and counts["weight_only"] > 0
+    reasons = [line for line in doc["table"].splitlines() if "conditioning path" in line]
+    assert len(reasons) == 1, doc["table"]  # one line for every layer it concerns
     verbose = run_cli("calibrate", src, out, "--force", "--verbose", *SMALL_PASS).stderr
     assert doc["excluded"] and all(f"excluded {e['name']}:" in verbose for e in doc["excluded"]), verbose
+
+
+def test_weight_only_layers_with_scales_count_alike(tmp_path: Path) -> None:
+    """Layers that run weight-only with a scale written (a text encoder; --keep-weight-only) and
+    layers excluded by name count as weight-only everywhere."""
+    encoder = tmp_path / "t5.safetensors"
+    write_checkpoint(str(encoder), build_model("t5", "comfy", weight_only=True, input_scale=1.0))
+    doc = _counts_agree(encoder, tmp_path / "t5-out.safetensors", "--method", "simulate")
+    assert doc["counts"]["weight_only"] == len(layer_names("t5")) and doc["layers_calibrated"] == len(layer_names("t5"))
+    small = tmp_path / "m.safetensors"
+    write_checkpoint(str(small), small_model_tensors(weight_only=True))
+    doc = _counts_agree(small, tmp_path / "kept.safetensors", "--method", "simulate", "--keep-weight-only")
+    assert doc["counts"]["weight_only"] == 3
+    doc = _counts_agree(small, tmp_path / "ex.safetensors", "--method", "simulate", "--exclude", "blocks.0.mlp.2")
+    assert doc["counts"] == {"fp8_layers": 3, "fp8_activations": 2, "weight_only": 1, "flag_unknown": 0}
 
 
 def test_the_next_step_of_a_compressed_output_says_so(tmp_path: Path) -> None:
@@ -117,3 +141,13 @@ def test_the_next_step_of_a_compressed_output_says_so(tmp_path: Path) -> None:
     r = run_cli("calibrate", "--method", "simulate", src, out)
     assert r.exit_code == 0, r.output
     assert f"next: decompress it (`zstd -d {out}`), then put {tmp_path / 'm-fp8.safetensors'} in ComfyUI" in r.stderr
+
+
+def test_the_next_step_of_a_dry_run_fits_what_was_given(tmp_path: Path) -> None:
+    src, out = tmp_path / "m.safetensors", tmp_path / "o.safetensors"
+    write_checkpoint(str(src), small_model_tensors())
+    r = run_cli("calibrate", "--method", "simulate", "--dry-run", src, out)
+    assert r.exit_code == 0 and not out.exists(), r.output
+    assert r.stderr.splitlines()[-1] == f"next: run again without --dry-run to write {out}", r.stderr
+    r = run_cli("calibrate", "--method", "simulate", "--dry-run", src)
+    assert r.exit_code == 0 and r.stderr.splitlines()[-1] == "next: run again with OUT to write the file", r.stderr
