@@ -16,7 +16,7 @@ from architectures import build_model, layer_names
 from conftest import run_cli, small_model_tensors, subprocess_env
 
 from fp8stream.name_patterns import compact_names
-from fp8stream.report import ExcludedReport, FileReport, LayerReport
+from fp8stream.report import ExcludedReport, FileReport, LayerReport, share_note
 from fp8stream.report_table import render_table
 from fp8stream.synthetic.checkpoint import write_checkpoint
 from fp8stream.synthetic.inventories import flux_dev
@@ -99,6 +99,20 @@ def _counts_agree(src: Path, out: Path, *args: str) -> dict:
     return doc | {"table": table}
 
 
+def test_layers_of_a_shared_scale_group_are_noted_once() -> None:
+    report = FileReport("sd3.safetensors", "out.safetensors")
+    qkv = [f"joint_blocks.{i}.x_block.attn.{p}" for i in range(3) for p in ("to_q", "to_k", "to_v")]
+    for name in qkv:
+        others = [n for n in qkv if n.rsplit(".", 1)[0] == name.rsplit(".", 1)[0] and n != name]
+        report.layers.append(LayerReport(name, [64, 64], 2.0, "new", "no scale in the file", "simulate", "", True,
+                                         notes=[share_note(others)], shares_input_with=others))
+    notes = [line for line in render_table(report).splitlines() if line.startswith("note:")]
+    assert notes == ["note: 9 layers: joint_blocks.{0..2}.x_block.attn.to_{k,q,v}: share one input_scale with the "
+                     "other layers of their group (the group's max: they read the same tensor)"]
+    verbose = render_table(report, verbose=True)
+    assert all(f"note: {share_note(layer.shares_input_with)}" in verbose for layer in report.layers)
+
+
 def test_report_json_and_inspect_count_the_same_layers(tmp_path: Path) -> None:
     """The default on a Flux-architecture file: some layers scaled, the conditioning path kept
     weight-only; the conditioning path's reason said once, each layer under --verbose."""
@@ -108,8 +122,9 @@ def test_report_json_and_inspect_count_the_same_layers(tmp_path: Path) -> None:
     doc = _counts_agree(src, out, *SMALL_PASS)
     counts = doc["counts"]
     assert counts["fp8_layers"] == len(layers) and counts["fp8_activations"] > 0 and counts["weight_only"] > 0
-    reasons = [line for line in doc["table"].splitlines() if "conditioning path" in line]
-    assert len(reasons) == 1, doc["table"]  # one line for every layer it concerns
+    lines = doc["table"].splitlines()
+    reasons = [line for line in lines if "conditioning path" in line]
+    assert len(reasons) == 1 and len(lines) == len(set(lines)), doc["table"]  # one line for every layer it concerns
     verbose = run_cli("calibrate", src, out, "--force", "--verbose", *SMALL_PASS).stderr
     assert doc["excluded"] and all(f"excluded {e['name']}:" in verbose for e in doc["excluded"]), verbose
 
