@@ -32,7 +32,8 @@ def _layer_groups(report: FileReport) -> list[list[LayerReport]]:
     """Layers that differ only in their numbers (scale, amax, bound), in order of first layer."""
     groups: dict[tuple, list[LayerReport]] = {}
     for layer in report.layers:
-        key = (layer.fp8_activations, layer.source, layer.why, layer.flavour, without_numbers(_basis(layer)))
+        key = (layer.fp8_activations, layer.source, without_numbers(layer.why), layer.flavour,
+               without_numbers(_basis(layer)))
         groups.setdefault(key, []).append(layer)
     return list(groups.values())
 
@@ -43,7 +44,8 @@ def _grouped_lines(report: FileReport) -> list[str]:
     for group in _layer_groups(report):
         first = group[0]
         lines.append(f"{names_text([layer.name for layer in group])}")
-        lines.append(f"  {_MODE[first.fp8_activations]}, {_scales_text(group)}, {first.source} ({first.why})")
+        why = merged_numbers([layer.why for layer in group])
+        lines.append(f"  {_MODE[first.fp8_activations]}, {_scales_text(group)}, {first.source} ({why})")
         basis = [_basis(layer) for layer in group]
         if basis[0]:
             lines.append(f"  {merged_numbers(basis)}")
