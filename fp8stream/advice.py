@@ -11,6 +11,8 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 
+from fp8stream.name_patterns import compact_names
+
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?x?", re.IGNORECASE)
 _BLOCK_NUMBER = re.compile(r"(^|\.)\d+(\.|$)")  # the first numeric part of a name: the block index
 MAX_NAMED = 6  # layers named in a summary line; the rest are counted
@@ -34,11 +36,37 @@ _FIXES = (
 _DEFAULT_FIX = "if in doubt, keep them weight-only: {exclude}"
 
 
+def without_numbers(text: str) -> str:
+    """The text with every number replaced by '#': texts that differ only in numbers match."""
+    return _NUMBER.sub("#", text)
+
+
+def _span(values: list[str]) -> str:
+    """One number position across texts: the value, or 'least..greatest'."""
+    if len(set(values)) == 1:
+        return values[0]
+    suffix = "x" if all(v.lower().endswith("x") for v in values) else ""
+    numbers = [float(v.rstrip("xX")) for v in values]
+    return f"{min(numbers):.4g}..{max(numbers):.4g}{suffix}"
+
+
+def merged_numbers(texts: list[str]) -> str:
+    """Texts equal but for their numbers, said once: each number that differs as its range
+    ('amax 95.61..979.1 x margin 3')."""
+    skeleton = _NUMBER.split(texts[0])
+    columns = list(zip(*(_NUMBER.findall(t) for t in texts)))
+    out = [skeleton[0]]
+    for column, text in zip(columns, skeleton[1:]):
+        out += [_span(list(column)), text]
+    return "".join(out)
+
+
 @dataclass
 class WarningGroup:
     text: str  # the first layer's wording (with its numbers)
     layers: list[str] = field(default_factory=list)
     varies: bool = False  # the numbers differ between layers
+    texts: list[str] = field(default_factory=list)  # every layer's wording, for the ranges of its numbers
 
 
 def group_warnings(layer_warnings: list[tuple[str, list[str]]]) -> list[WarningGroup]:
@@ -46,8 +74,9 @@ def group_warnings(layer_warnings: list[tuple[str, list[str]]]) -> list[WarningG
     groups: dict[str, WarningGroup] = {}
     for layer, warnings in layer_warnings:
         for w in warnings:
-            group = groups.setdefault(_NUMBER.sub("#", w), WarningGroup(w))
+            group = groups.setdefault(without_numbers(w), WarningGroup(w))
             group.varies |= w != group.text
+            group.texts.append(w)
             if layer not in group.layers:
                 group.layers.append(layer)
     return list(groups.values())
@@ -77,14 +106,24 @@ def fix_for(group: WarningGroup, all_layers: list[str], full: bool = False) -> s
     return template.format(exclude=exclude_arguments(group.layers, all_layers, full))
 
 
-def render_warnings(layer_warnings: list[tuple[str, list[str]]], all_layers: list[str]) -> list[str]:
-    """One block per distinct warning: what, on which layers, and the fix."""
+def names_text(names: list[str], word: str = "layer", every_name: bool = False) -> str:
+    """Names as a reader scans them: one name, or 'N layers: ' and their brace patterns (the
+    first few, then how many more, unless `every_name`)."""
+    if len(names) == 1:
+        return names[0]
+    patterns = compact_names(names)
+    shown = patterns if every_name else patterns[:MAX_NAMED]
+    more = f", ... ({len(patterns) - len(shown)} more patterns: --verbose)" if len(shown) < len(patterns) else ""
+    return f"{len(names)} {word}s: {', '.join(shown)}{more}"
+
+
+def render_warnings(layer_warnings: list[tuple[str, list[str]]], all_layers: list[str],
+                    every_name: bool = False) -> list[str]:
+    """One block per distinct warning: what (each number that differs as its range), on which
+    layers, and the fix."""
     lines = []
     for group in group_warnings(layer_warnings):
-        n = len(group.layers)
-        where = ", ".join(group.layers[:MAX_NAMED]) + (", ..." if n > MAX_NAMED else "")
-        where = where if n == 1 else f"{n} layers: {where}"
-        text = f"{group.text} (numbers of the first; they differ per layer)" if group.varies else group.text
-        lines.append(f"warning: {text} [{where}]")
+        text = merged_numbers(group.texts) if group.varies else group.text
+        lines.append(f"warning: {text} [{names_text(group.layers, every_name=every_name)}]")
         lines.append(f"  fix: {fix_for(group, all_layers)}")
     return lines

@@ -89,7 +89,7 @@ def calibrate_file(options: RewriteOptions) -> FileReport:
             stack.callback(source.close)
         planned = _plan(model, options, {}, ModelView(model.whole, [], source))
         report = FileReport(options.input, options.output, bytes_in=model.bytes_in,
-                            bytes_out=sum(p.output_bytes for p in planned.files))
+                            bytes_out=sum(p.output_bytes for p in planned.files), compressed=options.zstd is not None)
         report.skipped = [SkippedReport(s.name, s.reason) for s in take_inventory(model.whole).skipped]
         family = detect(header_shapes(model.whole))
         report.family = family.to_json() if family else None

@@ -205,5 +205,5 @@ def test_small_things_plurals_and_sizes(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     size = (tmp_path / "o.safetensors").stat().st_size  # a few KB: said as ls -h would, not "0.0 MB"
     assert 4096 < size < 10 * 1024
-    assert "1 FP8 layer, 1 scale calibrated" in r.stderr and f"wrote {size / 1024:.1f} KB" in r.stderr, r.stderr
+    assert "1 FP8 layer: 1 with FP8 activations, 0 weight-only; 1 scale calibrated" in r.stderr and f"wrote {size / 1024:.1f} KB" in r.stderr, r.stderr
     assert "0.0 MB" not in r.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 import click
@@ -27,14 +28,25 @@ from fp8stream.io.compression import (
 from fp8stream.io.sink import check_output_name
 from fp8stream.memory import BASE_MEMORY, memory_budget
 from fp8stream.remote import configure as configure_storage, parse_storage_options
-from fp8stream.report import FileReport, render_table
+from fp8stream.report import FileReport
+from fp8stream.report_table import render_table
 from fp8stream.rewrite import RewriteOptions, calibrate_file
 
 
-def _emit(report: FileReport, as_json: bool, report_file: str | None, stdout_taken: bool) -> None:
+@dataclass(frozen=True)
+class ReportOptions:
+    """How the report is given: JSON or the table (grouped, or a line per layer), and where."""
+
+    as_json: bool
+    verbose: bool
+    report_file: str | None
+
+
+def _emit(report: FileReport, how: ReportOptions, stdout_taken: bool) -> None:
     """The report goes to --report FILE, else JSON to stdout and the table to stderr; never into
     stdout when the checkpoint itself goes there."""
-    text = report.to_json() if as_json else render_table(report)
+    as_json, report_file = how.as_json, how.report_file
+    text = report.to_json() if as_json else render_table(report, verbose=how.verbose)
     if report_file:
         with open(report_file, "a", encoding="utf-8") as f:
             f.write(text + "\n")
@@ -133,6 +145,8 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON line per input file on stdout (stderr when OUT is '-') instead of the table, which "
                    "always goes to stderr so that stdout stays free for the checkpoint and for pipes.")
+@click.option("--verbose", is_flag=True,
+              help="The table gives a line per layer (shape, scale, what it rests on) instead of one per reason.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Append the report to FILE.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--zstd", "zstd", is_flag=True,
@@ -155,7 +169,7 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
               stats_margin: float | None, fallback: str, factor: float, rule: str, percentile: float, samples: int,
               seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool, target: str, include: tuple[str, ...],
               exclude: tuple[str, ...], preset: str | None, exclude_untouched: bool, force: bool, dry_run: bool,
-              verify: bool, as_json: bool, report_file: str | None, progress: bool | None, zstd: bool, zstd_level: int,
+              verify: bool, as_json: bool, verbose: bool, report_file: str | None, progress: bool | None, zstd: bool, zstd_level: int,
               zstd_threads: int | None, keep_going: bool, jobs: int, max_memory: str | None, storage_json: str | None) -> None:
     """Calibrate IN and write the result to OUT, or several INs (paths or globs) into --out-dir.
 
@@ -202,8 +216,8 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
             exclude_untouched=exclude_untouched, force=force, dry_run=dry_run, verify=verify,
             progress=sys.stderr.isatty() if progress is None else progress, zstd=zstd_settings,
         )
-        batch_settings = BatchSettings(keep_going, jobs, budget)
-        return _run(template, inputs, out_dir if batch else None, compress, batch_settings, as_json, report_file)
+        return _run(template, inputs, out_dir if batch else None, compress, BatchSettings(keep_going, jobs, budget),
+                    ReportOptions(as_json, verbose, report_file))
 
     code = run_guarded(body)
     if code:
@@ -211,18 +225,18 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
 
 
 def _run(template: RewriteOptions, inputs: list[str], out_dir: str | None, compress: bool,
-         batch_settings: BatchSettings, as_json: bool, report_file: str | None) -> int:
+         batch_settings: BatchSettings, how: ReportOptions) -> int:
     """One file, or a batch into out_dir, once every option has been checked."""
     notes = check_patterns(inputs, template.include, template.exclude)  # a typo'd pattern: exit 2 before any file
     if out_dir is None:
         report = calibrate_file(template)
-        _emit(report, as_json, report_file, template.output == "-")
+        _emit(report, how, template.output == "-")
         return report.exit_code
     items = plan_outputs(inputs, out_dir, compress)  # refuses clashing names before any work
 
     def emit(report: FileReport) -> None:
         report.notes += notes.get(report.input, [])
-        _emit(report, as_json, report_file, False)
+        _emit(report, how, False)
 
     with output_folder(out_dir):
         reports = run_batch(items, template, batch_settings, emit)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import struct
 from collections import Counter
+from dataclasses import asdict
 
 import click
 
@@ -20,7 +21,7 @@ from fp8stream.formats.architecture import detect, header_shapes
 from fp8stream.formats.comfy_quant import MarkerError, is_weight_only, parse_marker
 from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer, take_inventory
-from fp8stream.report import human_size, plural
+from fp8stream.report import LayerCounts, human_size, plural
 
 
 def _scalar(ckpt: Checkpoint, name: str | None) -> float | None:
@@ -61,7 +62,8 @@ def _layer(ckpt: Checkpoint, layer: FP8Layer) -> dict:
         "input_scale_placeholder": placeholder,
         "input_scale_why": why,
         "weight_only": weight_only,
-        "fp8_activations": None if weight_only is None else not weight_only,
+        # as calibrate's report counts it: ComfyUI's text encoder loader runs FP8 layers weight-only
+        "fp8_activations": None if weight_only is None else not weight_only and not layer.text_encoder,
     }
 
 
@@ -76,6 +78,7 @@ def describe(path: str) -> dict:
         dtype_bytes[t.dtype] += t.nbytes
         dtype_count[t.dtype] += 1
     family = detect(header_shapes(header))
+    layers = [_layer(ckpt, layer) for layer in inventory.layers]
     return {
         "path": path,
         "family": family.to_json() if family else None,
@@ -86,7 +89,8 @@ def describe(path: str) -> dict:
         "largest_tensor_bytes": max((t.nbytes for t in header.tensors), default=0),
         "dtypes": {d: {"tensors": dtype_count[d], "bytes": dtype_bytes[d]} for d in sorted(dtype_count)},
         "metadata_keys": sorted((header.metadata or {}).keys()),
-        "fp8_layers": [_layer(ckpt, layer) for layer in inventory.layers],
+        "fp8_layers": layers,
+        "counts": asdict(LayerCounts.of([layer["fp8_activations"] for layer in layers])),
         "skipped": [{"name": s.name, "reason": s.reason} for s in inventory.skipped],
     }
 
@@ -116,13 +120,12 @@ def render(info: dict) -> str:
     layers = info["fp8_layers"]
     with_scale = sum(1 for layer in layers if layer["input_scale"])
     placeholders = sum(1 for layer in layers if layer["input_scale_placeholder"])
-    weight_only = sum(1 for layer in layers if layer["weight_only"])
-    lines.append(f"FP8 linear layers: {len(layers)} ({with_scale} with an input_scale); "
-                 f"{plural(placeholders, 'placeholder scale')}, {weight_only} weight-only")
+    lines.append(f"{LayerCounts(**info['counts']).text()}; {with_scale} with an input_scale, "
+                 f"{plural(placeholders, 'placeholder scale')}")
     width = max((len(layer["name"]) for layer in layers), default=0)
     for layer in layers:
         shape = "x".join(str(d) for d in layer["shape"])
-        mode = {True: "weight-only", False: "fp8 act", None: "flag unknown"}[layer["weight_only"]]
+        mode = {True: "fp8 act", False: "weight-only", None: "flag unknown"}[layer["fp8_activations"]]
         lines.append(f"  {layer['name']:<{width}}  {layer['flavour']:<6}  {shape:>11}  {mode:<11}  {_scale_text(layer)}")
     for s in info["skipped"]:
         lines.append(f"  skipped {s['name']}: {s['reason']}")

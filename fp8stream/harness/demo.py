@@ -27,6 +27,9 @@ from fp8stream.harness.fp8 import sqnr_db
 
 K = 1000.0  # the rescaling: modulated inputs up to ~10^4, as in full-size Flux
 SAMPLES, STEPS, SEED = 10, 20, 0
+# Torch threads for the sampling and the calibration's forward pass: fixed, not the machine's
+# core count, so that float sums run in the same order everywhere and the figures repeat.
+THREADS = 2
 
 
 def build(out: Path) -> tuple[dit.TinyDiT, Path, Path]:
@@ -36,8 +39,9 @@ def build(out: Path) -> tuple[dit.TinyDiT, Path, Path]:
     layers = [lm.comfy for lm in tf.fam.linear_maps(tf.config)]
     write_fp8_checkpoint(dit.comfy_state(tf), layers, fp8, input_scales={n: 1.0 for n in layers})
     calibrated = out / "tiny-flux-fp8-calibrated.safetensors"
-    cmd = [sys.executable, "-m", "fp8stream", "calibrate", "--force", str(fp8), str(calibrated)]
-    print("$ fp8stream calibrate --force", fp8, calibrated, flush=True)
+    cmd = [sys.executable, "-m", "fp8stream", "calibrate", "--force", "--seed", str(SEED),
+           "--forward-threads", str(THREADS), str(fp8), str(calibrated)]
+    print("$ fp8stream calibrate", *cmd[4:], flush=True)
     subprocess.run(cmd, check=True, env=dict(os.environ, PYTHONPATH=str(dit.REPO_ROOT)))
     return tf, fp8, calibrated
 
@@ -75,11 +79,13 @@ def save_png(rows_: list[tuple[str, torch.Tensor]], path: Path, cell: int = 32, 
 def main(argv: list[str] | None = None) -> None:
     out = Path((argv if argv is not None else sys.argv[1:])[0] if (argv or sys.argv[1:]) else "demo-out")
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(THREADS)
     tf, fp8, calibrated = build(out)
     result = rows(tf, fp8, calibrated)
     for title, _ in result:
         print(title)
+    print(f"(seed {SEED}, {THREADS} threads, torch {torch.__version__}: every run of this code gives these figures; "
+          "another torch, or a change of the method, may move them)")
     print(save_png(result, out / "digits.png").resolve())
 
 

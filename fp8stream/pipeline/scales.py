@@ -20,7 +20,7 @@ from fp8stream.formats.layers import LEGACY
 from fp8stream.formats.plan import LayerPlan
 from fp8stream.formats.text_encoders import TEXT_ENCODER_NOTE
 from fp8stream.io.dtypes import as_f32
-from fp8stream.report import ExcludedReport, LayerReport
+from fp8stream.report import ExcludedReport, LayerReport, share_note
 
 
 @dataclass(frozen=True)
@@ -110,14 +110,14 @@ def layer_reports(plans: list[LayerPlan], facts: Mapping[str, LayerFacts], resol
         layer, f, r = p.layer, facts[p.layer.name], resolved[p.layer.name]
         notes = [TEXT_ENCODER_NOTE] if layer.text_encoder else []
         if r.group:
-            notes.append(f"shares its input with {', '.join(r.group)}: max of the group")
+            notes.append(share_note(list(r.group)))
         e = r.estimate
         assumption = e.source if e is not None else ("scale from the file" if r.source == "kept" else "")
         out_flag = f.out_weight_only if f.out_weight_only is not None else p.out_weight_only
         reports.append(LayerReport(layer.name, list(layer.weight.shape), r.scale, r.source, r.why, r.method,
                                    assumption, runs_fp8(p, out_flag), list(f.warnings) + list(e.warnings if e else ()),
                                    p.out_flavour, notes, e.amax if e else None, e.margin if e else None,
-                                   e.bound if e else None))
+                                   e.bound if e else None, list(r.group)))
     return reports
 
 

@@ -7,7 +7,7 @@ load whole: UMT5-XXL's is 4.2 GB as float32).
 
 from __future__ import annotations
 
-from fp8stream.synthetic.inventories import TensorSpec, _linear
+from fp8stream.synthetic.spec import TensorSpec, linear as _linear
 
 
 def _t5(vocab: int, blocks: int, every_block_bias: bool) -> list[TensorSpec]:
