@@ -10,7 +10,10 @@ import sys
 import time
 from typing import Iterator
 
+# The test extra installs moto[server] and s3fs: a broken install fails here, it does not skip.
+import moto.server  # noqa: F401
 import pytest
+import s3fs  # noqa: F401
 
 ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -24,8 +27,6 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The endpoint URL; AWS_* variables point every s3fs client (ours and children) at it."""
-    pytest.importorskip("s3fs", reason="needs the s3 extra: pip install 'fp8stream[s3]'")
-    pytest.importorskip("moto.server", reason="needs moto[server] (the test extra)")
     port = _free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

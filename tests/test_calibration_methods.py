@@ -36,7 +36,6 @@ def _scales(result) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def flux_ckpt(tmp_path_factory):
-    pytest.importorskip("diffusers")
     import quality_models as qm
 
     tf = qm.load_tiny_flux()

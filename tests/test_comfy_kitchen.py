@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import comfy_kitchen.tensor as ck_tensor
 import torch
 from safetensors import safe_open
 
 from conftest import run_cli
 from fp8stream.synthetic.checkpoint import comfy_fp8_linear, write_checkpoint
 
-ck_tensor = pytest.importorskip("comfy_kitchen.tensor")
 
 
 def fp8_linear_through_comfy_kitchen(x: torch.Tensor, f, layer: str) -> torch.Tensor:

@@ -123,7 +123,6 @@ def test_sigterm_mid_upload_discards_it(tmp_path: Path, store) -> None:
 
 
 def test_memory_store_through_the_python_api(tmp_path: Path) -> None:
-    pytest.importorskip("fsspec")
     import fsspec
     src = tmp_path / "m.safetensors"
     write_checkpoint(str(src), small_model_tensors())
@@ -224,7 +223,6 @@ def test_inspect_and_verify_read_urls_by_ranges_without_torch(tmp_path: Path, st
 def test_forward_pass_reads_an_s3_input_by_ranged_requests(tmp_path: Path, store) -> None:
     """--method auto (the default) on an s3:// input runs the forward pass, its rows read by
     ranged GETs pinned by ETag, and gives the same bytes as the local run."""
-    pytest.importorskip("diffusers")
     sys.path.insert(0, str(Path(__file__).parent))
     import forward_tiny as ft
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import ray  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
 import torch
 import zstandard
 
@@ -26,8 +27,6 @@ from fp8stream.synthetic.example import example_tensors
 from tests.conftest import small_model_tensors, subprocess_env
 from tests.s3_endpoint import pending_uploads, s3, s3_endpoint  # noqa: F401 (fixture)
 from tests.shard_files import sharded_model
-
-pytest.importorskip("ray", reason="needs the ray extra: pip install 'fp8stream[ray]'")
 
 BUCKET = "zoo-tests"
 BIG = "big.safetensors"
