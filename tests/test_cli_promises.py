@@ -47,13 +47,12 @@ def test_report_file_is_appended_run_after_run(small_model: Path, tmp_path: Path
 def test_a_checkpoint_is_refused_to_a_terminal(small_model: Path) -> None:
     """`fp8stream calibrate IN -` with stdout a terminal: one line, exit 2, no bytes to the tty."""
     leader, follower = pty.openpty()
+    seen = b""
     try:
-        p = subprocess.run([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", str(small_model), "-"],
-                           stdout=follower, stderr=subprocess.PIPE, env=subprocess_env(), timeout=120)
+        p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", str(small_model), "-"],
+                             stdout=follower, stderr=subprocess.PIPE, env=subprocess_env())
         os.close(follower)
-        follower = -1
-        seen = b""
-        while True:  # what reached the terminal (EIO once the writer side is closed and drained)
+        while True:  # what reaches the terminal, read as it comes (EIO once the child has closed it)
             try:
                 chunk = os.read(leader, 1 << 16)
             except OSError:
@@ -61,12 +60,12 @@ def test_a_checkpoint_is_refused_to_a_terminal(small_model: Path) -> None:
             if not chunk:
                 break
             seen += chunk
+        stderr = p.stderr.read().decode()
+        p.wait(timeout=120)
     finally:
         os.close(leader)
-        if follower >= 0:
-            os.close(follower)
-    assert p.returncode == 2, p.stderr
-    assert p.stderr.decode().strip().splitlines() == [
+    assert p.returncode == 2, stderr
+    assert stderr.strip().splitlines() == [
         "fp8stream: error: refusing to write a checkpoint to a terminal: redirect stdout or name OUT"]
     assert seen == b""
 
