@@ -10,7 +10,10 @@ import sys
 import time
 from typing import Iterator
 
+# The test extra installs moto[server] and s3fs: a broken install fails here, it does not skip.
+import moto.server  # noqa: F401
 import pytest
+import s3fs  # noqa: F401
 
 ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -24,8 +27,6 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The endpoint URL; AWS_* variables point every s3fs client (ours and children) at it."""
-    pytest.importorskip("s3fs", reason="needs the s3 extra: pip install 'fp8stream[s3]'")
-    pytest.importorskip("moto.server", reason="needs moto[server] (the test extra)")
     port = _free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -67,3 +68,80 @@ def s3(endpoint: str):
 
 def pending_uploads(fs, bucket: str) -> list[dict]:
     return fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", [])
+
+
+class HoldingProxy:
+    """A TCP relay in front of the S3 endpoint that holds the first request whose request line
+    matches `pattern` (e.g. the first UploadPart of one object): that request never reaches the
+    store, so its sender stays blocked mid-upload, at a known point, until it is killed.
+    `held` is set once it has happened. Every other byte is relayed as is."""
+
+    def __init__(self, endpoint: str, pattern: bytes) -> None:
+        import re
+        import threading
+        self.upstream = endpoint.removeprefix("http://").split(":")
+        self.pattern = re.compile(pattern)
+        self.held = threading.Event()
+        self._lock = threading.Lock()
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(64)
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:  # closed
+                return
+            server = socket.create_connection((self.upstream[0], int(self.upstream[1])))
+            threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
+
+    def _claim(self, seen: bytes) -> bool:
+        with self._lock:
+            if self.held.is_set() or not self.pattern.search(seen):
+                return False
+            self.held.set()
+            return True
+
+    def _requests(self, client: socket.socket, server: socket.socket) -> None:
+        tail = b""
+        while data := _recv(client):
+            if self._claim(tail + data):
+                while _recv(client):  # hold: read and drop until the sender goes away
+                    pass
+                break
+            tail = (tail + data)[-512:]
+            server.sendall(data)
+        _close(client, server)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        while data := _recv(source):
+            try:
+                sink.sendall(data)
+            except OSError:
+                break
+        _close(source, sink)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(1 << 16)
+    except OSError:
+        return b""
+
+
+def _close(*socks: socket.socket) -> None:
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        s.close()

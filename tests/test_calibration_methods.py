@@ -14,6 +14,7 @@ import torch.nn as nn
 import fp8stream
 from fp8stream.calibration import graph as G
 from fp8stream.calibration.stats import LayerStats, StatsFile, match, parse_stats
+from fp8stream.errors import UsageError
 from tests.conftest import run_cli, run_subprocess
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -36,7 +37,6 @@ def _scales(result) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def flux_ckpt(tmp_path_factory):
-    pytest.importorskip("diffusers")
     import quality_models as qm
 
     tf = qm.load_tiny_flux()
@@ -124,7 +124,8 @@ def test_plain_scale_formats_are_accepted() -> None:
     assert parse_stats({"a": 0.5}).layers["a"].scale == 0.5
     doc = {"format": "fp8stream.stats", "version": 1, "layers": {"a": {"input_scale": 0.25}}}
     assert parse_stats(doc).layers["a"].scale == 0.25
-    with pytest.raises(Exception):
+    # a user's one-line error (exit 2), naming the version found and the one read
+    with pytest.raises(UsageError, match=r"^stats: stats version 99 not supported \(this fp8stream reads 1\)$"):
         parse_stats({"format": "fp8stream.stats", "version": 99, "layers": {}})
 
 

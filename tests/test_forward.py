@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-pytest.importorskip("diffusers")
+import diffusers  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
 
 import forward_tiny as ft  # noqa: E402
 from conftest import run_cli, run_subprocess  # noqa: E402

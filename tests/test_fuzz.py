@@ -13,7 +13,10 @@ from hypothesis import HealthCheck, given, settings
 
 from hostile import calibrate_target, checkpoints, header_blobs, header_target
 
-BOUNDED = settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+# derandomize: every run draws the same cases (a CI failure reproduces; new cases come from
+# scripts/fuzz.py, whose findings are pinned below).
+BOUNDED = settings(max_examples=300, deadline=None, database=None, derandomize=True,
+                   suppress_health_check=list(HealthCheck))
 
 
 @BOUNDED

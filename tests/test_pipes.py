@@ -388,11 +388,17 @@ def test_sigterm_mid_stream_to_stdout_exits_non_zero(tmp_path: Path) -> None:
                              stdout=sink, stderr=subprocess.PIPE, env=subprocess_env())
         try:
             _feed(src, p, 1000)  # layer a's weight is out, b's is not complete
-            _wait_for(lambda: out.stat().st_size > 1 << 20 or p.poll() is not None)
+            # The guard of the signal test above: every byte sent taken, layer a's weight out, and
+            # the child asleep waiting for the held-back bytes (not half-way through starting a thread).
+            _wait_for(lambda: out.stat().st_size > 1 << 20 and _unread_bytes(p.stdin) == 0 and _blocked(p.pid))
+            assert p.poll() is None  # still running: the last bytes have not been sent
             p.send_signal(signal.SIGTERM)
-            _, stderr = p.communicate(timeout=60)
+            p.wait(timeout=60)  # stdin still open (communicate would close it): only the signal ends the run
+            stderr = p.stderr.read()
         finally:
             p.kill()
+            p.stdin.close()
+            p.stderr.close()
     assert p.returncode == 143, stderr
     assert 0 < out.stat().st_size < src.stat().st_size  # partial stream, and the exit code says so
 

@@ -157,7 +157,6 @@ def test_flavour_conversions_verify_as_expected_differences(tmp_path: Path, targ
 
 
 def test_verify_reads_zstd_outputs_back(small_model: Path, tmp_path: Path) -> None:
-    pytest.importorskip("zstandard")
     out = tmp_path / "out.safetensors.zst"
     result = run_cli("calibrate", "--method", "simulate", "--verify", "--json", small_model, out)
     assert result.exit_code == 0, result.output

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import ray  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
 import torch
 import zstandard
 
@@ -24,10 +25,8 @@ from fp8stream.rewrite import RewriteOptions, calibrate_file
 from fp8stream.synthetic.checkpoint import write_checkpoint
 from fp8stream.synthetic.example import example_tensors
 from tests.conftest import small_model_tensors, subprocess_env
-from tests.s3_endpoint import pending_uploads, s3, s3_endpoint  # noqa: F401 (fixture)
+from tests.s3_endpoint import HoldingProxy, pending_uploads, s3, s3_endpoint  # noqa: F401 (fixture)
 from tests.shard_files import sharded_model
-
-pytest.importorskip("ray", reason="needs the ray extra: pip install 'fp8stream[ray]'")
 
 BUCKET = "zoo-tests"
 BIG = "big.safetensors"
@@ -127,21 +126,22 @@ def _ray_workers(root: int) -> list[int]:
     return found
 
 
-def _watch(proc: subprocess.Popen, store, expected: dict[str, bytes]) -> bool:
-    """Until the zoo ends: every visible output is complete; kill the workers once, while the
-    big file's upload is under way. Returns whether a kill happened."""
+def _watch(proc: subprocess.Popen, store, expected: dict[str, bytes], proxy: HoldingProxy) -> bool:
+    """Until the zoo ends: every visible output is complete; once the proxy holds the big
+    file's first part (its upload begun, not finished), kill the workers: the worker sending it
+    is blocked there, so the kill lands mid-upload every run. Returns whether a kill happened."""
     killed = False
     deadline = time.monotonic() + 170
     while proc.poll() is None and time.monotonic() < deadline:
         for key, info in store.find(f"{BUCKET}/dst", detail=True, refresh=True).items():
             name = key.removeprefix(f"{BUCKET}/dst/")
             assert info["size"] == len(expected[name]), f"partial object visible: {name}"
-        if not killed and any(u["Key"] == f"dst/{BIG}" for u in pending_uploads(store, BUCKET)):
+        if not killed and proxy.held.wait(0.05):
+            assert any(u["Key"] == f"dst/{BIG}" for u in pending_uploads(store, BUCKET))
             workers = _ray_workers(proc.pid)
             for pid in workers:
                 os.kill(pid, signal.SIGKILL)
             killed = bool(workers)
-        time.sleep(0.05)
     return killed
 
 
@@ -156,11 +156,15 @@ def test_zoo_on_ray_from_and_to_s3(tmp_path: Path, s3_endpoint: str) -> None:  #
     log = tmp_path / "ray.log"
     cmd = [sys.executable, "-m", "fp8stream", "zoo", f"s3://{BUCKET}/src", f"s3://{BUCKET}/dst", "--workers", "2",
            "--ray-log", str(log)]
-    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the zoo reaches the store through a relay that holds the big file's first UploadPart
+    proxy = HoldingProxy(s3_endpoint, rb"PUT /%s/dst/%s\?[^ ]*partNumber=" % (BUCKET.encode(), BIG.encode()))
+    proc = subprocess.Popen(cmd, env={**subprocess_env(), "AWS_ENDPOINT_URL": proxy.url}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
-        killed = _watch(proc, store, expected)
+        killed = _watch(proc, store, expected, proxy)
         out, err = proc.communicate(timeout=60)
     finally:
+        proxy.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
