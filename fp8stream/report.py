@@ -62,6 +62,9 @@ class FileReport:
     error: str | None = None
     verify: str | None = None  # `--verify`: what the comparison of output and input found
     notes: list[str] = field(default_factory=list)  # file-level notes of the method (stats matching)
+    # a dry run: the layers whose weight-only choice only the forward pass makes (model code that
+    # cannot run on meta tensors); their other decisions are the run's
+    undecided: list[str] = field(default_factory=list)
     exit_code: int = 0  # what the file alone would have exited with
 
     @property
@@ -152,7 +155,9 @@ def _next_steps(report: FileReport) -> list[str]:
     if report.status == "unscaled":
         lines.append("no layer scaled (exit code 5): the file runs weight-only in ComfyUI as before; "
                      "--method simulate scales it from bounds that assume an input range")
-    if report.status == "dry-run" or not report.output:
+    if report.status == "dry-run" and report.output:
+        lines.append(f"next: run again without --dry-run to write {report.output}")
+    elif report.status == "dry-run" or not report.output:
         lines.append("next: run again with OUT to write the file")
     elif report.output == "-":
         lines.append("next: save the stream as a .safetensors file and load it in ComfyUI like any FP8 checkpoint")
