@@ -22,7 +22,8 @@ from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.errors import EXIT_UNSCALED, NothingToCalibrateError, UsageError
 from fp8stream.formats.architecture import detect, header_shapes
 from fp8stream.formats.layers import take_inventory
-from fp8stream.formats.plan import build_plan, format_notes, plan_layers
+from fp8stream.formats.format_notes import format_note
+from fp8stream.formats.plan import build_plan, plan_layers
 from fp8stream.formats.plan_types import FormatOptions, LayerPlan, RewritePlan
 from fp8stream.formats.selection import Selection
 from fp8stream.formats.shards import output_index
@@ -137,7 +138,7 @@ def _dry_run(model: ModelInput, planned: Planned, options: RewriteOptions, repor
     _fill(report, planned, dry_run_facts(planned.calibrated, state), state.out_weight_only if state else {}, None,
           options)
     report.bytes_out = sum(p.output_bytes for p in planned.files)
-    report.notes = list(method_plan.notes) + format_notes(planned.layers, method_plan.scaled_weight_only)
+    report.notes = list(method_plan.notes) + format_note(planned.layers, method_plan.scaled_weight_only)
     report.undecided = sorted(method_plan.undecided)
     if method_plan.undecided:
         report.notes.append(f"dry run: {len(method_plan.undecided)} layers undecided: "
@@ -216,7 +217,7 @@ def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, 
     if method_plan.weight_only or method_plan.scaled_weight_only:  # the layout changes: plan again
         planned = _plan(model, options, planned.view, method_plan)
         report.bytes_out = sum(p.output_bytes for p in planned.files)
-    report.notes = list(method_plan.notes) + format_notes(planned.layers, method_plan.scaled_weight_only)
+    report.notes = list(method_plan.notes) + format_note(planned.layers, method_plan.scaled_weight_only)
     settings = RunSettings(options.settings.device, options.keep_weight_only, options.overwrite_scales,
                            options.verify, options.progress)
     with contextlib.ExitStack() as stack:

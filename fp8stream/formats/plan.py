@@ -131,30 +131,6 @@ def _legacy_weight_only(flavours: Mapping[str, str], method_weight_only: Mapping
             "without a guess: the whole file is kept weight-only through its scaled_fp8 marker")
 
 
-def format_notes(plans: list[LayerPlan], scaled_weight_only: Mapping[str, str]) -> list[str]:
-    """One note on what the legacy format could not express and what --target comfy adds."""
-    legacy_plans = [p for p in plans if p.out_flavour == LEGACY]
-    unscaled = sum(1 for p in legacy_plans if p.drops_input_scale)
-    if unscaled:
-        if unscaled == len(legacy_plans):
-            return []  # nothing to scale in any format: the method's own note says so
-        return [f"the legacy scaled_fp8 format has no per-layer weight-only flag and {_layers(unscaled)} get no scale "
-                "without a guess: the whole file is kept weight-only through its scaled_fp8 marker, no layer scaled; "
-                f"--target comfy writes ComfyUI's format, which keeps only those weight-only and scales the other "
-                f"{len(legacy_plans) - unscaled}"]
-    fp8 = [p.layer.name for p in legacy_plans if p.calibrated and p.layer.name in scaled_weight_only]
-    if not fp8:
-        return []
-    more = f" and {len(fp8) - 1} more" if len(fp8) > 1 else ""
-    return [f"the legacy scaled_fp8 format has no per-layer weight-only flag: {fp8[0]}{more}, which the method keeps "
-            "weight-only in ComfyUI's format (conditioning path), run FP8 here with their measured scale, as "
-            "--forward-conditioning fp8 would; --target comfy writes ComfyUI's format, which keeps them weight-only"]
-
-
-def _layers(n: int) -> str:
-    return "1 layer" if n == 1 else f"{n} layers"
-
-
 def _tensor_roles(plan: RewritePlan, p: LayerPlan, header: Header) -> None:
     """Roles and names of the layer's tensors that this file holds (a layer's tensors may be
     split over shards: each shard handles those it holds)."""
