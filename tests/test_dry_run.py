@@ -1,4 +1,4 @@
-"""`--dry-run` plans exactly what the real run would do (issue 10 item 7)."""
+"""`--dry-run` plans exactly what the real run would do (issue 10 item 7, issue 22 item 3)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from architectures import build_model
 from conftest import run_cli
+from format_variants import FAMILIES, FORWARD_ARGS, as_flavour, comfy_model, decisions
 from fp8stream.synthetic.checkpoint import SyntheticTensor, write_checkpoint
 
 REAL = "blocks.1.ffn.0"  # alone in its group: its real scale is kept whatever the others get
@@ -76,3 +78,48 @@ def test_dry_run_table_does_not_claim_computed_scales(tmp_path: Path) -> None:
     summary = next(line for line in result.stderr.splitlines() if " FP8 layer" in line and "would write" in line)
     assert "scales calibrated" not in summary and "not computed" in summary
     assert "nan" not in result.stderr.lower()
+
+
+def _no_pass(*args, **kwargs):
+    raise AssertionError("a dry run ran the forward pass")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dry_run_decides_every_layer_as_the_run_does(family: str, tmp_path: Path, monkeypatch) -> None:
+    """Scaled, weight-only or excluded, and the exit code: the same in the dry run as in the run,
+    on every family the suite builds, in ComfyUI's format and the legacy one, but for the layers
+    the dry run names as undecided (model code that cannot run on meta tensors); no pass runs."""
+    import fp8stream.forward.run as forward_run
+
+    comfy = comfy_model(family, tmp_path / "comfy.safetensors")
+    for flavour, src in (("comfy", comfy), ("legacy", as_flavour(comfy, "legacy", tmp_path / "legacy.safetensors"))):
+        out = tmp_path / f"{flavour}.out.safetensors"
+        with monkeypatch.context() as m:
+            m.setattr(forward_run, "run", _no_pass)
+            dry = run_cli("calibrate", "--dry-run", src, out, *FORWARD_ARGS)
+        assert not out.exists()  # a dry run writes nothing
+        real = run_cli("calibrate", src, out, *FORWARD_ARGS)
+        assert dry.exit_code == real.exit_code, (flavour, dry.stderr[-2000:], real.stderr[-2000:])
+        planned, done = _strict(dry.stdout), _strict(real.stdout)
+        undecided = set(planned["undecided"])
+        decided = {n: d for n, d in decisions(planned).items() if n not in undecided}
+        assert decided == {n: d for n, d in decisions(done).items() if n not in undecided}, flavour
+        assert len(decided) + len(undecided) == len(decisions(done))
+        assert planned["bytes_out"] == done["bytes_out"] or undecided, flavour
+
+
+def test_dry_run_names_the_layers_only_the_pass_decides(tmp_path: Path) -> None:
+    """HiDream's MoE routing cannot run on meta tensors: the dry run names the layers it leaves to
+    the pass, and says so in a note, rather than planning them as scaled."""
+    src = comfy_model("hidream", tmp_path / "hidream.safetensors")
+    doc = _strict(run_cli("calibrate", "--dry-run", src, *FORWARD_ARGS).stdout)
+    assert doc["undecided"] and set(doc["undecided"]) <= {layer["name"] for layer in doc["layers"]}
+    assert any(f"{len(doc['undecided'])} layers undecided" in note for note in doc["notes"])
+
+
+def test_dry_run_next_step_names_the_output_it_was_given(tmp_path: Path) -> None:
+    model, out = tmp_path / "m.safetensors", tmp_path / "out.safetensors"
+    mixed_model(model)
+    given = run_cli("calibrate", "--dry-run", model, out).stderr.splitlines()[-1]
+    assert given == f"next: run again without --dry-run to write {out}"
+    assert run_cli("calibrate", "--dry-run", model).stderr.splitlines()[-1] == "next: run again with OUT to write the file"
