@@ -88,3 +88,39 @@ def test_the_default_writes_every_format_of_every_family(family: str, tmp_path: 
     legacy = {layer["name"]: layer["scale"] for layer in docs["legacy"]["layers"]}
     for name in kept:  # the scale measured for the layer, whether the flag is written beside it or not
         assert legacy[name] == pytest.approx(measured[name], rel=1e-6), name
+
+
+def _with_placeholders(comfy: Path, path: Path) -> Path:
+    """As Comfy-Org's exporter writes FP8 files: every layer flagged weight-only with input_scale 1.0."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(comfy))
+    flag = torch.tensor(list(json.dumps({"format": "float8_e4m3fn", "full_precision_matrix_mult": True}).encode()),
+                        dtype=torch.uint8)
+    for name in [n for n in state if n.endswith(".comfy_quant")]:
+        layer = name.removesuffix(".comfy_quant")
+        state[name], state[layer + ".input_scale"] = flag.clone(), torch.tensor(1.0)
+    save_file(state, str(path))
+    return path
+
+
+@pytest.mark.parametrize("family", ("flux", "hidream", "unknown"))
+def test_no_placeholder_scale_stays_on_a_weight_only_layer(family: str, tmp_path: Path) -> None:
+    """A layer the default keeps weight-only carries the scale measured for it (a runtime that
+    reads the scale and not the flag runs with it), or none: never the 1.0 the file came with."""
+    src = _with_placeholders(comfy_model(family, tmp_path / "comfy.safetensors"), tmp_path / "in.safetensors")
+    out = tmp_path / "out.safetensors"
+    r = run_cli("calibrate", src, out, *FORWARD_ARGS)
+    assert r.exit_code == (5 if family in NO_GUESS else 0), r.stderr[-2000:]
+    doc, layers = json.loads(r.stdout), fp8_layers(src)
+    _check_weight_only_scales(out, doc, layers)
+    docs, _, _ = _written(out)
+    flagged = {n for n in layers if docs[n].get("full_precision_matrix_mult")}
+    scales = _input_scales(out)
+    assert flagged and 1.0 not in scales.values()
+    if family in NO_GUESS:
+        assert not scales
+    else:  # the conditioning path: flagged, with its measured scale beside the flag
+        assert flagged <= set(scales) and all(r["assumption"].startswith(f"{family} forward amax")
+                                              for r in doc["layers"] if r["name"] in flagged)
