@@ -29,7 +29,7 @@ def _legacy_note(plans: list[LayerPlan], scaled_weight_only: Mapping[str, str]) 
     unscaled = sum(1 for p in plans if p.drops_input_scale)
     if unscaled:
         rest = f"which keeps only those weight-only and scales the other {len(plans) - unscaled}"
-        return (f"the legacy scaled_fp8 format has no per-layer weight-only flag and {_layers(unscaled)} get no scale "
+        return (f"the legacy scaled_fp8 format has no per-layer weight-only flag and {_layers(unscaled)} no scale "
                 f"without a guess: the whole file is kept weight-only through its scaled_fp8 marker, no layer "
                 f"scaled; {TO_COMFY}, {rest}")
     fp8 = [p.layer.name for p in plans if p.calibrated and p.layer.name in scaled_weight_only]
@@ -42,4 +42,4 @@ def _legacy_note(plans: list[LayerPlan], scaled_weight_only: Mapping[str, str]) 
 
 
 def _layers(n: int) -> str:
-    return "1 layer" if n == 1 else f"{n} layers"
+    return "1 layer gets" if n == 1 else f"{n} layers get"

@@ -29,7 +29,8 @@ Layers the pass cannot reach (family unknown, converter mismatch, a layer outsid
 code) get the hard bound when it is a proof from the file alone; when it would rest on an
 assumption about a model input, the layer is kept weight-only (decided in `prepare`, from the
 header) unless `--assume-input-rms R` opts in to that assumption. Which layers are the
-conditioning path (kept weight-only, see _conditioning) is decided from the header too, by
+conditioning path (kept weight-only, its measured scale written beside the flag for runtimes
+that read the scale and not the flag, see _conditioning) is decided from the header too, by
 running the model once on meta tensors (forward/conditioning.py), so the output layout is
 fixed before any weight is read and the pass runs once, by positioned reads through the
 model's TensorSource: on a GPU beside the copy (BesideTheCopy), on the CPU after it (its reads
