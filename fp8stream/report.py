@@ -152,7 +152,7 @@ def _next_steps(report: FileReport) -> list[str]:
     lines = [f"in ComfyUI: {plural(fp8, 'layer quantizes its', 'layers quantize their')} input to FP8 with the "
              f"input_scale above (fp8 act: yes); {plural(weight_only, 'layer runs', 'layers run')} weight-only "
              f"(full-precision matmul, fp8 act: no)"]
-    if report.status == "unscaled":
+    if report.status == "unscaled" or (report.status == "dry-run" and not report.layers):
         lines.append("no layer scaled (exit code 5): the file runs weight-only in ComfyUI as before; "
                      "--method simulate scales it from bounds that assume an input range")
     if report.status == "dry-run" and report.output:
