@@ -152,12 +152,10 @@ def _next_steps(report: FileReport) -> list[str]:
     lines = [f"in ComfyUI: {plural(fp8, 'layer quantizes its', 'layers quantize their')} input to FP8 with the "
              f"input_scale above (fp8 act: yes); {plural(weight_only, 'layer runs', 'layers run')} weight-only "
              f"(full-precision matmul, fp8 act: no)"]
-    if report.status == "unscaled" or (report.status == "dry-run" and not report.layers):
+    if report.status == "unscaled":
         lines.append("no layer scaled (exit code 5): the file runs weight-only in ComfyUI as before; "
                      "--method simulate scales it from bounds that assume an input range")
-    if report.status == "dry-run" and report.output:
-        lines.append(f"next: run again without --dry-run to write {report.output}")
-    elif report.status == "dry-run" or not report.output:
+    if report.status == "dry-run" or not report.output:
         lines.append("next: run again with OUT to write the file")
     elif report.output == "-":
         lines.append("next: save the stream as a .safetensors file and load it in ComfyUI like any FP8 checkpoint")
