@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from architectures import build_model
 from conftest import run_cli
-from format_variants import FAMILIES, FORWARD_ARGS, as_flavour, comfy_model, decisions
+from format_variants import FORWARD_ARGS, comfy_model
 from fp8stream.synthetic.checkpoint import SyntheticTensor, write_checkpoint
 
 REAL = "blocks.1.ffn.0"  # alone in its group: its real scale is kept whatever the others get
@@ -80,32 +79,8 @@ def test_dry_run_table_does_not_claim_computed_scales(tmp_path: Path) -> None:
     assert "nan" not in result.stderr.lower()
 
 
-def _no_pass(*args, **kwargs):
-    raise AssertionError("a dry run ran the forward pass")
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_dry_run_decides_every_layer_as_the_run_does(family: str, tmp_path: Path, monkeypatch) -> None:
-    """Scaled, weight-only or excluded, and the exit code: the same in the dry run as in the run,
-    on every family the suite builds, in ComfyUI's format and the legacy one, but for the layers
-    the dry run names as undecided (model code that cannot run on meta tensors); no pass runs."""
-    import fp8stream.forward.run as forward_run
-
-    comfy = comfy_model(family, tmp_path / "comfy.safetensors")
-    for flavour, src in (("comfy", comfy), ("legacy", as_flavour(comfy, "legacy", tmp_path / "legacy.safetensors"))):
-        out = tmp_path / f"{flavour}.out.safetensors"
-        with monkeypatch.context() as m:
-            m.setattr(forward_run, "run", _no_pass)
-            dry = run_cli("calibrate", "--dry-run", src, out, *FORWARD_ARGS)
-        assert not out.exists()  # a dry run writes nothing
-        real = run_cli("calibrate", src, out, *FORWARD_ARGS)
-        assert dry.exit_code == real.exit_code, (flavour, dry.stderr[-2000:], real.stderr[-2000:])
-        planned, done = _strict(dry.stdout), _strict(real.stdout)
-        undecided = set(planned["undecided"])
-        decided = {n: d for n, d in decisions(planned).items() if n not in undecided}
-        assert decided == {n: d for n, d in decisions(done).items() if n not in undecided}, flavour
-        assert len(decided) + len(undecided) == len(decisions(done))
-        assert planned["bytes_out"] == done["bytes_out"] or undecided, flavour
+# The dry run's decisions equal the run's on every family the suite builds, in every format:
+# test_formats_by_family.py, beside the runs it compares with.
 
 
 def test_dry_run_names_the_layers_only_the_pass_decides(tmp_path: Path) -> None:

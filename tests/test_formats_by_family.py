@@ -1,4 +1,4 @@
-"""The default on every format x every family the suite builds (issue 22 items 1 and 4).
+"""The default on every format x every family the suite builds (issue 22 items 1, 3 and 4).
 
 A legacy scaled_fp8 or plain FP8 file is written with exit code 0 (5 where no family is known:
 no layer scaled, no scale guessed) and one note saying what was done with the format. ComfyUI's
@@ -50,8 +50,36 @@ def _check_weight_only_scales(path: Path, doc: dict, layers: list[str]) -> None:
             assert scales[name] == pytest.approx(reported.get(name), rel=1e-6), (name, scales[name], reported.get(name))
 
 
+def _dry_run(src: Path, out: Path, target: tuple[str, ...], monkeypatch) -> tuple[int, dict]:
+    """`--dry-run` of the same command: it runs no forward pass and writes nothing."""
+    import fp8stream.forward.run as forward_run
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a dry run ran the forward pass")
+
+    with monkeypatch.context() as m:
+        m.setattr(forward_run, "run", no_pass)
+        r = run_cli("calibrate", "--dry-run", src, out, *target, *FORWARD_ARGS)
+    assert not out.exists(), r.stderr[-2000:]
+    return r.exit_code, json.loads(r.stdout)
+
+
+def _same_decisions(dry: tuple[int, dict], done: dict, run: str) -> None:
+    """The dry run decides every layer (scaled, weight-only, excluded) and the exit code as the run
+    does, but for the layers it names as undecided (model code that cannot run on meta tensors)."""
+    code, planned = dry
+    assert code == done["exit_code"], run
+    undecided = set(planned["undecided"])
+    assert {n: d for n, d in decisions(planned).items() if n not in undecided} == \
+        {n: d for n, d in decisions(done).items() if n not in undecided}, run
+    assert sorted(decisions(planned)) == sorted(decisions(done)), run
+    assert planned["bytes_out"] == done["bytes_out"] or undecided, run
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_the_default_writes_every_format_of_every_family(family: str, tmp_path: Path) -> None:
+def test_the_default_writes_every_format_of_every_family(family: str, tmp_path: Path, monkeypatch) -> None:
+    """Every format x every family: the run's exit code, its note, its scales on weight-only
+    layers; and its dry run's decisions (issue 22 item 3: tested here, where the runs are)."""
     comfy = comfy_model(family, tmp_path / "comfy.safetensors")
     layers = fp8_layers(comfy)
     sources = {"comfy": comfy, "legacy": as_flavour(comfy, "legacy", tmp_path / "legacy.safetensors"),
@@ -59,10 +87,12 @@ def test_the_default_writes_every_format_of_every_family(family: str, tmp_path: 
     docs = {}
     for run, flavour, target in RUNS:
         out = tmp_path / f"{run.replace(' ', '-')}.out.safetensors"
+        dry = _dry_run(sources[flavour], out, target, monkeypatch)
         r = run_cli("calibrate", sources[flavour], out, *target, *FORWARD_ARGS)
         assert r.exit_code == (5 if family in NO_GUESS else 0), (run, r.stderr[-2000:])
         doc = docs[run] = json.loads(r.stdout)
         assert sorted(decisions(doc)) == layers, run
+        _same_decisions(dry, doc, run)
         _check_weight_only_scales(out, doc, layers)
         if family in NO_GUESS:  # no guess: no scale written at all, every layer weight-only
             assert doc["layers"] == [] and not _input_scales(out), run
