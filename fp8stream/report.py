@@ -62,6 +62,9 @@ class FileReport:
     error: str | None = None
     verify: str | None = None  # `--verify`: what the comparison of output and input found
     notes: list[str] = field(default_factory=list)  # file-level notes of the method (stats matching)
+    # a dry run: the layers whose weight-only choice only the forward pass makes (model code that
+    # cannot run on meta tensors); their other decisions are the run's
+    undecided: list[str] = field(default_factory=list)
     exit_code: int = 0  # what the file alone would have exited with
     compressed: bool = False  # the output is zstd-compressed (OUT named *.zst, or --zstd)
 

@@ -17,11 +17,12 @@ import dataclasses
 import time
 from dataclasses import dataclass, field, replace
 
-from fp8stream.calibration.interface import CalibrationMethod, ModelView
+from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.errors import EXIT_UNSCALED, NothingToCalibrateError, UsageError
 from fp8stream.formats.architecture import detect, header_shapes
 from fp8stream.formats.layers import take_inventory
+from fp8stream.formats.format_notes import format_note
 from fp8stream.formats.plan import build_plan, plan_layers
 from fp8stream.formats.plan_types import FormatOptions, LayerPlan, RewritePlan
 from fp8stream.formats.selection import Selection
@@ -87,7 +88,7 @@ def calibrate_file(options: RewriteOptions) -> FileReport:
             source = model.tensor_source()
         if source is not None:
             stack.callback(source.close)
-        planned = _plan(model, options, {}, ModelView(model.whole, [], source))
+        planned = _plan(model, options, ModelView(model.whole, [], source))
         report = FileReport(options.input, options.output, bytes_in=model.bytes_in,
                             bytes_out=sum(p.output_bytes for p in planned.files), compressed=options.zstd is not None)
         report.skipped = [SkippedReport(s.name, s.reason) for s in take_inventory(model.whole).skipped]
@@ -97,30 +98,52 @@ def calibrate_file(options: RewriteOptions) -> FileReport:
             raise NothingToCalibrateError(f"{options.input}: no FP8 linear layer to calibrate")
         _check_output(model, options, report.bytes_out)
         if options.dry_run:
-            from fp8stream.pipeline.dry_run import dry_run_facts, dry_run_state
-
-            state = dry_run_state(planned.files, source, options.keep_weight_only) if source else None
-            _fill(report, planned, dry_run_facts(planned.calibrated, state),
-                  state.out_weight_only if state else {}, None, options)
-            report.status = "dry-run"
+            _dry_run(model, planned, options, report)
         else:
             _calibrate(model, planned, options, report)
             if spooled:
                 report.notes.append(f"the stream was spooled to a temporary file ({human_size(model.bytes_in)}, "
                                     "removed) for the forward pass; --no-spool keeps it one pass (the bound)")
-            if not report.layers:  # written, but every FP8 layer runs weight-only: say so in the exit code
-                report.status, report.exit_code = "unscaled", EXIT_UNSCALED
+        if not report.layers:  # written (or would be), but every FP8 layer runs weight-only: the exit code says so
+            report.status = "unscaled" if report.status == "ok" else report.status
+            report.exit_code = EXIT_UNSCALED
     report.seconds = time.monotonic() - started
     return report
 
 
-def _plan(model: ModelInput, options: RewriteOptions, weight_only: dict[str, str], view: ModelView) -> Planned:
+def _plan(model: ModelInput, options: RewriteOptions, view: ModelView, method: MethodPlan | None = None) -> Planned:
+    """Every file's plan and the whole model's layer plans; with the method's plan, its layers
+    kept weight-only (given a scale or not) change the layout."""
     fmt = options.format_options()
     describe = options.settings.describe()
     whole = model.whole if model.sharded else None
-    files = [build_plan(part.header, describe, fmt, whole, weight_only) for part in model.parts]
-    layers = plan_layers(take_inventory(model.whole), fmt, weight_only)
+    method = method or MethodPlan()
+    files = [build_plan(part.header, describe, fmt, whole, method.weight_only, method.scaled_weight_only)
+             for part in model.parts]
+    layers = plan_layers(take_inventory(model.whole), fmt, method.weight_only, method.scaled_weight_only)
     return Planned(files, layers, replace(view, layers=[p.layer for p in layers if p.calibrated]))
+
+
+def _dry_run(model: ModelInput, planned: Planned, options: RewriteOptions, report: FileReport) -> None:
+    """The run's decisions without its work: the method decides from the header (its meta pass,
+    no weight read, no pass run), the small tensors that decide kept/replaced are read by name."""
+    from fp8stream.calibration.registry import create
+    from fp8stream.pipeline.dry_run import dry_run_facts, dry_run_state
+
+    with contextlib.closing(create(options.settings)) as method:
+        method_plan = method.prepare(replace(planned.view, dry_run=True))
+    planned = _plan(model, options, planned.view, method_plan)
+    source = planned.view.source
+    state = dry_run_state(planned.files, source, options.keep_weight_only) if source else None
+    _fill(report, planned, dry_run_facts(planned.calibrated, state), state.out_weight_only if state else {}, None,
+          options)
+    report.bytes_out = sum(p.output_bytes for p in planned.files)
+    report.notes = list(method_plan.notes) + format_note(planned.layers, method_plan.scaled_weight_only)
+    report.undecided = sorted(method_plan.undecided)
+    if method_plan.undecided:
+        report.notes.append(f"dry run: {len(method_plan.undecided)} layers undecided: "
+                            f"{next(iter(method_plan.undecided.values()))}")
+    report.status = "dry-run"
 
 
 def _method_reads_by_name(model: ModelInput, options: RewriteOptions) -> bool:
@@ -128,7 +151,7 @@ def _method_reads_by_name(model: ModelInput, options: RewriteOptions) -> bool:
     forward pass): then the stream is spooled to a file first (pipeline/spool.py)."""
     from fp8stream.calibration.registry import create
 
-    planned = _plan(model, options, {}, ModelView(model.whole, [], None))
+    planned = _plan(model, options, ModelView(model.whole, [], None))
     if not planned.layers:
         return False
     with contextlib.closing(create(options.settings)) as method:
@@ -191,10 +214,10 @@ def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, 
     if method_plan.needs_random_access and planned.view.source is None:
         raise UsageError(f"--method {options.settings.method} reads tensors by name: give a file or a sharded "
                          "folder, not a pipe or a compressed stream, or let it spool (no --no-spool)")
-    if method_plan.weight_only:  # layers the method cannot scale: the layout changes, so plan again
-        planned = _plan(model, options, dict(method_plan.weight_only), planned.view)
+    if method_plan.weight_only or method_plan.scaled_weight_only:  # the layout changes: plan again
+        planned = _plan(model, options, planned.view, method_plan)
         report.bytes_out = sum(p.output_bytes for p in planned.files)
-    report.notes = list(method_plan.notes)
+    report.notes = list(method_plan.notes) + format_note(planned.layers, method_plan.scaled_weight_only)
     settings = RunSettings(options.settings.device, options.keep_weight_only, options.overwrite_scales,
                            options.verify, options.progress)
     with contextlib.ExitStack() as stack:

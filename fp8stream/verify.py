@@ -8,7 +8,7 @@ Used by `calibrate --verify` (input digests taken while the input streamed past)
   and padding; `fp8stream.*` metadata, and `_quantization_metadata` differing only in that flag
   or in layers it gains; and what a flavour conversion does (legacy `scale_weight` renamed
   `weight_scale` with the same bytes, a `comfy_quant` marker or a unit weight scale added, the
-  `scaled_fp8` marker dropped, added or resized);
+  `scaled_fp8` marker dropped, added or resized); an input scale dropped on a layer written weight-only;
 - anything else (a tensor lost, added, changed; other metadata changed) is unexpected.
 """
 
@@ -139,9 +139,8 @@ def _compare_marker(name: str, a: bytes | None, b: bytes | None) -> Difference:
     doc_a, doc_b = json_or_none(a), json_or_none(b)
     if isinstance(doc_a, dict) and isinstance(doc_b, dict) and without_weight_only(doc_a) == without_weight_only(doc_b):
         was, now = doc_a.get(WEIGHT_ONLY_FLAG) is True, doc_b.get(WEIGHT_ONLY_FLAG) is True
-        if was == now:
-            return Difference(name, "marker re-encoded, same JSON", True)
-        return Difference(name, f"marker rewritten: {WEIGHT_ONLY_FLAG} {'set' if now else 'removed'}", True)
+        flag = f"marker rewritten: {WEIGHT_ONLY_FLAG} {'set' if now else 'removed'}"
+        return Difference(name, "marker re-encoded, same JSON" if was == now else flag, True)
     return Difference(name, "marker JSON differs beyond the weight-only flag", False)
 
 
@@ -195,14 +194,24 @@ def _added(name: str, info: TensorInfo, side: TensorSide) -> Difference:
     return Difference(name, "not in the input", False)
 
 
-def _missing(name: str, before: Header, after: Header) -> Difference | None:
+def _missing(name: str, before: Header, side: TensorSide) -> Difference | None:
     """A tensor only the input has: None when reported at its new name, else expected or not."""
-    other = _counterpart(name)
+    other, after = _counterpart(name), side.header
     if other is not None and other in after and other not in before:
         return None  # renamed: compared under its output name
     if is_legacy_marker(name) and any(t.name.endswith(MARKER_SUFFIX) for t in after.tensors):
         return Difference(name, "legacy marker dropped (layers now carry comfy_quant markers)", True)
+    if is_scale(name) and _written_weight_only(name.rsplit(".", 1)[0], side):
+        return Difference(name, "input scale dropped (the layer is written weight-only with no scale)", True)
     return Difference(name, "missing from the output", False)
+
+
+def _written_weight_only(layer: str, side: TensorSide) -> bool:
+    """Whether the output runs the layer weight-only: its comfy_quant flag, or a legacy marker of 2 elements."""
+    if (marker := side.header.get(layer + MARKER_SUFFIX)) is not None:
+        doc = json_or_none(side.raw(marker))
+        return isinstance(doc, dict) and doc.get(WEIGHT_ONLY_FLAG) is True
+    return any(is_legacy_marker(t.name) and t.shape == (2,) for t in side.header.tensors)
 
 
 def _compare_metadata(a: dict[str, str] | None, b: dict[str, str] | None, comparison: Comparison) -> None:
@@ -227,7 +236,7 @@ def compare(before: TensorSide, after: TensorSide) -> Comparison:
     tail_a, tail_b = _scale_tail(before.header), _scale_tail(after.header)
     _compare_metadata(before.header.metadata, after.header.metadata, comparison)
     for info_a in before.header.tensors:
-        if info_a.name not in after.header and (missing := _missing(info_a.name, before.header, after.header)):
+        if info_a.name not in after.header and (missing := _missing(info_a.name, before.header, after)):
             comparison.differences.append(missing)
     for info_b in after.header.tensors:
         name = info_b.name

@@ -1,4 +1,4 @@
-"""`--dry-run` plans exactly what the real run would do (issue 10 item 7)."""
+"""`--dry-run` plans exactly what the real run would do (issue 10 item 7, issue 22 item 3)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 
 from architectures import build_model
 from conftest import run_cli
+from format_variants import FORWARD_ARGS, comfy_model
 from fp8stream.synthetic.checkpoint import SyntheticTensor, write_checkpoint
 
 REAL = "blocks.1.ffn.0"  # alone in its group: its real scale is kept whatever the others get
@@ -76,3 +77,24 @@ def test_dry_run_table_does_not_claim_computed_scales(tmp_path: Path) -> None:
     summary = next(line for line in result.stderr.splitlines() if " FP8 layer" in line and "would write" in line)
     assert "scales calibrated" not in summary and "not computed" in summary
     assert "nan" not in result.stderr.lower()
+
+
+# The dry run's decisions equal the run's on every family the suite builds, in every format:
+# test_formats_by_family.py, beside the runs it compares with.
+
+
+def test_dry_run_names_the_layers_only_the_pass_decides(tmp_path: Path) -> None:
+    """HiDream's MoE routing cannot run on meta tensors: the dry run names the layers it leaves to
+    the pass, and says so in a note, rather than planning them as scaled."""
+    src = comfy_model("hidream", tmp_path / "hidream.safetensors")
+    doc = _strict(run_cli("calibrate", "--dry-run", src, *FORWARD_ARGS).stdout)
+    assert doc["undecided"] and set(doc["undecided"]) <= {layer["name"] for layer in doc["layers"]}
+    assert any(f"{len(doc['undecided'])} layers undecided" in note for note in doc["notes"])
+
+
+def test_dry_run_says_when_no_layer_would_be_scaled(tmp_path: Path) -> None:
+    """No family known: the run writes every layer weight-only and exits 5; its dry run says so and exits 5."""
+    unknown = comfy_model("unknown", tmp_path / "unknown.safetensors")
+    dry = run_cli("calibrate", "--dry-run", unknown, tmp_path / "out.safetensors")
+    assert dry.exit_code == 5 and "every FP8 layer kept weight-only, no scale from a guess" in dry.stderr, dry.stderr
+    assert not (tmp_path / "out.safetensors").exists()

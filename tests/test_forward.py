@@ -137,9 +137,9 @@ def test_cli_every_layer_from_the_forward_pass_and_deterministic(family, tmp_pat
         outs.append(out.read_bytes())
     report = json.loads(p.stdout)
     got = {r["name"]: r for r in report["layers"]}
-    kept = {r["name"]: r for r in report["excluded"]}
-    # every layer is scaled by the pass, or kept weight-only as the conditioning path (no guess)
-    assert sorted(got) + sorted(kept) == sorted(layers) or sorted([*got, *kept]) == sorted(layers)
+    kept = {name: r for name, r in got.items() if not r["fp8_activations"]}
+    # every layer gets its scale from the pass; the conditioning path is kept weight-only beside it
+    assert sorted(got) == sorted(layers) and report["excluded"] == []
     assert len(kept) <= len(layers) // 4
     assert all("conditioning path" in json.dumps(r) for r in kept.values()), kept
     if family == "flux":
@@ -168,7 +168,8 @@ def test_conditioning_fp8_scales_every_layer(tmp_path):
     p = _cli(str(src), str(tmp_path / "default.safetensors"), *_forward_args())
     assert p.exit_code == 0, p.stderr[-2000:]
     default = json.loads(p.stdout)
-    assert default["excluded"]
+    assert any(not r["fp8_activations"] for r in default["layers"])
+    assert all(r["fp8_activations"] for r in report["layers"])
     fp8 = {r["name"]: r["scale"] for r in report["layers"]}
     assert all(r["scale"] == fp8[r["name"]] for r in default["layers"])
 
@@ -190,7 +191,8 @@ def test_weight_only_conditioning_changes_no_other_scale(tmp_path):
                  "--json", "--no-progress", "--forward-conditioning", mode)
         assert p.exit_code == 0, p.stderr[-2000:]
         reports[mode] = json.loads(p.stdout)
-    assert reports["weight-only"]["excluded"] and not reports["fp8"]["excluded"]
+    assert any(not r["fp8_activations"] for r in reports["weight-only"]["layers"])
+    assert all(r["fp8_activations"] for r in reports["fp8"]["layers"])
     fp8 = {r["name"]: r["scale"] for r in reports["fp8"]["layers"]}
     assert all(r["scale"] == fp8[r["name"]] for r in reports["weight-only"]["layers"])
 
@@ -283,7 +285,7 @@ def test_the_pass_beside_the_copy_writes_the_same_bytes_and_the_layout_comes_fro
     p = _cli(str(src), str(beside), *_forward_args())
     assert p.exit_code == 0, p.stderr[-2000:]
     assert threads == ["forward pass"] and beside.read_bytes() == after.read_bytes()
-    kept = json.loads(p.stdout)["excluded"]
+    kept = [r for r in json.loads(p.stdout)["layers"] if not r["fp8_activations"]]
     assert kept and all("conditioning path" in json.dumps(r) for r in kept)
 
     def failing(*args, **kwargs):  # fails on the pass's thread only: a lost error cannot pass

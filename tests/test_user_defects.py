@@ -207,3 +207,60 @@ def test_small_things_plurals_and_sizes(tmp_path: Path) -> None:
     assert 4096 < size < 10 * 1024
     assert "1 FP8 layer: 1 with FP8 activations, 0 weight-only; 1 scale calibrated" in r.stderr and f"wrote {size / 1024:.1f} KB" in r.stderr, r.stderr
     assert "0.0 MB" not in r.stderr
+
+
+def _legacy_flux_with_a_stray_layer(tmp_path: Path) -> Path:
+    """A tiny Flux in the legacy scaled_fp8 format, plus one FP8 linear outside the model code:
+    the forward pass cannot reach it and its bound would rest on a guess."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from format_variants import as_flavour, comfy_model
+    from fp8stream.harness.fp8 import quantize_weight
+
+    comfy = comfy_model("flux", tmp_path / "comfy.safetensors")
+    state = load_file(str(comfy))
+    state["model.diffusion_model.stray.proj.weight"], state["model.diffusion_model.stray.proj.weight_scale"] = \
+        quantize_weight(torch.randn(16, 16, generator=torch.Generator().manual_seed(0)))
+    state["model.diffusion_model.stray.proj.comfy_quant"] = state["model.diffusion_model.img_in.comfy_quant"].clone()
+    save_file(state, str(comfy))
+    return as_flavour(comfy, "legacy", tmp_path / "legacy.safetensors")
+
+
+def test_a_legacy_layer_with_no_scale_keeps_the_whole_file_weight_only(tmp_path: Path) -> None:
+    """The legacy format cannot flag one layer: rather than guess that layer's scale, the default
+    keeps the whole file weight-only through its marker (exit 5), and says what --target comfy adds."""
+    from safetensors import safe_open
+
+    from format_variants import FORWARD_ARGS
+
+    src, out = _legacy_flux_with_a_stray_layer(tmp_path), tmp_path / "out.safetensors"
+    r = run_cli("calibrate", src, out, *FORWARD_ARGS)
+    assert r.exit_code == 5, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert doc["layers"] == [] and doc["status"] == "unscaled"
+    note = [n for n in doc["notes"] if "legacy scaled_fp8" in n]
+    assert len(note) == 1 and "1 layer gets no scale" in note[0] and "--target comfy" in note[0], doc["notes"]
+    with safe_open(str(out), "pt") as f:
+        assert f.get_slice("model.diffusion_model.scaled_fp8").get_shape() == [2]  # every layer weight-only
+        assert not any(k.endswith("scale_input") for k in f.keys())
+    r = run_cli("calibrate", src, out, "--force", "--target", "comfy", *FORWARD_ARGS)
+    assert r.exit_code == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert [e["name"] for e in doc["excluded"]] == ["model.diffusion_model.stray.proj"]
+    assert sum(1 for layer in doc["layers"] if layer["fp8_activations"]) > len(doc["layers"]) // 2
+
+
+def test_what_a_legacy_file_cannot_express_on_request_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    from format_variants import FORWARD_ARGS, as_flavour, comfy_model
+
+    comfy = comfy_model("flux", tmp_path / "comfy.safetensors")
+    legacy = as_flavour(comfy, "legacy", tmp_path / "legacy.safetensors")
+    plain = as_flavour(comfy, "plain", tmp_path / "plain.safetensors")
+    for src, args in ((legacy, ("--exclude", "*img_in")), (plain, ("--target", "legacy", "--exclude", "*img_in"))):
+        r = run_cli("calibrate", src, tmp_path / "out.safetensors", *args, *FORWARD_ARGS)
+        assert r.exit_code == 2, r.stderr
+        assert "--target comfy" in _one_error_line(r.stderr)
+    r = run_cli("calibrate", comfy, tmp_path / "out.safetensors", "--target", "legacy", *FORWARD_ARGS)
+    assert r.exit_code == 2 and "not supported" in _one_error_line(r.stderr)
+    assert not (tmp_path / "out.safetensors").exists()

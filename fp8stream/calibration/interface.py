@@ -43,6 +43,8 @@ class ModelView:
     header: Header
     layers: list[FP8Layer]
     source: "TensorSource | None" = None
+    # a dry run: prepare() decides from the header alone, reads no weight and starts nothing
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,12 @@ class MethodPlan:
 
     # layer name -> why the method gives it no scale: the layer is written weight-only
     weight_only: Mapping[str, str] = field(default_factory=dict)
+    # layer name -> why the method keeps it weight-only though it gives it a scale (measured): the
+    # flag is written with that scale beside it, for runtimes that read the scale and not the flag;
+    # a format with no per-layer flag (legacy scaled_fp8) runs the layer with that scale
+    scaled_weight_only: Mapping[str, str] = field(default_factory=dict)
+    # layer name -> why a dry run cannot decide its weight-only choice (only the real pass can)
+    undecided: Mapping[str, str] = field(default_factory=dict)
     # tensors (not the calibrated layers' FP8 weights) to pass to observe_tensor as they stream
     watches: frozenset[str] = frozenset()
     rows: bool = True  # observe_weight / weight_done get the calibrated layers' weight rows

@@ -13,6 +13,7 @@ come later.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Mapping
 
 from fp8stream.version import __version__
@@ -56,11 +57,13 @@ def _file_flavour(inventory: LayerInventory, target: str) -> str:
     return LEGACY if LEGACY in flavours else COMFY
 
 
-def _plan_layer(layer: FP8Layer, out_flavour: str, why_excluded: str | None, options: FormatOptions) -> LayerPlan:
+def _plan_layer(layer: FP8Layer, out_flavour: str, why_excluded: str | None, options: FormatOptions,
+                by_method: bool = False) -> LayerPlan:
     if why_excluded is not None:
         untouched = options.exclude_untouched
         out_flag = layer.weight_only if untouched else True
-        return LayerPlan(layer, out_flavour, why_excluded, None, out_flag, untouched)
+        return LayerPlan(layer, out_flavour, why_excluded, None, out_flag, untouched,
+                         drops_input_scale=by_method and not untouched)
     if not options.keep_weight_only:
         out_flag: bool | None = False
     else:
@@ -69,13 +72,13 @@ def _plan_layer(layer: FP8Layer, out_flavour: str, why_excluded: str | None, opt
     return LayerPlan(layer, out_flavour, None, f"{layer.name}.{key}", out_flag)
 
 
-def _refuse_legacy_exclusions(plans: list[LayerPlan]) -> None:
-    bad = [p.layer.name for p in plans if p.out_flavour == LEGACY and not p.calibrated]
-    if bad:
-        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+def _refuse_legacy_exclusions(names: list[str]) -> None:
+    """Layers the user excludes in a file written as legacy scaled_fp8, which cannot flag one layer."""
+    if names:
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
         raise UsageError(
-            f"cannot exclude {bad[0]}{more}: the legacy scaled_fp8 format has no per-layer weight-only flag "
-            "(use --target comfy to convert the file to ComfyUI's current format)"
+            f"cannot exclude {names[0]}{more}: the legacy scaled_fp8 format has no per-layer weight-only flag; "
+            "add --target comfy to write ComfyUI's current format, which has one"
         )
 
 
@@ -86,18 +89,46 @@ def _comfy_marker_bytes(weight_only: bool) -> bytes:
     return comfy_quant.encode_doc(doc)
 
 
-def plan_layers(inventory: LayerInventory, options: FormatOptions, method_weight_only: Mapping[str, str]) -> list[LayerPlan]:
+def plan_layers(inventory: LayerInventory, options: FormatOptions, method_weight_only: Mapping[str, str],
+                scaled_weight_only: Mapping[str, str] | None = None) -> list[LayerPlan]:
     """What happens to every FP8 layer of the whole model (every shard). `method_weight_only`:
-    layers the calibration method will not scale (MethodPlan.weight_only), kept weight-only."""
+    layers the calibration method will not scale (MethodPlan.weight_only), kept weight-only;
+    `scaled_weight_only`: layers it scales and keeps weight-only (MethodPlan.scaled_weight_only).
+    A layer written as legacy scaled_fp8 cannot be flagged alone: one the method keeps
+    weight-only with its scale runs FP8 with that scale; one it gives no scale makes the whole
+    file weight-only, through its marker (no layer scaled: no guess either way)."""
     file_flavour = _file_flavour(inventory, options.target)
-    names = [layer.name for layer in inventory.layers]
-    excluded = excluded_layers(names, sorted(inventory.names), options.selection)
-    for name, why in method_weight_only.items():
-        excluded.setdefault(name, f"method: {why}")
-    plans = [_plan_layer(layer, _out_flavour(layer, file_flavour), excluded.get(layer.name), options)
-             for layer in inventory.layers]
-    _refuse_legacy_exclusions(plans)
+    flavours = {layer.name: _out_flavour(layer, file_flavour) for layer in inventory.layers}
+    chosen = excluded_layers(list(flavours), sorted(inventory.names), options.selection)
+    _refuse_legacy_exclusions([name for name in chosen if flavours[name] == LEGACY])
+    whole = _legacy_weight_only(flavours, method_weight_only)
+    flagged = scaled_weight_only or {}
+    plans = []
+    for layer in inventory.layers:
+        name, flavour = layer.name, flavours[layer.name]
+        if name in chosen:
+            plans.append(_plan_layer(layer, flavour, chosen[name], options))
+        elif name in method_weight_only:
+            plans.append(_plan_layer(layer, flavour, f"method: {method_weight_only[name]}", options, by_method=True))
+        elif whole and flavour == LEGACY:
+            plans.append(_plan_layer(layer, flavour, whole, options))
+        elif name in flagged and flavour != LEGACY:
+            plans.append(replace(_plan_layer(layer, flavour, None, options), out_weight_only=True,
+                                 weight_only_why=flagged[name]))
+        else:
+            plans.append(_plan_layer(layer, flavour, None, options))
     return plans
+
+
+def _legacy_weight_only(flavours: Mapping[str, str], method_weight_only: Mapping[str, str]) -> str | None:
+    """Why every layer written as legacy is kept weight-only (None: they are not): the method
+    gives some of them no scale, and the format cannot flag those alone."""
+    unscaled = [name for name in method_weight_only if flavours.get(name) == LEGACY]
+    if not unscaled:
+        return None
+    more = f" and {len(unscaled) - 1} more" if len(unscaled) > 1 else ""
+    return (f"the legacy scaled_fp8 format has no per-layer weight-only flag and {unscaled[0]}{more} get no scale "
+            "without a guess: the whole file is kept weight-only through its scaled_fp8 marker")
 
 
 def _tensor_roles(plan: RewritePlan, p: LayerPlan, header: Header) -> None:
@@ -110,6 +141,8 @@ def _tensor_roles(plan: RewritePlan, p: LayerPlan, header: Header) -> None:
         if layer.existing_input_scale in has:
             plan.roles[layer.existing_input_scale] = Role.MOVED_SCALE
             plan.scalar_keys.add(layer.existing_input_scale)
+    if p.drops_input_scale and layer.existing_input_scale in has:
+        plan.roles[layer.existing_input_scale] = Role.DROP
     if p.untouched and not (layer.flavour == LEGACY and p.out_flavour == COMFY):
         return  # a legacy layer converted to comfy keeps its behaviour, not its keys
     if layer.flavour == COMFY and layer.marker in has:
@@ -119,7 +152,7 @@ def _tensor_roles(plan: RewritePlan, p: LayerPlan, header: Header) -> None:
     elif layer.flavour == LEGACY and p.out_flavour == COMFY:
         if layer.weight_scale in has:
             plan.out_names[layer.weight_scale] = f"{layer.name}.weight_scale"
-        if layer.existing_input_scale in has and not p.calibrated:
+        if layer.existing_input_scale in has and not p.calibrated and not p.drops_input_scale:
             plan.out_names[layer.existing_input_scale] = f"{layer.name}.input_scale"
 
 
@@ -151,23 +184,27 @@ def _legacy_marker(plan: RewritePlan, all_plans: list[LayerPlan], inventory: Lay
                    keep_weight_only: bool) -> TailTensor | None:
     """The top-level scaled_fp8 marker: kept, cut, dropped, or added once (in the first layer's file)."""
     marker, header = inventory.legacy_marker, plan.header
+    # every layer written as legacy kept weight-only (plan_layers refuses a user's exclusion there)
+    whole = any(p.out_flavour == LEGACY and not p.calibrated for p in all_plans)
     if marker is not None and marker.name in header and LEGACY in inventory.flavours:
         if file_flavour != LEGACY:
             plan.roles[marker.name] = Role.DROP
             return None
         plan.roles[marker.name] = Role.LEGACY_MARKER
-        weight_only = keep_weight_only and legacy.marker_is_weight_only(marker)
+        weight_only = whole or (keep_weight_only and legacy.marker_is_weight_only(marker))
         plan.out_sizes[marker.name] = legacy.marker_shape(weight_only)[0] * DTYPE_BITS[marker.dtype] // 8
         return None
     if marker is None and file_flavour == LEGACY and all_plans and all_plans[0].layer.weight.name in header \
             and any(p.layer.flavour == PLAIN for p in all_plans):
         prefix = common_model_prefix([p.layer.name for p in all_plans])
-        return TailTensor(prefix + legacy.MARKER_NAME, "F8_E4M3", legacy.marker_shape(False), b"")
+        shape = legacy.marker_shape(whole)
+        return TailTensor(prefix + legacy.MARKER_NAME, "F8_E4M3", shape, bytes(shape[0]))
     return None
 
 
 def build_plan(header: Header, calibration: dict[str, object], options: FormatOptions | None = None,
-               whole: Header | None = None, method_weight_only: Mapping[str, str] | None = None) -> RewritePlan:
+               whole: Header | None = None, method_weight_only: Mapping[str, str] | None = None,
+               scaled_weight_only: Mapping[str, str] | None = None) -> RewritePlan:
     """Plan every output tensor of one file from the header; `calibration` is recorded in the metadata.
 
     `whole`: for one shard of a sharded checkpoint, the merged header of every shard (flavours,
@@ -175,7 +212,7 @@ def build_plan(header: Header, calibration: dict[str, object], options: FormatOp
     each layer's scale goes into the shard that holds its weight)."""
     options = options or FormatOptions()
     inventory = take_inventory(whole if whole is not None else header)
-    all_plans = plan_layers(inventory, options, method_weight_only or {})
+    all_plans = plan_layers(inventory, options, method_weight_only or {}, scaled_weight_only)
     plans = [p for p in all_plans if p.layer.weight.name in header]
     own = LayerInventory([p.layer for p in plans], [s for s in inventory.skipped if f"{s.name}.weight" in header],
                          inventory.legacy_marker, inventory.quant_metadata, inventory.names)

@@ -40,6 +40,11 @@ class LayerPlan:
     # with --keep-weight-only, else removed).
     out_weight_only: bool | None
     untouched: bool = False  # excluded with --exclude-untouched: every tensor as it was
+    # why a calibrated layer is written weight-only all the same (its scale beside the flag)
+    weight_only_why: str | None = None
+    # an existing input scale is not written: the method gives the layer none, so one in the file
+    # is a placeholder a runtime that reads the scale and not the flag would use
+    drops_input_scale: bool = False
 
     @property
     def calibrated(self) -> bool:

@@ -76,13 +76,12 @@ class AutoMethod:
     def _no_guess(self, model: ModelView, what: str) -> MethodPlan:
         """Neither the forward pass nor a producer graph: every bound would rest on an assumed
         input range. No guess by default: every layer is written weight-only (exit code 5),
-        except those whose real scale the file already holds (kept, as everywhere) and those of
-        a legacy scaled_fp8 file, whose format has no per-layer weight-only flag (the bound, as
-        --method simulate, with its assumption in the report)."""
+        except those whose real scale the file already holds (kept, as everywhere). A legacy
+        scaled_fp8 file, whose format has no per-layer flag, is then kept weight-only whole,
+        through its marker (formats/plan.py)."""
         from fp8stream.calibration.simulate import WeightAwareMethod
 
-        kept = [layer for layer in model.layers
-                if layer.flavour == "legacy" or _may_hold_a_real_scale(model.source, layer)]
+        kept = [layer for layer in model.layers if _may_hold_a_real_scale(model.source, layer)]
         self.inner, self.chosen = WeightAwareMethod(dataclasses.replace(self.settings, method="simulate")), "none"
         plan = self.inner.prepare(dataclasses.replace(model, layers=kept))
         names = {layer.name for layer in kept}

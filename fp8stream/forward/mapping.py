@@ -34,7 +34,7 @@ class MappingError(ValueError):
 
 
 def is_companion(name: str) -> bool:
-    return name.endswith(_COMPANIONS) or name == "scaled_fp8"
+    return name.endswith(_COMPANIONS) or name == "scaled_fp8" or name.endswith(".scaled_fp8")  # legacy's marker, prefixed too
 
 
 def stand_in(shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, torch.Tensor], list[str]]:

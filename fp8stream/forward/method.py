@@ -29,7 +29,8 @@ Layers the pass cannot reach (family unknown, converter mismatch, a layer outsid
 code) get the hard bound when it is a proof from the file alone; when it would rest on an
 assumption about a model input, the layer is kept weight-only (decided in `prepare`, from the
 header) unless `--assume-input-rms R` opts in to that assumption. Which layers are the
-conditioning path (kept weight-only, see _conditioning) is decided from the header too, by
+conditioning path (kept weight-only, its measured scale written beside the flag for runtimes
+that read the scale and not the flag, see _conditioning) is decided from the header too, by
 running the model once on meta tensors (forward/conditioning.py), so the output layout is
 fixed before any weight is read and the pass runs once, by positioned reads through the
 model's TensorSource: on a GPU beside the copy (BesideTheCopy), on the CPU after it (its reads
@@ -57,6 +58,8 @@ from fp8stream.io.header import TensorInfo
 DIT_MARGIN = 3.0  # the default margin of the DiT families
 TEXT_MARGIN = 2.0  # the default margin of the text-encoder families (a power of two: see above)
 NO_SPOOL = "the input is a stream and --no-spool was given"
+UNDECIDED = ("the forward pass decides whether it stays weight-only (the model code cannot run on meta tensors, "
+             "so a dry run cannot tell)")
 FOLLOWS_STEP = ", following the sampling step's time"  # in the report of such a layer
 
 
@@ -73,7 +76,6 @@ class ForwardMethod:
         self.beside: BesideTheCopy | None = None  # the pass running while the copy streams
 
     def prepare(self, model: ModelView) -> MethodPlan:
-        from fp8stream.forward.conditioning import from_shapes
         from fp8stream.forward.run import import_diffusers, prepare, run
 
         import_diffusers()  # one line saying how to install it, before any output exists
@@ -83,33 +85,47 @@ class ForwardMethod:
         if model.source is None and not self.settings.spool:  # every layer: the bound, or weight-only
             self.prepared = dataclasses.replace(self.prepared, reason=NO_SPOOL, reached=frozenset())
         weight_only = self._unreachable(model)
-        runs = model.source is not None and self.prepared.reason is None
-        path = from_shapes(self.prepared) if runs else None
-        order, per_step = (path.order, path.per_step) if path is not None else ((), frozenset())
-        if runs and path is None:
-            # The model code cannot run on meta tensors (it needs values: an MoE's routing,
-            # HunyuanVideo 1.5's .item()), so the pass runs now, before the header: which layers
-            # it finds on the conditioning path, and which no input reached, decide the layout.
-            # Without the trace of the step's time, they are ranked by execution order alone.
-            self.result = run(model.source, self.prepared, forward_settings(self.settings))
-            weight_only.update(self._unseen(model, weight_only, self.result.reached))
-            order = tuple(self.result.per_sample)
-        elif runs:  # a Linear of the model code the meta pass never ran gets no input in the pass either
-            weight_only.update(self._unseen(model, weight_only, lambda weight: weight in path.ran))
+        # a dry run decides as the run would, a stream's too (the run spools it first)
+        runs = (model.source is not None or model.dry_run) and self.prepared.reason is None
+        order, per_step, undecided = self._decide_from_header(model, weight_only) if runs else ((), frozenset(), {})
+        flagged = {}
         if runs and self.settings.forward_conditioning == "weight-only":
-            weight_only.update(self._conditioning(model, order, per_step, len(weight_only)))
+            flagged = self._conditioning(model, weight_only, order, per_step)
         if weight_only:
-            # The layers kept weight-only no longer stream past as calibrated weights: the bound's
+            # The layers given no scale no longer stream past as calibrated weights: the bound's
             # model must watch them as producers instead, or its conditioning vector lacks them.
             kept = [layer for layer in model.layers if layer.name not in weight_only]
             bound_plan = self.bound.prepare(ModelView(model.header, kept, model.source))
         notes = () if self.prepared.reason is None else (f"forward pass: {self.prepared.reason}",)
-        if runs and self.result is None and beside_the_copy(self.settings):
+        if runs and self.result is None and not model.dry_run and beside_the_copy(self.settings):
             beside = dataclasses.replace(forward_settings(self.settings), bar_line=1)  # its bar below the copy's
             source, prepared = model.source, self.prepared
             self.beside = BesideTheCopy(lambda stop: run(source, prepared, beside, stop))
-        return MethodPlan(weight_only=weight_only, watches=bound_plan.watches, rows=True,
-                          needs_random_access=self.prepared.reason is None, notes=notes)
+        return MethodPlan(weight_only=weight_only, scaled_weight_only=flagged, undecided=undecided,
+                          watches=bound_plan.watches, rows=True, needs_random_access=self.prepared.reason is None,
+                          notes=notes)
+
+    def _decide_from_header(self, model: ModelView, weight_only: dict[str, str]):
+        """(the conditioning path's weights in execution order, those that follow the step's
+        time, the layers a dry run cannot decide), adding to `weight_only` the layers no input
+        reaches. From the meta pass where the model code runs on meta tensors; else the pass
+        runs now, before the header (a dry run runs none and names the layers it leaves open)."""
+        from fp8stream.forward.conditioning import from_shapes
+        from fp8stream.forward.run import run
+
+        path = from_shapes(self.prepared)
+        if path is not None:  # a Linear of the model code the meta pass never ran gets no input in the pass either
+            weight_only.update(self._unseen(model, weight_only, lambda weight: weight in path.ran))
+            return path.order, path.per_step, {}
+        if model.dry_run:
+            return (), frozenset(), {layer.name: UNDECIDED for layer in model.layers if layer.name not in weight_only}
+        # The model code cannot run on meta tensors (it needs values: an MoE's routing,
+        # HunyuanVideo 1.5's .item()), so the pass runs now, before the header: which layers
+        # it finds on the conditioning path, and which no input reached, decide the layout.
+        # Without the trace of the step's time, they are ranked by execution order alone.
+        self.result = run(model.source, self.prepared, forward_settings(self.settings))
+        weight_only.update(self._unseen(model, weight_only, self.result.reached))
+        return tuple(self.result.per_sample), frozenset(), {}
 
     def _unreachable(self, model: ModelView) -> dict[str, str]:
         """Layers the pass cannot reach whose bound would rest on an assumed model input."""
@@ -135,8 +151,8 @@ class ForwardMethod:
         return {layer.name: reason for layer in model.layers
                 if layer.name not in already and missed(layer.weight.name) and _rests_on_input(graph, layer.name)}
 
-    def _conditioning(self, model: ModelView, order: tuple[str, ...], per_step: frozenset[str],
-                      already: int) -> dict[str, str]:
+    def _conditioning(self, model: ModelView, weight_only: Mapping[str, str], order: tuple[str, ...],
+                      per_step: frozenset[str]) -> dict[str, str]:
         """The conditioning path (layers that read one vector per sample: timestep, guidance and
         pooled-text embedders, AdaLN modulation; `order`: their weights in execution order,
         `per_step`: those that follow the step's time) is kept weight-only: each call is a single
@@ -149,13 +165,13 @@ class ForwardMethod:
         (forward/conditioning.py). Decided from the header (the meta pass), so the pass can run
         after (or beside) the copy; where the model code cannot run on meta tensors, from the
         pass, by execution order alone (no trace of the step's time there)."""
-        calibrated = {layer.weight.name: layer for layer in model.layers}
+        calibrated = {layer.weight.name: layer for layer in model.layers if layer.name not in weight_only}
         ranked = [w for w in reversed(order) if w in per_step] + [w for w in reversed(order) if w not in per_step]
         candidates = [calibrated[w] for w in ranked if w in calibrated]
-        room = max(0, len(model.layers) // 4 - already)
+        room = max(0, len(model.layers) // 4 - len(weight_only))
         return {layer.name: (f"conditioning path (one vector per sample{FOLLOWS_STEP if layer.weight.name in per_step else ''}"
-                             ", which one static scale cannot fit as dynamic scaling does): weight-only; "
-                             "--forward-conditioning fp8 to scale it")
+                             ", which one static scale cannot fit as dynamic scaling does): weight-only, its measured "
+                             "scale written beside the flag; --forward-conditioning fp8 to run it in FP8")
                 for layer in candidates[:room]}
 
     def observe_tensor(self, info: TensorInfo, chunk) -> None:

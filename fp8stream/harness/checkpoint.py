@@ -49,11 +49,12 @@ def write_fp8_checkpoint(state: Mapping[str, torch.Tensor], layers: list[str], p
 class FP8Layer:
     weight: torch.Tensor  # float8_e4m3fn [out, in]
     weight_scale: torch.Tensor  # F32 []
-    input_scale: float | None  # from the file, if it has one
+    input_scale: float | None  # from the file; None: none there, or the layer is flagged weight-only
 
 
 def read_fp8_layers(path: Path | str) -> dict[str, FP8Layer]:
-    """Every ``comfy_quant``-marked float8_e4m3fn layer of a checkpoint (input_scale if stored)."""
+    """Every ``comfy_quant``-marked float8_e4m3fn layer of a checkpoint (input_scale if stored and
+    the layer runs FP8 activations in ComfyUI: not flagged weight-only)."""
     layers = {}
     with safe_open(str(path), "pt") as f:
         ordered = list(f.keys())
@@ -65,6 +66,9 @@ def read_fp8_layers(path: Path | str) -> dict[str, FP8Layer]:
             conf = json.loads(bytes(f.get_tensor(k).tolist()).decode())
             if conf.get("format") != "float8_e4m3fn":
                 continue
-            s_in = float(f.get_tensor(name + ".input_scale")) if name + ".input_scale" in keys else None
+            # ComfyUI's flag wins over a scale beside it (fp8stream writes the measured one there)
+            weight_only = conf.get("full_precision_matrix_mult") is True
+            stored = name + ".input_scale" in keys and not weight_only
+            s_in = float(f.get_tensor(name + ".input_scale")) if stored else None
             layers[name] = FP8Layer(f.get_tensor(name + ".weight"), f.get_tensor(name + ".weight_scale").float(), s_in)
     return layers

@@ -1,9 +1,12 @@
 """`--dry-run`: what the real run would do, without writing or calibrating.
 
 The small tensors that decide "kept" or "replaced" (weight scales, existing input scales,
-comfy_quant markers) are read by name with positioned reads; weights are not read and the
-method does not run, so a scale the method would compute is reported as not computed (null in
-JSON). A pipe cannot be read twice: its existing scales are not judged, and the report says so.
+comfy_quant markers) are read by name with positioned reads; weights are not read. The method
+makes its header-only decisions (`prepare` on a `ModelView` with `dry_run`: the forward pass's
+meta pass, no pass run), so the layers it keeps weight-only are the run's; a scale the method
+would compute is reported as not computed (null in JSON), and layers only the real pass can
+decide are named (`MethodPlan.undecided`). A pipe cannot be read twice: its existing scales are
+not judged, and the report says so.
 """
 
 from __future__ import annotations

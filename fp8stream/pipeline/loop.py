@@ -119,7 +119,8 @@ def stream_file(stream: TensorStream, plan: RewritePlan, feed: Feed, writer: Str
                                   feed.keep_weight_only, state)
             writer.write(out_name, raw)
         elif role is Role.LEGACY_MARKER:
-            kept = stream.read_all(info)[: plan.out_sizes[info.name]]
+            size = plan.out_sizes[info.name]  # its values mean nothing: 2 zeros where it grows to weight-only
+            kept = bytes(stream.read_all(info)[:size]).ljust(size, b"\0")
             if kept:  # an empty tensor takes no bytes: the writer has moved past it
                 writer.write(out_name, kept)
         elif role is Role.DROP:

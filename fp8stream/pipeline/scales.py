@@ -109,6 +109,8 @@ def layer_reports(plans: list[LayerPlan], facts: Mapping[str, LayerFacts], resol
     for p in plans:
         layer, f, r = p.layer, facts[p.layer.name], resolved[p.layer.name]
         notes = [TEXT_ENCODER_NOTE] if layer.text_encoder else []
+        if p.weight_only_why:
+            notes.append(p.weight_only_why)
         if r.group:
             notes.append(share_note(list(r.group)))
         e = r.estimate
