@@ -70,10 +70,11 @@ MODELS: dict[str, Callable[[Path], None]] = {
     "t5xxl-legacy-forward": _forward_text_encoder("t5xxl"),
     "umt5-comfy-forward": _forward_text_encoder("umt5"),
 }
-# Text encoders the default cannot run (the synthetic files lack what the model needs) and no
+# Text encoders the default cannot run (the synthetic files lack what the model needs; a legacy
+# file is then kept weight-only whole, through its marker) and no
 # producer graph knows: every layer kept weight-only, so no scale to place (the *-forward text
 # encoders below cover scales in shards).
-KEPT_WEIGHT_ONLY = {"t5-comfy", "t5-plain"}
+KEPT_WEIGHT_ONLY = {"t5-comfy", "t5-plain", "t5-legacy"}
 # Small forward settings: the same for the single file and its shards.
 SETTINGS = CalibrationSettings(forward_batch=2, forward_tokens=16, forward_text_tokens=8, forward_threads=1)
 
