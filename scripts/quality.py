@@ -183,14 +183,20 @@ def judge_sources(case: Case, sources: Mapping[str, Mapping[str, Scale | None]],
             "markdown": table, "scales": dict(sources)}
 
 
-def judged_figures(result: Mapping, source: str, encoder: bool) -> dict[str, float]:
+def end_to_end_db(summary: Mapping[str, dict], source: str, encoder: bool) -> float:
+    """A source's end to end in dB: DiTs the samples' SQNR; the encoder the embeddings' SQNR from
+    their mean cosine, -10 log10(2 - 2 cos) (exact for unit vectors: |a - b|^2 = 2 - 2 cos)."""
+    e2e = summary[source]["end_to_end"]
+    return -10.0 * math.log10(max(2.0 - 2.0 * e2e, 1e-30)) if encoder else e2e
+
+
+def judged_figures(result: Mapping, source: str, encoder: bool, reference: str = "dynamic") -> dict[str, float]:
     """The figures the bars judge for one source: the share of layers within 0.5 dB of dynamic
     (%), the layers clipping > 0.1% (count), the share kept weight-only (%; these three with
-    per-layer figures only), and the end to end against its reference (DiT: dB minus dynamic's;
-    encoder: cosine minus 1.0's)."""
+    per-layer figures only), and the end to end in dB minus the reference source's."""
     s = result["summary"]
     v = s[source]
-    out = {"end_to_end": v["end_to_end"] - s["one" if encoder else "dynamic"]["end_to_end"]}
+    out = {"end_to_end": end_to_end_db(s, source, encoder) - end_to_end_db(s, reference, encoder)}
     if "max_clip" in v:
         out.update({"within": v["pct_within_0.5dB_of_dynamic"], "clip": float(v["layers_clip_over_0.1pct"]),
                     "weight_only": 100.0 * v["weight_only_layers"] / v["layers"]})

@@ -3,7 +3,7 @@ end to end over several sampling runs.
 
 --spread: for each model, the figures tests/test_quality_bars.py judges (the default's share of
 layers within 0.5 dB of dynamic, its layers clipping > 0.1%, its weight-only layers, its and
-`--method stats`'s end to end against dynamic, or against 1.0 on MiniLM), under each noise
+`--method stats`'s end to end in dB against dynamic, and the default's against 1.0 on MiniLM), under each noise
 source that can differ between two machines: torch threads 1 vs 2 (the CLI's --forward-threads
 too), every CLI scale multiplied by 1 +- 1e-6 (last bits), and other sampling noise (seeds 1, 2;
 DiTs). Each line is one variant; the spread of a figure is its largest distance from the base
@@ -48,8 +48,11 @@ def layer_gaps(result: dict) -> dict[str, float]:
 
 
 def figures(result: dict, encoder: bool, base_gaps: dict[str, float] | None = None) -> dict[str, float]:
+    """The judged figures, end to end in dB against dynamic (and against 1.0 on the encoder)."""
     out = {f"default.{k}": v for k, v in Q.judged_figures(result, "default", encoder).items()}
     out["stats_margin2.end_to_end"] = Q.judged_figures(result, "stats_margin2", encoder)["end_to_end"]
+    if encoder:
+        out["default.end_to_end_vs_one"] = Q.judged_figures(result, "default", encoder, "one")["end_to_end"]
     out["default.max_clip"] = result["summary"]["default"]["max_clip"]
     gaps = layer_gaps(result)
     out["default.nearest_layer_gap_to_-0.5dB"] = min(abs(x + 0.5) for x in gaps.values())

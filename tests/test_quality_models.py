@@ -170,9 +170,11 @@ def test_dit_fp8_end_to_end(tmp_path: Path, tf: qm.TinyFlux) -> None:
     path = tmp_path / "tiny_fp8.safetensors"
     qm.write_tiny_flux_fp8(tf, path)
     layers = qm.read_fp8_layers(path)
-    dyn = qm.flux_end_to_end(tf, layers, {n: "dynamic" for n in layers}, n=8, steps=8)
-    wonly = qm.flux_end_to_end(tf, layers, {n: None for n in layers}, n=8, steps=8)
-    tiny = qm.flux_end_to_end(tf, layers, {n: float(layers[n].weight_scale) / 64 for n in layers}, n=8, steps=8)
+    ref, weights = qm.sample(tf, 8, 8, seed=0), qm.fp8_weights(tf, layers)  # full precision sampled once
+    dyn = qm.flux_end_to_end(tf, layers, {n: "dynamic" for n in layers}, n=8, steps=8, ref=ref, weights=weights)
+    wonly = qm.flux_end_to_end(tf, layers, {n: None for n in layers}, n=8, steps=8, ref=ref, weights=weights)
+    tiny = qm.flux_end_to_end(tf, layers, {n: float(layers[n].weight_scale) / 64 for n in layers}, n=8, steps=8,
+                              ref=ref, weights=weights)
     # Measured: dynamic ~29 dB, weight-only ~32 dB over 16 samples x 20 steps.
     assert dyn > 20
     assert wonly > dyn - 1.0  # quantizing activations too cannot be much better than weights alone
@@ -191,12 +193,12 @@ def test_minilm_dynamic_fp8_close_to_full_precision(tmp_path: Path, minilm) -> N
     assert len(layers) == 36
     read = qm.read_fp8_layers(path)
     sents = qm.EVALUATION_SENTENCES[:16]
-    dyn = qm.minilm_end_to_end(model, tok, read, {n: "dynamic" for n in read}, sents)
-    wscale = qm.minilm_end_to_end(model, tok, read, {n: read[n].weight_scale for n in read}, sents)
+    ref = qm.embed(model, tok, sents)
+    dyn = qm.minilm_end_to_end(model, tok, read, {n: "dynamic" for n in read}, sents, ref=ref)
+    wscale = qm.minilm_end_to_end(model, tok, read, {n: read[n].weight_scale for n in read}, sents, ref=ref)
     assert dyn > 0.99
     assert wscale < dyn - 0.05  # the weight_scale floor (docs/methods.md) is far worse
     # the FP8 patch is undone on exit
-    ref = qm.embed(model, tok, sents)
     assert torch.allclose(ref, qm.embed(model, tok, sents))
 
 
