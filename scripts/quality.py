@@ -17,6 +17,10 @@ where the CLI has no such method; --forward-path runs another checkout's CLI), o
 default (the CLI without --method). End to end: MiniLM embedding cosine; DiTs the SQNR (dB) of
 a whole sampling run's samples against full precision.
 
+Torch runs on --threads (default 1, also the CLI's --forward-threads) with deterministic
+algorithms, so a run gives the same figures on every machine; this checkout's CLI runs in
+this process (the scales are bit-identical to a child's), another checkout's in a child.
+
 Usage: HF_HUB_OFFLINE=1 python scripts/quality.py [--models ...] [--samples 8 --steps 10]
        [--json q.json] [--markdown q.md] [--forward-path /path/to/checkout]
 """
@@ -45,7 +49,7 @@ import fp8stream  # noqa: E402
 from fp8stream.cli import main as cli_main  # noqa: E402
 from fp8stream.harness import dit, judge, minilm, rescale  # noqa: E402
 from fp8stream.harness.checkpoint import FP8Layer, read_fp8_layers  # noqa: E402
-from fp8stream.harness.fp8 import FP8_MAX, Scale, pinned, sqnr_db  # noqa: E402,F401
+from fp8stream.harness.fp8 import FP8_MAX, Scale, pinned, sqnr_db  # noqa: E402
 from fp8stream.harness.record import LinearInputs, record_linear_inputs  # noqa: E402
 
 MODELS = ["minilm", "flux_k1", "flux_k100", "flux_k1000", "flux_split256", "flux_outlier50", "sd3", "wan"]
@@ -125,7 +129,8 @@ def cli_scales(case: Case, out: Path, extra: list[str], pythonpath: str,
             str(case.ckpt), str(out), *extra]
     if pythonpath == str(REPO):
         r = CliRunner().invoke(cli_main, argv)
-        code, text = r.exit_code, r.output if r.exception is None or code == 0 else f"{r.output}\n{r.exception!r}"
+        crash = r.exception is not None and not isinstance(r.exception, SystemExit)  # a traceback, not an exit
+        code, text = r.exit_code, r.output + (f"\n{r.exception!r}" if crash else "")
     else:
         pin = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         env = dict(os.environ, PYTHONPATH=pythonpath, HF_HUB_OFFLINE="1", **pin)
@@ -169,6 +174,7 @@ def judge_case(case: Case, tmp: Path, wanted: list[str], args: argparse.Namespac
 
 def judge_sources(case: Case, sources: Mapping[str, Mapping[str, Scale | None]], notes: Mapping[str, str],
                   layered: list[str] | None = None) -> dict:
+    """judge_case on given scales: source -> layer -> scale ("dynamic", or None: weight-only)."""
     per_layer = {s: v for s, v in sources.items() if layered is None or s == "dynamic" or s in layered}
     rows = judge.per_layer(case.rec, case.layers, case.bias, per_layer)
     e2e = {s: case.e2e(sc) for s, sc in sources.items()}
