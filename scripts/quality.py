@@ -17,6 +17,10 @@ where the CLI has no such method; --forward-path runs another checkout's CLI), o
 default (the CLI without --method). End to end: MiniLM embedding cosine; DiTs the SQNR (dB) of
 a whole sampling run's samples against full precision.
 
+Torch runs on --threads (default 1, also the CLI's --forward-threads) with deterministic
+algorithms, so a run gives the same figures on every machine; this checkout's CLI runs in
+this process (the scales are bit-identical to a child's), another checkout's in a child.
+
 Usage: HF_HUB_OFFLINE=1 python scripts/quality.py [--models ...] [--samples 8 --steps 10]
        [--json q.json] [--markdown q.md] [--forward-path /path/to/checkout]
 """
@@ -36,14 +40,16 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
+from click.testing import CliRunner
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import fp8stream  # noqa: E402
+from fp8stream.cli import main as cli_main  # noqa: E402
 from fp8stream.harness import dit, judge, minilm, rescale  # noqa: E402
 from fp8stream.harness.checkpoint import FP8Layer, read_fp8_layers  # noqa: E402
-from fp8stream.harness.fp8 import FP8_MAX, Scale, sqnr_db  # noqa: E402
+from fp8stream.harness.fp8 import FP8_MAX, Scale, pinned, sqnr_db  # noqa: E402
 from fp8stream.harness.record import LinearInputs, record_linear_inputs  # noqa: E402
 
 MODELS = ["minilm", "flux_k1", "flux_k100", "flux_k1000", "flux_split256", "flux_outlier50", "sd3", "wan"]
@@ -79,13 +85,15 @@ def build_minilm(tmp: Path, args: argparse.Namespace) -> Case:
     minilm.write_minilm_fp8(model, ckpt)
     layers = read_fp8_layers(ckpt)
     sents = minilm.EVALUATION_SENTENCES[: args.sentences]
-    rec = record_linear_inputs(model, lambda: minilm.embed(model, tok, sents))
+    refs: list[torch.Tensor] = []  # the recorded run's embeddings: the full-precision reference
+    rec = record_linear_inputs(model, lambda: refs.append(minilm.embed(model, tok, sents)))
     stats = tmp / "minilm_stats.json"
     with fp8stream.record(model, str(stats)):  # other sentences than the judged ones
         minilm.embed(model, tok, minilm.CALIBRATION_SENTENCES)
     mods = dict(model.named_modules())
     return Case("minilm", f"MiniLM, {len(layers)} FP8 linears, {len(sents)} sentences", True, ckpt, layers, rec,
-                stats, lambda n: mods[n].bias, lambda sc: minilm.minilm_end_to_end(model, tok, layers, sc, sents))
+                stats, lambda n: mods[n].bias,
+                lambda sc: minilm.minilm_end_to_end(model, tok, layers, sc, sents, ref=refs[0]))
 
 
 def build_dit(tmp: Path, name: str, args: argparse.Namespace) -> Case:
@@ -96,30 +104,43 @@ def build_dit(tmp: Path, name: str, args: argparse.Namespace) -> Case:
     ckpt = tmp / f"{name}.safetensors"
     dit.write_fp8(tf, ckpt)
     layers = read_fp8_layers(ckpt)
-    n, steps = args.samples, args.steps
-    rec = dit.record_by_comfy_name(tf, lambda: dit.sample(tf, n, steps, seed=0))
+    n, steps, seed = args.samples, args.steps, args.seed
+    refs: list[torch.Tensor] = []  # the recorded run's samples: the full-precision reference, sampled once
+    rec = dit.record_by_comfy_name(tf, lambda: refs.append(dit.sample(tf, n, steps, seed=seed)))
     stats = tmp / f"{name}_stats.json"
     with fp8stream.record(tf.model, str(stats)):  # diffusers names: the built-in renaming tables match them
-        dit.sample(tf, n, steps, seed=1, labels=(torch.arange(n) + 3) % 10)  # other noise, other prompts
+        dit.sample(tf, n, steps, seed=seed + 1, labels=(torch.arange(n) + 3) % 10)  # other noise, other prompts
     sd = dit.comfy_state(tf)
+    weights = dit.fp8_weights(tf, layers)
     amax = [rec.amax(m) for m in layers]
     title = (f"tiny {fam} {var or ''} ({len(layers)} FP8 linears, {n} samples x {steps} steps, input amax "
              f"{min(amax):.3g}..{max(amax):.3g})")
     return Case(name, title, False, ckpt, layers, rec, stats, lambda m: sd.get(m + ".bias"),
-                lambda sc: dit.end_to_end(tf, layers, sc, n, steps, 0))
+                lambda sc: dit.end_to_end(tf, layers, sc, n, steps, seed, ref=refs[0], weights=weights))
 
 
-def cli_scales(case: Case, out: Path, extra: list[str], pythonpath: str) -> dict[str, float | None] | str:
-    """Calibrate the case's file with the CLI; per-layer input_scale (None: kept weight-only),
-    or the CLI's last error line."""
-    env = dict(os.environ, PYTHONPATH=pythonpath, HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "fp8stream", "calibrate", "--force", "--device", "cpu", "--no-progress",
-           str(case.ckpt), str(out), *extra]
-    # cwd: `python -m` puts it first on sys.path, ahead of PYTHONPATH (and of an editable install).
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=pythonpath)
-    if r.returncode != 0:
-        lines = (r.stderr or r.stdout).strip().splitlines()
-        return f"exit {r.returncode}: {lines[-1] if lines else ''}"
+def cli_scales(case: Case, out: Path, extra: list[str], pythonpath: str,
+               threads: int) -> dict[str, float | None] | str:
+    """Calibrate the case's file with the CLI, its torch threads pinned; per-layer input_scale
+    (None: kept weight-only), or the CLI's last error line. This checkout's CLI runs in this
+    process (the same command, without a second interpreter's imports); another checkout's in a
+    child with the same threads."""
+    argv = ["calibrate", "--force", "--device", "cpu", "--no-progress", "--forward-threads", str(threads),
+            str(case.ckpt), str(out), *extra]
+    if pythonpath == str(REPO):
+        r = CliRunner().invoke(cli_main, argv)
+        crash = r.exception is not None and not isinstance(r.exception, SystemExit)  # a traceback, not an exit
+        code, text = r.exit_code, r.output + (f"\n{r.exception!r}" if crash else "")
+    else:
+        pin = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        env = dict(os.environ, PYTHONPATH=pythonpath, HF_HUB_OFFLINE="1", **pin)
+        # cwd: `python -m` puts it first on sys.path, ahead of PYTHONPATH (and of an editable install).
+        p = subprocess.run([sys.executable, "-m", "fp8stream", *argv], env=env, capture_output=True, text=True,
+                           cwd=pythonpath)
+        code, text = p.returncode, p.stderr or p.stdout
+    if code != 0:
+        lines = text.strip().splitlines()
+        return f"exit {code}: {lines[-1] if lines else ''}"
     return {n: L.input_scale for n, L in read_fp8_layers(out).items()}
 
 
@@ -131,7 +152,7 @@ def gather_sources(case: Case, tmp: Path, wanted: list[str], args: argparse.Name
     for s in [s for s in CLI_SOURCES if s in wanted]:
         extra = CLI_SOURCES[s] + (["--stats", str(case.stats)] if s.startswith("stats_") else [])
         path = args.forward_path if (s == "forward" and args.forward_path) else str(REPO)
-        got = cli_scales(case, tmp / f"{case.name}_{s}.safetensors", extra, path)
+        got = cli_scales(case, tmp / f"{case.name}_{s}.safetensors", extra, path, args.threads)
         if isinstance(got, str):
             notes[s] = f"skipped: {got}"
         else:
@@ -142,17 +163,50 @@ def gather_sources(case: Case, tmp: Path, wanted: list[str], args: argparse.Name
     return {s: src[s] for s in order if s in src}, notes
 
 
-def judge_case(case: Case, tmp: Path, wanted: list[str], args: argparse.Namespace) -> dict:
+def judge_case(case: Case, tmp: Path, wanted: list[str], args: argparse.Namespace,
+               layered: list[str] | None = None) -> dict:
+    """Every wanted source's figures and bars. ``layered``: the sources that get per-layer
+    figures and bars (with dynamic); the others get their end to end only. None: all, with
+    the every-layer-weight-only end to end (the README's tables)."""
     sources, notes = gather_sources(case, tmp, wanted, args)
-    rows = judge.per_layer(case.rec, case.layers, case.bias, sources)
+    return judge_sources(case, sources, notes, layered)
+
+
+def judge_sources(case: Case, sources: Mapping[str, Mapping[str, Scale | None]], notes: Mapping[str, str],
+                  layered: list[str] | None = None) -> dict:
+    """judge_case on given scales: source -> layer -> scale ("dynamic", or None: weight-only)."""
+    per_layer = {s: v for s, v in sources.items() if layered is None or s == "dynamic" or s in layered}
+    rows = judge.per_layer(case.rec, case.layers, case.bias, per_layer)
     e2e = {s: case.e2e(sc) for s, sc in sources.items()}
-    e2e["weight_only"] = case.e2e({n: None for n in case.layers})
+    if layered is None:
+        e2e["weight_only"] = case.e2e({n: None for n in case.layers})
     summary = judge.summarize(rows, e2e)
     label = "cosine" if case.encoder else "sample SQNR dB"
     table = judge.markdown(case.title, summary, label, notes)
-    bars = {s: judge.bars(summary, s, case.encoder) for s in sources if s != "dynamic" and "one" in summary}
+    bars = {s: judge.bars(summary, s, case.encoder) for s in per_layer
+            if s != "dynamic" and (not case.encoder or "one" in summary)}
     return {"title": case.title, "layers": rows, "summary": summary, "skipped": notes, "bars": bars,
-            "markdown": table}
+            "markdown": table, "scales": dict(sources)}
+
+
+def end_to_end_db(summary: Mapping[str, dict], source: str, encoder: bool) -> float:
+    """A source's end to end in dB: DiTs the samples' SQNR; the encoder the embeddings' SQNR from
+    their mean cosine, -10 log10(2 - 2 cos) (exact for unit vectors: |a - b|^2 = 2 - 2 cos)."""
+    e2e = summary[source]["end_to_end"]
+    return -10.0 * math.log10(max(2.0 - 2.0 * e2e, 1e-30)) if encoder else e2e
+
+
+def judged_figures(result: Mapping, source: str, encoder: bool, reference: str = "dynamic") -> dict[str, float]:
+    """The figures the bars judge for one source: the share of layers within 0.5 dB of dynamic
+    (%), the layers clipping > 0.1% (count), the share kept weight-only (%; these three with
+    per-layer figures only), and the end to end in dB minus the reference source's."""
+    s = result["summary"]
+    v = s[source]
+    out = {"end_to_end": end_to_end_db(s, source, encoder) - end_to_end_db(s, reference, encoder)}
+    if "max_clip" in v:
+        out.update({"within": v["pct_within_0.5dB_of_dynamic"], "clip": float(v["layers_clip_over_0.1pct"]),
+                    "weight_only": 100.0 * v["weight_only_layers"] / v["layers"]})
+    return out
 
 
 def bars_table(results: Mapping[str, dict]) -> str:
@@ -169,9 +223,8 @@ def bars_table(results: Mapping[str, dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
-    torch.set_num_threads(args.threads)
     out: dict = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, pinned(args.threads):
         tmp = Path(d)
         for name in args.models:
             t0 = time.monotonic()
@@ -191,7 +244,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=10, help="DiT: Euler steps per sampling run")
     ap.add_argument("--sentences", type=int, default=len(minilm.EVALUATION_SENTENCES))
     ap.add_argument("--forward-path", default=None, help="PYTHONPATH for the forward source's CLI (another checkout)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="DiT: the judged run's noise (stats: seed + 1)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads, also the CLI's --forward-threads (1: the same sums on every machine)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)
     ap.add_argument("--quiet", action="store_true")

@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import json
 
+import diffusers  # noqa: F401  (a test dependency: the set-up installs it, so a broken install fails)
 import pytest
+import torch
+from safetensors.torch import load_file
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
+from fp8stream.harness import dit, flux, names, rescale
+from fp8stream.harness.fp8 import pinned
+from fp8stream.harness.digits import ClassConditioning, digit_classifier, load_digits_tokens, sample_accuracy
 
-from safetensors.torch import load_file  # noqa: E402
 
-from fp8stream.harness import dit, flux, names, rescale  # noqa: E402
-from fp8stream.harness.digits import ClassConditioning, digit_classifier, load_digits_tokens, sample_accuracy  # noqa: E402
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread, deterministic algorithms: the same sums on every machine."""
+    with pinned(1):
+        yield
 
 
 def _converter(name: str):

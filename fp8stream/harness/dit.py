@@ -142,11 +142,15 @@ def module_scales(tf: TinyDiT, scales: Mapping[str, Scale | None]) -> dict[str, 
 
 
 def end_to_end(tf: TinyDiT, layers: Mapping[str, FP8Layer], scales: Mapping[str, Scale | None],
-               n: int = 16, steps: int = 20, seed: int = 0) -> float:
+               n: int = 16, steps: int = 20, seed: int = 0, ref: torch.Tensor | None = None,
+               weights: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> float:
     """SQNR (dB) of the FP8 model's generated samples against full precision, same noise and
-    labels. ``scales`` is keyed by ComfyUI layer name (None: weight-only)."""
-    ref = sample(tf, n, steps, seed)
-    with fp8_model(tf.model, fp8_weights(tf, layers), module_scales(tf, scales)):
+    labels. ``scales`` is keyed by ComfyUI layer name (None: weight-only). ``ref`` (the
+    full-precision samples of the same run) and ``weights`` (``fp8_weights``) spare recomputing
+    them when one run judges several sources."""
+    ref = sample(tf, n, steps, seed) if ref is None else ref
+    weights = fp8_weights(tf, layers) if weights is None else weights
+    with fp8_model(tf.model, weights, module_scales(tf, scales)):
         out = sample(tf, n, steps, seed)
     return sqnr_db(ref, out)
 

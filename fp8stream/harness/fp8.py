@@ -127,3 +127,24 @@ def fp8_model(model: nn.Module, weights: Mapping[str, tuple[torch.Tensor, torch.
                 del mod.forward  # back to the class's forward
             else:
                 mod.forward = own
+
+
+@contextlib.contextmanager
+def pinned(threads: int = 1) -> Iterator[None]:
+    """Torch threads (intra- and inter-op) and deterministic algorithms for the harness's maths,
+    restored on exit: a reduction split over another number of threads adds in another order,
+    and a verdict must not depend on the machine's core count. numpy's BLAS and OpenMP pools
+    (scikit-learn's digit classifier) get the same limit."""
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn, which the harness needs
+
+    before, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # settable once per process, before any inter-op work
+        torch.set_num_interop_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+        torch.use_deterministic_algorithms(deterministic)

@@ -38,16 +38,29 @@ def per_layer(rec: LinearInputs, layers: Mapping[str, FP8Layer], bias: Callable[
     return rows
 
 
+def gaps_to_dynamic(rows: Mapping[str, dict], s: str) -> dict[str, float]:
+    """Each layer the source scales: its output SQNR minus dynamic's (dB)."""
+    return {n: r[s]["sqnr_db"] - r["dynamic"]["sqnr_db"] for n, r in rows.items() if not r[s].get("weight_only")}
+
+
+def pct_within(rows: Mapping[str, dict], s: str, slack_db: float = 0.0) -> float:
+    """% of layers within WITHIN_DB (+ ``slack_db``) of dynamic, weight-only layers counting as
+    within for at most a quarter of the layers (see the module docstring)."""
+    d = gaps_to_dynamic(rows, s)
+    n_all = len(rows)
+    within = sum(x >= -WITHIN_DB - slack_db for x in d.values()) + min(n_all - len(d), n_all // 4)
+    return 100.0 * within / n_all
+
+
 def summarize_source(rows: Mapping[str, dict], s: str, e2e: float | None) -> dict:
     """One source's figures over a model's layers (see the module docstring for weight-only)."""
     scaled = {n: r for n, r in rows.items() if not r[s].get("weight_only")}
     n_all, n_wo = len(rows), len(rows) - len(scaled)
-    d = {n: r[s]["sqnr_db"] - r["dynamic"]["sqnr_db"] for n, r in scaled.items()}
-    within = sum(x >= -WITHIN_DB for x in d.values()) + min(n_wo, n_all // 4)
+    d = gaps_to_dynamic(rows, s)
     worst = min(d, key=d.get) if d else None
     ratios = [r[s]["scale_ratio"] for r in scaled.values()]
     return {
-        "pct_within_0.5dB_of_dynamic": 100.0 * within / n_all,
+        "pct_within_0.5dB_of_dynamic": pct_within(rows, s),
         "worst_layer": worst,
         "worst_vs_dynamic_db": d[worst] if worst else 0.0,
         "worst_layer_sqnr_db": scaled[worst][s]["sqnr_db"] if worst else None,

@@ -129,9 +129,10 @@ def write_minilm_fp8(model: nn.Module, path: Path | str) -> list[str]:
 
 
 def minilm_end_to_end(model: nn.Module, tok, layers: Mapping[str, FP8Layer], scales: Mapping[str, Scale | None],
-                      sentences: list[str] = EVALUATION_SENTENCES) -> float:
-    """Mean cosine of the FP8 model's sentence embeddings against the full-precision model's."""
-    ref = embed(model, tok, sentences)
+                      sentences: list[str] = EVALUATION_SENTENCES, ref: torch.Tensor | None = None) -> float:
+    """Mean cosine of the FP8 model's sentence embeddings against the full-precision model's
+    (``ref``: those embeddings, when the caller has them already)."""
+    ref = embed(model, tok, sentences) if ref is None else ref
     with fp8_model(model, {n: (L.weight, L.weight_scale) for n, L in layers.items()}, scales):
         out = embed(model, tok, sentences)
     return float((ref * out).sum(-1).mean())
