@@ -17,7 +17,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field, replace
 
-from fp8stream.calibration.interface import CalibrationMethod, ModelView
+from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.errors import EXIT_UNSCALED, NothingToCalibrateError, UsageError
 from fp8stream.formats.architecture import detect, header_shapes
@@ -132,7 +132,15 @@ def _method_reads_by_name(model: ModelInput, options: RewriteOptions) -> bool:
     if not planned.layers:
         return False
     with contextlib.closing(create(options.settings)) as method:
-        return method.prepare(planned.view).needs_random_access
+        return _prepare(method, planned.view, options.progress).needs_random_access
+
+
+def _prepare(method: CalibrationMethod, view: ModelView, progress: bool) -> MethodPlan:
+    """The method prepared from the header (imports, the meta pass: seconds), its phase shown."""
+    from fp8stream.progress import PREPARING, phase
+
+    with phase(PREPARING, progress):
+        return method.prepare(view)
 
 
 def _spool(model: ModelInput, options: RewriteOptions):
@@ -187,7 +195,7 @@ def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, 
         import torch
 
         torch.cuda.reset_peak_memory_stats()
-    method_plan = method.prepare(planned.view)
+    method_plan = _prepare(method, planned.view, options.progress)
     if method_plan.needs_random_access and planned.view.source is None:
         raise UsageError(f"--method {options.settings.method} reads tensors by name: give a file or a sharded "
                          "folder, not a pipe or a compressed stream, or let it spool (no --no-spool)")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from typing import Callable, TypeVar
 
 import click
 
-from fp8stream.errors import EXIT_FAILURE, EXIT_SIGINT, FP8StreamError, Interrupted, raise_interrupted
+from fp8stream import interrupts
+from fp8stream.errors import EXIT_FAILURE, EXIT_SIGINT, FP8StreamError, Interrupted
 
 T = TypeVar("T")
 
@@ -53,23 +53,35 @@ def run_guarded(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     """Run a command body: user errors and signals become one line on stderr and an exit code.
 
     SIGTERM and SIGINT are turned into one exception (not KeyboardInterrupt, which some code on
-    the way out treats as its own) so that context managers remove temporary files.
+    the way out treats as its own) so that context managers remove temporary files; once a
+    signal has arrived, whatever exception ends the body (a cleanup that met a half-built
+    object, a library that wrapped the exception in its own) ends in the signal's line and code.
     """
-    previous = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = interrupts.take_over()
+    interrupts.set_phase("running")
     try:
-        return fn(*args, **kwargs)
-    except Interrupted as e:
-        _exit_interrupted("interrupted" if e.exit_code == EXIT_SIGINT else str(e), e.exit_code)
-    except FP8StreamError as e:
-        fail(str(e), e.exit_code)
-    except KeyboardInterrupt:
-        _exit_interrupted("interrupted", EXIT_SIGINT)
-    except MemoryError:
-        fail("out of memory", EXIT_FAILURE)
+        result = fn(*args, **kwargs)
+    except BaseException as e:  # noqa: B036 (each kind is handled or raised again in _end)
+        _end(e)
+        raise
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    raise AssertionError("unreachable")
+        interrupts.set_phase("complete")
+        interrupts.give_back(previous)
+    return result
+
+
+def _end(e: BaseException) -> None:
+    """Exit for what ended a command body: a signal, a user error, memory; returns for a bug
+    (its traceback is kept)."""
+    signum = interrupts.received() or (e.exit_code - 128 if isinstance(e, Interrupted) else 0)
+    if signum:
+        _exit_interrupted(interrupts.message(signum), 128 + signum)
+    elif isinstance(e, FP8StreamError):
+        fail(str(e), e.exit_code)
+    elif isinstance(e, KeyboardInterrupt):
+        _exit_interrupted("interrupted", EXIT_SIGINT)
+    elif isinstance(e, MemoryError):
+        fail("out of memory", EXIT_FAILURE)
 
 
 class OneLineErrors(click.Group):
