@@ -219,7 +219,10 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
     cfg = prepared.config
     model = meta_model(family, cfg)
     device = torch.device(settings.device)
-    with pinned_threads(settings.threads), torch.no_grad():
+    sources = _fp8_sources([n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)], prepared)
+    with pinned_threads(settings.threads), torch.no_grad(), \
+            progress_bar("forward pass, FP8 layers", len(set().union(*sources.values())), "layer",
+                         settings.progress, settings.bar_line) as bar:
         sm = StreamingModel(model, prepared.mapping, Reader(source, prepared.scale_names, device), device)
         sm.stop = stop
         sm.load_rest()
@@ -229,10 +232,7 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
         calls = [functools.partial(_no_grad_call, model, _on(device, family.inputs(cfg, p)))
                  for p in plan.split(size)]
         sm.sample_counts = frozenset(p.size for p in plan.split(size))
-        sources = _fp8_sources(sm.linears, prepared)
-        total = len(set().union(*sources.values()))
-        with sm.hooked() as state, progress_bar("forward pass, FP8 layers", total, "layer", settings.progress,
-                                                settings.bar_line) as bar:
+        with sm.hooked() as state:
             sm.on_linear = _counting(sources, bar)
             if len(calls) == 1:
                 calls[0]()

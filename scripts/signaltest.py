@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""SIGINT and SIGTERM at fixed moments of a default `fp8stream calibrate` run; a table of what each left.
+
+Every moment of a run must end either complete (exit 0, the whole output: the same bytes as an
+uninterrupted run) or in one line on stderr with exit 130 (SIGINT) or 143 (SIGTERM) and nothing
+left behind: no OUT, no temporary file beside it, no spool (beside OUT, or in $TMPDIR, which is
+a fresh folder for each run here). Two inputs: the file itself, and the same bytes through a
+pipe (stdin), which the default spools to a temporary file for the forward pass.
+
+    python scripts/signaltest.py --input flux-2blocks.safetensors [--times 0.5,1,2,3,5,8]
+
+Without --input, the 2-block full-width Flux-dev inventory (`scripts/bench.py --arch flux
+--blocks 2`, 1.37 GB) is written into --workdir first. Exit status 1 if any run broke the promise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM}
+
+
+def stand_in(workdir: str) -> str:
+    path = os.path.join(workdir, "flux-2blocks.safetensors")
+    if not os.path.exists(path):
+        code = ("from fp8stream.synthetic.checkpoint import from_inventory, write_checkpoint;"
+                "from fp8stream.synthetic.inventories import ARCHITECTURES;"
+                f"write_checkpoint({path!r}, from_inventory(ARCHITECTURES['flux'](2)))")
+        subprocess.run([sys.executable, "-c", code], check=True, env=_env(None))
+    return path
+
+
+def _env(tmpdir: str | None) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    if tmpdir is not None:
+        env["TMPDIR"] = tmpdir
+    return env
+
+
+def _digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def one_run(src: str, workdir: str, mode: str, delay: float | None, sig: str | None) -> dict:
+    """A run (file or stdin), signalled after `delay` s (None: not at all), and what it left."""
+    run_dir, tmp_dir = os.path.join(workdir, "run"), os.path.join(workdir, "tmp")
+    for d in (run_dir, tmp_dir):
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+    out = os.path.join(run_dir, "out.safetensors")
+    cmd = [sys.executable, "-m", "fp8stream", "calibrate", "-" if mode == "stdin" else src, out]
+    feeder = subprocess.Popen(["cat", src], stdout=subprocess.PIPE) if mode == "stdin" else None
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=feeder.stdout if feeder else subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=_env(tmp_dir))
+    if feeder is not None:
+        feeder.stdout.close()  # the child holds the pipe's read end
+    if delay is not None:
+        time.sleep(max(0.0, started + delay - time.monotonic()))
+        if proc.poll() is None:
+            proc.send_signal(SIGNALS[sig])
+    _, stderr = proc.communicate()
+    if feeder is not None:
+        feeder.wait()
+    left = sorted(os.listdir(run_dir)) + [os.path.join("$TMPDIR", n) for n in sorted(os.listdir(tmp_dir))]
+    return {"mode": mode, "at": delay, "signal": sig, "code": proc.returncode, "seconds": time.monotonic() - started,
+            "stderr": stderr.decode(errors="replace").splitlines(), "left": left,
+            "digest": _digest(out) if proc.returncode == 0 and os.path.exists(out) else None}
+
+
+def verdict(r: dict, reference: str) -> str:
+    """'complete', 'interrupted', or what broke the promise."""
+    if r["code"] == 0:
+        return "complete" if r["digest"] == reference and r["left"] == ["out.safetensors"] else "BROKEN: output"
+    want = 128 + SIGNALS[r["signal"]] if r["signal"] else None
+    if r["code"] != want:
+        return f"BROKEN: exit {r['code']}"
+    if len(r["stderr"]) != 1:
+        return f"BROKEN: {len(r['stderr'])} stderr lines"
+    return "interrupted" if not r["left"] else "BROKEN: left files"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", help="a checkpoint (default: the 2-block Flux-dev stand-in, built in --workdir)")
+    parser.add_argument("--workdir", default=None, help="scratch folder (default: a new one in $TMPDIR)")
+    parser.add_argument("--times", default="0.5,1,2,3,5,8", help="seconds after the start, a comma list")
+    parser.add_argument("--signals", default="INT,TERM")
+    parser.add_argument("--modes", default="file,stdin")
+    args = parser.parse_args()
+    import tempfile
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix="signaltest-")
+    os.makedirs(workdir, exist_ok=True)
+    src = args.input or stand_in(workdir)
+    full = one_run(src, workdir, "file", None, None)
+    assert full["code"] == 0, full["stderr"]
+    print(f"input {os.path.getsize(src) / 1e9:.2f} GB; an uninterrupted run: {full['seconds']:.1f} s, exit 0")
+    print("| input | signal | at (s) | exit | stderr lines | left behind | verdict | stderr |")
+    print("|---|---|---|---|---|---|---|---|")
+    broken = 0
+    for mode in args.modes.split(","):
+        for at in [float(t) for t in args.times.split(",")]:
+            for sig in args.signals.split(","):
+                r = one_run(src, workdir, mode, at, sig)
+                v = verdict(r, full["digest"])
+                broken += v.startswith("BROKEN")
+                line = r["stderr"][-1][:60] if r["stderr"] else ""
+                left = ", ".join(r["left"]) or "nothing"
+                print(f"| {mode} | SIG{sig} | {at:g} | {r['code']} | {len(r['stderr'])} | {left} | {v} | {line} |",
+                      flush=True)
+    print(f"{broken} runs broke the promise")
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
