@@ -1,6 +1,6 @@
 """SIGINT and SIGTERM: one line on stderr, exit 130 or 143, and nothing left behind, at every moment.
 
-A run goes through three phases, and a signal means something different in each:
+A run goes through these phases, and a signal means something different in each:
 
 - start-up (`early`, from the first line of `fp8stream.cli`): imports and option parsing, no
   file of ours exists yet, so the process leaves at once with its line and code;
@@ -11,6 +11,8 @@ A run goes through three phases, and a signal means something different in each:
   `except Exception` around an import) cannot lose it: it stays recorded, the next
   `raise_if_interrupted` (before every rename into place) raises it again, and the guard ends
   with the signal's line whatever exception surfaced;
+- renaming the output into place (`committing`, io/atomic.py): only recorded, so that the
+  rename is never cut in two, and acted on once it is done;
 - after the output is complete (`complete`): the run has done its work; the signal is recorded
   and the run ends normally (exit 0), a second one leaves at once.
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 from typing import Iterator
 
 from fp8stream.errors import EXIT_SIGINT, Interrupted
@@ -54,6 +55,7 @@ def on_signal(signum: int, frame: object) -> None:
         leave_now(signum)
     if phase == "running" and first:
         raise Interrupted(signum)
+    # 'committing': only recorded, acted on once the rename is done
 
 
 def install() -> None:
@@ -78,7 +80,7 @@ def give_back(previous: dict) -> None:
 
 
 def set_phase(phase: str) -> str:
-    """Enter 'early', 'running' or 'complete'; returns the phase before."""
+    """Enter 'early', 'running', 'committing' or 'complete'; returns the phase before."""
     before, _state["phase"] = _state["phase"], phase
     return before
 
@@ -98,16 +100,18 @@ def raise_if_interrupted() -> None:
 @contextlib.contextmanager
 def committing(final: bool) -> Iterator[None]:
     """Around a rename into place: a signal recorded before it raises now (nothing is renamed);
-    one arriving during it waits until it is done; after the `final` rename the run is
-    complete, so a signal then no longer takes it back (the output is whole)."""
+    one arriving during it is only recorded (the rename and the folder's fsync are not cut in
+    two); after it, a `final` rename has completed the run, so the signal no longer takes it
+    back (the output is whole); after any other (a shard inside a folder renamed later) it
+    raises. Held in Python, not by a signal mask: another thread (torch's) may take the signal."""
     raise_if_interrupted()
-    main = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS)) if main else None
+    before = _state["phase"]
+    if before == "running":
+        set_phase("committing")
     try:
-        raise_if_interrupted()
         yield
-        if final and _state["phase"] == "running":
-            set_phase("complete")
-    finally:
-        if main:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    except BaseException:
+        set_phase(before)
+        raise
+    set_phase("complete" if final and before == "running" else before)
+    raise_if_interrupted()

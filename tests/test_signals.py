@@ -105,3 +105,42 @@ def test_a_signal_while_the_cli_starts_ends_in_one_line() -> None:
                        capture_output=True, env=subprocess_env(), timeout=120)
     assert r.returncode == 143
     assert r.stderr.decode().splitlines() == ["fp8stream: error: interrupted by signal 15"]
+
+
+def test_a_signal_during_the_rename_into_place_leaves_the_complete_output(flux: Path, tmp_path: Path) -> None:
+    """The rename is the run's last step that matters: a signal arriving during it waits for it,
+    and then no longer takes the run back (exit 0, the whole output, no temporary file)."""
+    reference = tmp_path / "reference.safetensors"
+    args = ["calibrate", str(flux), "--method", "simulate", "--no-progress"]
+    assert subprocess.run([sys.executable, "-m", "fp8stream", *args[:2], str(reference), *args[2:]],
+                          env=subprocess_env(), capture_output=True).returncode == 0
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "out.safetensors"
+    r = _run_trapped("fp8stream.io.atomic:_fsync_folder:1", signal.SIGINT, [*args[:2], str(out), *args[2:]],
+                     tmp_path, None)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert os.listdir(out_dir) == ["out.safetensors"] and out.read_bytes() == reference.read_bytes()
+
+
+def test_a_signal_swallowed_on_its_way_out_still_stops_the_rename(tmp_path: Path) -> None:
+    """Code that catches the signal's exception (a library's `except Exception` around an
+    import) cannot make a run go on to publish its output: the rename raises it again."""
+    from fp8stream import interrupts
+    from fp8stream.errors import Interrupted
+    from fp8stream.io.atomic import AtomicOutput
+
+    previous = interrupts.take_over()
+    before = interrupts.set_phase("running")
+    try:
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except Exception:  # swallowed, as some imported code does
+            pass
+        with pytest.raises(Interrupted):
+            with AtomicOutput(str(tmp_path / "out.safetensors")) as f:
+                f.write(b"data")
+    finally:
+        interrupts.set_phase(before)
+        interrupts.give_back(previous)
+    assert os.listdir(tmp_path) == []

@@ -156,15 +156,16 @@ class AtomicOutput:
     def __enter__(self) -> BinaryIO:
         remove_stale_temps(os.path.dirname(self.temp))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        fd = -1
+        fd, raw = -1, None
         try:
             # 0o666 and the umask give the permissions of any new file (mkstemp would give 0600).
             fd = os.open(self.temp, flags, 0o666)
-            self.file = WriteBehind(os.fdopen(fd, "wb", buffering=1 << 20))
+            raw = os.fdopen(fd, "wb", buffering=1 << 20)
+            self.file = WriteBehind(raw)
         except BaseException as e:  # a signal here would skip __exit__: the temp file must not stay
-            if fd >= 0 and self.file is None:
-                with contextlib.suppress(OSError):  # fdopen may have taken it over
-                    os.close(fd)
+            if self.file is None and fd >= 0:
+                with contextlib.suppress(OSError):  # once fdopen has it, only its file object closes it
+                    raw.close() if raw is not None else os.close(fd)
             if not (isinstance(e, OSError) and fd < 0):  # O_EXCL refused: the file is not ours
                 self._discard()
             if isinstance(e, OSError):
