@@ -9,7 +9,8 @@ pipe (stdin), which the default spools to a temporary file for the forward pass.
 
     python scripts/signaltest.py --input flux-2blocks.safetensors [--times 0.5,1,2,3,5,8]
 
-Without --input, the 2-block full-width Flux-dev inventory (`scripts/bench.py --arch flux
+Each run has --progress on, so that the table can say which phase the signal landed in (the
+bars are cleared: what stays on stderr is counted in lines). Without --input, the 2-block full-width Flux-dev inventory (`scripts/bench.py --arch flux
 --blocks 2`, 1.37 GB) is written into --workdir first. Exit status 1 if any run broke the promise.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +28,9 @@ import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM}
+# torch's compile cache folder, $TMPDIR/torchinductor_<user>: made by importing torch in every run
+# (an uninterrupted one too), shared by every program that uses torch: not something a run leaves
+TORCH_CACHE = "torchinductor_"
 
 
 def stand_in(workdir: str) -> str:
@@ -60,7 +65,7 @@ def one_run(src: str, workdir: str, mode: str, delay: float | None, sig: str | N
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
     out = os.path.join(run_dir, "out.safetensors")
-    cmd = [sys.executable, "-m", "fp8stream", "calibrate", "-" if mode == "stdin" else src, out]
+    cmd = [sys.executable, "-m", "fp8stream", "calibrate", "-" if mode == "stdin" else src, out, "--progress"]
     feeder = subprocess.Popen(["cat", src], stdout=subprocess.PIPE) if mode == "stdin" else None
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=feeder.stdout if feeder else subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -74,21 +79,26 @@ def one_run(src: str, workdir: str, mode: str, delay: float | None, sig: str | N
     _, stderr = proc.communicate()
     if feeder is not None:
         feeder.wait()
-    left = sorted(os.listdir(run_dir)) + [os.path.join("$TMPDIR", n) for n in sorted(os.listdir(tmp_dir))]
+    left = sorted(os.listdir(run_dir)) + [os.path.join("$TMPDIR", n) for n in sorted(os.listdir(tmp_dir))
+                                          if not n.startswith(TORCH_CACHE)]
+    text = stderr.decode(errors="replace")
+    phases = re.findall(r"(preparing|spooling input|copying|forward pass)", text)
     return {"mode": mode, "at": delay, "signal": sig, "code": proc.returncode, "seconds": time.monotonic() - started,
-            "stderr": stderr.decode(errors="replace").splitlines(), "left": left,
+            "lines": text.count("\n"), "last": text.rstrip("\n").replace("\r", "\n").split("\n")[-1].strip(),
+            "phase": phases[-1] if phases else "start-up", "left": left,
             "digest": _digest(out) if proc.returncode == 0 and os.path.exists(out) else None}
 
 
-def verdict(r: dict, reference: str) -> str:
-    """'complete', 'interrupted', or what broke the promise."""
+def verdict(r: dict, reference) -> str:
+    """'complete', 'interrupted', or what broke the promise. `reference()`: an uninterrupted
+    run's digest (run only when needed: it takes the longest)."""
     if r["code"] == 0:
-        return "complete" if r["digest"] == reference and r["left"] == ["out.safetensors"] else "BROKEN: output"
+        return "complete" if r["left"] == ["out.safetensors"] and r["digest"] == reference() else "BROKEN: output"
     want = 128 + SIGNALS[r["signal"]] if r["signal"] else None
     if r["code"] != want:
         return f"BROKEN: exit {r['code']}"
-    if len(r["stderr"]) != 1:
-        return f"BROKEN: {len(r['stderr'])} stderr lines"
+    if r["lines"] != 1 or not r["last"].startswith("fp8stream: error: interrupted"):
+        return f"BROKEN: {r['lines']} stderr lines"
     return "interrupted" if not r["left"] else "BROKEN: left files"
 
 
@@ -105,22 +115,28 @@ def main() -> int:
     workdir = args.workdir or tempfile.mkdtemp(prefix="signaltest-")
     os.makedirs(workdir, exist_ok=True)
     src = args.input or stand_in(workdir)
-    full = one_run(src, workdir, "file", None, None)
-    assert full["code"] == 0, full["stderr"]
-    print(f"input {os.path.getsize(src) / 1e9:.2f} GB; an uninterrupted run: {full['seconds']:.1f} s, exit 0")
-    print("| input | signal | at (s) | exit | stderr lines | left behind | verdict | stderr |")
-    print("|---|---|---|---|---|---|---|---|")
+    full: dict = {}
+
+    def reference() -> str:
+        if not full:
+            full.update(one_run(src, workdir, "file", None, None))
+            assert full["code"] == 0, full["last"]
+            print(f"an uninterrupted run: {full['seconds']:.1f} s, exit 0")
+        return full["digest"]
+
+    print(f"input {os.path.getsize(src) / 1e9:.2f} GB ({src}), each run with --progress to see the phase it was in")
+    print("| input | signal | at (s) | phase | exit | stderr lines | left behind | verdict | last stderr line |")
+    print("|---|---|---|---|---|---|---|---|---|")
     broken = 0
     for mode in args.modes.split(","):
         for at in [float(t) for t in args.times.split(",")]:
             for sig in args.signals.split(","):
                 r = one_run(src, workdir, mode, at, sig)
-                v = verdict(r, full["digest"])
+                v = verdict(r, reference)
                 broken += v.startswith("BROKEN")
-                line = r["stderr"][-1][:60] if r["stderr"] else ""
                 left = ", ".join(r["left"]) or "nothing"
-                print(f"| {mode} | SIG{sig} | {at:g} | {r['code']} | {len(r['stderr'])} | {left} | {v} | {line} |",
-                      flush=True)
+                print(f"| {mode} | SIG{sig} | {at:g} | {r['phase']} | {r['code']} | {r['lines']} | {left} | {v} "
+                      f"| {r['last'][:60]} |", flush=True)
     print(f"{broken} runs broke the promise")
     return 1 if broken else 0
 
