@@ -61,7 +61,7 @@ def run_guarded(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     interrupts.set_phase("running")
     try:
         result = fn(*args, **kwargs)
-    except BaseException as e:  # noqa: B036 (each kind is handled or raised again in _end)
+    except BaseException as e:  # a signal may surface as any exception: _end exits, or it is raised again
         _end(e)
         raise
     finally:
