@@ -72,10 +72,13 @@ def one_run(src: str, workdir: str, mode: str, delay: float | None, sig: str | N
                             stderr=subprocess.PIPE, env=_env(tmp_dir))
     if feeder is not None:
         feeder.stdout.close()  # the child holds the pipe's read end
+    sent = False
     if delay is not None:
-        time.sleep(max(0.0, started + delay - time.monotonic()))
-        if proc.poll() is None:
+        try:
+            proc.wait(timeout=max(0.0, started + delay - time.monotonic()))
+        except subprocess.TimeoutExpired:
             proc.send_signal(SIGNALS[sig])
+            sent = True
     _, stderr = proc.communicate()
     if feeder is not None:
         feeder.wait()
@@ -85,7 +88,7 @@ def one_run(src: str, workdir: str, mode: str, delay: float | None, sig: str | N
     phases = re.findall(r"(preparing|spooling input|copying|forward pass)", text)
     return {"mode": mode, "at": delay, "signal": sig, "code": proc.returncode, "seconds": time.monotonic() - started,
             "lines": text.count("\n"), "last": text.rstrip("\n").replace("\r", "\n").split("\n")[-1].strip(),
-            "phase": phases[-1] if phases else "start-up", "left": left,
+            "phase": (phases[-1] if phases else "start-up") if sent else "(run over: not sent)", "left": left,
             "digest": _digest(out) if proc.returncode == 0 and os.path.exists(out) else None}
 
 
