@@ -68,8 +68,10 @@ def one_run(src: str, workdir: str, mode: str, delay: float | None, sig: str | N
     cmd = [sys.executable, "-m", "fp8stream", "calibrate", "-" if mode == "stdin" else src, out, "--progress"]
     feeder = subprocess.Popen(["cat", src], stdout=subprocess.PIPE) if mode == "stdin" else None
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=feeder.stdout if feeder else subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=_env(tmp_dir))
+    err_path = os.path.join(workdir, "stderr.txt")  # a file, not a pipe: bars never wait for a reader
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(cmd, stdin=feeder.stdout if feeder else subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err, env=_env(tmp_dir))
     if feeder is not None:
         feeder.stdout.close()  # the child holds the pipe's read end
     sent = False
@@ -79,7 +81,9 @@ def one_run(src: str, workdir: str, mode: str, delay: float | None, sig: str | N
         except subprocess.TimeoutExpired:
             proc.send_signal(SIGNALS[sig])
             sent = True
-    _, stderr = proc.communicate()
+    proc.wait()
+    with open(err_path, "rb") as err:
+        stderr = err.read()
     if feeder is not None:
         feeder.wait()
     left = sorted(os.listdir(run_dir)) + [os.path.join("$TMPDIR", n) for n in sorted(os.listdir(tmp_dir))
