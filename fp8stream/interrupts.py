@@ -11,6 +11,10 @@ A run goes through these phases, and a signal means something different in each:
   `except Exception` around an import) cannot lose it: it stays recorded, the next
   `raise_if_interrupted` (before every rename into place) raises it again, and the guard ends
   with the signal's line whatever exception surfaced;
+- preparing the method (`deferring`: importing torch and diffusers, the meta pass): only
+  recorded, and raised once it is done (seconds). torch runs Python code from C++ while it
+  imports; an exception raised there cannot cross it and aborts the process (exit -6, a C++
+  traceback), so it must not be raised there. Nothing of ours is on disk yet then either;
 - renaming the output into place (`committing`, io/atomic.py): only recorded, so that the
   rename is never cut in two, and acted on once it is done;
 - after the output is complete (`complete`): the run has done its work; the signal is recorded
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from typing import Iterator
 
 from fp8stream.errors import EXIT_SIGINT, Interrupted
@@ -55,13 +60,32 @@ def on_signal(signum: int, frame: object) -> None:
         leave_now(signum)
     if phase == "running" and first:
         raise Interrupted(signum)
-    # 'committing': only recorded, acted on once the rename is done
+    # 'committing', 'deferring': only recorded, acted on once the block is done
 
 
 def install() -> None:
     """Take SIGINT and SIGTERM over (start-up phase): the first thing `fp8stream.cli` does."""
     for sig in SIGNALS:
         signal.signal(sig, on_signal)
+    if sys.unraisablehook is not _unraisable:
+        _unraisable.previous = sys.unraisablehook  # type: ignore[attr-defined]
+        sys.unraisablehook = _unraisable
+
+
+def _unraisable(report) -> None:
+    """Python drops an exception raised where it cannot propagate (a __del__, a weakref
+    callback) with a traceback on stderr: for ours, it stays recorded and is raised again at
+    the next check, so the report would only add lines to the one the run ends with."""
+    if not isinstance(report.exc_value, Interrupted):
+        _unraisable.previous(report)  # type: ignore[attr-defined]
+
+
+def ignore_from_now() -> None:
+    """The command is over and its exit code decided: the interpreter's own shutdown follows,
+    during which Python resets its handlers to the default (a signal then would kill the
+    process by it, after a complete run). Ignored signals stay ignored through it."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def take_over() -> dict:
@@ -95,6 +119,19 @@ def raise_if_interrupted() -> None:
     after one (a rename into place), in case the first raise was swallowed on its way out."""
     if _state["received"] and _state["phase"] == "running":
         raise Interrupted(_state["received"])
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A signal during the block is recorded and raised when it ends (see 'deferring' above)."""
+    before = _state["phase"]
+    if before == "running":
+        set_phase("deferring")
+    try:
+        yield
+    finally:
+        set_phase(before)
+    raise_if_interrupted()
 
 
 @contextlib.contextmanager

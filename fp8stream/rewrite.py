@@ -26,7 +26,7 @@ from fp8stream.formats.plan import build_plan, plan_layers
 from fp8stream.formats.plan_types import FormatOptions, LayerPlan, RewritePlan
 from fp8stream.formats.selection import Selection
 from fp8stream.formats.shards import output_index
-from fp8stream.interrupts import raise_if_interrupted
+from fp8stream.interrupts import deferred
 from fp8stream.io.atomic import check_free_space, check_output_folder, check_output_path
 from fp8stream.io.compression import ZstdSettings
 from fp8stream.pipeline.inputs import ModelInput, open_model
@@ -140,10 +140,8 @@ def _prepare(method: CalibrationMethod, view: ModelView, progress: bool) -> Meth
     """The method prepared from the header (imports, the meta pass: seconds), its phase shown."""
     from fp8stream.progress import PREPARING, phase
 
-    with phase(PREPARING, progress):
-        plan = method.prepare(view)
-    raise_if_interrupted()  # a signal some imported code swallowed (its `except Exception`) ends the run here
-    return plan
+    with phase(PREPARING, progress), deferred():  # a signal ends the run once prepare is done (torch's import)
+        return method.prepare(view)
 
 
 def _spool(model: ModelInput, options: RewriteOptions):

@@ -89,6 +89,14 @@ class OneLineErrors(click.Group):
     in the project's one-line form: `fp8stream: error: MESSAGE (see 'CMD --help')`, exit 2,
     instead of click's usage block over four lines."""
 
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        """The program's entry (the console script, `python -m fp8stream`; tests call main()):
+        once the command is over, a signal no longer changes how it ends."""
+        try:
+            self.main(*args, **kwargs)
+        finally:
+            interrupts.ignore_from_now()
+
     def main(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
         kwargs["standalone_mode"] = False
         try:
