@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 from typing import Callable
 
+from fp8stream import interrupts
 from fp8stream.errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -26,7 +27,6 @@ from fp8stream.errors import (
     Interrupted,
     NothingToCalibrateError,
     UsageError,
-    raise_interrupted,
 )
 from fp8stream.io.compression import strip_zstd_suffix
 from fp8stream.memory import MB, available_memory, current_rss, memory_estimate
@@ -145,7 +145,8 @@ def _run_serial(options: list[RewriteOptions], settings: BatchSettings,
 
 def _worker(options: RewriteOptions, conn, threads: int) -> None:
     """A job's process: one file, its report sent back; SIGTERM cleans up like the CLI's."""
-    signal.signal(signal.SIGTERM, raise_interrupted)
+    signal.signal(signal.SIGTERM, interrupts.on_signal)
+    interrupts.set_phase("running")
     import torch
 
     from fp8stream.calibration.fp8 import set_threads

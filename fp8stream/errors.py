@@ -49,8 +49,3 @@ class Interrupted(FP8StreamError):
         super().__init__(f"interrupted by signal {signum}")
         self.exit_code = 128 + signum
 
-
-def raise_interrupted(signum: int, frame: object) -> None:
-    """The SIGTERM handler of the CLI and of batch workers: an exception, so that context
-    managers remove temporary files on the way out."""
-    raise Interrupted(signum)

@@ -27,6 +27,7 @@ from fp8stream.formats.plan import build_plan, plan_layers
 from fp8stream.formats.plan_types import FormatOptions, LayerPlan, RewritePlan
 from fp8stream.formats.selection import Selection
 from fp8stream.formats.shards import output_index
+from fp8stream.interrupts import deferred
 from fp8stream.io.atomic import check_free_space, check_output_folder, check_output_path
 from fp8stream.io.compression import ZstdSettings
 from fp8stream.pipeline.inputs import ModelInput, open_model
@@ -155,7 +156,15 @@ def _method_reads_by_name(model: ModelInput, options: RewriteOptions) -> bool:
     if not planned.layers:
         return False
     with contextlib.closing(create(options.settings)) as method:
-        return method.prepare(planned.view).needs_random_access
+        return _prepare(method, planned.view, options.progress).needs_random_access
+
+
+def _prepare(method: CalibrationMethod, view: ModelView, progress: bool) -> MethodPlan:
+    """The method prepared from the header (imports, the meta pass: seconds), its phase shown."""
+    from fp8stream.progress import PREPARING, phase
+
+    with phase(PREPARING, progress), deferred():  # a signal ends the run once prepare is done (torch's import)
+        return method.prepare(view)
 
 
 def _spool(model: ModelInput, options: RewriteOptions):
@@ -210,7 +219,7 @@ def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, 
         import torch
 
         torch.cuda.reset_peak_memory_stats()
-    method_plan = method.prepare(planned.view)
+    method_plan = _prepare(method, planned.view, options.progress)
     if method_plan.needs_random_access and planned.view.source is None:
         raise UsageError(f"--method {options.settings.method} reads tensors by name: give a file or a sharded "
                          "folder, not a pipe or a compressed stream, or let it spool (no --no-spool)")

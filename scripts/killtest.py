@@ -6,6 +6,8 @@ input's SHA-256 unchanged; any temporary file belongs to a dead process. Every 1
 at the end, a full run must leave no temporary file behind.
 
     python scripts/killtest.py [--kills N] [--seed S]
+
+SIGINT and SIGTERM (which must also end in one line and exit 130 / 143): scripts/signaltest.py.
 """
 
 from __future__ import annotations

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from typing import Callable, TypeVar
 
 import click
 
-from fp8stream.errors import EXIT_FAILURE, EXIT_SIGINT, FP8StreamError, Interrupted, raise_interrupted
+from fp8stream import interrupts
+from fp8stream.errors import EXIT_FAILURE, EXIT_SIGINT, FP8StreamError, Interrupted
 
 T = TypeVar("T")
 
@@ -53,29 +53,49 @@ def run_guarded(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     """Run a command body: user errors and signals become one line on stderr and an exit code.
 
     SIGTERM and SIGINT are turned into one exception (not KeyboardInterrupt, which some code on
-    the way out treats as its own) so that context managers remove temporary files.
+    the way out treats as its own) so that context managers remove temporary files; once a
+    signal has arrived, whatever exception ends the body (a cleanup that met a half-built
+    object, a library that wrapped the exception in its own) ends in the signal's line and code.
     """
-    previous = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = interrupts.take_over()
+    interrupts.set_phase("running")
     try:
-        return fn(*args, **kwargs)
-    except Interrupted as e:
-        _exit_interrupted("interrupted" if e.exit_code == EXIT_SIGINT else str(e), e.exit_code)
-    except FP8StreamError as e:
-        fail(str(e), e.exit_code)
-    except KeyboardInterrupt:
-        _exit_interrupted("interrupted", EXIT_SIGINT)
-    except MemoryError:
-        fail("out of memory", EXIT_FAILURE)
+        result = fn(*args, **kwargs)
+    except BaseException as e:  # a signal may surface as any exception: _end exits, or it is raised again
+        _end(e)
+        raise
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    raise AssertionError("unreachable")
+        interrupts.set_phase("complete")
+        interrupts.give_back(previous)
+    return result
+
+
+def _end(e: BaseException) -> None:
+    """Exit for what ended a command body: a signal, a user error, memory; returns for a bug
+    (its traceback is kept)."""
+    signum = interrupts.received() or (e.exit_code - 128 if isinstance(e, Interrupted) else 0)
+    if signum:
+        _exit_interrupted(interrupts.message(signum), 128 + signum)
+    elif isinstance(e, FP8StreamError):
+        fail(str(e), e.exit_code)
+    elif isinstance(e, KeyboardInterrupt):
+        _exit_interrupted("interrupted", EXIT_SIGINT)
+    elif isinstance(e, MemoryError):
+        fail("out of memory", EXIT_FAILURE)
 
 
 class OneLineErrors(click.Group):
     """The command group, with click's own errors (unknown option, bad value, missing argument)
     in the project's one-line form: `fp8stream: error: MESSAGE (see 'CMD --help')`, exit 2,
     instead of click's usage block over four lines."""
+
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        """The program's entry (the console script, `python -m fp8stream`; tests call main()):
+        once the command is over, a signal no longer changes how it ends."""
+        try:
+            self.main(*args, **kwargs)
+        finally:
+            interrupts.ignore_from_now()
 
     def main(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
         kwargs["standalone_mode"] = False

@@ -99,7 +99,9 @@ class AutoMethod:
         self.inner.weight_done(layer)
 
     def close(self) -> None:
-        self.inner.close()
+        """Close the chosen method; none yet when prepare() was interrupted before choosing."""
+        if self.inner is not None:
+            self.inner.close()
 
     def scales(self, model: ModelView, weight_scales: Mapping[str, float]) -> dict[str, ScaleEstimate]:
         return self._per_layer(self.inner.scales(model, weight_scales))

@@ -109,7 +109,7 @@ class StreamingModel:
         self.state = Pass()
         self.ranges = Ranges()
         self.prefetch: Prefetcher | None = None
-        self.on_linear = lambda n=1: None  # called after each Linear ran (a progress bar)
+        self.on_linear = lambda name: None  # called with a Linear's name once it ran (a progress bar)
         self.sample_counts: frozenset[int] = frozenset()  # the micro-batches' sample counts (run.py)
         self.lockstep: Lockstep | None = None  # micro-batches: each Linear runs on all while loaded
         self.stop: threading.Event | None = None  # set: the run is over, the pass ends at its next Linear
@@ -149,19 +149,20 @@ class StreamingModel:
         """Hooks on every Linear and the weights' read-ahead; the ranges seen are in the Pass
         once the block exits (read back from the device once, not once per Linear)."""
         handles = []
-        for name, module in self.linears.items():
-            handles.append(module.register_forward_pre_hook(self._pre(name)))
-            handles.append(module.register_forward_hook(self._post(name)))
-        order = [(n + ".weight", self.mapping[n + ".weight"]) for n in self.linears]
-        self.prefetch = Prefetcher(self.reader.source, order, self.device)
-        for name, module in self.embeddings.items():
-            handles.append(module.register_forward_pre_hook(self._embedding_pre(name)))
-            handles.append(module.register_forward_hook(self._embedding_post(tuple(module.weight.shape))))
-        try:
+        try:  # a signal may stop the set-up part way: the cleanup undoes only what was done
+            for name, module in self.linears.items():
+                handles.append(module.register_forward_pre_hook(self._pre(name)))
+                handles.append(module.register_forward_hook(self._post(name)))
+            order = [(n + ".weight", self.mapping[n + ".weight"]) for n in self.linears]
+            self.prefetch = Prefetcher(self.reader.source, order, self.device)
+            for name, module in self.embeddings.items():
+                handles.append(module.register_forward_pre_hook(self._embedding_pre(name)))
+                handles.append(module.register_forward_hook(self._embedding_post(tuple(module.weight.shape))))
             yield self.state
         finally:
-            self.prefetch.close()
-            self.prefetch = None
+            if self.prefetch is not None:
+                self.prefetch.close()
+                self.prefetch = None
             for h in handles:
                 h.remove()
             self.ranges.settle(self.state)
@@ -192,7 +193,7 @@ class StreamingModel:
                 shape = module.weight.shape
                 module._parameters["weight"] = nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
                 self.state.live -= 1
-                self.on_linear(1)
+                self.on_linear(name)
             if self.lockstep is not None:
                 self.lockstep.hand_over()
         return hook

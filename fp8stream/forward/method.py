@@ -269,7 +269,11 @@ class BesideTheCopy:
         self._work, self._value, self._error = work, None, None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="forward pass", daemon=True)
-        start_thread(self._thread)
+        try:
+            start_thread(self._thread)
+        except BaseException:  # a signal held back while it started: nobody will stop it but us
+            self._stop.set()
+            raise
 
     def _run(self) -> None:
         try:

@@ -14,7 +14,7 @@ same bytes as without read-ahead.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,6 +22,7 @@ import torch
 
 from fp8stream.forward.mapping import Run
 from fp8stream.forward.source import RowSource
+from fp8stream.io.overlap import start_pool
 
 READ_THREADS = 4
 # A weight read ahead that is still not asked for when the model is this many weights past it in
@@ -53,7 +54,7 @@ class Prefetcher:
         self.position = {target: i for i, (target, _) in enumerate(self.order)}
         self.stale_after = stale_after
         self.window = window_bytes if window_bytes is not None else WINDOW_BYTES.get(device.type, WINDOW_BYTES["cpu"])
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fp8stream-read")
+        self.pool = start_pool(threads, "fp8stream-read")  # its threads started now, each safe from a signal
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.pending: dict[str, Future] = {}
         self.size: dict[str, int] = {}

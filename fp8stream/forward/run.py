@@ -31,6 +31,7 @@ from fp8stream.formats.layers import take_inventory
 from fp8stream.formats.prefixes import common_model_prefix, split_prefix
 from fp8stream.errors import UsageError
 from fp8stream.io.header import Header
+from fp8stream.progress import bar as progress_bar
 
 INSTALL_HINT = "--method forward needs diffusers: pip install fp8stream[forward]"
 
@@ -177,13 +178,22 @@ def meta_model(family: ModuleType, cfg: dict) -> torch.nn.Module:
         return family.model_class()(**cfg).eval()
 
 
-def _bar(total: int, enabled: bool, line: int = 0):
-    import sys
+def _fp8_sources(linears, prepared: Prepared) -> dict[str, set[str]]:
+    """Each Linear's FP8 checkpoint weights: the forward bar counts those (the file's FP8 layers),
+    not the model's Linears (a fused qkv weight feeds three of them, a float Linear none)."""
+    return {n: {r.source for r in prepared.mapping[n + ".weight"] if r.source in prepared.scale_names}
+            for n in linears}
 
-    from tqdm import tqdm
 
-    return tqdm(total=total, unit="layer", desc="forward pass", file=sys.stderr, disable=not enabled, leave=False,
-                position=line)
+def _counting(sources: dict[str, set[str]], bar):
+    """on_linear: the bar moves by the FP8 weights a Linear that ran was the first to finish."""
+    counted: set[str] = set()
+
+    def ran(linear: str) -> None:
+        new = sources[linear] - counted
+        counted.update(new)
+        bar.update(len(new))
+    return ran
 
 
 def _no_grad_call(model: torch.nn.Module, kwargs: dict) -> None:
@@ -209,7 +219,10 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
     cfg = prepared.config
     model = meta_model(family, cfg)
     device = torch.device(settings.device)
-    with pinned_threads(settings.threads), torch.no_grad():
+    sources = _fp8_sources([n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)], prepared)
+    with pinned_threads(settings.threads), torch.no_grad(), \
+            progress_bar("forward pass, FP8 layers", len(set().union(*sources.values())), "layer",
+                         settings.progress, settings.bar_line) as bar:
         sm = StreamingModel(model, prepared.mapping, Reader(source, prepared.scale_names, device), device)
         sm.stop = stop
         sm.load_rest()
@@ -219,8 +232,8 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
         calls = [functools.partial(_no_grad_call, model, _on(device, family.inputs(cfg, p)))
                  for p in plan.split(size)]
         sm.sample_counts = frozenset(p.size for p in plan.split(size))
-        with sm.hooked() as state, _bar(len(sm.linears), settings.progress, settings.bar_line) as bar:
-            sm.on_linear = bar.update
+        with sm.hooked() as state:
+            sm.on_linear = _counting(sources, bar)
             if len(calls) == 1:
                 calls[0]()
             else:

@@ -8,6 +8,7 @@ never a live run's.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -16,6 +17,7 @@ import sys
 from typing import BinaryIO
 
 from fp8stream.errors import OutputError, UsageError
+from fp8stream.interrupts import committing
 from fp8stream.io.overlap import WriteBehind
 from fp8stream.remote import is_remote
 
@@ -140,61 +142,67 @@ def describe_os_error(path: str, e: OSError) -> OutputError:
 
 
 class AtomicOutput:
-    """Context manager: a file object that becomes `target` only if the block succeeds."""
+    """Context manager: a file object that becomes `target` only if the block succeeds.
 
-    def __init__(self, target: str) -> None:
+    `final`: its rename completes the run (not a shard or index inside a folder renamed later),
+    so that a signal arriving after it no longer takes the run back (fp8stream.interrupts)."""
+
+    def __init__(self, target: str, final: bool = True) -> None:
         self.target = target
         self.temp = temp_path_for(target)
+        self.final = final
         self.file: WriteBehind | None = None
 
     def __enter__(self) -> BinaryIO:
         remove_stale_temps(os.path.dirname(self.temp))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd, raw = -1, None
         try:
             # 0o666 and the umask give the permissions of any new file (mkstemp would give 0600).
             fd = os.open(self.temp, flags, 0o666)
-        except OSError as e:
-            raise describe_os_error(self.target, e) from None
-        try:
-            self.file = WriteBehind(os.fdopen(fd, "wb", buffering=1 << 20))
-        except BaseException:  # a signal here would skip __exit__: the temp file must not stay
-            try:
-                os.close(fd)
-            except OSError:
-                pass  # fdopen had taken it over
-            try:
-                os.unlink(self.temp)
-            except OSError:
-                pass
+            raw = os.fdopen(fd, "wb", buffering=1 << 20)
+            self.file = WriteBehind(raw)
+        except BaseException as e:  # a signal here would skip __exit__: the temp file must not stay
+            if self.file is None and fd >= 0:
+                with contextlib.suppress(OSError):  # once fdopen has it, only its file object closes it
+                    raw.close() if raw is not None else os.close(fd)
+            if not (isinstance(e, OSError) and fd < 0):  # O_EXCL refused: the file is not ours
+                self._discard()
+            if isinstance(e, OSError):
+                raise describe_os_error(self.target, e) from None
             raise
         return self.file  # type: ignore[return-value]
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        assert self.file is not None
         if exc_type is None:
             try:
-                self.file.flush()
-                os.fsync(self.file.fileno())
-                self.file.close()
-                os.replace(self.temp, self.target)
-                _fsync_folder(os.path.dirname(os.path.abspath(self.target)))
+                self._commit()
                 return
-            except OSError as e:
+            except BaseException as e:  # a signal (or a write error) before the rename: nothing stays
                 self._discard()
-                raise describe_os_error(self.target, e) from None
+                if isinstance(e, OSError):
+                    raise describe_os_error(self.target, e) from None
+                raise
         self._discard()
         if isinstance(exc, OSError) and not isinstance(exc, (OutputError, UsageError)):
             raise describe_os_error(self.target, exc) from None
 
+    def _commit(self) -> None:
+        assert self.file is not None
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        with committing(self.final):
+            os.replace(self.temp, self.target)
+            _fsync_folder(os.path.dirname(os.path.abspath(self.target)))
+
     def _discard(self) -> None:
-        try:
-            self.file.close(abandon=True)
-        except OSError:
-            pass
-        try:
+        """Drop the temp file (a failed or interrupted run); safe whatever part of setup ran."""
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.close(abandon=True)
+        with contextlib.suppress(OSError):
             os.unlink(self.temp)
-        except OSError:
-            pass
 
 
 def _fsync_folder(folder: str) -> None:
@@ -241,14 +249,17 @@ class AtomicFolder:
             return
         try:
             _fsync_folder(self.temp)
-            old = None
-            if self.replace and os.path.lexists(self.target):
-                old = self.temp + ".old"
-                os.replace(self.target, old)
-            os.replace(self.temp, self.target)
-            _fsync_folder(os.path.dirname(self.target))
+            with committing(True):  # the old target moved aside and the new one renamed in, as one step
+                old = None
+                if self.replace and os.path.lexists(self.target):
+                    old = self.temp + ".old"
+                    os.replace(self.target, old)
+                os.replace(self.temp, self.target)
+                _fsync_folder(os.path.dirname(self.target))
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True) if os.path.isdir(old) else os.unlink(old)
-        except OSError as e:
+        except BaseException as e:  # a signal before the rename too: nothing stays
             shutil.rmtree(self.temp, ignore_errors=True)
-            raise describe_os_error(self.target, e) from None
+            if isinstance(e, OSError):
+                raise describe_os_error(self.target, e) from None
+            raise

@@ -132,7 +132,11 @@ class ChunkReader:
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fp8stream-read", daemon=True)
-        start_thread(self._thread)
+        try:
+            start_thread(self._thread)
+        except BaseException:  # a signal held back while it started: the caller never gets to close()
+            self._stop.set()
+            raise
 
     def _run(self) -> None:
         try:

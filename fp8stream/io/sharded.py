@@ -51,7 +51,7 @@ class ShardedOutput:
         """An open sink for shard file `shard` inside the temp folder, and its stream; it is
         closed (its temp file renamed into the folder on success) when the whole output closes."""
         assert self._folder is not None
-        sink = OutputSink(os.path.join(self._folder, shard), self.zstd)
+        sink = OutputSink(os.path.join(self._folder, shard), self.zstd, final=False)
         stream = self._stack.enter_context(sink)
         self.sinks[shard] = sink
         return sink, stream
@@ -59,5 +59,5 @@ class ShardedOutput:
     def finalize(self, index_name: str, blob: bytes) -> None:
         """The index, written last, beside the shards."""
         assert self._folder is not None
-        with AtomicOutput(os.path.join(self._folder, index_name)) as f:
+        with AtomicOutput(os.path.join(self._folder, index_name), final=False) as f:
             f.write(blob)

@@ -49,14 +49,15 @@ class OutputSink:
     None for stdout. `bytes_written` counts what left after compression.
     """
 
-    def __init__(self, target: str, zstd: ZstdSettings | None) -> None:
+    def __init__(self, target: str, zstd: ZstdSettings | None, final: bool = True) -> None:
+        """`final`: False for a file inside a folder renamed into place later (a shard)."""
         self.target = target
         self.zstd = zstd
         self.label = STDOUT_LABEL if target == "-" else target
         if target == "-":
             self._atomic = None
         else:
-            self._atomic = _remote_output(target, zstd is not None) if is_remote(target) else AtomicOutput(target)
+            self._atomic = _remote_output(target, zstd is not None) if is_remote(target) else AtomicOutput(target, final)
         self._counter: _CountingWriter | None = None
         self._compressor: ZstdWriter | None = None
         self._raw: BinaryIO | None = None

@@ -4,8 +4,6 @@ and the sink completed. Sinks are owned by the caller (one file, or an io.sharde
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass
 from typing import BinaryIO, Mapping
 
@@ -20,6 +18,7 @@ from fp8stream.pipeline.check import check_written
 from fp8stream.pipeline.inputs import ModelInput
 from fp8stream.pipeline.loop import Feed, StreamState, facts_from_state, stream_file
 from fp8stream.pipeline.scales import LayerFacts, Resolved, to_estimate
+from fp8stream.progress import bar as progress_bar
 from fp8stream import verify
 
 
@@ -52,13 +51,6 @@ class RunSettings:
     progress: bool
 
 
-def _progress(total: int, enabled: bool, label: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, desc=os.path.basename(label), file=sys.stderr,
-                disable=not enabled, leave=False)
-
-
 def stream_model(model: ModelInput, plans: list[RewritePlan], calibrated: list[LayerPlan], view: ModelView,
                  method: CalibrationMethod, method_plan: MethodPlan, sinks: list[tuple[OutputSink, BinaryIO]],
                  settings: RunSettings) -> StreamResult:
@@ -72,7 +64,8 @@ def stream_model(model: ModelInput, plans: list[RewritePlan], calibrated: list[L
         stream = TensorStream(part.source, part.header)
         if settings.verify:
             stream = HashingStream(stream, keep_raw=verify.needs_raw)
-        with _progress(part.header.data_bytes, settings.progress, part.source.label) as bar:
+        what = "copying" if len(plans) == 1 else f"copying {part.name}"
+        with progress_bar(what, part.header.data_bytes, "B", settings.progress) as bar:
             feed = Feed(method, method_plan, settings.device, settings.keep_weight_only, bar)
             stream_file(stream, plan, feed, writer, state)
         files.append(FileRun(part.name, plan, sink, writer, stream))

@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 from typing import Iterator
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError, OutputError
 from fp8stream.io.atomic import describe_os_error, remove_stale_temps, temp_path_for
 from fp8stream.pipeline.inputs import InputPart, ModelInput, open_model
+from fp8stream.progress import bar as progress_bar
 from fp8stream.remote import is_remote
 
 CHUNK_BYTES = 4 << 20
@@ -58,13 +58,10 @@ def check_spool_space(path: str, nbytes: int, output: str | None, output_bytes: 
 
 def _copy_data(part: InputPart, out, nbytes: int, progress: bool) -> None:
     """The data section: exactly nbytes, then the end of the stream (zstd checks its frame)."""
-    from tqdm import tqdm
-
     buf = bytearray(CHUNK_BYTES)
     view = memoryview(buf)
     label = part.source.label
-    with tqdm(total=nbytes, unit="B", unit_scale=True, desc="spooling input", file=sys.stderr,
-              disable=not progress, leave=False) as bar:
+    with progress_bar("spooling input", nbytes, "B", progress) as bar:
         left = nbytes
         while left:
             try:
