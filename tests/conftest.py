@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,27 @@ def run_subprocess(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run `python -m fp8stream` as a user would (real exit code, real stderr)."""
     return subprocess.run([sys.executable, "-m", "fp8stream", *map(str, args)], capture_output=True, text=True,
                           env=subprocess_env(), **kwargs)
+
+
+def open_fifo_for_writing(fifo: Path, run: subprocess.Popen, seconds: float = 120):
+    """`fifo` opened for writing (unbuffered), which returns once `run` opens it for reading. A probe that
+    opens it for writing and closes again must not be used: it releases a job waiting in its
+    open, which then reads end of file (no writer) and fails, and the test waits on a pipe no one
+    will read. If the run ends (or the time runs out) first, the open is released by a reader of
+    our own and the test fails with the run's stderr."""
+    opened: dict = {}
+    waiter = threading.Thread(target=lambda: opened.setdefault("file", open(fifo, "wb", buffering=0)), daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + seconds
+    while waiter.is_alive():
+        if run.poll() is not None or time.monotonic() > deadline:
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+            waiter.join()
+            opened["file"].close()
+            run.kill()
+            pytest.fail(f"no job opened {fifo.name}: {run.communicate()[1].decode()}")
+        waiter.join(0.05)
+    return opened["file"]
 
 
 def small_model_tensors(seed: int = 0, input_scale: float | None = None, weight_only: bool = False) -> list[SyntheticTensor]:

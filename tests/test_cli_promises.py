@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import run_cli, subprocess_env
+from conftest import open_fifo_for_writing, run_cli, subprocess_env
 from fp8stream.calibration.rules import amax_from_histogram
 from fp8stream.io.compression import MAX_WINDOW_BYTES
 from fp8stream.io.reader import LazyFile
@@ -167,17 +167,6 @@ def test_forward_margin_scales_the_scales_by_its_factor(tmp_path: Path) -> None:
     assert doubled >= 5, reports["6"]
 
 
-def _has_reader(fifo: Path) -> bool:
-    """Whether a process has `fifo` open for reading (a non-blocking open for writing fails
-    with ENXIO when none has)."""
-    try:
-        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
-
-
 def _workers(pid: int) -> int:
     """The batch's job processes alive now (multiprocessing's spawned children, Linux /proc)."""
     count = 0
@@ -198,7 +187,7 @@ def test_jobs_wait_for_their_memory_budget(tmp_path: Path, small_model: Path) ->
     """Three pipes, --jobs 3, a --max-memory that fits one job (a pipe's estimate is the base
     plus zstd's largest window): each job starts only once the one before has ended. Jobs are
     started before any of them can open its pipe, so when a pipe has its reader the running
-    jobs are all counted: no timing."""
+    jobs are all counted: no timing. Nothing probes a pipe (see conftest's `open_fifo_for_writing`)."""
     estimate = BASE_MEMORY + MAX_WINDOW_BYTES
     budget = estimate + estimate // 2  # the parent's own RSS (tens of MB) comes off it: still one job
     fifos = [tmp_path / f"f{i}.safetensors" for i in range(3)]
@@ -211,13 +200,10 @@ def test_jobs_wait_for_their_memory_budget(tmp_path: Path, small_model: Path) ->
     data = small_model.read_bytes()
     try:
         for i, fifo in enumerate(fifos):
-            deadline = time.monotonic() + 120
-            while not _has_reader(fifo):
-                assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
-                time.sleep(0.05)
-            assert _workers(p.pid) == 1, f"job {i}: more jobs running than --max-memory allows"
-            assert not any(_has_reader(other) for other in fifos[i + 1:])
-            with open(fifo, "wb") as writer:
+            with open_fifo_for_writing(fifo, p) as writer:
+                # job i has its pipe open: no other job process may be alive (one waiting for its
+                # own pipe would be counted here too)
+                assert _workers(p.pid) == 1, f"job {i}: more jobs running than --max-memory allows"
                 writer.write(data)
         stdout, stderr = p.communicate(timeout=120)
     finally:

@@ -16,7 +16,7 @@ import pytest
 import torch
 import zstandard
 
-from conftest import run_cli, run_subprocess, small_model_tensors, subprocess_env
+from conftest import open_fifo_for_writing, run_cli, run_subprocess, small_model_tensors, subprocess_env
 from fp8stream.io.compression import MAX_WINDOW_BYTES, compression_memory
 from fp8stream.synthetic.checkpoint import comfy_fp8_linear, f32_scalar, write_checkpoint
 
@@ -419,9 +419,8 @@ def test_sigterm_stops_a_parallel_batch_and_its_workers(tmp_path: Path) -> None:
     writers = []
     try:
         for fifo in fifos:  # a worker reads each (the parent never reads a pipe), and waits for the rest
-            fd = os.open(fifo, os.O_WRONLY)
-            writers.append(fd)
-            os.write(fd, data[: len(data) // 2])
+            writers.append(open_fifo_for_writing(fifo, p))
+            writers[-1].write(data[: len(data) // 2])
         # Both workers have their temporary file and wait for the rest of their FIFO (asleep, no CPU):
         # not half-way through starting a thread, where a signal can leave a join that never returns.
         _wait_for(lambda: out.exists() and sum(n.endswith(".tmp") for n in os.listdir(out)) == 2
@@ -430,7 +429,7 @@ def test_sigterm_stops_a_parallel_batch_and_its_workers(tmp_path: Path) -> None:
         _, stderr = p.communicate(timeout=60)
     finally:
         p.kill()
-        for fd in writers:
-            os.close(fd)
+        for writer in writers:
+            writer.close()
     assert p.returncode == 143, stderr
     _wait_for(lambda: not out.exists(), timeout=10)  # temporary files gone, then the folder the run made
