@@ -273,3 +273,11 @@ def write(state: dict[str, torch.Tensor], path: Path, prefix: str = "") -> list[
     layers = fp8_linears(state)
     qm.write_fp8_checkpoint({prefix + k: v for k, v in state.items()}, [prefix + n for n in layers], path)
     return [prefix + n for n in layers]
+
+
+def comfy_file(family: str, folder: Path) -> Path:
+    """The tiny model of `family` as ComfyUI ships it (FP8 layers, `model.diffusion_model.` prefix)."""
+    path = folder / f"{family}.safetensors"
+    _, state, _ = tiny(family)
+    write(state, path, "model.diffusion_model.")
+    return path

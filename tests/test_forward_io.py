@@ -25,10 +25,7 @@ FORWARD = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tok
 
 @pytest.fixture(scope="module")
 def flux(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("in") / "flux.safetensors"
-    _, state, _ = ft.tiny("flux")
-    ft.write(state, path, "model.diffusion_model.")
-    return path
+    return ft.comfy_file("flux", tmp_path_factory.mktemp("in"))
 
 
 def _metadata(path: Path) -> dict:

@@ -71,10 +71,7 @@ PHASES = {  # where the signal lands -> (the trap, the signal): each signal in h
 
 @pytest.fixture(scope="module")
 def flux(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("in") / "flux.safetensors"
-    _, state, _ = ft.tiny("flux")
-    ft.write(state, path, "model.diffusion_model.")
-    return path
+    return ft.comfy_file("flux", tmp_path_factory.mktemp("in"))
 
 
 def _run_trapped(where: str, sig: int, args: list[str], tmpdir: Path, stdin: bytes | None) -> subprocess.CompletedProcess:
