@@ -17,6 +17,8 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fp8stream.cli import main  # noqa: E402
+from fp8stream.commands.flags import FlagOption  # noqa: E402
+from fp8stream.options import CLUSTER, SECTIONS  # noqa: E402
 
 SNAPSHOT = Path(__file__).parent / "data" / "flags.json"
 # The deliberate changes since the snapshot: zoo defaults as calibrate does.
@@ -61,6 +63,38 @@ def test_every_command_keeps_its_flags_defaults_and_choices() -> None:
     for command in before:
         assert now[command] == before[command], command
     assert now.keys() == before.keys()
+
+
+def test_calibrate_and_zoo_take_every_shared_option_from_one_declaration() -> None:
+    calibrate, zoo = ({o: p for p in main.commands[c].params for o in p.opts} for c in ("calibrate", "zoo"))
+    shared = calibrate.keys() & zoo.keys()
+    assert {"--method", "--device", "--seed", "--force", "--preset", "--report", "--storage-options"} <= shared
+    for name in shared:
+        assert isinstance(calibrate[name], FlagOption) and calibrate[name].flag is zoo[name].flag, name
+
+
+def test_no_option_is_declared_twice_and_every_option_is_declared() -> None:
+    declared: dict[str, object] = {}
+    for name, command in main.commands.items():
+        if name not in ("calibrate", "zoo"):
+            continue
+        for param in command.params:
+            if isinstance(param, click.Argument):
+                continue
+            assert isinstance(param, FlagOption), f"{name} {param.opts}: a click option, not a declared Flag"
+            for spelling in param.opts + param.secondary_opts:
+                assert declared.setdefault(spelling, param.flag) is param.flag, f"{spelling} declared twice"
+
+
+def test_calibrate_help_lists_the_common_options_first_then_one_section_each() -> None:
+    result = CliRunner().invoke(main, ["calibrate", "--help"], terminal_width=80)
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    first = "\n".join(lines[:45])
+    for flag in ("--force", "--device", "--verify", "--json"):
+        assert flag in first, flag
+    headings = [line[:-1] for line in lines if line.endswith(":") and line[:-1] in SECTIONS]
+    assert headings == [s for s in SECTIONS if s != CLUSTER]  # every section but zoo's, in order
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
