@@ -30,6 +30,7 @@ from fp8stream.errors import (
 )
 from fp8stream.io.compression import strip_zstd_suffix
 from fp8stream.memory import MB, available_memory, current_rss, memory_estimate
+from fp8stream.options import BATCH, flag
 from fp8stream.report import FileReport
 from fp8stream.rewrite import RewriteOptions, calibrate_file
 
@@ -109,9 +110,13 @@ def batch_exit_code(reports: list[FileReport]) -> int:
 
 @dataclass
 class BatchSettings:
-    keep_going: bool = False
-    jobs: int = 1
-    max_memory: int | None = None  # None: what the system has available
+    keep_going: bool = flag(False, "--keep-going", section=BATCH, type="bool",
+                            help="Batch: go on after a file fails.")
+    jobs: int = flag(1, "--jobs", "-j", section=BATCH, type="int", range=(1, 256),
+                     help="Batch: files calibrated at once, in separate processes, within --max-memory.")
+    # bytes; None: what the system has available. The command line gives a size (4G: memory_budget()).
+    max_memory: int | None = flag(None, "--max-memory", section=BATCH,
+                                  help="Memory budget, e.g. 4G: bounds --jobs and zstd [default: available memory].")
 
 
 def run_batch(items: list[BatchItem], template: RewriteOptions, settings: BatchSettings,

@@ -25,11 +25,12 @@ from fp8stream.formats.layers import take_inventory
 from fp8stream.formats.format_notes import format_note
 from fp8stream.formats.plan import build_plan, plan_layers
 from fp8stream.formats.plan_types import FormatOptions, LayerPlan, RewritePlan
-from fp8stream.formats.selection import Selection
+from fp8stream.formats.selection import PRESET_NAMES, Selection
 from fp8stream.formats.shards import output_index
 from fp8stream.interrupts import deferred
 from fp8stream.io.atomic import check_free_space, check_output_folder, check_output_path
 from fp8stream.io.compression import ZstdSettings
+from fp8stream.options import COMMON, LAYERS, OUTPUT, flag
 from fp8stream.pipeline.inputs import ModelInput, open_model
 from fp8stream.pipeline.scales import Resolved, excluded_reports, layer_reports, resolve
 from fp8stream.remote import is_remote
@@ -38,20 +39,40 @@ from fp8stream.report import FileReport, SkippedReport, human_size
 
 @dataclass
 class RewriteOptions:
+    """One file's run: what it reads and writes, the calibration settings, and the options of
+    the output's format and layers (their flags declared here)."""
+
     input: str
     output: str | None  # None with dry_run
     settings: CalibrationSettings = field(default_factory=CalibrationSettings)
-    overwrite_scales: bool = False
-    keep_weight_only: bool = False
-    target: str = "auto"
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    preset: str | None = None
-    exclude_untouched: bool = False
-    force: bool = False
-    dry_run: bool = False
-    progress: bool = False
-    verify: bool = False  # hash the input while reading, re-read the output and compare
+    overwrite_scales: bool = flag(False, "--overwrite-scales", section=OUTPUT, type="bool",
+                                  help="Replace every existing input scale, real ones too.")
+    keep_weight_only: bool = flag(False, "--keep-weight-only", section=OUTPUT, type="bool",
+                                  help="Keep full_precision_matrix_mult on layers that have it (scales added, "
+                                       "unused by ComfyUI).")
+    target: str = flag("auto", "--target", section=OUTPUT, choices=("auto", "comfy", "legacy"),
+                       help="Flavour written: auto keeps the file's (comfy for plain fp8); comfy converts legacy "
+                            "scaled_fp8; legacy adds scaled_fp8 keys to plain fp8.")
+    include: tuple[str, ...] = flag((), "--include", section=LAYERS, multiple=True, metavar="GLOB",
+                                    help="Calibrate only layers whose name matches (repeatable; prefix-free names "
+                                         "match too).")
+    exclude: tuple[str, ...] = flag((), "--exclude", section=LAYERS, multiple=True, metavar="GLOB",
+                                    help="Keep matching layers weight-only (full_precision_matrix_mult) instead of "
+                                         "calibrating them.")
+    preset: str | None = flag(None, "--preset", section=LAYERS, choices=PRESET_NAMES,
+                              help="Exclude what the reference recipes keep in high precision: embedders, final "
+                                   "projections, first/last blocks of video DiTs. auto: from the key names.")
+    exclude_untouched: bool = flag(False, "--exclude-untouched", section=LAYERS, type="bool",
+                                   help="Leave excluded layers exactly as they were (else they are flagged "
+                                        "weight-only).")
+    force: bool = flag(False, "--force", "-f", section=COMMON, type="bool", help="Replace an output that exists.")
+    dry_run: bool = flag(False, "--dry-run", section=COMMON, type="bool", help="Plan and report; write nothing.")
+    progress: bool = flag(False, "--progress/--no-progress", section=COMMON, type="bool", cli_default=None,
+                          help="Progress bar on stderr (default: when stderr is a terminal).")
+    # hash the input while reading, re-read the output and compare
+    verify: bool = flag(False, "--verify", section=COMMON, type="bool",
+                        help="Hash every tensor while reading IN, re-read OUT before it replaces anything and "
+                             "compare (passthrough tensors must be identical).")
     zstd: ZstdSettings | None = None  # compress the output
 
     def format_options(self) -> FormatOptions:

@@ -2,7 +2,8 @@
 
 No method module is imported until one is chosen, so `fp8stream --help` lists them without
 torch. A method module exposes `create(settings) -> CalibrationMethod` (interface.py) and never
-imports this registry. To add a method: one line here and one module.
+imports this registry. To add a method: one line here, its module, and its settings (with their
+flags) in a module beside it that CalibrationSettings gathers (calibration/settings.py).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from dataclasses import dataclass
 
 from fp8stream.calibration.interface import CalibrationMethod
 from fp8stream.calibration.settings import CalibrationSettings
+from fp8stream.options import COMMON, Flag
 
 
 @dataclass(frozen=True)
 class MethodEntry:
     module: str
     help: str
+    side_file: bool = False  # reads a file given beside the checkpoint (--stats FILE)
 
 
 METHODS: dict[str, MethodEntry] = {
@@ -25,7 +28,8 @@ METHODS: dict[str, MethodEntry] = {
                         "forward where it can run (a file, diffusers, a known family), else simulate"),
     "simulate": MethodEntry("fp8stream.calibration.simulate",
                             "the weight-aware model of each layer's input (no data)"),
-    "stats": MethodEntry("fp8stream.calibration.stats_method", "real-data statistics from --stats FILE"),
+    "stats": MethodEntry("fp8stream.calibration.stats_method", "real-data statistics from --stats FILE",
+                         side_file=True),
     "heuristic": MethodEntry("fp8stream.calibration.heuristic", "weight_scale x --factor"),
     "forward": MethodEntry("fp8stream.forward.method",
                            "a synthetic forward pass through the checkpoint's own weights (needs diffusers)"),
@@ -39,6 +43,15 @@ def method_names() -> list[str]:
 def method_help() -> str:
     """One sentence per method, for --help."""
     return "; ".join(f"{name}: {entry.help}" for name, entry in METHODS.items())
+
+
+def methods_without_side_file() -> list[str]:
+    """The methods that need nothing beside the checkpoint (those zoo offers)."""
+    return [name for name in method_names() if not METHODS[name].side_file]
+
+
+METHOD = Flag(("--method",), COMMON, f"Where activation ranges come from. {method_help()}.",
+              default=CalibrationSettings.method, choices=tuple(method_names()))
 
 
 def create(settings: CalibrationSettings) -> CalibrationMethod:

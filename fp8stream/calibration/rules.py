@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from fp8stream.calibration.fp8 import E4M3_MAX
-from fp8stream.calibration.settings import RULES  # noqa: F401  (in settings: --help reads it without torch)
+from fp8stream.calibration.rule_settings import RULES  # noqa: F401  (declared there: --help reads it without torch)
 
 
 def amax_max(samples: torch.Tensor) -> float:

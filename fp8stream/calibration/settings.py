@@ -4,46 +4,38 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
+from fp8stream.calibration.forward_settings import ForwardSettings, micro_batch_for
+from fp8stream.calibration.heuristic_settings import HeuristicSettings
+from fp8stream.calibration.rule_settings import RuleSettings
+from fp8stream.calibration.simulate_settings import SimulateSettings
+from fp8stream.calibration.stats_settings import STATS_MARGIN, StatsSettings
 from fp8stream.errors import UsageError
-
-SIM_MODES = ("bound", "hybrid", "note")
-RULES = ("max", "percentile", "mse")
-MICRO_BATCH_TOKENS = 2048  # forward: the default micro-batch holds as many samples as fit in this
-STATS_MARGIN = 2.0  # stats with --rule max: recorded max x this, capped by the bound (calibration/margin.py)
+from fp8stream.options import BATCH, COMMON, flag
 
 
 @dataclass(frozen=True)
-class CalibrationSettings:
-    """Every option that changes the scales' values (recorded in the output's metadata)."""
+class CalibrationSettings(ForwardSettings, StatsSettings, HeuristicSettings, SimulateSettings, RuleSettings):
+    """Every option that changes the scales' values (recorded in the output's metadata): each
+    method's own settings (declared beside it, with their flags), and those every method reads.
+    Keyword arguments only, `method` aside."""
 
-    method: str = "auto"  # forward where it can run, else simulate (fp8stream/forward/auto.py)
-    rule: str = "max"
-    percentile: float = 99.99
-    samples: int = 64
-    seed: int = 0
-    device: str = "cpu"  # resolved: "cpu" or "cuda"
-    sim_mode: str = "bound"  # simulate: bound | hybrid | note
-    margin: float = 4.0  # simulate --sim-mode hybrid: times the Gaussian estimate
-    factor: float = 0.5  # heuristic: input_scale = weight_scale x factor
-    stats: str | None = None  # stats: the stats file
-    map: str | None = None  # stats: user name pairs
-    fallback: str | None = None  # stats: "simulate" for layers without stats
-    stats_margin: float | None = None  # stats: None = STATS_MARGIN for --rule max, 1 for percentile/mse
-    forward_margin: float | None = None  # forward: scale = margin x forward amax; None: the family's (method.py)
-    forward_batch: int = 4  # forward: synthetic samples (timesteps, text scales, guidance)
-    forward_tokens: int = 256  # forward: latent tokens per sample
-    forward_text_tokens: int = 128  # forward: text tokens per sample
-    forward_threads: int = 2  # forward: torch threads pinned for the pass
-    forward_micro_batch: int | None = None  # forward: samples run at once; None: micro_batch_for()
-    forward_conditioning: str = "weight-only"  # forward: conditioning-path layers: weight-only | fp8
-    assume_input_rms: float | None = None
+    method: str = "auto"  # forward where it can run, else simulate (fp8stream/forward/auto.py); its flag: registry
+    _: KW_ONLY
+    seed: int = flag(0, "--seed", section=COMMON, type="int",
+                     help="Seed: same seed, input and device give the same bytes.")
+    device: str = flag("cpu", "--device", section=COMMON, choices=("auto", "cpu", "cuda"), cli_default="auto",
+                       help="Where calibration maths runs; auto = CUDA when available.")  # resolved: "cpu" or "cuda"
     # a stream (pipe, zstd) is spooled to a temporary file for the forward pass; False: it is
     # not, and the forward pass does not run on it (the bound instead). Not recorded: a file
     # input is unaffected, and a spooled stream gives the file's bytes.
-    spool: bool = True
-    progress: bool = False  # a progress bar for long passes (shows only; not recorded, changes no value)  # forward: opt-in bound for layers it cannot reach
+    spool: bool = flag(True, "--spool/--no-spool", section=BATCH, type="bool",
+                       help="A pipe or zstd input that the forward pass must read by name is first written, "
+                            "decompressed, to a temporary file (beside OUT, or in $TMPDIR), removed when the run "
+                            "ends; --no-spool: the forward pass does not run on it and each layer gets the bound "
+                            "instead (auto: the bound method).")
+    progress: bool = False  # a progress bar for long passes (shows only; not recorded, changes no value)
 
     def __post_init__(self) -> None:
         # The one check of what the options need (CLI and API alike): an error before any work.
@@ -99,14 +91,6 @@ class CalibrationSettings:
         if self.assume_input_rms is not None:
             out["assume_input_rms"] = self.assume_input_rms
         return out
-
-
-def micro_batch_for(batch: int, image_tokens: int, text_tokens: int) -> int:
-    """The forward pass's default micro-batch: the samples whose image and text tokens fit
-    MICRO_BATCH_TOKENS (at least one, at most the batch). The defaults (4 samples of 256 + 128
-    tokens) run as one; more tokens or samples run in micro-batches, so the activations stay
-    those of about 2,000 tokens. From the options alone: the same on every device."""
-    return max(1, min(batch, MICRO_BATCH_TOKENS // max(1, image_tokens + text_tokens)))
 
 
 def resolve_device(device: str) -> str:

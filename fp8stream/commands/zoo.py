@@ -8,36 +8,35 @@ import sys
 import click
 
 from fp8stream.batch import batch_exit_code
-from fp8stream.calibration.settings import SIM_MODES, CalibrationSettings, resolve_device
+from fp8stream.calibration.registry import METHOD, methods_without_side_file
+from fp8stream.calibration.settings import CalibrationSettings, resolve_device
 from fp8stream.commands.common import EXIT_CODES, run_guarded
+from fp8stream.commands.flags import REPORT, STORAGE_OPTIONS, SectionedCommand, options
 from fp8stream.errors import UsageError
-from fp8stream.formats.selection import PRESET_NAMES
+from fp8stream.options import CLUSTER, COMMON, Flag, flags_of
 from fp8stream.remote import configure, parse_storage_options
 from fp8stream.rewrite import RewriteOptions
 
+# zoo's own options; the others are calibrate's declarations (the same Flag objects).
+OWN_FLAGS = (
+    Flag(("--pairs",), COMMON, "File of 'IN OUT' lines (instead of prefixes).", type="file", dest="pairs_file"),
+    Flag(("--address",), CLUSTER, "Join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local one."),
+    Flag(("--workers",), CLUSTER, "Local cluster only: CPUs, so tasks at once.", default=2, type="int",
+         range=(1, 1024)),
+    Flag(("--gpus",), CLUSTER, "GPU slot per task.", default=0.0, type="float", range=(0, 8)),
+    Flag(("--retries",), CLUSTER, "Re-runs of a task whose worker or node died (a failing file is not retried).",
+         default=2, type="int", range=(0, 20)),
+    Flag(("--ray-log",), CLUSTER, "Where Ray's own messages go.", default="fp8stream-zoo-ray.log"),
+)
+_SETTINGS = {f.name: f for f in (*flags_of(CalibrationSettings), *flags_of(RewriteOptions))}
+FLAGS = (_SETTINGS["force"], _SETTINGS["device"], METHOD, _SETTINGS["seed"], REPORT, OWN_FLAGS[0],
+         _SETTINGS["preset"], _SETTINGS["sim_mode"], _SETTINGS["margin"], _SETTINGS["samples"], STORAGE_OPTIONS,
+         *OWN_FLAGS[1:])
 
-@click.command(epilog=EXIT_CODES)
+
+@click.command(cls=SectionedCommand, epilog=EXIT_CODES)
 @click.argument("prefixes", metavar="[SRC_PREFIX DST_PREFIX]", nargs=-1)
-@click.option("--pairs", "pairs_file", type=click.Path(dir_okay=False), help="File of 'IN OUT' lines (instead of prefixes).")
-@click.option("--method", type=click.Choice(["simulate", "auto", "forward", "heuristic"]), default="simulate",
-              show_default=True, help="As for calibrate (the methods that need no side file). simulate reads each "
-              "input once; auto/forward run the forward pass, which reads a URL input twice (docs/remote.md).")
-@click.option("--sim-mode", type=click.Choice(SIM_MODES), default="bound", show_default=True)
-@click.option("--margin", type=click.FloatRange(1.0, 1e6), default=4.0, show_default=True)
-@click.option("--samples", type=click.IntRange(1, 65536), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None)
-@click.option("--force", "-f", is_flag=True, help="Replace outputs that exist and are not up to date.")
-@click.option("--address", help="Join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local one.")
-@click.option("--workers", type=click.IntRange(1, 1024), default=2, show_default=True,
-              help="Local cluster only: CPUs, so tasks at once.")
-@click.option("--gpus", type=click.FloatRange(0, 8), default=0.0, show_default=True, help="GPU slot per task.")
-@click.option("--retries", type=click.IntRange(0, 20), default=2, show_default=True,
-              help="Re-runs of a task whose worker or node died (a failing file is not retried).")
-@click.option("--storage-options", "storage_json", help="JSON object for fsspec (endpoint, profile, anon...).")
-@click.option("--ray-log", default="fp8stream-zoo-ray.log", show_default=True, help="Where Ray's own messages go.")
-@click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Append the JSON lines to FILE, not stdout.")
+@options(FLAGS, narrowed={"method": methods_without_side_file()})
 def zoo(prefixes: tuple[str, ...], pairs_file: str | None, method: str, sim_mode: str, margin: float, samples: int,
         seed: int, device: str, preset: str | None, force: bool, address: str | None, workers: int, gpus: float,
         retries: int, storage_json: str | None, ray_log: str, report_file: str | None) -> None:
@@ -50,6 +49,9 @@ def zoo(prefixes: tuple[str, ...], pairs_file: str | None, method: str, sim_mode
     metadata records the same input (size, ETag or version, header digest) and options are
     skipped, so a re-run after a crash redoes only what is missing. One JSON line per file on
     stdout (the batch report's fields), then a summary line; progress on stderr.
+
+    --method takes the methods that need no side file: simulate reads each input once;
+    auto and forward run the forward pass, which reads a URL input twice (docs/remote.md).
     """
     def body() -> int:
         from fp8stream.zoo import driver, listing
@@ -79,8 +81,8 @@ def zoo_settings(method: str, sim_mode: str, margin: float, samples: int, seed: 
     """The calibration settings and the digest of every option that changes an output's bytes
     (recorded on each output, compared to skip up-to-date ones)."""
     from fp8stream.zoo.identity import options_digest
-    settings = CalibrationSettings(method=method, rule="max", percentile=99.99, samples=samples, seed=seed,
-                                   device=device, sim_mode=sim_mode, margin=margin, factor=0.5)
+    settings = CalibrationSettings(method=method, samples=samples, seed=seed, device=device, sim_mode=sim_mode,
+                                   margin=margin)
     return settings, options_digest({"settings": settings.describe(), "preset": preset})
 
 
@@ -104,6 +106,8 @@ def _emit(text: str, report_file: str | None) -> None:
         with open(report_file, "a", encoding="utf-8") as f:
             f.write(text + "\n")
     else:
-        from fp8stream.zoo.console import CONSOLE  # the real stdout while Ray's output goes to its log
+        from fp8stream.zoo.console import (
+            CONSOLE,  # the real stdout while Ray's output goes to its log
+        )
         click.echo(text, file=CONSOLE.out)
 

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import torch
 
-from fp8stream.calibration.settings import micro_batch_for
+from fp8stream.calibration.forward_settings import micro_batch_for
 from fp8stream.forward.families import FAMILIES, forward_family
 from fp8stream.forward.inputs import SamplePlan
 from fp8stream.forward.mapping import MappingError, check_mapping, derive_mapping, is_companion

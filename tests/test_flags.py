@@ -1,0 +1,101 @@
+"""Every command's flags stay what users type (issue 23): names, defaults, types, choices and ranges
+equal a snapshot taken before the options moved to their methods' declarations, zoo's two
+defaults aside (it defaults as calibrate does); the options calibrate and zoo share come from one
+declaration; and `calibrate --help` shows the common options first.
+
+Regenerate the snapshot only for a deliberate change: `python tests/test_flags.py --write`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fp8stream.cli import main  # noqa: E402
+from fp8stream.commands.flags import FlagOption  # noqa: E402
+from fp8stream.options import CLUSTER, SECTIONS  # noqa: E402
+
+SNAPSHOT = Path(__file__).parent / "data" / "flags.json"
+# The deliberate changes since the snapshot: zoo defaults as calibrate does.
+CHANGED = {("zoo", "--method", "default"): ("simulate", "auto"), ("zoo", "--device", "default"): ("cpu", "auto")}
+
+
+def _type(param: click.Parameter) -> dict[str, object]:
+    t = param.type
+    out: dict[str, object] = {"name": t.name}
+    if isinstance(t, click.Choice):
+        out["choices"] = sorted(t.choices)  # the set a user may give; their order is the help's
+    if isinstance(t, (click.IntRange, click.FloatRange)):
+        out.update(min=t.min, max=t.max, min_open=t.min_open, max_open=t.max_open)
+    if isinstance(t, click.Path):
+        out.update(file_okay=t.file_okay, dir_okay=t.dir_okay, allow_dash=t.allow_dash)
+    return out
+
+
+def _param(param: click.Parameter, ctx: click.Context) -> dict[str, object]:
+    # the value the command receives when the option is not given
+    default = None if isinstance(param, click.Argument) else param.process_value(ctx, param.get_default(ctx))
+    if type(default).__name__ == "Sentinel":  # click >= 8.2's "not given": the command receives None
+        default = None
+    return {"opts": list(param.opts), "secondary": list(param.secondary_opts), "kind": param.param_type_name,
+            "default": list(default) if isinstance(default, tuple) else default, "type": _type(param),
+            "multiple": param.multiple, "nargs": param.nargs, "required": param.required,
+            "is_flag": bool(getattr(param, "is_flag", False))}
+
+
+def snapshot() -> dict[str, dict[str, dict[str, object]]]:
+    """command -> its first option string -> what a user sees of it."""
+    return {name: {p.opts[0]: _param(p, click.Context(cmd)) for p in cmd.params}
+            for name, cmd in sorted(main.commands.items())}
+
+
+def test_every_command_keeps_its_flags_defaults_and_choices() -> None:
+    before = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+    for (command, flag, key), (old, new) in CHANGED.items():
+        assert before[command][flag][key] == old
+        before[command][flag][key] = new
+    now = json.loads(json.dumps(snapshot()))
+    for command in before:
+        assert now[command] == before[command], command
+    assert now.keys() == before.keys()
+
+
+def test_calibrate_and_zoo_take_every_shared_option_from_one_declaration() -> None:
+    calibrate, zoo = ({o: p for p in main.commands[c].params for o in p.opts} for c in ("calibrate", "zoo"))
+    shared = calibrate.keys() & zoo.keys()
+    assert {"--method", "--device", "--seed", "--force", "--preset", "--report", "--storage-options"} <= shared
+    for name in shared:
+        assert isinstance(calibrate[name], FlagOption) and calibrate[name].flag is zoo[name].flag, name
+
+
+def test_no_option_is_declared_twice_and_every_option_is_declared() -> None:
+    declared: dict[str, object] = {}
+    for name, command in main.commands.items():
+        if name not in ("calibrate", "zoo"):
+            continue
+        for param in command.params:
+            if isinstance(param, click.Argument):
+                continue
+            assert isinstance(param, FlagOption), f"{name} {param.opts}: a click option, not a declared Flag"
+            for spelling in param.opts + param.secondary_opts:
+                assert declared.setdefault(spelling, param.flag) is param.flag, f"{spelling} declared twice"
+
+
+def test_calibrate_help_lists_the_common_options_first_then_one_section_each() -> None:
+    result = CliRunner().invoke(main, ["calibrate", "--help"], terminal_width=80)
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    first = "\n".join(lines[:45])
+    for flag in ("--force", "--device", "--verify", "--json"):
+        assert flag in first, flag
+    headings = [line[:-1] for line in lines if line.endswith(":") and line[:-1] in SECTIONS]
+    assert headings == [s for s in SECTIONS if s != CLUSTER]  # every section but zoo's, in order
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
+    SNAPSHOT.write_text(json.dumps(snapshot(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
