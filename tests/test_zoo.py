@@ -55,8 +55,13 @@ def _build(tmp_path: Path) -> dict[str, bytes]:
     return files
 
 
+# These tests are about Ray and the store, so they name the method and device they compare with
+# (zoo's defaults are calibrate's: auto, which keeps these unknown-family files weight-only).
+SIMULATE_ON_CPU = ("--method", "simulate", "--device", "cpu")
+
+
 def _expected(tmp_path: Path, files: dict[str, bytes]) -> dict[str, bytes]:
-    """What `fp8stream calibrate --device cpu` gives for each good file, run locally with the
+    """What `fp8stream calibrate --method simulate --device cpu` gives for each good file, run locally with the
     one torch thread Ray gives a 1-CPU task (OMP_NUM_THREADS=1): float reductions of large
     matrices differ in the last bit with the thread count (docs/remote.md)."""
     out = {}
@@ -155,7 +160,7 @@ def test_zoo_on_ray_from_and_to_s3(tmp_path: Path, s3_endpoint: str) -> None:  #
     _mark_done(files)
     log = tmp_path / "ray.log"
     cmd = [sys.executable, "-m", "fp8stream", "zoo", f"s3://{BUCKET}/src", f"s3://{BUCKET}/dst", "--workers", "2",
-           "--ray-log", str(log)]
+           "--ray-log", str(log), *SIMULATE_ON_CPU]
     # the zoo reaches the store through a relay that holds the big file's first UploadPart
     proxy = HoldingProxy(s3_endpoint, rb"PUT /%s/dst/%s\?[^ ]*partNumber=" % (BUCKET.encode(), BIG.encode()))
     proc = subprocess.Popen(cmd, env={**subprocess_env(), "AWS_ENDPOINT_URL": proxy.url}, stdout=subprocess.PIPE,
@@ -234,7 +239,7 @@ def test_zoo_joins_an_existing_cluster_with_its_token(tmp_path: Path) -> None:
     head, address = _start_head(tmp, {k: v for k, v in env.items() if k != "PYTHONPATH"})
     try:
         cmd = [sys.executable, "-m", "fp8stream", "zoo", f"file://{src}", f"file://{tmp_path}/dst", "--address", address,
-               "--ray-log", str(tmp_path / "ray.log")]
+               "--ray-log", str(tmp_path / "ray.log"), *SIMULATE_ON_CPU]
         refused = subprocess.run(cmd, env=dict(env, RAY_AUTH_TOKEN=""), capture_output=True, text=True, timeout=120)
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
         assert refused.stderr.startswith(f"fp8stream: error: Ray: cannot join {address} (Token authentication")
