@@ -49,7 +49,7 @@ import fp8stream  # noqa: E402
 from fp8stream.cli import main as cli_main  # noqa: E402
 from fp8stream.harness import dit, judge, minilm, rescale  # noqa: E402
 from fp8stream.harness.checkpoint import FP8Layer, read_fp8_layers  # noqa: E402
-from fp8stream.harness.fp8 import FP8_MAX, Scale, pinned, sqnr_db  # noqa: E402
+from fp8stream.harness.fp8 import FP8_MAX, Scale, pinned  # noqa: E402
 from fp8stream.harness.record import LinearInputs, record_linear_inputs  # noqa: E402
 
 MODELS = ["minilm", "flux_k1", "flux_k100", "flux_k1000", "flux_split256", "flux_outlier50", "sd3", "wan"]

@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import quality_models as qm  # noqa: E402
-
 from fp8stream.forward.families import family_module  # noqa: E402
 from fp8stream.forward.mapping import derive_mapping  # noqa: E402
 

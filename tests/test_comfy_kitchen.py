@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import comfy_kitchen.tensor as ck_tensor
+import pytest
 import torch
 
 from conftest import run_cli
 from fp8stream.synthetic.checkpoint import write_checkpoint
-
-
 
 # FP8 e4m3 keeps 3 mantissa bits: quantizing a layer's input costs about 2^-5 of its output's
 # norm (1-3 % measured on the tiny DiT); a scale that clips the real activations costs far more.

@@ -10,13 +10,11 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-import pytest
-
 import diffusers  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
+import pytest
 
 import forward_tiny as ft  # noqa: E402
 from conftest import run_cli, run_subprocess  # noqa: E402
-
 from fp8stream.io.reader import LazyFile  # noqa: E402
 
 FORWARD = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8", "--forward-threads", "1",

@@ -33,7 +33,6 @@ import transformers  # noqa: F401
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import quality as Q  # noqa: E402
-
 from fp8stream.calibration.settings import CalibrationSettings  # noqa: E402
 from fp8stream.harness.fp8 import fp8_linear_quality, pinned  # noqa: E402
 from fp8stream.harness.judge import CLIP_BAR, pct_within  # noqa: E402

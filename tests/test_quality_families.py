@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from fp8stream.harness import dit, flux, names, rescale
-from fp8stream.harness.fp8 import pinned
 from fp8stream.harness.digits import ClassConditioning, digit_classifier, load_digits_tokens, sample_accuracy
+from fp8stream.harness.fp8 import pinned
 
 
 @pytest.fixture(scope="module", autouse=True)

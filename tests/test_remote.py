@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import zstandard
-
 from click.testing import CliRunner
 
 from fp8stream.calibration.settings import CalibrationSettings

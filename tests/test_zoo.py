@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import ray  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
 import torch
 import zstandard
@@ -189,6 +188,7 @@ def _start_head(tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     """`ray start --head --block` in a session of its own (stopped by its pid, never by
     `ray stop`, which would stop every Ray on the machine); its address once it is up."""
     import socket
+
     from tests.s3_endpoint import _free_port
     port = _free_port()
     log = open(tmp / "head.log", "wb")

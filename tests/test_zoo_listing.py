@@ -55,11 +55,12 @@ def test_prefix_listing_and_probe(tmp_path: Path) -> None:
 def test_sharded_models_are_one_item_and_skip_if_done_works_without_s3(tmp_path: Path) -> None:
     """file:// and memory:// have no user metadata: the record is a sidecar object beside the
     output (the index of a sharded one), written before the output is committed."""
+    import fsspec
+
     from fp8stream.commands.zoo import zoo_settings
     from fp8stream.rewrite import RewriteOptions
     from fp8stream.zoo.identity import is_done, output_metadata
     from fp8stream.zoo.task import run_one
-    import fsspec
 
     src = tmp_path / "src"
     src.mkdir()

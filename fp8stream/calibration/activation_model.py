@@ -13,7 +13,15 @@ import numpy as np
 
 from fp8stream.calibration import graph as G
 from fp8stream.calibration.channels import (
-    EXTERNAL_RMS, GAUSS_MAX, Channels, HeldMatrix, external, finish, sinusoid, spectral)
+    EXTERNAL_RMS,
+    GAUSS_MAX,
+    Channels,
+    HeldMatrix,
+    external,
+    finish,
+    sinusoid,
+    spectral,
+)
 from fp8stream.calibration.fp8 import row_sum_squares, row_sum_squares_torch
 from fp8stream.calibration.producer_rows import RowSums
 from fp8stream.formats.layers import FP8Layer

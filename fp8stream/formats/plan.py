@@ -16,16 +16,21 @@ import json
 from dataclasses import replace
 from typing import Mapping
 
-from fp8stream.version import __version__
 from fp8stream.errors import InvalidCheckpointError, UsageError
 from fp8stream.formats import comfy_quant, legacy
 from fp8stream.formats.layers import COMFY, LEGACY, PLAIN, FP8Layer, LayerInventory, take_inventory
-from fp8stream.formats.prefixes import common_model_prefix
-from fp8stream.formats.quant_metadata import QUANT_METADATA_KEY, QuantMetadata, read_quant_metadata, synced_quant_metadata
 from fp8stream.formats.plan_types import FormatOptions, LayerPlan, RewritePlan, Role, TailTensor
+from fp8stream.formats.prefixes import common_model_prefix
+from fp8stream.formats.quant_metadata import (
+    QUANT_METADATA_KEY,
+    QuantMetadata,
+    read_quant_metadata,
+    synced_quant_metadata,
+)
 from fp8stream.formats.selection import excluded_layers
 from fp8stream.io.dtypes import DTYPE_BITS
 from fp8stream.io.header import Header, OutputEntry
+from fp8stream.version import __version__
 
 METADATA_PREFIX = "fp8stream."
 TARGETS = ("auto", "comfy", "legacy")

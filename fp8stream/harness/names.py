@@ -4,9 +4,8 @@ halves in the other order (shift, scale vs scale, shift)."""
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Callable, Mapping, Sequence
 
 import torch

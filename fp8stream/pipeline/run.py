@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO, Mapping
 
+from fp8stream import verify
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
 from fp8stream.formats.plan_types import LayerPlan, RewritePlan
 from fp8stream.io.dtypes import f32_bytes
@@ -19,7 +20,6 @@ from fp8stream.pipeline.inputs import ModelInput
 from fp8stream.pipeline.loop import Feed, StreamState, facts_from_state, stream_file
 from fp8stream.pipeline.scales import LayerFacts, Resolved, to_estimate
 from fp8stream.progress import bar as progress_bar
-from fp8stream import verify
 
 
 @dataclass

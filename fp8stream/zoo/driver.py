@@ -17,8 +17,8 @@ from typing import Any, Callable
 from fp8stream.errors import EXIT_FAILURE, UsageError
 from fp8stream.report import FileReport
 from fp8stream.rewrite import RewriteOptions
-from fp8stream.zoo.identity import is_done, output_metadata
 from fp8stream.zoo.console import CONSOLE
+from fp8stream.zoo.identity import is_done, output_metadata
 from fp8stream.zoo.listing import ZooItem
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

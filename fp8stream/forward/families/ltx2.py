@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import torch
-
 from fp8stream.formats.architecture import count_blocks
 from fp8stream.forward.families import rename_prefixes
 from fp8stream.forward.inputs import SamplePlan, grid
