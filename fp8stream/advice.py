@@ -54,9 +54,9 @@ def merged_numbers(texts: list[str]) -> str:
     """Texts equal but for their numbers, said once: each number that differs as its range
     ('amax 95.61..979.1 x margin 3')."""
     skeleton = _NUMBER.split(texts[0])
-    columns = list(zip(*(_NUMBER.findall(t) for t in texts)))
+    columns = list(zip(*(_NUMBER.findall(t) for t in texts), strict=False))
     out = [skeleton[0]]
-    for column, text in zip(columns, skeleton[1:]):
+    for column, text in zip(columns, skeleton[1:], strict=False):
         out += [_span(list(column)), text]
     return "".join(out)
 

@@ -232,7 +232,7 @@ def plot(results: list[dict], path: str) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     tools = sorted({t for r in results for t in r["median"]}, key=lambda t: (t != "cp", t != "naive", t))
-    for tool, marker in zip(tools, "os^v<>"):
+    for tool, marker in zip(tools, "os^v<>", strict=False):
         pts = sorted((r["bytes"] / 1e9, r["median"][tool]) for r in results if tool in r["median"])
         if not pts:
             continue

@@ -414,7 +414,7 @@ def test_synthetic_checkpoints_order_data_as_the_safetensors_library_does(tmp_pa
     dtypes = ["F32", "F8_E4M3", "U8", "F8_E4M3", "BF16", "I64", "BOOL", "F8_E5M2"]
     save_file(tensors, str(tmp_path / "lib.safetensors"))
     ours = [SyntheticTensor(name, dtype, tuple(t.shape), lambda t=t: [t.reshape(-1).view(torch.uint8).numpy().tobytes()])
-            for (name, t), dtype in zip(tensors.items(), dtypes)]
+            for (name, t), dtype in zip(tensors.items(), dtypes, strict=True)]
     write_checkpoint(str(tmp_path / "ours.safetensors"), ours)
     orders = []
     for name in ("lib", "ours"):

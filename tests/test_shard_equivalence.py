@@ -86,7 +86,7 @@ def write_shards(single: Path, folder: Path, shards: int, seed: int) -> None:
         header = f.header
     names = [t.name for t in header.tensors]
     cuts = sorted(random.Random(seed).sample(range(1, len(names)), shards - 1))
-    bounds = list(zip([0] + cuts, cuts + [len(names)]))
+    bounds = list(zip([0] + cuts, cuts + [len(names)], strict=True))
     weight_map = {}
     with TensorSource.for_file(str(single), header) as source:
         for i, (a, b) in enumerate(bounds):

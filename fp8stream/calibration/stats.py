@@ -55,7 +55,7 @@ class LayerStats:
         if other.amax is not None:
             self.amax = other.amax if self.amax is None else max(self.amax, other.amax)
         if other.hist is not None:
-            self.hist = list(other.hist) if self.hist is None else [a + b for a, b in zip(self.hist, other.hist)]
+            self.hist = list(other.hist) if self.hist is None else [a + b for a, b in zip(self.hist, other.hist, strict=False)]
         self.calls += other.calls
         self.count += other.count
         self.sources += other.sources

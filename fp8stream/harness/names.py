@@ -56,7 +56,7 @@ def split(sd: Mapping[str, torch.Tensor], maps: Sequence[LinearMap], others: Seq
             t = sd[f"{lm.comfy}.{suffix}"]
             if lm.swap_halves:
                 t = swap_halves(t)
-            for p, piece in zip(lm.parts, torch.split(t, sizes, dim=0)):
+            for p, piece in zip(lm.parts, torch.split(t, sizes, dim=0), strict=True):
                 out[f"{p}.{suffix}"] = piece.contiguous()
     for ck, dk in others:
         out[dk] = sd[ck]

@@ -58,7 +58,7 @@ def stream_model(model: ModelInput, plans: list[RewritePlan], calibrated: list[L
     on_cuda = settings.device == "cuda"  # its peak was reset before method.prepare (rewrite.py)
     state = StreamState()
     files = []
-    for part, plan, (sink, out) in zip(model.parts, plans, sinks):
+    for part, plan, (sink, out) in zip(model.parts, plans, sinks, strict=True):
         writer = StreamingWriter(out, plan.entries, plan.metadata)
         writer.write_header()
         stream = TensorStream(part.source, part.header)

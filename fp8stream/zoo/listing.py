@@ -104,7 +104,7 @@ def probe(item: ZooItem, zstd_out: ZstdSettings | None) -> None:
         return
     header = merged_header(headers) if index else headers[0]
     item.index_name = index.name if index else None
-    item.pins = {p: tag for p, (_, tag) in zip(paths, records) if tag}
+    item.pins = {p: tag for p, (_, tag) in zip(paths, records, strict=True) if tag}
     tags = [tag or "" for _, tag in records]
     tag = (tags[0] or None) if not index else hashlib.sha256("\n".join(tags).encode()).hexdigest()[:32]
     item.identity = InputIdentity(sum(size for size, _ in records), tag, header_digest(header))
