@@ -131,7 +131,7 @@ def test_plain_scale_formats_are_accepted() -> None:
 
 def test_recorder_accumulates_amax_and_histogram(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2))
-    with fp8stream.record(model, str(tmp_path / "s.json")) as rec:
+    with fp8stream.record(model, str(tmp_path / "s.json")):
         model(torch.tensor([[1.0, -2.0, 0.0, 0.5]]))
         model(torch.tensor([[3.0, 0.0, 0.0, 0.0]]))
     doc = json.loads((tmp_path / "s.json").read_text())

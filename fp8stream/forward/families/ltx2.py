@@ -86,7 +86,6 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    b = plan.size
     frames = 2
     h, w = grid(max(1, plan.image_tokens // frames))
     tokens, first = frames * h * w, h * w
