@@ -84,7 +84,8 @@ def group_warnings(layer_warnings: list[tuple[str, list[str]]]) -> list[WarningG
 
 def exclude_arguments(layers: list[str], all_layers: list[str], full: bool = False) -> str:
     """The --exclude arguments that select exactly `layers`: a glob with the block numbers
-    wildcarded (the first numeric part) where it matches only warned layers (`double_blocks.*.img_mlp.2`), else the name;
+    wildcarded (the first numeric part) where it matches only warned layers (`double_blocks.*.img_mlp.2`),
+    else the name;
     the first few, and a count of the rest."""
     warned = set(layers)
     args: list[str] = []

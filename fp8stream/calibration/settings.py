@@ -38,12 +38,12 @@ class CalibrationSettings:
     forward_threads: int = 2  # forward: torch threads pinned for the pass
     forward_micro_batch: int | None = None  # forward: samples run at once; None: micro_batch_for()
     forward_conditioning: str = "weight-only"  # forward: conditioning-path layers: weight-only | fp8
-    assume_input_rms: float | None = None
+    assume_input_rms: float | None = None  # forward: opt-in bound for layers it cannot reach
     # a stream (pipe, zstd) is spooled to a temporary file for the forward pass; False: it is
     # not, and the forward pass does not run on it (the bound instead). Not recorded: a file
     # input is unaffected, and a spooled stream gives the file's bytes.
     spool: bool = True
-    progress: bool = False  # a progress bar for long passes (shows only; not recorded, changes no value)  # forward: opt-in bound for layers it cannot reach
+    progress: bool = False  # a progress bar for long passes (shows only; not recorded, changes no value)
 
     def __post_init__(self) -> None:
         # The one check of what the options need (CLI and API alike): an error before any work.

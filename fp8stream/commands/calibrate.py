@@ -92,8 +92,8 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
 @click.option("--forward-conditioning", type=click.Choice(("weight-only", "fp8")), default="weight-only",
               show_default=True,
               help="--method forward: layers that read one vector per sample (timestep/guidance/pooled embedders, "
-                   "AdaLN modulation) stay weight-only (at most a quarter of the layers; those that follow the sampling "
-                   "step's time first), or get FP8 scales too.")
+                   "AdaLN modulation) stay weight-only (at most a quarter of the layers; those that follow the "
+                   "sampling step's time first), or get FP8 scales too.")
 @click.option("--assume-input-rms", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="--method forward: layers the forward pass cannot reach and whose bound needs an assumption "
                    "about the model's inputs get that bound with inputs of rms <= R, instead of staying "
@@ -119,7 +119,8 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
               help="Percentile of |activation| for --rule percentile.")
 @click.option("--samples", type=click.IntRange(1, 65536), default=64, show_default=True,
               help="Synthetic input rows per layer.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed: same seed, input and device give the same bytes.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed: same seed, input and device give the same bytes.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where calibration maths runs; auto = CUDA when available.")
 @click.option("--overwrite-scales", is_flag=True, help="Replace every existing input scale, real ones too.")
@@ -148,7 +149,8 @@ def _zstd_settings(level: int, threads: int | None, budget: int) -> ZstdSettings
 @click.option("--verbose", is_flag=True,
               help="The table gives a line per layer (shape, scale, what it rests on) instead of one per reason.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Append the report to FILE.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--zstd", "zstd", is_flag=True,
               help="Compress stdout ('-') or the --out-dir outputs with zstd (OUT named *.zst is always compressed; "
                    "compressed input is detected by itself).")
@@ -167,10 +169,11 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
               forward_micro_batch: int | None, forward_threads: int, forward_conditioning: str,
               assume_input_rms: float | None, spool: bool, stats_path: str | None, map_path: str | None,
               stats_margin: float | None, fallback: str, factor: float, rule: str, percentile: float, samples: int,
-              seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool, target: str, include: tuple[str, ...],
-              exclude: tuple[str, ...], preset: str | None, exclude_untouched: bool, force: bool, dry_run: bool,
-              verify: bool, as_json: bool, verbose: bool, report_file: str | None, progress: bool | None, zstd: bool, zstd_level: int,
-              zstd_threads: int | None, keep_going: bool, jobs: int, max_memory: str | None, storage_json: str | None) -> None:
+              seed: int, device: str, overwrite_scales: bool, keep_weight_only: bool, target: str,
+              include: tuple[str, ...], exclude: tuple[str, ...], preset: str | None, exclude_untouched: bool,
+              force: bool, dry_run: bool, verify: bool, as_json: bool, verbose: bool, report_file: str | None,
+              progress: bool | None, zstd: bool, zstd_level: int, zstd_threads: int | None, keep_going: bool, jobs: int,
+              max_memory: str | None, storage_json: str | None) -> None:
     """Calibrate IN and write the result to OUT, or several INs (paths or globs) into --out-dir.
 
     '-' reads stdin or writes stdout (one pass, same memory bound as files); zstd input is
@@ -214,8 +217,7 @@ def calibrate(paths: tuple[str, ...], out_dir: str | None, method: str, sim_mode
             input=inputs[0], output=output, settings=settings, overwrite_scales=overwrite_scales,
             keep_weight_only=keep_weight_only, target=target, include=include, exclude=exclude, preset=preset,
             exclude_untouched=exclude_untouched, force=force, dry_run=dry_run, verify=verify,
-            progress=sys.stderr.isatty() if progress is None else progress, zstd=zstd_settings,
-        )
+            progress=sys.stderr.isatty() if progress is None else progress, zstd=zstd_settings)
         return _run(template, inputs, out_dir if batch else None, compress, BatchSettings(keep_going, jobs, budget),
                     ReportOptions(as_json, verbose, report_file))
 

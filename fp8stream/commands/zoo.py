@@ -18,7 +18,8 @@ from fp8stream.rewrite import RewriteOptions
 
 @click.command(epilog=EXIT_CODES)
 @click.argument("prefixes", metavar="[SRC_PREFIX DST_PREFIX]", nargs=-1)
-@click.option("--pairs", "pairs_file", type=click.Path(dir_okay=False), help="File of 'IN OUT' lines (instead of prefixes).")
+@click.option("--pairs", "pairs_file", type=click.Path(dir_okay=False),
+              help="File of 'IN OUT' lines (instead of prefixes).")
 @click.option("--method", type=click.Choice(["simulate", "auto", "forward", "heuristic"]), default="simulate",
               show_default=True, help="As for calibrate (the methods that need no side file). simulate reads each "
               "input once; auto/forward run the forward pass, which reads a URL input twice (docs/remote.md).")
@@ -37,7 +38,8 @@ from fp8stream.rewrite import RewriteOptions
               help="Re-runs of a task whose worker or node died (a failing file is not retried).")
 @click.option("--storage-options", "storage_json", help="JSON object for fsspec (endpoint, profile, anon...).")
 @click.option("--ray-log", default="fp8stream-zoo-ray.log", show_default=True, help="Where Ray's own messages go.")
-@click.option("--report", "report_file", type=click.Path(dir_okay=False), help="Append the JSON lines to FILE, not stdout.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False),
+              help="Append the JSON lines to FILE, not stdout.")
 def zoo(prefixes: tuple[str, ...], pairs_file: str | None, method: str, sim_mode: str, margin: float, samples: int,
         seed: int, device: str, preset: str | None, force: bool, address: str | None, workers: int, gpus: float,
         retries: int, storage_json: str | None, ray_log: str, report_file: str | None) -> None:

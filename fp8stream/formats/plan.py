@@ -56,7 +56,8 @@ def _out_flavour(layer: FP8Layer, file_flavour: str) -> str:
 def _file_flavour(inventory: LayerInventory, target: str) -> str:
     flavours = inventory.flavours
     if target == "legacy" and COMFY in flavours:
-        raise UsageError("--target legacy: converting ComfyUI mixed-precision layers to legacy scaled_fp8 is not supported")
+        raise UsageError("--target legacy: converting ComfyUI mixed-precision layers to legacy scaled_fp8 "
+                         "is not supported")
     if target != "auto":
         return target
     return LEGACY if LEGACY in flavours else COMFY
@@ -153,7 +154,8 @@ def _tensor_roles(plan: RewritePlan, p: LayerPlan, header: Header) -> None:
     if layer.flavour == COMFY and layer.marker in has:
         plan.roles[layer.marker] = Role.MARKER
         plan.plan_by_marker[layer.marker] = p
-        plan.out_sizes[layer.marker] = comfy_quant.marker_size(has[layer.marker].nbytes, sets_flag=p.out_weight_only is True)
+        plan.out_sizes[layer.marker] = comfy_quant.marker_size(has[layer.marker].nbytes,
+                                                               sets_flag=p.out_weight_only is True)
     elif layer.flavour == LEGACY and p.out_flavour == COMFY:
         if layer.weight_scale in has:
             plan.out_names[layer.weight_scale] = f"{layer.name}.weight_scale"
@@ -232,7 +234,8 @@ def build_plan(header: Header, calibration: dict[str, object], options: FormatOp
         if p.calibrated:
             plan.layer_by_weight[p.layer.weight.name] = p.layer
         added += _layer_tail(p, inventory.quant_metadata, meta_docs)
-    marker = _legacy_marker(plan, all_plans, inventory, _file_flavour(inventory, options.target), options.keep_weight_only)
+    marker = _legacy_marker(plan, all_plans, inventory, _file_flavour(inventory, options.target),
+                            options.keep_weight_only)
     plan.tail = ([marker] if marker else []) + added + [TailTensor(p.scale_key, "F32", (), scale_of=p.layer.name)
                                                         for p in plans if p.calibrated]
     plan.entries = _entries(plan)

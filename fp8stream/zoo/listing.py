@@ -132,5 +132,6 @@ def _stored(path: str) -> tuple[int, str | None]:
 
 
 def header_digest(header: Header) -> str:
-    text = repr([(t.name, t.dtype, t.shape, t.begin, t.nbytes) for t in header.tensors]) + repr(sorted((header.metadata or {}).items()))
+    tensors = [(t.name, t.dtype, t.shape, t.begin, t.nbytes) for t in header.tensors]
+    text = repr(tensors) + repr(sorted((header.metadata or {}).items()))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
