@@ -217,7 +217,8 @@ def bars_table(results: Mapping[str, dict]) -> str:
         cells = []
         for r in results.values():
             b = r["bars"].get(s)
-            cells.append("-" if b is None else ("pass" if all(b.values()) else ", ".join(k for k, ok in b.items() if not ok)))
+            cells.append("-" if b is None
+                         else ("pass" if all(b.values()) else ", ".join(k for k, ok in b.items() if not ok)))
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -257,7 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     out = run(args)
     if args.json:
-        args.json.write_text(json.dumps(out, indent=1, default=lambda v: None if isinstance(v, float) and math.isinf(v) else v))
+        args.json.write_text(json.dumps(out, indent=1,
+                                        default=lambda v: None if isinstance(v, float) and math.isinf(v) else v))
     if args.markdown:
         args.markdown.write_text("\n".join(out[m]["markdown"] for m in args.models) + "\n" + out["bars_markdown"])
     return out
