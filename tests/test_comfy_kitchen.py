@@ -44,7 +44,8 @@ def test_default_scales_run_the_real_activations_through_comfy_kitchen(tmp_path:
     assert sum(e > KITCHEN_TOLERANCE for e in clipped_errors.values()) > len(errors) // 2, clipped_errors
 
 
-def _kitchen_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, input_scale: float) -> torch.Tensor:
+def _kitchen_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
+                    input_scale: float) -> torch.Tensor:
     QuantizedTensor, Layout = ck_tensor.QuantizedTensor, ck_tensor.TensorCoreFP8Layout
     qw = QuantizedTensor(weight, "TensorCoreFP8Layout", Layout.Params(scale=weight_scale, orig_dtype=torch.float32,
                                                                        orig_shape=tuple(weight.shape)))
@@ -63,7 +64,8 @@ def test_every_flavour_runs_through_comfy_kitchen_as_comfyui_loads_it(tmp_path: 
     from comfy_loader import load_like_comfyui
 
     src, out = tmp_path / "in.safetensors", tmp_path / "out.safetensors"
-    write_checkpoint(str(src), build_model(arch, flavour, weight_only=True, input_scale=1.0 if flavour != "plain" else None))
+    write_checkpoint(str(src),
+                     build_model(arch, flavour, weight_only=True, input_scale=1.0 if flavour != "plain" else None))
     result = run_cli("calibrate", "--method", "simulate", "--json", *args, src, out)
     assert result.exit_code == 0, result.output
     reported = {layer["name"]: layer["scale"] for layer in json.loads(result.stdout)["layers"]}

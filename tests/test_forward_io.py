@@ -76,7 +76,8 @@ def tmpdir_env(tmp_path: Path, monkeypatch) -> Path:
     return folder
 
 
-def test_stdin_and_zstd_are_spooled_urls_read_by_ranges_all_give_the_file_bytes(flux: Path, tmp_path: Path, tmpdir_env: Path) -> None:
+def test_stdin_and_zstd_are_spooled_urls_read_by_ranges_all_give_the_file_bytes(flux: Path, tmp_path: Path,
+                                                                                 tmpdir_env: Path) -> None:
     import zstandard
 
     data = flux.read_bytes()
@@ -224,7 +225,8 @@ def test_default_micro_batch_is_the_whole_default_batch() -> None:
 
 
 
-def test_model_code_that_fails_on_meta_tensors_leaves_the_conditioning_path_to_the_real_pass(flux, tmp_path, monkeypatch):
+def test_model_code_that_fails_on_meta_tensors_leaves_the_conditioning_path_to_the_real_pass(flux, tmp_path,
+                                                                                             monkeypatch):
     """The pass on meta tensors is a probe: model code that cannot run there (an MoE's routing,
     or any other failure) gives no path, and the real pass then runs before the header and
     finds the conditioning layers itself."""

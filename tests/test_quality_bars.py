@@ -136,7 +136,8 @@ def test_a_planted_regression_misses_the_bars(judged) -> None:
     small misses the end-to-end bar by more than its margin."""
     model, case, result = judged
     rows, scales = result["layers"], result["scales"]["default"]
-    tight = min((n for n in rows if "scale_ratio" in rows[n]["default"]), key=lambda n: rows[n]["default"]["scale_ratio"])
+    tight = min((n for n in rows if "scale_ratio" in rows[n]["default"]),
+                key=lambda n: rows[n]["default"]["scale_ratio"])
     layer = case.layers[tight]
     small = {n: None if s is None else s / 10 for n, s in scales.items()}
     with pinned(1):

@@ -26,7 +26,8 @@ def one_thread():
 def _converter(name: str):
     from diffusers.loaders import single_file_utils as s
 
-    return {"sd3": s.convert_sd3_transformer_checkpoint_to_diffusers, "wan": s.convert_wan_transformer_to_diffusers}[name]
+    return {"sd3": s.convert_sd3_transformer_checkpoint_to_diffusers,
+            "wan": s.convert_wan_transformer_to_diffusers}[name]
 
 
 @pytest.mark.parametrize("name", ["sd3", "wan"])

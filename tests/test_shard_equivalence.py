@@ -33,7 +33,8 @@ def _wan_small_time_projection() -> list[SyntheticTensor]:
     out = []
     for t in build_model("wan", "comfy", weight_only=True, input_scale=1.0):
         if t.name == "time_projection.1.weight_scale":
-            t = SyntheticTensor(t.name, t.dtype, t.shape, np.float32(np.frombuffer(t.data, np.float32)[0] * 1e-3).tobytes())
+            t = SyntheticTensor(t.name, t.dtype, t.shape,
+                                np.float32(np.frombuffer(t.data, np.float32)[0] * 1e-3).tobytes())
         out.append(t)
     return out
 
