@@ -54,9 +54,9 @@ def merged_numbers(texts: list[str]) -> str:
     """Texts equal but for their numbers, said once: each number that differs as its range
     ('amax 95.61..979.1 x margin 3')."""
     skeleton = _NUMBER.split(texts[0])
-    columns = list(zip(*(_NUMBER.findall(t) for t in texts)))
+    columns = list(zip(*(_NUMBER.findall(t) for t in texts), strict=False))
     out = [skeleton[0]]
-    for column, text in zip(columns, skeleton[1:]):
+    for column, text in zip(columns, skeleton[1:], strict=False):
         out += [_span(list(column)), text]
     return "".join(out)
 
@@ -84,7 +84,8 @@ def group_warnings(layer_warnings: list[tuple[str, list[str]]]) -> list[WarningG
 
 def exclude_arguments(layers: list[str], all_layers: list[str], full: bool = False) -> str:
     """The --exclude arguments that select exactly `layers`: a glob with the block numbers
-    wildcarded (the first numeric part) where it matches only warned layers (`double_blocks.*.img_mlp.2`), else the name;
+    wildcarded (the first numeric part) where it matches only warned layers (`double_blocks.*.img_mlp.2`),
+    else the name;
     the first few, and a count of the rest."""
     warned = set(layers)
     args: list[str] = []

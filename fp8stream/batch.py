@@ -233,7 +233,7 @@ def _run_parallel(options: list[RewriteOptions], settings: BatchSettings,
                 if report.status == "failed" and not settings.keep_going:
                     stop = True
     finally:
-        for receiver, (_, process, _) in running.items():
+        for _, process, _ in running.values():
             process.terminate()  # SIGTERM: the worker removes its temporary file
         for receiver, (_, process, _) in running.items():
             process.join(timeout=30)

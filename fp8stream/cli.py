@@ -8,13 +8,13 @@ interrupts.install()  # before anything slow: a Ctrl-C during start-up ends in o
 
 import click  # noqa: E402
 
-from fp8stream.version import __version__  # noqa: E402
 from fp8stream.commands.calibrate import calibrate  # noqa: E402
 from fp8stream.commands.common import EXIT_CODES, OneLineErrors  # noqa: E402
 from fp8stream.commands.inspect import inspect  # noqa: E402
 from fp8stream.commands.verify import verify  # noqa: E402
 from fp8stream.commands.zoo import zoo  # noqa: E402
 from fp8stream.io.heap import return_large_buffers_to_the_system  # noqa: E402
+from fp8stream.version import __version__  # noqa: E402
 
 
 @click.group(cls=OneLineErrors, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})

@@ -29,7 +29,7 @@ def _merge_at(patterns: list[Pattern], position: int) -> list[Pattern]:
         key = (len(p), p[:position] + p[position + 1:])
         merged.setdefault(key, set()).update(p[position])
     out = []
-    for (length, rest), alternatives in merged.items():
+    for (_, rest), alternatives in merged.items():
         if not alternatives:  # shorter than position: passed through
             out.append(rest)
             continue

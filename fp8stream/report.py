@@ -86,7 +86,7 @@ class FileReport:
         doc["layers_skipped"] = len(self.skipped)
         doc["layers_excluded"] = len(self.excluded)
         doc["seconds"] = round(self.seconds, 3)
-        for layer, entry in zip(self.layers, doc["layers"]):
+        for layer, entry in zip(self.layers, doc["layers"], strict=True):
             # measured, forward pass, given or assumed; None for a scale kept from the file
             entry["basis"] = basis_label(layer) if layer.source != "kept" and layer.assumption else None
         names = [layer.name for layer in self.layers]

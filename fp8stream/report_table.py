@@ -67,7 +67,8 @@ def _grouped_lines(report: FileReport) -> list[str]:
 def _verbose_lines(report: FileReport) -> list[str]:
     """A line per layer (shape, scale, flag, source), its basis and notes; a line per exclusion."""
     width = max((len(layer.name) for layer in report.layers), default=5)
-    lines = [f"{'layer':<{width}}  {'shape':>13}  {'input_scale':>11}  {'fp8 act':>7}  scale source"] if report.layers else []
+    header = f"{'layer':<{width}}  {'shape':>13}  {'input_scale':>11}  {'fp8 act':>7}  scale source"
+    lines = [header] if report.layers else []
     for layer in report.layers:
         shape = "x".join(str(d) for d in layer.shape)
         act = "yes" if layer.fp8_activations else "no"
@@ -124,7 +125,8 @@ def _next_steps(report: FileReport) -> list[str]:
     """In plain words: what the file now does in ComfyUI, and what to do with it."""
     counts = report.counts
     lines = [f"in ComfyUI: {plural(counts.fp8_activations, 'layer quantizes its', 'layers quantize their')} input to "
-             f"FP8 with the layer's input_scale (fp8 act: yes); {plural(counts.weight_only, 'layer runs', 'layers run')} "
+             "FP8 with the layer's input_scale (fp8 act: yes); "
+             f"{plural(counts.weight_only, 'layer runs', 'layers run')} "
              "weight-only (full-precision matmul, fp8 act: no)"]
     if report.status == "unscaled":
         lines.append("no layer scaled (exit code 5): the file runs weight-only in ComfyUI as before; "
@@ -147,7 +149,8 @@ def render_table(report: FileReport, verbose: bool = False) -> str:
     skipped: dict[str, list[str]] = {}
     for s in report.skipped:
         skipped.setdefault(s.reason, []).append(s.name)
-    lines += [f"skipped {names_text(names, 'tensor', every_name=verbose)}: {reason}" for reason, names in skipped.items()]
+    lines += [f"skipped {names_text(names, 'tensor', every_name=verbose)}: {reason}"
+              for reason, names in skipped.items()]
     lines.append(_summary(report))
     if report.verify:
         lines.append(f"verify: {report.verify}")

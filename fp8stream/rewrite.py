@@ -21,8 +21,8 @@ from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, Model
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.errors import EXIT_UNSCALED, NothingToCalibrateError, UsageError
 from fp8stream.formats.architecture import detect, header_shapes
-from fp8stream.formats.layers import take_inventory
 from fp8stream.formats.format_notes import format_note
+from fp8stream.formats.layers import take_inventory
 from fp8stream.formats.plan import build_plan, plan_layers
 from fp8stream.formats.plan_types import FormatOptions, LayerPlan, RewritePlan
 from fp8stream.formats.selection import PRESET_NAMES, Selection

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import struct
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -54,8 +55,7 @@ def _counterpart(name: str) -> str | None:
 
 def needs_raw(name: str) -> bool:
     """Whether comparing this tensor needs its bytes, not only its digest."""
-    return (is_scale(name) or name.endswith(WEIGHT_SCALE_SUFFIXES) or name.endswith(MARKER_SUFFIX)
-            or is_legacy_marker(name))
+    return is_scale(name) or name.endswith((*WEIGHT_SCALE_SUFFIXES, MARKER_SUFFIX)) or is_legacy_marker(name)
 
 
 class TensorSide(Protocol):
@@ -221,13 +221,13 @@ def _compare_metadata(a: dict[str, str] | None, b: dict[str, str] | None, compar
             continue
         label = f"__metadata__[{key}]"
         if key.startswith(METADATA_PREFIX):
-            comparison.differences.append(Difference(label, "fp8stream's own record", True))
+            detail, expected = "fp8stream's own record", True
         elif key == QUANTIZATION_METADATA and key in a and key in b:
-            same = quantization_metadata_compatible(json_or_none(a[key]), json_or_none(b[key]))
-            comparison.differences.append(Difference(label, "weight-only flags or layers synced" if same else "changed", same))
+            expected = quantization_metadata_compatible(json_or_none(a[key]), json_or_none(b[key]))
+            detail = "weight-only flags or layers synced" if expected else "changed"
         else:
-            what = "added" if key not in a else "removed" if key not in b else "changed"
-            comparison.differences.append(Difference(label, what, False))
+            detail, expected = "added" if key not in a else "removed" if key not in b else "changed", False
+        comparison.differences.append(Difference(label, detail, expected))
 
 
 def compare(before: TensorSide, after: TensorSide) -> Comparison:
@@ -250,8 +250,10 @@ def compare(before: TensorSide, after: TensorSide) -> Comparison:
         if info_a is None:
             comparison.differences.append(_added(name, info_b, after))
         elif renamed_from is not None:
-            same = (info_a.dtype, info_a.shape) == (info_b.dtype, info_b.shape) and before.digest(info_a) == after.digest(info_b)
-            comparison.differences.append(Difference(name, f"renamed from {renamed_from}" + ("" if same else ", bytes differ"), same))
+            same = ((info_a.dtype, info_a.shape) == (info_b.dtype, info_b.shape)
+                    and before.digest(info_a) == after.digest(info_b))
+            what = f"renamed from {renamed_from}" + ("" if same else ", bytes differ")
+            comparison.differences.append(Difference(name, what, same))
         elif is_legacy_marker(name) and info_b.dtype == "F8_E4M3" and info_b.shape in ((0,), (2,)) \
                 and (info_a.shape != info_b.shape or before.digest(info_a) != after.digest(info_b)):
             comparison.differences.append(Difference(name, f"legacy marker resized to {list(info_b.shape)}", True))
@@ -273,15 +275,12 @@ def compare(before: TensorSide, after: TensorSide) -> Comparison:
 
 def read_back(path: str) -> StreamSide:
     """A file read once, front to back (plain or zstd): every tensor's digest, small ones' bytes."""
-    source = open_input(path)
-    try:
+    with closing(open_input(path)) as source:
         stream = HashingStream(TensorStream(source, read_input_header(source)), keep_raw=needs_raw)
         for info in stream.header.tensors:
             for _ in stream.chunks(info):
                 pass
         stream.finish()
-    finally:
-        source.close()
     return StreamSide(stream)
 
 

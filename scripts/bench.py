@@ -137,7 +137,8 @@ def bench_one(arch: str, blocks: int | None, runs: int, device: str, workdir: st
     subprocess.run([sys.executable, "-c", make], check=True, env=dict(os.environ, PYTHONPATH=ROOT))
     size = os.path.getsize(src)
     largest = _largest_tensor(src)
-    print(f"[{arch} blocks={blocks or 'full'}] {size / 1e9:.2f} GB generated in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    print(f"[{arch} blocks={blocks or 'full'}] {size / 1e9:.2f} GB generated in {time.monotonic() - t0:.0f} s",
+          file=sys.stderr)
     commands = tool_commands(src, dst, device, methods)
     tools = ["cp"] + [t for t in commands if t.startswith("fp8stream")]
     naive_needs = 2.2 * size
@@ -169,7 +170,8 @@ def bench_one(arch: str, blocks: int | None, runs: int, device: str, workdir: st
     os.unlink(src)
     if os.path.exists(dst):
         os.unlink(dst)
-    med = {t: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "cache_dropped"} for t, rs in results.items()}
+    med = {t: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "cache_dropped"}
+           for t, rs in results.items()}
     # cold only where every run's page-cache drop succeeded: a warm run does not count as cold
     really_cold = cold and all(r["cache_dropped"] for rs in results.values() for r in rs)
     out = {"arch": arch, "method": methods[0] if len(methods) == 1 else methods, "blocks": blocks or "full",
@@ -232,7 +234,7 @@ def plot(results: list[dict], path: str) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     tools = sorted({t for r in results for t in r["median"]}, key=lambda t: (t != "cp", t != "naive", t))
-    for tool, marker in zip(tools, "os^v<>"):
+    for tool, marker in zip(tools, "os^v<>", strict=False):
         pts = sorted((r["bytes"] / 1e9, r["median"][tool]) for r in results if tool in r["median"])
         if not pts:
             continue
@@ -256,7 +258,8 @@ def main() -> None:
     ap.add_argument("--method", default="auto",
                     help="fp8stream's --method, or a comma list measured side by side in one run "
                          "(e.g. simulate,forward; default: the CLI's default, auto)")
-    ap.add_argument("--workdir", default=None, help="where checkpoints are generated (default: a temp folder in the current folder)")
+    ap.add_argument("--workdir", default=None,
+                    help="where checkpoints are generated (default: a temp folder in the current folder)")
     ap.add_argument("--no-naive", action="store_true", help="leave out the naive full-load script")
     ap.add_argument("--warm", action="store_true", help="do not drop page caches before each run")
     ap.add_argument("--out", default="bench-results")
@@ -268,8 +271,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir or ".", prefix=".bench-") as workdir:
         for arch in args.arch.split(","):
             for b in args.blocks.split(","):
-                results.append(bench_one(arch, None if b == "full" else int(b), args.runs, args.device, workdir, not args.warm,
-                                         args.method.split(","), not args.no_naive))
+                results.append(bench_one(arch, None if b == "full" else int(b), args.runs, args.device, workdir,
+                                         not args.warm, args.method.split(","), not args.no_naive))
                 save(results, args.out, args.device)  # after each model: a cut-off run keeps what it measured
     print(markdown(results))
 

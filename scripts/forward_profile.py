@@ -20,8 +20,8 @@ def main() -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    import torch
     import diffusers  # noqa: F401
+    import torch
 
     from fp8stream.forward.conditioning import from_shapes
     from fp8stream.forward.run import ForwardSettings, prepare, run

@@ -58,8 +58,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     total, all_failures = 0, collections.Counter()
-    for name, target, strategy, cases in [("header", hostile.header_target, hostile.header_blobs(), args.header),
-                                          ("calibrate", hostile.calibrate_target, hostile.checkpoints(), args.calibrate)]:
+    for name, target, strategy, cases in [
+            ("header", hostile.header_target, hostile.header_blobs(), args.header),
+            ("calibrate", hostile.calibrate_target, hostile.checkpoints(), args.calibrate)]:
         count, failures, examples = run(name, target, strategy, cases, args.seed)
         total += count
         all_failures += failures

@@ -49,7 +49,7 @@ import fp8stream  # noqa: E402
 from fp8stream.cli import main as cli_main  # noqa: E402
 from fp8stream.harness import dit, judge, minilm, rescale  # noqa: E402
 from fp8stream.harness.checkpoint import FP8Layer, read_fp8_layers  # noqa: E402
-from fp8stream.harness.fp8 import FP8_MAX, Scale, pinned, sqnr_db  # noqa: E402
+from fp8stream.harness.fp8 import FP8_MAX, Scale, pinned  # noqa: E402
 from fp8stream.harness.record import LinearInputs, record_linear_inputs  # noqa: E402
 
 MODELS = ["minilm", "flux_k1", "flux_k100", "flux_k1000", "flux_split256", "flux_outlier50", "sd3", "wan"]
@@ -217,7 +217,8 @@ def bars_table(results: Mapping[str, dict]) -> str:
         cells = []
         for r in results.values():
             b = r["bars"].get(s)
-            cells.append("-" if b is None else ("pass" if all(b.values()) else ", ".join(k for k, ok in b.items() if not ok)))
+            cells.append("-" if b is None
+                         else ("pass" if all(b.values()) else ", ".join(k for k, ok in b.items() if not ok)))
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -257,7 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     out = run(args)
     if args.json:
-        args.json.write_text(json.dumps(out, indent=1, default=lambda v: None if isinstance(v, float) and math.isinf(v) else v))
+        args.json.write_text(json.dumps(out, indent=1,
+                                        default=lambda v: None if isinstance(v, float) and math.isinf(v) else v))
     if args.markdown:
         args.markdown.write_text("\n".join(out[m]["markdown"] for m in args.models) + "\n" + out["bars_markdown"])
     return out

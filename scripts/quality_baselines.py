@@ -45,7 +45,8 @@ def per_layer(rec: qm.LinearInputs, layers: Mapping[str, qm.FP8Layer], bias: Cal
               sources: Mapping[str, ScaleFn]) -> dict[str, dict]:
     rows = {}
     for n, L in layers.items():
-        row = {s: qm.fp8_linear_quality(rec.calls(n), L.weight, L.weight_scale, fn(n), bias(n)) for s, fn in sources.items()}
+        row = {s: qm.fp8_linear_quality(rec.calls(n), L.weight, L.weight_scale, fn(n), bias(n))
+               for s, fn in sources.items()}
         row["amax"] = rec.amax(n)
         rows[n] = row
     return rows
@@ -53,7 +54,8 @@ def per_layer(rec: qm.LinearInputs, layers: Mapping[str, qm.FP8Layer], bias: Cal
 
 def print_summary(tag: str, rows: Mapping[str, dict], e2e: Mapping[str, float], e2e_label: str) -> None:
     am = [r["amax"] for r in rows.values()]
-    print(f"\n== {tag}: {len(rows)} FP8 linears, input amax {min(am):.3g} .. {max(am):.3g} (median {statistics.median(am):.3g})")
+    print(f"\n== {tag}: {len(rows)} FP8 linears, input amax {min(am):.3g} .. {max(am):.3g} "
+          f"(median {statistics.median(am):.3g})")
     print(f"  {'source':12s} {'SQNR min':>8s} {'median':>7s} {'worst vs dyn':>12s} {'>0.5dB below dyn':>16s} "
           f"{'clip>0.1%':>9s} {'max clip':>8s} {e2e_label:>10s}")
     for s in e2e:

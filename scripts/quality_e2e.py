@@ -71,7 +71,8 @@ def perturbed(case: Q.Case, result: dict, factor: float) -> dict:
 def planted(case: Q.Case, result: dict) -> tuple[str, dict]:
     """The default's scales with its tightest layer's (smallest scale over real amax) 10x too small."""
     rows = result["layers"]
-    tight = min((n for n, r in rows.items() if "scale_ratio" in r["default"]), key=lambda n: rows[n]["default"]["scale_ratio"])
+    tight = min((n for n, r in rows.items() if "scale_ratio" in r["default"]),
+                key=lambda n: rows[n]["default"]["scale_ratio"])
     sources = dict(result["scales"])
     sources["default"] = dict(sources["default"], **{tight: sources["default"][tight] / 10})
     with Q.pinned(1):

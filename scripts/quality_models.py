@@ -11,27 +11,69 @@ from typing import Mapping
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fp8stream.harness import flux, names  # noqa: E402
-from fp8stream.harness.checkpoint import (COMFY_QUANT_JSON, FP8Layer, comfy_quant_tensor,  # noqa: E402,F401
-                                          read_fp8_layers, write_fp8_checkpoint)
-from fp8stream.harness.digits import (NUM_CLASSES, TXT_TOKENS, ClassConditioning, digit_classifier,  # noqa: E402,F401
-                                      load_digits_tokens, pack, sample_accuracy, unpack)
-from fp8stream.harness.dit import REPO_ROOT, TinyDiT, fp8_weights, load, model_dir, rf_loss, sample  # noqa: E402,F401
-from fp8stream.harness.dit import end_to_end as flux_end_to_end  # noqa: E402,F401
-from fp8stream.harness.dit import write_fp8 as write_tiny_flux_fp8  # noqa: E402,F401
-from fp8stream.harness.flux import SAMPLE_GUIDANCE, image_ids  # noqa: E402,F401
-from fp8stream.harness.flux import DEFAULT_CONFIG as DEFAULT_FLUX_CONFIG  # noqa: E402,F401
-from fp8stream.harness.flux import forward as flux_forward  # noqa: E402,F401
-from fp8stream.harness.flux import linear_maps as flux_linear_maps  # noqa: E402,F401
-from fp8stream.harness.flux import make_model as make_tiny_flux  # noqa: E402,F401
-from fp8stream.harness.flux import other_maps as flux_norm_maps  # noqa: E402,F401
-from fp8stream.harness.fp8 import (FP8_MAX, Scale, _ck, dequantize_weight, fp8_linear,  # noqa: E402,F401
-                                   fp8_linear_quality, fp8_model, quantize_weight, sqnr_db)
-from fp8stream.harness.fp8 import resolve_scale as _resolve_scale  # noqa: E402,F401
-from fp8stream.harness.minilm import (CALIBRATION_SENTENCES, EVALUATION_SENTENCES, embed,  # noqa: E402,F401
-                                      load_minilm, minilm_dir, minilm_end_to_end, minilm_linear_names,
-                                      write_minilm_fp8)
-from fp8stream.harness.names import LinearMap  # noqa: E402,F401
-from fp8stream.harness.names import swap_halves as _swap_halves  # noqa: E402,F401
+from fp8stream.harness.checkpoint import (  # noqa: E402,F401
+    COMFY_QUANT_JSON,
+    FP8Layer,
+    comfy_quant_tensor,
+    read_fp8_layers,
+    write_fp8_checkpoint,
+)
+from fp8stream.harness.digits import (  # noqa: E402,F401
+    NUM_CLASSES,
+    TXT_TOKENS,
+    ClassConditioning,
+    digit_classifier,
+    load_digits_tokens,
+    pack,
+    sample_accuracy,
+    unpack,
+)
+from fp8stream.harness.dit import (  # noqa: E402,F401
+    REPO_ROOT,
+    TinyDiT,
+    end_to_end as flux_end_to_end,  # noqa: E402,F401
+    fp8_weights,
+    load,
+    model_dir,
+    rf_loss,
+    sample,
+    write_fp8 as write_tiny_flux_fp8,  # noqa: E402,F401
+)
+from fp8stream.harness.flux import (  # noqa: E402,F401
+    DEFAULT_CONFIG as DEFAULT_FLUX_CONFIG,  # noqa: E402,F401
+    SAMPLE_GUIDANCE,
+    forward as flux_forward,  # noqa: E402,F401
+    image_ids,
+    linear_maps as flux_linear_maps,  # noqa: E402,F401
+    make_model as make_tiny_flux,  # noqa: E402,F401
+    other_maps as flux_norm_maps,  # noqa: E402,F401
+)
+from fp8stream.harness.fp8 import (  # noqa: E402,F401
+    FP8_MAX,
+    Scale,
+    _ck,
+    dequantize_weight,
+    fp8_linear,
+    fp8_linear_quality,
+    fp8_model,
+    quantize_weight,
+    resolve_scale as _resolve_scale,  # noqa: E402,F401
+    sqnr_db,
+)
+from fp8stream.harness.minilm import (  # noqa: E402,F401
+    CALIBRATION_SENTENCES,
+    EVALUATION_SENTENCES,
+    embed,
+    load_minilm,
+    minilm_dir,
+    minilm_end_to_end,
+    minilm_linear_names,
+    write_minilm_fp8,
+)
+from fp8stream.harness.names import (
+    LinearMap,  # noqa: E402,F401
+    swap_halves as _swap_halves,  # noqa: E402,F401
+)
 from fp8stream.harness.record import LinearInputs, inputs_by_comfy_name, record_linear_inputs  # noqa: E402,F401
 from fp8stream.harness.rescale import _modulated, rescale_tiny_flux, rescaled_copy  # noqa: E402,F401
 

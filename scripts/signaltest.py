@@ -10,8 +10,9 @@ pipe (stdin), which the default spools to a temporary file for the forward pass.
     python scripts/signaltest.py --input flux-2blocks.safetensors [--times 0.5,1,2,3,5,8]
 
 Each run has --progress on, so that the table can say which phase the signal landed in (the
-bars are cleared: what stays on stderr is counted in lines). Without --input, the 2-block full-width Flux-dev inventory (`scripts/bench.py --arch flux
---blocks 2`, 1.37 GB) is written into --workdir first. Exit status 1 if any run broke the promise.
+bars are cleared: what stays on stderr is counted in lines). Without --input, the 2-block
+full-width Flux-dev inventory (`scripts/bench.py --arch flux --blocks 2`, 1.37 GB) is written into
+--workdir first. Exit status 1 if any run broke the promise.
 """
 
 from __future__ import annotations

@@ -32,9 +32,14 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fp8stream.harness import dit  # noqa: E402
+from fp8stream.harness.digits import (  # noqa: E402
+    NUM_CLASSES,
+    ClassConditioning,
+    digit_classifier,
+    load_digits_tokens,
+    sample_accuracy,
+)
 from fp8stream.harness.names import to_comfy  # noqa: E402
-from fp8stream.harness.digits import (NUM_CLASSES, ClassConditioning, digit_classifier,  # noqa: E402
-                                      load_digits_tokens, sample_accuracy)
 
 
 def main(argv: list[str] | None = None) -> None:

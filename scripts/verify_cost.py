@@ -45,7 +45,8 @@ def main() -> int:
     del data
     with tempfile.TemporaryDirectory() as tmp:
         src, out = os.path.join(tmp, "in.safetensors"), os.path.join(tmp, "out.safetensors")
-        write_checkpoint(src, [t for i in range(args.layers) for t in comfy_fp8_linear(f"blocks.{i}.mlp", (8192, 8192), seed=i)])
+        write_checkpoint(src, [t for i in range(args.layers)
+                               for t in comfy_fp8_linear(f"blocks.{i}.mlp", (8192, 8192), seed=i)])
         size = os.path.getsize(src)
         plain, verified, inside = [], [], []
         for _ in range(args.repeats):
@@ -55,7 +56,8 @@ def main() -> int:
             inside.append(float(json.loads(stdout)["verify"].split("verify took ")[1].split(" s")[0]))
         alone = statistics.median(timed(["verify", src, out], env)[0] for _ in range(args.repeats))
         p, v = statistics.median(plain), statistics.median(verified)
-        print(f"{size / 1e9:.2f} GB checkpoint, medians of {args.repeats}: calibrate {p:.1f} s, with --verify {v:.1f} s "
+        print(f"{size / 1e9:.2f} GB checkpoint, medians of {args.repeats}: calibrate {p:.1f} s, "
+              f"with --verify {v:.1f} s "
               f"(+{100 * (v - p) / p:.0f}%); hashing + re-reading inside the run {statistics.median(inside):.2f} s; "
               f"`fp8stream verify IN OUT` alone {alone:.1f} s")
     return 0

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import torch
 
-from fp8stream.synthetic.checkpoint import (SyntheticTensor, bf16_tensor, comfy_fp8_linear, legacy_fp8_linear,
-                                            legacy_marker, plain_fp8_linear)
+from fp8stream.synthetic.checkpoint import (
+    SyntheticTensor,
+    bf16_tensor,
+    comfy_fp8_linear,
+    legacy_fp8_linear,
+    legacy_marker,
+    plain_fp8_linear,
+)
 
 H = 32  # hidden width (3072 in Flux, 1536 in SD3.5 medium, 5120 in Wan 14B)
 

@@ -58,11 +58,13 @@ def open_fifo_for_writing(fifo: Path, run: subprocess.Popen, seconds: float = 12
     return opened["file"]
 
 
-def small_model_tensors(seed: int = 0, input_scale: float | None = None, weight_only: bool = False) -> list[SyntheticTensor]:
+def small_model_tensors(seed: int = 0, input_scale: float | None = None,
+                        weight_only: bool = False) -> list[SyntheticTensor]:
     """A tiny DiT-like model: 3 FP8 linears plus passthrough tensors of other dtypes."""
     g = torch.Generator().manual_seed(seed)
     tensors = []
-    for name, shape in {"blocks.0.attn.qkv": (96, 32), "blocks.0.mlp.0": (128, 32), "blocks.0.mlp.2": (32, 128)}.items():
+    shapes = {"blocks.0.attn.qkv": (96, 32), "blocks.0.mlp.0": (128, 32), "blocks.0.mlp.2": (32, 128)}
+    for name, shape in shapes.items():
         tensors += comfy_fp8_linear(name, torch.randn(*shape, generator=g) / shape[1] ** 0.5,
                                     input_scale=input_scale, weight_only=weight_only, bias=True)
     tensors.append(bf16_tensor("blocks.0.norm.weight", torch.ones(32)))

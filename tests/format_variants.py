@@ -46,7 +46,8 @@ def comfy_model(family: str, path: Path) -> Path:
     elif family in INVENTORY:
         write_checkpoint(str(path), architectures.build_model(family.removeprefix("keys-"), "comfy"))
     else:
-        tensors = [t for i, name in enumerate(("enc.layer0", "enc.layer1")) for t in comfy_fp8_linear(name, (16, 16), seed=i)]
+        tensors = [t for i, name in enumerate(("enc.layer0", "enc.layer1"))
+                   for t in comfy_fp8_linear(name, (16, 16), seed=i)]
         write_checkpoint(str(path), tensors + [bf16_tensor("enc.norm.weight", torch.ones(16))])
     return path
 

@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import quality_models as qm  # noqa: E402
-
 from fp8stream.forward.families import family_module  # noqa: E402
 from fp8stream.forward.mapping import derive_mapping  # noqa: E402
 
@@ -33,7 +32,8 @@ def _linear(out: dict, name: str, rows: int, cols: int, bias: bool = True) -> No
 def sd3_shapes(layers: int = 2, dual: tuple[int, ...] = (0,), channels: int = 4, patch: int = 2,
                max_size: int = 8) -> dict[str, tuple[int, ...]]:
     s: dict[str, tuple[int, ...]] = {"pos_embed": (1, max_size * max_size, D),
-                                     "x_embedder.proj.weight": (D, channels, patch, patch), "x_embedder.proj.bias": (D,)}
+                                     "x_embedder.proj.weight": (D, channels, patch, patch),
+                                     "x_embedder.proj.bias": (D,)}
     _linear(s, "t_embedder.mlp.0", D, 256)
     _linear(s, "t_embedder.mlp.2", D, D)
     _linear(s, "y_embedder.mlp.0", D, POOLED)
@@ -153,7 +153,8 @@ def ltx2_shapes(layers: int = 2, channels: int = 8, audio: int = 32, audio_chann
     n_mod = 9 if v23 else 6
     prompt = (("prompt_adaln_single", D, 2), ("audio_prompt_adaln_single", audio, 2)) if v23 else ()
     for name, w, mods in (("adaln_single", D, n_mod), ("audio_adaln_single", audio, n_mod), *prompt,
-                          ("av_ca_video_scale_shift_adaln_single", D, 4), ("av_ca_audio_scale_shift_adaln_single", audio, 4),
+                          ("av_ca_video_scale_shift_adaln_single", D, 4),
+                          ("av_ca_audio_scale_shift_adaln_single", audio, 4),
                           ("av_ca_a2v_gate_adaln_single", D, 1), ("av_ca_v2a_gate_adaln_single", audio, 1)):
         _linear(s, name + ".emb.timestep_embedder.linear_1", w, 256)
         _linear(s, name + ".emb.timestep_embedder.linear_2", w, w)

@@ -38,8 +38,10 @@ def entries(draw) -> object:
     """A header entry: mostly well-formed, with any field possibly wrong."""
     entry: dict[str, object] = {
         "dtype": draw(dtypes),
-        "shape": draw(st.one_of(st.lists(sizes, max_size=4), json_junk, st.lists(st.integers(1, 2), min_size=33, max_size=40))),
-        "data_offsets": draw(st.one_of(st.lists(sizes, min_size=2, max_size=2), st.lists(sizes, max_size=3), json_junk)),
+        "shape": draw(st.one_of(st.lists(sizes, max_size=4), json_junk,
+                                st.lists(st.integers(1, 2), min_size=33, max_size=40))),
+        "data_offsets": draw(st.one_of(st.lists(sizes, min_size=2, max_size=2), st.lists(sizes, max_size=3),
+                                       json_junk)),
     }
     if draw(st.integers(0, 9)) == 0:
         entry[draw(names)] = draw(json_junk)
@@ -55,7 +57,8 @@ def header_texts(draw) -> bytes:
     if pairs and draw(st.booleans()):
         pairs.append((pairs[0][0], pairs[0][1]))  # a duplicate key, which dict-based dumping would hide
     if draw(st.booleans()):
-        pairs.insert(0, ("__metadata__", draw(st.one_of(st.dictionaries(names, st.one_of(st.text(max_size=4), json_junk), max_size=3), json_junk))))
+        junk_metadata = st.dictionaries(names, st.one_of(st.text(max_size=4), json_junk), max_size=3)
+        pairs.insert(0, ("__metadata__", draw(st.one_of(junk_metadata, json_junk))))
     text = "{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in pairs) + "}"
     kind = draw(st.integers(0, 9))
     if kind == 0:
@@ -92,7 +95,8 @@ BAD_MARKERS = [
 ]
 f32_values = st.one_of(st.sampled_from([1.0, 0.0, -0.0, -1.0, float("nan"), float("inf"), -float("inf"), 1e-45, 3e38]),
                        st.floats(width=32))
-weight_bytes = st.one_of(st.sampled_from([b"\x00", b"\x80", b"\x7f", b"\xff", b"\x01", b"\x38"]), st.binary(min_size=1, max_size=4))
+weight_bytes = st.one_of(st.sampled_from([b"\x00", b"\x80", b"\x7f", b"\xff", b"\x01", b"\x38"]),
+                         st.binary(min_size=1, max_size=4))
 
 
 def _usually(draw, good: st.SearchStrategy, bad: st.SearchStrategy, odds: int = 6):
@@ -113,7 +117,8 @@ def comfy_tensors(draw) -> list[tuple[str, str, tuple[int, ...], bytes]]:
         name = _usually(draw, st.just(f"blocks.{i}.lin"), st.sampled_from([f"l{i}", "x", "é\x00"]))
         rows, cols = draw(st.integers(1, 6)), draw(st.integers(1, 8))
         dtype = _usually(draw, st.just("F8_E4M3"), st.sampled_from(["F8_E5M2", "U8", "I8"]))
-        shape = _usually(draw, st.just((rows, cols)), st.sampled_from([(rows * cols,), (rows, cols, 1), (1, rows * cols)]))
+        shape = _usually(draw, st.just((rows, cols)),
+                         st.sampled_from([(rows * cols,), (rows, cols, 1), (1, rows * cols)]))
         pattern = _usually(draw, st.binary(min_size=1, max_size=4), weight_bytes, odds=3)
         out.append((f"{name}.weight", dtype, shape, (pattern * (rows * cols))[: rows * cols]))
         if scale_names[0] and _usually(draw, st.just(True), st.just(False), odds=10):
@@ -122,7 +127,8 @@ def comfy_tensors(draw) -> list[tuple[str, str, tuple[int, ...], bytes]]:
             value = _usually(draw, st.floats(1e-4, 1.0), f32_values)
             out.append((f"{name}.{scale_names[0]}", ws_dtype, ws_shape, _values(value, ws_dtype, ws_shape)))
         if flavour == "comfy" and _usually(draw, st.just(True), st.just(False), odds=10):
-            raw = _usually(draw, st.sampled_from(GOOD_MARKERS), st.one_of(st.sampled_from(BAD_MARKERS), st.binary(max_size=48)))
+            raw = _usually(draw, st.sampled_from(GOOD_MARKERS),
+                           st.one_of(st.sampled_from(BAD_MARKERS), st.binary(max_size=48)))
             m_dtype = _usually(draw, st.just("U8"), st.sampled_from(["I8", "BOOL", "F8_E4M3"]), odds=10)
             out.append((f"{name}.comfy_quant", m_dtype, (len(raw),), raw))
         if draw(st.booleans()):
@@ -163,7 +169,8 @@ def checkpoints(draw) -> bytes:
     tensors = list({t[0]: t for t in tensors}.values())  # names unique (duplicates: see header_texts)
     order = draw(st.permutations(range(len(tensors))))
     tensors = [tensors[i] for i in order]
-    metadata = _usually(draw, st.one_of(st.none(), st.just({"_quantization_metadata": '{"format_version": "1.0", "layers": {}}'})),
+    empty_quant_metadata = st.just({"_quantization_metadata": '{"format_version": "1.0", "layers": {}}'})
+    metadata = _usually(draw, st.one_of(st.none(), empty_quant_metadata),
                         st.dictionaries(names, st.sampled_from(ODD_STRINGS), max_size=2), odds=10)
     doc: dict[str, object] = {} if metadata is None else {"__metadata__": metadata}
     position = 0
@@ -322,9 +329,11 @@ def truncated_run(blob: bytes, cut: int, folder: str, env: dict[str, str]) -> st
     src, out = os.path.join(folder, f"cut{cut}.safetensors"), os.path.join(folder, f"out{cut}.safetensors")
     with open(src, "wb") as f:
         f.write(blob[:cut])
-    r = subprocess.run([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", src, out], capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", src, out],
+                       capture_output=True, text=True, env=env)
     lines = r.stderr.strip().splitlines()
-    assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("fp8stream: error:"), (cut, r.returncode, r.stderr)
+    assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("fp8stream: error:"), (
+        cut, r.returncode, r.stderr)
     assert not os.path.exists(out) and not temps_in(folder), cut
     os.unlink(src)
     return lines[0]

@@ -13,7 +13,7 @@ from typing import Iterator
 # The test extra installs moto[server] and s3fs: a broken install fails here, it does not skip.
 import moto.server  # noqa: F401
 import pytest
-import s3fs  # noqa: F401
+import s3fs
 
 ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -62,7 +62,6 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def s3(endpoint: str):
     """A fresh s3fs client (no listing cache carried between checks)."""
-    import s3fs
     return s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True, use_listings_cache=False)
 
 

@@ -16,7 +16,8 @@ def write_raw(path: Path, tensors: list) -> None:
     """A safetensors file from (TensorInfo, bytes) pairs, bytes as they were."""
     header, offset = {}, 0
     for info, data in tensors:
-        header[info.name] = {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": [offset, offset + len(data)]}
+        header[info.name] = {"dtype": info.dtype, "shape": list(info.shape),
+                             "data_offsets": [offset, offset + len(data)]}
         offset += len(data)
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)

@@ -83,7 +83,8 @@ def test_scales_out_are_scales_in(flux_ckpt, tmp_path: Path) -> None:
     _, ckpt = flux_ckpt
     r1 = run_cli("calibrate", ckpt, tmp_path / "a.safetensors", "--method", "simulate", "--json")
     (tmp_path / "scales.json").write_text(r1.stdout)
-    r2 = run_cli("calibrate", ckpt, tmp_path / "b.safetensors", "--method", "stats", "--stats", tmp_path / "scales.json", "--json")
+    r2 = run_cli("calibrate", ckpt, tmp_path / "b.safetensors", "--method", "stats",
+                 "--stats", tmp_path / "scales.json", "--json")
     assert r2.exit_code == 0, r2.output
     assert _scales(r2) == _scales(r1)
 
@@ -91,7 +92,8 @@ def test_scales_out_are_scales_in(flux_ckpt, tmp_path: Path) -> None:
 def test_missing_stats_fail_unless_fallback(flux_ckpt, tmp_path: Path) -> None:
     _, ckpt = flux_ckpt
     (tmp_path / "s.json").write_text(json.dumps({"img_in": 0.5, "nonexistent.layer": 1.0}))
-    r = run_subprocess("calibrate", ckpt, tmp_path / "o.safetensors", "--method", "stats", "--stats", tmp_path / "s.json")
+    r = run_subprocess("calibrate", ckpt, tmp_path / "o.safetensors", "--method", "stats",
+                       "--stats", tmp_path / "s.json")
     assert r.returncode != 0 and "no stats" in r.stderr
     r = run_cli("calibrate", ckpt, tmp_path / "o.safetensors", "--method", "stats", "--stats", tmp_path / "s.json",
                 "--fallback", "simulate", "--json")
@@ -131,7 +133,7 @@ def test_plain_scale_formats_are_accepted() -> None:
 
 def test_recorder_accumulates_amax_and_histogram(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2))
-    with fp8stream.record(model, str(tmp_path / "s.json")) as rec:
+    with fp8stream.record(model, str(tmp_path / "s.json")):
         model(torch.tensor([[1.0, -2.0, 0.0, 0.5]]))
         model(torch.tensor([[3.0, 0.0, 0.0, 0.0]]))
     doc = json.loads((tmp_path / "s.json").read_text())
@@ -141,7 +143,8 @@ def test_recorder_accumulates_amax_and_histogram(tmp_path: Path) -> None:
 
 
 def test_heuristic_is_weight_scale_times_factor(small_model: Path, tmp_path: Path) -> None:
-    r = run_cli("calibrate", small_model, tmp_path / "o.safetensors", "--method", "heuristic", "--factor", "0.25", "--json")
+    r = run_cli("calibrate", small_model, tmp_path / "o.safetensors", "--method", "heuristic", "--factor", "0.25",
+                "--json")
     assert r.exit_code == 0, r.output
     from safetensors import safe_open
 
@@ -179,7 +182,8 @@ def test_graph_names_the_known_families() -> None:
     assert g.family == "wan"
     assert g.sources["blocks.0.ffn.0"] == G.AdaLN("time_projection.1", 3, 4, 6, "blocks.0.modulation")
     g = G.build_graph(["model.diffusion_model.double_blocks.0.img_mlp.2"], set())
-    assert g.sources["model.diffusion_model.double_blocks.0.img_mlp.2"] == G.Act("gelu", "model.diffusion_model.double_blocks.0.img_mlp.0")
+    layer = "model.diffusion_model.double_blocks.0.img_mlp"
+    assert g.sources[f"{layer}.2"] == G.Act("gelu", f"{layer}.0")
     g = G.build_graph(["foo.bar"], set())
     assert isinstance(g.sources["foo.bar"], G.External)
 

@@ -9,7 +9,6 @@ import os
 import pty
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -49,7 +48,8 @@ def test_a_checkpoint_is_refused_to_a_terminal(small_model: Path) -> None:
     leader, follower = pty.openpty()
     seen = b""
     try:
-        p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", str(small_model), "-"],
+        p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", str(small_model),
+                              "-"],
                              stdout=follower, stderr=subprocess.PIPE, env=subprocess_env())
         os.close(follower)
         while True:  # what reaches the terminal, read as it comes (EIO once the child has closed it)
@@ -78,14 +78,16 @@ def test_sharded_input_with_verify_and_zstd(tmp_path: Path) -> None:
     shards = sorted(p.name for p in folder.glob("*.safetensors"))
     assert len(shards) == 2 and all(f"{s}: " in verify for s in shards), verify
     assert verify.count("0 unexpected") == 2, verify
-    packed = run_cli("calibrate", "--method", "simulate", "--verify", "--zstd", "--json", folder, "--out-dir", tmp_path / "z")
+    packed = run_cli("calibrate", "--method", "simulate", "--verify", "--zstd", "--json", folder,
+                     "--out-dir", tmp_path / "z")
     assert packed.exit_code == 0, packed.output
     assert json.loads(packed.stdout)["verify"].count("0 unexpected") == 2
     out = Path(json.loads(packed.stdout)["output"])
     for shard in shards:  # each shard compressed, and the same bytes as the plain run once unpacked
         data = (out / shard).read_bytes()
         assert data[:4] == b"\x28\xb5\x2f\xfd", shard
-        assert zstandard.ZstdDecompressor().decompressobj().decompress(data) == (tmp_path / "plain" / shard).read_bytes()
+        unpacked = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        assert unpacked == (tmp_path / "plain" / shard).read_bytes()
 
 
 def _stats_file(path: Path, names: dict[str, str]) -> dict[str, list[int]]:
@@ -136,8 +138,8 @@ def test_map_pairs_through_the_cli(small_model: Path, tmp_path: Path) -> None:
     pairs.write_text("".join(f"{mine} {layer}\n" for layer, mine in names.items()))
     unmapped = run_cli("calibrate", small_model, tmp_path / "u.safetensors", "--method", "stats", "--stats", stats)
     assert unmapped.exit_code != 0 and not (tmp_path / "u.safetensors").exists()
-    scales = _scales(run_cli("calibrate", small_model, tmp_path / "m.safetensors", "--method", "stats", "--stats", stats,
-                             "--stats-margin", "1", "--map", pairs, "--json"))
+    scales = _scales(run_cli("calibrate", small_model, tmp_path / "m.safetensors", "--method", "stats",
+                             "--stats", stats, "--stats-margin", "1", "--map", pairs, "--json"))
     assert scales == {layer: pytest.approx(amax / 448, rel=1e-6) for layer, (amax, _) in recorded.items()}
 
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import comfy_kitchen.tensor as ck_tensor
+import pytest
 import torch
 
 from conftest import run_cli
 from fp8stream.synthetic.checkpoint import write_checkpoint
-
-
 
 # FP8 e4m3 keeps 3 mantissa bits: quantizing a layer's input costs about 2^-5 of its output's
 # norm (1-3 % measured on the tiny DiT); a scale that clips the real activations costs far more.
@@ -46,7 +44,8 @@ def test_default_scales_run_the_real_activations_through_comfy_kitchen(tmp_path:
     assert sum(e > KITCHEN_TOLERANCE for e in clipped_errors.values()) > len(errors) // 2, clipped_errors
 
 
-def _kitchen_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, input_scale: float) -> torch.Tensor:
+def _kitchen_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
+                    input_scale: float) -> torch.Tensor:
     QuantizedTensor, Layout = ck_tensor.QuantizedTensor, ck_tensor.TensorCoreFP8Layout
     qw = QuantizedTensor(weight, "TensorCoreFP8Layout", Layout.Params(scale=weight_scale, orig_dtype=torch.float32,
                                                                        orig_shape=tuple(weight.shape)))
@@ -65,7 +64,8 @@ def test_every_flavour_runs_through_comfy_kitchen_as_comfyui_loads_it(tmp_path: 
     from comfy_loader import load_like_comfyui
 
     src, out = tmp_path / "in.safetensors", tmp_path / "out.safetensors"
-    write_checkpoint(str(src), build_model(arch, flavour, weight_only=True, input_scale=1.0 if flavour != "plain" else None))
+    write_checkpoint(str(src),
+                     build_model(arch, flavour, weight_only=True, input_scale=1.0 if flavour != "plain" else None))
     result = run_cli("calibrate", "--method", "simulate", "--json", *args, src, out)
     assert result.exit_code == 0, result.output
     reported = {layer["name"]: layer["scale"] for layer in json.loads(result.stdout)["layers"]}

@@ -80,8 +80,10 @@ def test_output_is_the_input(small_model: Path, tmp_path: Path, how: str, monkey
         monkeypatch.chdir(tmp_path / "sub")
         source, target = Path("../model.safetensors"), small_model
         names.add("sub")
-    r = run_cli("calibrate", "--method", "simulate", "--force", source, target)  # in-process: the exit path is tested above
-    assert_clean_failure(SimpleNamespace(returncode=r.exit_code, stderr=r.stderr), 2, "output is the input", tmp_path, names)
+    # in-process: the exit path is tested above
+    r = run_cli("calibrate", "--method", "simulate", "--force", source, target)
+    assert_clean_failure(SimpleNamespace(returncode=r.exit_code, stderr=r.stderr), 2, "output is the input",
+                         tmp_path, names)
     assert small_model.read_bytes() == before
 
 
@@ -100,8 +102,9 @@ def drop_root_file_powers() -> None:
 def root_can_drop_file_powers() -> bool:
     if sys.platform != "linux":
         return False
-    r = subprocess.run(["true"], preexec_fn=drop_root_file_powers, capture_output=True) if os.path.exists("/bin/true") else None
-    return r is not None and r.returncode == 0
+    if not os.path.exists("/bin/true"):
+        return False
+    return subprocess.run(["true"], preexec_fn=drop_root_file_powers, capture_output=True).returncode == 0
 
 
 @pytest.mark.skipif(os.geteuid() == 0 and not root_can_drop_file_powers(),

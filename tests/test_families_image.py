@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import diffusers  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
+import pytest
 
 import families_tiny as ftiny  # noqa: E402
 import forward_tiny as ft  # noqa: E402

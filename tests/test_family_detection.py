@@ -35,7 +35,8 @@ HEADERS = {
     # diffusers: neither joint_blocks.37 nor a 9216-wide modulation, so `v1`
     "sd3.5-large pruned to 30 blocks": {"x_embedder.proj.weight": (2432, 16, 2, 2)}
     | blocks("joint_blocks.", 30, "context_block.adaLN_modulation.1.bias", (14592,)),
-    "sd3.5-medium": {"x_embedder.proj.weight": (1536, 16, 2, 2), "joint_blocks.0.x_block.attn2.qkv.weight": (4608, 1536)}
+    "sd3.5-medium": {"x_embedder.proj.weight": (1536, 16, 2, 2),
+                     "joint_blocks.0.x_block.attn2.qkv.weight": (4608, 1536)}
     | blocks("joint_blocks.", 24, "context_block.adaLN_modulation.1.bias", (9216,)),
     "wan-t2v-1.3B": {"patch_embedding.weight": (1536, 16, 1, 2, 2), "head.modulation": (1, 2, 1536)}
     | blocks("blocks.", 30, "self_attn.q.weight", (1536, 1536)),
@@ -61,14 +62,16 @@ HEADERS = {
     "hunyuan-video-1.5": {"img_in.proj.weight": (2048, 65, 1, 1, 1), "cond_type_embedding.weight": (3, 2048),
                           "txt_in.individual_token_refiner.blocks.0.adaLN_modulation.1.bias": (4096,)}
     | blocks("double_blocks.", 54, "img_attn.qkv.weight", (6144, 2048)),
-    "ltx-video": {"patchify_proj.weight": (2048, 128)} | blocks("transformer_blocks.", 28, "scale_shift_table", (6, 2048)),
+    "ltx-video": {"patchify_proj.weight": (2048, 128)}
+    | blocks("transformer_blocks.", 28, "scale_shift_table", (6, 2048)),
     "ltx-2": {"patchify_proj.weight": (4096, 128),
               "av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1.weight": (4096, 256)}
     | blocks("transformer_blocks.", 48, "scale_shift_table", (6, 4096)),
     "ltx-2.3": {"patchify_proj.weight": (4096, 128),
                 "av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1.weight": (4096, 256)}
     | blocks("transformer_blocks.", 48, "attn1.to_gate_logits.weight", (32, 4096)),
-    "cosmos-predict2-2B": {"net.x_embedder.proj.1.weight": (2048, 68), "net.blocks.0.self_attn.q_proj.weight": (2048, 2048)},
+    "cosmos-predict2-2B": {"net.x_embedder.proj.1.weight": (2048, 68),
+                           "net.blocks.0.self_attn.q_proj.weight": (2048, 2048)},
     "cosmos-1.0-7B": {"net.x_embedder.proj.1.weight": (4096, 68),
                       "net.blocks.block0.blocks.0.block.attn.to_q.0.weight": (4096, 4096)},
 }
@@ -120,6 +123,7 @@ def test_inspect_and_calibrate_report_the_family(tmp_path) -> None:
     r = run_cli("inspect", "--json", src)
     family = json.loads(r.stdout)["family"]
     assert (family["family"], family["variant"], family["width"]) == ("flux2", "flux2-klein-4b", 3072)
-    assert "family: flux2-klein-4b (width 3072; key single_stream_modulation.lin.weight)" in run_cli("inspect", src).stdout
+    inspected = run_cli("inspect", src).stdout
+    assert "family: flux2-klein-4b (width 3072; key single_stream_modulation.lin.weight)" in inspected
     r = run_cli("calibrate", "--dry-run", "--json", src)
     assert json.loads(r.stdout)["family"]["variant"] == "flux2-klein-4b"

@@ -259,10 +259,11 @@ def test_other_quantized_layers_are_reported_and_passed_through(tmp_path: Path) 
     tensors += [SyntheticTensor("e5.weight", "F8_E5M2", (8, 8), bytes(64))]
     tensors += [SyntheticTensor("fp4.weight", "U8", (8, 4), bytes(32)), marker("fp4.comfy_quant", {"format": "nvfp4"}),
                 SyntheticTensor("fp4.weight_scale", "F8_E4M3", (8, 1), bytes(8)), f32_scalar("fp4.weight_scale_2", 0.1)]
-    tensors += [SyntheticTensor("mx.weight", "F8_E4M3", (8, 32), bytes(256)), marker("mx.comfy_quant", {"format": "mxfp8"}),
+    tensors += [SyntheticTensor("mx.weight", "F8_E4M3", (8, 32), bytes(256)),
+                marker("mx.comfy_quant", {"format": "mxfp8"}),
                 SyntheticTensor("mx.weight_scale", "F8_E8M0", (8, 1), bytes(8))]
-    tensors += [SyntheticTensor("i8.weight", "I8", (8, 8), bytes(64)), marker("i8.comfy_quant", {"format": "int8_tensorwise"}),
-                f32_scalar("i8.weight_scale", 0.1)]
+    tensors += [SyntheticTensor("i8.weight", "I8", (8, 8), bytes(64)),
+                marker("i8.comfy_quant", {"format": "int8_tensorwise"}), f32_scalar("i8.weight_scale", 0.1)]
     tensors += [SyntheticTensor("row.weight", "F8_E4M3", (8, 8), bytes(64)),
                 marker("row.comfy_quant", {"format": "float8_e4m3fn_rowwise"}),
                 SyntheticTensor("row.weight_scale", "F32", (8,), bytes(32))]
@@ -336,8 +337,8 @@ def test_include_and_exclude_untouched(tmp_path: Path) -> None:
                       "final_layer.adaLN_modulation.1"}),
     ("sd3", "auto", {"context_embedder", "t_embedder.mlp.0", "t_embedder.mlp.2", "y_embedder.mlp.0", "y_embedder.mlp.2",
                      "final_layer.linear", "final_layer.adaLN_modulation.1"}),
-    ("wan", "auto", {"text_embedding.0", "text_embedding.2", "time_embedding.0", "time_embedding.2", "time_projection.1",
-                     "head.head"} | {f"blocks.{b}.{x}" for b in (0, 2) for x in
+    ("wan", "auto", {"text_embedding.0", "text_embedding.2", "time_embedding.0", "time_embedding.2",
+                     "time_projection.1", "head.head"} | {f"blocks.{b}.{x}" for b in (0, 2) for x in
                                      ["self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q",
                                       "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2"]}),
 ])
@@ -393,7 +394,8 @@ def test_groups_come_from_names_and_skip_cross_attention_q() -> None:
                                           ("legacy", ["--target", "comfy", "--preset", "wan"]),
                                           ("plain", ["--target", "legacy"]), ("plain", ["--preset", "wan"])])
 def test_output_size_is_known_from_the_header_alone(tmp_path: Path, flavour: str, args: list[str]) -> None:
-    src = write(tmp_path, build_model("wan", flavour, weight_only=True, input_scale=1.0 if flavour != "plain" else None))
+    src = write(tmp_path,
+                build_model("wan", flavour, weight_only=True, input_scale=1.0 if flavour != "plain" else None))
     planned = run_cli("calibrate", "--method", "simulate", "--json", "--dry-run", *args, src)
     out = tmp_path / "out.safetensors"
     report = calibrate(src, out, *args)
@@ -408,13 +410,15 @@ def test_synthetic_checkpoints_order_data_as_the_safetensors_library_does(tmp_pa
     from fp8stream.io.reader import LazyFile
 
     tensors = {"a.weight_scale": torch.ones(()), "a.weight": torch.zeros(4, dtype=torch.float8_e4m3fn),
-               "a.comfy_quant": torch.zeros(3, dtype=torch.uint8), "b.weight": torch.zeros(4, dtype=torch.float8_e4m3fn),
+               "a.comfy_quant": torch.zeros(3, dtype=torch.uint8),
+               "b.weight": torch.zeros(4, dtype=torch.float8_e4m3fn),
                "c.bias": torch.zeros(2, dtype=torch.bfloat16), "d.ids": torch.zeros(2, dtype=torch.int64),
                "e.mask": torch.zeros(2, dtype=torch.bool), "f.w": torch.zeros(2, dtype=torch.float8_e5m2)}
     dtypes = ["F32", "F8_E4M3", "U8", "F8_E4M3", "BF16", "I64", "BOOL", "F8_E5M2"]
     save_file(tensors, str(tmp_path / "lib.safetensors"))
-    ours = [SyntheticTensor(name, dtype, tuple(t.shape), lambda t=t: [t.reshape(-1).view(torch.uint8).numpy().tobytes()])
-            for (name, t), dtype in zip(tensors.items(), dtypes)]
+    ours = [SyntheticTensor(name, dtype, tuple(t.shape),
+                            lambda t=t: [t.reshape(-1).view(torch.uint8).numpy().tobytes()])
+            for (name, t), dtype in zip(tensors.items(), dtypes, strict=True)]
     write_checkpoint(str(tmp_path / "ours.safetensors"), ours)
     orders = []
     for name in ("lib", "ours"):

@@ -36,7 +36,8 @@ def _written(path: Path) -> tuple[dict, set[str], bool]:
 
 def _input_scales(path: Path) -> dict[str, float]:
     with safe_open(str(path), "pt") as f:
-        return {n.rsplit(".", 1)[0]: f.get_tensor(n).item() for n in f.keys() if n.endswith((".input_scale", ".scale_input"))}
+        return {n.rsplit(".", 1)[0]: f.get_tensor(n).item() for n in f.keys()
+                if n.endswith((".input_scale", ".scale_input"))}
 
 
 def _check_weight_only_scales(path: Path, doc: dict, layers: list[str]) -> None:

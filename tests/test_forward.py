@@ -7,21 +7,19 @@ import sys
 import threading
 from pathlib import Path
 
+import diffusers  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
 import pytest
 import torch
 from safetensors import safe_open
 
-import diffusers  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
-
 import forward_tiny as ft  # noqa: E402
-from conftest import run_cli, run_subprocess  # noqa: E402
-
+from conftest import run_cli  # noqa: E402
 from fp8stream.forward.families import family_module  # noqa: E402
 from fp8stream.forward.inputs import SamplePlan  # noqa: E402
 from fp8stream.forward.mapping import derive_mapping  # noqa: E402
 from fp8stream.forward.run import ForwardSettings, prepare, run  # noqa: E402
-from fp8stream.io.source import TensorSource  # noqa: E402
 from fp8stream.io.reader import LazyFile  # noqa: E402
+from fp8stream.io.source import TensorSource  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ForwardSettings(batch=3, image_tokens=16, text_tokens=8, threads=1)

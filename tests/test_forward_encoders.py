@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import diffusers  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
 import pytest
 import torch
+import transformers  # noqa: E402
 from safetensors.torch import save_file
 
-import diffusers  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
-import transformers  # noqa: E402
-
 from conftest import run_cli  # noqa: E402
-
 from fp8stream.forward.families import family_module  # noqa: E402
 from fp8stream.forward.inputs import SamplePlan  # noqa: E402
 from fp8stream.forward.run import ForwardSettings, prepare, run  # noqa: E402

@@ -10,13 +10,11 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-import pytest
-
 import diffusers  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
+import pytest
 
 import forward_tiny as ft  # noqa: E402
 from conftest import run_cli, run_subprocess  # noqa: E402
-
 from fp8stream.io.reader import LazyFile  # noqa: E402
 
 FORWARD = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8", "--forward-threads", "1",
@@ -75,7 +73,8 @@ def tmpdir_env(tmp_path: Path, monkeypatch) -> Path:
     return folder
 
 
-def test_stdin_and_zstd_are_spooled_urls_read_by_ranges_all_give_the_file_bytes(flux: Path, tmp_path: Path, tmpdir_env: Path) -> None:
+def test_stdin_and_zstd_are_spooled_urls_read_by_ranges_all_give_the_file_bytes(flux: Path, tmp_path: Path,
+                                                                                 tmpdir_env: Path) -> None:
     import zstandard
 
     data = flux.read_bytes()
@@ -223,7 +222,8 @@ def test_default_micro_batch_is_the_whole_default_batch() -> None:
 
 
 
-def test_model_code_that_fails_on_meta_tensors_leaves_the_conditioning_path_to_the_real_pass(flux, tmp_path, monkeypatch):
+def test_model_code_that_fails_on_meta_tensors_leaves_the_conditioning_path_to_the_real_pass(flux, tmp_path,
+                                                                                             monkeypatch):
     """The pass on meta tensors is a probe: model code that cannot run there (an MoE's routing,
     or any other failure) gives no path, and the real pass then runs before the header and
     finds the conditioning layers itself."""

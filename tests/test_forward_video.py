@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import diffusers  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
+import pytest
 
 import forward_tiny as ft  # noqa: E402
 from test_forward import _cli, _eager_amax, _forward_args, _run  # noqa: E402

@@ -22,7 +22,8 @@ def entry(dtype: str, shape: list[int], begin: int, end: int) -> dict:
 
 
 def test_round_trip_of_our_own_header() -> None:
-    entries = [OutputEntry("a", "F32", (2, 3), 24), OutputEntry("b", "F8_E4M3", (4,), 4), OutputEntry("c", "F4", (3, 2), 3)]
+    entries = [OutputEntry("a", "F32", (2, 3), 24), OutputEntry("b", "F8_E4M3", (4,), 4),
+               OutputEntry("c", "F4", (3, 2), 3)]
     raw, infos = encode_header(entries, {"k": "v"})
     assert (len(raw) - 8) % 8 == 0  # padded so the data starts 8-byte aligned
     header = read_header(io.BytesIO(raw + bytes(31)), len(raw) + 31)
@@ -40,7 +41,8 @@ def test_tensors_are_put_in_data_order() -> None:
 @pytest.mark.parametrize(
     "raw, message",
     [
-        (b'{"a": ' + json.dumps(entry("U8", [1], 0, 1)).encode() + b', "a": ' + json.dumps(entry("U8", [1], 1, 2)).encode() + b"}", "twice"),
+        (b'{"a": ' + json.dumps(entry("U8", [1], 0, 1)).encode()
+         + b', "a": ' + json.dumps(entry("U8", [1], 1, 2)).encode() + b"}", "twice"),
         (json.dumps({"a": entry("U9", [1], 0, 1)}).encode(), "unknown dtype"),
         (json.dumps({"a": entry("F32", [2], 0, 4)}).encode(), "does not fill"),
         (json.dumps({"a": entry("F32", [-1], 0, 4)}).encode(), "non-negative"),

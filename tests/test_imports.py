@@ -25,8 +25,9 @@ def test_every_module_of_the_package_imports() -> None:
 def test_the_demo_installs_what_the_default_method_needs() -> None:
     """`scripts/demo.sh` installs the `demo` extra; the README's recipes then run the default
     method, whose packages are the `forward` extra (transformers for text encoders)."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     extras = tomllib.loads((Path(fp8stream.__file__).parents[1] / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]

@@ -89,7 +89,8 @@ def test_peak_rss_of_a_1gb_checkpoint_stays_under_the_bound(big_model: tuple[Pat
     assert code == 0, err
     bound = stream_bound(baseline, largest)
     print(f"\npeak RSS {peak / MB:.0f} MiB (tiny file {baseline / MB:.0f} MiB, bound {bound / MB:.0f} MiB, "
-          f"documented {(2 * largest + 300 * MB) / MB:.0f} MiB), wall {wall:.1f} s for {src.stat().st_size / 1e9:.2f} GB")
+          f"documented {(2 * largest + 300 * MB) / MB:.0f} MiB), wall {wall:.1f} s "
+          f"for {src.stat().st_size / 1e9:.2f} GB")
     assert peak < bound
     assert out.stat().st_size > src.stat().st_size
 

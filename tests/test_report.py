@@ -14,7 +14,6 @@ from pathlib import Path
 import forward_tiny as ft
 from architectures import build_model, layer_names
 from conftest import run_cli, small_model_tensors, subprocess_env
-
 from fp8stream.name_patterns import compact_names
 from fp8stream.report import ExcludedReport, FileReport, LayerReport, share_note
 from fp8stream.report_table import render_table

@@ -30,7 +30,8 @@ def test_disk_full_is_a_clean_error(small_model: Path, tmp_path: Path) -> None:
     def limit_file_size() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
 
-    r = run_subprocess("calibrate", "--method", "simulate", small_model, tmp_path / "out.safetensors", preexec_fn=limit_file_size)
+    r = run_subprocess("calibrate", "--method", "simulate", small_model, tmp_path / "out.safetensors",
+                       preexec_fn=limit_file_size)
     assert r.returncode == 1, r.stderr
     assert r.stderr.strip().splitlines() == [
         f"fp8stream: error: {tmp_path / 'out.safetensors'}: disk full or file too large while writing (File too large)"]
@@ -38,7 +39,8 @@ def test_disk_full_is_a_clean_error(small_model: Path, tmp_path: Path) -> None:
     assert file_digest(str(small_model)) == before
 
 
-def test_free_space_is_checked_before_any_work(small_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_free_space_is_checked_before_any_work(small_model: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out.safetensors"
     assert run_cli("calibrate", "--method", "simulate", small_model, out).exit_code == 0
     needed = out.stat().st_size

@@ -33,7 +33,8 @@ def _wan_small_time_projection() -> list[SyntheticTensor]:
     out = []
     for t in build_model("wan", "comfy", weight_only=True, input_scale=1.0):
         if t.name == "time_projection.1.weight_scale":
-            t = SyntheticTensor(t.name, t.dtype, t.shape, np.float32(np.frombuffer(t.data, np.float32)[0] * 1e-3).tobytes())
+            t = SyntheticTensor(t.name, t.dtype, t.shape,
+                                np.float32(np.frombuffer(t.data, np.float32)[0] * 1e-3).tobytes())
         out.append(t)
     return out
 
@@ -86,7 +87,7 @@ def write_shards(single: Path, folder: Path, shards: int, seed: int) -> None:
         header = f.header
     names = [t.name for t in header.tensors]
     cuts = sorted(random.Random(seed).sample(range(1, len(names)), shards - 1))
-    bounds = list(zip([0] + cuts, cuts + [len(names)]))
+    bounds = list(zip([0] + cuts, cuts + [len(names)], strict=True))
     weight_map = {}
     with TensorSource.for_file(str(single), header) as source:
         for i, (a, b) in enumerate(bounds):

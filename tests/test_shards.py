@@ -33,7 +33,8 @@ def write_sharded(folder: Path, tensors) -> Path:
     for shard, part in shards.items():
         write_checkpoint(str(folder / shard), part)
     index = folder / "model.safetensors.index.json"
-    index.write_text(json.dumps({"metadata": {"total_size": 0}, "weight_map": {t.name: shard_of(t.name) for t in tensors}}))
+    weight_map = {t.name: shard_of(t.name) for t in tensors}
+    index.write_text(json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))
     return index
 
 

@@ -74,7 +74,8 @@ def flux(tmp_path_factory) -> Path:
     return ft.comfy_file("flux", tmp_path_factory.mktemp("in"))
 
 
-def _run_trapped(where: str, sig: int, args: list[str], tmpdir: Path, stdin: bytes | None) -> subprocess.CompletedProcess:
+def _run_trapped(where: str, sig: int, args: list[str], tmpdir: Path,
+                 stdin: bytes | None) -> subprocess.CompletedProcess:
     env = dict(subprocess_env(), TMPDIR=str(tmpdir))
     return subprocess.run([sys.executable, "-c", CHILD, str(int(sig)), where, *args], input=stdin,
                           capture_output=True, env=env, timeout=300)

@@ -36,7 +36,8 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
                 targets = [base] + [f"{base}.{a.name}" for a in node.names]
             else:
                 continue
@@ -104,7 +105,8 @@ sys.stderr.write(f"\\nPROBE code={code} heavy={','.join(heavy)}\\n")
 def test_commands_that_do_not_calibrate_never_import_torch(tmp_path: Path, command: str) -> None:
     model = tmp_path / "m.safetensors"
     write_checkpoint(str(model), small_model_tensors())
-    args = {"help": ["--help"], "inspect": ["inspect", str(model)], "verify": ["verify", str(model), str(model)]}[command]
+    args = {"help": ["--help"], "inspect": ["inspect", str(model)],
+            "verify": ["verify", str(model), str(model)]}[command]
     result = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, env=subprocess_env())
     probe = result.stderr.strip().splitlines()[-1]
     assert probe == "PROBE code=0 heavy=", result.stderr[-2000:]

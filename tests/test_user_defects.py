@@ -47,7 +47,8 @@ def test_batch_failure_lines_carry_the_error_prefix(tmp_path: Path) -> None:
 
 
 def test_a_memory_budget_below_any_run_is_a_usage_error(small_model: Path, tmp_path: Path) -> None:
-    r = run_subprocess("calibrate", "--method", "simulate", "--max-memory", "1K", small_model, "--out-dir", tmp_path / "newdir")
+    r = run_subprocess("calibrate", "--method", "simulate", "--max-memory", "1K", small_model,
+                       "--out-dir", tmp_path / "newdir")
     assert r.returncode == 2
     line = _one_error_line(r.stderr)
     assert "--max-memory 1K" in line and "300 MB" in line and "-300" not in line
@@ -146,12 +147,14 @@ def test_a_pattern_missing_some_files_of_a_batch_is_a_note(tmp_path: Path) -> No
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     write_checkpoint(str(a), small_model_tensors())
     write_checkpoint(str(b), comfy_fp8_linear("other.proj", (16, 16), seed=1))
-    r = run_cli("calibrate", "--method", "simulate", "--json", a, b, "--out-dir", tmp_path / "out", "--exclude", "*mlp.2")
+    r = run_cli("calibrate", "--method", "simulate", "--json", a, b, "--out-dir", tmp_path / "out",
+                "--exclude", "*mlp.2")
     assert r.exit_code == 0, r.output
     docs = {Path(d["input"]).name: d for d in map(json.loads, r.stdout.splitlines())}
     assert "--exclude '*mlp.2' matches no layer of this file" in docs["b.safetensors"]["notes"]
     assert not any("matches no layer" in n for n in docs["a.safetensors"]["notes"])
-    r = run_subprocess("calibrate", "--method", "simulate", a, b, "--out-dir", tmp_path / "out2", "--exclude", "*nomatch")
+    r = run_subprocess("calibrate", "--method", "simulate", a, b, "--out-dir", tmp_path / "out2",
+                       "--exclude", "*nomatch")
     assert r.returncode == 2 and "any of the 2 inputs" in _one_error_line(r.stderr)
     assert not (tmp_path / "out2").exists()
 
@@ -205,7 +208,8 @@ def test_small_things_plurals_and_sizes(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     size = (tmp_path / "o.safetensors").stat().st_size  # a few KB: said as ls -h would, not "0.0 MB"
     assert 4096 < size < 10 * 1024
-    assert "1 FP8 layer: 1 with FP8 activations, 0 weight-only; 1 scale calibrated" in r.stderr and f"wrote {size / 1024:.1f} KB" in r.stderr, r.stderr
+    assert "1 FP8 layer: 1 with FP8 activations, 0 weight-only; 1 scale calibrated" in r.stderr, r.stderr
+    assert f"wrote {size / 1024:.1f} KB" in r.stderr, r.stderr
     assert "0.0 MB" not in r.stderr
 
 

@@ -112,10 +112,11 @@ def test_suspicious_weights_are_reported(tmp_path: Path) -> None:
     tensors = comfy_fp8_linear("ok", torch.randn(8, 8, generator=g))
     tensors += [SyntheticTensor("nan.weight", "F8_E4M3", (2, 4), b"\x38\x7f\x30\xff\x38\x38\x38\x38"),
                 f32_scalar("nan.weight_scale", 0.1)]
-    tensors += [SyntheticTensor("zero.weight", "F8_E4M3", (2, 4), b"\x00\x80" * 4), f32_scalar("zero.weight_scale", 0.1)]
+    tensors += [SyntheticTensor("zero.weight", "F8_E4M3", (2, 4), b"\x00\x80" * 4),
+                f32_scalar("zero.weight_scale", 0.1)]
     tensors += [SyntheticTensor("neg.weight", "F8_E4M3", (2, 4), b"\x38" * 8), f32_scalar("neg.weight_scale", -0.5)]
-    tensors += [SyntheticTensor("inf.weight", "F8_E4M3", (2, 4), b"\x38" * 8), f32_scalar("inf.weight_scale", float("inf")),
-                f32_scalar("inf.input_scale", float("nan"))]
+    tensors += [SyntheticTensor("inf.weight", "F8_E4M3", (2, 4), b"\x38" * 8),
+                f32_scalar("inf.weight_scale", float("inf")), f32_scalar("inf.input_scale", float("nan"))]
     for name in ("nan", "zero", "neg", "inf"):
         tensors.append([t for t in comfy_fp8_linear(name, (2, 4)) if t.name.endswith("comfy_quant")][0])
     src = tmp_path / "in.safetensors"

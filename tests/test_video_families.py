@@ -18,7 +18,8 @@ def test_ltx2_groups_follow_the_streams_each_projection_reads():
     attns = ("attn1", "attn2", "audio_attn1", "audio_attn2", "audio_to_video_attn", "video_to_audio_attn")
     names = [f"{P}transformer_blocks.0.{a}.to_{x}" for a in attns for x in "qkv"]
     groups = {tuple(n.rsplit(".", 2)[1] + "." + n.rsplit(".", 1)[1] for n in g) for g in shared_scale_groups(names)}
-    assert groups == {("attn1.to_q", "attn1.to_k", "attn1.to_v"), ("audio_attn1.to_q", "audio_attn1.to_k", "audio_attn1.to_v"),
+    assert groups == {("attn1.to_q", "attn1.to_k", "attn1.to_v"),
+                      ("audio_attn1.to_q", "audio_attn1.to_k", "audio_attn1.to_v"),
                       ("attn2.to_k", "attn2.to_v"), ("audio_attn2.to_k", "audio_attn2.to_v"),
                       ("audio_to_video_attn.to_k", "audio_to_video_attn.to_v"),
                       ("video_to_audio_attn.to_k", "video_to_audio_attn.to_v")}

@@ -1,9 +1,9 @@
 """`fp8stream zoo` end to end with real parts and no network: a local Ray cluster started by the
 command (2 CPUs, 127.0.0.1) and moto's S3 server. A dozen checkpoints: plain, sharded (a folder
-with its index), zstd, one large enough to be killed mid-upload, one corrupt, one already done. What a user checks: every good
-output is the bytes a local run gives, the corrupt one is reported failed, the done one skipped,
-no partial object is ever visible, the killed worker's file is finished by a retry, and no
-multipart upload is left."""
+with its index), zstd, one large enough to be killed mid-upload, one corrupt, one already done.
+What a user checks: every good output is the bytes a local run gives, the corrupt one is
+reported failed, the done one skipped, no partial object is ever visible, the killed worker's
+file is finished by a retry, and no multipart upload is left."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import ray  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
 import torch
 import zstandard
@@ -86,7 +85,8 @@ def _calibrate_all(tmp_path: Path, files: dict[str, bytes], out: dict[str, bytes
             continue
         src, dst = tmp_path / ("in-" + name), tmp_path / ("out-" + name)
         src.write_bytes(data)
-        report = calibrate_file(RewriteOptions(input=str(src), output=str(dst), settings=CalibrationSettings(method="simulate", device="cpu")))
+        report = calibrate_file(RewriteOptions(input=str(src), output=str(dst),
+                                               settings=CalibrationSettings(method="simulate", device="cpu")))
         assert report.status == "ok"
         out[name] = dst.read_bytes()
 
@@ -101,8 +101,8 @@ def _mark_done(files: dict[str, bytes]) -> None:
     settings, digest = zoo_settings("simulate", "bound", 4.0, 64, 0, "cpu", None)
     item = ZooItem(f"s3://{BUCKET}/src/done.safetensors", f"s3://{BUCKET}/dst/done.safetensors")
     probe(item, None)
-    report = run_one(RewriteOptions(input=item.input, output=item.output, settings=settings), item.pins, item.record_url,
-                     output_metadata(item.identity, digest), {})
+    report = run_one(RewriteOptions(input=item.input, output=item.output, settings=settings), item.pins,
+                     item.record_url, output_metadata(item.identity, digest), {})
     assert report.status == "ok", report.error
 
 
@@ -194,11 +194,13 @@ def _start_head(tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     """`ray start --head --block` in a session of its own (stopped by its pid, never by
     `ray stop`, which would stop every Ray on the machine); its address once it is up."""
     import socket
+
     from tests.s3_endpoint import _free_port
     port = _free_port()
     log = open(tmp / "head.log", "wb")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", str(port),
-                             "--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--include-dashboard", "false",
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                             "--port", str(port), "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
+                             "--include-dashboard", "false",
                              "--disable-usage-stats", "--temp-dir", str(tmp / "t")],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 90
@@ -238,8 +240,8 @@ def test_zoo_joins_an_existing_cluster_with_its_token(tmp_path: Path) -> None:
     env = dict(subprocess_env(), HOME=str(tmp), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     head, address = _start_head(tmp, {k: v for k, v in env.items() if k != "PYTHONPATH"})
     try:
-        cmd = [sys.executable, "-m", "fp8stream", "zoo", f"file://{src}", f"file://{tmp_path}/dst", "--address", address,
-               "--ray-log", str(tmp_path / "ray.log"), *SIMULATE_ON_CPU]
+        cmd = [sys.executable, "-m", "fp8stream", "zoo", f"file://{src}", f"file://{tmp_path}/dst",
+               "--address", address, "--ray-log", str(tmp_path / "ray.log"), *SIMULATE_ON_CPU]
         refused = subprocess.run(cmd, env=dict(env, RAY_AUTH_TOKEN=""), capture_output=True, text=True, timeout=120)
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
         assert refused.stderr.startswith(f"fp8stream: error: Ray: cannot join {address} (Token authentication")

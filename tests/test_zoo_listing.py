@@ -29,7 +29,8 @@ def test_pairs_file_and_its_errors(tmp_path: Path) -> None:
     assert _zoo("--pairs", bad) == (2, f"fp8stream: error: {bad}:1: expected 'IN OUT', got 1 fields\n")
     twice = tmp_path / "twice.txt"
     twice.write_text("a.safetensors o.safetensors\nb.safetensors o.safetensors\n")
-    assert _zoo("--pairs", twice) == (2, "fp8stream: error: o.safetensors: named as the output of more than one input\n")
+    assert _zoo("--pairs", twice) == (
+        2, "fp8stream: error: o.safetensors: named as the output of more than one input\n")
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")
     assert _zoo("--pairs", empty) == (2, "fp8stream: error: the listing is empty: nothing to calibrate\n")
@@ -55,11 +56,12 @@ def test_prefix_listing_and_probe(tmp_path: Path) -> None:
 def test_sharded_models_are_one_item_and_skip_if_done_works_without_s3(tmp_path: Path) -> None:
     """file:// and memory:// have no user metadata: the record is a sidecar object beside the
     output (the index of a sharded one), written before the output is committed."""
+    import fsspec
+
     from fp8stream.commands.zoo import zoo_settings
     from fp8stream.rewrite import RewriteOptions
     from fp8stream.zoo.identity import is_done, output_metadata
     from fp8stream.zoo.task import run_one
-    import fsspec
 
     src = tmp_path / "src"
     src.mkdir()
@@ -100,7 +102,8 @@ def test_stores_without_their_driver_name_the_extra(tmp_path: Path, monkeypatch:
     missing here (None in sys.modules fails its import), whatever this machine has installed."""
     from fsspec.registry import _registry
 
-    for url, driver, extra in (("gs://b/m.safetensors", "gcsfs", "gcs"), ("hf://org/repo/m.safetensors", "huggingface_hub", "hf")):
+    for url, driver, extra in (("gs://b/m.safetensors", "gcsfs", "gcs"),
+                               ("hf://org/repo/m.safetensors", "huggingface_hub", "hf")):
         scheme = url.split(":")[0]
         monkeypatch.setitem(sys.modules, driver, None)
         monkeypatch.delitem(_registry, scheme, raising=False)

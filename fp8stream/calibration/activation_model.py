@@ -13,7 +13,15 @@ import numpy as np
 
 from fp8stream.calibration import graph as G
 from fp8stream.calibration.channels import (
-    EXTERNAL_RMS, GAUSS_MAX, Channels, HeldMatrix, external, finish, sinusoid, spectral)
+    EXTERNAL_RMS,
+    GAUSS_MAX,
+    Channels,
+    HeldMatrix,
+    external,
+    finish,
+    sinusoid,
+    spectral,
+)
 from fp8stream.calibration.fp8 import row_sum_squares, row_sum_squares_torch
 from fp8stream.calibration.producer_rows import RowSums
 from fp8stream.formats.layers import FP8Layer
@@ -64,7 +72,8 @@ class ActivationModel:
             sums = row_sum_squares_torch(rows)
         self.rowsq.setdefault(layer.name, []).append(sums)
         if layer.name in self.held:
-            self.weights.setdefault(layer.name, []).append(rows.copy() if isinstance(rows, np.ndarray) else rows.cpu().clone())
+            held = rows.copy() if isinstance(rows, np.ndarray) else rows.cpu().clone()
+            self.weights.setdefault(layer.name, []).append(held)
 
     def _wscale(self, n: str) -> float:
         v = self.values.get(self.ws_key.get(n) or n + ".weight_scale")
@@ -139,7 +148,8 @@ class ActivationModel:
             c = Channels(*(np.concatenate([getattr(p, a) for p in parts]) for a in ("bound", "mean", "spread")),
                          0.0, 0.0, [n for p in parts for n in p.notes])
             if width and len(c.bound) != width:
-                return external(width, f"concatenated parts have {len(c.bound)} channels, not {width}", self.external_rms)
+                return external(width, f"concatenated parts have {len(c.bound)} channels, not {width}",
+                                self.external_rms)
             return finish(c)
         if isinstance(src, G.Vec):
             return self._vec_model(width)
@@ -236,7 +246,8 @@ def row_range(shape: tuple[int, int], rows: str) -> slice:
     return slice(0, out)
 
 
-def rows_used(graph: G.Graph, shapes: dict[str, tuple[int, int]], producers: set[str]) -> dict[str, list[tuple[int, int]]]:
+def rows_used(graph: G.Graph, shapes: dict[str, tuple[int, int]],
+              producers: set[str]) -> dict[str, list[tuple[int, int]]]:
     """For each producer, the row intervals whose norms the model reads, where that is not all
     of them: an AdaLN reads its shift and scale chunks (not the gate), attention outputs the v
     rows of qkv. The other rows' sums are never computed on the CPU (a third of Flux's)."""

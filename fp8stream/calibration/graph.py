@@ -47,7 +47,15 @@ from dataclasses import dataclass, field
 
 from fp8stream.calibration.families import bert, flux, sd3, wan
 from fp8stream.calibration.sources import (  # noqa: F401  (the source types are part of the graph's API)
-    Act, AdaLN, Concat, External, Norm, Sinusoid, Source, Vec)
+    Act,
+    AdaLN,
+    Concat,
+    External,
+    Norm,
+    Sinusoid,
+    Source,
+    Vec,
+)
 from fp8stream.formats.architecture import detect_family
 from fp8stream.formats.prefixes import common_model_prefix
 

@@ -51,9 +51,9 @@ from typing import Mapping
 
 from fp8stream.calibration import graph as G
 from fp8stream.calibration.activation_model import ActivationModel
+from fp8stream.calibration.channels import EXTERNAL_RMS
 from fp8stream.calibration.fp8 import E4M3_MAX
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
-from fp8stream.calibration.channels import EXTERNAL_RMS
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import Header, TensorInfo

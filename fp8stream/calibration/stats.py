@@ -55,7 +55,8 @@ class LayerStats:
         if other.amax is not None:
             self.amax = other.amax if self.amax is None else max(self.amax, other.amax)
         if other.hist is not None:
-            self.hist = list(other.hist) if self.hist is None else [a + b for a, b in zip(self.hist, other.hist)]
+            self.hist = (list(other.hist) if self.hist is None
+                         else [a + b for a, b in zip(self.hist, other.hist, strict=False)])
         self.calls += other.calls
         self.count += other.count
         self.sources += other.sources
@@ -82,7 +83,8 @@ def load_stats(path: str) -> StatsFile:
 def parse_stats(doc, label: str = "stats") -> StatsFile:
     if isinstance(doc, dict) and doc.get("format") == FORMAT:
         if doc.get("version") != VERSION:
-            raise UsageError(f"{label}: stats version {doc.get('version')!r} not supported (this fp8stream reads {VERSION})")
+            raise UsageError(f"{label}: stats version {doc.get('version')!r} not supported "
+                             f"(this fp8stream reads {VERSION})")
         h = doc.get("histogram", {})
         out = StatsFile({}, float(h.get("lo_log2", HIST_LO_LOG2)), int(h.get("bins_per_octave", HIST_BINS_PER_OCTAVE)))
         for name, e in doc.get("layers", {}).items():
@@ -99,7 +101,8 @@ def parse_stats(doc, label: str = "stats") -> StatsFile:
                           for e in doc["layers"] if isinstance(e, dict) and "name" in e})
     if isinstance(doc, dict) and all(isinstance(v, (int, float)) for v in doc.values()):
         return StatsFile({k: LayerStats(scale=_num(v, label, k), sources=[k]) for k, v in doc.items()})
-    raise UsageError(f"{label}: not an fp8stream stats file, a flat {{name: scale}} object, or a calibrate --json report")
+    raise UsageError(f"{label}: not an fp8stream stats file, a flat {{name: scale}} object, "
+                     "or a calibrate --json report")
 
 
 def _num(v, label: str, name: str) -> float | None:
@@ -148,7 +151,8 @@ class Matching:
     ambiguous: dict[str, list[str]]  # stats name -> candidate layers
 
 
-def match(stats: StatsFile, layers: list[str], user_map: dict[str, str] | None = None, family: str | None = None) -> Matching:
+def match(stats: StatsFile, layers: list[str], user_map: dict[str, str] | None = None,
+          family: str | None = None) -> Matching:
     layer_set = set(layers)
     pre = common_model_prefix(layers)
     family = family or detect_family(layers)
@@ -168,7 +172,8 @@ def match(stats: StatsFile, layers: list[str], user_map: dict[str, str] | None =
             if "fused" not in how[layer] and len(by_layer[layer].sources) > 1:
                 how[layer] += " (fused: max of parts)"
         else:
-            by_layer[layer] = LayerStats(s.amax, list(s.hist) if s.hist else None, s.calls, s.count, s.scale, list(s.sources))
+            by_layer[layer] = LayerStats(s.amax, list(s.hist) if s.hist else None, s.calls, s.count, s.scale,
+                                         list(s.sources))
             how[layer] = why
 
     for name, s in stats.layers.items():

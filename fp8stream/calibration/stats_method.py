@@ -55,7 +55,8 @@ class StatsMethod:
         names = [layer.name for layer in model.layers]
         self.matching = m = match(self.stats, names, self.user_map)
         missing = [n for n in names if n not in m.by_layer]
-        notes = [f"stats name {name!r} is ambiguous ({', '.join(cands)}): not used" for name, cands in m.ambiguous.items()]
+        notes = [f"stats name {name!r} is ambiguous ({', '.join(cands)}): not used"
+                 for name, cands in m.ambiguous.items()]
         if m.unused:
             notes.append(f"{len(m.unused)} stats entries match no FP8 layer: {', '.join(m.unused[:8])}"
                          + (" ..." if len(m.unused) > 8 else ""))

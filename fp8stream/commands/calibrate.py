@@ -28,8 +28,7 @@ from fp8stream.io.compression import (
 from fp8stream.io.sink import check_output_name
 from fp8stream.memory import BASE_MEMORY, memory_budget
 from fp8stream.options import BATCH, COMMON, Flag, flags_of, values_of
-from fp8stream.remote import configure as configure_storage
-from fp8stream.remote import parse_storage_options
+from fp8stream.remote import configure as configure_storage, parse_storage_options
 from fp8stream.report import FileReport
 from fp8stream.report_table import render_table
 from fp8stream.rewrite import RewriteOptions, calibrate_file

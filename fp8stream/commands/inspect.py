@@ -126,7 +126,8 @@ def render(info: dict) -> str:
     for layer in layers:
         shape = "x".join(str(d) for d in layer["shape"])
         mode = {True: "fp8 act", False: "weight-only", None: "flag unknown"}[layer["fp8_activations"]]
-        lines.append(f"  {layer['name']:<{width}}  {layer['flavour']:<6}  {shape:>11}  {mode:<11}  {_scale_text(layer)}")
+        lines.append(f"  {layer['name']:<{width}}  {layer['flavour']:<6}  {shape:>11}  {mode:<11}  "
+                     f"{_scale_text(layer)}")
     for s in info["skipped"]:
         lines.append(f"  skipped {s['name']}: {s['reason']}")
     return "\n".join(lines)

@@ -7,7 +7,6 @@ so it is decompressed once, front to back, keeping only the small tensors' bytes
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from fp8stream.errors import UsageError

@@ -119,7 +119,8 @@ def _sd3(family: str, bare, width, blocks) -> str:
     """SD3 medium and SD3.5 medium are 1536 wide (24 blocks; 3.5 has the second attention),
     SD3.5 large 2432 (38 blocks); fewer blocks than the full model: pruned."""
     dual = any(k.endswith(".x_block.attn2.qkv.weight") for k in bare)
-    name, full = {1536: ("sd3.5-medium" if dual else "sd3-medium", 24), 2432: ("sd3.5-large", 38)}.get(width, ("sd3", 0))
+    name, full = {1536: ("sd3.5-medium" if dual else "sd3-medium", 24),
+                  2432: ("sd3.5-large", 38)}.get(width, ("sd3", 0))
     if full and blocks and blocks[0] < full:
         return f"{name} pruned to {blocks[0]} blocks"
     return name

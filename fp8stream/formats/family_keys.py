@@ -32,7 +32,8 @@ class FamilyRule:
 
 
 RULES: tuple[FamilyRule, ...] = (
-    FamilyRule("sd3", ("joint_blocks.0.context_block.adaLN_modulation.1.bias", "joint_blocks.37.x_block.mlp.fc1.weight"),
+    FamilyRule("sd3",
+               ("joint_blocks.0.context_block.adaLN_modulation.1.bias", "joint_blocks.37.x_block.mlp.fc1.weight"),
                "diffusers: sd3, sd35_large", "x_embedder.proj.weight", ("joint_blocks.",),
                ("joint_blocks.0.x_block.attn.qkv.weight", "joint_blocks.0.context_block.attn.qkv.weight"),
                ("joint_blocks.",)),

@@ -119,7 +119,8 @@ def _comfy_skip_reason(header: Header, name: str, info: TensorInfo, meta_doc: di
     weight_scale = header.get(f"{name}.weight_scale")
     if weight_scale is None or not is_f32_scalar(weight_scale):
         what = weight_scale.dtype + str(list(weight_scale.shape)) if weight_scale else "missing"
-        return f"weight_scale {what} is not one F32 value: a block/row-wise layout (mxfp8, rowwise, blockwise), not tensor-wise float8_e4m3fn"
+        return (f"weight_scale {what} is not one F32 value: a block/row-wise layout (mxfp8, rowwise, blockwise), "
+                "not tensor-wise float8_e4m3fn")
     return None
 
 

@@ -16,16 +16,21 @@ import json
 from dataclasses import replace
 from typing import Mapping
 
-from fp8stream.version import __version__
 from fp8stream.errors import InvalidCheckpointError, UsageError
 from fp8stream.formats import comfy_quant, legacy
 from fp8stream.formats.layers import COMFY, LEGACY, PLAIN, FP8Layer, LayerInventory, take_inventory
-from fp8stream.formats.prefixes import common_model_prefix
-from fp8stream.formats.quant_metadata import QUANT_METADATA_KEY, QuantMetadata, read_quant_metadata, synced_quant_metadata
 from fp8stream.formats.plan_types import FormatOptions, LayerPlan, RewritePlan, Role, TailTensor
+from fp8stream.formats.prefixes import common_model_prefix
+from fp8stream.formats.quant_metadata import (
+    QUANT_METADATA_KEY,
+    QuantMetadata,
+    read_quant_metadata,
+    synced_quant_metadata,
+)
 from fp8stream.formats.selection import excluded_layers
 from fp8stream.io.dtypes import DTYPE_BITS
 from fp8stream.io.header import Header, OutputEntry
+from fp8stream.version import __version__
 
 METADATA_PREFIX = "fp8stream."
 TARGETS = ("auto", "comfy", "legacy")
@@ -51,7 +56,8 @@ def _out_flavour(layer: FP8Layer, file_flavour: str) -> str:
 def _file_flavour(inventory: LayerInventory, target: str) -> str:
     flavours = inventory.flavours
     if target == "legacy" and COMFY in flavours:
-        raise UsageError("--target legacy: converting ComfyUI mixed-precision layers to legacy scaled_fp8 is not supported")
+        raise UsageError("--target legacy: converting ComfyUI mixed-precision layers to legacy scaled_fp8 "
+                         "is not supported")
     if target != "auto":
         return target
     return LEGACY if LEGACY in flavours else COMFY
@@ -148,7 +154,8 @@ def _tensor_roles(plan: RewritePlan, p: LayerPlan, header: Header) -> None:
     if layer.flavour == COMFY and layer.marker in has:
         plan.roles[layer.marker] = Role.MARKER
         plan.plan_by_marker[layer.marker] = p
-        plan.out_sizes[layer.marker] = comfy_quant.marker_size(has[layer.marker].nbytes, sets_flag=p.out_weight_only is True)
+        plan.out_sizes[layer.marker] = comfy_quant.marker_size(has[layer.marker].nbytes,
+                                                               sets_flag=p.out_weight_only is True)
     elif layer.flavour == LEGACY and p.out_flavour == COMFY:
         if layer.weight_scale in has:
             plan.out_names[layer.weight_scale] = f"{layer.name}.weight_scale"
@@ -227,7 +234,8 @@ def build_plan(header: Header, calibration: dict[str, object], options: FormatOp
         if p.calibrated:
             plan.layer_by_weight[p.layer.weight.name] = p.layer
         added += _layer_tail(p, inventory.quant_metadata, meta_docs)
-    marker = _legacy_marker(plan, all_plans, inventory, _file_flavour(inventory, options.target), options.keep_weight_only)
+    marker = _legacy_marker(plan, all_plans, inventory, _file_flavour(inventory, options.target),
+                            options.keep_weight_only)
     plan.tail = ([marker] if marker else []) + added + [TailTensor(p.scale_key, "F32", (), scale_of=p.layer.name)
                                                         for p in plans if p.calibrated]
     plan.entries = _entries(plan)

@@ -40,7 +40,8 @@ PRESETS: dict[str, list[tuple[str, str]]] = {
         ("final_layer.*", "final projection"),
     ],
     "chroma": [
-        ("img_in", "embedder"), ("txt_in", "embedder"), ("distilled_guidance_layer.*", "embedder (modulation approximator)"),
+        ("img_in", "embedder"), ("txt_in", "embedder"),
+        ("distilled_guidance_layer.*", "embedder (modulation approximator)"),
         ("final_layer.*", "final projection"),
     ],
     "qwen-image": [  # diffusers' names

@@ -27,7 +27,6 @@ from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import TensorInfo
 
-
 NO_SPOOL = "the input is a stream and --no-spool was given (without it, it is spooled to a temporary file)"
 NO_GUESS = "no scale without a guess (--method simulate or --assume-input-rms R to opt in)"
 NO_GUESS_NOTE = ("every FP8 layer kept weight-only, no scale from a guess; --method simulate gives bound scales "

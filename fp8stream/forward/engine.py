@@ -81,7 +81,7 @@ class Ranges:
         if not tensors:
             return
         values = torch.stack([t.float().reshape(()) for t in tensors]).cpu().tolist()
-        for (into, name), v in zip(names, values):
+        for (into, name), v in zip(names, values, strict=True):
             into[name] = v
         self.amax.clear()
         self.out_amax.clear()
@@ -122,7 +122,7 @@ class StreamingModel:
             reads = [p.device_bytes if p.device_bytes is not None else p.raw for p in self.prefetch.take(target)]
         else:
             reads = [None] * len(runs)
-        parts = [self.reader.rows(r.source, r.start, r.stop, read=b) for r, b in zip(runs, reads)]
+        parts = [self.reader.rows(r.source, r.start, r.stop, read=b) for r, b in zip(runs, reads, strict=True)]
         return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
 
     def load_rest(self) -> None:

@@ -47,7 +47,8 @@ class SamplePlan:
 
     def split(self, micro_batch: int) -> list["SamplePlan"]:
         """The batch as plans of at most micro_batch samples each."""
-        return [SamplePlan(self.batch, self.image_tokens, self.text_tokens, self.seed, i, min(i + micro_batch, self.batch))
+        return [SamplePlan(self.batch, self.image_tokens, self.text_tokens, self.seed, i,
+                           min(i + micro_batch, self.batch))
                 for i in range(0, self.batch, max(1, micro_batch))]
 
     def randn(self, *shape: int) -> torch.Tensor:

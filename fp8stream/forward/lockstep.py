@@ -72,7 +72,7 @@ class Lockstep:
             call()
         except _Aborted:
             if i == 0:
-                raise self._failed  # type: ignore[misc]
+                raise self._failed  # type: ignore[misc]  # noqa: B904 (the failed worker's own exception, as it was)
         except BaseException as e:
             self._fail(e)
             if i == 0:

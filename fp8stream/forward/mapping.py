@@ -34,7 +34,8 @@ class MappingError(ValueError):
 
 
 def is_companion(name: str) -> bool:
-    return name.endswith(_COMPANIONS) or name == "scaled_fp8" or name.endswith(".scaled_fp8")  # legacy's marker, prefixed too
+    # scaled_fp8: legacy's marker, prefixed too
+    return name.endswith(_COMPANIONS) or name == "scaled_fp8" or name.endswith(".scaled_fp8")
 
 
 def stand_in(shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -64,7 +65,8 @@ def runs_of(value: torch.Tensor, names: list[str]) -> list[Run]:
     breaks = torch.ones_like(codes, dtype=torch.bool)
     breaks[1:] = (index[1:] != index[:-1]) | (row[1:] != row[:-1] + 1)
     starts = torch.nonzero(breaks).flatten().tolist() + [codes.numel()]
-    return [Run(names[int(index[a])], int(row[a]), int(row[b - 1]) + 1) for a, b in zip(starts, starts[1:])]
+    return [Run(names[int(index[a])], int(row[a]), int(row[b - 1]) + 1)
+            for a, b in zip(starts, starts[1:], strict=False)]
 
 
 def derive_mapping(shapes: Mapping[str, tuple[int, ...]], prefix: str,

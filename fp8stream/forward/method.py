@@ -169,7 +169,8 @@ class ForwardMethod:
         ranked = [w for w in reversed(order) if w in per_step] + [w for w in reversed(order) if w not in per_step]
         candidates = [calibrated[w] for w in ranked if w in calibrated]
         room = max(0, len(model.layers) // 4 - len(weight_only))
-        return {layer.name: (f"conditioning path (one vector per sample{FOLLOWS_STEP if layer.weight.name in per_step else ''}"
+        return {layer.name: ("conditioning path (one vector per sample"
+                             f"{FOLLOWS_STEP if layer.weight.name in per_step else ''}"
                              ", which one static scale cannot fit as dynamic scaling does): weight-only, its measured "
                              "scale written beside the flag; --forward-conditioning fp8 to run it in FP8")
                 for layer in candidates[:room]}

@@ -22,14 +22,14 @@ from typing import Iterator
 import torch
 
 from fp8stream.calibration.forward_settings import micro_batch_for
+from fp8stream.errors import UsageError
+from fp8stream.formats.architecture import Detection
+from fp8stream.formats.layers import take_inventory
+from fp8stream.formats.prefixes import common_model_prefix, split_prefix
 from fp8stream.forward.families import FAMILIES, forward_family
 from fp8stream.forward.inputs import SamplePlan
 from fp8stream.forward.mapping import MappingError, check_mapping, derive_mapping, is_companion
 from fp8stream.forward.source import Reader, RowSource
-from fp8stream.formats.architecture import Detection
-from fp8stream.formats.layers import take_inventory
-from fp8stream.formats.prefixes import common_model_prefix, split_prefix
-from fp8stream.errors import UsageError
 from fp8stream.io.header import Header
 from fp8stream.progress import bar as progress_bar
 

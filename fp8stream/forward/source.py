@@ -25,7 +25,8 @@ class RowSource(Protocol):
     def read_rows(self, name: str, start: int, stop: int) -> bytes: ...
 
 
-def decode(raw: bytes | bytearray, dtype: str, shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
+def decode(raw: bytes | bytearray, dtype: str, shape: tuple[int, ...],
+           device: torch.device | str = "cpu") -> torch.Tensor:
     """Bytes of a tensor part as float32 on `device` (FP8 with a unit scale). The raw bytes
     travel, not float32: a quarter of the transfer for FP8, and the GPU does the conversion."""
     tdt = torch_dtype(dtype)

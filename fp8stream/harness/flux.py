@@ -15,7 +15,7 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
-from fp8stream.harness.names import LinearMap, fuse, split
+from fp8stream.harness.names import LinearMap
 
 NAME = "flux"
 # Inner dim 64 = 4 heads x 16; rope axes must sum to the head dim. Images are 8x8 digits

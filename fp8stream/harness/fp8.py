@@ -113,9 +113,11 @@ def fp8_model(model: nn.Module, weights: Mapping[str, tuple[torch.Tensor, torch.
         s = scales.get(name)
         if s is None:
             w = dequantize_weight(w8, ws)
-            fwd = (lambda x, _w=w, _m=mod: F.linear(x, _w, _m.bias))
+            def fwd(x, _w=w, _m=mod):
+                return F.linear(x, _w, _m.bias)
         else:
-            fwd = (lambda x, _w8=w8, _ws=ws, _s=s, _m=mod: fp8_linear(x, _w8, _ws, _s, _m.bias).to(x.dtype))
+            def fwd(x, _w8=w8, _ws=ws, _s=s, _m=mod):
+                return fp8_linear(x, _w8, _ws, _s, _m.bias).to(x.dtype)
         # Remember an instance-level forward (hooks some libraries install) to put it back.
         patched.append((mod, mod.__dict__.get("forward")))
         mod.forward = fwd

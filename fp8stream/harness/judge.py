@@ -32,7 +32,8 @@ def per_layer(rec: LinearInputs, layers: Mapping[str, FP8Layer], bias: Callable[
         row: dict = {}
         for s, scales in sources.items():
             sc = scales.get(n)
-            row[s] = {"weight_only": True} if sc is None else fp8_linear_quality(calls, L.weight, L.weight_scale, sc, bias(n))
+            row[s] = ({"weight_only": True} if sc is None
+                      else fp8_linear_quality(calls, L.weight, L.weight_scale, sc, bias(n)))
         row["amax"] = rec.amax(n)
         rows[n] = row
     return rows
@@ -100,7 +101,8 @@ def _fmt(x: float | None, spec: str) -> str:
 def markdown(title: str, summary: Mapping[str, dict], e2e_label: str, notes: Mapping[str, str] = {}) -> str:
     """One model's table: a row per source."""
     lines = [f"{title}", "",
-             f"| source | within 0.5 dB | worst layer vs dynamic | max clip | layers clip > 0.1% | weight-only | {e2e_label} |",
+             "| source | within 0.5 dB | worst layer vs dynamic | max clip | layers clip > 0.1% | weight-only "
+             f"| {e2e_label} |",
              "|---|---|---|---|---|---|---|"]
     for s, v in summary.items():
         if "max_clip" not in v:

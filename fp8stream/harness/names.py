@@ -4,9 +4,8 @@ halves in the other order (shift, scale vs scale, shift)."""
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -57,7 +56,7 @@ def split(sd: Mapping[str, torch.Tensor], maps: Sequence[LinearMap], others: Seq
             t = sd[f"{lm.comfy}.{suffix}"]
             if lm.swap_halves:
                 t = swap_halves(t)
-            for p, piece in zip(lm.parts, torch.split(t, sizes, dim=0)):
+            for p, piece in zip(lm.parts, torch.split(t, sizes, dim=0), strict=True):
                 out[f"{p}.{suffix}"] = piece.contiguous()
     for ck, dk in others:
         out[dk] = sd[ck]

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from fp8stream.harness.digits import pack, unpack
-from fp8stream.harness.names import LinearMap, fuse, linear_rows, split
+from fp8stream.harness.names import LinearMap
 
 NAME = "sd3"
 DEFAULT_CONFIG: dict = {

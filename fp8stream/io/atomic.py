@@ -82,7 +82,8 @@ def check_output_path(output: str, input_path: str | None, force: bool) -> None:
     if is_remote(output):  # an object store has no folders to check (docs/remote.md)
         from fp8stream.remote.output import check_remote_output
         return check_remote_output(output, input_path, force)
-    if input_path is not None and (same_file(input_path, output) or os.path.abspath(input_path) == os.path.abspath(output)):
+    if input_path is not None and (same_file(input_path, output)
+                                   or os.path.abspath(input_path) == os.path.abspath(output)):
         raise UsageError(f"{output}: output is the input file; choose another output path")
     if os.path.isdir(output):
         raise UsageError(f"{output}: is a folder; give an output file name")
@@ -129,7 +130,8 @@ def check_free_space(output: str, nbytes: int) -> None:
             pass
     free = shutil.disk_usage(folder).free + reclaimable
     if free < nbytes:
-        old = " (--force keeps the old file until the new one is complete: both must fit)" if os.path.lexists(output) else ""
+        old = (" (--force keeps the old file until the new one is complete: both must fit)"
+               if os.path.lexists(output) else "")
         raise OutputError(
             f"{output}: not enough free space ({free / 1e9:.2f} GB free, {nbytes / 1e9:.2f} GB needed){old}"
         )

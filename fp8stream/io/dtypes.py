@@ -89,7 +89,8 @@ def decode_floats(raw: bytes | bytearray | memoryview, dtype: str):  # -> numpy 
         tdt = torch_dtype(dtype)
         if tdt is None:
             raise ValueError(f"cannot decode {dtype}")
-        values = (torch.frombuffer(bytearray(raw), dtype=tdt) if len(raw) else torch.zeros(0, dtype=tdt)).float().numpy()
+        decoded = torch.frombuffer(bytearray(raw), dtype=tdt) if len(raw) else torch.zeros(0, dtype=tdt)
+        values = decoded.float().numpy()
     return values
 
 

@@ -29,6 +29,7 @@ def return_large_buffers_to_the_system(threshold: int = 1 << 20) -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+        return (bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+                and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
     except (OSError, AttributeError):
         return False

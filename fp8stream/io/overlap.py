@@ -125,7 +125,8 @@ class ChunkReader:
     the next chunk as a memoryview held by the caller; a short read ends with EOFError.
     """
 
-    def __init__(self, stream: BinaryIO, chunk_sizes: Iterable[int], buffer_size: int, buffers: int = POOL_BUFFERS) -> None:
+    def __init__(self, stream: BinaryIO, chunk_sizes: Iterable[int], buffer_size: int,
+                 buffers: int = POOL_BUFFERS) -> None:
         self._stream = stream
         self._sizes = chunk_sizes
         self.pool = BufferPool(buffers, buffer_size)

@@ -166,7 +166,8 @@ class TensorStream:
         try:
             return self._reader.next()
         except EOFError:
-            raise InvalidCheckpointError(f"{self.source.label}: file ends inside tensor {info.name!r} (truncated)") from None
+            raise InvalidCheckpointError(
+                f"{self.source.label}: file ends inside tensor {info.name!r} (truncated)") from None
         except OSError as e:
             raise FP8StreamError(f"{self.source.label}: read error ({e.strerror})") from None
 

@@ -57,7 +57,8 @@ class OutputSink:
         if target == "-":
             self._atomic = None
         else:
-            self._atomic = _remote_output(target, zstd is not None) if is_remote(target) else AtomicOutput(target, final)
+            self._atomic = (_remote_output(target, zstd is not None) if is_remote(target)
+                            else AtomicOutput(target, final))
         self._counter: _CountingWriter | None = None
         self._compressor: ZstdWriter | None = None
         self._raw: BinaryIO | None = None

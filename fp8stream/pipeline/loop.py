@@ -3,8 +3,8 @@ the plan says, and shown to the calibration method as its MethodPlan asked.
 
 FP8 weights go to the writer and, a chunk of whole rows at a time, to the method and the
 suspicious-weight checks; markers are rewritten at the size the plan fixed; scalars we need are
-remembered; everything else is copied. Only one chunk of one tensor is in memory at a time. On the CPU the rows go as numpy arrays
-(nothing here needs torch); on a GPU as torch tensors there.
+remembered; everything else is copied. Only one chunk of one tensor is in memory at a time. On the
+CPU the rows go as numpy arrays (nothing here needs torch); on a GPU as torch tensors there.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def facts_from_state(plans: list[LayerPlan], state: StreamState, weights_seen: b
         layer = p.layer
         weight_scale = state.values[layer.weight_scale][0] if layer.weight_scale else 1.0
         existing = state.values.get(layer.existing_input_scale) if layer.existing_input_scale else None
+        warnings = tuple(state.checks.warnings(layer, weight_scale, existing)) if weights_seen else ()
         out[layer.name] = LayerFacts(weight_scale, existing, state.weight_only.get(layer.name, bool(layer.weight_only)),
-                                     state.out_weight_only.get(layer.name),
-                                     tuple(state.checks.warnings(layer, weight_scale, existing)) if weights_seen else ())
+                                     state.out_weight_only.get(layer.name), warnings)
     return out

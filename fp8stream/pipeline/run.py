@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO, Mapping
 
+from fp8stream import verify
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
 from fp8stream.formats.plan_types import LayerPlan, RewritePlan
 from fp8stream.io.dtypes import f32_bytes
@@ -19,7 +20,6 @@ from fp8stream.pipeline.inputs import ModelInput
 from fp8stream.pipeline.loop import Feed, StreamState, facts_from_state, stream_file
 from fp8stream.pipeline.scales import LayerFacts, Resolved, to_estimate
 from fp8stream.progress import bar as progress_bar
-from fp8stream import verify
 
 
 @dataclass
@@ -58,7 +58,7 @@ def stream_model(model: ModelInput, plans: list[RewritePlan], calibrated: list[L
     on_cuda = settings.device == "cuda"  # its peak was reset before method.prepare (rewrite.py)
     state = StreamState()
     files = []
-    for part, plan, (sink, out) in zip(model.parts, plans, sinks):
+    for part, plan, (sink, out) in zip(model.parts, plans, sinks, strict=True):
         writer = StreamingWriter(out, plan.entries, plan.metadata)
         writer.write_header()
         stream = TensorStream(part.source, part.header)

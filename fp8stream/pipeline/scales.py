@@ -104,7 +104,8 @@ def runs_fp8(p: LayerPlan, out_weight_only: bool | None) -> bool:
     return not p.layer.text_encoder and out_weight_only is False
 
 
-def layer_reports(plans: list[LayerPlan], facts: Mapping[str, LayerFacts], resolved: Mapping[str, Resolved]) -> list[LayerReport]:
+def layer_reports(plans: list[LayerPlan], facts: Mapping[str, LayerFacts],
+                  resolved: Mapping[str, Resolved]) -> list[LayerReport]:
     reports = []
     for p in plans:
         layer, f, r = p.layer, facts[p.layer.name], resolved[p.layer.name]

@@ -46,7 +46,8 @@ def _same_disk(a: str, b: str) -> bool:
 def check_spool_space(path: str, nbytes: int, output: str | None, output_bytes: int) -> None:
     """The spool must fit, and the output too where both share a file system."""
     folder = os.path.dirname(path)
-    out_folder = os.path.dirname(os.path.abspath(output)) if output and output != "-" and not is_remote(output) else None
+    shared = output and output != "-" and not is_remote(output)
+    out_folder = os.path.dirname(os.path.abspath(output)) if shared else None
     both = out_folder is not None and _same_disk(folder, out_folder)
     need = nbytes + (output_bytes if both else 0)
     free = shutil.disk_usage(folder).free

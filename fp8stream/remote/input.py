@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-
 from typing import Any, Iterator
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError

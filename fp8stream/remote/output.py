@@ -22,8 +22,15 @@ from typing import Any, BinaryIO
 from fp8stream.errors import FP8StreamError, OutputError, UsageError
 from fp8stream.io.overlap import WriteBehind
 from fp8stream.remote import filesystem, scheme_of
-from fp8stream.remote.stores import (abort_stale_uploads, exists, is_s3, open_unpublished, part_size,
-                                     publish_exclusive_error, write_record)
+from fp8stream.remote.stores import (
+    abort_stale_uploads,
+    exists,
+    is_s3,
+    open_unpublished,
+    part_size,
+    publish_exclusive_error,
+    write_record,
+)
 
 SHADOW_TAIL = 8 << 20
 

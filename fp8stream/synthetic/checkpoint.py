@@ -60,7 +60,8 @@ def quantize_fp8(weight: torch.Tensor) -> tuple[bytes, float]:
     return q.view(torch.uint8).numpy().tobytes(), scale
 
 
-def random_fp8_rows(out_features: int, in_features: int, seed: int, chunk_rows: int = 4096) -> Callable[[], Iterable[bytes]]:
+def random_fp8_rows(out_features: int, in_features: int, seed: int,
+                    chunk_rows: int = 4096) -> Callable[[], Iterable[bytes]]:
     """A maker of random, finite FP8 weight bytes, chunk by chunk (fast for multi-GB files)."""
 
     def make() -> Iterable[bytes]:
@@ -99,7 +100,8 @@ def comfy_fp8_linear(
     if input_scale is not None:
         tensors.append(f32_scalar(f"{name}.input_scale", input_scale))
     if bias:
-        tensors.append(SyntheticTensor(f"{name}.bias", "BF16", (out_f,), torch.zeros(out_f, dtype=torch.bfloat16).view(torch.uint8).numpy().tobytes()))
+        zeros = torch.zeros(out_f, dtype=torch.bfloat16).view(torch.uint8).numpy().tobytes()
+        tensors.append(SyntheticTensor(f"{name}.bias", "BF16", (out_f,), zeros))
     return tensors
 
 
@@ -135,7 +137,8 @@ def plain_fp8_linear(name: str, weight: torch.Tensor) -> list[SyntheticTensor]:
 
 
 def bf16_tensor(name: str, t: torch.Tensor) -> SyntheticTensor:
-    return SyntheticTensor(name, "BF16", tuple(t.shape), t.to(torch.bfloat16).contiguous().view(torch.uint8).numpy().tobytes())
+    return SyntheticTensor(name, "BF16", tuple(t.shape),
+                           t.to(torch.bfloat16).contiguous().view(torch.uint8).numpy().tobytes())
 
 
 def write_checkpoint(path: str, tensors: list[SyntheticTensor], metadata: dict[str, str] | None = None,

@@ -21,7 +21,8 @@ def predict2_2b(blocks: int | None = None) -> list[TensorSpec]:
 
 def predict2(d: int, mlp: int, n: int, text: int = 1024, lora: int = 256, head: int = 128) -> list[TensorSpec]:
     specs = _linear("x_embedder.proj.1", d, (16 + 2) * 4, False, bias=False)
-    specs += _linear("t_embedder.1.linear_1", d, d, False, bias=False) + _linear("t_embedder.1.linear_2", 3 * d, d, False, bias=False)
+    specs += _linear("t_embedder.1.linear_1", d, d, False, bias=False)
+    specs += _linear("t_embedder.1.linear_2", 3 * d, d, False, bias=False)
     specs.append(TensorSpec("t_embedding_norm.weight", (d,), False))
     for i in range(n):
         p = f"blocks.{i}."
@@ -29,11 +30,14 @@ def predict2(d: int, mlp: int, n: int, text: int = 1024, lora: int = 256, head: 
             specs += _linear(f"{p}adaln_modulation_{part}.1", lora, d, True, bias=False)
             specs += _linear(f"{p}adaln_modulation_{part}.2", 3 * d, lora, True, bias=False)
         for attn, kv in (("self_attn", d), ("cross_attn", text)):
-            specs += _linear(f"{p}{attn}.q_proj", d, d, True, bias=False) + _linear(f"{p}{attn}.k_proj", d, kv, True, bias=False)
+            specs += _linear(f"{p}{attn}.q_proj", d, d, True, bias=False)
+            specs += _linear(f"{p}{attn}.k_proj", d, kv, True, bias=False)
             specs += _linear(f"{p}{attn}.v_proj", d, kv, True, bias=False)
             specs += _linear(f"{p}{attn}.output_proj", d, d, True, bias=False)
-            specs += [TensorSpec(f"{p}{attn}.q_norm.weight", (head,), False), TensorSpec(f"{p}{attn}.k_norm.weight", (head,), False)]
-        specs += _linear(p + "mlp.layer1", mlp, d, True, bias=False) + _linear(p + "mlp.layer2", d, mlp, True, bias=False)
+            specs += [TensorSpec(f"{p}{attn}.q_norm.weight", (head,), False),
+                      TensorSpec(f"{p}{attn}.k_norm.weight", (head,), False)]
+        specs += _linear(p + "mlp.layer1", mlp, d, True, bias=False)
+        specs += _linear(p + "mlp.layer2", d, mlp, True, bias=False)
     specs += _linear("final_layer.adaln_modulation.1", lora, d, False, bias=False)
     specs += _linear("final_layer.adaln_modulation.2", 2 * d, lora, False, bias=False)
     specs += _linear("final_layer.linear", 16 * 4, d, False, bias=False)

@@ -14,11 +14,14 @@ def example_tensors(hidden: int = 256, blocks: int = 2, seed: int = 0) -> list[S
     def w(out_f: int, in_f: int) -> torch.Tensor:
         return torch.randn(out_f, in_f, generator=g) / in_f**0.5
 
-    tensors: list[SyntheticTensor] = [bf16_tensor("img_in.weight", w(hidden, 64)), bf16_tensor("img_in.bias", torch.zeros(hidden))]
+    tensors: list[SyntheticTensor] = [bf16_tensor("img_in.weight", w(hidden, 64)),
+                                      bf16_tensor("img_in.bias", torch.zeros(hidden))]
     # The conditioning embedders: the simulate method evaluates them over the timestep sweep.
     for emb, in_f in (("time_in", 256), ("guidance_in", 256), ("vector_in", 768)):
-        tensors += [bf16_tensor(f"{emb}.in_layer.weight", w(hidden, in_f)), bf16_tensor(f"{emb}.in_layer.bias", torch.zeros(hidden)),
-                    bf16_tensor(f"{emb}.out_layer.weight", w(hidden, hidden)), bf16_tensor(f"{emb}.out_layer.bias", torch.zeros(hidden))]
+        tensors += [bf16_tensor(f"{emb}.in_layer.weight", w(hidden, in_f)),
+                    bf16_tensor(f"{emb}.in_layer.bias", torch.zeros(hidden)),
+                    bf16_tensor(f"{emb}.out_layer.weight", w(hidden, hidden)),
+                    bf16_tensor(f"{emb}.out_layer.bias", torch.zeros(hidden))]
     for i in range(blocks):
         p = f"double_blocks.{i}"
         for stream in ("img", "txt"):

@@ -13,14 +13,16 @@ def inventory(blocks: int | None = None) -> list[TensorSpec]:
     single = 48 if blocks is None else 2 * blocks
     specs = linear("img_in", d, 128, False, bias=False) + linear("txt_in", d, 15360, False, bias=False)
     for emb in ("time_in", "guidance_in"):
-        specs += linear(f"{emb}.in_layer", d, 256, False, bias=False) + linear(f"{emb}.out_layer", d, d, False, bias=False)
+        specs += linear(f"{emb}.in_layer", d, 256, False, bias=False)
+        specs += linear(f"{emb}.out_layer", d, d, False, bias=False)
     specs += linear("double_stream_modulation_img.lin", 6 * d, d, True, bias=False)
     specs += linear("double_stream_modulation_txt.lin", 6 * d, d, True, bias=False)
     specs += linear("single_stream_modulation.lin", 3 * d, d, True, bias=False)
     for i in range(double):
         for s in ("img", "txt"):
             p = f"double_blocks.{i}.{s}"
-            specs += linear(f"{p}_attn.qkv", 3 * d, d, True, bias=False) + linear(f"{p}_attn.proj", d, d, True, bias=False)
+            specs += linear(f"{p}_attn.qkv", 3 * d, d, True, bias=False)
+            specs += linear(f"{p}_attn.proj", d, d, True, bias=False)
             specs += norms(f"{p}_attn.norm.query_norm.scale", f"{p}_attn.norm.key_norm.scale", width=head)
             specs += linear(f"{p}_mlp.0", 2 * mlp, d, True, bias=False) + linear(f"{p}_mlp.2", d, mlp, True, bias=False)
     for i in range(single):

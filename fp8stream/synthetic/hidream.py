@@ -41,4 +41,5 @@ def inventory(blocks: int | None = None) -> list[TensorSpec]:
         specs += _block(f"single_stream_blocks.{i}.block", d, False)
     for i in range(double + single + 1):  # one per block (Llama states), the last for T5
         specs += linear(f"caption_projection.{i}.linear", d, 4096, False, bias=False)
-    return specs + linear("final_layer.adaLN_modulation.1", 2 * d, d, False) + linear("final_layer.linear", 64, d, False)
+    return (specs + linear("final_layer.adaLN_modulation.1", 2 * d, d, False)
+            + linear("final_layer.linear", 64, d, False))

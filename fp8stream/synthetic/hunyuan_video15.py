@@ -26,16 +26,19 @@ def t2v_720p(blocks: int | None = None) -> list[TensorSpec]:
         specs += _linear(p + "self_attn_qkv", 3 * d, d, False) + _linear(p + "self_attn_proj", d, d, False)
         specs += _linear(p + "mlp.fc1", 4 * d, d, False) + _linear(p + "mlp.fc2", d, 4 * d, False)
         specs += _linear(p + "adaLN_modulation.1", 2 * d, d, False)
-    specs += [TensorSpec("byt5_in.layernorm.weight", (1472,), False), TensorSpec("byt5_in.layernorm.bias", (1472,), False)]
+    specs += [TensorSpec("byt5_in.layernorm.weight", (1472,), False),
+              TensorSpec("byt5_in.layernorm.bias", (1472,), False)]
     specs += _linear("byt5_in.fc1", 2048, 1472, False) + _linear("byt5_in.fc2", 2048, 2048, False)
     specs += _linear("byt5_in.fc3", d, 2048, False)
-    specs += [TensorSpec(f"vision_in.proj.{i}.{w}", (s,), False) for i, s in ((0, 1152), (4, d)) for w in ("weight", "bias")]
+    specs += [TensorSpec(f"vision_in.proj.{i}.{w}", (s,), False)
+              for i, s in ((0, 1152), (4, d)) for w in ("weight", "bias")]
     specs += _linear("vision_in.proj.1", 1152, 1152, False) + _linear("vision_in.proj.3", d, 1152, False)
     for i in range(n):
         for s in ("img", "txt"):
             p = f"double_blocks.{i}.{s}_"
             specs += _linear(p + "mod.linear", 6 * d, d, True) + _linear(p + "attn_qkv", 3 * d, d, True)
-            specs += [TensorSpec(p + "attn_q_norm.weight", (head,), False), TensorSpec(p + "attn_k_norm.weight", (head,), False)]
+            specs += [TensorSpec(p + "attn_q_norm.weight", (head,), False),
+                      TensorSpec(p + "attn_k_norm.weight", (head,), False)]
             specs += _linear(p + "attn_proj", d, d, True)
             specs += _linear(p + "mlp.fc1", mlp, d, True) + _linear(p + "mlp.fc2", d, mlp, True)
     specs += _linear("final_layer.linear", 32, d, False) + _linear("final_layer.adaLN_modulation.1", 2 * d, d, False)

@@ -56,7 +56,8 @@ def sd35_large(blocks: int | None = None) -> list[TensorSpec]:
             pre_only = last and part == "context_block"
             specs += linear(f"{p}.adaLN_modulation.1", (2 if pre_only else 6) * d, d, True)
             specs += linear(f"{p}.attn.qkv", 3 * d, d, True)
-            specs += [TensorSpec(f"{p}.attn.ln_q.weight", (64,), False), TensorSpec(f"{p}.attn.ln_k.weight", (64,), False)]
+            specs += [TensorSpec(f"{p}.attn.ln_q.weight", (64,), False),
+                      TensorSpec(f"{p}.attn.ln_k.weight", (64,), False)]
             if not pre_only:
                 specs += linear(f"{p}.attn.proj", d, d, True)
                 specs += linear(f"{p}.mlp.fc1", 4 * d, d, True) + linear(f"{p}.mlp.fc2", d, 4 * d, True)
@@ -68,6 +69,5 @@ def sd35_large(blocks: int | None = None) -> list[TensorSpec]:
 ARCHITECTURES = {"flux": flux_dev, "sd35": sd35_large, "wan": wan.wan_14b, "flux2": flux2.inventory,
                  "chroma": chroma.inventory, "qwen-image": qwen_image.inventory, "z-image": z_image.inventory,
                  "lumina2": lumina2.inventory, "hidream": hidream.inventory, "wan22-5b": wan.ti2v_5b,
-                 "wan22-i2v-a14b": wan.i2v_a14b,
-                 "hunyuan-video-1.5": hunyuan_video15.t2v_720p, "ltx2": ltx2.ltx2_19b, "cosmos-14b": cosmos.predict2_14b,
-                 "cosmos-2b": cosmos.predict2_2b}
+                 "wan22-i2v-a14b": wan.i2v_a14b, "hunyuan-video-1.5": hunyuan_video15.t2v_720p,
+                 "ltx2": ltx2.ltx2_19b, "cosmos-14b": cosmos.predict2_14b, "cosmos-2b": cosmos.predict2_2b}

@@ -20,21 +20,25 @@ def ltx2_19b(blocks: int | None = None) -> list[TensorSpec]:
     for pre, w in (("", v), ("audio_", a)):
         specs += _linear(pre + "caption_projection.linear_1", w, caption, False)
         specs += _linear(pre + "caption_projection.linear_2", w, w, False)
-    for name, w, mods in (("adaln_single", v, 6), ("audio_adaln_single", a, 6), ("av_ca_video_scale_shift_adaln_single", v, 4),
+    for name, w, mods in (("adaln_single", v, 6), ("audio_adaln_single", a, 6),
+                          ("av_ca_video_scale_shift_adaln_single", v, 4),
                           ("av_ca_audio_scale_shift_adaln_single", a, 4), ("av_ca_a2v_gate_adaln_single", v, 1),
                           ("av_ca_v2a_gate_adaln_single", a, 1)):
         specs += _linear(name + ".emb.timestep_embedder.linear_1", w, 256, False)
-        specs += _linear(name + ".emb.timestep_embedder.linear_2", w, w, False) + _linear(name + ".linear", mods * w, w, False)
+        specs += _linear(name + ".emb.timestep_embedder.linear_2", w, w, False)
+        specs += _linear(name + ".linear", mods * w, w, False)
     # attention -> (query width, key/value width, inner width)
     attns = {"attn1": (v, v, v), "attn2": (v, v, v), "audio_attn1": (a, a, a), "audio_attn2": (a, a, a),
              "audio_to_video_attn": (v, a, a), "video_to_audio_attn": (a, v, a)}
     for i in range(n):
         p = f"transformer_blocks.{i}."
-        specs += [TensorSpec(p + "scale_shift_table", (6, v), False), TensorSpec(p + "audio_scale_shift_table", (6, a), False),
+        specs += [TensorSpec(p + "scale_shift_table", (6, v), False),
+                  TensorSpec(p + "audio_scale_shift_table", (6, a), False),
                   TensorSpec(p + "scale_shift_table_a2v_ca_video", (5, v), False),
                   TensorSpec(p + "scale_shift_table_a2v_ca_audio", (5, a), False)]
         for name, (q, kv, inner) in attns.items():
-            specs += [TensorSpec(f"{p}{name}.q_norm.weight", (inner,), False), TensorSpec(f"{p}{name}.k_norm.weight", (inner,), False)]
+            specs += [TensorSpec(f"{p}{name}.q_norm.weight", (inner,), False),
+                      TensorSpec(f"{p}{name}.k_norm.weight", (inner,), False)]
             specs += _linear(f"{p}{name}.to_q", inner, q, True) + _linear(f"{p}{name}.to_k", inner, kv, True)
             specs += _linear(f"{p}{name}.to_v", inner, kv, True) + _linear(f"{p}{name}.to_out.0", q, inner, True)
         for ff, w in (("ff", v), ("audio_ff", a)):

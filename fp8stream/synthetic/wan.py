@@ -28,7 +28,8 @@ def wan_dit(d: int, ffn: int, n: int, in_channels: int = 16, out_channels: int =
         for attn in ("self_attn", "cross_attn"):
             for proj in ("q", "k", "v", "o"):
                 specs += _linear(f"{p}.{attn}.{proj}", d, d, True)
-            specs += [TensorSpec(f"{p}.{attn}.norm_q.weight", (d,), False), TensorSpec(f"{p}.{attn}.norm_k.weight", (d,), False)]
+            specs += [TensorSpec(f"{p}.{attn}.norm_q.weight", (d,), False),
+                      TensorSpec(f"{p}.{attn}.norm_k.weight", (d,), False)]
         specs += [TensorSpec(f"{p}.norm3.weight", (d,), False), TensorSpec(f"{p}.norm3.bias", (d,), False)]
         specs += _linear(f"{p}.ffn.0", ffn, d, True) + _linear(f"{p}.ffn.2", d, ffn, True)
     specs += [TensorSpec("head.modulation", (1, 2, d), False)] + _linear("head.head", 4 * out_channels, d, False)

@@ -17,8 +17,8 @@ from typing import Any, Callable
 from fp8stream.errors import EXIT_FAILURE, UsageError
 from fp8stream.report import FileReport
 from fp8stream.rewrite import RewriteOptions
-from fp8stream.zoo.identity import is_done, output_metadata
 from fp8stream.zoo.console import CONSOLE
+from fp8stream.zoo.identity import is_done, output_metadata
 from fp8stream.zoo.listing import ZooItem
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,7 +111,8 @@ def _run_on_ray(todo: list[ZooItem], template: RewriteOptions, settings: ZooSett
         pending: dict[Any, ZooItem] = {}
         for item in todo:
             if room and item.memory > room:
-                reports.append(_failed(item, f"needs {item.memory / 1e9:.2f} GB, the largest node has {room / 1e9:.2f} GB"))
+                reports.append(_failed(item, f"needs {item.memory / 1e9:.2f} GB, "
+                                             f"the largest node has {room / 1e9:.2f} GB"))
                 _progress(len(reports), total, reports[-1])
                 emit(reports[-1])
                 continue

@@ -8,12 +8,12 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 
-from fp8stream.formats.shards import INDEX_SUFFIX, find_index, merged_header, read_index
-from fp8stream.memory import BASE_MEMORY
 from fp8stream.errors import FP8StreamError, UsageError
-from fp8stream.io.compression import compression_memory, ZstdSettings
+from fp8stream.formats.shards import INDEX_SUFFIX, find_index, merged_header, read_index
+from fp8stream.io.compression import ZstdSettings, compression_memory
 from fp8stream.io.header import Header
 from fp8stream.io.reader import open_positioned, read_input_header
+from fp8stream.memory import BASE_MEMORY
 from fp8stream.remote import filesystem, is_remote
 from fp8stream.remote.input import identity_tag, object_info
 from fp8stream.zoo.identity import InputIdentity
@@ -104,7 +104,7 @@ def probe(item: ZooItem, zstd_out: ZstdSettings | None) -> None:
         return
     header = merged_header(headers) if index else headers[0]
     item.index_name = index.name if index else None
-    item.pins = {p: tag for p, (_, tag) in zip(paths, records) if tag}
+    item.pins = {p: tag for p, (_, tag) in zip(paths, records, strict=True) if tag}
     tags = [tag or "" for _, tag in records]
     tag = (tags[0] or None) if not index else hashlib.sha256("\n".join(tags).encode()).hexdigest()[:32]
     item.identity = InputIdentity(sum(size for size, _ in records), tag, header_digest(header))
@@ -132,5 +132,6 @@ def _stored(path: str) -> tuple[int, str | None]:
 
 
 def header_digest(header: Header) -> str:
-    text = repr([(t.name, t.dtype, t.shape, t.begin, t.nbytes) for t in header.tensors]) + repr(sorted((header.metadata or {}).items()))
+    tensors = [(t.name, t.dtype, t.shape, t.begin, t.nbytes) for t in header.tensors]
+    text = repr(tensors) + repr(sorted((header.metadata or {}).items()))
     return hashlib.sha256(text.encode()).hexdigest()[:32]

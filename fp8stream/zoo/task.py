@@ -15,9 +15,9 @@ from typing import Any
 
 from fp8stream.batch import calibrate_one
 from fp8stream.remote import configure, filesystem, is_remote, scheme_of
-from fp8stream.remote.stores import is_s3
 from fp8stream.remote.input import pin
 from fp8stream.remote.output import record_metadata
+from fp8stream.remote.stores import is_s3
 from fp8stream.report import FileReport
 from fp8stream.rewrite import RewriteOptions
 from fp8stream.zoo.identity import recorded

@@ -8,7 +8,9 @@ from fp8stream.calibration.sources import Act, Norm, Source
 
 
 def sources(name: str, has: set[str]) -> Source | None:
-    m = re.fullmatch(r"(.*?)encoder\.layer\.(\d+)\.(attention\.self\.(?:query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)", name)
+    m = re.fullmatch(r"(.*?)encoder\.layer\.(\d+)\."
+                     r"(attention\.self\.(?:query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)",
+                     name)
     if not m:
         return None
     pre, n, what = m.groups()

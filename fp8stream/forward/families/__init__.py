@@ -22,8 +22,8 @@ from typing import Mapping, Sequence
 from fp8stream.formats.architecture import Detection, count_blocks, detect
 
 # detector family name -> module of this package
-FAMILIES = {"flux": "flux", "sd3": "sd3", "wan": "wan", "flux2": "flux2", "chroma": "chroma", "qwen-image": "qwen_image",
-            "z-image": "z_image", "lumina2": "lumina2",
+FAMILIES = {"flux": "flux", "sd3": "sd3", "wan": "wan", "flux2": "flux2", "chroma": "chroma",
+            "qwen-image": "qwen_image", "z-image": "z_image", "lumina2": "lumina2",
             "hidream": "hidream", "bert": "bert", "t5": "t5", "clip": "clip", "llm": "llm",
             "hunyuan-video-1.5": "hunyuan_video15", "ltx2": "ltx2", "cosmos": "cosmos"}
 

@@ -53,7 +53,7 @@ def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
         "mlp_ratio": shapes["blocks.0.mlp.layer1.weight"][0] / hidden,
         "text_embed_dim": shapes["blocks.0.cross_attn.k_proj.weight"][1],
         "adaln_lora_dim": shapes["blocks.0.adaln_modulation_self_attn.1.weight"][0],
-        "max_size": tuple(p[0] * s for p, s in zip(pos, PATCH)) if all(pos) else (128, 240, 240),
+        "max_size": tuple(p[0] * s for p, s in zip(pos, PATCH, strict=True)) if all(pos) else (128, 240, 240),
         "patch_size": PATCH,
         "concat_padding_mask": False,
         "extra_pos_embed_type": "learnable" if all(pos) else None,

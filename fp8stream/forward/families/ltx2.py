@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import torch
-
 from fp8stream.formats.architecture import count_blocks
 from fp8stream.forward.families import rename_prefixes
 from fp8stream.forward.inputs import SamplePlan, grid
@@ -88,7 +86,6 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    b = plan.size
     frames = 2
     h, w = grid(max(1, plan.image_tokens // frames))
     tokens, first = frames * h * w, h * w

@@ -79,5 +79,6 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
 def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     """Each block's attention output projection reads the mix of its own values."""
     blocks = [f"layers.{i}." for i in range(cfg["num_layers"])]
-    blocks += [f"{part}.{i}." for part in ("noise_refiner", "context_refiner") for i in range(cfg["num_refiner_layers"])]
+    blocks += [f"{part}.{i}." for part in ("noise_refiner", "context_refiner")
+               for i in range(cfg["num_refiner_layers"])]
     return {b + "attn.to_out.0": [[b + "attn.to_v"]] for b in blocks}

@@ -19,7 +19,6 @@ from typing import Mapping
 
 import torch
 
-
 from fp8stream.formats.architecture import count_blocks
 from fp8stream.forward.inputs import SamplePlan, grid
 
@@ -119,5 +118,6 @@ def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     for i in range(cfg["num_layers"]):
         b = f"blocks.{i}."
         out[b + "attn1.to_out.0"] = [[b + "attn1.to_v"]]
-        out[b + "attn2.to_out.0"] = [[b + "attn2.to_v"]] + ([[b + "attn2.add_v_proj"]] if cfg["added_kv_proj_dim"] else [])
+        out[b + "attn2.to_out.0"] = ([[b + "attn2.to_v"]]
+                                     + ([[b + "attn2.add_v_proj"]] if cfg["added_kv_proj_dim"] else []))
     return out

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import torch
-
 from fp8stream.formats.architecture import count_blocks
 from fp8stream.forward.inputs import SamplePlan, grid
 
