@@ -1,0 +1,170 @@
+"""Same bytes: show that a restructuring keeps every output of `fp8stream calibrate` byte for byte.
+
+Three steps, all on the CPU, each run alone under `nice` on a small machine:
+
+  build    writes every kind of input the test suite builds (scripts/same_bytes_inputs.py) with
+           the builders of one tree, once, plus a manifest (name -> sha256, what it is). Build
+           with the base, so later moves of the test fixtures do not matter.
+  run      one interpreter with the tree first on sys.path calls `fp8stream.cli.main(...)` in
+           process for each case of the matrix (scripts/same_bytes_cases.py) and records the
+           exit code, the sha256 of each output file, the `--json` report (seconds,
+           peak_vram_bytes and "took N s" dropped, the case's folders written as {dir} and
+           {cases}) and stderr.
+           Torch threads are pinned (1, deterministic algorithms, BLAS pools limited), so two
+           runs of one tree agree; compare results made on the same machine (a CPU of another
+           kind may round a matmul otherwise). `--quick`: (auto, simulate) per input.
+  compare  prints the cases that differ or exist in one result only; exit 1 on any, else 0.
+           `--subset`: cases only in A are fine (a quick run of HEAD against a full base).
+
+Usage, from the worktree of the change (HEAD), PY=.venv/bin/python:
+
+  git worktree add --detach /tmp/base <base commit>
+  nice -n 19 $PY scripts/same_bytes.py build --tree /tmp/base --out /tmp/bytes/cases
+  nice -n 19 $PY scripts/same_bytes.py run --tree /tmp/base --cases /tmp/bytes/cases --out /tmp/bytes/base.json
+  nice -n 19 $PY scripts/same_bytes.py run --tree . --cases /tmp/bytes/cases --out /tmp/bytes/head.json
+  python3 scripts/same_bytes.py compare /tmp/bytes/base.json /tmp/bytes/head.json
+  git worktree remove /tmp/base
+
+Between milestones: `run --quick --out head.json`, then `compare --subset base.json head.json`.
+Each result names the commit of its tree and of the inputs' build. The full matrix (about 850
+cases) takes 2 to 3 minutes on 2 cores, --quick (about 210) 1 to 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from same_bytes_cases import matrix
+from same_bytes_inputs import all_specs, digest
+from same_bytes_run import pinned, run_case
+
+
+def use_tree(tree: Path) -> None:
+    """`tree` (its package, tests/ and scripts/) first on sys.path, before anything imports it."""
+    for entry in (tree / "scripts", tree / "tests", tree):
+        sys.path.insert(0, str(entry))
+
+
+def tree_info(tree: Path) -> dict:
+    """Which tree a file was made from: its commit (and whether it had uncommitted changes)."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True)
+        return done.stdout.strip()
+    import fp8stream
+
+    return {"tree": str(tree), "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
+            "package": fp8stream.__file__}
+
+
+def build(tree: Path, out: Path) -> None:
+    use_tree(tree)
+    out.mkdir(parents=True, exist_ok=False)
+    inputs = {}
+    with pinned():
+        for spec in all_specs():
+            started = time.monotonic()
+            spec.build(out / spec.name)
+            inputs[spec.name] = {"sha256": digest(out / spec.name), "what": spec.what, "tier": spec.tier,
+                                 "preset": spec.preset}
+            print(f"{spec.name}: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    manifest = {"made_by": tree_info(tree), "inputs": inputs}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    print(f"{len(inputs)} inputs in {out}", file=sys.stderr)
+
+
+def check_inputs(cases_dir: Path, manifest: dict) -> None:
+    """The inputs are those the manifest lists, unchanged."""
+    changed = [n for n, e in manifest["inputs"].items() if digest(cases_dir / n) != e["sha256"]]
+    if changed:
+        sys.exit(f"same_bytes: inputs changed since the build: {', '.join(changed)}")
+
+
+def run(tree: Path, cases_dir: Path, out: Path, quick: bool) -> None:
+    use_tree(tree)
+    manifest = json.loads((cases_dir / "manifest.json").read_text())
+    check_inputs(cases_dir, manifest)
+    cases = matrix(manifest["inputs"], quick)
+    work = out.parent / (out.name + ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    results, started = {}, time.monotonic()
+    with pinned():
+        for i, case in enumerate(cases):
+            t = time.monotonic()
+            results[case.name] = run_case(case, cases_dir.resolve(), work / f"{i:04d}")
+            print(f"[{i + 1}/{len(cases)}] {time.monotonic() - t:5.1f} s  exit {results[case.name]['exit_code']}  "
+                  f"{case.name}", file=sys.stderr)
+    shutil.rmtree(work, ignore_errors=True)
+    meta = {**tree_info(tree), "inputs": manifest["made_by"], "quick": quick, "cases": len(cases),
+            "seconds": round(time.monotonic() - started, 1)}
+    out.write_text(json.dumps({"meta": meta, "cases": results}, indent=1, sort_keys=True) + "\n")
+    print(f"{len(cases)} cases in {meta['seconds']} s -> {out}", file=sys.stderr)
+
+
+def first_difference(a: object, b: object, where: str = "") -> str:
+    """Where two JSON values first differ, and the two values there."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key, "<absent>") != b.get(key, "<absent>"):
+                return first_difference(a.get(key, "<absent>"), b.get(key, "<absent>"), f"{where}.{key}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return first_difference(x, y, f"{where}[{i}]")
+    return f"{where or '.'}: {json.dumps(a)[:200]} != {json.dumps(b)[:200]}"
+
+
+def compare(a_path: Path, b_path: Path, subset: bool) -> int:
+    a, b = (json.loads(p.read_text()) for p in (a_path, b_path))
+    ca, cb = a["cases"], b["cases"]
+    differ = 0
+    for name in sorted(set(ca) | set(cb)):
+        if name not in cb and subset:
+            continue
+        if name not in ca or name not in cb:
+            print(f"only in {a_path if name in ca else b_path}: {name}")
+        elif ca[name] != cb[name]:
+            print(f"differs: {name}\n    {first_difference(ca[name], cb[name])}")
+        else:
+            continue
+        differ += 1
+    same = sum(1 for n in cb if n in ca and ca[n] == cb[n])
+    print(f"{same} cases identical, {differ} differ ({a['meta']['commit'][:10]} vs {b['meta']['commit'][:10]})")
+    return 1 if differ else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("build", help="write the inputs with TREE's builders")
+    p.add_argument("--tree", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("run", help="run the case matrix with TREE's package")
+    p.add_argument("--tree", type=Path, required=True)
+    p.add_argument("--cases", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--quick", action="store_true", help="(auto, simulate) per input only")
+    p = sub.add_parser("compare", help="exit 1 if two results differ")
+    p.add_argument("a", type=Path)
+    p.add_argument("b", type=Path)
+    p.add_argument("--subset", action="store_true", help="cases only in A are not a difference")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        build(args.tree.resolve(), args.out)
+    elif args.command == "run":
+        run(args.tree.resolve(), args.cases, args.out.resolve(), args.quick)
+    else:
+        return compare(args.a, args.b, args.subset)
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
