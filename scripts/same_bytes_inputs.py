@@ -215,10 +215,10 @@ def _tiny_flux(path: Path) -> None:
 
 def _stats(path: Path) -> None:
     """fp8stream.record on the tiny Flux of tests/data, as test_calibration_methods does."""
-    import quality_models as qm
     import torch
 
     import fp8stream
+    import quality_models as qm
 
     tf = qm.load_tiny_flux()
     torch.manual_seed(0)
