@@ -67,6 +67,19 @@ def test_cli_scales_every_layer_from_the_forward_pass(variant, tmp_path):
         assert not any("not reached" in w or "ASSUMED" in w for w in r["warnings"]), r
 
 
+def test_default_sizes_fit_a_small_learned_position_table(tmp_path):
+    """Cosmos with learned positions for 8 latent rows and columns, at the default forward sizes
+    (more tokens than that): the latent is cut to the table, the run exits 0 and scales the layers."""
+    src = tmp_path / "in.safetensors"
+    _, state, _ = ft.tiny("cosmos", learnable_pos=True)
+    layers = ft.write(state, src, "model.diffusion_model.")
+    p = _cli(str(src), str(tmp_path / "out.safetensors"), "--json", "--no-progress", "--forward-threads", "1")
+    assert p.exit_code == 0, p.stderr[-2000:]
+    report = json.loads(p.stdout)
+    assert len(report["layers"]) + len(report["excluded"]) == len(layers)
+    assert all(r["assumption"].startswith("cosmos forward amax") for r in report["layers"]), report["layers"]
+
+
 @pytest.mark.parametrize("arch, family", [("wan22-5b", "wan"), ("wan22-i2v-a14b", "wan"),
                                           ("hunyuan-video-1.5", "hunyuan-video-1.5"), ("ltx2", "ltx2"),
                                           ("cosmos-14b", "cosmos"), ("cosmos-2b", "cosmos")])

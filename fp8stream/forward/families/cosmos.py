@@ -81,8 +81,12 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
     b = plan.size
     out_ch, extra = cfg["out_channels"], cfg["in_channels"] - cfg["out_channels"]
     conditioned = extra == 2  # Video2World: a condition-mask channel before the padding mask
-    frames = 2 if conditioned or plan.image_tokens >= 64 else 1
+    # the rope and a learned position table hold max_size / patch positions per axis: a larger
+    # latent fails inside the model (a small table is only a tiny test model's, real ones hold 120)
+    most_t, most_h, most_w = (m // p for m, p in zip(cfg["max_size"], PATCH, strict=True))
+    frames = min(2 if conditioned or plan.image_tokens >= 64 else 1, most_t)
     h, w = grid(max(1, plan.image_tokens // frames))
+    h, w = min(h, most_h), min(w, most_w)
     shape = (b, out_ch, frames * PATCH[0], h * PATCH[1], w * PATCH[2])
     x0, noise = plan.randn(*shape[1:]), plan.randn(*shape[1:])
     t = plan.timesteps()
