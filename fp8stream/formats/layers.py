@@ -25,7 +25,6 @@ from fp8stream.io.header import Header, TensorInfo
 COMFY = "comfy"  # L.weight F8_E4M3 + L.weight_scale + L.comfy_quant, scale at L.input_scale
 LEGACY = "legacy"  # L.weight F8_E4M3 + L.scale_weight + top-level scaled_fp8, scale at L.scale_input
 PLAIN = "plain"  # L.weight F8_E4M3 alone: weight scale 1.0 implied
-FLAVOURS = (COMFY, LEGACY, PLAIN)
 
 # Why other comfy_quant formats take no input scale from us (docs/comfyui.md).
 _OTHER_FORMAT_NOTES = {

@@ -33,7 +33,6 @@ from fp8stream.io.header import Header, OutputEntry
 from fp8stream.version import __version__
 
 METADATA_PREFIX = "fp8stream."
-TARGETS = ("auto", "comfy", "legacy")
 UNIT_SCALE_F32 = b"\x00\x00\x80\x3f"  # 1.0
 
 
