@@ -27,6 +27,7 @@ from fp8stream.calibration.producer_rows import RowSums
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.dtypes import decode_floats
 from fp8stream.io.header import TensorInfo
+from fp8stream.names.suffixes import BIAS, WEIGHT, WEIGHT_SCALE, layer_of
 
 T_SWEEP = 65
 G_SWEEP = [float(g) for g in range(0, 11)]
@@ -52,10 +53,10 @@ class ActivationModel:
 
     def observe_tensor(self, info: TensorInfo, chunk)  -> None:
         name = info.name
-        if name.endswith(".weight") and len(info.shape) == 2 and name[:-7] in self.need_rows:
+        if name.endswith(WEIGHT) and len(info.shape) == 2 and layer_of(name) in self.need_rows:
             acc = self.partial.get(name)
             if acc is None:
-                acc = self.partial[name] = RowSums(info.dtype, info.shape, name[:-7] in self.held)
+                acc = self.partial[name] = RowSums(info.dtype, info.shape, layer_of(name) in self.held)
             acc.feed(chunk)
             return
         prev = self.values.get(name)
@@ -76,12 +77,12 @@ class ActivationModel:
             self.weights.setdefault(layer.name, []).append(held)
 
     def _wscale(self, n: str) -> float:
-        v = self.values.get(self.ws_key.get(n) or n + ".weight_scale")
+        v = self.values.get(self.ws_key.get(n) or n + WEIGHT_SCALE)
         return float(v.reshape(-1)[0]) if v is not None and v.size else 1.0
 
     def finish_partial(self) -> None:
         for name, acc in list(self.partial.items()):
-            n = name[:-7]
+            n = layer_of(name)
             self.rowsq[n], held = acc.result()
             if acc.hold:
                 self.weights[n] = held
@@ -95,7 +96,7 @@ class ActivationModel:
         return np.sqrt(np.concatenate(parts)) * self._wscale(n)
 
     def _bias(self, n: str, rows: int) -> np.ndarray:
-        b = self.values.get(n + ".bias")
+        b = self.values.get(n + BIAS)
         return np.zeros(rows) if b is None else b.astype(np.float64)
 
     def _weight(self, n: str) -> "HeldMatrix":
