@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 class ModelView:
     """The model as a method may see it. `header`: every tensor of the model (all shards);
     `layers`: the layers to calibrate; `source`: by-name positioned reads of any tensor, None
-    when the input is a pipe or a compressed stream (readable once, in order)."""
+    when the input is a pipe or a compressed stream (readable once, in order) that is not
+    spooled: a method asking for random access gets it spooled first, unless --no-spool."""
 
     header: Header
     layers: list[FP8Layer]
@@ -76,6 +77,8 @@ class ScaleEstimate:
     amax: float | None = None  # the input range the scale covers (scale x 448), when known
     bound: float | None = None  # a proven upper bound of |input|, when the method has one
     margin: float | None = None  # the factor applied to a measured or estimated amax
+    # the bound rests on an assumed range of a model input (a warning says which): reported, no proof
+    assumed: bool = False
 
 
 class CalibrationMethod(Protocol):

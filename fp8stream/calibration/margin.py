@@ -7,7 +7,7 @@ forward pass (`--method forward`, margin 3) or real data recorded on other promp
 stats`, margin 2). The margin covers what was not seen; the hard bound of `--method simulate`
 (Cauchy-Schwarz through the producers' weights) proves the input never exceeds it, so a range
 above it is never needed. The bound caps only when it is a proof from the file alone: one that
-rests on an assumption about a model input (its notes say "ASSUMED") is reported, not applied.
+rests on an assumption about a model input (`ScaleEstimate.assumed`) is reported, not applied.
 Both methods and the quality harness call this function; nothing else applies a margin.
 """
 
@@ -21,7 +21,7 @@ from fp8stream.calibration.interface import ScaleEstimate
 
 def is_proof(bound: ScaleEstimate) -> bool:
     """Whether a hard-bound estimate rests on the file alone (no assumed model input)."""
-    return not any("ASSUMED" in w for w in bound.warnings)
+    return not bound.assumed
 
 
 def with_margin(amax: float, margin: float, bound: ScaleEstimate | None, label: str,

@@ -146,8 +146,9 @@ class WeightAwareMethod:
         source = f"input = {G.describe(src)}; {how}; bound {bound:.4g}, estimate {est:.4g}"
         if not (amax > 0 and math.isfinite(amax)):
             warnings.append("no usable range: scale 1.0")
-            return ScaleEstimate(1.0, source, tuple(warnings), bound=bound)
-        return ScaleEstimate(amax / E4M3_MAX, source, tuple(warnings), amax=amax, bound=bound, margin=margin)
+            return ScaleEstimate(1.0, source, tuple(warnings), bound=bound, assumed=c.assumed)
+        return ScaleEstimate(amax / E4M3_MAX, source, tuple(warnings), amax=amax, bound=bound, margin=margin,
+                             assumed=c.assumed)
 
 
 def _collect(src: G.Source, graph: G.Graph, shapes: dict, need_rows: set[str]) -> None:

@@ -94,7 +94,8 @@ class StatsMethod:
         if rest:
             for name, e in self.fallback.scales(model, rest).items():
                 out[name] = ScaleEstimate(e.scale, "no stats: simulate: " + e.source,
-                                          e.warnings + ("no real-data stats (fallback)",), e.amax, e.bound, e.margin)
+                                          e.warnings + ("no real-data stats (fallback)",), e.amax, e.bound, e.margin,
+                                          e.assumed)
         return out
 
     def _from_stats(self, name: str, s: LayerStats) -> ScaleEstimate:

@@ -10,8 +10,8 @@ samples x 20 Euler steps, real activations): real input amax / forward amax is 0
 every layer (attention outputs use the mix bound of engine.py). Margin 2 clips none of them with
 13% headroom; 3 leaves 70% for models we have not seen, and a scale 3x too large only moves the
 smallest values 1.6 binades towards FP8's subnormals, where one too small clips
-(docs/scales.md). The bound caps only when it assumes nothing about model inputs (its notes
-carry no "ASSUMED").
+(docs/scales.md). The bound caps only when it assumes nothing about model inputs (not
+`ScaleEstimate.assumed`).
 
 Text encoders (bert, t5, clip, llm) run on what they really read, token ids through their own
 embedding table, so their forward amax is close to the real one (MiniLM: within 3% on most
