@@ -110,6 +110,8 @@ def test_scales_out_are_scales_in(flux_ckpt, tmp_path: Path) -> None:
                  "--stats", tmp_path / "scales.json", "--json")
     assert r2.exit_code == 0, r2.output
     assert _scales(r2) == _scales(r1)
+    assert {layer["basis"] for layer in _report(r1)["layers"]} == {"assumed"}
+    assert {layer["basis"] for layer in _report(r2)["layers"]} == {"given"}
 
 
 def test_missing_stats_fail_unless_fallback(flux_ckpt, tmp_path: Path) -> None:

@@ -67,6 +67,13 @@ class MethodPlan:
     notes: tuple[str, ...] = ()  # file-level notes for the report
 
 
+# What a scale rests on, as the report's `basis` says it.
+MEASURED = "measured"  # real data recorded by fp8stream.record
+FORWARD_PASS = "forward pass"  # the synthetic forward pass
+GIVEN = "given"  # a scale read from a stats file
+ASSUMED = "assumed"  # a model of the input, or a heuristic
+
+
 @dataclass(frozen=True)
 class ScaleEstimate:
     """One layer's own scale and where it came from (one line a reviewer can check)."""
@@ -79,6 +86,7 @@ class ScaleEstimate:
     margin: float | None = None  # the factor applied to a measured or estimated amax
     # the bound rests on an assumed range of a model input (a warning says which): reported, no proof
     assumed: bool = False
+    basis: str = ASSUMED
 
 
 class CalibrationMethod(Protocol):
