@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from fp8stream.advice import fix_for, group_warnings
+from fp8stream.calibration.interface import ASSUMED
 
 
 @dataclass
@@ -27,6 +28,7 @@ class LayerReport:
     margin: float | None = None
     bound: float | None = None
     shares_input_with: list[str] = field(default_factory=list)  # the other layers of its shared-scale group
+    basis: str = ASSUMED  # what the scale rests on (calibration/interface.py): measured, forward pass, given
 
 
 @dataclass
@@ -88,7 +90,7 @@ class FileReport:
         doc["seconds"] = round(self.seconds, 3)
         for layer, entry in zip(self.layers, doc["layers"], strict=True):
             # measured, forward pass, given or assumed; None for a scale kept from the file
-            entry["basis"] = basis_label(layer) if layer.source != "kept" and layer.assumption else None
+            entry["basis"] = layer.basis if layer.source != "kept" and layer.assumption else None
         names = [layer.name for layer in self.layers]
         doc["advice"] = [{"warning": g.text, "layers": g.layers, "fix": fix_for(g, names, full=True)}
                          for g in group_warnings([(layer.name, layer.warnings) for layer in self.layers])]
@@ -141,11 +143,3 @@ def human_size(n: int) -> str:
     return f"{size:.1f} {unit}" if size < 10 else f"{size:.0f} {unit}"
 
 
-def basis_label(layer: LayerReport) -> str:
-    """'measured' for scales from recorded real data, 'given' for scales read from a stats file,
-    'assumed' for modelled or heuristic ones."""
-    if layer.assumption.startswith("real data"):
-        return "measured"
-    if " forward amax " in layer.assumption:
-        return "forward pass"
-    return "given" if layer.assumption.startswith("plain input_scale") else "assumed"

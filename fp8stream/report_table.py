@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fp8stream.advice import merged_numbers, names_text, render_warnings, without_numbers
 from fp8stream.formats.text_encoders import TEXT_ENCODER_NOTE
-from fp8stream.report import FileReport, LayerReport, basis_label, human_size, plural, share_note
+from fp8stream.report import FileReport, LayerReport, human_size, plural, share_note
 
 _MODE = {True: "fp8 act", False: "weight-only", None: "flag as in the file"}
 _SHARED = ("share one input_scale with the other layers of their group (the group's max: "
@@ -17,7 +17,7 @@ _SHARED = ("share one input_scale with the other layers of their group (the grou
 
 def _basis(layer: LayerReport) -> str:
     """Where the scale came from, as the JSON's basis says it; '' for a scale kept from the file."""
-    return f"{basis_label(layer)}: {layer.assumption}" if layer.source != "kept" and layer.assumption else ""
+    return f"{layer.basis}: {layer.assumption}" if layer.source != "kept" and layer.assumption else ""
 
 
 def _scales_text(layers: list[LayerReport]) -> str:
@@ -75,7 +75,7 @@ def _verbose_lines(report: FileReport) -> list[str]:
         scale = "-" if layer.scale is None else f"{layer.scale:.4g}"
         lines.append(f"{layer.name:<{width}}  {shape:>13}  {scale:>11}  {act:>7}  {layer.source} ({layer.why})")
         if layer.assumption:
-            lines.append(f"{'':<{width}}  {basis_label(layer)}: {layer.assumption}")
+            lines.append(f"{'':<{width}}  {layer.basis}: {layer.assumption}")
         lines += [f"{'':<{width}}  note: {note}" for note in layer.notes]
     for e in report.excluded:
         lines.append(f"excluded {e.name}: {e.reason} ({_MODE[e.fp8_activations]})")

@@ -24,28 +24,21 @@ from fp8stream.formats.comfy_quant import WEIGHT_ONLY_FLAG
 from fp8stream.io.hashing import HashingStream, digest_file_tensor
 from fp8stream.io.header import Header, TensorInfo
 from fp8stream.io.reader import LazyFile, TensorStream, open_input, read_input_header
+from fp8stream.names.suffixes import COMFY_MARKER, INPUT_SCALES, WEIGHT_SCALES, is_legacy_marker
 from fp8stream.verify_json import json_or_none, quantization_metadata_compatible, without_weight_only
 
-SCALE_SUFFIXES = (".input_scale", ".scale_input")
-WEIGHT_SCALE_SUFFIXES = (".weight_scale", ".scale_weight")  # ComfyUI's and legacy names
-MARKER_SUFFIX = ".comfy_quant"
-LEGACY_MARKER = "scaled_fp8"
 METADATA_PREFIX = "fp8stream."
 QUANTIZATION_METADATA = "_quantization_metadata"
 _MAX_RAW_BYTES = 1 << 16  # markers and scales are compared by value; larger ones only by digest
 
 
 def is_scale(name: str) -> bool:
-    return name.endswith(SCALE_SUFFIXES)
-
-
-def is_legacy_marker(name: str) -> bool:
-    return name == LEGACY_MARKER or name.endswith("." + LEGACY_MARKER)
+    return name.endswith(INPUT_SCALES)
 
 
 def _counterpart(name: str) -> str | None:
     """The same layer's tensor under the other flavour's name (weight_scale <-> scale_weight, ...)."""
-    for a, b in (SCALE_SUFFIXES, WEIGHT_SCALE_SUFFIXES):
+    for a, b in (INPUT_SCALES, WEIGHT_SCALES):
         if name.endswith(a):
             return name[: -len(a)] + b
         if name.endswith(b):
@@ -55,7 +48,7 @@ def _counterpart(name: str) -> str | None:
 
 def needs_raw(name: str) -> bool:
     """Whether comparing this tensor needs its bytes, not only its digest."""
-    return is_scale(name) or name.endswith((*WEIGHT_SCALE_SUFFIXES, MARKER_SUFFIX)) or is_legacy_marker(name)
+    return is_scale(name) or name.endswith((*WEIGHT_SCALES, COMFY_MARKER)) or is_legacy_marker(name)
 
 
 class TensorSide(Protocol):
@@ -183,11 +176,11 @@ def _compare_scale(name: str, before: TensorSide, after: TensorSide, comparison:
 
 def _added(name: str, info: TensorInfo, side: TensorSide) -> Difference:
     """A tensor only the output has: what a flavour conversion adds, or unexpected."""
-    if name.endswith(MARKER_SUFFIX):
+    if name.endswith(COMFY_MARKER):
         doc = json_or_none(side.raw(info))
         if isinstance(doc, dict) and isinstance(doc.get("format"), str):
             return Difference(name, f"marker added (format {doc['format']})", True)
-    if name.endswith(WEIGHT_SCALE_SUFFIXES) and scale_value(info, side.raw(info)) == 1.0:
+    if name.endswith(WEIGHT_SCALES) and scale_value(info, side.raw(info)) == 1.0:
         return Difference(name, "unit weight scale added (plain FP8 given a flavour)", True)
     if is_legacy_marker(name) and info.dtype == "F8_E4M3" and info.shape in ((0,), (2,)):
         return Difference(name, f"legacy marker added, shape {list(info.shape)}", True)
@@ -199,7 +192,7 @@ def _missing(name: str, before: Header, side: TensorSide) -> Difference | None:
     other, after = _counterpart(name), side.header
     if other is not None and other in after and other not in before:
         return None  # renamed: compared under its output name
-    if is_legacy_marker(name) and any(t.name.endswith(MARKER_SUFFIX) for t in after.tensors):
+    if is_legacy_marker(name) and any(t.name.endswith(COMFY_MARKER) for t in after.tensors):
         return Difference(name, "legacy marker dropped (layers now carry comfy_quant markers)", True)
     if is_scale(name) and _written_weight_only(name.rsplit(".", 1)[0], side):
         return Difference(name, "input scale dropped (the layer is written weight-only with no scale)", True)
@@ -208,7 +201,7 @@ def _missing(name: str, before: Header, side: TensorSide) -> Difference | None:
 
 def _written_weight_only(layer: str, side: TensorSide) -> bool:
     """Whether the output runs the layer weight-only: its comfy_quant flag, or a legacy marker of 2 elements."""
-    if (marker := side.header.get(layer + MARKER_SUFFIX)) is not None:
+    if (marker := side.header.get(layer + COMFY_MARKER)) is not None:
         doc = json_or_none(side.raw(marker))
         return isinstance(doc, dict) and doc.get(WEIGHT_ONLY_FLAG) is True
     return any(is_legacy_marker(t.name) and t.shape == (2,) for t in side.header.tensors)
@@ -257,7 +250,7 @@ def compare(before: TensorSide, after: TensorSide) -> Comparison:
         elif is_legacy_marker(name) and info_b.dtype == "F8_E4M3" and info_b.shape in ((0,), (2,)) \
                 and (info_a.shape != info_b.shape or before.digest(info_a) != after.digest(info_b)):
             comparison.differences.append(Difference(name, f"legacy marker resized to {list(info_b.shape)}", True))
-        elif name.endswith(MARKER_SUFFIX) and info_a.dtype == info_b.dtype == "U8" and info_a.shape != info_b.shape:
+        elif name.endswith(COMFY_MARKER) and info_a.dtype == info_b.dtype == "U8" and info_a.shape != info_b.shape:
             # Setting the weight-only flag (--exclude, --preset) lengthens the marker and pads it:
             # judged by its JSON, like a marker of unchanged length.
             comparison.differences.append(_compare_marker(name, before.raw(info_a), after.raw(info_b)))
@@ -266,7 +259,7 @@ def compare(before: TensorSide, after: TensorSide) -> Comparison:
                 name, f"{info_a.dtype}{list(info_a.shape)} became {info_b.dtype}{list(info_b.shape)}", False))
         elif before.digest(info_a) == after.digest(info_b):
             comparison.identical += 1
-        elif name.endswith(MARKER_SUFFIX):
+        elif name.endswith(COMFY_MARKER):
             comparison.differences.append(_compare_marker(name, before.raw(info_a), after.raw(info_b)))
         else:
             comparison.differences.append(Difference(name, "bytes differ", False))

@@ -8,8 +8,8 @@ from architectures import LINEARS
 from fp8stream.calibration.graph import build_graph
 from fp8stream.calibration.stats import LayerStats, StatsFile, match
 from fp8stream.formats.architecture import detect_family
-from fp8stream.formats.prefixes import bare_name, common_model_prefix
 from fp8stream.formats.selection import Selection, excluded_layers
+from fp8stream.names.prefixes import bare_name, common_model_prefix
 
 PREFIXES = ["", "model.diffusion_model.", "diffusion_model.", "transformer.", "model."]
 

@@ -79,6 +79,29 @@ def test_record_then_stats_gives_the_real_max_through_the_flux_renaming(flux_ckp
     assert meta["stats_margin"] == 2.0 and meta["method"] == "stats"
 
 
+def test_a_bound_that_rests_on_an_assumed_input_never_caps(flux_ckpt, tmp_path: Path) -> None:
+    """Recorded ranges far above every bound: the bound caps the layers where it is a proof from
+    the file alone, and only those; the others (their bound warns ASSUMED) keep margin x amax."""
+    _, ckpt = flux_ckpt
+    rb = run_cli("calibrate", ckpt, tmp_path / "b.safetensors", "--method", "simulate", "--json")
+    assert rb.exit_code == 0, rb.output
+    bound = {layer["name"]: layer for layer in _report(rb)["layers"]}
+    stats = {"format": "fp8stream.stats", "version": 1,
+             "layers": {name: {"amax": layer["scale"] * 448 * 10, "calls": 1} for name, layer in bound.items()}}
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    r = run_cli("calibrate", ckpt, tmp_path / "s.safetensors", "--stats", tmp_path / "stats.json", "--json")
+    assert r.exit_code == 0, r.output
+    proofs = set()
+    for layer in _report(r)["layers"]:
+        proof = not any("ASSUMED" in w for w in bound[layer["name"]]["warnings"])
+        proofs.add(proof)
+        assert ("capped by the hard bound" in layer["assumption"]) == proof, layer
+        assert ("rests on an assumption: not a cap" in layer["assumption"]) == (not proof), layer
+        want = bound[layer["name"]]["scale"] * (1 if proof else 20)
+        assert layer["scale"] == pytest.approx(want, rel=1e-6), layer
+    assert proofs == {True, False}
+
+
 def test_scales_out_are_scales_in(flux_ckpt, tmp_path: Path) -> None:
     _, ckpt = flux_ckpt
     r1 = run_cli("calibrate", ckpt, tmp_path / "a.safetensors", "--method", "simulate", "--json")
@@ -87,6 +110,8 @@ def test_scales_out_are_scales_in(flux_ckpt, tmp_path: Path) -> None:
                  "--stats", tmp_path / "scales.json", "--json")
     assert r2.exit_code == 0, r2.output
     assert _scales(r2) == _scales(r1)
+    assert {layer["basis"] for layer in _report(r1)["layers"]} == {"assumed"}
+    assert {layer["basis"] for layer in _report(r2)["layers"]} == {"given"}
 
 
 def test_missing_stats_fail_unless_fallback(flux_ckpt, tmp_path: Path) -> None:

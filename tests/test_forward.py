@@ -144,7 +144,7 @@ def test_cli_every_layer_from_the_forward_pass_and_deterministic(family, tmp_pat
         assert any("img_mod" in n or "time_in" in n or "guidance_in" in n for n in kept), sorted(kept)
     for r in got.values():
         assert r["method"] == "forward"
-        assert r["assumption"].startswith(f"{family} forward amax"), r
+        assert r["assumption"].startswith(f"{family} forward amax") and r["basis"] == "forward pass", r
         assert not any("not reached" in w or "ASSUMED" in w for w in r["warnings"]), r
     assert outs[0] == outs[-1]  # same bytes twice
     with LazyFile(str(tmp_path / "out0.safetensors")) as f:

@@ -64,7 +64,7 @@ def _full_flux_report() -> FileReport:
         amax = 100.0 + 7 * i
         report.layers.append(LayerReport(name, list(spec.shape), amax * 3 / 448, "new", "no scale in the file", "auto",
                                          f"flux forward amax {amax:.4g} x margin 3; bound {1e6 + i:.4g} (rests on an "
-                                         "assumption: not a cap)", True))
+                                         "assumption: not a cap)", True, basis="forward pass"))
     return report
 
 

@@ -120,3 +120,31 @@ def test_calibrate_help_lists_every_registered_method_without_torch() -> None:
 
     for name in METHODS:
         assert name in result.stdout
+
+
+_SUFFIXES = (".weight_scale", ".input_scale", ".comfy_quant", ".scale_weight", ".scale_input", "scaled_fp8")
+
+
+def suffix_spellings(tree: ast.AST) -> list[str]:
+    """String constants (f-string parts too) that spell an FP8 layer's tensor suffix."""
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(_SUFFIXES)]
+
+
+def test_tensor_name_suffixes_are_spelled_only_in_names() -> None:
+    home = PACKAGE / "names" / "suffixes.py"
+    assert suffix_spellings(ast.parse(home.read_text(encoding="utf-8")))
+    found = {str(p.relative_to(PACKAGE)): spelled for p in PACKAGE.rglob("*.py") if p != home
+             if (spelled := suffix_spellings(ast.parse(p.read_text(encoding="utf-8"))))}
+    assert found == {}
+
+
+def test_the_suffix_check_finds_a_spelling() -> None:
+    assert suffix_spellings(ast.parse('k = f"{name}.weight_scale"; m = prefix + "scaled_fp8"')) == [
+        ".weight_scale", "scaled_fp8"]
+
+
+def test_names_import_nothing_from_the_package() -> None:
+    graph = import_graph()
+    for module in ("fp8stream.names.prefixes", "fp8stream.names.suffixes"):
+        assert graph[module] == set(), module

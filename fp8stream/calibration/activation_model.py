@@ -27,6 +27,7 @@ from fp8stream.calibration.producer_rows import RowSums
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.dtypes import decode_floats
 from fp8stream.io.header import TensorInfo
+from fp8stream.names.suffixes import BIAS, WEIGHT, WEIGHT_SCALE, layer_of
 
 T_SWEEP = 65
 G_SWEEP = [float(g) for g in range(0, 11)]
@@ -52,10 +53,10 @@ class ActivationModel:
 
     def observe_tensor(self, info: TensorInfo, chunk)  -> None:
         name = info.name
-        if name.endswith(".weight") and len(info.shape) == 2 and name[:-7] in self.need_rows:
+        if name.endswith(WEIGHT) and len(info.shape) == 2 and layer_of(name) in self.need_rows:
             acc = self.partial.get(name)
             if acc is None:
-                acc = self.partial[name] = RowSums(info.dtype, info.shape, name[:-7] in self.held)
+                acc = self.partial[name] = RowSums(info.dtype, info.shape, layer_of(name) in self.held)
             acc.feed(chunk)
             return
         prev = self.values.get(name)
@@ -76,12 +77,12 @@ class ActivationModel:
             self.weights.setdefault(layer.name, []).append(held)
 
     def _wscale(self, n: str) -> float:
-        v = self.values.get(self.ws_key.get(n) or n + ".weight_scale")
+        v = self.values.get(self.ws_key.get(n) or n + WEIGHT_SCALE)
         return float(v.reshape(-1)[0]) if v is not None and v.size else 1.0
 
     def finish_partial(self) -> None:
         for name, acc in list(self.partial.items()):
-            n = name[:-7]
+            n = layer_of(name)
             self.rowsq[n], held = acc.result()
             if acc.hold:
                 self.weights[n] = held
@@ -95,7 +96,7 @@ class ActivationModel:
         return np.sqrt(np.concatenate(parts)) * self._wscale(n)
 
     def _bias(self, n: str, rows: int) -> np.ndarray:
-        b = self.values.get(n + ".bias")
+        b = self.values.get(n + BIAS)
         return np.zeros(rows) if b is None else b.astype(np.float64)
 
     def _weight(self, n: str) -> "HeldMatrix":
@@ -110,7 +111,8 @@ class ActivationModel:
         x = self.model_of(self.graph.sources.get(n, G.External("input of an unnamed producer")), self.shapes[n][1])
         sl = row_range(self.shapes[n], rows)
         w, b = norms[sl], self._bias(n, len(norms))[sl]
-        return Channels(w * x.norm_bound + np.abs(b), b, w * x.rms, float("nan"), float("nan"), list(x.notes))
+        return Channels(w * x.norm_bound + np.abs(b), b, w * x.rms, float("nan"), float("nan"), list(x.notes),
+                        assumed=x.assumed)
 
     def model_of(self, src, width: int) -> Channels:
         key = (src, width)
@@ -146,7 +148,7 @@ class ActivationModel:
         if isinstance(src, G.Concat):
             parts = [self.model_of(p, 0) for p in src.parts]
             c = Channels(*(np.concatenate([getattr(p, a) for p in parts]) for a in ("bound", "mean", "spread")),
-                         0.0, 0.0, [n for p in parts for n in p.notes])
+                         0.0, 0.0, [n for p in parts for n in p.notes], assumed=any(p.assumed for p in parts))
             if width and len(c.bound) != width:
                 return external(width, f"concatenated parts have {len(c.bound)} channels, not {width}",
                                 self.external_rms)
@@ -176,7 +178,7 @@ class ActivationModel:
         z_est = z.rms * GAUSS_MAX  # |w·z| for z not aligned with w: ||w||·rms(z)·(a few)
         scale_g = np.abs(1 + b[sc] + extra[sc]) + norms[sc] * z_est
         shift_g = np.abs(b[sh] + extra[sh]) + norms[sh] * z_est
-        c = Channels(math.sqrt(d - 1) * scale_b + shift_b, shift_g, scale_g, 0.0, 0.0, list(z.notes))
+        c = Channels(math.sqrt(d - 1) * scale_b + shift_b, shift_g, scale_g, 0.0, 0.0, list(z.notes), assumed=z.assumed)
         return finish(c)
 
     def _vec_model(self, width: int) -> Channels:
@@ -197,7 +199,7 @@ class ActivationModel:
         pooled_norm = 0.0
         notes = []
         gen = torch.Generator().manual_seed(self.seed)
-        pooled_samples = None
+        pooled_samples, assumed = None, False
         for kind, a, b in terms:
             w1 = w2 = mlp = None  # the previous term's float32 weights go before the next are made
             w1, w2 = self._weight(a), self._weight(b)
@@ -222,6 +224,7 @@ class ActivationModel:
                 pooled_norm = min(pooled_norm, float(np.sqrt((pooled_bound ** 2).sum())))
                 pooled_samples = mlp(torch.randn(8, n_in, generator=gen))
                 notes.append(f"ASSUMED pooled text rms <= {self.external_rms:g}")
+                assumed = True
         z_known = torch.nn.functional.silu(known)
         bound = z_known.abs().amax(0).numpy() + 1.1 * pooled_bound
         norm_bound = float(z_known.norm(dim=1).max()) + 1.1 * pooled_norm
@@ -231,7 +234,8 @@ class ActivationModel:
             z_est = torch.nn.functional.silu(known if p is None else known + p)
             amax = torch.maximum(amax, z_est.abs().amax(0))
             rms = max(rms, float(z_est.pow(2).mean(1).sqrt().max()))
-        c = Channels(bound, np.zeros(width), amax.double().numpy() / GAUSS_MAX, norm_bound, rms, notes)
+        c = Channels(bound, np.zeros(width), amax.double().numpy() / GAUSS_MAX, norm_bound, rms, notes,
+                     assumed=assumed)
         self._vec = c
         return c
 

@@ -27,6 +27,8 @@ class Channels:
     norm_bound: float  # ||x|| per token
     rms: float  # estimated rms of an element
     notes: list[str] = field(default_factory=list)
+    # rests on an assumed range of a model input (its notes say which): then no proof
+    assumed: bool = False
 
     @property
     def estimate(self) -> np.ndarray:
@@ -37,7 +39,7 @@ def external(n: int, what: str, rms: float = EXTERNAL_RMS) -> Channels:
     """A model input or unrecognised source: nothing in the file bounds it, so its rms is ASSUMED."""
     b = max(4.0 * rms, rms * math.sqrt(n))
     return Channels(np.full(n, b), np.zeros(n), np.full(n, rms / 2.0), rms * math.sqrt(n), rms / 2.0,
-                    [f"ASSUMED {what}: rms <= {rms:g}"])
+                    [f"ASSUMED {what}: rms <= {rms:g}"], assumed=True)
 
 
 def finish(c: Channels) -> Channels:

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 class ModelView:
     """The model as a method may see it. `header`: every tensor of the model (all shards);
     `layers`: the layers to calibrate; `source`: by-name positioned reads of any tensor, None
-    when the input is a pipe or a compressed stream (readable once, in order)."""
+    when the input is a pipe or a compressed stream (readable once, in order) that is not
+    spooled: a method asking for random access gets it spooled first, unless --no-spool."""
 
     header: Header
     layers: list[FP8Layer]
@@ -66,6 +67,13 @@ class MethodPlan:
     notes: tuple[str, ...] = ()  # file-level notes for the report
 
 
+# What a scale rests on, as the report's `basis` says it.
+MEASURED = "measured"  # real data recorded by fp8stream.record
+FORWARD_PASS = "forward pass"  # the synthetic forward pass
+GIVEN = "given"  # a scale read from a stats file
+ASSUMED = "assumed"  # a model of the input, or a heuristic
+
+
 @dataclass(frozen=True)
 class ScaleEstimate:
     """One layer's own scale and where it came from (one line a reviewer can check)."""
@@ -76,6 +84,9 @@ class ScaleEstimate:
     amax: float | None = None  # the input range the scale covers (scale x 448), when known
     bound: float | None = None  # a proven upper bound of |input|, when the method has one
     margin: float | None = None  # the factor applied to a measured or estimated amax
+    # the bound rests on an assumed range of a model input (a warning says which): reported, no proof
+    assumed: bool = False
+    basis: str = ASSUMED
 
 
 class CalibrationMethod(Protocol):

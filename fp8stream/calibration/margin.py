@@ -7,7 +7,7 @@ forward pass (`--method forward`, margin 3) or real data recorded on other promp
 stats`, margin 2). The margin covers what was not seen; the hard bound of `--method simulate`
 (Cauchy-Schwarz through the producers' weights) proves the input never exceeds it, so a range
 above it is never needed. The bound caps only when it is a proof from the file alone: one that
-rests on an assumption about a model input (its notes say "ASSUMED") is reported, not applied.
+rests on an assumption about a model input (`ScaleEstimate.assumed`) is reported, not applied.
 Both methods and the quality harness call this function; nothing else applies a margin.
 """
 
@@ -21,17 +21,18 @@ from fp8stream.calibration.interface import ScaleEstimate
 
 def is_proof(bound: ScaleEstimate) -> bool:
     """Whether a hard-bound estimate rests on the file alone (no assumed model input)."""
-    return not any("ASSUMED" in w for w in bound.warnings)
+    return not bound.assumed
 
 
 def with_margin(amax: float, margin: float, bound: ScaleEstimate | None, label: str,
-                warnings: tuple[str, ...] = (), align_cap: bool = False) -> ScaleEstimate:
+                warnings: tuple[str, ...] = (), align_cap: bool = False, *, basis: str) -> ScaleEstimate:
     """The scale covering `margin x amax`, capped by `bound` (simulate's hard bound, or None)
     where that bound is a proof. `label` says where amax comes from; the source line reads
     `{label} {amax} x margin {m}` and then how the bound acted. With `align_cap` and a
     power-of-two margin, a cap is rounded up to amax x 2^k: scaling by a power of two keeps
     every value's FP8 rounding as it is at the amax (the forward pass's text encoders, whose
-    few large outliers carry the signal), and it never goes below the bound."""
+    few large outliers carry the signal), and it never goes below the bound. `basis`: what amax
+    is (interface.py: MEASURED, FORWARD_PASS)."""
     covered = margin * amax
     how = f"{label} {amax:.4g} x margin {margin:g}"
     limit = None
@@ -44,8 +45,9 @@ def with_margin(amax: float, margin: float, bound: ScaleEstimate | None, label: 
         else:
             how += f"; bound {limit:.4g}" + ("" if is_proof(bound) else " (rests on an assumption: not a cap)")
     if not (covered > 0 and math.isfinite(covered)):
-        return ScaleEstimate(1.0, how, warnings + ("no usable range: scale 1.0",), bound=limit, margin=margin)
-    return ScaleEstimate(covered / E4M3_MAX, how, warnings, amax=covered, bound=limit, margin=margin)
+        return ScaleEstimate(1.0, how, warnings + ("no usable range: scale 1.0",), bound=limit, margin=margin,
+                             basis=basis)
+    return ScaleEstimate(covered / E4M3_MAX, how, warnings, amax=covered, bound=limit, margin=margin, basis=basis)
 
 
 def _power_of_two(x: float) -> bool:

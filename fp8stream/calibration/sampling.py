@@ -6,7 +6,7 @@ import zlib
 
 import torch
 
-from fp8stream.formats.prefixes import bare_name
+from fp8stream.names.prefixes import bare_name
 
 
 def layer_generator(seed: int, name: str) -> torch.Generator:

@@ -57,6 +57,7 @@ from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, Model
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import Header, TensorInfo
+from fp8stream.names.suffixes import BIAS, WEIGHT, WEIGHT_SCALE, layer_of, weight_scale_of
 
 HELD_ELEMENTS_MAX = 64 << 20
 EXTREME_AMAX = 1e4
@@ -77,15 +78,12 @@ class WeightAwareMethod:
         whatever the selection (--include/--exclude/presets) of layers that get a scale."""
         header = view.header
         names = {t.name for t in header.tensors}
-        linears = {t.name[:-7]: t for t in header.tensors if t.name.endswith(".weight") and len(t.shape) == 2}
+        linears = {layer_of(t.name): t for t in header.tensors if t.name.endswith(WEIGHT) and len(t.shape) == 2}
         shapes = {n: (t.shape[0], t.shape[1]) for n, t in linears.items()}
         calibrated = {layer.name for layer in view.layers}
         graph = G.build_graph(sorted(set(linears) | calibrated), names)
         # the weight scale's key depends on the flavour (weight_scale, legacy scale_weight, none)
-        ws_key: dict[str, str | None] = {}
-        for n in linears:
-            ws_key[n] = n + ".weight_scale" if n + ".weight_scale" in names else (
-                n + ".scale_weight" if n + ".scale_weight" in names else None)
+        ws_key: dict[str, str | None] = {n: weight_scale_of(n, names) for n in linears}
         ws_key.update({layer.name: layer.weight_scale for layer in view.layers})
         held = {n for n in graph.held_layers() if n in linears}
         if sum(shapes[n][0] * shapes[n][1] for n in held) > HELD_ELEMENTS_MAX:
@@ -148,8 +146,9 @@ class WeightAwareMethod:
         source = f"input = {G.describe(src)}; {how}; bound {bound:.4g}, estimate {est:.4g}"
         if not (amax > 0 and math.isfinite(amax)):
             warnings.append("no usable range: scale 1.0")
-            return ScaleEstimate(1.0, source, tuple(warnings), bound=bound)
-        return ScaleEstimate(amax / E4M3_MAX, source, tuple(warnings), amax=amax, bound=bound, margin=margin)
+            return ScaleEstimate(1.0, source, tuple(warnings), bound=bound, assumed=c.assumed)
+        return ScaleEstimate(amax / E4M3_MAX, source, tuple(warnings), amax=amax, bound=bound, margin=margin,
+                             assumed=c.assumed)
 
 
 def _collect(src: G.Source, graph: G.Graph, shapes: dict, need_rows: set[str]) -> None:
@@ -167,14 +166,14 @@ def _watches(header: Header, graph: G.Graph, need_rows: set[str], ws_key: dict, 
     through observe_weight instead; other FP8 producers (excluded, not selected) through here."""
     wanted: set[str] = set()
     for n in need_rows:
-        wanted |= {n + ".weight", n + ".bias", ws_key.get(n) or n + ".weight_scale"}
+        wanted |= {n + WEIGHT, n + BIAS, ws_key.get(n) or n + WEIGHT_SCALE}
     for src in graph.sources.values():
         wanted |= set(G.tensors_needed(src))
     out = set()
     for info in header.tensors:
         if info.name not in wanted:
             continue
-        if info.dtype.startswith("F8_") and (info.name[:-7] in calibrated or info.dtype != "F8_E4M3"):
+        if info.dtype.startswith("F8_") and (layer_of(info.name) in calibrated or info.dtype != "F8_E4M3"):
             continue
         out.add(info.name)
     return frozenset(out)

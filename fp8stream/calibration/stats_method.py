@@ -17,7 +17,7 @@ import dataclasses
 from typing import Mapping
 
 from fp8stream.calibration.fp8 import E4M3_MAX
-from fp8stream.calibration.interface import MethodPlan, ModelView, ScaleEstimate
+from fp8stream.calibration.interface import GIVEN, MEASURED, MethodPlan, ModelView, ScaleEstimate
 from fp8stream.calibration.margin import with_margin
 from fp8stream.calibration.rules import amax_from_histogram
 from fp8stream.calibration.settings import CalibrationSettings
@@ -94,7 +94,8 @@ class StatsMethod:
         if rest:
             for name, e in self.fallback.scales(model, rest).items():
                 out[name] = ScaleEstimate(e.scale, "no stats: simulate: " + e.source,
-                                          e.warnings + ("no real-data stats (fallback)",), e.amax, e.bound, e.margin)
+                                          e.warnings + ("no real-data stats (fallback)",), e.amax, e.bound, e.margin,
+                                          e.assumed, e.basis)
         return out
 
     def _from_stats(self, name: str, s: LayerStats) -> ScaleEstimate:
@@ -102,7 +103,7 @@ class StatsMethod:
         src = ", ".join(s.sources[:4]) + (" ..." if len(s.sources) > 4 else "")
         if s.amax is None:
             return ScaleEstimate(s.scale if s.scale else 1.0, f"plain input_scale from stats ({how}: {src})",
-                                 () if s.scale else ("stats scale 0: using 1.0",))
+                                 () if s.scale else ("stats scale 0: using 1.0",), basis=GIVEN)
         warnings = []
         rule = self.settings.rule
         if rule != "max" and s.hist is None:
@@ -112,13 +113,14 @@ class StatsMethod:
                                                                   self.stats.bins_per_octave, self.settings.percentile)
         if amax <= 0:
             warnings.append("recorded amax 0 (layer never saw a non-zero input): scale 1.0")
-            return ScaleEstimate(1.0, f"real data ({how}: {src})", tuple(warnings))
+            return ScaleEstimate(1.0, f"real data ({how}: {src})", tuple(warnings), basis=MEASURED)
         if amax >= EXTREME_AMAX:
             warnings.append(f"extreme recorded range (amax {amax:.3g}): candidate to keep weight-only")
         label = f"real data {rule} over {s.calls} calls ({how}: {src}): amax"
         if self.margin == 1.0:
-            return ScaleEstimate(amax / E4M3_MAX, label + f" {amax:.4g}", tuple(warnings), amax=amax, margin=1.0)
-        return with_margin(amax, self.margin, self._bounds.get(name), label, tuple(warnings))
+            return ScaleEstimate(amax / E4M3_MAX, label + f" {amax:.4g}", tuple(warnings), amax=amax, margin=1.0,
+                                 basis=MEASURED)
+        return with_margin(amax, self.margin, self._bounds.get(name), label, tuple(warnings), basis=MEASURED)
 
 
 def create(settings: CalibrationSettings) -> StatsMethod:

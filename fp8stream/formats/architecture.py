@@ -2,7 +2,7 @@
 
 Presets, the producer graph of `--method simulate`, stats name matching, the forward pass,
 `inspect` and the calibration report all ask `detect`. Names lose their model prefix first
-(formats/prefixes.py); then the rules of family_keys.py are tried in order and the first whose
+(names/prefixes.py); then the rules of family_keys.py are tried in order and the first whose
 detection key is present decides (diffusers' own test never says "unknown": anything it does not
 know comes back as `v1`; here it is None). A key counts as present when the file holds it, or
 holds it as a layer name (the key minus `.weight`/`.bias`): some callers know only layer names.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from fp8stream.formats.family_keys import RULES, FamilyRule
-from fp8stream.formats.prefixes import split_prefix
+from fp8stream.names.prefixes import split_prefix
 
 Shapes = Mapping[str, Sequence[int]]
 

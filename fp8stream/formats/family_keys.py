@@ -1,6 +1,6 @@
 """The detection keys of every model family: data, tried in order, first match wins.
 
-Keys are bare names (model prefix removed, formats/prefixes.py). Where diffusers has a test
+Keys are bare names (model prefix removed, names/prefixes.py). Where diffusers has a test
 (`CHECKPOINT_KEY_NAMES` in diffusers/loaders/single_file_utils.py, 0.42) its keys are copied here
 with the `model.diffusion_model.` duplicates dropped, in the order `infer_diffusers_model_type`
 tries them; `ours` marks keys diffusers does not test (families it does not recognise from a

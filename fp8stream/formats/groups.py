@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from fp8stream.formats.prefixes import bare_name
+from fp8stream.names.prefixes import bare_name
 
 # (parent pattern on the bare parent path, sibling leaf names sharing one input)
 _SIBLINGS: list[tuple[re.Pattern, tuple[str, ...]]] = [

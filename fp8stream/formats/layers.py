@@ -21,11 +21,19 @@ from fp8stream.formats.comfy_quant import MAX_MARKER_BYTES, TENSORWISE_FP8, is_w
 from fp8stream.formats.quant_metadata import QuantMetadata, read_quant_metadata
 from fp8stream.formats.text_encoders import is_text_encoder_layer
 from fp8stream.io.header import Header, TensorInfo
+from fp8stream.names.suffixes import (
+    COMFY_MARKER,
+    INPUT_SCALE,
+    LEGACY_INPUT_SCALE,
+    LEGACY_WEIGHT_SCALE,
+    WEIGHT,
+    WEIGHT_SCALE,
+    layer_of,
+)
 
 COMFY = "comfy"  # L.weight F8_E4M3 + L.weight_scale + L.comfy_quant, scale at L.input_scale
 LEGACY = "legacy"  # L.weight F8_E4M3 + L.scale_weight + top-level scaled_fp8, scale at L.scale_input
 PLAIN = "plain"  # L.weight F8_E4M3 alone: weight scale 1.0 implied
-FLAVOURS = (COMFY, LEGACY, PLAIN)
 
 # Why other comfy_quant formats take no input scale from us (docs/comfyui.md).
 _OTHER_FORMAT_NOTES = {
@@ -107,7 +115,7 @@ def _comfy_skip_reason(header: Header, name: str, info: TensorInfo, meta_doc: di
     """Why a layer with a comfy_quant marker or metadata entry is not ours, or None."""
     if meta_doc is not None and meta_doc.get("format") != TENSORWISE_FP8:
         return _other_format_reason(meta_doc.get("format")) + " (from _quantization_metadata)"
-    marker = header.get(f"{name}.comfy_quant")
+    marker = header.get(name + COMFY_MARKER)
     if marker is not None and (marker.dtype != "U8" or len(marker.shape) != 1 or marker.nbytes > MAX_MARKER_BYTES):
         return "comfy_quant marker is not a small 1-D U8 tensor"
     if info.dtype == "U8":
@@ -116,7 +124,7 @@ def _comfy_skip_reason(header: Header, name: str, info: TensorInfo, meta_doc: di
         return f"{info.dtype} weight (int8_*): int8 formats do not quantize inputs with a stored scale"
     if not info.dtype.startswith("F8_"):
         return f"{info.dtype} weight with a comfy_quant marker: not an FP8 layer"
-    weight_scale = header.get(f"{name}.weight_scale")
+    weight_scale = header.get(name + WEIGHT_SCALE)
     if weight_scale is None or not is_f32_scalar(weight_scale):
         what = weight_scale.dtype + str(list(weight_scale.shape)) if weight_scale else "missing"
         return (f"weight_scale {what} is not one F32 value: a block/row-wise layout (mxfp8, rowwise, blockwise), "
@@ -139,10 +147,10 @@ def take_inventory(header: Header) -> LayerInventory:
     layers: list[FP8Layer] = []
     skipped: list[SkippedLayer] = []
     for info in header.tensors:
-        if not info.name.endswith(".weight"):
+        if not info.name.endswith(WEIGHT):
             continue
-        name = info.name[: -len(".weight")]
-        marker = header.get(f"{name}.comfy_quant")
+        name = layer_of(info.name)
+        marker = header.get(name + COMFY_MARKER)
         meta_doc = meta.layer_doc(name) if meta is not None else None
         if marker is None and meta_doc is None and not info.dtype.startswith("F8_"):
             continue  # an ordinary unquantized weight
@@ -150,18 +158,18 @@ def take_inventory(header: Header) -> LayerInventory:
         if marker is not None or meta_doc is not None:
             reason = _comfy_skip_reason(header, name, info, meta_doc) or _common_skip_reason(info)
             flavour = COMFY
-            weight_scale = f"{name}.weight_scale"
-            input_scale = f"{name}.input_scale"
-        elif header.get(f"{name}.{legacy.WEIGHT_SCALE}") is not None:
+            weight_scale = name + WEIGHT_SCALE
+            input_scale = name + INPUT_SCALE
+        elif header.get(name + LEGACY_WEIGHT_SCALE) is not None:
             flavour = LEGACY
-            weight_scale = f"{name}.{legacy.WEIGHT_SCALE}"
-            input_scale = f"{name}.{legacy.INPUT_SCALE}"
+            weight_scale = name + LEGACY_WEIGHT_SCALE
+            input_scale = name + LEGACY_INPUT_SCALE
             reason = _common_skip_reason(info)
             if reason is None and not is_f32_scalar(header.get(weight_scale)):
                 reason = "scale_weight is not one F32 value"
             if reason is None and legacy_marker is None:
                 reason = "scale_weight without a top-level scaled_fp8 marker: ComfyUI does not read it"
-        elif header.get(f"{name}.weight_scale") is not None:
+        elif header.get(name + WEIGHT_SCALE) is not None:
             reason = "weight_scale without a comfy_quant marker: ComfyUI would not read it as FP8"
             flavour, weight_scale, input_scale = COMFY, "", ""
         else:

@@ -11,17 +11,15 @@ from __future__ import annotations
 import struct
 
 from fp8stream.io.header import Header, TensorInfo
+from fp8stream.names.suffixes import is_legacy_marker
 
-MARKER_NAME = "scaled_fp8"
-WEIGHT_SCALE = "scale_weight"
-INPUT_SCALE = "scale_input"
 WEIGHT_ONLY_ELEMENTS = 2  # a marker of 2 elements: full_precision_matrix_mult for every layer
 
 
 def find_marker(header: Header) -> TensorInfo | None:
     """The `scaled_fp8` marker, bare or under a prefix (`model.diffusion_model.scaled_fp8`)."""
     for info in header.tensors:
-        if info.name == MARKER_NAME or info.name.endswith("." + MARKER_NAME):
+        if is_legacy_marker(info.name):
             return info
     return None
 

@@ -20,7 +20,6 @@ from fp8stream.errors import InvalidCheckpointError, UsageError
 from fp8stream.formats import comfy_quant, legacy
 from fp8stream.formats.layers import COMFY, LEGACY, PLAIN, FP8Layer, LayerInventory, take_inventory
 from fp8stream.formats.plan_types import FormatOptions, LayerPlan, RewritePlan, Role, TailTensor
-from fp8stream.formats.prefixes import common_model_prefix
 from fp8stream.formats.quant_metadata import (
     QUANT_METADATA_KEY,
     QuantMetadata,
@@ -30,10 +29,19 @@ from fp8stream.formats.quant_metadata import (
 from fp8stream.formats.selection import excluded_layers
 from fp8stream.io.dtypes import DTYPE_BITS
 from fp8stream.io.header import Header, OutputEntry
+from fp8stream.names.prefixes import common_model_prefix
+from fp8stream.names.suffixes import (
+    COMFY_MARKER,
+    INPUT_SCALE,
+    LEGACY_INPUT_SCALE,
+    LEGACY_MARKER,
+    LEGACY_WEIGHT_SCALE,
+    WEIGHT,
+    WEIGHT_SCALE,
+)
 from fp8stream.version import __version__
 
 METADATA_PREFIX = "fp8stream."
-TARGETS = ("auto", "comfy", "legacy")
 UNIT_SCALE_F32 = b"\x00\x00\x80\x3f"  # 1.0
 
 
@@ -74,8 +82,8 @@ def _plan_layer(layer: FP8Layer, out_flavour: str, why_excluded: str | None, opt
         out_flag: bool | None = False
     else:
         out_flag = layer.weight_only  # None for markers only the stream can read
-    key = legacy.INPUT_SCALE if out_flavour == LEGACY else "input_scale"
-    return LayerPlan(layer, out_flavour, None, f"{layer.name}.{key}", out_flag)
+    suffix = LEGACY_INPUT_SCALE if out_flavour == LEGACY else INPUT_SCALE
+    return LayerPlan(layer, out_flavour, None, layer.name + suffix, out_flag)
 
 
 def _refuse_legacy_exclusions(names: list[str]) -> None:
@@ -158,9 +166,9 @@ def _tensor_roles(plan: RewritePlan, p: LayerPlan, header: Header) -> None:
                                                                sets_flag=p.out_weight_only is True)
     elif layer.flavour == LEGACY and p.out_flavour == COMFY:
         if layer.weight_scale in has:
-            plan.out_names[layer.weight_scale] = f"{layer.name}.weight_scale"
+            plan.out_names[layer.weight_scale] = layer.name + WEIGHT_SCALE
         if layer.existing_input_scale in has and not p.calibrated and not p.drops_input_scale:
-            plan.out_names[layer.existing_input_scale] = f"{layer.name}.input_scale"
+            plan.out_names[layer.existing_input_scale] = layer.name + INPUT_SCALE
 
 
 def _layer_tail(p: LayerPlan, meta: QuantMetadata | None, meta_docs: dict[str, dict]) -> list[TailTensor]:
@@ -178,12 +186,12 @@ def _layer_tail(p: LayerPlan, meta: QuantMetadata | None, meta_docs: dict[str, d
     if p.out_flavour == COMFY:  # legacy or plain layer converted to ComfyUI's format
         raw = _comfy_marker_bytes(bool(p.out_weight_only))  # legacy and plain flags are header-known
         if layer.flavour != LEGACY:
-            added.append(TailTensor(f"{layer.name}.weight_scale", "F32", (), UNIT_SCALE_F32))
-        added.append(TailTensor(f"{layer.name}.comfy_quant", "U8", (len(raw),), raw))
+            added.append(TailTensor(layer.name + WEIGHT_SCALE, "F32", (), UNIT_SCALE_F32))
+        added.append(TailTensor(layer.name + COMFY_MARKER, "U8", (len(raw),), raw))
         if meta is not None:
             meta_docs[layer.name] = json.loads(raw)
     elif layer.flavour == PLAIN:  # plain layer written as legacy
-        added.append(TailTensor(f"{layer.name}.{legacy.WEIGHT_SCALE}", "F32", (), UNIT_SCALE_F32))
+        added.append(TailTensor(layer.name + LEGACY_WEIGHT_SCALE, "F32", (), UNIT_SCALE_F32))
     return added
 
 
@@ -205,7 +213,7 @@ def _legacy_marker(plan: RewritePlan, all_plans: list[LayerPlan], inventory: Lay
             and any(p.layer.flavour == PLAIN for p in all_plans):
         prefix = common_model_prefix([p.layer.name for p in all_plans])
         shape = legacy.marker_shape(whole)
-        return TailTensor(prefix + legacy.MARKER_NAME, "F8_E4M3", shape, bytes(shape[0]))
+        return TailTensor(prefix + LEGACY_MARKER, "F8_E4M3", shape, bytes(shape[0]))
     return None
 
 
@@ -221,7 +229,7 @@ def build_plan(header: Header, calibration: dict[str, object], options: FormatOp
     inventory = take_inventory(whole if whole is not None else header)
     all_plans = plan_layers(inventory, options, method_weight_only or {}, scaled_weight_only)
     plans = [p for p in all_plans if p.layer.weight.name in header]
-    own = LayerInventory([p.layer for p in plans], [s for s in inventory.skipped if f"{s.name}.weight" in header],
+    own = LayerInventory([p.layer for p in plans], [s for s in inventory.skipped if s.name + WEIGHT in header],
                          inventory.legacy_marker, inventory.quant_metadata, inventory.names)
     plan = RewritePlan(header, own, plans, [], None, {t.name: Role.PASS for t in header.tensors},
                        {t.name: t.name for t in header.tensors}, {}, [])

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 from fp8stream.errors import InvalidCheckpointError
-from fp8stream.formats.prefixes import bare_name
+from fp8stream.names.prefixes import bare_name
 
 QUANT_METADATA_KEY = "_quantization_metadata"
 

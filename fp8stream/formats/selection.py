@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fp8stream.errors import UsageError
 from fp8stream.formats.architecture import detect_family
-from fp8stream.formats.prefixes import bare_name
+from fp8stream.names.prefixes import bare_name
 
 # preset -> [(glob on the bare name, why)]
 PRESETS: dict[str, list[tuple[str, str]]] = {

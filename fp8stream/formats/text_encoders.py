@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from fp8stream.formats.prefixes import split_prefix
+from fp8stream.names.prefixes import split_prefix
 
 _TEXT_ENCODER_RE = re.compile(
     r"(^|\.)encoder\.block\.\d+\.layer\.\d+\."  # T5 / UMT5

@@ -40,14 +40,15 @@ class AutoMethod:
         self.settings = settings
         self.inner: CalibrationMethod | None = None
         self.chosen = ""
-        self.why: str | None = None
+        self.no_spool = False  # the bound ran because --no-spool kept a stream from the forward pass
 
     def prepare(self, model: ModelView) -> MethodPlan:
         found = detect(header_shapes(model.header))
         guess_ok = self.settings.assume_input_rms is not None
         if found is None and not guess_ok:
             return self._no_guess(model, "model family not recognised")
-        why, prepared = _forward_or_why_not(model, self.settings.spool)
+        no_spool = model.source is None and not self.settings.spool
+        why, prepared = (NO_SPOOL, None) if no_spool else _forward_or_why_not(model)
         if why is None:
             from fp8stream.forward.method import ForwardMethod
 
@@ -58,7 +59,7 @@ class AutoMethod:
             return self._no_guess(model, f"{found.variant}: {why}, and no producer graph knows this family")
         from fp8stream.calibration.simulate import WeightAwareMethod
 
-        self.why = why
+        self.no_spool = no_spool
         bound = dataclasses.replace(self.settings, method="simulate", sim_mode="bound")
         self.inner, self.chosen = WeightAwareMethod(bound), "simulate"
         plan = self.inner.prepare(model)
@@ -67,7 +68,7 @@ class AutoMethod:
 
     def _per_layer(self, estimates: dict[str, ScaleEstimate]) -> dict[str, ScaleEstimate]:
         """--no-spool on a stream: each layer says that it got the bound, not the forward pass."""
-        if self.why != NO_SPOOL:
+        if not self.no_spool:
             return estimates
         warning = "forward pass not run: " + NO_SPOOL
         return {n: dataclasses.replace(e, warnings=e.warnings + (warning,)) for n, e in estimates.items()}
@@ -106,11 +107,9 @@ class AutoMethod:
         return self._per_layer(self.inner.scales(model, weight_scales))
 
 
-def _forward_or_why_not(model: ModelView, spool: bool):
+def _forward_or_why_not(model: ModelView):
     """(None, the forward pass prepared from the header) when it can run, else (why not, None).
     On a stream it can run once spooled: the forward method then asks for random access."""
-    if model.source is None and not spool:
-        return NO_SPOOL, None
     from fp8stream.forward.run import ForwardUnavailable, prepare
 
     try:  # the family from key names first: diffusers is imported only for one it knows

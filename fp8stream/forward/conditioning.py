@@ -27,6 +27,7 @@ from torch.overrides import TorchFunctionMode
 from fp8stream.forward.engine import per_sample_weights, reads_one_vector_per_sample
 from fp8stream.forward.inputs import SamplePlan
 from fp8stream.forward.run import Prepared, meta_model
+from fp8stream.names.suffixes import WEIGHT
 
 META_SAMPLES = 3  # no token count is 3: a 2-D input of 3 rows is one vector per sample
 
@@ -126,4 +127,4 @@ def from_shapes(prepared: Prepared) -> ConditioningPath | None:
     weights = per_sample_weights(order, linears, mapping)
     step = per_sample_weights([n for n in order if n in per_step], linears, mapping)
     return ConditioningPath(tuple(weights), frozenset(step),
-                            frozenset(r.source for n in ran for r in mapping[n + ".weight"]))
+                            frozenset(r.source for n in ran for r in mapping[n + WEIGHT]))

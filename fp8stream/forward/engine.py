@@ -25,6 +25,7 @@ from fp8stream.forward.lockstep import Lockstep
 from fp8stream.forward.mapping import Run
 from fp8stream.forward.prefetch import Prefetcher
 from fp8stream.forward.source import Reader
+from fp8stream.names.suffixes import WEIGHT
 
 
 @contextlib.contextmanager
@@ -129,7 +130,7 @@ class StreamingModel:
         """Every parameter except the Linear weights, once, on the device; buffers the file holds
         too (SD3's pos_embed depends on the sample size it was built for: the file's is right),
         the others (rotary tables) as the model computed them."""
-        hooked = {n + ".weight" for n in [*self.linears, *self.embeddings]}
+        hooked = {n + WEIGHT for n in [*self.linears, *self.embeddings]}
         for module_name, module in self.model.named_modules():
             for leaf, param in list(module._parameters.items()):
                 name = f"{module_name}.{leaf}" if module_name else leaf
@@ -153,7 +154,7 @@ class StreamingModel:
             for name, module in self.linears.items():
                 handles.append(module.register_forward_pre_hook(self._pre(name)))
                 handles.append(module.register_forward_hook(self._post(name)))
-            order = [(n + ".weight", self.mapping[n + ".weight"]) for n in self.linears]
+            order = [(n + WEIGHT, self.mapping[n + WEIGHT]) for n in self.linears]
             self.prefetch = Prefetcher(self.reader.source, order, self.device)
             for name, module in self.embeddings.items():
                 handles.append(module.register_forward_pre_hook(self._embedding_pre(name)))
@@ -179,7 +180,7 @@ class StreamingModel:
                 if module.weight.device.type == "meta":
                     raise RuntimeError(f"forward pass: micro-batches diverged at {name}")
                 return
-            w = self.gather(name + ".weight").reshape(module.weight.shape).to(self.device)
+            w = self.gather(name + WEIGHT).reshape(module.weight.shape).to(self.device)
             module._parameters["weight"] = nn.Parameter(w, requires_grad=False)
             self.state.live += 1
             self.state.peak_live = max(self.state.peak_live, self.state.live)
@@ -220,7 +221,7 @@ class StreamingModel:
         def hook(module: nn.Module, args):
             ids = args[0]
             used, index = torch.unique(ids.detach().cpu(), return_inverse=True)
-            rows = self.embedding_rows(name + ".weight", used.tolist()) if used.numel() else \
+            rows = self.embedding_rows(name + WEIGHT, used.tolist()) if used.numel() else \
                 torch.zeros((0,) + tuple(module.weight.shape[1:]))
             module._parameters["weight"] = nn.Parameter(rows.to(self.device), requires_grad=False)
             module.padding_idx = None  # a gradient-only setting, which must index the table
@@ -264,7 +265,7 @@ class StreamingModel:
             a = est.get(name)
             if a is None:
                 continue
-            for run in self.mapping[name + ".weight"]:
+            for run in self.mapping[name + WEIGHT]:
                 prev = out.get(run.source)
                 out[run.source] = a if prev is None or a != a or prev != prev else max(prev, a)
         return out
@@ -285,10 +286,10 @@ def per_sample_weights(order: list[str], linears, mapping: Mapping[str, list[Run
     """Checkpoint weights, in the order of `order` (diffusers Linears that read one vector per
     sample), whose every Linear is in `order` (a fused weight feeds several Linears)."""
     per_sample = set(order)
-    mixed = {r.source for n in linears if n not in per_sample for r in mapping[n + ".weight"]}
+    mixed = {r.source for n in linears if n not in per_sample for r in mapping[n + WEIGHT]}
     out: dict[str, None] = {}
     for name in order:
-        for r in mapping[name + ".weight"]:
+        for r in mapping[name + WEIGHT]:
             if r.source not in mixed:
                 out[r.source] = None
     return list(out)

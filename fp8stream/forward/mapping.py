@@ -16,8 +16,9 @@ from typing import Callable, Mapping
 
 import torch
 
+from fp8stream.names.suffixes import is_companion
+
 ROW_BITS = 24
-_COMPANIONS = (".weight_scale", ".scale_weight", ".input_scale", ".scale_input", ".comfy_quant")
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,6 @@ class Run:
 
 class MappingError(ValueError):
     """The converter's output does not describe the model (a family variant we do not know)."""
-
-
-def is_companion(name: str) -> bool:
-    # scaled_fp8: legacy's marker, prefixed too
-    return name.endswith(_COMPANIONS) or name == "scaled_fp8" or name.endswith(".scaled_fp8")
 
 
 def stand_in(shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, torch.Tensor], list[str]]:

@@ -10,8 +10,8 @@ samples x 20 Euler steps, real activations): real input amax / forward amax is 0
 every layer (attention outputs use the mix bound of engine.py). Margin 2 clips none of them with
 13% headroom; 3 leaves 70% for models we have not seen, and a scale 3x too large only moves the
 smallest values 1.6 binades towards FP8's subnormals, where one too small clips
-(docs/scales.md). The bound caps only when it assumes nothing about model inputs (its notes
-carry no "ASSUMED").
+(docs/scales.md). The bound caps only when it assumes nothing about model inputs (not
+`ScaleEstimate.assumed`).
 
 Text encoders (bert, t5, clip, llm) run on what they really read, token ids through their own
 embedding table, so their forward amax is close to the real one (MiniLM: within 3% on most
@@ -48,7 +48,7 @@ import dataclasses
 from typing import Mapping
 
 from fp8stream.calibration import graph as G
-from fp8stream.calibration.interface import MethodPlan, ModelView, ScaleEstimate
+from fp8stream.calibration.interface import ASSUMED, FORWARD_PASS, MethodPlan, ModelView, ScaleEstimate
 from fp8stream.calibration.margin import with_margin
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.calibration.simulate import WeightAwareMethod
@@ -211,8 +211,10 @@ class ForwardMethod:
             why = self._why() if seen is None else "its input was all zero in the forward pass"
             warnings = (f"not reached by the forward pass ({why}): hard bound",) + b.warnings
             return dataclasses.replace(b, source=f"hard bound (simulate); {b.source}", warnings=warnings)
-        e = with_margin(seen, self.margin_for(self.result.family), b, "forward amax", align_cap=True)
-        return e if e.amax is None else dataclasses.replace(e, source=f"{self.result.family} {e.source}")
+        # no usable range (scale 1.0): no forward pass figure behind it, so its basis is "assumed"
+        e = with_margin(seen, self.margin_for(self.result.family), b, "forward amax", align_cap=True, basis=ASSUMED)
+        return e if e.amax is None else dataclasses.replace(e, source=f"{self.result.family} {e.source}",
+                                                            basis=FORWARD_PASS)
 
     def margin_for(self, family: str | None) -> float:
         """--forward-margin, else the family's default (text encoders: TEXT_MARGIN)."""

@@ -25,12 +25,13 @@ from fp8stream.calibration.forward_settings import micro_batch_for
 from fp8stream.errors import UsageError
 from fp8stream.formats.architecture import Detection
 from fp8stream.formats.layers import take_inventory
-from fp8stream.formats.prefixes import common_model_prefix, split_prefix
 from fp8stream.forward.families import FAMILIES, forward_family
 from fp8stream.forward.inputs import SamplePlan
-from fp8stream.forward.mapping import MappingError, check_mapping, derive_mapping, is_companion
+from fp8stream.forward.mapping import MappingError, check_mapping, derive_mapping
 from fp8stream.forward.source import Reader, RowSource
 from fp8stream.io.header import Header
+from fp8stream.names.prefixes import common_model_prefix, split_prefix
+from fp8stream.names.suffixes import WEIGHT, is_companion, layer_of, weight_scale_of
 from fp8stream.progress import bar as progress_bar
 
 INSTALL_HINT = "--method forward needs diffusers: pip install fp8stream[forward]"
@@ -137,7 +138,7 @@ def prepare(header: Header) -> Prepared:
     if problems:
         return Prepared(family, f"{family.NAME}: {problems[0]}", cfg, detection=detection)
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    reached = frozenset(r.source for n in linears for r in mapping[n + ".weight"])
+    reached = frozenset(r.source for n in linears for r in mapping[n + WEIGHT])
     return Prepared(family, None, cfg, mapping, _weight_scales(header), reached, detection)
 
 
@@ -163,9 +164,8 @@ def _weight_scales(header: Header) -> dict[str, str | None]:
     FP8 convolution (skipped there: it takes no input scale) still runs with its own scale."""
     out: dict[str, str | None] = {layer.weight.name: layer.weight_scale for layer in take_inventory(header).layers}
     for info in header.tensors:
-        if info.dtype.startswith("F8_") and info.name not in out and info.name.endswith(".weight"):
-            stem = info.name[: -len(".weight")]
-            out[info.name] = next((k for k in (stem + ".weight_scale", stem + ".scale_weight") if header.get(k)), None)
+        if info.dtype.startswith("F8_") and info.name not in out and info.name.endswith(WEIGHT):
+            out[info.name] = weight_scale_of(layer_of(info.name), header)
     return out
 
 
@@ -181,7 +181,7 @@ def meta_model(family: ModuleType, cfg: dict) -> torch.nn.Module:
 def _fp8_sources(linears, prepared: Prepared) -> dict[str, set[str]]:
     """Each Linear's FP8 checkpoint weights: the forward bar counts those (the file's FP8 layers),
     not the model's Linears (a fused qkv weight feeds three of them, a float Linear none)."""
-    return {n: {r.source for r in prepared.mapping[n + ".weight"] if r.source in prepared.scale_names}
+    return {n: {r.source for r in prepared.mapping[n + WEIGHT] if r.source in prepared.scale_names}
             for n in linears}
 
 

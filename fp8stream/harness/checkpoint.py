@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fp8stream.harness.fp8 import quantize_weight
+from fp8stream.names.suffixes import COMFY_MARKER, INPUT_SCALE, WEIGHT, WEIGHT_SCALE
 
 COMFY_QUANT_JSON = {"format": "float8_e4m3fn"}
 
@@ -31,13 +32,13 @@ def write_fp8_checkpoint(state: Mapping[str, torch.Tensor], layers: list[str], p
     (safetensors writes 0600)."""
     out = {k: v.contiguous() for k, v in state.items()}
     for layer in layers:
-        w = out[layer + ".weight"]
+        w = out[layer + WEIGHT]
         if w.ndim != 2:
             raise ValueError(f"{layer}.weight is not 2-D: {tuple(w.shape)}")
-        out[layer + ".weight"], out[layer + ".weight_scale"] = quantize_weight(w)
-        out[layer + ".comfy_quant"] = comfy_quant_tensor()
+        out[layer + WEIGHT], out[layer + WEIGHT_SCALE] = quantize_weight(w)
+        out[layer + COMFY_MARKER] = comfy_quant_tensor()
         if input_scales and layer in input_scales:
-            out[layer + ".input_scale"] = torch.tensor(float(input_scales[layer]), dtype=torch.float32)
+            out[layer + INPUT_SCALE] = torch.tensor(float(input_scales[layer]), dtype=torch.float32)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(out, str(path))
@@ -60,15 +61,15 @@ def read_fp8_layers(path: Path | str) -> dict[str, FP8Layer]:
         ordered = list(f.keys())
         keys = set(ordered)
         for k in ordered:
-            if not k.endswith(".comfy_quant"):
+            if not k.endswith(COMFY_MARKER):
                 continue
-            name = k[: -len(".comfy_quant")]
+            name = k[: -len(COMFY_MARKER)]
             conf = json.loads(bytes(f.get_tensor(k).tolist()).decode())
             if conf.get("format") != "float8_e4m3fn":
                 continue
             # ComfyUI's flag wins over a scale beside it (fp8stream writes the measured one there)
             weight_only = conf.get("full_precision_matrix_mult") is True
-            stored = name + ".input_scale" in keys and not weight_only
-            s_in = float(f.get_tensor(name + ".input_scale")) if stored else None
-            layers[name] = FP8Layer(f.get_tensor(name + ".weight"), f.get_tensor(name + ".weight_scale").float(), s_in)
+            stored = name + INPUT_SCALE in keys and not weight_only
+            s_in = float(f.get_tensor(name + INPUT_SCALE)) if stored else None
+            layers[name] = FP8Layer(f.get_tensor(name + WEIGHT), f.get_tensor(name + WEIGHT_SCALE).float(), s_in)
     return layers

@@ -6,11 +6,9 @@ opened on first use and stays open until `close`.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Iterator
 
-from fp8stream.errors import UsageError
 from fp8stream.io.header import Header, TensorInfo
 from fp8stream.io.reader import CHUNK_BYTES, LazyFile
 
@@ -87,11 +85,3 @@ class TensorSource:
         f.read_into(part, memoryview(out))
         return out
 
-
-def open_source(path: str, header: Header, shard_paths: dict[str, str] | None) -> TensorSource:
-    """A source for an input already opened by the caller; a pipe or zstd input has none."""
-    if shard_paths is not None:
-        return TensorSource(header, shard_paths)
-    if path == "-" or not os.path.isfile(path):
-        raise UsageError(f"{path}: random access needs a file, not a pipe")
-    return TensorSource.for_file(path, header)

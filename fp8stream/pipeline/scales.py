@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-from fp8stream.calibration.interface import ScaleEstimate
+from fp8stream.calibration.interface import ASSUMED, ScaleEstimate
 from fp8stream.errors import FP8StreamError
 from fp8stream.formats import legacy
 from fp8stream.formats.existing_scales import judge_existing_scale
@@ -120,7 +120,7 @@ def layer_reports(plans: list[LayerPlan], facts: Mapping[str, LayerFacts],
         reports.append(LayerReport(layer.name, list(layer.weight.shape), r.scale, r.source, r.why, r.method,
                                    assumption, runs_fp8(p, out_flag), list(f.warnings) + list(e.warnings if e else ()),
                                    p.out_flavour, notes, e.amax if e else None, e.margin if e else None,
-                                   e.bound if e else None, list(r.group)))
+                                   e.bound if e else None, list(r.group), e.basis if e else ASSUMED))
     return reports
 
 

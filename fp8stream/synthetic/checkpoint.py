@@ -18,6 +18,17 @@ from fp8stream.io.atomic import AtomicOutput
 from fp8stream.io.dtypes import DTYPE_BITS
 from fp8stream.io.header import OutputEntry
 from fp8stream.io.writer import StreamingWriter
+from fp8stream.names.suffixes import (
+    BIAS,
+    COMFY_MARKER,
+    INPUT_SCALE,
+    LEGACY_INPUT_SCALE,
+    LEGACY_MARKER,
+    LEGACY_WEIGHT_SCALE,
+    WEIGHT,
+    WEIGHT_SCALE,
+    layer_of,
+)
 
 # The safetensors library's own order (docs/formats.md): widest dtype first, then the later of
 # its dtype enum (DTYPE_BITS lists it in that order: F8_E4M3 before U8, so markers come after
@@ -88,29 +99,29 @@ def comfy_fp8_linear(
     if isinstance(weight, torch.Tensor):
         raw, scale = quantize_fp8(weight)
         out_f, in_f = weight.shape
-        w = SyntheticTensor(f"{name}.weight", "F8_E4M3", (out_f, in_f), raw)
+        w = SyntheticTensor(name + WEIGHT, "F8_E4M3", (out_f, in_f), raw)
     else:
         out_f, in_f = weight
         scale = 0.01 + (seed % 7) * 0.001
-        w = SyntheticTensor(f"{name}.weight", "F8_E4M3", (out_f, in_f), random_fp8_rows(out_f, in_f, seed))
+        w = SyntheticTensor(name + WEIGHT, "F8_E4M3", (out_f, in_f), random_fp8_rows(out_f, in_f, seed))
     doc: dict = {"format": "float8_e4m3fn"}
     if weight_only:
         doc["full_precision_matrix_mult"] = True
-    tensors = [w, f32_scalar(f"{name}.weight_scale", scale), marker(f"{name}.comfy_quant", doc)]
+    tensors = [w, f32_scalar(name + WEIGHT_SCALE, scale), marker(name + COMFY_MARKER, doc)]
     if input_scale is not None:
-        tensors.append(f32_scalar(f"{name}.input_scale", input_scale))
+        tensors.append(f32_scalar(name + INPUT_SCALE, input_scale))
     if bias:
         zeros = torch.zeros(out_f, dtype=torch.bfloat16).view(torch.uint8).numpy().tobytes()
-        tensors.append(SyntheticTensor(f"{name}.bias", "BF16", (out_f,), zeros))
+        tensors.append(SyntheticTensor(name + BIAS, "BF16", (out_f,), zeros))
     return tensors
 
 
 def _fp8_weight(name: str, weight: torch.Tensor | tuple[int, int], seed: int) -> tuple[SyntheticTensor, float]:
     if isinstance(weight, torch.Tensor):
         raw, scale = quantize_fp8(weight)
-        return SyntheticTensor(f"{name}.weight", "F8_E4M3", tuple(weight.shape), raw), scale
+        return SyntheticTensor(name + WEIGHT, "F8_E4M3", tuple(weight.shape), raw), scale
     out_f, in_f = weight
-    return SyntheticTensor(f"{name}.weight", "F8_E4M3", (out_f, in_f), random_fp8_rows(out_f, in_f, seed)), \
+    return SyntheticTensor(name + WEIGHT, "F8_E4M3", (out_f, in_f), random_fp8_rows(out_f, in_f, seed)), \
         0.01 + (seed % 7) * 0.001
 
 
@@ -118,22 +129,22 @@ def legacy_fp8_linear(name: str, weight: torch.Tensor | tuple[int, int], seed: i
                       input_scale: float | None = None) -> list[SyntheticTensor]:
     """One linear in the legacy "scaled fp8" flavour (add `legacy_marker` once per file)."""
     w, scale = _fp8_weight(name, weight, seed)
-    tensors = [w, f32_scalar(f"{name}.scale_weight", scale)]
+    tensors = [w, f32_scalar(name + LEGACY_WEIGHT_SCALE, scale)]
     if input_scale is not None:
-        tensors.append(f32_scalar(f"{name}.scale_input", input_scale))
+        tensors.append(f32_scalar(name + LEGACY_INPUT_SCALE, input_scale))
     return tensors
 
 
 def legacy_marker(prefix: str = "", weight_only: bool = False) -> SyntheticTensor:
     """The top-level `scaled_fp8` tensor: 2 elements = weight-only, empty = FP8 matmul."""
     n = 2 if weight_only else 0
-    return SyntheticTensor(f"{prefix}scaled_fp8", "F8_E4M3", (n,), bytes(n))
+    return SyntheticTensor(prefix + LEGACY_MARKER, "F8_E4M3", (n,), bytes(n))
 
 
 def plain_fp8_linear(name: str, weight: torch.Tensor) -> list[SyntheticTensor]:
     """One linear as plain FP8: the weight cast to float8_e4m3fn, no scale (1.0 implied)."""
     q = weight.float().clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
-    return [SyntheticTensor(f"{name}.weight", "F8_E4M3", tuple(weight.shape), q.view(torch.uint8).numpy().tobytes())]
+    return [SyntheticTensor(name + WEIGHT, "F8_E4M3", tuple(weight.shape), q.view(torch.uint8).numpy().tobytes())]
 
 
 def bf16_tensor(name: str, t: torch.Tensor) -> SyntheticTensor:
@@ -181,7 +192,7 @@ def from_inventory(specs, seed: int = 0) -> list[SyntheticTensor]:
     tensors: list[SyntheticTensor] = []
     for i, spec in enumerate(specs):
         if spec.fp8:
-            layer = spec.name[: -len(".weight")]
+            layer = layer_of(spec.name)
             tensors += comfy_fp8_linear(layer, spec.shape, seed=seed + i)
         else:
             tensors.append(SyntheticTensor(spec.name, "BF16", spec.shape, random_bf16(spec.shape, seed + i)))
