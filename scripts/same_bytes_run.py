@@ -133,5 +133,7 @@ def run_case(case: Case, cases_dir: Path, case_dir: Path) -> dict:
     left = sorted(str(p.relative_to(io_dir)) for p in io_dir.rglob("*") if p.name not in ("stdout", "stderr"))
     shutil.rmtree(case_dir)
     shutil.rmtree(io_dir)
-    return {"argv": normalised(argv, places), "exit_code": code, "outputs": outputs, "reports": reports + more,
+    # a batch with --jobs reports its files as they finish: in the order of their inputs here
+    reports = sorted(reports + more, key=lambda r: str(r.get("input", "")) if isinstance(r, dict) else "")
+    return {"argv": normalised(argv, places), "exit_code": code, "outputs": outputs, "reports": reports,
             "stdout": out_lines, "stderr": err_lines, "temp_left": left}
