@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fp8stream.errors import InvalidCheckpointError, UsageError
 from fp8stream.io.header import Header
-from fp8stream.remote import is_remote
+from fp8stream.io.storage import is_remote
 
 INDEX_SUFFIX = ".safetensors.index.json"
 MAX_INDEX_BYTES = 100_000_000

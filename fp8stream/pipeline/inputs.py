@@ -11,7 +11,7 @@ from fp8stream.formats.shards import ShardIndex, check_shard, find_index, merged
 from fp8stream.io.header import Header
 from fp8stream.io.reader import InputSource, open_input, read_input_header
 from fp8stream.io.source import TensorSource
-from fp8stream.remote import is_remote
+from fp8stream.io.storage import is_remote
 
 
 @dataclass

@@ -22,9 +22,9 @@ from typing import Iterator
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError, OutputError
 from fp8stream.io.atomic import describe_os_error, remove_stale_temps, temp_path_for
+from fp8stream.io.storage import is_remote
 from fp8stream.pipeline.inputs import InputPart, ModelInput, open_model
 from fp8stream.progress import bar as progress_bar
-from fp8stream.remote import is_remote
 
 CHUNK_BYTES = 4 << 20
 

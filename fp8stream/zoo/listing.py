@@ -13,8 +13,9 @@ from fp8stream.formats.shards import INDEX_SUFFIX, find_index, merged_header, re
 from fp8stream.io.compression import ZstdSettings, compression_memory
 from fp8stream.io.header import Header
 from fp8stream.io.reader import open_positioned, read_input_header
+from fp8stream.io.storage import is_remote
 from fp8stream.memory import BASE_MEMORY
-from fp8stream.remote import filesystem, is_remote
+from fp8stream.remote import filesystem
 from fp8stream.remote.input import identity_tag, object_info
 from fp8stream.zoo.identity import InputIdentity
 

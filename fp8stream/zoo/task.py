@@ -14,7 +14,8 @@ import posixpath
 from typing import Any
 
 from fp8stream.batch import calibrate_one
-from fp8stream.remote import configure, filesystem, is_remote, scheme_of
+from fp8stream.io.storage import is_remote, scheme_of
+from fp8stream.remote import configure, filesystem
 from fp8stream.remote.input import pin
 from fp8stream.remote.output import record_metadata
 from fp8stream.remote.stores import is_s3
