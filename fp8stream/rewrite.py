@@ -29,7 +29,7 @@ from fp8stream.formats.selection import PRESET_NAMES, Selection
 from fp8stream.formats.shards import output_index
 from fp8stream.interrupts import deferred
 from fp8stream.io.compression import ZstdSettings
-from fp8stream.io.storage import is_remote, locate, open_urls_with
+from fp8stream.io.storage import locate, open_urls_with
 from fp8stream.options import COMMON, LAYERS, OUTPUT, flag
 from fp8stream.pipeline.inputs import ModelInput, open_model
 from fp8stream.pipeline.scales import Resolved, excluded_reports, layer_reports, resolve
@@ -205,7 +205,7 @@ def _check_output(model: ModelInput, options: RewriteOptions, nbytes: int) -> No
     if options.output is None or options.output == "-":
         return
     output = locate(options.output)
-    if options.verify and is_remote(options.output):  # the shadow the self-check reads has holes
+    if options.verify and output.local_path is None:  # a URL: the shadow the self-check reads has holes
         raise UsageError(f"{options.output}: --verify re-reads the whole output, which an upload cannot give "
                          "before it is published; run `fp8stream verify IN OUT` once it is")
     if model.index is not None:
