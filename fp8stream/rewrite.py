@@ -28,13 +28,15 @@ from fp8stream.formats.plan_types import FormatOptions, LayerPlan, RewritePlan
 from fp8stream.formats.selection import PRESET_NAMES, Selection
 from fp8stream.formats.shards import output_index
 from fp8stream.interrupts import deferred
-from fp8stream.io.atomic import check_free_space, check_output_folder, check_output_path
 from fp8stream.io.compression import ZstdSettings
+from fp8stream.io.storage import locate, open_urls_with
 from fp8stream.options import COMMON, LAYERS, OUTPUT, flag
 from fp8stream.pipeline.inputs import ModelInput, open_model
 from fp8stream.pipeline.scales import Resolved, excluded_reports, layer_reports, resolve
-from fp8stream.remote import is_remote
+from fp8stream.remote.location import UrlLocation
 from fp8stream.report import FileReport, SkippedReport, human_size
+
+open_urls_with(UrlLocation)  # URLs (IN, OUT, shards) are read and written by remote/ (docs/remote.md)
 
 
 @dataclass
@@ -193,7 +195,7 @@ def _spool(model: ModelInput, options: RewriteOptions):
     from fp8stream.pipeline.spool import spooled
 
     if options.output not in (None, "-"):
-        check_output_path(options.output, None, options.force)
+        locate(options.output).check_target(None, options.force)
     out_bytes = 0 if options.zstd is not None else model.whole.file_bytes  # about the output's size
     return spooled(model, options.output, out_bytes, options.progress)
 
@@ -202,15 +204,16 @@ def _check_output(model: ModelInput, options: RewriteOptions, nbytes: int) -> No
     """The same refusals for a dry run as for the real one (exit 2 for an existing OUT)."""
     if options.output is None or options.output == "-":
         return
-    if options.verify and is_remote(options.output):  # the shadow the self-check reads has holes
+    output = locate(options.output)
+    if options.verify and output.local_path is None:  # a URL: the shadow the self-check reads has holes
         raise UsageError(f"{options.output}: --verify re-reads the whole output, which an upload cannot give "
                          "before it is published; run `fp8stream verify IN OUT` once it is")
     if model.index is not None:
-        check_output_folder(options.output, model.index.folder, options.force)
+        output.check_folder_target(model.index.folder, options.force)
         return
-    check_output_path(options.output, model.parts[0].source.path, options.force)
+    output.check_target(model.parts[0].source.path, options.force)
     if options.zstd is None:  # a compressed size is not known before the end
-        check_free_space(options.output, nbytes)
+        output.reserve(nbytes)
 
 
 def _fill(report: FileReport, planned: Planned, facts, out_weight_only, estimates,
@@ -265,12 +268,10 @@ def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, 
 
 def _open_outputs(stack: contextlib.ExitStack, model: ModelInput, options: RewriteOptions):
     """(the ShardedOutput or None, one open sink per file of the model)."""
-    from fp8stream.io.sharded import sharded_output
-    from fp8stream.io.sink import OutputSink
-
     assert options.output is not None
+    output = locate(options.output)
     if model.index is None:
-        sink = OutputSink(options.output, options.zstd)
+        sink = output.open_sink(options.zstd)
         return None, [(sink, stack.enter_context(sink))]
-    sharded = stack.enter_context(sharded_output(options.output, model.index.folder, options.force, options.zstd))
+    sharded = stack.enter_context(output.open_folder_target(model.index.folder, options.force, options.zstd))
     return sharded, [sharded.open(part.name) for part in model.parts]

@@ -87,6 +87,43 @@ def test_no_method_module_imports_the_registry() -> None:
         assert "fp8stream.calibration.registry" not in graph[entry.module], entry.module
 
 
+# The entry floors: they resolve what the user gave and may hand remote/ to the storage seam.
+ENTRY_FLOORS = ("fp8stream.rewrite", "fp8stream.batch", "fp8stream.cli", "fp8stream.__main__", "fp8stream.commands",
+                "fp8stream.zoo")
+
+
+def _within(module: str, *packages: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_nothing_below_the_entry_floors_imports_remote() -> None:
+    """remote/ is the URL side of the storage seam (io.storage): io/, formats/, pipeline/ and
+    the rest ask a Location and never a store (issue 23)."""
+    graph = import_graph()
+    assert any(_within(t, "fp8stream.remote") for t in graph["fp8stream.rewrite"])  # the rule looks at real edges
+    below = sorted(f"{module} -> {target}" for module, targets in graph.items() for target in targets
+                   if _within(target, "fp8stream.remote") and not _within(module, "fp8stream.remote", *ENTRY_FLOORS))
+    assert below == []
+
+
+def _names_used(path: Path) -> set[str]:
+    """Every name a module defines, imports, reads or takes as an attribute."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, (ast.alias, ast.FunctionDef)):
+            names.add(node.name)
+    return names
+
+
+def test_only_the_storage_seam_tells_a_url_from_a_path() -> None:
+    users = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "is_remote" in _names_used(p))
+    assert users == ["io/storage.py"]
+
+
 _PROBE = """
 import runpy, sys
 sys.argv = ["fp8stream", *sys.argv[1:]]

@@ -10,8 +10,12 @@ import click
 
 from fp8stream import interrupts
 from fp8stream.errors import EXIT_FAILURE, EXIT_SIGINT, FP8StreamError, Interrupted
+from fp8stream.io.storage import open_urls_with
+from fp8stream.remote.location import UrlLocation
 
 T = TypeVar("T")
+
+open_urls_with(UrlLocation)  # every command reads and writes URLs through remote/ (docs/remote.md)
 
 try:  # click >= 8.2: a bare `fp8stream` raises this to print the help, which must stay whole
     from click.exceptions import NoArgsIsHelpError

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from fp8stream.errors import UsageError
 from fp8stream.formats.shards import find_index, merged_header, read_index
 from fp8stream.io.header import Header, read_exactly
-from fp8stream.io.reader import InputSource, TensorStream, open_positioned, read_input_header, stored_size
+from fp8stream.io.reader import InputSource, TensorStream, open_positioned, read_input_header
+from fp8stream.io.storage import locate
 
 SMALL_BYTES = 1 << 16  # scales and markers are a few bytes; nothing larger is kept
 
@@ -51,7 +52,7 @@ def _read_file(path: str) -> Checkpoint:
         small = _positioned(source, header, wanted) if not source.compressed else _streamed(source, header, wanted)
     finally:
         source.close()
-    return Checkpoint(path, header, small, stored_size(path), 1, source.compressed)
+    return Checkpoint(path, header, small, locate(path).stored().size, 1, source.compressed)
 
 
 def _positioned(source: InputSource, header: Header, wanted: list) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fp8stream.errors import InvalidCheckpointError, UsageError
 from fp8stream.io.header import Header
-from fp8stream.remote import is_remote
+from fp8stream.io.storage import locate
 
 INDEX_SUFFIX = ".safetensors.index.json"
 MAX_INDEX_BYTES = 100_000_000
@@ -34,83 +34,46 @@ class ShardIndex:
 
     def shard_path(self, shard: str) -> str:
         """Where shard file `shard` is: a path, or a URL for an index in a store."""
-        return _join(self.folder, shard)
+        return locate(self.folder).child(shard)
 
 
 def find_index(path: str) -> str | None:
     """The index file `path` names (itself, or the only one in a folder), or None for a plain
     file. A URL may name a folder (a key prefix) or an index in a store (docs/remote.md)."""
-    if path.endswith(INDEX_SUFFIX) and _isfile(path):
+    location = locate(path)
+    if path.endswith(INDEX_SUFFIX) and location.is_file():
         return path
-    if not path.endswith(INDEX_SUFFIX) and _isdir(path):
-        found = sorted(n for n in _names_in(path) if n.endswith(INDEX_SUFFIX))
+    if not path.endswith(INDEX_SUFFIX) and location.is_dir():
+        found = sorted(n for n in location.names() if n.endswith(INDEX_SUFFIX))
         if len(found) != 1:
             what = "no" if not found else "more than one"
             raise UsageError(f"{path}: is a folder with {what} *{INDEX_SUFFIX}; give a file or the index")
-        return _join(path, found[0])
+        return location.child(found[0])
     return None
 
 
 def read_index(path: str) -> ShardIndex:
     """Parse and check an index: a weight_map of plain shard file names that all exist."""
+    location = locate(path)
     try:
-        doc = json.loads(_read_index_bytes(path).decode("utf-8"))
+        doc = json.loads(location.read_small(MAX_INDEX_BYTES).decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise InvalidCheckpointError(f"{path}: not a readable JSON index ({e.__class__.__name__})") from None
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise InvalidCheckpointError(f"{path}: index has no weight_map of tensor -> shard file")
-    folder = _parent(path)
-    present = set(_names_in(folder)) if is_remote(path) else None  # one listing, not a request per shard
+    folder = location.parent()
+    present = locate(folder).files_present(set(weight_map.values()))
     shards: list[str] = []
     for shard in weight_map.values():
         if shard not in shards:
             if os.path.basename(shard) != shard or shard in (".", "..") or not shard:
                 raise InvalidCheckpointError(f"{path}: shard name {shard!r} is not a file name in the index's folder")
-            if not (shard in present if present is not None else os.path.isfile(os.path.join(folder, shard))):
+            if shard not in present:
                 raise InvalidCheckpointError(f"{path}: shard {shard} is missing")
             shards.append(shard)
     metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
     return ShardIndex(path, folder, weight_map, metadata, shards)
-
-
-def _isfile(path: str) -> bool:
-    if is_remote(path):
-        from fp8stream.remote.files import is_file
-        return is_file(path)
-    return os.path.isfile(path)
-
-
-def _isdir(path: str) -> bool:
-    if is_remote(path):
-        from fp8stream.remote.files import is_dir
-        return is_dir(path)
-    return os.path.isdir(path)
-
-
-def _names_in(folder: str) -> list[str]:
-    if is_remote(folder):
-        from fp8stream.remote.files import names_in
-        return names_in(folder)
-    return os.listdir(folder)
-
-
-def _join(folder: str, name: str) -> str:
-    return folder.rstrip("/") + "/" + name if is_remote(folder) else os.path.join(folder, name)
-
-
-def _parent(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[0] if is_remote(path) else os.path.dirname(os.path.abspath(path))
-
-
-def _read_index_bytes(path: str) -> bytes:
-    if is_remote(path):
-        from fp8stream.remote.files import read_small
-        return read_small(path, MAX_INDEX_BYTES)
-    if os.path.getsize(path) > MAX_INDEX_BYTES:
-        raise InvalidCheckpointError(f"{path}: index is over 100 MB")
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def check_shard(index: ShardIndex, shard: str, header: Header) -> None:

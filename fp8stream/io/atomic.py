@@ -19,7 +19,6 @@ from typing import BinaryIO
 from fp8stream.errors import OutputError, UsageError
 from fp8stream.interrupts import committing
 from fp8stream.io.overlap import WriteBehind
-from fp8stream.remote import is_remote
 
 _TEMP_RE = re.compile(r"^\.(?P<base>.+)\.fp8stream-(?P<pid>\d+)\.tmp$")
 
@@ -78,10 +77,8 @@ def same_file(a: str, b: str) -> bool:
 
 
 def check_output_path(output: str, input_path: str | None, force: bool) -> None:
-    """Refuse an output that is the input, exists without --force, or sits in a bad folder."""
-    if is_remote(output):  # an object store has no folders to check (docs/remote.md)
-        from fp8stream.remote.output import check_remote_output
-        return check_remote_output(output, input_path, force)
+    """Refuse an output that is the input, exists without --force, or sits in a bad folder.
+    (A URL's checks are remote/'s: an object store has no folders to check, docs/remote.md.)"""
     if input_path is not None and (same_file(input_path, output)
                                    or os.path.abspath(input_path) == os.path.abspath(output)):
         raise UsageError(f"{output}: output is the input file; choose another output path")
@@ -98,9 +95,6 @@ def check_output_path(output: str, input_path: str | None, force: bool) -> None:
 
 def check_output_folder(output: str, input_folder: str, force: bool) -> None:
     """The checks of check_output_path for a sharded output: a folder that is not the input's."""
-    if is_remote(output):  # a key prefix (docs/remote.md)
-        from fp8stream.remote.output import check_remote_folder
-        return check_remote_folder(output, input_folder, force)
     out = os.path.abspath(output)
     if out == os.path.abspath(input_folder) or (os.path.exists(out) and same_file(out, input_folder)):
         raise UsageError(f"{output}: output is the input folder; choose another folder")
@@ -116,11 +110,9 @@ def check_free_space(output: str, nbytes: int) -> None:
     An existing OUT (--force) stays in place until the new file is complete and renamed over
     it, so the disk must hold the old and the new file at once: the old file's space is not
     available, and the whole new size must be free. Stale temporary files of killed runs are
-    removed before writing, so their space counts as free.
+    removed before writing, so their space counts as free. (A store has no free space to ask
+    for: there the size sets the upload's part size, remote/.)
     """
-    if is_remote(output):  # no free space to ask a store for; the size sets the upload's part size
-        from fp8stream.remote.output import expect_size
-        return expect_size(output, nbytes)
     folder = os.path.dirname(os.path.abspath(output))
     reclaimable = 0
     for name in stale_temps(folder):

@@ -9,93 +9,46 @@ pages of a mapping count in RSS and page-faulting a cold mapping is slow (docs/f
 from __future__ import annotations
 
 import os
-import stat
-import sys
-from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError, UsageError
 from fp8stream.io.compression import ZSTD_MAGIC, PrefixedReader, ZstdReader, read_prefix
 from fp8stream.io.header import Header, TensorInfo, read_exactly, read_header
 from fp8stream.io.overlap import ChunkReader, chunk_plan, release
-from fp8stream.remote import is_remote
+from fp8stream.io.storage import InputSource, locate
 
 CHUNK_BYTES = 4 << 20
 
 
-@dataclass
-class InputSource:
-    """An opened input: a binary stream of safetensors bytes, their size when known (plain
-    files, not pipes or zstd), a label, the file's path, and the file object to close."""
-
-    stream: BinaryIO
-    size: int | None
-    label: str
-    path: str | None
-    raw: BinaryIO | None = None  # the underlying file when `stream` decompresses it
-    compressed: bool = False
-    readahead: ChunkReader | None = None
-
-    def close(self) -> None:
-        if self.readahead is not None:
-            self.readahead.close()
-        if self.compressed:
-            self.stream.close()
-        if self.path is not None:
-            (self.raw or self.stream).close()
-
-
 def open_input(path: str) -> InputSource:
-    """Open a file, or '-' for stdin, with a one-line error for what a user can get wrong.
+    """Open a file, '-' for stdin, or a URL (one sequential stream of ranged reads, docs/remote.md),
+    with a one-line error for what a user can get wrong.
 
     zstd input (a file or a pipe) is recognised by its magic bytes and decompressed on the fly:
     a safetensors file cannot start with them (its header length would be over 4 GB).
     """
-    if path == "-":
-        return _detect_zstd(InputSource(sys.stdin.buffer, None, "<stdin>", None))
-    if is_remote(path):  # s3://, hf://, ...: one sequential stream of ranged reads (docs/remote.md)
-        from fp8stream.remote.input import open_remote_stream
-        return _detect_zstd(InputSource(open_remote_stream(path), None, path, path))  # type: ignore[arg-type]
-    if os.path.isdir(path):
-        raise UsageError(f"{path}: is a folder, not a safetensors file")
-    try:
-        f = open(path, "rb", buffering=0)
-    except FileNotFoundError:
-        raise FP8StreamError(f"{path}: no such file") from None
-    except PermissionError:
-        raise FP8StreamError(f"{path}: permission denied") from None
-    except OSError as e:
-        raise FP8StreamError(f"{path}: cannot open ({e.strerror})") from None
-    st = os.fstat(f.fileno())
-    # A FIFO or a /dev/fd/N pipe has no size: read it as a stream, like stdin.
-    source = InputSource(f, st.st_size if stat.S_ISREG(st.st_mode) else None, path, path)
-    try:
-        return _detect_zstd(source)
-    except BaseException:
-        f.close()
-        raise
+    return _checked(locate(path).open_stream())
 
 
 def open_positioned(path: str) -> InputSource:
     """An input for positioned reads (seek and read, `LazyFile`): a file as `open_input` opens
     it; a URL by ranged requests with its size known (a zstd object as the stream it must be)."""
-    if not is_remote(path):
-        return open_input(path)
-    from fp8stream.remote.input import open_remote_file
-    remote = open_remote_file(path)
-    source = _detect_zstd(InputSource(remote, remote.size, path, path))  # type: ignore[arg-type]
-    if source.compressed:
+    location = locate(path)
+    ranged = location.open_ranged()
+    source = _checked(ranged)
+    if source.compressed and ranged.read_at is not None:
         source.close()
-        return open_input(path)
+        return _checked(location.open_stream())
     return source
 
 
-def stored_size(path: str) -> int:
-    """The bytes a file or object takes in its store (compressed size for zstd)."""
-    if is_remote(path):
-        from fp8stream.remote.input import object_info
-        return int(object_info(path).get("size") or 0)
-    return os.path.getsize(path)
+def _checked(source: InputSource) -> InputSource:
+    """zstd recognised; the input closed if even that fails."""
+    try:
+        return _detect_zstd(source)
+    except BaseException:
+        source.close()
+        raise
 
 
 def _detect_zstd(source: InputSource) -> InputSource:
@@ -228,9 +181,10 @@ class LazyFile:
             yield part
 
     def _read_at(self):
-        """pread on a file; seek and read elsewhere (a URL's one ranged request, or Windows)."""
-        if is_remote(self.source.label):
-            return self.source.stream.read_at  # a URL: one ranged request, the seek and read locked together
+        """pread on a file; a URL's own positioned read (one ranged request, the seek and the read
+        locked together); seek and read elsewhere (Windows)."""
+        if self.source.read_at is not None:
+            return self.source.read_at
         if not hasattr(os, "pread"):
             return self._seek_read
         fd = self.source.stream.fileno()
@@ -243,7 +197,7 @@ class LazyFile:
     def read_into(self, info: TensorInfo, out: memoryview) -> None:
         """One tensor's bytes (or part: `info`'s range) into `out`, by positioned reads straight
         into the buffer: no intermediate chunk and no join copy (the forward pass's weights)."""
-        if is_remote(self.source.label) or not hasattr(os, "preadv"):
+        if self.source.read_at is not None or not hasattr(os, "preadv"):
             out[:] = b"".join(self.read_chunks(info))
             return
         fd = self.source.stream.fileno()

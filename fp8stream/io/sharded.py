@@ -15,22 +15,11 @@ from typing import BinaryIO
 from fp8stream.io.atomic import AtomicFolder, AtomicOutput, check_output_folder
 from fp8stream.io.compression import ZstdSettings
 from fp8stream.io.sink import OutputSink
-from fp8stream.remote import is_remote
-
-
-def sharded_output(target: str, input_folder: str, force: bool, zstd: ZstdSettings | None = None) -> "ShardedOutput":
-    """The sharded output for OUT: a folder renamed into place, or a URL prefix whose index is
-    written last (remote.sharded)."""
-    if is_remote(target):
-        from fp8stream.remote.output import check_remote_folder
-        from fp8stream.remote.sharded import RemoteShardedOutput
-        check_remote_folder(target, input_folder, force)
-        return RemoteShardedOutput(target, force, zstd)  # type: ignore[return-value]
-    return ShardedOutput(target, input_folder, force, zstd)
 
 
 class ShardedOutput:
-    """`with ShardedOutput(OUT, input_folder, force) as out:` then `out.open(shard)` per shard
+    """The `FolderTarget` of a local folder (io.storage); a URL's is remote/'s.
+    `with ShardedOutput(OUT, input_folder, force) as out:` then `out.open(shard)` per shard
     (in any order), `out.finalize(index_name, blob)` once all are complete."""
 
     def __init__(self, target: str, input_folder: str, force: bool, zstd: ZstdSettings | None = None) -> None:
@@ -51,7 +40,8 @@ class ShardedOutput:
         """An open sink for shard file `shard` inside the temp folder, and its stream; it is
         closed (its temp file renamed into the folder on success) when the whole output closes."""
         assert self._folder is not None
-        sink = OutputSink(os.path.join(self._folder, shard), self.zstd, final=False)
+        path = os.path.join(self._folder, shard)
+        sink = OutputSink(path, AtomicOutput(path, final=False), self.zstd)
         stream = self._stack.enter_context(sink)
         self.sinks[shard] = sink
         return sink, stream

@@ -1,6 +1,7 @@
 """Where a checkpoint goes: a file that appears complete or not at all, or stdout; zstd optional.
 
-A file output goes through `io.atomic` (temp file, fsync, rename). stdout cannot be renamed
+A file output goes through `io.atomic` (temp file, fsync, rename), a URL through an upload
+(remote/), both given by the output's Location (io.storage). stdout cannot be renamed
 into place: on failure we stop writing and the command exits non-zero, so the next command in
 the pipe can tell. The reader of a stream can tell too: the safetensors header gives every
 tensor's size, so a stream that ends early is visibly short.
@@ -10,20 +11,25 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from fp8stream.errors import OutputError, UsageError
-from fp8stream.io.atomic import AtomicOutput, describe_os_error
+from fp8stream.io.atomic import describe_os_error
 from fp8stream.io.compression import ZstdSettings, ZstdWriter
-from fp8stream.remote import is_remote
 
 STDOUT_LABEL = "<stdout>"
 
 
-def _remote_output(target: str, compressed: bool) -> "AtomicOutput":
-    """An fsspec URL: an upload published only after the self-check (docs/remote.md)."""
-    from fp8stream.remote.output import RemoteOutput
-    return RemoteOutput(target, compressed)  # type: ignore[return-value]
+class AtomicTarget(Protocol):
+    """A file object (`__enter__`) that becomes its target only if the block succeeds: a file
+    renamed into place (io.atomic), an upload published (remote/), or stdout, which cannot be
+    taken back. `temp`: where the finished output can be re-read before it is published (the
+    self-check), or None."""
+
+    @property
+    def temp(self) -> str | None: ...
+    def __enter__(self) -> BinaryIO: ...
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
 
 
 class _CountingWriter:
@@ -49,35 +55,25 @@ class OutputSink:
     None for stdout. `bytes_written` counts what left after compression.
     """
 
-    def __init__(self, target: str, zstd: ZstdSettings | None, final: bool = True) -> None:
-        """`final`: False for a file inside a folder renamed into place later (a shard)."""
-        self.target = target
+    def __init__(self, label: str, target: AtomicTarget, zstd: ZstdSettings | None) -> None:
+        """`target`: the output's file object, given by its Location (io.storage)."""
+        self.label = label
         self.zstd = zstd
-        self.label = STDOUT_LABEL if target == "-" else target
-        if target == "-":
-            self._atomic = None
-        else:
-            self._atomic = (_remote_output(target, zstd is not None) if is_remote(target)
-                            else AtomicOutput(target, final))
+        self._target = target
         self._counter: _CountingWriter | None = None
         self._compressor: ZstdWriter | None = None
         self._raw: BinaryIO | None = None
 
     @property
     def readback(self) -> str | None:
-        return self._atomic.temp if self._atomic else None
+        return self._target.temp
 
     @property
     def bytes_written(self) -> int:
         return self._counter.count if self._counter else 0
 
     def __enter__(self) -> BinaryIO:
-        if self._atomic is None:
-            if os.isatty(sys.stdout.fileno()):
-                raise UsageError("refusing to write a checkpoint to a terminal: redirect stdout or name OUT")
-            self._raw = open(sys.stdout.fileno(), "wb", buffering=1 << 16, closefd=False)
-        else:
-            self._raw = self._atomic.__enter__()
+        self._raw = self._target.__enter__()
         try:
             self._counter = _CountingWriter(self._raw)
             if self.zstd is not None:
@@ -96,25 +92,38 @@ class OutputSink:
             assert self._raw is not None
             self._raw.flush()
         except OSError as e:
-            raise self._describe(e) from None
+            raise _describe(self.label, e) from None
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self._atomic is not None:
-            self._atomic.__exit__(exc_type, exc, tb)
-            return
+        self._target.__exit__(exc_type, exc, tb)
+
+
+class StdoutTarget:
+    """The `AtomicTarget` of '-': nothing can be taken back, so on failure we stop writing and
+    the command exits non-zero. There is nothing to re-read (`temp` is None)."""
+
+    temp = None
+
+    def __enter__(self) -> BinaryIO:
+        if os.isatty(sys.stdout.fileno()):
+            raise UsageError("refusing to write a checkpoint to a terminal: redirect stdout or name OUT")
+        return open(sys.stdout.fileno(), "wb", buffering=1 << 16, closefd=False)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             return
-        # stdout: nothing can be taken back; stop writing. Drop what is buffered so that the
-        # interpreter's exit does not write (or fail on) it, and report a closed pipe clearly.
+        # Drop what is buffered so that the interpreter's exit does not write (or fail on) it,
+        # and report a closed pipe clearly.
         _silence_stdout()
         if isinstance(exc, OSError):
-            raise self._describe(exc) from None
+            raise _describe(STDOUT_LABEL, exc) from None
 
-    def _describe(self, e: OSError) -> OutputError:
-        if isinstance(e, BrokenPipeError):
-            _silence_stdout()
-            return OutputError(f"{STDOUT_LABEL}: the reading end of the pipe closed")
-        return describe_os_error(self.label, e)
+
+def _describe(label: str, e: OSError) -> OutputError:
+    if isinstance(e, BrokenPipeError):
+        _silence_stdout()
+        return OutputError(f"{STDOUT_LABEL}: the reading end of the pipe closed")
+    return describe_os_error(label, e)
 
 
 def _silence_stdout() -> None:

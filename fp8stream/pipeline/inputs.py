@@ -11,7 +11,7 @@ from fp8stream.formats.shards import ShardIndex, check_shard, find_index, merged
 from fp8stream.io.header import Header
 from fp8stream.io.reader import InputSource, open_input, read_input_header
 from fp8stream.io.source import TensorSource
-from fp8stream.remote import is_remote
+from fp8stream.io.storage import locate
 
 
 @dataclass
@@ -46,7 +46,7 @@ class ModelInput:
         part = self.parts[0]
         if part.source.path is None or part.source.compressed:
             return None
-        if part.source.size is None and not is_remote(part.source.path):  # a FIFO
+        if part.source.size is None and locate(part.source.path).local_path is not None:  # a FIFO
             return None
         return TensorSource.for_file(part.source.path, part.header)
 

@@ -22,18 +22,24 @@ from typing import Iterator
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError, OutputError
 from fp8stream.io.atomic import describe_os_error, remove_stale_temps, temp_path_for
+from fp8stream.io.storage import locate
 from fp8stream.pipeline.inputs import InputPart, ModelInput, open_model
 from fp8stream.progress import bar as progress_bar
-from fp8stream.remote import is_remote
 
 CHUNK_BYTES = 4 << 20
 
 
 def spool_path(output: str | None) -> str:
     """Beside a local output file (same disk as the result), else in $TMPDIR."""
-    if output and output != "-" and not is_remote(output):
-        return temp_path_for(output + ".spool")
+    local = _local_output(output)
+    if local is not None:
+        return temp_path_for(local + ".spool")
     return temp_path_for(os.path.join(tempfile.gettempdir(), "fp8stream-input.spool"))
+
+
+def _local_output(output: str | None) -> str | None:
+    """The output's path on this machine; None for none, stdout or a URL."""
+    return locate(output).local_path if output else None
 
 
 def _same_disk(a: str, b: str) -> bool:
@@ -46,8 +52,8 @@ def _same_disk(a: str, b: str) -> bool:
 def check_spool_space(path: str, nbytes: int, output: str | None, output_bytes: int) -> None:
     """The spool must fit, and the output too where both share a file system."""
     folder = os.path.dirname(path)
-    shared = output and output != "-" and not is_remote(output)
-    out_folder = os.path.dirname(os.path.abspath(output)) if shared else None
+    local = _local_output(output)
+    out_folder = os.path.dirname(os.path.abspath(local)) if local is not None else None
     both = out_folder is not None and _same_disk(folder, out_folder)
     need = nbytes + (output_bytes if both else 0)
     free = shutil.disk_usage(folder).free

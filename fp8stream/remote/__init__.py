@@ -10,28 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Any
 
 from fp8stream.errors import UsageError
+from fp8stream.io.storage import scheme_of
 
-_URL_RE = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]+)://")
 # The extra that brings each store's driver (pyproject.toml); the error names it.
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "hf": "hf"}
 _DRIVERS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "hf": "huggingface_hub"}
 ENV_OPTIONS = "FP8STREAM_STORAGE_OPTIONS"  # JSON, like --storage-options (read by Ray workers too)
 
 _options: dict[str, Any] = {}
-
-
-def is_remote(path: str | None) -> bool:
-    """Whether a CLI path is an fsspec URL rather than a local path or '-'."""
-    return path is not None and _URL_RE.match(path) is not None
-
-
-def scheme_of(url: str) -> str:
-    m = _URL_RE.match(url)
-    return m.group("scheme").lower() if m else "file"
 
 
 def parse_storage_options(text: str | None) -> dict[str, Any]:

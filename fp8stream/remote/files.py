@@ -1,5 +1,6 @@
 """Folder questions about URLs, so a sharded checkpoint can live in a store: `s3://b/model/`
-holding `*.safetensors` and its `*.safetensors.index.json` (formats.shards asks these).
+holding `*.safetensors` and its `*.safetensors.index.json` (formats.shards asks them of the
+index's Location, remote.location).
 
 An object store has no folders; a "folder" is a key prefix, and `s3://b/model` and
 `s3://b/model/` name the same one.

@@ -18,7 +18,8 @@ import threading
 from typing import Any, Iterator
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError
-from fp8stream.remote import filesystem, scheme_of
+from fp8stream.io.storage import scheme_of
+from fp8stream.remote import filesystem
 
 READ_BLOCK = 8 << 20
 

@@ -21,7 +21,8 @@ from typing import Any, BinaryIO
 
 from fp8stream.errors import FP8StreamError, OutputError, UsageError
 from fp8stream.io.overlap import WriteBehind
-from fp8stream.remote import filesystem, scheme_of
+from fp8stream.io.storage import scheme_of
+from fp8stream.remote import filesystem
 from fp8stream.remote.stores import (
     abort_stale_uploads,
     exists,
@@ -137,7 +138,7 @@ class _Recorder:
 
 
 class RemoteOutput:
-    """The `AtomicOutput` of a URL: `__enter__` gives a file object, the object appears only if
+    """The `io.sink.AtomicTarget` of a URL: `__enter__` gives a file object, the object appears only if
     the block succeeds. `temp` is the shadow the self-check reads; None for zstd output, whose
     check is skipped (as for stdout): a reader verifies the frame's checksum."""
 

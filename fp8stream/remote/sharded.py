@@ -22,7 +22,7 @@ from fp8stream.remote.stores import is_s3
 
 
 class RemoteShardedOutput:
-    """The `io.sharded.ShardedOutput` of a URL: `open(shard)` per shard, `finalize(index, blob)`
+    """The `io.storage.FolderTarget` of a URL: `open(shard)` per shard, `finalize(index, blob)`
     once all are complete; the shards are committed, then the index, when the block succeeds."""
 
     def __init__(self, target: str, force: bool, zstd: ZstdSettings | None = None) -> None:
@@ -39,7 +39,7 @@ class RemoteShardedOutput:
         record = metadata_for(self.target)
         if record is not None and is_s3(filesystem(url)[0]):  # lets a zoo retry tell its own shards
             record_metadata(url, record)
-        sink = OutputSink(url, self.zstd)
+        sink = OutputSink(url, RemoteOutput(url, self.zstd is not None), self.zstd)
         try:
             stream = sink.__enter__()  # the upload takes the metadata when it is opened
         finally:

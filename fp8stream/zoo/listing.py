@@ -4,7 +4,6 @@ driver for what it is (size, ETag/version, header digest) and what it needs (mem
 from __future__ import annotations
 
 import hashlib
-import os
 import posixpath
 from dataclasses import dataclass, field
 
@@ -13,9 +12,9 @@ from fp8stream.formats.shards import INDEX_SUFFIX, find_index, merged_header, re
 from fp8stream.io.compression import ZstdSettings, compression_memory
 from fp8stream.io.header import Header
 from fp8stream.io.reader import open_positioned, read_input_header
+from fp8stream.io.storage import locate
 from fp8stream.memory import BASE_MEMORY
-from fp8stream.remote import filesystem, is_remote
-from fp8stream.remote.input import identity_tag, object_info
+from fp8stream.remote import filesystem
 from fp8stream.zoo.identity import InputIdentity
 
 SUFFIXES = (".safetensors", ".safetensors.zst")
@@ -98,7 +97,7 @@ def probe(item: ZooItem, zstd_out: ZstdSettings | None) -> None:
             header, w = _read_header(path)
             headers.append(header)
             window = max(window, w)
-        records = [_stored(p) for p in paths]
+        records = [locate(p).stored() for p in paths]  # (size in the store, version id, ETag or mtime)
     except FP8StreamError as e:
         item.error = str(e)
         return
@@ -120,15 +119,6 @@ def _read_header(path: str) -> tuple[Header, int]:
         return read_input_header(source), getattr(source.stream, "window_size", 0) if source.compressed else 0
     finally:
         source.close()
-
-
-def _stored(path: str) -> tuple[int, str | None]:
-    """(size in the store, ETag or version id) of one object or file."""
-    if is_remote(path):
-        info = object_info(path)
-        return int(info.get("size") or 0), identity_tag(info)
-    stat = os.stat(path)
-    return stat.st_size, f"mtime:{stat.st_mtime_ns}"
 
 
 def header_digest(header: Header) -> str:

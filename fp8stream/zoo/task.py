@@ -14,8 +14,10 @@ import posixpath
 from typing import Any
 
 from fp8stream.batch import calibrate_one
-from fp8stream.remote import configure, filesystem, is_remote, scheme_of
+from fp8stream.io.storage import locate, scheme_of
+from fp8stream.remote import configure, filesystem
 from fp8stream.remote.input import pin
+from fp8stream.remote.location import UrlLocation
 from fp8stream.remote.output import record_metadata
 from fp8stream.remote.stores import is_s3
 from fp8stream.report import FileReport
@@ -36,7 +38,7 @@ def run_one(options: RewriteOptions, pins: dict[str, str], record_url: str, meta
     for url, tag in pins.items():
         pin(url, tag)
     _make_folder(record_url)
-    if options.output is not None and is_remote(options.output):
+    if options.output is not None:  # read by the upload; a local output records nothing
         record_metadata(options.output, metadata)
     try:
         report = calibrate_one(options)
@@ -55,7 +57,7 @@ def run_one(options: RewriteOptions, pins: dict[str, str], record_url: str, meta
 def _make_folder(record_url: str) -> None:
     """A listing mirrors its source's folders: on a file system (a path, file://, e.g. a shared
     NFS mount) the output's folder is made, as object stores need no folders."""
-    if is_remote(record_url) and scheme_of(record_url) != "file":
+    if scheme_of(record_url) != "file":
         return
     parent = posixpath.dirname(record_url.removeprefix("file://"))
     try:
@@ -69,7 +71,7 @@ def _half_published_by_an_earlier_attempt(options: RewriteOptions, record_url: s
     """A worker killed while committing a sharded output's shards, before its index: on S3
     each shard carries the task's record too, so the retry can tell its own shards from
     someone else's and replace them. (Elsewhere it reports the folder as existing.)"""
-    if options.output is None or metadata is None or record_url == options.output or not is_remote(options.output):
+    if options.output is None or metadata is None or record_url == options.output or not _uploaded(options.output):
         return False
     fs, path = filesystem(options.output)
     if not is_s3(fs) or recorded(record_url) is not None:
@@ -82,6 +84,11 @@ def _written_by_an_earlier_attempt(options: RewriteOptions, record_url: str, met
     """A worker killed after its upload was committed leaves the finished object: the retry of
     that task finds it with this very input identity and options, and must not fail on it
     (create-exclusive) or redo it."""
-    if options.output is None or metadata is None or not is_remote(options.output):
+    if options.output is None or metadata is None or not _uploaded(options.output):
         return False
     return recorded(record_url) == metadata
+
+
+def _uploaded(output: str) -> bool:
+    """Whether the output is an upload (a URL): only those carry the task's record."""
+    return isinstance(locate(output), UrlLocation)
