@@ -100,3 +100,14 @@ def test_existing_output_folder_needs_force(tmp_path: Path) -> None:
     assert run_cli("calibrate", "--force", index, tmp_path / "out").exit_code == 0
     assert (tmp_path / "out" / "model.safetensors.index.json").exists()
     assert sorted(os.listdir(tmp_path)) == ["in", "out"]
+
+
+def test_a_sharded_model_is_refused_to_stdout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder of shards cannot be a stream: one line, exit 2, nothing written (no folder '-')."""
+    index = write_sharded(tmp_path / "in", build_model("wan", "comfy"))
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("calibrate", index, "-")
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "fp8stream: error: a sharded model is written as a folder of shards, not to stdout: name an output folder"]
+    assert result.stdout == "" and sorted(os.listdir(tmp_path)) == ["in"]

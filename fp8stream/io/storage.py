@@ -194,6 +194,10 @@ class LocalPath:
         return ShardedOutput(self.path, input_folder, force, zstd)
 
 
+# a sharded model's output is a folder of shards plus its index: a stream cannot hold it
+SHARDS_TO_STDOUT = "a sharded model is written as a folder of shards, not to stdout: name an output folder"
+
+
 class Stdio:
     """'-': stdin to read, stdout to write. It is no folder, holds no file and has nothing to
     check or reserve; a command that needs a file says so (io.reader.LazyFile)."""
@@ -234,7 +238,7 @@ class Stdio:
         return None
 
     def check_folder_target(self, input_folder: str, force: bool) -> None:
-        return None
+        raise UsageError(SHARDS_TO_STDOUT)
 
     def reserve(self, nbytes: int) -> None:
         return None
@@ -243,9 +247,7 @@ class Stdio:
         return OutputSink(STDOUT_LABEL, StdoutTarget(), zstd)
 
     def open_folder_target(self, input_folder: str, force: bool, zstd: ZstdSettings | None) -> FolderTarget:
-        # A sharded model given '-' has always been written to a folder named '-' (a bug of its
-        # own, reported to the lead; the storage seam moved it unchanged).
-        return LocalPath("-").open_folder_target(input_folder, force, zstd)
+        raise UsageError(SHARDS_TO_STDOUT)
 
 
 STDIO = Stdio()
