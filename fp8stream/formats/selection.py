@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from fp8stream.errors import UsageError
-from fp8stream.formats.architecture import detect_family
+from fp8stream.families.detect import detect_family
 from fp8stream.names.prefixes import bare_name
 
 # preset -> [(glob on the bare name, why)]

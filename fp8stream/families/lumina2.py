@@ -1,0 +1,10 @@
+"""Lumina Image 2.0 (NextDiT)."""
+
+from __future__ import annotations
+
+from fp8stream.families.family import DetectionRule, Family
+
+FAMILY = Family(
+    "lumina2", "dit",
+    DetectionRule(("cap_embedder.0.weight",), "diffusers: lumina2", "x_embedder.weight", ("layers.",),
+                  ("layers.0.adaLN_modulation.1.weight",)))

@@ -1,0 +1,10 @@
+"""T5 and UMT5 encoders (transformers' names)."""
+
+from __future__ import annotations
+
+from fp8stream.families.family import DetectionRule, Family
+
+FAMILY = Family(
+    "t5", "text",
+    DetectionRule(("encoder.block.0.layer.0.SelfAttention.q.weight",), "ours (T5, UMT5)", "shared.weight",
+                  ("encoder.block.",), name_prefixes=("encoder.block.",)))

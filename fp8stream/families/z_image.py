@@ -1,0 +1,11 @@
+"""Z-Image (Lumina 2's NextDiT layout)."""
+
+from __future__ import annotations
+
+from fp8stream.families.family import DetectionRule, Family
+
+# it carries Lumina 2's cap_embedder: tried before it
+FAMILY = Family(
+    "z-image", "dit",
+    DetectionRule(("layers.0.adaLN_modulation.0.weight",), "diffusers: z-image-turbo", "x_embedder.weight",
+                  ("layers.",)))
