@@ -124,6 +124,19 @@ def test_the_registry_lists_every_family_module_once() -> None:
     assert families.by_name("wan").rule.origin == "diffusers: wan"
 
 
+def test_a_family_added_with_a_preset_becomes_a_preset_choice(monkeypatch) -> None:
+    """Presets live in the family's module: a new one is offered after today's, in their order."""
+    import fp8stream.families as families
+    from fp8stream.families.family import DetectionRule, Family
+
+    today = ("flux", "sd3", "wan", "flux2", "chroma", "qwen-image", "z-image", "lumina2", "hidream",
+             "hunyuan-video-1.5", "ltx2", "cosmos")
+    assert families.preset_names() == today
+    added = Family("newdit", "dit", DetectionRule(("new_in.weight",), "ours"), presets=(("new_in", "embedder"),))
+    monkeypatch.setattr(families, "FAMILIES", (*families.FAMILIES, added))
+    assert families.preset_names() == (*today, "newdit")
+
+
 def test_inspect_and_calibrate_report_the_family(tmp_path) -> None:
     import json
 

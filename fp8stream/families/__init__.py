@@ -10,6 +10,8 @@ The key names of ComfyUI's files come from diffusers' converters and ComfyUI's o
 
 from __future__ import annotations
 
+import re
+
 from fp8stream.families import (
     bert,
     chroma,
@@ -35,7 +37,8 @@ from fp8stream.families import (
     wan,
     z_image,
 )
-from fp8stream.families.family import Family
+from fp8stream.families.family import Family, SharedInput
+from fp8stream.names.prefixes import split_prefix
 
 FAMILIES: tuple[Family, ...] = (
     sd3.FAMILY,
@@ -65,8 +68,36 @@ FAMILIES: tuple[Family, ...] = (
 
 
 _BY_NAME = {family.name: family for family in FAMILIES}
+# `--preset`'s choices in the order they were listed before the families moved here (its help and
+# error text unchanged); a family added later with presets comes after them, in registry order
+_PRESETS_FIRST = (flux, sd3, wan, flux2, chroma, qwen_image, z_image, lumina2, hidream, hunyuan_video15, ltx2, cosmos)
+_TEXT_LAYER = re.compile("|".join(f.layer_pattern for f in FAMILIES if f.layer_pattern))
+_TEXT_LAYER_NAMES = frozenset(name for f in FAMILIES for name in f.layer_names)
 
 
 def by_name(name: str) -> Family:
     """The family of this name (a Detection's `family`); KeyError when none."""
     return _BY_NAME[name]
+
+
+def preset_names() -> tuple[str, ...]:
+    """The families that have a `--preset`."""
+    first = [module.FAMILY for module in _PRESETS_FIRST]
+    return tuple(f.name for f in first + [f for f in FAMILIES if f.presets and f not in first])
+
+
+def sibling_rules() -> tuple[SharedInput, ...]:
+    """Every family's shared-input rules, once each: all apply to every file (names alone prove them)."""
+    return tuple(dict.fromkeys(rule for f in FAMILIES for rule in f.shared_inputs))
+
+
+def cross_attention_modules() -> tuple[str, ...]:
+    """Module names, of every family, whose q reads another stream than their k and v."""
+    return tuple(dict.fromkeys(name for f in FAMILIES for name in f.cross_attention))
+
+
+def is_text_encoder_layer(name: str) -> bool:
+    """A layer of a text encoder: under a text-encoder prefix (ComfyUI's checkpoints), or named as one."""
+    prefix, bare = split_prefix(name)
+    return (prefix.startswith(("text_encoders.", "cond_stage_model.")) or bool(_TEXT_LAYER.search(name))
+            or bare in _TEXT_LAYER_NAMES)

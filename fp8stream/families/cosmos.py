@@ -12,8 +12,14 @@ def variant(bare, width, blocks) -> str:
     return {2048: "cosmos-predict2-2B", 5120: "cosmos-predict2-14B"}.get(width, "cosmos-predict2")
 
 
+PRESETS = (
+    ("x_embedder.*", "embedder"), ("t_embedder.*", "embedder"), ("crossattn_proj.*", "embedder"),
+    ("img_context_proj.*", "embedder"), ("final_layer.*", "final projection"),
+)
+
 FAMILY = Family(
     "cosmos", "dit",
     DetectionRule(("blocks.block0.blocks.0.block.attn.to_q.0.weight", "blocks.0.self_attn.q_proj.weight"),
                   "diffusers: cosmos-1.0, cosmos-2.0", "x_embedder.proj.1.weight", ("blocks.",)),
-    variant)
+    variant,
+    presets=PRESETS, edge_blocks=r"^blocks\.(?:block)?(\d+)\.")

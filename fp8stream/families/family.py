@@ -1,4 +1,5 @@
-"""A model family, declared: how it is recognised from a header and the variants its shapes name.
+"""A model family, declared: how it is recognised from a header, the variants its shapes name, the
+layers its preset keeps in high precision, the layers that read one input and its text layers.
 
 Plain data (torch-free): each module of this package makes one `Family`, the registry
 (families/__init__.py) lists them in detection order and every other part of the tool asks it.
@@ -31,11 +32,27 @@ class DetectionRule:
 
 
 @dataclass(frozen=True)
+class SharedInput:
+    """Sibling layers under one parent module that read the same input tensor: loaders that fuse them
+    into one matmul use one scale for all, so they share the max of their own (formats/groups.py)."""
+
+    parent: str  # regular expression the bare parent path must match
+    leaves: tuple[str, ...]  # the siblings' last name parts
+
+
+@dataclass(frozen=True)
 class Family:
     name: str  # our name: `--preset`, the report, the producer graph and the forward pass use it
     kind: str  # "dit" (a diffusion transformer) or "text" (a text encoder)
     rule: DetectionRule
     variant: Variant | None = None  # None: the family's name is the variant
+    # `--preset NAME`: (glob on the bare layer name, why) of the layers kept in high precision
+    presets: tuple[tuple[str, str], ...] = ()
+    edge_blocks: str = ""  # regex, block number as group 1: the preset keeps the first and last blocks too
+    shared_inputs: tuple[SharedInput, ...] = ()  # siblings of this family only (generic ones: formats/groups.py)
+    cross_attention: tuple[str, ...] = ()  # module names whose q reads another stream than their k and v
+    layer_pattern: str = ""  # regex searched in a full layer name: a layer of this text encoder
+    layer_names: tuple[str, ...] = ()  # bare layer names of this text encoder that the pattern misses
 
     def variant_of(self, bare: Shapes, width: int | None, blocks: tuple[int, ...]) -> str:
         return self.variant(bare, width, blocks) if self.variant is not None else self.name

@@ -13,10 +13,20 @@ def variant(bare, width, blocks) -> str:
     return {384: "flux-fill", 128: "flux-depth"}.get(channels, "flux-dev")
 
 
+# `--preset flux`: the embedders and the final projection (BFL's names, then diffusers')
+PRESETS = (
+    ("img_in", "embedder"), ("txt_in", "embedder"), ("time_in.*", "embedder"), ("vector_in.*", "embedder"),
+    ("guidance_in.*", "embedder"), ("final_layer.*", "final projection"),
+    # diffusers spelling
+    ("x_embedder", "embedder"), ("context_embedder", "embedder"), ("time_text_embed.*", "embedder"),
+    ("norm_out.*", "final projection"), ("proj_out", "final projection"),
+)
+
 FAMILY = Family(
     "flux", "dit",
     DetectionRule(("double_blocks.0.img_attn.norm.key_norm.scale",), "diffusers: flux", "img_in.weight",
                   ("double_blocks.", "single_blocks."),
                   ("double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"),
                   ("double_blocks.", "single_blocks.")),
-    variant)
+    variant,
+    presets=PRESETS)

@@ -12,9 +12,15 @@ def variant(bare, width, blocks) -> str:
     return WIDTHS.get(width, "flux2")
 
 
+PRESETS = (
+    ("img_in", "embedder"), ("txt_in", "embedder"), ("time_in.*", "embedder"), ("guidance_in.*", "embedder"),
+    ("final_layer.*", "final projection"),
+)
+
 # it carries Flux's double_blocks: tried before Flux
 FAMILY = Family(
     "flux2", "dit",
     DetectionRule(("single_stream_modulation.lin.weight",), "diffusers: flux2", "img_in.weight",
                   ("double_blocks.", "single_blocks."), ("double_stream_modulation_img.lin.weight",)),
-    variant)
+    variant,
+    presets=PRESETS)

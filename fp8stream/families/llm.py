@@ -8,4 +8,5 @@ from fp8stream.families.family import DetectionRule, Family
 FAMILY = Family(
     "llm", "text",
     DetectionRule(("layers.0.self_attn.q_proj.weight",), "ours (Qwen, Llama/Mistral, Gemma)", "", ("layers.",),
-                  ("model.layers.0.self_attn.q_proj.weight",)))
+                  ("model.layers.0.self_attn.q_proj.weight",)),
+    layer_pattern=r"(^|\.)model\.layers\.\d+\.(self_attn|mlp)\.")  # Llama, Qwen, Gemma, Mistral

@@ -16,10 +16,17 @@ def variant(bare, width, blocks) -> str:
     return name
 
 
+PRESETS = (
+    ("x_embedder.*", "embedder"), ("context_embedder", "embedder"), ("t_embedder.*", "embedder"),
+    ("y_embedder.*", "embedder"), ("final_layer.*", "final projection"),
+    ("time_text_embed.*", "embedder"), ("norm_out.*", "final projection"), ("proj_out", "final projection"),
+)
+
 FAMILY = Family(
     "sd3", "dit",
     DetectionRule(("joint_blocks.0.context_block.adaLN_modulation.1.bias", "joint_blocks.37.x_block.mlp.fc1.weight"),
                   "diffusers: sd3, sd35_large", "x_embedder.proj.weight", ("joint_blocks.",),
                   ("joint_blocks.0.x_block.attn.qkv.weight", "joint_blocks.0.context_block.attn.qkv.weight"),
                   ("joint_blocks.",)),
-    variant)
+    variant,
+    presets=PRESETS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fp8stream.families.family import DetectionRule, Family
+from fp8stream.families.family import DetectionRule, Family, SharedInput
 
 
 def variant(bare, width, blocks) -> str:
@@ -22,8 +22,17 @@ def variant(bare, width, blocks) -> str:
     return f"wan2.1-i2v-{size}" if image else f"wan2.2-i2v-{size}"
 
 
+PRESETS = (
+    ("patch_embedding", "embedder"), ("text_embedding.*", "embedder"), ("time_embedding.*", "embedder"),
+    ("time_projection.*", "embedder"), ("img_emb.*", "embedder"), ("head.*", "final projection"),
+    ("condition_embedder.*", "embedder"), ("proj_out", "final projection"),
+)
+
 FAMILY = Family(
     "wan", "dit",
     DetectionRule(("head.modulation",), "diffusers: wan", "patch_embedding.weight", ("blocks.",),
                   ("blocks.0.self_attn.q.weight", "blocks.0.cross_attn.q.weight")),
-    variant)
+    variant,
+    presets=PRESETS, edge_blocks=r"^blocks\.(\d+)\.",
+    # image-to-video 2.1: the cross-attention reads the CLIP image tokens through k_img, v_img
+    shared_inputs=(SharedInput(r"(^|.*\.)cross_attn$", ("k_img", "v_img")),))
