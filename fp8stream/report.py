@@ -52,7 +52,7 @@ class FileReport:
     # "not-run" (a batch stopped at an earlier failure without --keep-going), "unscaled" (written,
     # but no layer got a scale: every FP8 layer weight-only, e.g. a model family we do not know)
     status: str = "ok"
-    family: dict | None = None  # the detected model family (formats.architecture.Detection.to_json)
+    family: dict | None = None  # the detected model family (families.detect.Detection.to_json)
     layers: list[LayerReport] = field(default_factory=list)
     skipped: list[SkippedReport] = field(default_factory=list)
     excluded: list[ExcludedReport] = field(default_factory=list)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.errors import EXIT_UNSCALED, NothingToCalibrateError, UsageError
-from fp8stream.formats.architecture import detect, header_shapes
+from fp8stream.families.detect import detect, header_shapes
 from fp8stream.formats.format_notes import format_note
 from fp8stream.formats.layers import take_inventory
 from fp8stream.formats.plan import build_plan, plan_layers

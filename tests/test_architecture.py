@@ -7,7 +7,7 @@ import pytest
 from architectures import LINEARS
 from fp8stream.calibration.graph import build_graph
 from fp8stream.calibration.stats import LayerStats, StatsFile, match
-from fp8stream.formats.architecture import detect_family
+from fp8stream.families.detect import detect_family
 from fp8stream.formats.selection import Selection, excluded_layers
 from fp8stream.names.prefixes import bare_name, common_model_prefix
 

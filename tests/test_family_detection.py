@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fp8stream.formats.architecture import detect
+from fp8stream.families.detect import detect
 
 
 def blocks(prefix: str, n: int, leaf: str, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
@@ -106,6 +106,35 @@ def test_layer_names_alone_detect_the_family() -> None:
     # presets and stats matching may know only the FP8 layers' names
     assert detect(["model.diffusion_model.single_stream_modulation.lin"]).family == "flux2"
     assert detect(["double_blocks.0.img_attn.qkv", "single_blocks.0.linear1"]).family == "flux"
+
+
+def test_the_registry_lists_every_family_module_once() -> None:
+    """A family module left out of FAMILIES is never detected; two of one name would shadow."""
+    import importlib
+    import pkgutil
+
+    import fp8stream.families as families
+
+    shared = {"family", "detect"}  # the package's own parts, not families
+    modules = [m.name for m in pkgutil.iter_modules(families.__path__) if m.name not in shared]
+    declared = [importlib.import_module(f"fp8stream.families.{m}").FAMILY for m in modules]
+    assert sorted(f.name for f in declared) == sorted(f.name for f in families.FAMILIES)
+    assert all(f in families.FAMILIES for f in declared)
+    assert len({f.name for f in families.FAMILIES}) == len(families.FAMILIES)
+    assert families.by_name("wan").rule.origin == "diffusers: wan"
+
+
+def test_a_family_added_with_a_preset_becomes_a_preset_choice(monkeypatch) -> None:
+    """Presets live in the family's module: a new one is offered after today's, in their order."""
+    import fp8stream.families as families
+    from fp8stream.families.family import DetectionRule, Family
+
+    today = ("flux", "sd3", "wan", "flux2", "chroma", "qwen-image", "z-image", "lumina2", "hidream",
+             "hunyuan-video-1.5", "ltx2", "cosmos")
+    assert families.preset_names() == today
+    added = Family("newdit", "dit", DetectionRule(("new_in.weight",), "ours"), presets=(("new_in", "embedder"),))
+    monkeypatch.setattr(families, "FAMILIES", (*families.FAMILIES, added))
+    assert families.preset_names() == (*today, "newdit")
 
 
 def test_inspect_and_calibrate_report_the_family(tmp_path) -> None:

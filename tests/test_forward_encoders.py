@@ -178,7 +178,7 @@ def test_cli_default_scales_every_layer_from_the_forward_pass(case, tmp_path):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_one_detector_names_the_family_with_or_without_prefix(case, tmp_path):
-    from fp8stream.formats.architecture import detect_family
+    from fp8stream.families.detect import detect_family
 
     model, family = _model(case)
     names = [CASES[case][1] + n for n in model.state_dict()]

@@ -56,7 +56,7 @@ from fp8stream.calibration.sources import (  # noqa: F401  (the source types are
     Source,
     Vec,
 )
-from fp8stream.formats.architecture import detect_family
+from fp8stream.families.detect import detect_family
 from fp8stream.names.prefixes import common_model_prefix
 
 FAMILIES = {"flux": flux, "sd3": sd3, "wan": wan, "bert": bert}  # a module each in calibration/families/

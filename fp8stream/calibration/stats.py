@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from fp8stream.calibration.diffusers_names import rename
 from fp8stream.errors import UsageError
-from fp8stream.formats.architecture import detect_family
+from fp8stream.families.detect import detect_family
 from fp8stream.names.prefixes import bare_name, common_model_prefix
 
 FORMAT = "fp8stream.stats"

@@ -17,7 +17,7 @@ import click
 
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.commands.inspect_read import Checkpoint, read_checkpoint
-from fp8stream.formats.architecture import detect, header_shapes
+from fp8stream.families.detect import detect, header_shapes
 from fp8stream.formats.comfy_quant import MarkerError, is_weight_only, parse_marker
 from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer, take_inventory

@@ -9,25 +9,22 @@ from __future__ import annotations
 
 import re
 
+from fp8stream import families
+from fp8stream.families.family import SharedInput
 from fp8stream.names.prefixes import bare_name
 
-# (parent pattern on the bare parent path, sibling leaf names sharing one input)
-_SIBLINGS: list[tuple[re.Pattern, tuple[str, ...]]] = [
-    (re.compile(r"(^|.*\.)cross_attn$"), ("k", "v")),
-    (re.compile(r"(^|.*\.)cross_attn$"), ("k_img", "v_img")),
-    (re.compile(r"(^|.*\.)EncDecAttention$"), ("k", "v")),
-    (re.compile(r".*"), ("q", "k", "v")),  # self_attn, attn, SelfAttention
-    (re.compile(r".*"), ("img_attn_q", "img_attn_k", "img_attn_v")),  # HunyuanVideo 1.5, q/k/v stored apart
-    (re.compile(r".*"), ("txt_attn_q", "txt_attn_k", "txt_attn_v")),
-    (re.compile(r".*"), ("to_q", "to_k", "to_v")),  # diffusers attention (attn2: k/v only, below)
-    (re.compile(r".*"), ("add_q_proj", "add_k_proj", "add_v_proj")),  # diffusers joint attention, text stream
-    (re.compile(r".*"), ("q_proj", "k_proj", "v_proj")),  # LLM / CLIP encoders
-    (re.compile(r".*"), ("gate_proj", "up_proj")),  # LLM MLP
-    (re.compile(r".*"), ("wi_0", "wi_1")),  # T5 gated FFN
-    (re.compile(r"(^|.*\.)feed_forward$"), ("w1", "w3")),  # Lumina 2 / Z-Image gated FFN (gate, up)
-]
-# cross-attentions: q reads one stream, k and v another (LTX-2: text and the other modality)
-_CROSS = re.compile(r"(^|.*\.)(cross_attn|attn2|EncDecAttention|audio_attn2|audio_to_video_attn|video_to_audio_attn)$")
+# siblings every family's modules share (a family's own: its shared_inputs); all rules apply to every file
+_GENERIC = (
+    SharedInput(r"(^|.*\.)cross_attn$", ("k", "v")),
+    SharedInput(".*", ("q", "k", "v")),  # self_attn, attn, SelfAttention
+    SharedInput(".*", ("to_q", "to_k", "to_v")),  # diffusers attention (attn2: k/v only, below)
+    SharedInput(".*", ("add_q_proj", "add_k_proj", "add_v_proj")),  # diffusers joint attention, text stream
+    SharedInput(".*", ("q_proj", "k_proj", "v_proj")),  # LLM / CLIP encoders
+    SharedInput(".*", ("gate_proj", "up_proj")),  # LLM MLP
+)
+_SIBLINGS = [(re.compile(rule.parent), rule.leaves) for rule in (*_GENERIC, *families.sibling_rules())]
+# cross-attentions: q reads one stream, k and v another (families add theirs: text and another modality)
+_CROSS = re.compile(r"(^|.*\.)(" + "|".join(("cross_attn", "attn2", *families.cross_attention_modules())) + ")$")
 
 
 def shared_scale_groups(layer_names: list[str]) -> list[list[str]]:

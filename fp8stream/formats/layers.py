@@ -16,10 +16,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from fp8stream.families import is_text_encoder_layer
 from fp8stream.formats import legacy
 from fp8stream.formats.comfy_quant import MAX_MARKER_BYTES, TENSORWISE_FP8, is_weight_only
 from fp8stream.formats.quant_metadata import QuantMetadata, read_quant_metadata
-from fp8stream.formats.text_encoders import is_text_encoder_layer
 from fp8stream.io.header import Header, TensorInfo
 from fp8stream.names.suffixes import (
     COMFY_MARKER,

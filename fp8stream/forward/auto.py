@@ -22,7 +22,7 @@ from typing import Mapping
 from fp8stream.calibration.graph import FAMILIES as PRODUCER_GRAPHS
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
 from fp8stream.calibration.settings import CalibrationSettings
-from fp8stream.formats.architecture import detect, header_shapes
+from fp8stream.families.detect import detect, header_shapes
 from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import TensorInfo

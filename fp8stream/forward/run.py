@@ -23,7 +23,7 @@ import torch
 
 from fp8stream.calibration.forward_settings import micro_batch_for
 from fp8stream.errors import UsageError
-from fp8stream.formats.architecture import Detection
+from fp8stream.families.detect import Detection
 from fp8stream.formats.layers import take_inventory
 from fp8stream.forward.families import FAMILIES, forward_family
 from fp8stream.forward.inputs import SamplePlan

@@ -1,6 +1,6 @@
 """Model families the forward pass knows: one module each, listed in FAMILIES.
 
-Which family a file is comes from the one detector (fp8stream.formats.architecture.detect);
+Which family a file is comes from the one detector (fp8stream.families.detect);
 this package only says which detected families have model code. A family module defines
 `NAME` (the detector's family name), `config(shapes) -> dict` (diffusers config from tensor
 shapes, bare names, no hub access), `model_class()`, `convert(state, config) -> dict`
@@ -8,8 +8,8 @@ shapes, bare names, no hub access), `model_class()`, `convert(state, config) -> 
 `inputs(config, plan) -> dict` (the forward's keyword arguments for a batch of synthetic
 samples, in the family's timestep convention) and `value_sources(config)` (attention output
 projections -> the value projections their input mixes, for the attention-mix estimate in
-engine.py). Adding a family is one module and one line here (plus its rule in
-formats/family_keys.py when the detector does not know it yet).
+engine.py). Adding a family is one module and one line here (plus its module in fp8stream/families/
+when the detector does not know it yet).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import types
 from types import ModuleType
 from typing import Mapping, Sequence
 
-from fp8stream.formats.architecture import Detection, count_blocks, detect
+from fp8stream.families.detect import Detection, count_blocks, detect
 
 # detector family name -> module of this package
 FAMILIES = {"flux": "flux", "sd3": "sd3", "wan": "wan", "flux2": "flux2", "chroma": "chroma",

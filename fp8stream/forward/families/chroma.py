@@ -12,7 +12,7 @@ from typing import Mapping
 
 import torch
 
-from fp8stream.formats.architecture import count_blocks
+from fp8stream.families.detect import count_blocks
 from fp8stream.forward.families import bfl_sizes
 from fp8stream.forward.families.flux import rope_axes, value_sources as flux_value_sources, with_widths
 from fp8stream.forward.inputs import SamplePlan, image_ids, packed_latents

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from fp8stream.formats.architecture import count_blocks
+from fp8stream.families.detect import count_blocks
 from fp8stream.forward.inputs import SamplePlan, grid
 
 NAME = "hidream"

@@ -21,7 +21,7 @@ from typing import Mapping
 
 import torch
 
-from fp8stream.formats.architecture import count_blocks
+from fp8stream.families.detect import count_blocks
 from fp8stream.forward.families import joint_value_sources, rename_prefixes
 from fp8stream.forward.families.flux import rope_axes
 from fp8stream.forward.inputs import SamplePlan, grid

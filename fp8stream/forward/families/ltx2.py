@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from fp8stream.formats.architecture import count_blocks
+from fp8stream.families.detect import count_blocks
 from fp8stream.forward.families import rename_prefixes
 from fp8stream.forward.inputs import SamplePlan, grid
 

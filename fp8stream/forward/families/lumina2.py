@@ -14,7 +14,7 @@ from typing import Mapping
 
 import torch
 
-from fp8stream.formats.architecture import count_blocks
+from fp8stream.families.detect import count_blocks
 from fp8stream.forward.families import with_constants
 from fp8stream.forward.inputs import SamplePlan, grid
 

@@ -19,7 +19,7 @@ from typing import Mapping
 
 import torch
 
-from fp8stream.formats.architecture import count_blocks
+from fp8stream.families.detect import count_blocks
 from fp8stream.forward.inputs import SamplePlan, grid
 
 NAME = "wan"
