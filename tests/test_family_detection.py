@@ -102,6 +102,16 @@ def test_an_unknown_file_is_none_not_a_guess() -> None:
     assert detect({}) is None
 
 
+@pytest.mark.parametrize("family, key", [("mochi", "blocks.0.attn.qkv_x.weight"),
+                                         ("auraflow", "double_layers.0.attn.w2q.weight"),
+                                         ("sana", "blocks.0.cross_attn.q_linear.weight")])
+def test_families_detected_only_are_named(family: str, key: str) -> None:
+    """Families without model code are still recognised from diffusers' checkpoint key (inspect
+    names them; calibrate keeps their layers weight-only rather than guess)."""
+    header = {"model.diffusion_model." + key: (64, 64), "model.diffusion_model.other.weight": (8, 8)}
+    assert detect(header).family == family
+
+
 def test_layer_names_alone_detect_the_family() -> None:
     # presets and stats matching may know only the FP8 layers' names
     assert detect(["model.diffusion_model.single_stream_modulation.lin"]).family == "flux2"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from fp8stream.families import (
+    auraflow,
     bert,
     chroma,
     clip,
@@ -51,6 +52,7 @@ FAMILIES: tuple[Family, ...] = (
     ltx2.FAMILY,
     ltx_video.FAMILY,
     mochi.FAMILY,
+    auraflow.FAMILY,
     z_image.FAMILY,
     lumina2.FAMILY,
     sana.FAMILY,
