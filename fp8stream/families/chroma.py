@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fp8stream.families.family import DetectionRule, Family
+from fp8stream.families.spec import TensorSpec, linear, norms
 
 PRESETS = (
     ("img_in", "embedder"), ("txt_in", "embedder"),
@@ -11,8 +12,43 @@ PRESETS = (
 )
 
 # it carries Flux's double_blocks: tried before Flux
+
+
+# For scripts/bench.py --arch (`families.inventory`):
+# Chroma at real size (BFL / ComfyUI names): Flux-schnell's blocks (hidden 3072, MLP 12288, 19
+# double and 38 single) without per-block modulation layers, and the 5-layer modulation
+# approximator (`distilled_guidance_layer`, 5120 wide) that replaces them (8.9B parameters).
+# Block linears in FP8, the approximator and embedders in BF16.
+
+
+def inventory(blocks: int | None = None) -> list[TensorSpec]:
+    d, mlp, head, hidden = 3072, 12288, 128, 5120
+    double = 19 if blocks is None else blocks
+    single = 38 if blocks is None else 2 * blocks
+    specs = linear("img_in", d, 64, False) + linear("txt_in", d, 4096, False)
+    g = "distilled_guidance_layer"
+    specs += linear(f"{g}.in_proj", hidden, 64, False)
+    for i in range(5):
+        specs += linear(f"{g}.layers.{i}.in_layer", hidden, hidden, False)
+        specs += linear(f"{g}.layers.{i}.out_layer", hidden, hidden, False)
+        specs += norms(f"{g}.norms.{i}.scale", width=hidden)
+    specs += linear(f"{g}.out_proj", d, hidden, False)
+    for i in range(double):
+        for s in ("img", "txt"):
+            p = f"double_blocks.{i}.{s}"
+            specs += linear(f"{p}_attn.qkv", 3 * d, d, True) + linear(f"{p}_attn.proj", d, d, True)
+            specs += norms(f"{p}_attn.norm.query_norm.scale", f"{p}_attn.norm.key_norm.scale", width=head)
+            specs += linear(f"{p}_mlp.0", mlp, d, True) + linear(f"{p}_mlp.2", d, mlp, True)
+    for i in range(single):
+        p = f"single_blocks.{i}"
+        specs += linear(f"{p}.linear1", 3 * d + mlp, d, True) + linear(f"{p}.linear2", d, d + mlp, True)
+        specs += norms(f"{p}.norm.query_norm.scale", f"{p}.norm.key_norm.scale", width=head)
+    return specs + linear("final_layer.linear", 64, d, False)
+
+
 FAMILY = Family(
     "chroma", "dit",
     DetectionRule(("distilled_guidance_layer.in_proj.bias",), "diffusers: chroma", "img_in.weight",
                   ("double_blocks.", "single_blocks."), ("distilled_guidance_layer.in_proj.weight",)),
-    presets=PRESETS)
+    presets=PRESETS,
+    inventories=(("chroma", inventory),))

@@ -10,9 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+from fp8stream.families.spec import TensorSpec
+
 Shapes = Mapping[str, Sequence[int]]
 # (bare names -> shapes, model width, block counts) -> the named model the shapes fit
 Variant = Callable[[Shapes, "int | None", "tuple[int, ...]"], str]
+# (blocks deep, None: the real depth) -> the tensors of a real-size model
+Inventory = Callable[["int | None"], "list[TensorSpec]"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class Family:
     cross_attention: tuple[str, ...] = ()  # module names whose q reads another stream than their k and v
     layer_pattern: str = ""  # regex searched in a full layer name: a layer of this text encoder
     layer_names: tuple[str, ...] = ()  # bare layer names of this text encoder that the pattern misses
+    # (bench key, builder): real-size inventories, full width, for scripts/bench.py --arch and the tests
+    inventories: tuple[tuple[str, Inventory], ...] = ()
 
     def variant_of(self, bare: Shapes, width: int | None, blocks: tuple[int, ...]) -> str:
         return self.variant(bare, width, blocks) if self.variant is not None else self.name

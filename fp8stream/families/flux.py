@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fp8stream.families.family import DetectionRule, Family
+from fp8stream.families.spec import TensorSpec, linear
 
 
 def variant(bare, width, blocks) -> str:
@@ -22,6 +23,37 @@ PRESETS = (
     ("norm_out.*", "final projection"), ("proj_out", "final projection"),
 )
 
+
+# Flux.1-dev at real size (names and shapes as ComfyUI loads them), for scripts/bench.py --arch.
+
+
+def flux_dev(blocks: int | None = None) -> list[TensorSpec]:
+    """Flux.1-dev: hidden 3072, MLP 12288, 19 double and 38 single blocks (12B parameters)."""
+    d, mlp = 3072, 12288
+    double = 19 if blocks is None else blocks
+    single = 38 if blocks is None else 2 * blocks
+    specs: list[TensorSpec] = []
+    specs += linear("img_in", d, 64, False) + linear("txt_in", d, 4096, False)
+    for emb, in_f in (("time_in", 256), ("guidance_in", 256), ("vector_in", 768)):
+        specs += linear(f"{emb}.in_layer", d, in_f, False) + linear(f"{emb}.out_layer", d, d, False)
+    for i in range(double):
+        for s in ("img", "txt"):
+            p = f"double_blocks.{i}.{s}"
+            specs += linear(f"{p}_mod.lin", 6 * d, d, True)
+            specs += linear(f"{p}_attn.qkv", 3 * d, d, True) + linear(f"{p}_attn.proj", d, d, True)
+            specs += [TensorSpec(f"{p}_attn.norm.query_norm.scale", (128,), False),
+                      TensorSpec(f"{p}_attn.norm.key_norm.scale", (128,), False)]
+            specs += linear(f"{p}_mlp.0", mlp, d, True) + linear(f"{p}_mlp.2", d, mlp, True)
+    for i in range(single):
+        p = f"single_blocks.{i}"
+        specs += linear(f"{p}.linear1", 3 * d + mlp, d, True) + linear(f"{p}.linear2", d, d + mlp, True)
+        specs += linear(f"{p}.modulation.lin", 3 * d, d, True)
+        specs += [TensorSpec(f"{p}.norm.query_norm.scale", (128,), False),
+                  TensorSpec(f"{p}.norm.key_norm.scale", (128,), False)]
+    specs += linear("final_layer.adaLN_modulation.1", 2 * d, d, False) + linear("final_layer.linear", 64, d, False)
+    return specs
+
+
 FAMILY = Family(
     "flux", "dit",
     DetectionRule(("double_blocks.0.img_attn.norm.key_norm.scale",), "diffusers: flux", "img_in.weight",
@@ -29,4 +61,5 @@ FAMILY = Family(
                   ("double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"),
                   ("double_blocks.", "single_blocks.")),
     variant,
-    presets=PRESETS)
+    presets=PRESETS,
+    inventories=(("flux", flux_dev),))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fp8stream.families.family import DetectionRule, Family
+from fp8stream.families.spec import TensorSpec, linear
 
 
 def variant(bare, width, blocks) -> str:
@@ -22,6 +23,36 @@ PRESETS = (
     ("time_text_embed.*", "embedder"), ("norm_out.*", "final projection"), ("proj_out", "final projection"),
 )
 
+
+# SD3.5-large at real size (names and shapes as ComfyUI loads them), for scripts/bench.py --arch.
+
+
+def sd35_large(blocks: int | None = None) -> list[TensorSpec]:
+    """SD3.5-large (MMDiT): hidden 2432, 38 joint blocks (8B parameters)."""
+    d = 2432
+    n = 38 if blocks is None else blocks
+    specs: list[TensorSpec] = [TensorSpec("pos_embed", (1, 36864, d), False),
+                               TensorSpec("x_embedder.proj.weight", (d, 16, 2, 2), False),
+                               TensorSpec("x_embedder.proj.bias", (d,), False)]
+    specs += linear("context_embedder", d, 4096, False)
+    specs += linear("t_embedder.mlp.0", d, 256, False) + linear("t_embedder.mlp.2", d, d, False)
+    specs += linear("y_embedder.mlp.0", d, 2048, False) + linear("y_embedder.mlp.2", d, d, False)
+    for i in range(n):
+        last = i == n - 1
+        for part in ("x_block", "context_block"):
+            p = f"joint_blocks.{i}.{part}"
+            pre_only = last and part == "context_block"
+            specs += linear(f"{p}.adaLN_modulation.1", (2 if pre_only else 6) * d, d, True)
+            specs += linear(f"{p}.attn.qkv", 3 * d, d, True)
+            specs += [TensorSpec(f"{p}.attn.ln_q.weight", (64,), False),
+                      TensorSpec(f"{p}.attn.ln_k.weight", (64,), False)]
+            if not pre_only:
+                specs += linear(f"{p}.attn.proj", d, d, True)
+                specs += linear(f"{p}.mlp.fc1", 4 * d, d, True) + linear(f"{p}.mlp.fc2", d, 4 * d, True)
+    specs += linear("final_layer.adaLN_modulation.1", 2 * d, d, False) + linear("final_layer.linear", 64, d, False)
+    return specs
+
+
 FAMILY = Family(
     "sd3", "dit",
     DetectionRule(("joint_blocks.0.context_block.adaLN_modulation.1.bias", "joint_blocks.37.x_block.mlp.fc1.weight"),
@@ -29,4 +60,5 @@ FAMILY = Family(
                   ("joint_blocks.0.x_block.attn.qkv.weight", "joint_blocks.0.context_block.attn.qkv.weight"),
                   ("joint_blocks.",)),
     variant,
-    presets=PRESETS)
+    presets=PRESETS,
+    inventories=(("sd35", sd35_large),))
