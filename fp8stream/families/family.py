@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+from fp8stream.families.graph_types import ProducerGraph
 from fp8stream.families.spec import TensorSpec
 
 Shapes = Mapping[str, Sequence[int]]
@@ -59,6 +60,7 @@ class Family:
     layer_names: tuple[str, ...] = ()  # bare layer names of this text encoder that the pattern misses
     # (bench key, builder): real-size inventories, full width, for scripts/bench.py --arch and the tests
     inventories: tuple[tuple[str, Inventory], ...] = ()
+    graph: ProducerGraph | None = None  # the bound's producer graph (calibration/graph.py); None: not known
 
     def variant_of(self, bare: Shapes, width: int | None, blocks: tuple[int, ...]) -> str:
         return self.variant(bare, width, blocks) if self.variant is not None else self.name

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 from fp8stream.families.family import DetectionRule, Family
+from fp8stream.families.graph_types import (
+    Act,
+    AdaLN,
+    Concat,
+    External,
+    ProducerGraph,
+    Sinusoid,
+    Source,
+    Vec,
+    dit_stream,
+)
 from fp8stream.families.spec import TensorSpec, linear
 
 
@@ -54,6 +67,56 @@ def flux_dev(blocks: int | None = None) -> list[TensorSpec]:
     return specs
 
 
+# The producer graph of the bound (`--method simulate`): where each linear's input comes from.
+# Flux (BFL):  double_blocks.N.{img,txt}_mod.lin ............ SiLU(vec)
+#              double_blocks.N.{img,txt}_attn.qkv, _mlp.0 .... LN(h)·(1+scale)+shift, chunks of *_mod.lin
+#                                                              (shift, scale, gate) x2: attn 0/1, mlp 3/4
+#              double_blocks.N.{img,txt}_attn.proj ........... attention mix of the v rows of *_attn.qkv
+#              double_blocks.N.{img,txt}_mlp.2 ............... GELU(*_mlp.0)
+#              single_blocks.N.modulation.lin ................ SiLU(vec)
+#              single_blocks.N.linear1 ....................... LN(h)·(1+scale)+shift, chunks 0/1 of modulation.lin
+#              single_blocks.N.linear2 ....................... cat(attention mix of v rows [2d,3d) of linear1,
+#                                                                  GELU(mlp rows [3d, out) of linear1))
+#              final_layer.adaLN_modulation.1 ................ SiLU(vec)
+#              final_layer.linear ............................ LN(h)·(1+scale)+shift, chunks (0 shift, 1 scale)
+#              time_in / guidance_in .in_layer ............... sinusoidal embedding, |x| <= 1
+#              time_in / guidance_in / vector_in .out_layer .. SiLU(in_layer)
+#              vector_in.in_layer, img_in, txt_in ............ model inputs (pooled text, latents, T5 states)
+#              vec = time_in(t) + guidance_in(g) + vector_in(pooled)
+
+
+def sources(name: str, has: set[str]) -> Source | None:
+    if m := re.fullmatch(r"(double_blocks\.\d+\.(?:img|txt)_)(mod\.lin|attn\.qkv|attn\.proj|mlp\.0|mlp\.2)", name):
+        return dit_stream("flux", m.group(1), m.group(2), ("mod.lin", "attn.qkv", "mlp.0"), 6)
+    m = re.fullmatch(r"single_blocks\.(\d+)\.(modulation\.lin|linear1|linear2)", name)
+    if m:
+        b, what = m.groups()
+        p = f"single_blocks.{b}."
+        if what == "modulation.lin":
+            return Vec("flux")
+        if what == "linear1":
+            return AdaLN(p + "modulation.lin", 0, 1, 3)
+        return Concat((Act("attn", p + "linear1", "qkv_v"), Act("gelu", p + "linear1", "mlp")))
+    table = {
+        "final_layer.adaLN_modulation.1": Vec("flux"),
+        "final_layer.linear": AdaLN("final_layer.adaLN_modulation.1", 0, 1, 2),
+        "time_in.in_layer": Sinusoid(),
+        "guidance_in.in_layer": Sinusoid(),
+        "time_in.out_layer": Act("silu", "time_in.in_layer"),
+        "guidance_in.out_layer": Act("silu", "guidance_in.in_layer"),
+        "vector_in.out_layer": Act("silu", "vector_in.in_layer"),
+        "vector_in.in_layer": External("pooled text embedding"),
+        "img_in": External("image latents"),
+        "txt_in": External("text-encoder states"),
+    }
+    return table.get(name)
+
+
+VEC_TERMS = (("time", "time_in.in_layer", "time_in.out_layer"),
+             ("guidance", "guidance_in.in_layer", "guidance_in.out_layer"),
+             ("pooled", "vector_in.in_layer", "vector_in.out_layer"))
+
+
 FAMILY = Family(
     "flux", "dit",
     DetectionRule(("double_blocks.0.img_attn.norm.key_norm.scale",), "diffusers: flux", "img_in.weight",
@@ -62,4 +125,5 @@ FAMILY = Family(
                   ("double_blocks.", "single_blocks.")),
     variant,
     presets=PRESETS,
-    inventories=(("flux", flux_dev),))
+    inventories=(("flux", flux_dev),),
+    graph=ProducerGraph(sources, VEC_TERMS))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from fp8stream.families.family import DetectionRule, Family
+from fp8stream.families.graph_types import Act, AdaLN, External, ProducerGraph, Sinusoid, Source, Vec, dit_stream
 from fp8stream.families.spec import TensorSpec, linear
 
 
@@ -53,6 +56,37 @@ def sd35_large(blocks: int | None = None) -> list[TensorSpec]:
     return specs
 
 
+# The producer graph of the bound (`--method simulate`): where each linear's input comes from.
+# SD3/MMDiT:   joint_blocks.N.{x,context}_block.adaLN_modulation.1  SiLU(vec); chunks (shift, scale, gate) x2
+#              ..._block.attn.qkv, mlp.fc1 ................... AdaLN of chunks 0/1, 3/4
+#              ..._block.attn.proj ........................... attention mix of v rows of attn.qkv
+#              ..._block.mlp.fc2 ............................. GELU(mlp.fc1)
+#              t_embedder.mlp.0 / .2, y_embedder.mlp.0 / .2 .. sinusoid / SiLU / pooled text
+#              vec = t_embedder(t) + y_embedder(pooled); context_embedder: T5 states
+
+
+def sources(name: str, has: set[str]) -> Source | None:
+    if m := re.fullmatch(r"(joint_blocks\.\d+\.(?:x_block|context_block)\.)"
+                         r"(adaLN_modulation\.1|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)", name):
+        p = m.group(1)
+        # a pre-only context block has 2 chunks (shift, scale); the others 6
+        chunks = 6 if (p + "mlp.fc1") in has or (p + "attn.proj") in has else 2
+        return dit_stream("sd3", p, m.group(2), ("adaLN_modulation.1", "attn.qkv", "mlp.fc1"), chunks)
+    table = {
+        "final_layer.adaLN_modulation.1": Vec("sd3"),
+        "final_layer.linear": AdaLN("final_layer.adaLN_modulation.1", 0, 1, 2),
+        "t_embedder.mlp.0": Sinusoid(),
+        "t_embedder.mlp.2": Act("silu", "t_embedder.mlp.0"),
+        "y_embedder.mlp.0": External("pooled text embedding"),
+        "y_embedder.mlp.2": Act("silu", "y_embedder.mlp.0"),
+        "context_embedder": External("text-encoder states"),
+    }
+    return table.get(name)
+
+
+VEC_TERMS = (("time", "t_embedder.mlp.0", "t_embedder.mlp.2"), ("pooled", "y_embedder.mlp.0", "y_embedder.mlp.2"))
+
+
 FAMILY = Family(
     "sd3", "dit",
     DetectionRule(("joint_blocks.0.context_block.adaLN_modulation.1.bias", "joint_blocks.37.x_block.mlp.fc1.weight"),
@@ -61,4 +95,5 @@ FAMILY = Family(
                   ("joint_blocks.",)),
     variant,
     presets=PRESETS,
-    inventories=(("sd35", sd35_large),))
+    inventories=(("sd35", sd35_large),),
+    graph=ProducerGraph(sources, VEC_TERMS))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from fp8stream.families.family import DetectionRule, Family, SharedInput
+from fp8stream.families.graph_types import Act, AdaLN, External, Norm, ProducerGraph, Sinusoid, Source, Vec
 from fp8stream.families.spec import TensorSpec, linear as _linear
 
 
@@ -73,6 +76,50 @@ def i2v_a14b(blocks: int | None = None) -> list[TensorSpec]:
     return wan_dit(5120, 13824, 40 if blocks is None else blocks, in_channels=36, out_channels=16)
 
 
+# The producer graph of the bound (`--method simulate`): where each linear's input comes from.
+# Wan:         time_embedding.0 / .2, time_projection.1 ..... sinusoid / SiLU / SiLU(e), e0 = time_projection(e)
+#              blocks.N.self_attn.q/k/v, ffn.0 .............. LN(x)·(1+scale)+shift, chunks 0/1, 3/4 of e0
+#                                                              plus the block's own bias blocks.N.modulation
+#              blocks.N.self_attn.o, cross_attn.o ........... attention mix of v (self_attn.v / cross_attn.v)
+#              blocks.N.cross_attn.q ........................ affine LayerNorm blocks.N.norm3
+#              blocks.N.cross_attn.k/v ...................... text states: text_embedding.2 output
+#              blocks.N.ffn.2 ................................ GELU(ffn.0)
+#              text_embedding.0 / .2, head.head ............. T5 states / GELU(text_embedding.0) /
+#                                                              AdaLN (head.modulation)
+
+
+def sources(name: str, has: set[str]) -> Source | None:
+    m = re.fullmatch(r"blocks\.(\d+)\.(self_attn|cross_attn)\.(q|k|v|o)", name)
+    if m:
+        b, kind, what = m.groups()
+        p = f"blocks.{b}."
+        if what == "o":
+            return Act("attn", f"{p}{kind}.v")
+        if kind == "self_attn":
+            return AdaLN("time_projection.1", 0, 1, 6, extra_bias=p + "modulation")
+        if what == "q":
+            return Norm(p + "norm3.weight", p + "norm3.bias")
+        return Act("id", "text_embedding.2")
+    m = re.fullmatch(r"blocks\.(\d+)\.ffn\.(0|2)", name)
+    if m:
+        b, what = m.groups()
+        if what == "0":
+            return AdaLN("time_projection.1", 3, 4, 6, extra_bias=f"blocks.{b}.modulation")
+        return Act("gelu", f"blocks.{b}.ffn.0")
+    table = {
+        "time_embedding.0": Sinusoid(),
+        "time_embedding.2": Act("silu", "time_embedding.0"),
+        "time_projection.1": Vec("wan"),
+        "text_embedding.0": External("text-encoder states"),
+        "text_embedding.2": Act("gelu", "text_embedding.0"),
+        "head.head": External("head input (AdaLN of head.modulation: not modelled)"),
+    }
+    return table.get(name)
+
+
+VEC_TERMS = (("time", "time_embedding.0", "time_embedding.2"),)
+
+
 FAMILY = Family(
     "wan", "dit",
     DetectionRule(("head.modulation",), "diffusers: wan", "patch_embedding.weight", ("blocks.",),
@@ -81,4 +128,5 @@ FAMILY = Family(
     presets=PRESETS, edge_blocks=r"^blocks\.(\d+)\.",
     # image-to-video 2.1: the cross-attention reads the CLIP image tokens through k_img, v_img
     shared_inputs=(SharedInput(r"(^|.*\.)cross_attn$", ("k_img", "v_img")),),
-    inventories=(("wan", wan_14b), ("wan22-5b", ti2v_5b), ("wan22-i2v-a14b", i2v_a14b)))
+    inventories=(("wan", wan_14b), ("wan22-5b", ti2v_5b), ("wan22-i2v-a14b", i2v_a14b)),
+    graph=ProducerGraph(sources, VEC_TERMS))
