@@ -126,7 +126,8 @@ def test_the_registry_lists_every_family_module_once() -> None:
 
     import fp8stream.families as families
 
-    shared = {"family", "detect", "spec", "next_dit", "graph_types"}  # the package's own parts, not families
+    # the package's own parts, not families
+    shared = {"family", "detect", "spec", "next_dit", "graph_types", "samples", "tokens", "dit_parts", "text_models"}
     modules = [m.name for m in pkgutil.iter_modules(families.__path__) if m.name not in shared]
     declared = [importlib.import_module(f"fp8stream.families.{m}").FAMILY for m in modules]
     assert sorted(f.name for f in declared) == sorted(f.name for f in families.FAMILIES)
@@ -181,3 +182,22 @@ def test_the_bench_keys_of_before_the_move_are_all_declared() -> None:
     keys = ("flux", "sd35", "wan", "flux2", "chroma", "qwen-image", "z-image", "lumina2", "hidream", "wan22-5b",
             "wan22-i2v-a14b", "hunyuan-video-1.5", "ltx2", "cosmos-14b", "cosmos-2b", "t5xxl", "umt5xxl")
     assert set(keys) <= set(families.inventory_keys())
+
+
+def test_the_registry_with_its_model_code_imports_without_torch() -> None:
+    """`--help` and `inspect` ask the registry: the family modules import torch and diffusers only
+    inside the model code's functions."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fp8stream.families\n"
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_forward_pass_has_model_code_for_the_families_it_had() -> None:
+    assert families.model_names() == ("flux", "sd3", "wan", "flux2", "chroma", "qwen-image", "z-image", "lumina2",
+                                      "hidream", "bert", "t5", "clip", "llm", "hunyuan-video-1.5", "ltx2", "cosmos")
+    texts = {f.name for f in families.FAMILIES if f.model is not None and f.kind == "text"}
+    assert texts == {"bert", "t5", "clip", "llm"}  # their default margin is the text encoders'
