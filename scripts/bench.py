@@ -1,7 +1,7 @@
 """Speed and memory at real model sizes: fp8stream against `cp` + `sync` and the naive script.
 
 Generates synthetic FP8 checkpoints with the real layer inventory of Flux-dev, SD3.5-large and a
-Wan-14B-class video DiT (`fp8stream.synthetic.inventories`; `--blocks N` scales depth, width
+Wan-14B-class video DiT (`fp8stream.families.inventory`; `--blocks N` scales depth, width
 is always full), then runs, alternating in the same run, `--runs` times each:
 
 - cp:        `cp --reflink=never IN OUT && sync OUT` (the physical limit, same durability as ours)
@@ -32,11 +32,13 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from fp8stream.families import inventory_keys  # noqa: E402 (torch-free: the registry is plain data)
 
 # No torch in this process: a forked child counts the parent's pages in its peak RSS until it
 # execs, so the measuring process stays small and checkpoints are generated in a subprocess.
-ARCHITECTURES = ("flux", "sd35", "wan", "flux2", "chroma", "qwen-image", "z-image", "lumina2", "hidream", "wan22-5b",
-                 "wan22-i2v-a14b", "hunyuan-video-1.5", "ltx2", "cosmos-14b", "cosmos-2b")
+ARCHITECTURES = inventory_keys()  # the families' real-size inventories, by bench key
 
 
 def mem_available() -> int:
@@ -132,8 +134,8 @@ def bench_one(arch: str, blocks: int | None, runs: int, device: str, workdir: st
     dst = os.path.join(workdir, "out.safetensors")
     t0 = time.monotonic()
     make = ("from fp8stream.synthetic.checkpoint import from_inventory, write_checkpoint;"
-            "from fp8stream.synthetic.inventories import ARCHITECTURES;"
-            f"write_checkpoint({src!r}, from_inventory(ARCHITECTURES[{arch!r}]({blocks!r})))")
+            "from fp8stream.families import inventory;"
+            f"write_checkpoint({src!r}, from_inventory(inventory({arch!r})({blocks!r})))")
     subprocess.run([sys.executable, "-c", make], check=True, env=dict(os.environ, PYTHONPATH=ROOT))
     size = os.path.getsize(src)
     largest = _largest_tensor(src)

@@ -66,9 +66,9 @@ def run_measured(cmd: list[str]) -> tuple[float, int, str]:
 
 
 def one_big_file(fs, tmp: str, blocks: int, method: str) -> dict:
+    from fp8stream.families import inventory
     from fp8stream.synthetic.checkpoint import from_inventory, write_checkpoint
-    from fp8stream.synthetic.inventories import flux_dev
-    specs = flux_dev(blocks)
+    specs = inventory("flux")(blocks)
     largest = max(math.prod(s.shape) * (1 if s.fp8 else 2) for s in specs)
     src = os.path.join(tmp, "big.safetensors")
     write_checkpoint(src, from_inventory(specs))

@@ -38,8 +38,8 @@ def stand_in(workdir: str) -> str:
     path = os.path.join(workdir, "flux-2blocks.safetensors")
     if not os.path.exists(path):
         code = ("from fp8stream.synthetic.checkpoint import from_inventory, write_checkpoint;"
-                "from fp8stream.synthetic.inventories import ARCHITECTURES;"
-                f"write_checkpoint({path!r}, from_inventory(ARCHITECTURES['flux'](2)))")
+                "from fp8stream.families import inventory;"
+                f"write_checkpoint({path!r}, from_inventory(inventory('flux')(2)))")
         subprocess.run([sys.executable, "-c", code], check=True, env=_env(None))
     return path
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 import forward_tiny as ft
-from fp8stream.forward.families import family_module
+from fp8stream.families import by_name
 
 D, HEAD, JOINT, CH = 64, 16, 32, 8  # width, head width, text width, latent channels
 
@@ -98,7 +98,7 @@ def _own_names(family: str, cfg: dict) -> dict:
     from fp8stream.forward.engine import parameters_on_meta
 
     with parameters_on_meta():
-        model = family_module(family).model_class()(**cfg)
+        model = by_name(family).model.model_class()(**cfg)
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if k in dict(model.named_parameters())}
 
 
@@ -164,7 +164,7 @@ SHAPES = {"flux2": flux2_shapes, "chroma": chroma_shapes, "qwen-image": qwen_ima
 
 def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict]:
     """(diffusers model in float32, its state under ComfyUI's names, the family config)."""
-    fam = family_module(family)
+    fam = by_name(family).model
     shapes = SHAPES[family](**kw)
     cfg = fam.config(shapes)
     torch.manual_seed(seed)

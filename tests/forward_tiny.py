@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import quality_models as qm  # noqa: E402
-from fp8stream.forward.families import family_module  # noqa: E402
+from fp8stream.families import by_name  # noqa: E402
 from fp8stream.forward.mapping import derive_mapping  # noqa: E402
 
 D, HEAD, JOINT, POOLED = 64, 16, 32, 24
@@ -211,14 +211,14 @@ def cosmos_shapes(layers: int = 2, channels: int = 4, video2world: bool = True, 
 
 
 def flux_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
-    model = family_module("flux").model_class()(**cfg)
+    model = by_name("flux").model.model_class()(**cfg)
     return {k: tuple(v.shape) for k, v in qm.diffusers_to_comfy(model.state_dict(), cfg).items()}
 
 
 def to_original(state: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], family: str,
                 cfg: dict) -> dict[str, torch.Tensor]:
     """A diffusers state dict under the original names, through the inverse row mapping."""
-    fam = family_module(family)
+    fam = by_name(family).model
     mapping = derive_mapping(shapes, "", lambda st: fam.convert(st, cfg))
     out = {n: torch.full(shape, float("nan")) for n, shape in shapes.items()}
     for target, runs in mapping.items():
@@ -235,7 +235,7 @@ def to_original(state: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...
 
 def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict]:
     """(diffusers model in float32, its state under original names, the family config)."""
-    fam = family_module(family)
+    fam = by_name(family).model
     torch.manual_seed(seed)
     if family == "flux":
         cfg = fam.config(flux_shapes(_flux_cfg()))

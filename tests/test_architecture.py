@@ -36,3 +36,26 @@ def test_stats_names_lose_the_same_prefixes_as_layer_names() -> None:
     stats = StatsFile({"transformer.transformer_blocks.0.attn.to_q": LayerStats(amax=3.0, sources=["q"])})
     m = match(stats, layers)
     assert list(m.by_layer) == ["model.diffusion_model.double_blocks.0.img_attn.qkv"]
+
+
+def test_the_bound_knows_the_families_that_declare_a_producer_graph() -> None:
+    """The families whose graph moved into their module (the bound's, before: a table in calibration/)."""
+    from fp8stream.families import FAMILIES
+
+    assert {f.name for f in FAMILIES if f.graph is not None} == {"flux", "sd3", "wan", "bert"}
+
+
+@pytest.mark.parametrize("key", ["flux", "sd35", "wan", "wan22-5b"])
+def test_the_producer_graph_knows_every_fp8_layer_of_the_real_size_model(key: str) -> None:
+    """Each FP8 linear of a real-size inventory gets a source from its family's graph, never the
+    generic assumption; the held embedder MLPs are found."""
+    from fp8stream.families import inventory
+    from fp8stream.families.graph_types import External
+
+    specs = inventory(key)(2)
+    layers = [s.name[: -len(".weight")] for s in specs if s.fp8]
+    graph = build_graph(layers + [s.name[: -len(".weight")] for s in specs if s.name.endswith(".weight")],
+                        {s.name for s in specs})
+    unknown = [n for n in layers if isinstance(graph.sources[n], External)]
+    assert graph.family in {"flux", "sd3", "wan"} and not unknown, (graph.family, unknown[:3])
+    assert graph.vec_terms

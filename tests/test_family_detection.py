@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from fp8stream import families
 from fp8stream.families.detect import detect
 
 
@@ -125,7 +126,8 @@ def test_the_registry_lists_every_family_module_once() -> None:
 
     import fp8stream.families as families
 
-    shared = {"family", "detect"}  # the package's own parts, not families
+    # the package's own parts, not families
+    shared = {"family", "detect", "spec", "next_dit", "graph_types", "samples", "tokens", "dit_parts", "text_models"}
     modules = [m.name for m in pkgutil.iter_modules(families.__path__) if m.name not in shared]
     declared = [importlib.import_module(f"fp8stream.families.{m}").FAMILY for m in modules]
     assert sorted(f.name for f in declared) == sorted(f.name for f in families.FAMILIES)
@@ -166,3 +168,36 @@ def test_inspect_and_calibrate_report_the_family(tmp_path) -> None:
     assert "family: flux2-klein-4b (width 3072; key single_stream_modulation.lin.weight)" in inspected
     r = run_cli("calibrate", "--dry-run", "--json", src)
     assert json.loads(r.stdout)["family"]["variant"] == "flux2-klein-4b"
+
+
+@pytest.mark.parametrize("key", families.inventory_keys())
+def test_each_real_size_inventory_is_detected_as_the_family_that_declares_it(key: str) -> None:
+    """scripts/bench.py --arch KEY builds this inventory: the file it writes is recognised as its family."""
+    owner = next(f.name for f in families.FAMILIES if key in dict(f.inventories))
+    found = detect({s.name: s.shape for s in families.inventory(key)(1)})
+    assert found is not None and found.family == owner, (key, found)
+
+
+def test_the_bench_keys_of_before_the_move_are_all_declared() -> None:
+    keys = ("flux", "sd35", "wan", "flux2", "chroma", "qwen-image", "z-image", "lumina2", "hidream", "wan22-5b",
+            "wan22-i2v-a14b", "hunyuan-video-1.5", "ltx2", "cosmos-14b", "cosmos-2b", "t5xxl", "umt5xxl")
+    assert set(keys) <= set(families.inventory_keys())
+
+
+def test_the_registry_with_its_model_code_imports_without_torch() -> None:
+    """`--help` and `inspect` ask the registry: the family modules import torch and diffusers only
+    inside the model code's functions."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fp8stream.families\n"
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_forward_pass_has_model_code_for_the_families_it_had() -> None:
+    assert families.model_names() == ("flux", "sd3", "wan", "flux2", "chroma", "qwen-image", "z-image", "lumina2",
+                                      "hidream", "bert", "t5", "clip", "llm", "hunyuan-video-1.5", "ltx2", "cosmos")
+    texts = {f.name for f in families.FAMILIES if f.model is not None and f.kind == "text"}
+    assert texts == {"bert", "t5", "clip", "llm"}  # their default margin is the text encoders'

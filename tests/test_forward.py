@@ -14,8 +14,8 @@ from safetensors import safe_open
 
 import forward_tiny as ft  # noqa: E402
 from conftest import run_cli  # noqa: E402
-from fp8stream.forward.families import family_module  # noqa: E402
-from fp8stream.forward.inputs import SamplePlan  # noqa: E402
+from fp8stream.families import by_name  # noqa: E402
+from fp8stream.families.samples import SamplePlan  # noqa: E402
 from fp8stream.forward.mapping import derive_mapping  # noqa: E402
 from fp8stream.forward.run import ForwardSettings, prepare, run  # noqa: E402
 from fp8stream.io.reader import LazyFile  # noqa: E402
@@ -42,7 +42,7 @@ def _dequantized(state: dict, layers: list[str]) -> dict:
 
 
 def _eager_amax(family: str, model, state: dict, layers: list[str], cfg: dict) -> dict[str, float]:
-    fam = family_module(family)
+    fam = by_name(family).model
     converted = fam.convert({k: v.clone() for k, v in _dequantized(state, layers).items()}, cfg)
     missing, unexpected = model.load_state_dict({k: v for k, v in converted.items()
                                                  if k in dict(model.named_parameters())}, strict=False)
@@ -100,7 +100,7 @@ def test_attention_outputs_get_the_mix_bound(tmp_path):
 def test_flux_mapping_matches_the_hand_written_map():
     _, state, cfg = ft.tiny("flux")
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    fam = family_module("flux")
+    fam = by_name("flux").model
     mapping = derive_mapping(shapes, "", lambda st: fam.convert(st, cfg))
     for lm in ft.qm.flux_linear_maps(cfg):
         runs = [r for part in lm.parts for r in mapping[part + ".weight"]]

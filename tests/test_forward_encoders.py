@@ -19,8 +19,8 @@ import transformers  # noqa: E402
 from safetensors.torch import save_file
 
 from conftest import run_cli  # noqa: E402
-from fp8stream.forward.families import family_module  # noqa: E402
-from fp8stream.forward.inputs import SamplePlan  # noqa: E402
+from fp8stream.families import by_name  # noqa: E402
+from fp8stream.families.samples import SamplePlan  # noqa: E402
 from fp8stream.forward.run import ForwardSettings, prepare, run  # noqa: E402
 from fp8stream.harness.checkpoint import write_fp8_checkpoint  # noqa: E402
 from fp8stream.harness.fp8 import quantize_weight  # noqa: E402
@@ -123,7 +123,7 @@ def _eager_amax(model, layers: list[str], family: str, cfg: dict, prefix: str) -
              for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     plan = SamplePlan(SMALL.batch, SMALL.image_tokens, SMALL.text_tokens, SMALL.seed)
     with torch.no_grad():
-        model(**family_module(family).inputs(cfg, plan), return_dict=False)
+        model(**by_name(family).model.inputs(cfg, plan), return_dict=False)
     for h in hooks:
         h.remove()
     return amax
@@ -139,7 +139,7 @@ def test_streaming_pass_equals_eager_run(case, tmp_path):
     with LazyFile(str(path)) as f:
         header = f.header
     prepared = prepare(header)
-    assert prepared.reason is None and prepared.family.NAME == family
+    assert prepared.reason is None and prepared.detection.family == family
     with TensorSource.for_file(str(path), header) as src:
         result = run(src, prepared, SMALL)
     assert result.peak_live == 1

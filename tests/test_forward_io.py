@@ -152,12 +152,12 @@ def test_micro_batches_read_each_weight_once_and_see_the_same_samples(flux: Path
     the whole batch's to float rounding (matmuls of other sizes round differently)."""
     import torch
 
-    from fp8stream.forward.families import family_module
-    from fp8stream.forward.inputs import SamplePlan
+    from fp8stream.families import by_name
+    from fp8stream.families.samples import SamplePlan
     from fp8stream.forward.run import ForwardSettings, prepare, run
     from fp8stream.io.source import TensorSource
 
-    fam = family_module("flux")
+    fam = by_name("flux").model
     with LazyFile(str(flux)) as f:
         header = f.header
     prepared = prepare(header)

@@ -86,12 +86,12 @@ def test_default_sizes_fit_a_small_learned_position_table(tmp_path):
 def test_full_width_inventory_maps_completely(arch, family):
     """The real-size inventory of scripts/bench.py (full width, 1 block deep): recognised, sized
     from its shapes, every tensor mapped onto diffusers' model, every FP8 linear reached."""
+    from fp8stream.families import inventory
     from fp8stream.forward.run import prepare
     from fp8stream.io.header import Header, TensorInfo
     from fp8stream.synthetic.checkpoint import from_inventory
-    from fp8stream.synthetic.inventories import ARCHITECTURES
 
-    tensors = from_inventory(ARCHITECTURES[arch](1))
+    tensors = from_inventory(inventory(arch)(1))
     header = Header([TensorInfo(t.name, t.dtype, t.shape, 0, t.nbytes) for t in tensors], None, 0)
     prepared = prepare(header)
     assert prepared.reason is None and prepared.detection.family == family, prepared.reason

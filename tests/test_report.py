@@ -14,11 +14,11 @@ from pathlib import Path
 import forward_tiny as ft
 from architectures import build_model, layer_names
 from conftest import run_cli, small_model_tensors, subprocess_env
+from fp8stream.families import inventory
 from fp8stream.name_patterns import compact_names
 from fp8stream.report import ExcludedReport, FileReport, LayerReport, share_note
 from fp8stream.report_table import render_table
 from fp8stream.synthetic.checkpoint import write_checkpoint
-from fp8stream.synthetic.inventories import flux_dev
 
 SMALL_PASS = ("--forward-batch", "1", "--forward-tokens", "16", "--forward-text-tokens", "8")  # a quick pass
 CONDITIONING = "method: conditioning path (one vector per sample, ...): weight-only"
@@ -44,7 +44,7 @@ def test_brace_patterns_expand_to_exactly_the_names() -> None:
     mods = [f"double_blocks.{i}.{s}_mod.lin" for i in (0, 1) for s in ("img", "txt")]
     assert compact_names(mods) == ["double_blocks.{0,1}.{img,txt}_mod.lin"]
     # Flux-dev at full depth, one layer left out: the patterns still cover exactly what is there.
-    names = [n[: -len(".weight")] for n in (s.name for s in flux_dev() if s.fp8)]
+    names = [n[: -len(".weight")] for n in (s.name for s in inventory("flux")() if s.fp8)]
     names.remove("double_blocks.6.img_mlp.2")
     patterns = compact_names(names)
     assert len(patterns) <= 12, patterns
@@ -56,7 +56,7 @@ def _full_flux_report() -> FileReport:
     """What a default run on full-width, full-depth Flux-dev reports: its modulation layers
     excluded as the conditioning path, every other layer scaled from its own forward amax."""
     report = FileReport("flux1-dev-fp8.safetensors", "out.safetensors", family={"summary": "flux-dev"})
-    for i, spec in enumerate(s for s in flux_dev() if s.fp8):
+    for i, spec in enumerate(s for s in inventory("flux")() if s.fp8):
         name = spec.name[: -len(".weight")]
         if "mod" in name:
             report.excluded.append(ExcludedReport(name, CONDITIONING, False))

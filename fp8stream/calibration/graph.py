@@ -2,42 +2,10 @@
 
 The weight-aware simulation (`simulate.py`) needs, for every linear, a description of where its
 input comes from. This module reads only names and shapes (the header), so it is decided before
-any value streams past. Families (ComfyUI / original key names):
-
-Flux (BFL):  double_blocks.N.{img,txt}_mod.lin ............ SiLU(vec)
-             double_blocks.N.{img,txt}_attn.qkv, _mlp.0 .... LN(h)·(1+scale)+shift, chunks of *_mod.lin
-                                                             (shift, scale, gate) x2: attn 0/1, mlp 3/4
-             double_blocks.N.{img,txt}_attn.proj ........... attention mix of the v rows of *_attn.qkv
-             double_blocks.N.{img,txt}_mlp.2 ............... GELU(*_mlp.0)
-             single_blocks.N.modulation.lin ................ SiLU(vec)
-             single_blocks.N.linear1 ....................... LN(h)·(1+scale)+shift, chunks 0/1 of modulation.lin
-             single_blocks.N.linear2 ....................... cat(attention mix of v rows [2d,3d) of linear1,
-                                                                 GELU(mlp rows [3d, out) of linear1))
-             final_layer.adaLN_modulation.1 ................ SiLU(vec)
-             final_layer.linear ............................ LN(h)·(1+scale)+shift, chunks (0 shift, 1 scale)
-             time_in / guidance_in .in_layer ............... sinusoidal embedding, |x| <= 1
-             time_in / guidance_in / vector_in .out_layer .. SiLU(in_layer)
-             vector_in.in_layer, img_in, txt_in ............ model inputs (pooled text, latents, T5 states)
-             vec = time_in(t) + guidance_in(g) + vector_in(pooled)
-SD3/MMDiT:   joint_blocks.N.{x,context}_block.adaLN_modulation.1  SiLU(vec); chunks (shift, scale, gate) x2
-             ..._block.attn.qkv, mlp.fc1 ................... AdaLN of chunks 0/1, 3/4
-             ..._block.attn.proj ........................... attention mix of v rows of attn.qkv
-             ..._block.mlp.fc2 ............................. GELU(mlp.fc1)
-             t_embedder.mlp.0 / .2, y_embedder.mlp.0 / .2 .. sinusoid / SiLU / pooled text
-             vec = t_embedder(t) + y_embedder(pooled); context_embedder: T5 states
-Wan:         time_embedding.0 / .2, time_projection.1 ..... sinusoid / SiLU / SiLU(e), e0 = time_projection(e)
-             blocks.N.self_attn.q/k/v, ffn.0 .............. LN(x)·(1+scale)+shift, chunks 0/1, 3/4 of e0
-                                                             plus the block's own bias blocks.N.modulation
-             blocks.N.self_attn.o, cross_attn.o ........... attention mix of v (self_attn.v / cross_attn.v)
-             blocks.N.cross_attn.q ........................ affine LayerNorm blocks.N.norm3
-             blocks.N.cross_attn.k/v ...................... text states: text_embedding.2 output
-             blocks.N.ffn.2 ................................ GELU(ffn.0)
-             text_embedding.0 / .2, head.head ............. T5 states / GELU(text_embedding.0) / AdaLN (head.modulation)
-BERT/T5:     encoder.layer.N.attention.self.query/key/value  affine LayerNorm (previous layer's
-                                                             output.LayerNorm, or embeddings.LayerNorm)
-             encoder.layer.N.attention.output.dense ....... attention mix of v (attention.self.value)
-             encoder.layer.N.intermediate.dense ........... affine LayerNorm attention.output.LayerNorm
-             encoder.layer.N.output.dense ................. GELU(intermediate.dense)
+any value streams past. Each family that has one declares it (`Family.graph`): its module in
+families/ holds the graph and its table, one line per layer kind a reviewer can check against the
+model code (e.g. `single_blocks.N.linear2 .. cat(attention mix of v rows, GELU(mlp rows) of linear1)`).
+This module evaluates them: the prefix, the held embedder MLPs, the sources' descriptions.
 Anything else is `External` with a generic assumption, reported as such per layer.
 """
 
@@ -45,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fp8stream.calibration.families import bert, flux, sd3, wan
-from fp8stream.calibration.sources import (  # noqa: F401  (the source types are part of the graph's API)
+from fp8stream.families import by_name
+from fp8stream.families.detect import detect_family
+from fp8stream.families.graph_types import (  # noqa: F401  (the source types are part of the graph's API)
     Act,
     AdaLN,
     Concat,
@@ -56,10 +25,7 @@ from fp8stream.calibration.sources import (  # noqa: F401  (the source types are
     Source,
     Vec,
 )
-from fp8stream.families.detect import detect_family
 from fp8stream.names.prefixes import common_model_prefix
-
-FAMILIES = {"flux": flux, "sd3": sd3, "wan": wan, "bert": bert}  # a module each in calibration/families/
 
 
 @dataclass
@@ -81,13 +47,13 @@ def build_graph(layer_names: list[str], tensor_names: set[str]) -> Graph:
     short = {n[len(pre):] for n in layer_names}
     short_tensors = {t[len(pre):] for t in tensor_names if t.startswith(pre)}
     has = short | {t.rsplit(".", 1)[0] for t in short_tensors}
-    family = detect_family(short | short_tensors) or "generic"
-    g = Graph(family)
-    module = FAMILIES.get(family)
+    found = detect_family(short | short_tensors)
+    g = Graph(found or "generic")
+    producer = by_name(found).graph if found else None  # the family's, None where it declares none
     for n in layer_names:
-        src = module.sources(n[len(pre):], has) if module else None
+        src = producer.sources(n[len(pre):], has) if producer else None
         g.sources[n] = _prefixed(src, pre) if src is not None else External("unrecognised layer (generic assumption)")
-    for kind, a, b in module.VEC_TERMS if module else []:
+    for kind, a, b in producer.vec_terms if producer else ():
         if a in has and b in has:
             g.vec_terms.append((kind, pre + a, pre + b))
     return g

@@ -38,7 +38,7 @@ from fp8stream.families import (
     wan,
     z_image,
 )
-from fp8stream.families.family import Family, SharedInput
+from fp8stream.families.family import Family, Inventory, SharedInput
 from fp8stream.names.prefixes import split_prefix
 
 FAMILIES: tuple[Family, ...] = (
@@ -73,8 +73,13 @@ _BY_NAME = {family.name: family for family in FAMILIES}
 # `--preset`'s choices in the order they were listed before the families moved here (its help and
 # error text unchanged); a family added later with presets comes after them, in registry order
 _PRESETS_FIRST = (flux, sd3, wan, flux2, chroma, qwen_image, z_image, lumina2, hidream, hunyuan_video15, ltx2, cosmos)
+# the families with model code, in the order the forward pass's "knows ..." note listed them before
+# they moved here; a family given model code later comes after them, in registry order
+_MODELS_FIRST = (flux, sd3, wan, flux2, chroma, qwen_image, z_image, lumina2, hidream, bert, t5, clip, llm,
+                 hunyuan_video15, ltx2, cosmos)
 _TEXT_LAYER = re.compile("|".join(f.layer_pattern for f in FAMILIES if f.layer_pattern))
 _TEXT_LAYER_NAMES = frozenset(name for f in FAMILIES for name in f.layer_names)
+_INVENTORIES = {key: build for f in FAMILIES for key, build in f.inventories}
 
 
 def by_name(name: str) -> Family:
@@ -86,6 +91,22 @@ def preset_names() -> tuple[str, ...]:
     """The families that have a `--preset`."""
     first = [module.FAMILY for module in _PRESETS_FIRST]
     return tuple(f.name for f in first + [f for f in FAMILIES if f.presets and f not in first])
+
+
+def model_names() -> tuple[str, ...]:
+    """The families the forward pass has model code for."""
+    first = [module.FAMILY for module in _MODELS_FIRST]
+    return tuple(f.name for f in first + [f for f in FAMILIES if f.model is not None and f not in first])
+
+
+def inventory(key: str) -> Inventory:
+    """The real-size inventory of this bench key (`scripts/bench.py --arch`); KeyError when none."""
+    return _INVENTORIES[key]
+
+
+def inventory_keys() -> tuple[str, ...]:
+    """Every family's bench keys, in registry order."""
+    return tuple(_INVENTORIES)
 
 
 def sibling_rules() -> tuple[SharedInput, ...]:

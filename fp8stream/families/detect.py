@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from fp8stream.families import FAMILIES
-from fp8stream.families.family import Family, Shapes
+from fp8stream.families.family import Family, Shapes, count_blocks
 from fp8stream.names.prefixes import split_prefix
 
 
@@ -87,10 +87,3 @@ def _sized(family: Family, key: str, prefix: str, bare: Mapping[str, Sequence[in
     width = int(width_shape[0]) if width_shape else None
     blocks = tuple(n for n in (count_blocks(bare, p) for p in rule.blocks) if n)
     return Detection(family.name, family.variant_of(bare, width, blocks), key, rule.origin, prefix, width, blocks)
-
-
-def count_blocks(names: Iterable[str], prefix: str) -> int:
-    """How many `prefix.N.` blocks the names hold (highest N + 1)."""
-    found = [int(part) for k in names if k.startswith(prefix)
-             for part in (k[len(prefix):].split(".", 1)[0],) if part.isdigit()]
-    return max(found) + 1 if found else 0

@@ -1,18 +1,28 @@
 """A model family, declared: how it is recognised from a header, the variants its shapes name, the
-layers its preset keeps in high precision, the layers that read one input and its text layers.
+layers its preset keeps in high precision, the layers that read one input and its text layers, its
+real-size inventories, the bound's producer graph and the forward pass's model code.
 
-Plain data (torch-free): each module of this package makes one `Family`, the registry
-(families/__init__.py) lists them in detection order and every other part of the tool asks it.
+Plain data (torch-free: the model code imports torch and diffusers inside its functions): each
+module of this package makes one `Family`, the registry (families/__init__.py) lists them in
+detection order and every other part of the tool asks it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
+from fp8stream.families.graph_types import ProducerGraph
+from fp8stream.families.spec import TensorSpec
+
+if TYPE_CHECKING:
+    from fp8stream.families.samples import SamplePlan
 
 Shapes = Mapping[str, Sequence[int]]
 # (bare names -> shapes, model width, block counts) -> the named model the shapes fit
 Variant = Callable[[Shapes, "int | None", "tuple[int, ...]"], str]
+# (blocks deep, None: the real depth) -> the tensors of a real-size model
+Inventory = Callable[["int | None"], "list[TensorSpec]"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,20 @@ class SharedInput:
 
 
 @dataclass(frozen=True)
+class ModelCode:
+    """What the forward pass runs for a family (torch and diffusers are imported inside each)."""
+
+    config: Callable[[Shapes], dict]  # the diffusers config from tensor shapes (bare names, no hub access)
+    model_class: Callable[[], Any]  # the diffusers / transformers class
+    # checkpoint names -> diffusers names (the row-id mapping runs it once on a stand-in)
+    convert: Callable[[dict, Mapping], dict]
+    # the forward's keyword arguments for a batch of synthetic samples, in the family's timestep convention
+    inputs: Callable[[Mapping, "SamplePlan"], dict]
+    # attention output projections -> the value projections their input mixes (the attention-mix estimate)
+    value_sources: Callable[[Mapping], "dict[str, list[list[str]]]"]
+
+
+@dataclass(frozen=True)
 class Family:
     name: str  # our name: `--preset`, the report, the producer graph and the forward pass use it
     kind: str  # "dit" (a diffusion transformer) or "text" (a text encoder)
@@ -53,6 +77,10 @@ class Family:
     cross_attention: tuple[str, ...] = ()  # module names whose q reads another stream than their k and v
     layer_pattern: str = ""  # regex searched in a full layer name: a layer of this text encoder
     layer_names: tuple[str, ...] = ()  # bare layer names of this text encoder that the pattern misses
+    # (bench key, builder): real-size inventories, full width, for scripts/bench.py --arch and the tests
+    inventories: tuple[tuple[str, Inventory], ...] = ()
+    graph: ProducerGraph | None = None  # the bound's producer graph (calibration/graph.py); None: not known
+    model: ModelCode | None = None  # the forward pass's model code; None: it has none for this family
 
     def variant_of(self, bare: Shapes, width: int | None, blocks: tuple[int, ...]) -> str:
         return self.variant(bare, width, blocks) if self.variant is not None else self.name
@@ -61,3 +89,10 @@ class Family:
 def holds(bare: Shapes, key: str) -> bool:
     """A tensor the file holds, or a layer of that name (callers that know only layer names)."""
     return key in bare or key.rsplit(".", 1)[0] in bare
+
+
+def count_blocks(names: Iterable[str], prefix: str) -> int:
+    """How many `prefix.N.` blocks the names hold (highest N + 1)."""
+    found = [int(part) for k in names if k.startswith(prefix)
+             for part in (k[len(prefix):].split(".", 1)[0],) if part.isdigit()]
+    return max(found) + 1 if found else 0

@@ -2,16 +2,131 @@
 
 from __future__ import annotations
 
-from fp8stream.families.family import DetectionRule, Family, SharedInput
+from typing import TYPE_CHECKING, Mapping
+
+from fp8stream.families.dit_parts import with_constants
+from fp8stream.families.family import DetectionRule, Family, ModelCode, SharedInput, count_blocks
+from fp8stream.families.next_dit import next_dit_block
+from fp8stream.families.spec import TensorSpec, linear, norms
+
+if TYPE_CHECKING:
+    from fp8stream.families.samples import SamplePlan
 
 PRESETS = (
     ("x_embedder", "embedder"), ("t_embedder.*", "embedder"), ("cap_embedder.*", "embedder"),
     ("final_layer.*", "final projection"),
 )
 
+
+# For scripts/bench.py --arch (`families.inventory`):
+# Lumina-Image 2.0 at real size (original / ComfyUI names): dim 2304, 24 query heads of 96
+# and 8 key/value heads (fused qkv of 3840 rows), 26 layers plus 2 noise and 2 context refiner
+# blocks, gated FFN 9216, Gemma-2 caption states of 2304, 2x2 patches of 16 channels (2.6B
+# parameters). Block linears in FP8.
+
+
+def _block(p: str, d: int, modulated: bool) -> list[TensorSpec]:
+    return next_dit_block(p, d, d + 2 * 768, 9216, 96, (4 * d, 1024) if modulated else None)
+
+
+def inventory(blocks: int | None = None) -> list[TensorSpec]:
+    d = 2304
+    n = 26 if blocks is None else blocks
+    specs = linear("x_embedder", d, 64, False) + linear("t_embedder.mlp.0", 1024, 256, False)
+    specs += linear("t_embedder.mlp.2", 1024, 1024, False)
+    specs += norms("cap_embedder.0.weight", width=2304) + linear("cap_embedder.1", d, 2304, False)
+    for i in range(2):
+        specs += _block(f"noise_refiner.{i}", d, True) + _block(f"context_refiner.{i}", d, False)
+    for i in range(n):
+        specs += _block(f"layers.{i}", d, True)
+    return specs + linear("final_layer.adaLN_modulation.1", d, 1024, False) + linear("final_layer.linear", 64, d, False)
+
+
+# The forward pass's model code (`--method forward`):
+# Lumina 2 (original / ComfyUI names: x_embedder, t_embedder.mlp, cap_embedder, noise_refiner /
+# context_refiner / layers.N with a fused attention.qkv of grouped key/value heads, feed_forward.w1-3,
+# final_layer).
+#
+# diffusers' Lumina2Transformer2DModel takes latents [B, C, H, W], a caption mask, and a time that
+# runs the other way: 1 - sigma (its pipeline reverses it). The converter hard-codes Lumina-Image-2's
+# qkv split (2304 query rows, 768 key and value rows): it runs with the file's own sizes. The MLP
+# width is matched exactly through `multiple_of` (diffusers rounds 4 x width up to a multiple).
+
+
+PATCH = 2
+
+
+def rope_axes(head_dim: int) -> tuple[int, int, int]:
+    """(32, 32, 32) for Lumina 2's head_dim 96; even thirds otherwise."""
+    third = (head_dim // 3) & ~1
+    return (head_dim - 2 * third, third, third)
+
+
+def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
+    dim, patch_in = shapes["x_embedder.weight"]
+    head_dim = shapes["layers.0.attention.q_norm.weight"][0]
+    kv_heads = (shapes["layers.0.attention.qkv.weight"][0] - dim) // (2 * head_dim)
+    ffn = shapes["layers.0.feed_forward.w1.weight"][0]
+    return {
+        "patch_size": PATCH,
+        "in_channels": patch_in // (PATCH * PATCH),
+        "out_channels": shapes["final_layer.linear.weight"][0] // (PATCH * PATCH),
+        "hidden_size": dim,
+        "num_layers": count_blocks(shapes, "layers."),
+        "num_refiner_layers": count_blocks(shapes, "noise_refiner."),
+        "num_attention_heads": dim // head_dim,
+        "num_kv_heads": kv_heads,
+        # diffusers: int(multiplier x 4 x dim) rounded up to a multiple of `multiple_of` = ffn
+        "multiple_of": ffn,
+        "ffn_dim_multiplier": ffn / (4 * dim),
+        "axes_dim_rope": rope_axes(head_dim),
+        "cap_feat_dim": shapes["cap_embedder.1.weight"][1],
+    }
+
+
+def model_class():
+    from diffusers import Lumina2Transformer2DModel
+
+    return Lumina2Transformer2DModel
+
+
+def convert(state: dict, cfg: Mapping) -> dict:
+    from diffusers.loaders.single_file_utils import convert_lumina2_to_diffusers as fn
+
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    return with_constants(fn, {2304: cfg["hidden_size"], 768: cfg["num_kv_heads"] * head_dim})(dict(state))
+
+
+def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
+    import torch
+
+    from fp8stream.families.samples import grid
+
+    h, w = grid(plan.image_tokens)
+    shape = (cfg["in_channels"], h * PATCH, w * PATCH)
+    x0, noise = plan.randn(*shape), plan.randn(*shape)
+    t = plan.timesteps()
+    return {
+        "hidden_states": plan.noised(x0, noise, t),
+        "timestep": 1.0 - t,  # Lumina's time runs from noise (0) to clean (1)
+        "encoder_hidden_states": plan.text(cfg["cap_feat_dim"]),
+        "encoder_attention_mask": torch.ones(plan.size, plan.text_tokens, dtype=torch.bool),
+    }
+
+
+def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
+    """Each block's attention output projection reads the mix of its own values."""
+    blocks = [f"layers.{i}." for i in range(cfg["num_layers"])]
+    blocks += [f"{part}.{i}." for part in ("noise_refiner", "context_refiner")
+               for i in range(cfg["num_refiner_layers"])]
+    return {b + "attn.to_out.0": [[b + "attn.to_v"]] for b in blocks}
+
+
 FAMILY = Family(
     "lumina2", "dit",
     DetectionRule(("cap_embedder.0.weight",), "diffusers: lumina2", "x_embedder.weight", ("layers.",),
                   ("layers.0.adaLN_modulation.1.weight",)),
     presets=PRESETS,
-    shared_inputs=(SharedInput(r"(^|.*\.)feed_forward$", ("w1", "w3")),))  # gated FFN: gate, up
+    shared_inputs=(SharedInput(r"(^|.*\.)feed_forward$", ("w1", "w3")),),  # gated FFN: gate, up
+    inventories=(("lumina2", inventory),),
+    model=ModelCode(config, model_class, convert, inputs, value_sources))

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from fp8stream.families.family import DetectionRule, Family, SharedInput
+from typing import TYPE_CHECKING, Mapping
+
+from fp8stream.families.family import DetectionRule, Family, ModelCode, SharedInput, count_blocks
+from fp8stream.families.next_dit import next_dit_block
+from fp8stream.families.spec import TensorSpec, linear, norms
+
+if TYPE_CHECKING:
+    from fp8stream.families.samples import SamplePlan
 
 PRESETS = (
     ("x_embedder", "embedder"), ("t_embedder.*", "embedder"), ("cap_embedder.*", "embedder"),
@@ -10,9 +17,109 @@ PRESETS = (
 )
 
 # it carries Lumina 2's cap_embedder: tried before it
+
+
+# For scripts/bench.py --arch (`families.inventory`):
+# Z-Image (Turbo) at real size (original / ComfyUI names): dim 3840 (30 heads of 128), 30
+# layers plus 2 noise and 2 context refiner blocks, fused qkv, gated FFN 10240, Qwen3 caption
+# states of 2560, 2x2 patches of 16 channels (6B parameters). Block linears in FP8.
+
+
+def _block(p: str, d: int, modulated: bool) -> list[TensorSpec]:
+    return next_dit_block(p, d, 3 * d, 10240, 128, (4 * d, 256) if modulated else None, "adaLN_modulation.0")
+
+
+def inventory(blocks: int | None = None) -> list[TensorSpec]:
+    d = 3840
+    n = 30 if blocks is None else blocks
+    specs = [TensorSpec("x_pad_token", (1, d), False), TensorSpec("cap_pad_token", (1, d), False)]
+    specs += linear("x_embedder", d, 64, False) + linear("t_embedder.mlp.0", 1024, 256, False)
+    specs += linear("t_embedder.mlp.2", 256, 1024, False)
+    specs += norms("cap_embedder.0.weight", width=2560) + linear("cap_embedder.1", d, 2560, False)
+    for i in range(2):
+        specs += _block(f"noise_refiner.{i}", d, True) + _block(f"context_refiner.{i}", d, False)
+    for i in range(n):
+        specs += _block(f"layers.{i}", d, True)
+    return specs + linear("final_layer.adaLN_modulation.1", d, 256, False) + linear("final_layer.linear", 64, d, False)
+
+
+# The forward pass's model code (`--method forward`):
+# Z-Image (original / ComfyUI names: x_embedder, final_layer, t_embedder.mlp, cap_embedder,
+# noise_refiner / context_refiner / layers.N with a fused attention.qkv and feed_forward.w1-3).
+#
+# diffusers' ZImageTransformer2DModel takes a list of per-sample latents [C, frames, H, W] and of
+# caption features [tokens, width], and a time that runs the other way: 1 - sigma (its pipeline
+# passes (1000 - t) / 1000; the model multiplies by t_scale 1000). Patches are 2x2, one frame.
+# The converter splits qkv in three equal parts (as many key/value heads as query heads).
+
+
+PATCH = 2
+
+
+def rope_axes(head_dim: int) -> list[int]:
+    """[32, 48, 48] for Z-Image's head_dim 128; the same proportions, even sizes, otherwise."""
+    first = (head_dim // 4) & ~1
+    rest = ((head_dim - first) // 2) & ~1
+    return [head_dim - 2 * rest, rest, rest]
+
+
+def config(shapes: Mapping[str, tuple[int, ...]]) -> dict:
+    dim, patch_in = shapes["x_embedder.weight"]
+    head_dim = shapes["layers.0.attention.q_norm.weight"][0]
+    siglip = shapes.get("siglip_embedder.1.weight")
+    return {
+        "all_patch_size": (PATCH,),
+        "all_f_patch_size": (1,),
+        "in_channels": patch_in // (PATCH * PATCH),
+        "dim": dim,
+        "n_layers": count_blocks(shapes, "layers."),
+        "n_refiner_layers": count_blocks(shapes, "noise_refiner."),
+        "n_heads": dim // head_dim,
+        "n_kv_heads": dim // head_dim,
+        "cap_feat_dim": shapes["cap_embedder.1.weight"][1],
+        "siglip_feat_dim": siglip[1] if siglip else None,
+        "axes_dims": rope_axes(head_dim),
+    }
+
+
+def model_class():
+    from diffusers import ZImageTransformer2DModel
+
+    return ZImageTransformer2DModel
+
+
+def convert(state: dict, cfg: Mapping) -> dict:
+    from diffusers.loaders.single_file_utils import convert_z_image_transformer_checkpoint_to_diffusers as fn
+
+    return fn(dict(state))
+
+
+def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
+    from fp8stream.families.samples import grid
+
+    h, w = grid(plan.image_tokens)
+    shape = (cfg["in_channels"], 1, h * PATCH, w * PATCH)
+    x0, noise = plan.randn(*shape), plan.randn(*shape)
+    t = plan.timesteps()
+    return {
+        "x": list(plan.noised(x0, noise, t).unbind(0)),
+        "t": 1.0 - t,  # Z-Image's time runs from noise (0) to clean (1)
+        "cap_feats": list(plan.text(cfg["cap_feat_dim"]).unbind(0)),
+    }
+
+
+def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
+    """Each block's attention output projection reads the mix of its own values."""
+    blocks = [f"layers.{i}." for i in range(cfg["n_layers"])]
+    blocks += [f"{part}.{i}." for part in ("noise_refiner", "context_refiner") for i in range(cfg["n_refiner_layers"])]
+    return {b + "attention.to_out.0": [[b + "attention.to_v"]] for b in blocks}
+
+
 FAMILY = Family(
     "z-image", "dit",
     DetectionRule(("layers.0.adaLN_modulation.0.weight",), "diffusers: z-image-turbo", "x_embedder.weight",
                   ("layers.",)),
     presets=PRESETS,
-    shared_inputs=(SharedInput(r"(^|.*\.)feed_forward$", ("w1", "w3")),))  # gated FFN: gate, up
+    shared_inputs=(SharedInput(r"(^|.*\.)feed_forward$", ("w1", "w3")),),
+    inventories=(("z-image", inventory),),
+    model=ModelCode(config, model_class, convert, inputs, value_sources))  # gated FFN: gate, up

@@ -6,7 +6,7 @@ it, pipeline/spool.py, unless --no-spool), diffusers, and a model family whose d
 and converter map the file completely. Where all three hold, `auto` is `--method forward`;
 otherwise it is `--method simulate --sim-mode bound` exactly as before, with one report note
 saying which was missing and how to get the forward pass (with --no-spool, each layer too),
-where the bound method's producer graph knows the family (calibration/graph.py). Where neither
+where the bound method's producer graph knows the family (a family's `graph`, calibration/graph.py). Where neither
 runs (a family not recognised, or one with neither graph nor runnable forward pass), every
 bound would rest on an assumed input range: no layer is scaled, all are written weight-only,
 the report says so in one note and the CLI exits 5 ("written, no layer scaled").
@@ -19,9 +19,9 @@ import dataclasses
 import struct
 from typing import Mapping
 
-from fp8stream.calibration.graph import FAMILIES as PRODUCER_GRAPHS
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
 from fp8stream.calibration.settings import CalibrationSettings
+from fp8stream.families import by_name
 from fp8stream.families.detect import detect, header_shapes
 from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer
@@ -55,7 +55,7 @@ class AutoMethod:
             forward = dataclasses.replace(self.settings, method="forward")
             self.inner, self.chosen = ForwardMethod(forward, prepared), "forward"
             return self.inner.prepare(model)
-        if found is not None and found.family not in PRODUCER_GRAPHS and not guess_ok:
+        if found is not None and by_name(found.family).graph is None and not guess_ok:
             return self._no_guess(model, f"{found.variant}: {why}, and no producer graph knows this family")
         from fp8stream.calibration.simulate import WeightAwareMethod
 

@@ -24,8 +24,8 @@ from typing import Iterator
 import torch
 from torch.overrides import TorchFunctionMode
 
+from fp8stream.families.samples import SamplePlan
 from fp8stream.forward.engine import per_sample_weights, reads_one_vector_per_sample
-from fp8stream.forward.inputs import SamplePlan
 from fp8stream.forward.run import Prepared, meta_model
 from fp8stream.names.suffixes import WEIGHT
 

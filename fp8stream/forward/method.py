@@ -218,11 +218,11 @@ class ForwardMethod:
 
     def margin_for(self, family: str | None) -> float:
         """--forward-margin, else the family's default (text encoders: TEXT_MARGIN)."""
-        from fp8stream.forward.families.text_models import TEXT_FAMILIES
+        from fp8stream.families import by_name
 
         if self.margin is not None:
             return float(self.margin)
-        return TEXT_MARGIN if family in TEXT_FAMILIES else DIT_MARGIN
+        return TEXT_MARGIN if family is not None and by_name(family).kind == "text" else DIT_MARGIN
 
 
 def _rests_on_input(graph: G.Graph, name: str, seen: frozenset[str] = frozenset()) -> bool:

@@ -16,17 +16,17 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Iterator
+from typing import Iterator, Mapping, Sequence
 
 import torch
 
 from fp8stream.calibration.forward_settings import micro_batch_for
 from fp8stream.errors import UsageError
-from fp8stream.families.detect import Detection
+from fp8stream.families import by_name, model_names
+from fp8stream.families.detect import Detection, detect
+from fp8stream.families.family import ModelCode
+from fp8stream.families.samples import SamplePlan
 from fp8stream.formats.layers import take_inventory
-from fp8stream.forward.families import FAMILIES, forward_family
-from fp8stream.forward.inputs import SamplePlan
 from fp8stream.forward.mapping import MappingError, check_mapping, derive_mapping
 from fp8stream.forward.source import Reader, RowSource
 from fp8stream.io.header import Header
@@ -99,7 +99,7 @@ class Prepared:
     mapping (checked against the model built on the meta device), and which checkpoint weights
     feed a Linear of the model (the layers it reaches). `reason` says why it cannot run."""
 
-    family: ModuleType | None
+    family: ModelCode | None
     reason: str | None = None
     config: dict = field(default_factory=dict)
     mapping: dict = field(default_factory=dict)
@@ -108,35 +108,41 @@ class Prepared:
     detection: Detection | None = None  # what the detector said (also when the family has no model code)
 
 
+def forward_family(shapes: Mapping[str, Sequence[int]]) -> tuple[Detection | None, ModelCode | None]:
+    """The detection of these (bare) names and shapes, and its family's model code when it has some."""
+    found = detect(shapes)
+    return found, by_name(found.family).model if found is not None else None
+
+
 def prepare(header: Header) -> Prepared:
     """Detect the family, derive and check the mapping: header only, no weight is read."""
     prefix, shapes = model_tensors({t.name: tuple(t.shape) for t in header.tensors})
     bare = {n[len(prefix):] if prefix and n.startswith(prefix) else n: s for n, s in shapes.items()}
     detection, family = forward_family(bare)
     if family is None:
-        known = ", ".join(FAMILIES)
+        known = ", ".join(model_names())
         what = f"{detection.variant} has no model code here" if detection else "model family not recognised"
         return Prepared(None, f"{what} (the forward pass knows {known})", detection=detection)
     import_diffusers()
     try:  # a pruned or partial file may lack what the family's configuration is sized from
         cfg = family.config(bare)
     except (KeyError, IndexError, ValueError, ZeroDivisionError) as e:
-        return Prepared(family, f"{family.NAME}: cannot size the model from the file ({type(e).__name__}: {e})",
+        return Prepared(family, f"{detection.family}: cannot size the model from the file ({type(e).__name__}: {e})",
                         detection=detection)
     try:
         mapping = derive_mapping(shapes, prefix, lambda st: family.convert(st, cfg))
     except (MappingError, KeyError, RuntimeError, ValueError) as e:
-        return Prepared(family, f"{family.NAME}: diffusers' converter failed ({e})", cfg, detection=detection)
+        return Prepared(family, f"{detection.family}: diffusers' converter failed ({e})", cfg, detection=detection)
     try:
         model = meta_model(family, cfg)
     except ImportError as e:  # a text encoder's family needs transformers
-        return Prepared(family, f"{family.NAME}: {e.name or e} is not installed (pip install fp8stream[forward])", cfg,
-                        detection=detection)
+        missing = f"{e.name or e} is not installed (pip install fp8stream[forward])"
+        return Prepared(family, f"{detection.family}: {missing}", cfg, detection=detection)
     params = {n: tuple(p.shape) for n, p in model.named_parameters()}
     params.update({n: tuple(b.shape) for n, b in model.named_buffers() if n in mapping})
     problems = check_mapping(mapping, params, shapes)
     if problems:
-        return Prepared(family, f"{family.NAME}: {problems[0]}", cfg, detection=detection)
+        return Prepared(family, f"{detection.family}: {problems[0]}", cfg, detection=detection)
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     reached = frozenset(r.source for n in linears for r in mapping[n + WEIGHT])
     return Prepared(family, None, cfg, mapping, _weight_scales(header), reached, detection)
@@ -169,7 +175,7 @@ def _weight_scales(header: Header) -> dict[str, str | None]:
     return out
 
 
-def meta_model(family: ModuleType, cfg: dict) -> torch.nn.Module:
+def meta_model(family: ModelCode, cfg: dict) -> torch.nn.Module:
     """The family's model built on the meta device (parameters; buffers stay real), in eval mode."""
     from fp8stream.forward.engine import parameters_on_meta
 
@@ -211,7 +217,8 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
     `stop`, once set, ends it at its next Linear (engine.PassStopped)."""
     family = prepared.family
     if prepared.reason is not None:
-        return ForwardResult(family.NAME if family else None, reason=prepared.reason, config=prepared.config)
+        return ForwardResult(prepared.detection.family if family else None, reason=prepared.reason,
+                             config=prepared.config)
     from fp8stream.forward.engine import StreamingModel
     from fp8stream.forward.lockstep import Lockstep
 
@@ -239,6 +246,6 @@ def run(source: RowSource, prepared: Prepared, settings: ForwardSettings = Forwa
             else:
                 sm.lockstep = Lockstep(len(calls))
                 sm.lockstep.run(calls)
-    return ForwardResult(family.NAME, sm.layer_amax(family.value_sources(cfg)), dict(state.amax), dict(state.out_amax),
-                         None, cfg, state.peak_live, state.weights_read, time.monotonic() - start,
+    return ForwardResult(prepared.detection.family, sm.layer_amax(family.value_sources(cfg)), dict(state.amax),
+                         dict(state.out_amax), None, cfg, state.peak_live, state.weights_read, time.monotonic() - start,
                          sm.layer_per_sample())

@@ -187,7 +187,7 @@ def random_bf16(shape: tuple[int, ...], seed: int, chunk_elements: int = 4 << 20
 
 
 def from_inventory(specs, seed: int = 0) -> list[SyntheticTensor]:
-    """Synthetic tensors for an inventory (`fp8stream.synthetic.inventories`): FP8 linears in
+    """Synthetic tensors for an inventory (a family's, `fp8stream.families.inventory(key)`): FP8 linears in
     ComfyUI's format with random weights, everything else random BF16."""
     tensors: list[SyntheticTensor] = []
     for i, spec in enumerate(specs):

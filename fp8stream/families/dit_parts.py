@@ -1,44 +1,12 @@
-"""Model families the forward pass knows: one module each, listed in FAMILIES.
-
-Which family a file is comes from the one detector (fp8stream.families.detect);
-this package only says which detected families have model code. A family module defines
-`NAME` (the detector's family name), `config(shapes) -> dict` (diffusers config from tensor
-shapes, bare names, no hub access), `model_class()`, `convert(state, config) -> dict`
-(checkpoint names -> diffusers names; the row-id mapping runs it once on a stand-in),
-`inputs(config, plan) -> dict` (the forward's keyword arguments for a batch of synthetic
-samples, in the family's timestep convention) and `value_sources(config)` (attention output
-projections -> the value projections their input mixes, for the attention-mix estimate in
-engine.py). Adding a family is one module and one line here (plus its module in fp8stream/families/
-when the detector does not know it yet).
-"""
+"""What the diffusion transformers' model code shares: converters run with a checkpoint's own widths,
+prefix renames for converters' gaps, joint attention's value sources, BFL models' sizes."""
 
 from __future__ import annotations
 
-import importlib
 import types
-from types import ModuleType
-from typing import Mapping, Sequence
+from typing import Mapping
 
-from fp8stream.families.detect import Detection, count_blocks, detect
-
-# detector family name -> module of this package
-FAMILIES = {"flux": "flux", "sd3": "sd3", "wan": "wan", "flux2": "flux2", "chroma": "chroma",
-            "qwen-image": "qwen_image", "z-image": "z_image", "lumina2": "lumina2",
-            "hidream": "hidream", "bert": "bert", "t5": "t5", "clip": "clip", "llm": "llm",
-            "hunyuan-video-1.5": "hunyuan_video15", "ltx2": "ltx2", "cosmos": "cosmos"}
-
-
-def family_module(name: str) -> ModuleType:
-    return importlib.import_module(f"fp8stream.forward.families.{FAMILIES[name]}")
-
-
-def forward_family(shapes: Mapping[str, Sequence[int]]) -> tuple[Detection | None, ModuleType | None]:
-    """The detection of these (bare) names and shapes, and its family's module when the forward
-    pass has model code for it."""
-    found = detect(shapes)
-    if found is None or found.family not in FAMILIES:
-        return found, None
-    return found, family_module(found.family)
+from fp8stream.families.family import count_blocks
 
 
 def with_constants(fn: types.FunctionType, table: Mapping[float, float]) -> types.FunctionType:

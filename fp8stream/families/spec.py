@@ -1,5 +1,5 @@
-"""One tensor of a synthetic inventory (fp8stream.synthetic.inventories and the per-family
-modules beside it): its name, shape and whether it is an FP8 linear weight."""
+"""One tensor of a real-size inventory (a family's `inventories`, built into a checkpoint by
+fp8stream.synthetic.checkpoint.from_inventory): its name, shape and whether it is an FP8 linear weight."""
 
 from __future__ import annotations
 

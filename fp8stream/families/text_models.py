@@ -1,6 +1,6 @@
 """What the text-encoder families (bert, t5, clip, llm) share: transformers' classes built from a
 config derived from tensor shapes (nothing fetched from a hub), a synthetic token batch
-(fp8stream/forward/tokens.py), and the identity mapping: ComfyUI's text-encoder files use
+(fp8stream/families/tokens.py), and the identity mapping: ComfyUI's text-encoder files use
 transformers' own parameter names (the model prefix removed), so `convert` only adds the
 aliases of tied tables.
 """
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 from typing import Mapping
-
-TEXT_FAMILIES = ("bert", "t5", "clip", "llm")  # their default margin is method.TEXT_MARGIN
 
 
 def transformers_module():

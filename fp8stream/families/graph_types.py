@@ -1,10 +1,10 @@
-"""What a linear's input is made of: the source types the producer graph is built from (graph.py)
-and the family modules (families/) return."""
+"""What a linear's input is made of: the source types a family's producer graph returns (its
+`graph`, families/<family>.py) and the bound's graph evaluation (calibration/graph.py) reads."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Callable, Union
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,14 @@ def dit_stream(family: str, p: str, what: str, names: tuple[str, str, str], chun
     if what.endswith("proj"):
         return Act("attn", p + qkv, "qkv_v")
     return Act("gelu", p + mlp_in)
+
+
+@dataclass(frozen=True)
+class ProducerGraph:
+    """A family's producer graph, from names alone: `sources(bare layer name, bare names the file
+    holds)` is where that layer's input comes from (None: a layer the graph does not know);
+    `vec_terms` are the small embedder MLPs held whole that make the conditioning vector, as
+    (kind, in_layer, out_layer), kind "time" (sinusoid of t·1000), "guidance" or "pooled"."""
+
+    sources: Callable[[str, "set[str]"], "Source | None"]
+    vec_terms: tuple[tuple[str, str, str], ...] = ()

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a batch is drawn: the family modules stay torch-free
+    import torch
 
-from fp8stream.forward.inputs import SamplePlan
+    from fp8stream.families.samples import SamplePlan
 
 MIN_TOKENS = 4
 
@@ -47,6 +49,8 @@ def lengths(batch: int, longest: int) -> list[int]:
 
 def token_batch(plan: SamplePlan, vocab: int, max_positions: int, specials: Specials) -> dict[str, torch.Tensor]:
     """{"input_ids": [B, L] int64, "attention_mask": [B, L] int64} for one batch."""
+    import torch
+
     width = max(1, min(plan.text_tokens, max_positions))
     ids = torch.full((plan.batch, width), specials.pad, dtype=torch.int64)
     mask = torch.zeros(plan.batch, width, dtype=torch.int64)

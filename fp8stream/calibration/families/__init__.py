@@ -1,1 +1,0 @@
-"""One module per model family: `sources(name, has)` and `VEC_TERMS` (graph.py builds on them)."""
