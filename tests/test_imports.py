@@ -1,4 +1,4 @@
-"""Every module of the package imports (issue 22: `fp8stream/synthetic/text_encoders.py` failed
+"""Every module of the package imports (issue 22: a module of `fp8stream/synthetic/` failed
 with an ImportError that no test saw, which broke the README's UMT5 recipe)."""
 
 from __future__ import annotations
