@@ -29,7 +29,7 @@ from fp8stream.formats.selection import PRESET_NAMES, Selection
 from fp8stream.formats.shards import output_index
 from fp8stream.interrupts import deferred
 from fp8stream.io.compression import ZstdSettings
-from fp8stream.io.storage import locate, open_urls_with
+from fp8stream.io.storage import STDIO, Location, locate, open_urls_with
 from fp8stream.options import COMMON, LAYERS, OUTPUT, flag
 from fp8stream.pipeline.inputs import ModelInput, open_model
 from fp8stream.pipeline.scales import Resolved, excluded_reports, layer_reports, resolve
@@ -103,12 +103,13 @@ class Planned:
 def calibrate_file(options: RewriteOptions) -> FileReport:
     """Calibrate one checkpoint; raises FP8StreamError for anything a user can cause."""
     started = time.monotonic()
-    with open_model(options.input) as model, contextlib.ExitStack() as stack:
+    output = locate(options.output) if options.output is not None else None  # located once: checked, then opened
+    with open_model(locate(options.input)) as model, contextlib.ExitStack() as stack:
         source = model.tensor_source()
         spooled = (source is None and options.settings.spool and not options.dry_run
                    and _method_reads_by_name(model, options))
         if spooled:
-            model = stack.enter_context(_spool(model, options))
+            model = stack.enter_context(_spool(model, output, options))
             source = model.tensor_source()
         if source is not None:
             stack.callback(source.close)
@@ -120,11 +121,11 @@ def calibrate_file(options: RewriteOptions) -> FileReport:
         report.family = family.to_json() if family else None
         if not planned.layers:
             raise NothingToCalibrateError(f"{options.input}: no FP8 linear layer to calibrate")
-        _check_output(model, options, report.bytes_out)
+        _check_output(model, output, options, report.bytes_out)
         if options.dry_run:
             _dry_run(model, planned, options, report)
         else:
-            _calibrate(model, planned, options, report)
+            _calibrate(model, planned, output, options, report)
             if spooled:
                 report.notes.append(f"the stream was spooled to a temporary file ({human_size(model.bytes_in)}, "
                                     "removed) for the forward pass; --no-spool keeps it one pass (the bound)")
@@ -190,23 +191,22 @@ def _prepare(method: CalibrationMethod, view: ModelView, progress: bool) -> Meth
         return method.prepare(view)
 
 
-def _spool(model: ModelInput, options: RewriteOptions):
+def _spool(model: ModelInput, output: Location | None, options: RewriteOptions):
     """The stream written to a temporary file, once the output checks that need no data passed."""
     from fp8stream.pipeline.spool import spooled
 
-    if options.output not in (None, "-"):
-        locate(options.output).check_target(None, options.force)
+    if output is not None:
+        output.check_target(None, options.force)
     out_bytes = 0 if options.zstd is not None else model.whole.file_bytes  # about the output's size
-    return spooled(model, options.output, out_bytes, options.progress)
+    return spooled(model, output, out_bytes, options.progress)
 
 
-def _check_output(model: ModelInput, options: RewriteOptions, nbytes: int) -> None:
+def _check_output(model: ModelInput, output: Location | None, options: RewriteOptions, nbytes: int) -> None:
     """The same refusals for a dry run as for the real one (exit 2 for an existing OUT)."""
-    if options.output is None or options.output == "-":
+    if output is None or output is STDIO:
         return
-    output = locate(options.output)
     if options.verify and output.local_path is None:  # a URL: the shadow the self-check reads has holes
-        raise UsageError(f"{options.output}: --verify re-reads the whole output, which an upload cannot give "
+        raise UsageError(f"{output.path}: --verify re-reads the whole output, which an upload cannot give "
                          "before it is published; run `fp8stream verify IN OUT` once it is")
     if model.index is not None:
         output.check_folder_target(model.index.folder, options.force)
@@ -225,17 +225,18 @@ def _fill(report: FileReport, planned: Planned, facts, out_weight_only, estimate
     return resolved
 
 
-def _calibrate(model: ModelInput, planned: Planned, options: RewriteOptions, report: FileReport) -> None:
+def _calibrate(model: ModelInput, planned: Planned, output: Location | None, options: RewriteOptions,
+               report: FileReport) -> None:
     """The real run: the method prepared, every file streamed, scales resolved, tails written;
     the method closed after, whatever happened (its forward pass's thread stopped)."""
     from fp8stream.calibration.registry import create
 
     with contextlib.closing(create(dataclasses.replace(options.settings, progress=options.progress))) as method:
-        _run_method(method, model, planned, options, report)
+        _run_method(method, model, planned, output, options, report)
 
 
-def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, options: RewriteOptions,
-                report: FileReport) -> None:
+def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, output: Location | None,
+                options: RewriteOptions, report: FileReport) -> None:
     """Prepare the method, stream every file through it, resolve the scales, write the tails."""
     from fp8stream.pipeline.run import RunSettings, finish_files, stream_model
 
@@ -254,7 +255,7 @@ def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, 
     settings = RunSettings(options.settings.device, options.keep_weight_only, options.overwrite_scales,
                            options.verify, options.progress)
     with contextlib.ExitStack() as stack:
-        sharded, sinks = _open_outputs(stack, model, options)
+        sharded, sinks = _open_outputs(stack, model, output, options)
         run = stream_model(model, planned.files, planned.calibrated, planned.view, method, method_plan, sinks, settings)
         resolved = _fill(report, planned, run.facts, run.out_weight_only, run.estimates, options)
         summaries = finish_files(run.files, resolved, options.verify)
@@ -266,10 +267,9 @@ def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, 
     report.peak_vram_bytes = run.peak_vram_bytes
 
 
-def _open_outputs(stack: contextlib.ExitStack, model: ModelInput, options: RewriteOptions):
+def _open_outputs(stack: contextlib.ExitStack, model: ModelInput, output: Location | None, options: RewriteOptions):
     """(the ShardedOutput or None, one open sink per file of the model)."""
-    assert options.output is not None
-    output = locate(options.output)
+    assert output is not None
     if model.index is None:
         sink = output.open_sink(options.zstd)
         return None, [(sink, stack.enter_context(sink))]

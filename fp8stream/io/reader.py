@@ -15,19 +15,19 @@ from fp8stream.errors import FP8StreamError, InvalidCheckpointError, UsageError
 from fp8stream.io.compression import ZSTD_MAGIC, PrefixedReader, ZstdReader, read_prefix
 from fp8stream.io.header import Header, TensorInfo, read_exactly, read_header
 from fp8stream.io.overlap import ChunkReader, chunk_plan, release
-from fp8stream.io.storage import InputSource, locate
+from fp8stream.io.storage import InputSource, Location, locate
 
 CHUNK_BYTES = 4 << 20
 
 
-def open_input(path: str) -> InputSource:
+def open_input(location: Location) -> InputSource:
     """Open a file, '-' for stdin, or a URL (one sequential stream of ranged reads, docs/remote.md),
     with a one-line error for what a user can get wrong.
 
     zstd input (a file or a pipe) is recognised by its magic bytes and decompressed on the fly:
     a safetensors file cannot start with them (its header length would be over 4 GB).
     """
-    return _checked(locate(path).open_stream())
+    return _checked(location.open_stream())
 
 
 def open_positioned(path: str) -> InputSource:
