@@ -9,7 +9,7 @@ pages of a mapping count in RSS and page-faulting a cold mapping is slow (docs/f
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError, UsageError
 from fp8stream.io.compression import ZSTD_MAGIC, PrefixedReader, ZstdReader, read_prefix
@@ -73,6 +73,30 @@ def read_input_header(source: InputSource) -> Header:
         raise InvalidCheckpointError(f"{source.label}: {e}") from None
     except OSError as e:
         raise FP8StreamError(f"{source.label}: read error ({e.strerror})") from None
+
+
+class _Recorder:
+    """Keeps what is read through it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.seen = bytearray()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.seen += data
+        return data
+
+
+def read_stream_header(source: InputSource) -> tuple[Header, bytes]:
+    """The header, and the bytes it was read from (length + header), which a stream cannot give again."""
+    recorder = _Recorder(source.stream)
+    source.stream = recorder  # type: ignore[assignment]
+    try:
+        header = read_input_header(source)
+    finally:
+        source.stream = recorder.stream
+    return header, bytes(recorder.seen)
 
 
 def chunk_bytes_for(info: TensorInfo) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from fp8stream.formats.shards import ShardIndex, check_shard, find_index, merged_header, read_index
 from fp8stream.io.header import Header
-from fp8stream.io.reader import InputSource, open_input, read_input_header
+from fp8stream.io.reader import InputSource, open_input, read_input_header, read_stream_header
 from fp8stream.io.source import TensorSource
 from fp8stream.io.storage import Location, locate
 
@@ -61,31 +61,13 @@ class ModelInput:
         self.close()
 
 
-class _Recorder:
-    """Keeps what is read through it: a stream's header bytes, which cannot be read again."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-        self.seen = bytearray()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.stream.read(n)
-        self.seen += data
-        return data
-
-
 def _open_part(stack: contextlib.ExitStack, location: Location, name: str) -> InputPart:
     source = open_input(location)
     stack.callback(source.close)
     if source.size is not None and not source.compressed:
         return InputPart(name, location, source, read_input_header(source))
-    recorder = _Recorder(source.stream)
-    source.stream = recorder  # type: ignore[assignment]
-    try:
-        header = read_input_header(source)
-    finally:
-        source.stream = recorder.stream
-    return InputPart(name, location, source, header, bytes(recorder.seen))
+    header, head = read_stream_header(source)  # a stream's header bytes cannot be read again: a spool needs them
+    return InputPart(name, location, source, header, head)
 
 
 def open_model(location: Location) -> ModelInput:
