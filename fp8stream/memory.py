@@ -14,6 +14,7 @@ import sys
 from fp8stream.errors import FP8StreamError, UsageError
 from fp8stream.io.compression import MAX_WINDOW_BYTES, ZstdSettings, compression_memory
 from fp8stream.io.reader import open_input, read_input_header
+from fp8stream.io.storage import locate
 
 MB = 1 << 20
 BASE_MEMORY = 300 * MB  # interpreter, torch, buffers: the "+ 300 MB" of the bound
@@ -64,7 +65,7 @@ def memory_estimate(path: str, zstd: ZstdSettings | None) -> int:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return BASE_MEMORY + MAX_WINDOW_BYTES + extra
-        source = open_input(path)
+        source = open_input(locate(path))
     except OSError:
         return BASE_MEMORY + extra
     except FP8StreamError:

@@ -13,9 +13,9 @@ so `fp8stream --help`, `inspect` and `verify` never load it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView
 from fp8stream.calibration.settings import CalibrationSettings
@@ -29,12 +29,16 @@ from fp8stream.formats.selection import PRESET_NAMES, Selection
 from fp8stream.formats.shards import output_index
 from fp8stream.interrupts import deferred
 from fp8stream.io.compression import ZstdSettings
-from fp8stream.io.storage import locate, open_urls_with
+from fp8stream.io.storage import Location, locate, open_urls_with
 from fp8stream.options import COMMON, LAYERS, OUTPUT, flag
 from fp8stream.pipeline.inputs import ModelInput, open_model
+from fp8stream.pipeline.outputs import OutputTarget, check_output, open_outputs
 from fp8stream.pipeline.scales import Resolved, excluded_reports, layer_reports, resolve
 from fp8stream.remote.location import UrlLocation
 from fp8stream.report import FileReport, SkippedReport, human_size
+
+if TYPE_CHECKING:
+    from fp8stream.pipeline.run import RunSettings
 
 open_urls_with(UrlLocation)  # URLs (IN, OUT, shards) are read and written by remote/ (docs/remote.md)
 
@@ -83,6 +87,18 @@ class RewriteOptions:
                              exclude_untouched=self.exclude_untouched)
 
 
+@dataclass(frozen=True)
+class Stages:
+    """`RewriteOptions` resolved once, at the top of `calibrate_file`: what each stage is handed."""
+
+    input: Location
+    output: OutputTarget | None  # None: a dry run without OUT
+    layout: FormatOptions  # the plan's: the output's format and layers
+    settings: CalibrationSettings  # the method's
+    run: RunSettings  # the streaming run's (and the scales', the self-check's, the progress shown)
+    dry_run: bool
+
+
 @dataclass
 class Planned:
     """Everything decided from the headers: per file plans, whole-model layer plans, the method's."""
@@ -102,65 +118,77 @@ class Planned:
 
 def calibrate_file(options: RewriteOptions) -> FileReport:
     """Calibrate one checkpoint; raises FP8StreamError for anything a user can cause."""
+    from fp8stream.pipeline.run import RunSettings  # numpy: loaded once a file is calibrated, not by inspect or verify
+
     started = time.monotonic()
-    with open_model(options.input) as model, contextlib.ExitStack() as stack:
+    output = None if options.output is None else OutputTarget(locate(options.output), options.force, options.zstd)
+    run = RunSettings(options.settings.device, options.keep_weight_only, options.overwrite_scales, options.verify,
+                      options.progress)
+    stages = Stages(locate(options.input), output, options.format_options(), options.settings, run, options.dry_run)
+    report = FileReport(options.input, options.output, compressed=options.zstd is not None)
+    _rewrite(stages, report)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _rewrite(stages: Stages, report: FileReport) -> None:
+    """Read, plan, check OUT, then the run (or the dry run); the report filled as it goes."""
+    with open_model(stages.input) as model, contextlib.ExitStack() as stack:
         source = model.tensor_source()
-        spooled = (source is None and options.settings.spool and not options.dry_run
-                   and _method_reads_by_name(model, options))
+        spooled = (source is None and stages.settings.spool and not stages.dry_run
+                   and _method_reads_by_name(model, stages))
         if spooled:
-            model = stack.enter_context(_spool(model, options))
+            model = stack.enter_context(_spool(model, stages.output, stages.run.progress))
             source = model.tensor_source()
         if source is not None:
             stack.callback(source.close)
-        planned = _plan(model, options, ModelView(model.whole, [], source))
-        report = FileReport(options.input, options.output, bytes_in=model.bytes_in,
-                            bytes_out=sum(p.output_bytes for p in planned.files), compressed=options.zstd is not None)
+        planned = _plan(model, stages, ModelView(model.whole, [], source))
+        report.bytes_in = model.bytes_in
+        report.bytes_out = sum(p.output_bytes for p in planned.files)
         report.skipped = [SkippedReport(s.name, s.reason) for s in take_inventory(model.whole).skipped]
         family = detect(header_shapes(model.whole))
         report.family = family.to_json() if family else None
         if not planned.layers:
-            raise NothingToCalibrateError(f"{options.input}: no FP8 linear layer to calibrate")
-        _check_output(model, options, report.bytes_out)
-        if options.dry_run:
-            _dry_run(model, planned, options, report)
+            raise NothingToCalibrateError(f"{report.input}: no FP8 linear layer to calibrate")
+        if stages.output is not None:
+            check_output(stages.output, model, report.bytes_out, stages.run.verify)
+        if stages.dry_run:
+            _dry_run(model, planned, stages, report)
         else:
-            _calibrate(model, planned, options, report)
+            _calibrate(model, planned, stages, report)
             if spooled:
                 report.notes.append(f"the stream was spooled to a temporary file ({human_size(model.bytes_in)}, "
                                     "removed) for the forward pass; --no-spool keeps it one pass (the bound)")
         if not report.layers:  # written (or would be), but every FP8 layer runs weight-only: the exit code says so
             report.status = "unscaled" if report.status == "ok" else report.status
             report.exit_code = EXIT_UNSCALED
-    report.seconds = time.monotonic() - started
-    return report
 
 
-def _plan(model: ModelInput, options: RewriteOptions, view: ModelView, method: MethodPlan | None = None) -> Planned:
+def _plan(model: ModelInput, stages: Stages, view: ModelView, method: MethodPlan | None = None) -> Planned:
     """Every file's plan and the whole model's layer plans; with the method's plan, its layers
     kept weight-only (given a scale or not) change the layout."""
-    fmt = options.format_options()
-    describe = options.settings.describe()
+    describe = stages.settings.describe()
     whole = model.whole if model.sharded else None
     method = method or MethodPlan()
-    files = [build_plan(part.header, describe, fmt, whole, method.weight_only, method.scaled_weight_only)
+    files = [build_plan(part.header, describe, stages.layout, whole, method.weight_only, method.scaled_weight_only)
              for part in model.parts]
-    layers = plan_layers(take_inventory(model.whole), fmt, method.weight_only, method.scaled_weight_only)
+    layers = plan_layers(take_inventory(model.whole), stages.layout, method.weight_only, method.scaled_weight_only)
     return Planned(files, layers, replace(view, layers=[p.layer for p in layers if p.calibrated]))
 
 
-def _dry_run(model: ModelInput, planned: Planned, options: RewriteOptions, report: FileReport) -> None:
+def _dry_run(model: ModelInput, planned: Planned, stages: Stages, report: FileReport) -> None:
     """The run's decisions without its work: the method decides from the header (its meta pass,
     no weight read, no pass run), the small tensors that decide kept/replaced are read by name."""
     from fp8stream.calibration.registry import create
     from fp8stream.pipeline.dry_run import dry_run_facts, dry_run_state
 
-    with contextlib.closing(create(options.settings)) as method:
+    with contextlib.closing(create(stages.settings)) as method:
         method_plan = method.prepare(replace(planned.view, dry_run=True))
-    planned = _plan(model, options, planned.view, method_plan)
+    planned = _plan(model, stages, planned.view, method_plan)
     source = planned.view.source
-    state = dry_run_state(planned.files, source, options.keep_weight_only) if source else None
+    state = dry_run_state(planned.files, source, stages.layout.keep_weight_only) if source else None
     _fill(report, planned, dry_run_facts(planned.calibrated, state), state.out_weight_only if state else {}, None,
-          options)
+          stages)
     report.bytes_out = sum(p.output_bytes for p in planned.files)
     report.notes = list(method_plan.notes) + format_note(planned.layers, method_plan.scaled_weight_only)
     report.undecided = sorted(method_plan.undecided)
@@ -170,16 +198,16 @@ def _dry_run(model: ModelInput, planned: Planned, options: RewriteOptions, repor
     report.status = "dry-run"
 
 
-def _method_reads_by_name(model: ModelInput, options: RewriteOptions) -> bool:
+def _method_reads_by_name(model: ModelInput, stages: Stages) -> bool:
     """Whether the method, prepared on this stream's header, would read tensors by name (the
     forward pass): then the stream is spooled to a file first (pipeline/spool.py)."""
     from fp8stream.calibration.registry import create
 
-    planned = _plan(model, options, ModelView(model.whole, [], None))
+    planned = _plan(model, stages, ModelView(model.whole, [], None))
     if not planned.layers:
         return False
-    with contextlib.closing(create(options.settings)) as method:
-        return _prepare(method, planned.view, options.progress).needs_random_access
+    with contextlib.closing(create(stages.settings)) as method:
+        return _prepare(method, planned.view, stages.run.progress).needs_random_access
 
 
 def _prepare(method: CalibrationMethod, view: ModelView, progress: bool) -> MethodPlan:
@@ -190,88 +218,62 @@ def _prepare(method: CalibrationMethod, view: ModelView, progress: bool) -> Meth
         return method.prepare(view)
 
 
-def _spool(model: ModelInput, options: RewriteOptions):
+def _spool(model: ModelInput, output: OutputTarget | None, progress: bool):
     """The stream written to a temporary file, once the output checks that need no data passed."""
     from fp8stream.pipeline.spool import spooled
 
-    if options.output not in (None, "-"):
-        locate(options.output).check_target(None, options.force)
-    out_bytes = 0 if options.zstd is not None else model.whole.file_bytes  # about the output's size
-    return spooled(model, options.output, out_bytes, options.progress)
-
-
-def _check_output(model: ModelInput, options: RewriteOptions, nbytes: int) -> None:
-    """The same refusals for a dry run as for the real one (exit 2 for an existing OUT)."""
-    if options.output is None or options.output == "-":
-        return
-    output = locate(options.output)
-    if options.verify and output.local_path is None:  # a URL: the shadow the self-check reads has holes
-        raise UsageError(f"{options.output}: --verify re-reads the whole output, which an upload cannot give "
-                         "before it is published; run `fp8stream verify IN OUT` once it is")
-    if model.index is not None:
-        output.check_folder_target(model.index.folder, options.force)
-        return
-    output.check_target(model.parts[0].source.path, options.force)
-    if options.zstd is None:  # a compressed size is not known before the end
-        output.reserve(nbytes)
+    if output is not None:
+        output.location.check_target(None, output.force)
+    compressed = output is not None and output.zstd is not None
+    out_bytes = 0 if compressed else model.whole.file_bytes  # about the output's size
+    return spooled(model, output.location if output is not None else None, out_bytes, progress)
 
 
 def _fill(report: FileReport, planned: Planned, facts, out_weight_only, estimates,
-          options: RewriteOptions) -> dict[str, Resolved]:
+          stages: Stages) -> dict[str, Resolved]:
     """The report's per-layer part, built from the resolved values (which are returned)."""
-    resolved = resolve(planned.calibrated, facts, estimates, options.overwrite_scales, options.settings.method)
+    resolved = resolve(planned.calibrated, facts, estimates, stages.run.overwrite_scales, stages.settings.method)
     report.layers = layer_reports(planned.calibrated, facts, resolved)
     report.excluded = excluded_reports(planned.excluded, out_weight_only)
     return resolved
 
 
-def _calibrate(model: ModelInput, planned: Planned, options: RewriteOptions, report: FileReport) -> None:
+def _calibrate(model: ModelInput, planned: Planned, stages: Stages, report: FileReport) -> None:
     """The real run: the method prepared, every file streamed, scales resolved, tails written;
     the method closed after, whatever happened (its forward pass's thread stopped)."""
     from fp8stream.calibration.registry import create
 
-    with contextlib.closing(create(dataclasses.replace(options.settings, progress=options.progress))) as method:
-        _run_method(method, model, planned, options, report)
+    with contextlib.closing(create(replace(stages.settings, progress=stages.run.progress))) as method:
+        _run_method(method, model, planned, stages, report)
 
 
-def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, options: RewriteOptions,
+def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, stages: Stages,
                 report: FileReport) -> None:
     """Prepare the method, stream every file through it, resolve the scales, write the tails."""
-    from fp8stream.pipeline.run import RunSettings, finish_files, stream_model
+    from fp8stream.pipeline.run import finish_files, stream_model
 
-    if options.settings.device == "cuda":  # the peak VRAM reported covers prepare (a forward pass) too
+    if stages.run.device == "cuda":  # the peak VRAM reported covers prepare (a forward pass) too
         import torch
 
         torch.cuda.reset_peak_memory_stats()
-    method_plan = _prepare(method, planned.view, options.progress)
+    method_plan = _prepare(method, planned.view, stages.run.progress)
     if method_plan.needs_random_access and planned.view.source is None:
-        raise UsageError(f"--method {options.settings.method} reads tensors by name: give a file or a sharded "
+        raise UsageError(f"--method {stages.settings.method} reads tensors by name: give a file or a sharded "
                          "folder, not a pipe or a compressed stream, or let it spool (no --no-spool)")
     if method_plan.weight_only or method_plan.scaled_weight_only:  # the layout changes: plan again
-        planned = _plan(model, options, planned.view, method_plan)
+        planned = _plan(model, stages, planned.view, method_plan)
         report.bytes_out = sum(p.output_bytes for p in planned.files)
     report.notes = list(method_plan.notes) + format_note(planned.layers, method_plan.scaled_weight_only)
-    settings = RunSettings(options.settings.device, options.keep_weight_only, options.overwrite_scales,
-                           options.verify, options.progress)
+    assert stages.output is not None  # OUT is None only with a dry run
     with contextlib.ExitStack() as stack:
-        sharded, sinks = _open_outputs(stack, model, options)
-        run = stream_model(model, planned.files, planned.calibrated, planned.view, method, method_plan, sinks, settings)
-        resolved = _fill(report, planned, run.facts, run.out_weight_only, run.estimates, options)
-        summaries = finish_files(run.files, resolved, options.verify)
+        sharded, sinks = open_outputs(stack, stages.output, model)
+        run = stream_model(model, planned.files, planned.calibrated, planned.view, method, method_plan, sinks,
+                           stages.run)
+        resolved = _fill(report, planned, run.facts, run.out_weight_only, run.estimates, stages)
+        summaries = finish_files(run.files, resolved, stages.run.verify)
         if sharded is not None:
             entries = {f.name: [e.name for e in f.plan.entries] for f in run.files}
             sharded.finalize(model.index.name, output_index(model.index, entries, report.bytes_out))
     report.verify = "; ".join(summaries) or None
     report.bytes_written = sum(sink.bytes_written for sink, _ in sinks)
     report.peak_vram_bytes = run.peak_vram_bytes
-
-
-def _open_outputs(stack: contextlib.ExitStack, model: ModelInput, options: RewriteOptions):
-    """(the ShardedOutput or None, one open sink per file of the model)."""
-    assert options.output is not None
-    output = locate(options.output)
-    if model.index is None:
-        sink = output.open_sink(options.zstd)
-        return None, [(sink, stack.enter_context(sink))]
-    sharded = stack.enter_context(output.open_folder_target(model.index.folder, options.force, options.zstd))
-    return sharded, [sharded.open(part.name) for part in model.parts]

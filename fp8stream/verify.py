@@ -24,6 +24,7 @@ from fp8stream.formats.comfy_quant import WEIGHT_ONLY_FLAG
 from fp8stream.io.hashing import HashingStream, digest_file_tensor
 from fp8stream.io.header import Header, TensorInfo
 from fp8stream.io.reader import LazyFile, TensorStream, open_input, read_input_header
+from fp8stream.io.storage import locate
 from fp8stream.names.suffixes import COMFY_MARKER, INPUT_SCALES, WEIGHT_SCALES, is_legacy_marker
 from fp8stream.verify_json import json_or_none, quantization_metadata_compatible, without_weight_only
 
@@ -268,7 +269,7 @@ def compare(before: TensorSide, after: TensorSide) -> Comparison:
 
 def read_back(path: str) -> StreamSide:
     """A file read once, front to back (plain or zstd): every tensor's digest, small ones' bytes."""
-    with closing(open_input(path)) as source:
+    with closing(open_input(locate(path))) as source:
         stream = HashingStream(TensorStream(source, read_input_header(source)), keep_raw=needs_raw)
         for info in stream.header.tensors:
             for _ in stream.chunks(info):

@@ -98,10 +98,11 @@ def test_stdin_and_zstd_are_spooled_urls_read_by_ranges_all_give_the_file_bytes(
     assert (tmp_path / "url.safetensors").read_bytes() == want
     assert not any("spooled" in n for n in json.loads(r.stdout)["notes"])
     _no_spool_left(tmp_path, tmpdir_env)
+    from fp8stream.io.storage import locate
     from fp8stream.pipeline.spool import spool_path
 
-    assert Path(spool_path("-")).parent == tmpdir_env  # stdout (or a URL): the spool goes to $TMPDIR
-    assert Path(spool_path(str(tmp_path / "o.safetensors"))).parent == tmp_path
+    assert Path(spool_path(locate("-"))).parent == tmpdir_env  # stdout (or a URL): the spool goes to $TMPDIR
+    assert Path(spool_path(locate(str(tmp_path / "o.safetensors")))).parent == tmp_path
 
 
 def test_no_spool_is_left_after_a_failure(flux: Path, tmp_path: Path, tmpdir_env: Path, monkeypatch) -> None:

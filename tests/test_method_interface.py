@@ -108,10 +108,11 @@ def test_tensor_source_hides_which_shard_holds_a_tensor(tmp_path: Path) -> None:
     single = tmp_path / "m.safetensors"
     write_checkpoint(str(single), small_model_tensors())
     write_shards(single, tmp_path / "shards", 3, seed=1)
+    from fp8stream.io.storage import locate
     from fp8stream.pipeline.inputs import open_model
 
-    with open_model(str(tmp_path / "shards")) as model, model.tensor_source() as sharded, \
-            open_model(str(single)) as one, one.tensor_source() as whole:
+    with open_model(locate(str(tmp_path / "shards"))) as model, model.tensor_source() as sharded, \
+            open_model(locate(str(single))) as one, one.tensor_source() as whole:
         assert isinstance(sharded, TensorSource)
         assert len({sharded.path_of(n) for n in sharded.names()}) == 3
         for name in whole.names():

@@ -32,7 +32,7 @@ class Checkpoint:
 
 def read_checkpoint(path: str) -> Checkpoint:
     """Header(s) and small tensors of `path`: a file (plain or zstd), a folder or an index."""
-    index_path = find_index(path)
+    index_path = find_index(locate(path))
     if index_path is None:
         return _read_file(path)
     index = read_index(index_path)
@@ -79,7 +79,7 @@ def _streamed(source: InputSource, header: Header, wanted: list) -> dict[str, by
 
 def model_header(path: str) -> Header:
     """The whole model's header, merged over shards: no tensor data read (zstd: only its start)."""
-    index_path = find_index(path)
+    index_path = find_index(locate(path))
     paths = [path] if index_path is None else [f.shard_path(s) for f in [read_index(index_path)] for s in f.shards]
     headers = []
     for p in paths:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fp8stream.errors import InvalidCheckpointError, UsageError
 from fp8stream.io.header import Header
-from fp8stream.io.storage import locate
+from fp8stream.io.storage import Location, locate
 
 INDEX_SUFFIX = ".safetensors.index.json"
 MAX_INDEX_BYTES = 100_000_000
@@ -37,10 +37,10 @@ class ShardIndex:
         return locate(self.folder).child(shard)
 
 
-def find_index(path: str) -> str | None:
-    """The index file `path` names (itself, or the only one in a folder), or None for a plain
+def find_index(location: Location) -> str | None:
+    """The index file `location` names (itself, or the only one in a folder), or None for a plain
     file. A URL may name a folder (a key prefix) or an index in a store (docs/remote.md)."""
-    location = locate(path)
+    path = location.path
     if path.endswith(INDEX_SUFFIX) and location.is_file():
         return path
     if not path.endswith(INDEX_SUFFIX) and location.is_dir():

@@ -9,25 +9,25 @@ pages of a mapping count in RSS and page-faulting a cold mapping is slow (docs/f
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError, UsageError
 from fp8stream.io.compression import ZSTD_MAGIC, PrefixedReader, ZstdReader, read_prefix
 from fp8stream.io.header import Header, TensorInfo, read_exactly, read_header
 from fp8stream.io.overlap import ChunkReader, chunk_plan, release
-from fp8stream.io.storage import InputSource, locate
+from fp8stream.io.storage import InputSource, Location, locate
 
 CHUNK_BYTES = 4 << 20
 
 
-def open_input(path: str) -> InputSource:
+def open_input(location: Location) -> InputSource:
     """Open a file, '-' for stdin, or a URL (one sequential stream of ranged reads, docs/remote.md),
     with a one-line error for what a user can get wrong.
 
     zstd input (a file or a pipe) is recognised by its magic bytes and decompressed on the fly:
     a safetensors file cannot start with them (its header length would be over 4 GB).
     """
-    return _checked(locate(path).open_stream())
+    return _checked(location.open_stream())
 
 
 def open_positioned(path: str) -> InputSource:
@@ -73,6 +73,30 @@ def read_input_header(source: InputSource) -> Header:
         raise InvalidCheckpointError(f"{source.label}: {e}") from None
     except OSError as e:
         raise FP8StreamError(f"{source.label}: read error ({e.strerror})") from None
+
+
+class _Recorder:
+    """Keeps what is read through it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.seen = bytearray()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.seen += data
+        return data
+
+
+def read_stream_header(source: InputSource) -> tuple[Header, bytes]:
+    """The header, and the bytes it was read from (length + header), which a stream cannot give again."""
+    recorder = _Recorder(source.stream)
+    source.stream = recorder  # type: ignore[assignment]
+    try:
+        header = read_input_header(source)
+    finally:
+        source.stream = recorder.stream
+    return header, bytes(recorder.seen)
 
 
 def chunk_bytes_for(info: TensorInfo) -> int:

@@ -83,9 +83,10 @@ class FolderTarget(Protocol):
 
 
 class Location(Protocol):
-    """A path as the user gave it, and what can be done there. `local_path`: the path on this
-    machine's file system (None for a URL or '-')."""
+    """A path as the user gave it (`path`), and what can be done there. `local_path`: the path on
+    this machine's file system (None for a URL or '-')."""
 
+    path: str
     local_path: str | None
 
     def open_stream(self) -> InputSource: ...  # one pass, front to back (the rewrite)
@@ -202,6 +203,7 @@ class Stdio:
     """'-': stdin to read, stdout to write. It is no folder, holds no file and has nothing to
     check or reserve; a command that needs a file says so (io.reader.LazyFile)."""
 
+    path = "-"
     local_path = None
 
     def open_stream(self) -> InputSource:

@@ -9,13 +9,14 @@ from fp8stream.errors import OutputError
 from fp8stream.formats.plan_types import RewritePlan
 from fp8stream.io.hashing import HashingStream
 from fp8stream.io.reader import open_input, read_input_header
+from fp8stream.io.storage import locate
 
 
 def check_written(path: str, plan: RewritePlan, stream: HashingStream | None) -> str | None:
     """Parse the written header back with the input validator and read every scale back.
     With --verify (`stream`: the input's HashingStream), the output is re-read whole and
     compared with the input; returns that comparison's summary."""
-    source = open_input(path)
+    source = open_input(locate(path))
     try:
         header = read_input_header(source)
         compressed = source.compressed

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from fp8stream.formats.shards import ShardIndex, check_shard, find_index, merged_header, read_index
 from fp8stream.io.header import Header
-from fp8stream.io.reader import InputSource, open_input, read_input_header
+from fp8stream.io.reader import InputSource, open_input, read_input_header, read_stream_header
 from fp8stream.io.source import TensorSource
-from fp8stream.io.storage import locate
+from fp8stream.io.storage import Location, locate
 
 
 @dataclass
@@ -19,6 +19,7 @@ class InputPart:
     """One file of the model: the single input, or one shard (`name`: its file name)."""
 
     name: str
+    location: Location  # where it is read from
     source: InputSource
     header: Header
     head: bytes | None = None  # a stream's first bytes up to the data (length + header), for a spool
@@ -46,7 +47,7 @@ class ModelInput:
         part = self.parts[0]
         if part.source.path is None or part.source.compressed:
             return None
-        if part.source.size is None and locate(part.source.path).local_path is not None:  # a FIFO
+        if part.source.size is None and part.location.local_path is not None:  # a FIFO
             return None
         return TensorSource.for_file(part.source.path, part.header)
 
@@ -60,45 +61,27 @@ class ModelInput:
         self.close()
 
 
-class _Recorder:
-    """Keeps what is read through it: a stream's header bytes, which cannot be read again."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-        self.seen = bytearray()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.stream.read(n)
-        self.seen += data
-        return data
-
-
-def _open_part(stack: contextlib.ExitStack, path: str, name: str) -> InputPart:
-    source = open_input(path)
+def _open_part(stack: contextlib.ExitStack, location: Location, name: str) -> InputPart:
+    source = open_input(location)
     stack.callback(source.close)
     if source.size is not None and not source.compressed:
-        return InputPart(name, source, read_input_header(source))
-    recorder = _Recorder(source.stream)
-    source.stream = recorder  # type: ignore[assignment]
-    try:
-        header = read_input_header(source)
-    finally:
-        source.stream = recorder.stream
-    return InputPart(name, source, header, bytes(recorder.seen))
+        return InputPart(name, location, source, read_input_header(source))
+    header, head = read_stream_header(source)  # a stream's header bytes cannot be read again: a spool needs them
+    return InputPart(name, location, source, header, head)
 
 
-def open_model(path: str) -> ModelInput:
+def open_model(location: Location) -> ModelInput:
     """The input's files, opened and their headers read (each file's stream just after its header)."""
-    index_path = find_index(path) if path != "-" else None
+    index_path = find_index(location)
     stack = contextlib.ExitStack()
     try:
         if index_path is None:
-            part = _open_part(stack, path, os.path.basename(path))
+            part = _open_part(stack, location, os.path.basename(location.path))
             return ModelInput([part], part.header, None, stack)
         index = read_index(index_path)
         parts = []
         for shard in index.shards:
-            parts.append(_open_part(stack, index.shard_path(shard), shard))
+            parts.append(_open_part(stack, locate(index.shard_path(shard)), shard))
             check_shard(index, shard, parts[-1].header)
         return ModelInput(parts, merged_header([p.header for p in parts]), index, stack)
     except BaseException:

@@ -22,14 +22,14 @@ from typing import Iterator
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError, OutputError
 from fp8stream.io.atomic import describe_os_error, remove_stale_temps, temp_path_for
-from fp8stream.io.storage import locate
+from fp8stream.io.storage import Location, locate
 from fp8stream.pipeline.inputs import InputPart, ModelInput, open_model
 from fp8stream.progress import bar as progress_bar
 
 CHUNK_BYTES = 4 << 20
 
 
-def spool_path(output: str | None) -> str:
+def spool_path(output: Location | None) -> str:
     """Beside a local output file (same disk as the result), else in $TMPDIR."""
     local = _local_output(output)
     if local is not None:
@@ -37,9 +37,9 @@ def spool_path(output: str | None) -> str:
     return temp_path_for(os.path.join(tempfile.gettempdir(), "fp8stream-input.spool"))
 
 
-def _local_output(output: str | None) -> str | None:
+def _local_output(output: Location | None) -> str | None:
     """The output's path on this machine; None for none, stdout or a URL."""
-    return locate(output).local_path if output else None
+    return output.local_path if output is not None else None
 
 
 def _same_disk(a: str, b: str) -> bool:
@@ -49,7 +49,7 @@ def _same_disk(a: str, b: str) -> bool:
         return False
 
 
-def check_spool_space(path: str, nbytes: int, output: str | None, output_bytes: int) -> None:
+def check_spool_space(path: str, nbytes: int, output: Location | None, output_bytes: int) -> None:
     """The spool must fit, and the output too where both share a file system."""
     folder = os.path.dirname(path)
     local = _local_output(output)
@@ -85,7 +85,7 @@ def _copy_data(part: InputPart, out, nbytes: int, progress: bool) -> None:
 
 
 @contextlib.contextmanager
-def spooled(model: ModelInput, output: str | None, output_bytes: int, progress: bool) -> Iterator[ModelInput]:
+def spooled(model: ModelInput, output: Location | None, output_bytes: int, progress: bool) -> Iterator[ModelInput]:
     """The one-file stream `model` as a ModelInput over its spool file, removed on exit."""
     part = model.parts[0]
     assert part.head is not None and len(model.parts) == 1
@@ -99,7 +99,7 @@ def spooled(model: ModelInput, output: str | None, output_bytes: int, progress: 
                 _copy_data(part, out, part.header.data_bytes, progress)
         except OSError as e:
             raise describe_os_error(path, e) from None
-        with open_model(path) as spool:
+        with open_model(locate(path)) as spool:
             spool.parts[0].source.label = part.source.label  # errors name what the user gave
             yield spool
     finally:

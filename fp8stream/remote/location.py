@@ -23,7 +23,7 @@ class UrlLocation:
     local_path = None
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        self.path = self.url = url
 
     def open_stream(self) -> InputSource:
         """Read once, front to back, through a read-ahead cache; no size, like a pipe (the end

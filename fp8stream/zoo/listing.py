@@ -89,7 +89,7 @@ def probe(item: ZooItem, zstd_out: ZstdSettings | None) -> None:
     """Identity and memory estimate from the header(s) (2 x largest tensor + base, as --jobs
     estimates, plus zstd windows); a failure is kept in item.error and reported."""
     try:
-        index_path = find_index(item.input)
+        index_path = find_index(locate(item.input))
         index = read_index(index_path) if index_path else None
         paths = [index_path, *map(index.shard_path, index.shards)] if index else [item.input]
         headers, window = [], 0
