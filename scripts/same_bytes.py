@@ -43,7 +43,7 @@ from pathlib import Path
 
 from same_bytes_cases import matrix
 from same_bytes_inputs import all_specs, digest
-from same_bytes_run import pinned, run_case
+from same_bytes_run import run_case
 
 
 def use_tree(tree: Path) -> None:
@@ -61,6 +61,15 @@ def tree_info(tree: Path) -> dict:
 
     return {"tree": str(tree), "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
             "package": fp8stream.__file__}
+
+
+def pinned():
+    """The quality harness's pinning (one torch thread, deterministic algorithms, BLAS pools of
+    one), so the bytes do not depend on the machine's core count. Imported once the tree is on
+    sys.path."""
+    from fp8stream.harness.fp8 import pinned as harness_pinned
+
+    return harness_pinned(1)
 
 
 def build(tree: Path, out: Path) -> None:

@@ -23,21 +23,6 @@ DURATION = re.compile(r"\btook [0-9.]+ s\b")  # a time inside a sentence ("verif
 
 
 @contextlib.contextmanager
-def pinned() -> Iterator[None]:
-    """One torch thread, deterministic algorithms, BLAS/OpenMP pools of one (what the quality
-    harness's `pinned()` does), so the bytes do not depend on the machine's core count."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    with contextlib.suppress(RuntimeError):  # settable once per process
-        torch.set_num_interop_threads(1)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    with threadpool_limits(1):
-        yield
-
-
-@contextlib.contextmanager
 def redirected(stdin: Path | None, stdout: Path, stderr: Path) -> Iterator[None]:
     """fds 0 (when given), 1 and 2 on files for the call, as a shell redirection would."""
     for stream in (sys.stdout, sys.stderr):
