@@ -37,6 +37,18 @@ def run_subprocess(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           env=subprocess_env(), **kwargs)
 
 
+def child_pids(pid: int) -> list[int]:
+    """The process's child processes (Linux /proc)."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                found += [int(c) for c in f.read().split()]
+        except FileNotFoundError:  # a thread that just ended
+            continue
+    return found
+
+
 def open_fifo_for_writing(fifo: Path, run: subprocess.Popen, seconds: float = 120):
     """`fifo` opened for writing (unbuffered), which returns once `run` opens it for reading. A probe that
     opens it for writing and closes again must not be used: it releases a job waiting in its

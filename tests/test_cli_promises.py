@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import open_fifo_for_writing, run_cli, subprocess_env
+from conftest import child_pids, open_fifo_for_writing, run_cli, subprocess_env
 from fp8stream.calibration.rules import amax_from_histogram
 from fp8stream.io.compression import MAX_WINDOW_BYTES
 from fp8stream.io.reader import LazyFile
@@ -172,16 +172,11 @@ def test_forward_margin_scales_the_scales_by_its_factor(tmp_path: Path) -> None:
 def _workers(pid: int) -> int:
     """The batch's job processes alive now (multiprocessing's spawned children, Linux /proc)."""
     count = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
+    for child in child_pids(pid):
         try:
-            children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+            count += b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
         except FileNotFoundError:
             continue
-        for child in children:
-            try:
-                count += b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
-            except FileNotFoundError:
-                continue
     return count
 
 

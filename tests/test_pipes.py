@@ -16,7 +16,7 @@ import pytest
 import torch
 import zstandard
 
-from conftest import open_fifo_for_writing, run_cli, run_subprocess, small_model_tensors, subprocess_env
+from conftest import child_pids, open_fifo_for_writing, run_cli, run_subprocess, small_model_tensors, subprocess_env
 from fp8stream.io.compression import MAX_WINDOW_BYTES, compression_memory
 from fp8stream.synthetic.checkpoint import comfy_fp8_linear, f32_scalar, write_checkpoint
 
@@ -332,18 +332,6 @@ def _cpu_and_states(pid: int) -> tuple[int, set[str]]:
     return ticks, states
 
 
-def _children(pid: int) -> list[int]:
-    """The process's child processes (Linux /proc)."""
-    found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
-                found += [int(c) for c in f.read().split()]
-        except FileNotFoundError:  # a thread that just ended
-            continue
-    return found
-
-
 def _blocked(pid: int) -> bool:
     """Every thread asleep and no CPU used over 0.3 s: the process waits (here: for stdin), and
     is not half-way through starting a thread, which a signal must not interrupt (CPython then
@@ -438,7 +426,7 @@ def test_sigterm_stops_a_parallel_batch_and_its_workers(tmp_path: Path) -> None:
         # Both workers have their temporary file and wait for the rest of their FIFO (asleep, no CPU):
         # not half-way through starting a thread, where a signal can leave a join that never returns.
         _wait_for(lambda: out.exists() and sum(n.endswith(".tmp") for n in os.listdir(out)) == 2
-                  and all(_blocked(pid) for pid in [p.pid, *_children(p.pid)]))
+                  and all(_blocked(pid) for pid in [p.pid, *child_pids(p.pid)]))
         p.send_signal(signal.SIGTERM)
         _, stderr = p.communicate(timeout=60)
     finally:
