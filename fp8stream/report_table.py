@@ -43,7 +43,7 @@ def _grouped_lines(report: FileReport) -> list[str]:
     lines = []
     for group in _layer_groups(report):
         first = group[0]
-        lines.append(f"{names_text([layer.name for layer in group])}")
+        lines.append(names_text([layer.name for layer in group]))
         why = merged_numbers([layer.why for layer in group])
         lines.append(f"  {_MODE[first.fp8_activations]}, {_scales_text(group)}, {first.source} ({why})")
         basis = [_basis(layer) for layer in group]

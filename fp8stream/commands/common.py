@@ -32,8 +32,9 @@ Exit codes:
        that matches no layer, --max-memory below 300M, ...)
   3    nothing to calibrate (no FP8 linear layer)
   4    some files of a batch failed
-  5    written, no layer scaled (model family not recognised: every FP8
-       layer weight-only; --method simulate to opt in to a guess)
+  5    written, no layer scaled (a model family that can be neither run
+       nor bounded: every FP8 layer weight-only; --method simulate to opt
+       in to a guess)
   130  interrupted (Ctrl-C, SIGINT)
   143  terminated (SIGTERM)"""
 
