@@ -41,24 +41,24 @@ class ShardIndex:
         return self.folder_at.child(shard)
 
 
-def find_index(location: Location) -> str | None:
-    """The index file `location` names (itself, or the only one in a folder), or None for a plain
+def find_index(location: Location) -> Location | None:
+    """Where the index file `location` names is (itself, or the only one in a folder), or None for a plain
     file. A URL may name a folder (a key prefix) or an index in a store (docs/remote.md)."""
     path = location.path
     if path.endswith(INDEX_SUFFIX) and location.is_file():
-        return path
+        return location
     if not path.endswith(INDEX_SUFFIX) and location.is_dir():
         found = sorted(n for n in location.names() if n.endswith(INDEX_SUFFIX))
         if len(found) != 1:
             what = "no" if not found else "more than one"
             raise UsageError(f"{path}: is a folder with {what} *{INDEX_SUFFIX}; give a file or the index")
-        return location.child(found[0])
+        return locate(location.child(found[0]))
     return None
 
 
-def read_index(path: str) -> ShardIndex:
-    """Parse and check an index: a weight_map of plain shard file names that all exist."""
-    location = locate(path)
+def read_index(location: Location) -> ShardIndex:
+    """Parse and check the index `find_index` found: a weight_map of plain shard file names that all exist."""
+    path = location.path
     try:
         doc = json.loads(location.read_small(MAX_INDEX_BYTES).decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as e:
