@@ -32,10 +32,10 @@ class Checkpoint:
 
 def read_checkpoint(path: str) -> Checkpoint:
     """Header(s) and small tensors of `path`: a file (plain or zstd), a folder or an index."""
-    index_path = find_index(locate(path))
-    if index_path is None:
+    index_at = find_index(locate(path))
+    if index_at is None:
         return _read_file(path)
-    index = read_index(index_path)
+    index = read_index(index_at)
     parts = [_read_file(index.shard_path(shard)) for shard in index.shards]
     small = {name: raw for part in parts for name, raw in part.small.items()}
     return Checkpoint(path, merged_header([p.header for p in parts]), small,
@@ -79,8 +79,8 @@ def _streamed(source: InputSource, header: Header, wanted: list) -> dict[str, by
 
 def model_header(path: str) -> Header:
     """The whole model's header, merged over shards: no tensor data read (zstd: only its start)."""
-    index_path = find_index(locate(path))
-    paths = [path] if index_path is None else [f.shard_path(s) for f in [read_index(index_path)] for s in f.shards]
+    index_at = find_index(locate(path))
+    paths = [path] if index_at is None else [f.shard_path(s) for f in [read_index(index_at)] for s in f.shards]
     headers = []
     for p in paths:
         source = open_positioned(p)
@@ -88,4 +88,4 @@ def model_header(path: str) -> Header:
             headers.append(read_input_header(source))
         finally:
             source.close()
-    return headers[0] if index_path is None else merged_header(headers)
+    return headers[0] if index_at is None else merged_header(headers)

@@ -23,7 +23,7 @@ MAX_INDEX_BYTES = 100_000_000
 @dataclass
 class ShardIndex:
     path: str  # the index file
-    folder: str
+    folder_at: Location  # the folder it and its shards are in, located once
     weight_map: dict[str, str]
     metadata: dict
     shards: list[str]  # shard file names, in first-appearance order
@@ -32,29 +32,33 @@ class ShardIndex:
     def name(self) -> str:
         return os.path.basename(self.path)
 
+    @property
+    def folder(self) -> str:
+        return self.folder_at.path
+
     def shard_path(self, shard: str) -> str:
         """Where shard file `shard` is: a path, or a URL for an index in a store."""
-        return locate(self.folder).child(shard)
+        return self.folder_at.child(shard)
 
 
-def find_index(location: Location) -> str | None:
-    """The index file `location` names (itself, or the only one in a folder), or None for a plain
+def find_index(location: Location) -> Location | None:
+    """Where the index file `location` names is (itself, or the only one in a folder), or None for a plain
     file. A URL may name a folder (a key prefix) or an index in a store (docs/remote.md)."""
     path = location.path
     if path.endswith(INDEX_SUFFIX) and location.is_file():
-        return path
+        return location
     if not path.endswith(INDEX_SUFFIX) and location.is_dir():
         found = sorted(n for n in location.names() if n.endswith(INDEX_SUFFIX))
         if len(found) != 1:
             what = "no" if not found else "more than one"
             raise UsageError(f"{path}: is a folder with {what} *{INDEX_SUFFIX}; give a file or the index")
-        return location.child(found[0])
+        return locate(location.child(found[0]))
     return None
 
 
-def read_index(path: str) -> ShardIndex:
-    """Parse and check an index: a weight_map of plain shard file names that all exist."""
-    location = locate(path)
+def read_index(location: Location) -> ShardIndex:
+    """Parse and check the index `find_index` found: a weight_map of plain shard file names that all exist."""
+    path = location.path
     try:
         doc = json.loads(location.read_small(MAX_INDEX_BYTES).decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as e:
@@ -62,8 +66,8 @@ def read_index(path: str) -> ShardIndex:
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise InvalidCheckpointError(f"{path}: index has no weight_map of tensor -> shard file")
-    folder = location.parent()
-    present = locate(folder).files_present(set(weight_map.values()))
+    folder_at = locate(location.parent())
+    present = folder_at.files_present(set(weight_map.values()))
     shards: list[str] = []
     for shard in weight_map.values():
         if shard not in shards:
@@ -73,7 +77,7 @@ def read_index(path: str) -> ShardIndex:
                 raise InvalidCheckpointError(f"{path}: shard {shard} is missing")
             shards.append(shard)
     metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-    return ShardIndex(path, folder, weight_map, metadata, shards)
+    return ShardIndex(path, folder_at, weight_map, metadata, shards)
 
 
 def check_shard(index: ShardIndex, shard: str, header: Header) -> None:

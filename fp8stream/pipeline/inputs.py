@@ -72,13 +72,13 @@ def _open_part(stack: contextlib.ExitStack, location: Location, name: str) -> In
 
 def open_model(location: Location) -> ModelInput:
     """The input's files, opened and their headers read (each file's stream just after its header)."""
-    index_path = find_index(location)
+    index_at = find_index(location)
     stack = contextlib.ExitStack()
     try:
-        if index_path is None:
+        if index_at is None:
             part = _open_part(stack, location, os.path.basename(location.path))
             return ModelInput([part], part.header, None, stack)
-        index = read_index(index_path)
+        index = read_index(index_at)
         parts = []
         for shard in index.shards:
             parts.append(_open_part(stack, locate(index.shard_path(shard)), shard))

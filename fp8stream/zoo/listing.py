@@ -89,9 +89,9 @@ def probe(item: ZooItem, zstd_out: ZstdSettings | None) -> None:
     """Identity and memory estimate from the header(s) (2 x largest tensor + base, as --jobs
     estimates, plus zstd windows); a failure is kept in item.error and reported."""
     try:
-        index_path = find_index(locate(item.input))
-        index = read_index(index_path) if index_path else None
-        paths = [index_path, *map(index.shard_path, index.shards)] if index else [item.input]
+        index_at = find_index(locate(item.input))
+        index = read_index(index_at) if index_at else None
+        paths = [index.path, *map(index.shard_path, index.shards)] if index else [item.input]
         headers, window = [], 0
         for path in paths[1:] if index else paths:
             header, w = _read_header(path)
