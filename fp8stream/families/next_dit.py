@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from fp8stream.families.dit_parts import self_value_sources
 from fp8stream.families.spec import TensorSpec, linear, norms
 
 PRESETS = (
@@ -47,4 +48,4 @@ def next_dit_value_sources(layers: int, refiner_layers: int, attention: str) -> 
     attention module's name in diffusers' model, which differs between the two)."""
     blocks = [f"layers.{i}." for i in range(layers)]
     blocks += [f"{part}.{i}." for part in ("noise_refiner", "context_refiner") for i in range(refiner_layers)]
-    return {f"{b}{attention}.to_out.0": [[f"{b}{attention}.to_v"]] for b in blocks}
+    return self_value_sources(f"{b}{attention}." for b in blocks)
