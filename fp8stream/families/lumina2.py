@@ -87,14 +87,13 @@ def convert(state: dict, cfg: Mapping) -> dict:
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
     import torch
 
-    from fp8stream.families.samples import grid
+    from fp8stream.families.samples import grid, noised_latents
 
     h, w = grid(plan.image_tokens)
     shape = (cfg["in_channels"], h * PATCH, w * PATCH)
-    x0, noise = plan.randn(*shape), plan.randn(*shape)
-    t = plan.timesteps()
+    latents, t = noised_latents(plan, *shape)
     return {
-        "hidden_states": plan.noised(x0, noise, t),
+        "hidden_states": latents,
         "timestep": 1.0 - t,  # Lumina's time runs from noise (0) to clean (1)
         "encoder_hidden_states": plan.text(cfg["cap_feat_dim"]),
         "encoder_attention_mask": torch.ones(plan.size, plan.text_tokens, dtype=torch.bool),

@@ -139,16 +139,15 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    from fp8stream.families.samples import grid
+    from fp8stream.families.samples import grid, noised_latents
 
     p = cfg["patch_size"]
     h, w = grid(plan.image_tokens)
     h, w = min(h, cfg["pos_embed_max_size"]), min(w, cfg["pos_embed_max_size"])
     shape = (cfg["in_channels"], h * p, w * p)
-    x0, noise = plan.randn(*shape), plan.randn(*shape)
-    t = plan.timesteps()
+    latents, t = noised_latents(plan, *shape)
     return {
-        "hidden_states": plan.noised(x0, noise, t),
+        "hidden_states": latents,
         "encoder_hidden_states": plan.text(cfg["joint_attention_dim"]),
         "pooled_projections": plan.pooled(cfg["pooled_projection_dim"]),
         "timestep": t * 1000.0,  # diffusers' SD3 takes 0-1000

@@ -80,14 +80,13 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    from fp8stream.families.samples import grid
+    from fp8stream.families.samples import grid, noised_latents
 
     h, w = grid(plan.image_tokens)
     shape = (cfg["in_channels"], 1, h * PATCH, w * PATCH)
-    x0, noise = plan.randn(*shape), plan.randn(*shape)
-    t = plan.timesteps()
+    latents, t = noised_latents(plan, *shape)
     return {
-        "x": list(plan.noised(x0, noise, t).unbind(0)),
+        "x": list(latents.unbind(0)),
         "t": 1.0 - t,  # Z-Image's time runs from noise (0) to clean (1)
         "cap_feats": list(plan.text(cfg["cap_feat_dim"]).unbind(0)),
     }
