@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Mapping
 
-from fp8stream.families.dit_parts import rename_prefixes
+from fp8stream.families.dit_parts import rename_prefixes, self_value_sources
 from fp8stream.families.family import DetectionRule, Family, ModelCode, count_blocks, holds
 from fp8stream.families.spec import TensorSpec, linear as _linear
 
@@ -181,12 +181,8 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
 
 
 def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
-    out = {}
-    for i in range(cfg["num_layers"]):
-        for attn in ("attn1", "attn2"):
-            a = f"transformer_blocks.{i}.{attn}."
-            out[a + "to_out.0"] = [[a + "to_v"]]
-    return out
+    return self_value_sources(f"transformer_blocks.{i}.{attn}." for i in range(cfg["num_layers"])
+                              for attn in ("attn1", "attn2"))
 
 
 FAMILY = Family(

@@ -4,7 +4,7 @@ prefix renames for converters' gaps, joint attention's value sources, BFL models
 from __future__ import annotations
 
 import types
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from fp8stream.families.family import count_blocks
 
@@ -41,6 +41,12 @@ def joint_value_sources(layers: int, prefix: str = "transformer_blocks") -> dict
         for proj in ("to_out.0", "to_add_out"):
             out[a + proj] = [[a + "to_v", a + "add_v_proj"]]
     return out
+
+
+def self_value_sources(attentions: Iterable[str]) -> dict[str, list[list[str]]]:
+    """Attentions that mix only their own values: each output projection reads its to_v
+    (`attentions`: the attention modules' names with their trailing dot, diffusers' names)."""
+    return {a + "to_out.0": [[a + "to_v"]] for a in attentions}
 
 
 def bfl_sizes(shapes: Mapping[str, tuple[int, ...]]) -> dict:

@@ -118,15 +118,14 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    from fp8stream.families.samples import grid
+    from fp8stream.families.samples import grid, noised_latents
 
     h, w = grid(plan.image_tokens)
     shape = (cfg["in_channels"], h * PATCH, w * PATCH)
-    x0, noise = plan.randn(*shape), plan.randn(*shape)
-    t = plan.timesteps()
+    latents, t = noised_latents(plan, *shape)
     t5, llama = cfg["caption_channels"]
     return {
-        "hidden_states": plan.noised(x0, noise, t),
+        "hidden_states": latents,
         "timesteps": t * 1000.0,  # HiDream takes 0-1000
         "encoder_hidden_states_t5": plan.text(t5),
         "encoder_hidden_states_llama3": plan.text(llama).unsqueeze(0),

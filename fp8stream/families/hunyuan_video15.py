@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
-from fp8stream.families.dit_parts import joint_value_sources, rename_prefixes
+from fp8stream.families.dit_parts import joint_value_sources, rename_prefixes, self_value_sources
 from fp8stream.families.family import DetectionRule, Family, ModelCode, SharedInput, count_blocks
 from fp8stream.families.flux import rope_axes
 from fp8stream.families.spec import TensorSpec, linear as _linear
@@ -189,11 +189,8 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
 
 def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     """Joint attention mixes both streams' values; the token refiner's self-attention its own."""
-    out = joint_value_sources(cfg["num_layers"])
-    for i in range(cfg["num_refiner_layers"]):
-        a = f"context_embedder.token_refiner.refiner_blocks.{i}.attn."
-        out[a + "to_out.0"] = [[a + "to_v"]]
-    return out
+    refiner = (f"context_embedder.token_refiner.refiner_blocks.{i}.attn." for i in range(cfg["num_refiner_layers"]))
+    return joint_value_sources(cfg["num_layers"]) | self_value_sources(refiner)
 
 
 FAMILY = Family(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
-from fp8stream.families.dit_parts import rename_prefixes
+from fp8stream.families.dit_parts import rename_prefixes, self_value_sources
 from fp8stream.families.family import DetectionRule, Family, ModelCode, count_blocks, holds
 from fp8stream.families.spec import TensorSpec, linear as _linear
 
@@ -193,12 +193,9 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
 
 def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     """Each attention's output projection reads the mix of its own values."""
-    out = {}
-    for i in range(cfg["num_layers"]):
-        for attn in ("attn1", "attn2", "audio_attn1", "audio_attn2", "audio_to_video_attn", "video_to_audio_attn"):
-            a = f"transformer_blocks.{i}.{attn}."
-            out[a + "to_out.0"] = [[a + "to_v"]]
-    return out
+    attentions = ("attn1", "attn2", "audio_attn1", "audio_attn2", "audio_to_video_attn", "video_to_audio_attn")
+    return self_value_sources(f"transformer_blocks.{i}.{attn}." for i in range(cfg["num_layers"])
+                              for attn in attentions)
 
 
 FAMILY = Family(

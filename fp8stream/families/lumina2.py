@@ -6,16 +6,12 @@ from typing import TYPE_CHECKING, Mapping
 
 from fp8stream.families.dit_parts import with_constants
 from fp8stream.families.family import DetectionRule, Family, ModelCode, SharedInput, count_blocks
-from fp8stream.families.next_dit import next_dit_block
-from fp8stream.families.spec import TensorSpec, linear, norms
+from fp8stream.families.next_dit import PRESETS, next_dit_block, next_dit_inventory, next_dit_value_sources
+from fp8stream.families.spec import TensorSpec
 
 if TYPE_CHECKING:
     from fp8stream.families.samples import SamplePlan
 
-PRESETS = (
-    ("x_embedder", "embedder"), ("t_embedder.*", "embedder"), ("cap_embedder.*", "embedder"),
-    ("final_layer.*", "final projection"),
-)
 
 
 # For scripts/bench.py --arch (`families.inventory`):
@@ -30,16 +26,7 @@ def _block(p: str, d: int, modulated: bool) -> list[TensorSpec]:
 
 
 def inventory(blocks: int | None = None) -> list[TensorSpec]:
-    d = 2304
-    n = 26 if blocks is None else blocks
-    specs = linear("x_embedder", d, 64, False) + linear("t_embedder.mlp.0", 1024, 256, False)
-    specs += linear("t_embedder.mlp.2", 1024, 1024, False)
-    specs += norms("cap_embedder.0.weight", width=2304) + linear("cap_embedder.1", d, 2304, False)
-    for i in range(2):
-        specs += _block(f"noise_refiner.{i}", d, True) + _block(f"context_refiner.{i}", d, False)
-    for i in range(n):
-        specs += _block(f"layers.{i}", d, True)
-    return specs + linear("final_layer.adaLN_modulation.1", d, 1024, False) + linear("final_layer.linear", 64, d, False)
+    return next_dit_inventory(2304, 26 if blocks is None else blocks, 2304, 1024, _block)
 
 
 # The forward pass's model code (`--method forward`):
@@ -100,14 +87,13 @@ def convert(state: dict, cfg: Mapping) -> dict:
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
     import torch
 
-    from fp8stream.families.samples import grid
+    from fp8stream.families.samples import grid, noised_latents
 
     h, w = grid(plan.image_tokens)
     shape = (cfg["in_channels"], h * PATCH, w * PATCH)
-    x0, noise = plan.randn(*shape), plan.randn(*shape)
-    t = plan.timesteps()
+    latents, t = noised_latents(plan, *shape)
     return {
-        "hidden_states": plan.noised(x0, noise, t),
+        "hidden_states": latents,
         "timestep": 1.0 - t,  # Lumina's time runs from noise (0) to clean (1)
         "encoder_hidden_states": plan.text(cfg["cap_feat_dim"]),
         "encoder_attention_mask": torch.ones(plan.size, plan.text_tokens, dtype=torch.bool),
@@ -115,11 +101,7 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
 
 
 def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
-    """Each block's attention output projection reads the mix of its own values."""
-    blocks = [f"layers.{i}." for i in range(cfg["num_layers"])]
-    blocks += [f"{part}.{i}." for part in ("noise_refiner", "context_refiner")
-               for i in range(cfg["num_refiner_layers"])]
-    return {b + "attn.to_out.0": [[b + "attn.to_v"]] for b in blocks}
+    return next_dit_value_sources(cfg["num_layers"], cfg["num_refiner_layers"], "attn")
 
 
 FAMILY = Family(

@@ -97,11 +97,16 @@ def image_ids(h: int, w: int) -> torch.Tensor:
     return ids.reshape(h * w, 3)
 
 
+def noised_latents(plan: SamplePlan, *shape: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean latents of `shape` per sample noised to the sampling times [batch, *shape], the times t)."""
+    x0, noise = plan.randn(*shape), plan.randn(*shape)
+    t = plan.timesteps()
+    return plan.noised(x0, noise, t), t
+
+
 def packed_latents(channels: int, plan: SamplePlan) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """(noised packed latents [batch, h*w, channels], the times t, h, w) for DiTs that take
     patch tokens (Flux, Flux.2, Chroma, Qwen-Image)."""
     h, w = grid(plan.image_tokens)
-    x0 = plan.randn(h * w, channels)
-    noise = plan.randn(h * w, channels)
-    t = plan.timesteps()
-    return plan.noised(x0, noise, t), t, h, w
+    latents, t = noised_latents(plan, h * w, channels)
+    return latents, t, h, w

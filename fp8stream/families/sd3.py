@@ -6,7 +6,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Mapping
 
-from fp8stream.families.dit_parts import joint_value_sources
+from fp8stream.families.dit_parts import joint_value_sources, self_value_sources
 from fp8stream.families.family import DetectionRule, Family, ModelCode, count_blocks
 from fp8stream.families.graph_types import Act, AdaLN, External, ProducerGraph, Sinusoid, Source, Vec, dit_stream
 from fp8stream.families.spec import TensorSpec, linear
@@ -139,16 +139,15 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    from fp8stream.families.samples import grid
+    from fp8stream.families.samples import grid, noised_latents
 
     p = cfg["patch_size"]
     h, w = grid(plan.image_tokens)
     h, w = min(h, cfg["pos_embed_max_size"]), min(w, cfg["pos_embed_max_size"])
     shape = (cfg["in_channels"], h * p, w * p)
-    x0, noise = plan.randn(*shape), plan.randn(*shape)
-    t = plan.timesteps()
+    latents, t = noised_latents(plan, *shape)
     return {
-        "hidden_states": plan.noised(x0, noise, t),
+        "hidden_states": latents,
         "encoder_hidden_states": plan.text(cfg["joint_attention_dim"]),
         "pooled_projections": plan.pooled(cfg["pooled_projection_dim"]),
         "timestep": t * 1000.0,  # diffusers' SD3 takes 0-1000
@@ -158,11 +157,8 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
 def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     """Attention output projections -> the Linears whose outputs their input mixes (joint
     attention: both streams' values; SD3.5's second attention: the image stream's)."""
-    out = joint_value_sources(cfg["num_layers"])
-    for i in cfg["dual_attention_layers"]:
-        a2 = f"transformer_blocks.{i}.attn2."
-        out[a2 + "to_out.0"] = [[a2 + "to_v"]]
-    return out
+    second = (f"transformer_blocks.{i}.attn2." for i in cfg["dual_attention_layers"])
+    return joint_value_sources(cfg["num_layers"]) | self_value_sources(second)
 
 
 FAMILY = Family(

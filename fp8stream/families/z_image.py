@@ -5,18 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Mapping
 
 from fp8stream.families.family import DetectionRule, Family, ModelCode, SharedInput, count_blocks
-from fp8stream.families.next_dit import next_dit_block
-from fp8stream.families.spec import TensorSpec, linear, norms
+from fp8stream.families.next_dit import PRESETS, next_dit_block, next_dit_inventory, next_dit_value_sources
+from fp8stream.families.spec import TensorSpec
 
 if TYPE_CHECKING:
     from fp8stream.families.samples import SamplePlan
-
-PRESETS = (
-    ("x_embedder", "embedder"), ("t_embedder.*", "embedder"), ("cap_embedder.*", "embedder"),
-    ("final_layer.*", "final projection"),
-)
-
-# it carries Lumina 2's cap_embedder: tried before it
 
 
 # For scripts/bench.py --arch (`families.inventory`):
@@ -31,16 +24,8 @@ def _block(p: str, d: int, modulated: bool) -> list[TensorSpec]:
 
 def inventory(blocks: int | None = None) -> list[TensorSpec]:
     d = 3840
-    n = 30 if blocks is None else blocks
-    specs = [TensorSpec("x_pad_token", (1, d), False), TensorSpec("cap_pad_token", (1, d), False)]
-    specs += linear("x_embedder", d, 64, False) + linear("t_embedder.mlp.0", 1024, 256, False)
-    specs += linear("t_embedder.mlp.2", 256, 1024, False)
-    specs += norms("cap_embedder.0.weight", width=2560) + linear("cap_embedder.1", d, 2560, False)
-    for i in range(2):
-        specs += _block(f"noise_refiner.{i}", d, True) + _block(f"context_refiner.{i}", d, False)
-    for i in range(n):
-        specs += _block(f"layers.{i}", d, True)
-    return specs + linear("final_layer.adaLN_modulation.1", d, 256, False) + linear("final_layer.linear", 64, d, False)
+    pads = [TensorSpec("x_pad_token", (1, d), False), TensorSpec("cap_pad_token", (1, d), False)]
+    return pads + next_dit_inventory(d, 30 if blocks is None else blocks, 2560, 256, _block)
 
 
 # The forward pass's model code (`--method forward`):
@@ -95,27 +80,23 @@ def convert(state: dict, cfg: Mapping) -> dict:
 
 
 def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
-    from fp8stream.families.samples import grid
+    from fp8stream.families.samples import grid, noised_latents
 
     h, w = grid(plan.image_tokens)
     shape = (cfg["in_channels"], 1, h * PATCH, w * PATCH)
-    x0, noise = plan.randn(*shape), plan.randn(*shape)
-    t = plan.timesteps()
+    latents, t = noised_latents(plan, *shape)
     return {
-        "x": list(plan.noised(x0, noise, t).unbind(0)),
+        "x": list(latents.unbind(0)),
         "t": 1.0 - t,  # Z-Image's time runs from noise (0) to clean (1)
         "cap_feats": list(plan.text(cfg["cap_feat_dim"]).unbind(0)),
     }
 
 
 def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
-    """Each block's attention output projection reads the mix of its own values."""
-    blocks = [f"layers.{i}." for i in range(cfg["n_layers"])]
-    blocks += [f"{part}.{i}." for part in ("noise_refiner", "context_refiner") for i in range(cfg["n_refiner_layers"])]
-    return {b + "attention.to_out.0": [[b + "attention.to_v"]] for b in blocks}
+    return next_dit_value_sources(cfg["n_layers"], cfg["n_refiner_layers"], "attention")
 
 
-FAMILY = Family(
+FAMILY = Family(  # it carries Lumina 2's cap_embedder: tried before it
     "z-image", "dit",
     DetectionRule(("layers.0.adaLN_modulation.0.weight",), "diffusers: z-image-turbo", "x_embedder.weight",
                   ("layers.",)),
