@@ -1,5 +1,7 @@
 """The docs stay true to the tree (issue 23): the README is a newcomer's page that starts with the
-two commands, every relative link resolves, and docs/usage.md's option table is the CLI's."""
+two commands, every relative link resolves, docs/usage.md's option table is the CLI's, every table
+of measured figures in docs/ names its commit and machine, and every scripts/ command quoted exists
+with the options shown."""
 
 from __future__ import annotations
 
@@ -17,6 +19,12 @@ README = ROOT / "README.md"
 USAGE = ROOT / "docs" / "usage.md"
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FLAG = re.compile(r"--[a-z][a-z0-9-]*")
+DOCS = ROOT / "docs"
+COMMIT = re.compile(r"`[0-9a-f]{7,40}`")
+# a measured figure: a number in dB, seconds, bytes, a percentage or an x-ratio ("1.28x")
+MEASURED_CELL = re.compile(r"\d(?:\s?(?:dB|s|min|KB|MB|GB|MiB|GiB|MB/s|GB/s)|%|x)(?![\w/])")
+MEASURED_HEADER = re.compile(r"\bdB\b|\((?:s|MB|GB|MiB|GiB)\)|\bMB/s\b|\bRSS\b|\bwall\b|×cp")
+SCRIPT_COMMAND = re.compile(r"scripts/([\w.]+)([^|;&`#]*)")  # up to a pipe, a list or a comment
 
 
 def _pages() -> list[Path]:
@@ -55,6 +63,47 @@ def _declared_flags(command: click.Command) -> set[str]:
         if isinstance(param, click.Option):
             flags |= {o for o in (*param.opts, *param.secondary_opts) if o.startswith("--")}
     return flags
+
+
+def _machines() -> list[str]:
+    """The machine names docs/speed.md defines in its opening list (`- **the 2-core machine**: ...`)."""
+    intro = (DOCS / "speed.md").read_text(encoding="utf-8").split("\n## ", 1)[0]
+    return re.findall(r"^- \*\*(.+?)\*\*:", intro, flags=re.M)
+
+
+def _sections(page: Path) -> list[tuple[str, str]]:
+    """(heading, text) of each part of a page, from a heading of any level to the next; code blocks dropped."""
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    parts = re.split(r"^(#{1,6} .*)$", text, flags=re.M)
+    return [(page.name, parts[0]), *zip(parts[1::2], parts[2::2], strict=True)]
+
+
+def _tables(text: str) -> list[list[str]]:
+    tables: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if line.startswith("|"):
+            tables[-1].append(line)
+        elif tables[-1]:
+            tables.append([])
+    return [table for table in tables if table]
+
+
+def _holds_measurements(table: list[str]) -> bool:
+    """A unit of a measurement in the header (dB, (s), (MB), RSS, wall, ×cp) or a measured figure in a
+    body cell; code spans (option names, defaults) are left out."""
+    rows = [re.sub(r"`[^`]*`", "", row) for row in table]
+    return bool(MEASURED_HEADER.search(rows[0])) or any(MEASURED_CELL.search(row) for row in rows[2:])
+
+
+def _quoted_commands(page: Path) -> list[str]:
+    """The code a page quotes, one command each: the lines of fenced blocks and of indented blocks (a
+    trailing backslash joins two), and `spans`."""
+    text = page.read_text(encoding="utf-8")
+    blocks = "\n".join(re.findall(r"```.*?```", text, flags=re.S))
+    rest = re.sub(r"```.*?```", "", text, flags=re.S)
+    lines = re.sub(r"\\\n\s*", " ", blocks + "\n" + "\n".join(re.findall(r"^ {4}.*$", rest, flags=re.M)))
+    spans = re.findall(r"`([^`]+)`", rest)
+    return [" ".join(code.split()) for code in (*lines.splitlines(), *spans)]
 
 
 def test_the_readme_is_a_short_page_that_starts_with_the_two_commands() -> None:
@@ -98,3 +147,41 @@ def test_the_usage_table_names_every_calibrate_option_and_no_other() -> None:
 def test_the_readme_names_only_real_options() -> None:
     readme_flags = _table_flags(_section(README.read_text(encoding="utf-8"), "Common options"))
     assert readme_flags and readme_flags <= _declared_flags(calibrate)
+
+
+def test_every_table_of_measured_figures_names_its_commit_and_machine() -> None:
+    """docs/README.md's promise, checked from the text alone: the section (heading to heading) around
+    every table of measured figures names a commit (7+ hex digits in backticks) and one of the
+    machines docs/speed.md defines. Whether that commit is the right one is for a reader of git log."""
+    machines = [name.lower() for name in _machines()]
+    assert "the 2-core machine" in machines and "the device h200" in machines
+    missing, pages_measured = [], set()
+    for page in sorted(DOCS.glob("*.md")):
+        for heading, text in _sections(page):
+            flat = " ".join(text.split()).lower()  # a name may wrap over two lines
+            for table in filter(_holds_measurements, _tables(text)):
+                pages_measured.add(page.name)
+                where = f"{page.name} '{heading.strip()}' {table[0][:50]}"
+                if not COMMIT.search(flat):
+                    missing.append(f"{where}: no commit")
+                if not any(name in flat for name in machines):
+                    missing.append(f"{where}: no machine of speed.md")
+    assert {"speed.md", "quality.md", "remote.md", "usage.md"} <= pages_measured  # the rule finds them
+    assert not missing, missing
+
+
+def test_every_quoted_script_command_exists_with_its_options() -> None:
+    wrong, seen = [], 0
+    for page in (README, *sorted(DOCS.glob("*.md"))):
+        for code in _quoted_commands(page):
+            for name, args in SCRIPT_COMMAND.findall(code):
+                seen += 1
+                script = ROOT / "scripts" / name
+                if not script.is_file():
+                    wrong.append(f"{page.name}: scripts/{name} does not exist")
+                    continue
+                source = script.read_text(encoding="utf-8")
+                wrong += [f"{page.name}: scripts/{name} has no {option}"
+                          for option in re.findall(r"(?<![\w-])--[a-z][\w-]*", args) if f'"{option}"' not in source]
+    assert seen >= 10
+    assert not wrong, wrong
