@@ -103,8 +103,8 @@ def _row_numel(shape: tuple[int, ...]) -> int:
 
 def family_renames(family: Family, blocks: int = 3) -> dict[str, str]:
     """diffusers Linear module (block index written `{}`) -> the checkpoint's layer, from the
-    family's converter run on each of its real-size inventories, `blocks` deep (three: the last
-    block may differ, as SD3's context block does); empty without model code or an inventory."""
+    family's converter run on each of its real-size inventories, `blocks` deep (three: a model's
+    last block may lack layers the others have); empty without model code or an inventory."""
     out: dict[str, str] = {}
     for _key, build in family.inventories if family.model is not None else ():
         shapes = {spec.name: spec.shape for spec in build(blocks)}
