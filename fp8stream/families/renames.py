@@ -32,7 +32,7 @@ def rename(name: str, family: str) -> str | None:
     if name in renames:
         return renames[name]
     parts = name.split(".")
-    i = next((i for i, part in enumerate(parts) if part.isdigit()), None)
+    i = next((i for i, part in enumerate(parts) if part.isdecimal()), None)
     if i is None:
         return None
     layer = renames.get(".".join(parts[:i] + [BLOCK] + parts[i + 1:]))

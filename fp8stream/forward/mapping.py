@@ -149,11 +149,11 @@ def block_templates(renames: Mapping[str, str]) -> dict[str, str]:
 
 
 def _first_number(name: str) -> str | None:
-    return next((part for part in name.split(".") if part.isdigit()), None)
+    return next((part for part in name.split(".") if part.isdecimal()), None)
 
 
 def _template(name: str) -> str | None:
     """The name with its first number written `{}` (None: it has none)."""
     parts = name.split(".")
-    i = next((i for i, part in enumerate(parts) if part.isdigit()), None)
+    i = next((i for i, part in enumerate(parts) if part.isdecimal()), None)
     return None if i is None else ".".join(parts[:i] + ["{}"] + parts[i + 1:])
