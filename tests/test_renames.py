@@ -16,6 +16,10 @@ from fp8stream.families.renames import rename, stored_renames
 from fp8stream.forward.mapping import derive_mapping, linear_renames
 from scripts.derive_renames import derived_renames
 
+# Deeper than the three blocks the renames are derived from (a block number they never saw, a last
+# block that may differ); the real depth costs seconds more and renames no other pattern.
+DEPTH = 5
+
 # The table that served before the renames were derived (calibration/diffusers_names.py at 488f875):
 # diffusers module name -> ComfyUI layer, per family ({0} = block index).
 _D = r"(\d+)"
@@ -116,8 +120,8 @@ def assert_same_as_hand_written(family: str, renames: dict[str, str]) -> list[st
 @pytest.mark.parametrize("family, key", [("flux", "flux"), ("sd3", "sd35"), ("wan", "wan"), ("wan", "wan22-5b"),
                                          ("wan", "wan22-i2v-a14b")])
 def test_the_renames_equal_the_hand_written_ones_at_real_size(family: str, key: str) -> None:
-    """Every block of the real model (Flux.1-dev 19+38, SD3.5 Large, Wan 2.1 14B / 2.2)."""
-    shapes = {spec.name: spec.shape for spec in inventory(key)(None)}
+    """The real model's widths (Flux.1-dev, SD3.5 Large, Wan 2.1 14B / 2.2), DEPTH blocks deep."""
+    shapes = {spec.name: spec.shape for spec in inventory(key)(DEPTH)}
     assert assert_same_as_hand_written(family, converter_renames(family, shapes)) == []
 
 
@@ -148,3 +152,13 @@ def test_a_block_template_gives_the_block_number_of_the_name() -> None:
     assert rename("single_transformer_blocks.37.proj_mlp", "flux") == "single_blocks.37.linear1"
     assert rename("transformer_blocks.x.attn.to_q", "flux") is None
     assert rename("norm_out.linear", "sd3") == "final_layer.adaLN_modulation.1"
+
+
+@pytest.mark.parametrize("family, key", [(f.name, key) for f in FAMILIES if f.name not in HAND_WRITTEN
+                                         for key, _ in f.inventories if f.name in stored_renames()])
+def test_every_family_renames_every_block_as_its_converter_does(family: str, key: str) -> None:
+    """The families the hand-written table lacked: the renames stored hold for every layer of the
+    real model's widths, DEPTH blocks deep."""
+    shapes = {spec.name: spec.shape for spec in inventory(key)(DEPTH)}
+    renames = converter_renames(family, shapes)
+    assert renames and {module: rename(module, family) for module in renames} == renames
