@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import io
+import re
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -185,3 +188,62 @@ def test_names_import_nothing_from_the_package() -> None:
     graph = import_graph()
     for module in ("fp8stream.names.prefixes", "fp8stream.names.suffixes"):
         assert graph[module] == set(), module
+
+
+def _family_keys() -> tuple[set[tuple[str, ...]], re.Pattern]:
+    """Every spelling of a family the tool uses as a key: the registry's names (`z-image`), the
+    same with underscores (`z_image`), its module names (`hunyuan_video15`) and bench keys
+    (`sd35`, `t5xxl`). As identifier words (lowercased), and as one pattern for text."""
+    from fp8stream import families
+
+    modules = {name for name, value in vars(families).items()
+               if getattr(value, "FAMILY", None) in families.FAMILIES}
+    spellings = modules | {key for f in families.FAMILIES for key, _ in f.inventories}
+    spellings |= {s for f in families.FAMILIES for s in (f.name, f.name.replace("-", "_"))}
+    words = {tuple(re.split(r"[-_.]", s)) for s in spellings}
+    text = re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, sorted(spellings, key=len, reverse=True)))
+                      + r")(?![A-Za-z0-9])")
+    return words, text
+
+
+def _identifier_words(name: str) -> list[str]:
+    """`FluxTransformer2DModel` -> flux, transformer2, d, model; `z_image_keys` -> z, image, keys."""
+    return [w.lower() for part in name.split("_")
+            for w in re.findall(r"[A-Z]+[0-9]*(?![a-z])|[A-Z]?[a-z]+[0-9]*|[0-9]+", part)]
+
+
+def family_mentions(source: str) -> list[str]:
+    """Where a family's key appears in code: an identifier (any case) whose words hold a key's words in
+    a row (`flux_shapes`, `ZImageModel`, `clip` in `x.clip()` too: one rule, no exceptions; write
+    clamp), or a string or comment (docstrings too) holding a key as the registry spells it, in
+    lowercase, not inside a longer word (`"flux"`, `"z-image"`, `families.wan`, "flux-dev"). A
+    capitalised name in prose (a docstring's "as Flux's converter does", ComfyUI's "Load CLIP" node)
+    is a name, not a key, and ordinary words that contain a key (clipping, swan) are other words."""
+    words, text = _family_keys()
+    found = []
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.NAME:
+            parts = _identifier_words(token.string)
+            if any(tuple(parts[i:i + len(key)]) == key for key in words for i in range(len(parts))):
+                found.append(f"{token.start[0]}: {token.string}")
+        elif token.type in (tokenize.STRING, tokenize.COMMENT):
+            found += [f"{token.start[0] + token.string[:m.start()].count(chr(10))}: {m.group(0)}"
+                      for m in text.finditer(token.string)]
+    return found
+
+
+def test_no_family_key_appears_outside_families_and_the_harness() -> None:
+    """Everything the tool knows about a family lives in its module under families/ (the quality
+    harness keeps its own models); every other part asks the registry."""
+    found = {f"{p.relative_to(PACKAGE)}:{where}" for p in PACKAGE.rglob("*.py")
+             if p.relative_to(PACKAGE).parts[0] not in ("families", "harness")
+             for where in family_mentions(p.read_text(encoding="utf-8"))}
+    assert sorted(found) == []
+
+
+def test_the_family_key_finder_finds_keys_and_not_words() -> None:
+    source = ('def flux_shapes(model: ZImageModel):  # the sd3 layout\n'
+              '    """As Flux\'s converter does, clipping nothing; Load CLIP."""\n'
+              '    return x.clip(0), {"z-image": families.hunyuan_video15}, "t5xxl", "T5-ish", "swan"\n')
+    assert family_mentions(source) == ["1: flux_shapes", "1: ZImageModel", "1: sd3", "3: clip", "3: z-image",
+                                       "3: hunyuan_video15", "3: t5xxl"]

@@ -1,10 +1,10 @@
 """`fp8stream.record(model)`: record the real input range of every nn.Linear of any torch model.
 
     import fp8stream
-    with fp8stream.record(pipe.transformer, "flux_stats.json") as rec:
+    with fp8stream.record(pipe.transformer, "stats.json") as rec:
         for prompt in prompts:
             pipe(prompt, num_inference_steps=28)      # every timestep is recorded
-    # then: fp8stream calibrate model_fp8.safetensors out.safetensors --method stats --stats flux_stats.json
+    # then: fp8stream calibrate model_fp8.safetensors out.safetensors --method stats --stats stats.json
 
 Forward pre-hooks see each Linear's input; per layer only the running amax, counts and a
 log2 histogram of |x| (192 bins, stats.py) are kept, on the model's device, so memory does not

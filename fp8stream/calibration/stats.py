@@ -15,9 +15,9 @@ applied: a layer entry `{"input_scale": 0.01}`, a flat `{"name": 0.01, ...}` obj
 
 Matching stats names to checkpoint layers, in order: `--map FILE` pairs (JSON object
 {stats name: checkpoint layer}, or lines "stats_name checkpoint_layer"); exact names; the
-built-in diffusers -> ComfyUI renaming tables for Flux, SD3 and Wan (a fused layer such as
-`img_attn.qkv` takes the max of its parts' amax and the sum of their histograms); a unique
-dot-suffix (`model.diffusion_model.x` ~ `x`; an ambiguous suffix is reported, never guessed).
+family's diffusers -> checkpoint renames, derived from its converter (families/renames.py; a
+fused layer such as `img_attn.qkv` takes the max of its parts' amax and the sum of their
+histograms); a unique dot-suffix (`model.diffusion_model.x` ~ `x`; an ambiguous suffix is reported, never guessed).
 Checkpoint layers left without stats are an error unless `--fallback simulate`; stats entries
 that match no layer are reported.
 """
@@ -27,9 +27,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from fp8stream.calibration.diffusers_names import rename
 from fp8stream.errors import UsageError
 from fp8stream.families.detect import detect_family
+from fp8stream.families.renames import rename
 from fp8stream.names.prefixes import bare_name, common_model_prefix
 
 FORMAT = "fp8stream.stats"

@@ -16,6 +16,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from fp8stream.families.family import Family
 from fp8stream.names.suffixes import is_companion
 
 ROW_BITS = 24
@@ -98,3 +99,61 @@ def _row_numel(shape: tuple[int, ...]) -> int:
     for d in shape[1:]:
         n *= d
     return n
+
+
+def family_renames(family: Family, blocks: int = 3) -> dict[str, str]:
+    """diffusers Linear module (block index written `{}`) -> the checkpoint's layer, from the
+    family's converter run on each of its real-size inventories, `blocks` deep (three: a model's
+    last block may lack layers the others have); empty without model code or an inventory."""
+    out: dict[str, str] = {}
+    for _key, build in family.inventories if family.model is not None else ():
+        shapes = {spec.name: spec.shape for spec in build(blocks)}
+        cfg = family.model.config(shapes)
+        mapping = derive_mapping(shapes, "", lambda state, cfg=cfg: family.model.convert(state, cfg))
+        for module, layer in block_templates(linear_renames(mapping, shapes)).items():
+            if out.setdefault(module, layer) != layer:
+                raise MappingError(f"{module}: renamed to {out[module]} and {layer}")
+    return out
+
+
+def linear_renames(mapping: Mapping[str, list[Run]], shapes: Mapping[str, tuple[int, ...]]) -> dict[str, str]:
+    """diffusers Linear module -> the checkpoint's Linear whose rows it holds (a fused one such as
+    qkv for each of its parts): every 2-D target weight whose rows all come from one 2-D weight."""
+    out = {}
+    for target, runs in mapping.items():
+        sources = {r.source for r in runs}
+        if len(sources) != 1 or not target.endswith(".weight"):
+            continue
+        source = sources.pop()
+        if source.endswith(".weight") and len(shapes[source]) == 2:
+            out[target[: -len(".weight")]] = source[: -len(".weight")]
+    return out
+
+
+def block_templates(renames: Mapping[str, str]) -> dict[str, str]:
+    """The renames with the block index written `{}`: where both names' first number is the same
+    and the pair recurs with at least two numbers (a block list), that number is the block's;
+    pairs seen once stay as they are. MappingError if one template would give two names."""
+    seen: dict[tuple[str, str], set[str]] = {}
+    for module, layer in renames.items():
+        key = (_template(module), _template(layer))
+        if key[0] is not None and key[1] is not None and _first_number(module) == _first_number(layer):
+            seen.setdefault(key, set()).add(_first_number(module))
+    out = {}
+    for module, layer in renames.items():
+        key = (_template(module), _template(layer))
+        module, layer = key if len(seen.get(key, ())) >= 2 else (module, layer)
+        if out.setdefault(module, layer) != layer:
+            raise MappingError(f"{module}: renamed to {out[module]} and {layer}")
+    return out
+
+
+def _first_number(name: str) -> str | None:
+    return next((part for part in name.split(".") if part.isdecimal()), None)
+
+
+def _template(name: str) -> str | None:
+    """The name with its first number written `{}` (None: it has none)."""
+    parts = name.split(".")
+    i = next((i for i, part in enumerate(parts) if part.isdecimal()), None)
+    return None if i is None else ".".join(parts[:i] + ["{}"] + parts[i + 1:])

@@ -13,7 +13,7 @@ smallest values 1.6 binades towards FP8's subnormals, where one too small clips
 (docs/scales.md). The bound caps only when it assumes nothing about model inputs (not
 `ScaleEstimate.assumed`).
 
-Text encoders (bert, t5, clip, llm) run on what they really read, token ids through their own
+Text encoders (the families of kind "text") run on what they really read, token ids through their own
 embedding table, so their forward amax is close to the real one (MiniLM: within 3% on most
 layers, real / forward at most 1.37; docs/methods.md), and a layer's output is often carried by
 a few recurring outliers (massive activations of the first and separator tokens, near the same
@@ -23,7 +23,7 @@ amax/448 (where the amax itself is exact: 448 = 1.75 x 2^8); another factor move
 another rounding (MiniLM's FFN down-projections at 1.05x the real max: 3-9 dB below dynamic
 scaling, at 3x: 2.5-12 dB, at 1x and 2x: nothing). So text encoders take margin 2, and a
 power-of-two margin's cap by the bound is rounded up to the next power-of-two multiple of the
-amax (never below the bound, so it still cannot clip; at most one binade above it).
+amax (never below the bound, so it still clips nothing; at most one binade above it).
 
 Layers the pass cannot reach (family unknown, converter mismatch, a layer outside the model
 code) get the hard bound when it is a proof from the file alone; when it would rest on an
