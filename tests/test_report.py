@@ -103,13 +103,16 @@ def test_layers_of_a_shared_scale_group_are_noted_once() -> None:
     qkv = [f"joint_blocks.{i}.x_block.attn.{p}" for i in range(3) for p in ("to_q", "to_k", "to_v")]
     for name in qkv:
         others = [n for n in qkv if n.rsplit(".", 1)[0] == name.rsplit(".", 1)[0] and n != name]
+        # the group is a fact of the layer (shares_input_with), not a note to recognise by its text
         report.layers.append(LayerReport(name, [64, 64], 2.0, "new", "no scale in the file", "simulate", "", True,
-                                         notes=[share_note(others)], shares_input_with=others))
+                                         shares_input_with=others))
     notes = [line for line in render_table(report).splitlines() if line.startswith("note:")]
     assert notes == ["note: 9 layers: joint_blocks.{0..2}.x_block.attn.to_{k,q,v}: share one input_scale with the "
                      "other layers of their group (the group's max: they read the same tensor)"]
     verbose = render_table(report, verbose=True)
     assert all(f"note: {share_note(layer.shares_input_with)}" in verbose for layer in report.layers)
+    layers = json.loads(report.to_json())["layers"]
+    assert [entry["notes"] for entry in layers] == [[share_note(layer.shares_input_with)] for layer in report.layers]
 
 
 def test_report_json_and_inspect_count_the_same_layers(tmp_path: Path) -> None:

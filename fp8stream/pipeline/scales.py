@@ -20,7 +20,7 @@ from fp8stream.formats.layers import LEGACY
 from fp8stream.formats.plan import LayerPlan
 from fp8stream.formats.text_encoders import TEXT_ENCODER_NOTE
 from fp8stream.io.dtypes import as_f32
-from fp8stream.report import ExcludedReport, LayerReport, share_note
+from fp8stream.report import ExcludedReport, LayerReport
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,6 @@ def layer_reports(plans: list[LayerPlan], facts: Mapping[str, LayerFacts],
         notes = [TEXT_ENCODER_NOTE] if layer.text_encoder else []
         if p.weight_only_why:
             notes.append(p.weight_only_why)
-        if r.group:
-            notes.append(share_note(list(r.group)))
         e = r.estimate
         assumption = e.source if e is not None else ("scale from the file" if r.source == "kept" else "")
         out_flag = f.out_weight_only if f.out_weight_only is not None else p.out_weight_only
