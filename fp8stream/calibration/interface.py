@@ -46,6 +46,8 @@ class ModelView:
     source: "TensorSource | None" = None
     # a dry run: prepare() decides from the header alone, reads no weight and starts nothing
     dry_run: bool = False
+    # show the method's own progress bars (the forward pass's) on stderr: the run's --progress
+    progress: bool = False
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ class ForwardMethod:
             bound_plan = self.bound.prepare(ModelView(model.header, kept, model.source))
         notes = () if self.prepared.reason is None else (f"forward pass: {self.prepared.reason}",)
         if runs and self.result is None and not model.dry_run and beside_the_copy(self.settings):
-            beside = dataclasses.replace(forward_settings(self.settings), bar_line=1)  # its bar below the copy's
+            beside = dataclasses.replace(forward_settings(self.settings, model.progress), bar_line=1)  # under the copy
             source, prepared = model.source, self.prepared
             self.beside = BesideTheCopy(lambda stop: run(source, prepared, beside, stop))
         return MethodPlan(weight_only=weight_only, scaled_weight_only=flagged, undecided=undecided,
@@ -123,7 +123,7 @@ class ForwardMethod:
         # HunyuanVideo 1.5's .item()), so the pass runs now, before the header: which layers
         # it finds on the conditioning path, and which no input reached, decide the layout.
         # Without the trace of the step's time, they are ranked by execution order alone.
-        self.result = run(model.source, self.prepared, forward_settings(self.settings))
+        self.result = run(model.source, self.prepared, forward_settings(self.settings, model.progress))
         weight_only.update(self._unseen(model, weight_only, self.result.reached))
         return tuple(self.result.per_sample), frozenset(), {}
 
@@ -191,7 +191,7 @@ class ForwardMethod:
         if self.beside is not None:
             self.result = self.beside.result()
         elif self.result is None:  # the pass runs now (or, when it cannot run, says why: the bound)
-            self.result = run(model.source, self.prepared, forward_settings(self.settings))
+            self.result = run(model.source, self.prepared, forward_settings(self.settings, model.progress))
         by_name = {layer.name: layer for layer in model.layers}
         return {name: self._estimate(by_name[name], bounds[name]) for name in weight_scales}
 
@@ -240,14 +240,14 @@ def _source_rests(graph: G.Graph, src, seen: frozenset[str]) -> bool:
     return any(p in seen or _rests_on_input(graph, p, seen) for p in G.producers(src))
 
 
-def forward_settings(settings: CalibrationSettings):
-    """The forward pass's own settings from the calibration settings."""
+def forward_settings(settings: CalibrationSettings, progress: bool = False):
+    """The forward pass's own settings from the calibration settings; `progress`: show its bar."""
     from fp8stream.forward.run import ForwardSettings
 
     return ForwardSettings(batch=settings.forward_batch, image_tokens=settings.forward_tokens,
                            text_tokens=settings.forward_text_tokens, seed=settings.seed,
                            threads=settings.forward_threads, device=settings.device,
-                           progress=settings.progress, micro_batch=settings.forward_micro_batch)
+                           progress=progress, micro_batch=settings.forward_micro_batch)
 
 
 def beside_the_copy(settings: CalibrationSettings) -> bool:
