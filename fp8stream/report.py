@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from fp8stream.advice import fix_for, group_warnings
 from fp8stream.calibration.interface import ASSUMED
+from fp8stream.calibration.layer_warning import LayerWarning
 
 
 @dataclass
@@ -19,7 +20,7 @@ class LayerReport:
     method: str
     assumption: str
     fp8_activations: bool  # whether ComfyUI will quantize this layer's input with the scale
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[LayerWarning] = field(default_factory=list)  # --json: their texts
     flavour: str = "comfy"  # the flavour written: comfy or legacy
     # text encoder, why weight-only, ...; the shared-scale note is said from `shares_input_with` (all_notes)
     notes: list[str] = field(default_factory=list)
@@ -98,6 +99,7 @@ class FileReport:
             # measured, forward pass, given or assumed; None for a scale kept from the file
             entry["basis"] = layer.basis if layer.source != "kept" and layer.assumption else None
             entry["notes"] = layer.all_notes
+            entry["warnings"] = [w.text for w in layer.warnings]
         names = [layer.name for layer in self.layers]
         doc["advice"] = [{"warning": g.text, "layers": g.layers, "fix": fix_for(g, names, full=True)}
                          for g in group_warnings([(layer.name, layer.warnings) for layer in self.layers])]

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
+from fp8stream.calibration.layer_warning import LayerWarning
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import Header, TensorInfo
 
@@ -82,7 +83,7 @@ class ScaleEstimate:
 
     scale: float
     source: str
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[LayerWarning, ...] = ()
     amax: float | None = None  # the input range the scale covers (scale x 448), when known
     bound: float | None = None  # a proven upper bound of |input|, when the method has one
     margin: float | None = None  # the factor applied to a measured or estimated amax

@@ -20,6 +20,7 @@ import struct
 from typing import Mapping
 
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
+from fp8stream.calibration.layer_warning import LayerWarning, WarningKind
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.families import by_name
 from fp8stream.families.detect import detect, header_shapes
@@ -72,7 +73,7 @@ class AutoMethod:
         """--no-spool on a stream: each layer says that it got the bound, not the forward pass."""
         if not self.no_spool:
             return estimates
-        warning = "forward pass not run: " + NO_SPOOL_AUTO
+        warning = LayerWarning(WarningKind.NO_SPOOL, "forward pass not run: " + NO_SPOOL_AUTO)
         return {n: dataclasses.replace(e, warnings=e.warnings + (warning,)) for n, e in estimates.items()}
 
     def _no_guess(self, model: ModelView, what: str) -> MethodPlan:

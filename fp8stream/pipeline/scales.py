@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from fp8stream.calibration.interface import ASSUMED, ScaleEstimate
+from fp8stream.calibration.layer_warning import LayerWarning
 from fp8stream.errors import FP8StreamError
 from fp8stream.formats import legacy
 from fp8stream.formats.existing_scales import judge_existing_scale
@@ -31,7 +32,7 @@ class LayerFacts:
     existing: list[float] | None  # the scale already in the file, None when there is none
     weight_only: bool  # the input's flag
     out_weight_only: bool | None  # the flag written; None: not known (a dry run of a pipe)
-    warnings: tuple[str, ...] = ()  # suspicious weights (NaN bytes, all-zero, bad scales)
+    warnings: tuple[LayerWarning, ...] = ()  # suspicious weights (NaN bytes, all-zero, bad scales)
 
 
 @dataclass(frozen=True)
