@@ -1,8 +1,9 @@
 """What a report tells the user to do: each warning with the action that fixes it, repeats of one
 warning summarised once with the layers it concerns, and the next step after a run.
 
-Warnings come from the calibration methods as free text with numbers in it ("extreme estimated
-range (amax 3.2e+04)"); two warnings that differ only in their numbers are the same warning.
+Warnings come from the calibration methods as text with numbers in it ("extreme estimated range
+(amax 3.2e+04)") and a kind (calibration/layer_warning.py); two warnings that differ only in their
+numbers are the same warning, and the kind alone picks the fix.
 """
 
 from __future__ import annotations
@@ -11,29 +12,32 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 
+from fp8stream.calibration.layer_warning import LayerWarning, WarningKind
 from fp8stream.name_patterns import compact_names
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?x?", re.IGNORECASE)
 _BLOCK_NUMBER = re.compile(r"(^|\.)\d+(\.|$)")  # the first numeric part of a name: the block index
 MAX_NAMED = 6  # layers named in a summary line; the rest are counted
 
-# (words in the warning, what fixes it); {exclude} is replaced by the --exclude arguments.
-_FIXES = (
-    ("extreme", "keep them weight-only: {exclude}"),
-    ("range uncertain", "measure real inputs (python -m fp8stream.record, then --method stats --stats FILE), "
-                        "or try --sim-mode hybrid; or keep them weight-only: {exclude}"),
-    ("ASSUMED", "measure real inputs (python -m fp8stream.record, then --method stats --stats FILE), "
-                "or keep them weight-only: {exclude}"),
-    ("no real-data stats", "record stats that reach these layers, or pair names with --map FILE"),
-    ("no histogram", "record with histograms, or use --rule max"),
-    ("recorded amax 0", "record with inputs that reach these layers, or keep them weight-only: {exclude}"),
-    ("NaN", "the weights are damaged: re-export the checkpoint, or keep them weight-only: {exclude}"),
-    ("all zero", "the weights are empty: re-export the checkpoint, or keep them weight-only: {exclude}"),
-    ("weight_scale is", "the weight scale is broken: re-export the checkpoint"),
-    ("no usable range", "keep them weight-only: {exclude}"),
-    ("--no-spool", "drop --no-spool: the stream is then spooled to a temporary file and the forward pass runs"),
-)
-_DEFAULT_FIX = "if in doubt, keep them weight-only: {exclude}"
+_EMPTY = "the weights are empty: re-export the checkpoint, or keep them weight-only: {exclude}"
+# What fixes each kind of warning; {exclude} is replaced by the --exclude arguments.
+_FIXES = {
+    WarningKind.EXTREME_RANGE: "keep them weight-only: {exclude}",
+    WarningKind.RANGE_UNCERTAIN: "measure real inputs (python -m fp8stream.record, then --method stats --stats FILE), "
+                                 "or try --sim-mode hybrid; or keep them weight-only: {exclude}",
+    WarningKind.ASSUMED_INPUT: "measure real inputs (python -m fp8stream.record, then --method stats --stats FILE), "
+                               "or keep them weight-only: {exclude}",
+    WarningKind.NO_STATS: "record stats that reach these layers, or pair names with --map FILE",
+    WarningKind.NO_HISTOGRAM: "record with histograms, or use --rule max",
+    WarningKind.NEVER_REACHED: "record with inputs that reach these layers, or keep them weight-only: {exclude}",
+    WarningKind.NAN_WEIGHT: "the weights are damaged: re-export the checkpoint, or keep them weight-only: {exclude}",
+    WarningKind.EMPTY_WEIGHT: _EMPTY,
+    WarningKind.ZERO_INPUT: _EMPTY,  # an input all zero in the pass: the weights that make it are empty
+    WarningKind.BAD_WEIGHT_SCALE: "the weight scale is broken: re-export the checkpoint",
+    WarningKind.NO_RANGE: "keep them weight-only: {exclude}",
+    WarningKind.NO_SPOOL: "drop --no-spool: the stream is then spooled to a temporary file and the forward pass runs",
+}
+_DEFAULT_FIX = "if in doubt, keep them weight-only: {exclude}"  # WarningKind.OTHER
 
 
 def without_numbers(text: str) -> str:
@@ -64,19 +68,20 @@ def merged_numbers(texts: list[str]) -> str:
 @dataclass
 class WarningGroup:
     text: str  # the first layer's wording (with its numbers)
+    kind: WarningKind
     layers: list[str] = field(default_factory=list)
     varies: bool = False  # the numbers differ between layers
     texts: list[str] = field(default_factory=list)  # every layer's wording, for the ranges of its numbers
 
 
-def group_warnings(layer_warnings: list[tuple[str, list[str]]]) -> list[WarningGroup]:
+def group_warnings(layer_warnings: list[tuple[str, list[LayerWarning]]]) -> list[WarningGroup]:
     """[(layer, warnings)] -> one group per warning (numbers ignored), in first-seen order."""
-    groups: dict[str, WarningGroup] = {}
+    groups: dict[tuple[WarningKind, str], WarningGroup] = {}
     for layer, warnings in layer_warnings:
         for w in warnings:
-            group = groups.setdefault(without_numbers(w), WarningGroup(w))
-            group.varies |= w != group.text
-            group.texts.append(w)
+            group = groups.setdefault((w.kind, without_numbers(w.text)), WarningGroup(w.text, w.kind))
+            group.varies |= w.text != group.text
+            group.texts.append(w.text)
             if layer not in group.layers:
                 group.layers.append(layer)
     return list(groups.values())
@@ -103,7 +108,7 @@ def exclude_arguments(layers: list[str], all_layers: list[str], full: bool = Fal
 
 def fix_for(group: WarningGroup, all_layers: list[str], full: bool = False) -> str:
     """The action that fixes the warning; `full`: every --exclude argument (for --json)."""
-    template = next((fix for words, fix in _FIXES if words in group.text), _DEFAULT_FIX)
+    template = _FIXES.get(group.kind, _DEFAULT_FIX)
     return template.format(exclude=exclude_arguments(group.layers, all_layers, full))
 
 
@@ -118,7 +123,7 @@ def names_text(names: list[str], word: str = "layer", every_name: bool = False) 
     return f"{len(names)} {word}s: {', '.join(shown)}{more}"
 
 
-def render_warnings(layer_warnings: list[tuple[str, list[str]]], all_layers: list[str],
+def render_warnings(layer_warnings: list[tuple[str, list[LayerWarning]]], all_layers: list[str],
                     every_name: bool = False) -> list[str]:
     """One block per distinct warning: what (each number that differs as its range), on which
     layers, and the fix."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 # The --help sections, in the order they are listed.
 COMMON = "Common options"
@@ -43,10 +43,18 @@ class Flag:
     dest: str | None = None
     multiple: bool = False
     metavar: str | None = None
+    # (choice, one sentence on it): said after `help` for each choice the command accepts (help_for)
+    choice_help: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.section not in SECTIONS or self.type not in VALUE_TYPES:
             raise ValueError(f"{self.decls}: section {self.section!r} or type {self.type!r} is not declared")
+
+    def help_for(self, choices: Sequence[str] | None = None) -> str:
+        """The help as a command shows it: `help`, then the sentence of each choice it accepts
+        (`choices`: a command's narrower set; None: every choice)."""
+        said = [f"{c}: {text}" for c, text in self.choice_help if choices is None or c in choices]
+        return f"{self.help} {'; '.join(said)}." if said else self.help
 
     @property
     def name(self) -> str:

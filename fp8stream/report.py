@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from fp8stream.advice import fix_for, group_warnings
 from fp8stream.calibration.interface import ASSUMED
+from fp8stream.calibration.layer_warning import LayerWarning
 
 
 @dataclass
@@ -19,9 +20,10 @@ class LayerReport:
     method: str
     assumption: str
     fp8_activations: bool  # whether ComfyUI will quantize this layer's input with the scale
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[LayerWarning] = field(default_factory=list)  # --json: their texts
     flavour: str = "comfy"  # the flavour written: comfy or legacy
-    notes: list[str] = field(default_factory=list)  # shared scale, text encoder, ...
+    # text encoder, why weight-only, ...; the shared-scale note is said from `shares_input_with` (all_notes)
+    notes: list[str] = field(default_factory=list)
     # the method's own range (before a group's max): what the scale covers (scale x 448), the
     # margin applied to a measured amax, the hard bound; None where the method has none
     amax: float | None = None
@@ -29,6 +31,11 @@ class LayerReport:
     bound: float | None = None
     shares_input_with: list[str] = field(default_factory=list)  # the other layers of its shared-scale group
     basis: str = ASSUMED  # what the scale rests on (calibration/interface.py): measured, forward pass, given
+
+    @property
+    def all_notes(self) -> list[str]:
+        """Its notes as --json and --verbose say them: its own, then the shared-scale group's."""
+        return self.notes + ([share_note(self.shares_input_with)] if self.shares_input_with else [])
 
 
 @dataclass
@@ -91,6 +98,8 @@ class FileReport:
         for layer, entry in zip(self.layers, doc["layers"], strict=True):
             # measured, forward pass, given or assumed; None for a scale kept from the file
             entry["basis"] = layer.basis if layer.source != "kept" and layer.assumption else None
+            entry["notes"] = layer.all_notes
+            entry["warnings"] = [w.text for w in layer.warnings]
         names = [layer.name for layer in self.layers]
         doc["advice"] = [{"warning": g.text, "layers": g.layers, "fix": fix_for(g, names, full=True)}
                          for g in group_warnings([(layer.name, layer.warnings) for layer in self.layers])]

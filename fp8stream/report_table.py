@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fp8stream.advice import merged_numbers, names_text, render_warnings, without_numbers
 from fp8stream.formats.text_encoders import TEXT_ENCODER_NOTE
-from fp8stream.report import FileReport, LayerReport, human_size, plural, share_note
+from fp8stream.report import FileReport, LayerReport, human_size, plural
 
 _MODE = {True: "fp8 act", False: "weight-only", None: "flag as in the file"}
 _SHARED = ("share one input_scale with the other layers of their group (the group's max: "
@@ -57,9 +57,8 @@ def _grouped_lines(report: FileReport) -> list[str]:
         lines.append(f"  {_MODE[fp8]}: {reason}")
     notes: dict[str, list[str]] = {}
     for layer in report.layers:
-        shared = share_note(layer.shares_input_with) if layer.shares_input_with else None
-        for note in layer.notes:
-            notes.setdefault(_SHARED if note == shared else note, []).append(layer.name)
+        for note in layer.notes + ([_SHARED] if layer.shares_input_with else []):
+            notes.setdefault(note, []).append(layer.name)
     lines += [f"note: {names_text(names)}: {note}" for note, names in notes.items()]
     return lines
 
@@ -76,7 +75,7 @@ def _verbose_lines(report: FileReport) -> list[str]:
         lines.append(f"{layer.name:<{width}}  {shape:>13}  {scale:>11}  {act:>7}  {layer.source} ({layer.why})")
         if layer.assumption:
             lines.append(f"{'':<{width}}  {layer.basis}: {layer.assumption}")
-        lines += [f"{'':<{width}}  note: {note}" for note in layer.notes]
+        lines += [f"{'':<{width}}  note: {note}" for note in layer.all_notes]
     for e in report.excluded:
         lines.append(f"excluded {e.name}: {e.reason} ({_MODE[e.fp8_activations]})")
     return lines

@@ -142,7 +142,7 @@ def _rewrite(stages: Stages, report: FileReport) -> None:
             source = model.tensor_source()
         if source is not None:
             stack.callback(source.close)
-        planned = _plan(model, stages, ModelView(model.whole, [], source))
+        planned = _plan(model, stages, ModelView(model.whole, [], source, progress=stages.run.progress))
         report.bytes_in = model.bytes_in
         report.bytes_out = sum(p.output_bytes for p in planned.files)
         report.skipped = [SkippedReport(s.name, s.reason) for s in take_inventory(model.whole).skipped]
@@ -243,7 +243,7 @@ def _calibrate(model: ModelInput, planned: Planned, stages: Stages, report: File
     the method closed after, whatever happened (its forward pass's thread stopped)."""
     from fp8stream.calibration.registry import create
 
-    with contextlib.closing(create(replace(stages.settings, progress=stages.run.progress))) as method:
+    with contextlib.closing(create(stages.settings)) as method:
         _run_method(method, model, planned, stages, report)
 
 

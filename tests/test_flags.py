@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fp8stream.calibration.registry import METHODS  # noqa: E402
 from fp8stream.cli import main  # noqa: E402
 from fp8stream.commands.flags import FlagOption  # noqa: E402
 from fp8stream.options import CLUSTER, SECTIONS  # noqa: E402
@@ -71,6 +72,17 @@ def test_calibrate_and_zoo_take_every_shared_option_from_one_declaration() -> No
     assert {"--method", "--device", "--seed", "--force", "--preset", "--report", "--storage-options"} <= shared
     for name in shared:
         assert isinstance(calibrate[name], FlagOption) and calibrate[name].flag is zoo[name].flag, name
+
+
+def test_each_command_describes_only_the_methods_it_accepts() -> None:
+    """zoo narrows the shared --method to the methods that need no side file: its help says only those."""
+    accepted = {}
+    for command in ("calibrate", "zoo"):
+        method = next(p for p in main.commands[command].params if "--method" in p.opts)
+        help_text = method.get_help_record(click.Context(main.commands[command]))[1]
+        accepted[command] = set(method.type.choices)
+        assert {name for name in METHODS if f"{name}: " in help_text} == accepted[command], (command, help_text)
+    assert accepted["calibrate"] - accepted["zoo"] == {"stats"}
 
 
 def test_no_option_is_declared_twice_and_every_option_is_declared() -> None:

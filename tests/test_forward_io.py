@@ -14,6 +14,7 @@ import diffusers  # noqa: F401 (the test extra installs it: a broken install fai
 import pytest
 
 import forward_tiny as ft  # noqa: E402
+import fp8stream  # noqa: E402
 from conftest import run_cli, run_subprocess  # noqa: E402
 from fp8stream.io.reader import LazyFile  # noqa: E402
 
@@ -145,6 +146,13 @@ def test_no_spool_gives_the_bound_and_says_so_per_layer(flux: Path, tmp_path: Pa
                    for w in layer["warnings"]), layer
     assert all("--no-spool" in e["reason"] for e in report["excluded"])
     _no_spool_left(tmp_path)
+
+
+def test_why_no_spool_kept_the_pass_from_running_is_spelled_once() -> None:
+    """auto and forward say the same reason; one module spells it (auto adds what the flag prevents)."""
+    package = Path(fp8stream.__file__).parent
+    spelled = [p.relative_to(package) for p in package.rglob("*.py") if "--no-spool was given" in p.read_text()]
+    assert len(spelled) == 1, spelled
 
 
 def test_micro_batches_read_each_weight_once_and_see_the_same_samples(flux: Path) -> None:

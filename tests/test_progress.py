@@ -55,3 +55,17 @@ def test_no_progress_by_default_off_a_terminal(tmp_path: Path) -> None:
                        capture_output=True, text=True, env=dict(subprocess_env(), TQDM_MININTERVAL="0"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert _phases(r.stderr) == [] and "\r" not in r.stderr
+
+
+def test_progress_has_one_owner() -> None:
+    """Whether bars show is the run's option (RewriteOptions, --progress); the method learns it from
+    the run (ModelView.progress), not from a copy in the settings that change a scale's value."""
+    from dataclasses import fields
+
+    from fp8stream.calibration.interface import ModelView
+    from fp8stream.calibration.settings import CalibrationSettings
+    from fp8stream.rewrite import RewriteOptions
+
+    holders = [cls.__name__ for cls in (RewriteOptions, CalibrationSettings, ModelView)
+               if "progress" in {f.name for f in fields(cls)}]
+    assert holders == ["RewriteOptions", "ModelView"]

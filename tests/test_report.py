@@ -14,6 +14,8 @@ from pathlib import Path
 import forward_tiny as ft
 from architectures import build_model, layer_names
 from conftest import run_cli, small_model_tensors, subprocess_env
+from fp8stream.advice import render_warnings
+from fp8stream.calibration.layer_warning import LayerWarning, WarningKind
 from fp8stream.families import inventory
 from fp8stream.name_patterns import compact_names
 from fp8stream.report import ExcludedReport, FileReport, LayerReport, share_note
@@ -103,13 +105,39 @@ def test_layers_of_a_shared_scale_group_are_noted_once() -> None:
     qkv = [f"joint_blocks.{i}.x_block.attn.{p}" for i in range(3) for p in ("to_q", "to_k", "to_v")]
     for name in qkv:
         others = [n for n in qkv if n.rsplit(".", 1)[0] == name.rsplit(".", 1)[0] and n != name]
+        # the group is a fact of the layer (shares_input_with), not a note to recognise by its text
         report.layers.append(LayerReport(name, [64, 64], 2.0, "new", "no scale in the file", "simulate", "", True,
-                                         notes=[share_note(others)], shares_input_with=others))
+                                         shares_input_with=others))
     notes = [line for line in render_table(report).splitlines() if line.startswith("note:")]
     assert notes == ["note: 9 layers: joint_blocks.{0..2}.x_block.attn.to_{k,q,v}: share one input_scale with the "
                      "other layers of their group (the group's max: they read the same tensor)"]
     verbose = render_table(report, verbose=True)
     assert all(f"note: {share_note(layer.shares_input_with)}" in verbose for layer in report.layers)
+    layers = json.loads(report.to_json())["layers"]
+    assert [entry["notes"] for entry in layers] == [[share_note(layer.shares_input_with)] for layer in report.layers]
+
+
+def test_the_fix_follows_the_kind_of_a_warning_not_its_words() -> None:
+    """A warning's text carries tensor names and the forward pass's reasons; the fix comes from its
+    kind. This text holds the words of three other kinds' fixes ("extreme", "NaN", "--no-spool")."""
+    text = "blocks.0.norm_extreme_NaN.weight not in the file (--no-spool?): gamma assumed 1"
+    layers = ["blocks.0.attn", "blocks.1.attn"]
+    lines = render_warnings([("blocks.0.attn", [LayerWarning(WarningKind.OTHER, text)])], layers)
+    assert lines == [f"warning: {text} [blocks.0.attn]", "  fix: if in doubt, keep them weight-only: --exclude "
+                     "'blocks.0.attn'"]
+    lines = render_warnings([(name, [LayerWarning(WarningKind.NO_SPOOL, "forward pass not run")]) for name in layers],
+                            layers)
+    assert lines[1] == ("  fix: drop --no-spool: the stream is then spooled to a temporary file and the forward pass "
+                        "runs")
+    # the same words, another kind: another group, its own fix
+    report = FileReport("m.safetensors", "out.safetensors")
+    for name, kind in zip(layers, (WarningKind.EMPTY_WEIGHT, WarningKind.NAN_WEIGHT), strict=True):
+        report.layers.append(LayerReport(name, [8, 8], 1.0, "new", "", "simulate", "", True,
+                                         warnings=[LayerWarning(kind, "FP8 weight is all zero")]))
+    advice = json.loads(report.to_json())["advice"]
+    assert [(a["layers"], a["fix"].split(":")[0]) for a in advice] == [
+        (["blocks.0.attn"], "the weights are empty"), (["blocks.1.attn"], "the weights are damaged")]
+    assert [entry["warnings"] for entry in json.loads(report.to_json())["layers"]] == [["FP8 weight is all zero"]] * 2
 
 
 def test_report_json_and_inspect_count_the_same_layers(tmp_path: Path) -> None:

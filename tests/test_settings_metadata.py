@@ -26,7 +26,7 @@ CASES: dict[str, dict[str, object]] = {
     "forward set": {"method": "forward", "forward_margin": 2.5, "forward_batch": 8, "forward_tokens": 64,
                     "forward_text_tokens": 32, "forward_threads": 1, "forward_micro_batch": 2,
                     "forward_conditioning": "fp8", "assume_input_rms": 1.5, "device": "cuda"},
-    "auto no spool": {"method": "auto", "spool": False, "progress": True, "sim_mode": "hybrid"},
+    "auto no spool": {"method": "auto", "spool": False, "sim_mode": "hybrid"},
     "heuristic": {"method": "heuristic", "factor": 0.25, "rule": "percentile"},
     "stats": {"method": "stats", "stats": "/tmp/x/run.stats.json"},
     "stats map fallback mse": {"method": "stats", "stats": "s.json", "map": "d/names.txt", "fallback": "simulate",

@@ -1,4 +1,5 @@
-"""The package's shape (issue 11): no import cycle, torch only for commands that calibrate."""
+"""The package's shape (issue 11): no import cycle, imports that run down the declared floors (issue 23),
+torch only for commands that calibrate."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def import_graph() -> dict[str, set[str]]:
                 if node.level:
                     parts = package.split(".")
                     base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+                targets = [f"{base}.{a.name}" for a in node.names]
+                # `from pkg import module` needs the module; pkg itself only for a name defined in it
+                targets += [base] if any(t not in modules for t in targets) else []
             else:
                 continue
             edges |= {t for t in targets if t in modules and t != name}
@@ -80,6 +83,63 @@ def test_the_package_has_no_import_cycle() -> None:
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+FLOORS = Path(__file__).parent / "data" / "floors.txt"
+
+
+def declared_floors() -> list[list[str]]:
+    """The rooms of each floor, top first, as tests/data/floors.txt declares them."""
+    lines = (line.partition("#")[0].split() for line in FLOORS.read_text(encoding="utf-8").splitlines())
+    return [rooms for rooms in lines if rooms]
+
+
+def room_of(module: str) -> str:
+    """The folder ('io/') or top-level module ('rewrite.py', '__init__.py') a module lives in."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "__init__.py"
+    return parts[1] + "/" if (PACKAGE / parts[1]).is_dir() else parts[1] + ".py"
+
+
+def room_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Room -> the other rooms its modules import."""
+    rooms: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        rooms.setdefault(room_of(module), set()).update(room_of(t) for t in targets)
+    return {room: targets - {room} for room, targets in rooms.items()}
+
+
+def imports_up(graph: dict[str, set[str]], floors: list[list[str]]) -> list[str]:
+    """Every import of a module from a room on a higher floor than its own."""
+    height = {room: len(floors) - i for i, rooms in enumerate(floors) for room in rooms}
+    return sorted(f"{module} -> {target}" for module, targets in graph.items() for target in targets
+                  if height[room_of(target)] > height[room_of(module)])
+
+
+def test_every_room_is_on_one_declared_floor() -> None:
+    declared = [room for rooms in declared_floors() for room in rooms]
+    assert len(declared) == len(set(declared)), "a room declared twice"
+    assert set(declared) == set(room_graph(import_graph())), f"rooms and {FLOORS.name} differ"
+
+
+def test_imports_run_down_the_floors_and_no_two_rooms_import_each_other() -> None:
+    graph = import_graph()
+    assert imports_up(graph, declared_floors()) == []
+    cycle = find_cycle(room_graph(graph))
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_floor_rule_finds_an_import_back_up_and_rooms_importing_each_other() -> None:
+    graph = import_graph()
+    floors = declared_floors()
+    planted = {**graph, "fp8stream.io.reader": graph["fp8stream.io.reader"] | {"fp8stream.rewrite"}}
+    assert imports_up(planted, floors) == ["fp8stream.io.reader -> fp8stream.rewrite"]
+    assert find_cycle(room_graph(planted)) is not None  # rewrite.py imports io/ too
+    same_floor = next(rooms for rooms in floors if {"calibration/", "forward/"} <= set(rooms))
+    assert same_floor and any("fp8stream.calibration" in t for t in graph["fp8stream.forward.method"])
+    planted = {**graph, "fp8stream.calibration.fp8": graph["fp8stream.calibration.fp8"] | {"fp8stream.forward.run"}}
+    assert imports_up(planted, floors) == [] and find_cycle(room_graph(planted)) is not None
 
 
 def test_no_method_module_imports_the_registry() -> None:

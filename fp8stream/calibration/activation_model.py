@@ -23,6 +23,7 @@ from fp8stream.calibration.channels import (
     spectral,
 )
 from fp8stream.calibration.fp8 import row_sum_squares, row_sum_squares_torch
+from fp8stream.calibration.layer_warning import LayerWarning, WarningKind
 from fp8stream.calibration.producer_rows import RowSums
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.dtypes import decode_floats
@@ -131,7 +132,7 @@ class ActivationModel:
             b = self.values.get(src.bias) if src.bias else None
             notes = []
             if src.weight and g is None:
-                notes.append(f"{src.weight} not in the file: gamma assumed 1")
+                notes.append(LayerWarning(WarningKind.OTHER, f"{src.weight} not in the file: gamma assumed 1"))
             g = np.ones(width) if g is None else np.abs(g.astype(np.float64))
             b = np.zeros(width) if b is None else b.astype(np.float64)
             return finish(Channels(math.sqrt(width - 1) * g + np.abs(b), b, g, 0.0, 0.0, notes))
@@ -223,7 +224,8 @@ class ActivationModel:
                 pooled_bound = w2.row_norms().numpy() * silu_h + np.abs(b2.numpy())
                 pooled_norm = min(pooled_norm, float(np.sqrt((pooled_bound ** 2).sum())))
                 pooled_samples = mlp(torch.randn(8, n_in, generator=gen))
-                notes.append(f"ASSUMED pooled text rms <= {self.external_rms:g}")
+                notes.append(LayerWarning(WarningKind.ASSUMED_INPUT,
+                                          f"ASSUMED pooled text rms <= {self.external_rms:g}"))
                 assumed = True
         z_known = torch.nn.functional.silu(known)
         bound = z_known.abs().amax(0).numpy() + 1.1 * pooled_bound

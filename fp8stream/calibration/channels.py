@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fp8stream.calibration.fp8 import dequantize_rows
+from fp8stream.calibration.layer_warning import LayerWarning, WarningKind
 
 TOKENS = 4096
 GAUSS_MAX = math.sqrt(2 * math.log(TOKENS))  # expected max of N(0,1) over TOKENS draws
@@ -26,7 +27,7 @@ class Channels:
     spread: np.ndarray
     norm_bound: float  # ||x|| per token
     rms: float  # estimated rms of an element
-    notes: list[str] = field(default_factory=list)
+    notes: list[LayerWarning] = field(default_factory=list)  # the warnings of the layers that read it
     # rests on an assumed range of a model input (its notes say which): then no proof
     assumed: bool = False
 
@@ -39,7 +40,7 @@ def external(n: int, what: str, rms: float = EXTERNAL_RMS) -> Channels:
     """A model input or unrecognised source: nothing in the file bounds it, so its rms is ASSUMED."""
     b = max(4.0 * rms, rms * math.sqrt(n))
     return Channels(np.full(n, b), np.zeros(n), np.full(n, rms / 2.0), rms * math.sqrt(n), rms / 2.0,
-                    [f"ASSUMED {what}: rms <= {rms:g}"], assumed=True)
+                    [LayerWarning(WarningKind.ASSUMED_INPUT, f"ASSUMED {what}: rms <= {rms:g}")], assumed=True)
 
 
 def finish(c: Channels) -> Channels:

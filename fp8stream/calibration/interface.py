@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
+from fp8stream.calibration.layer_warning import LayerWarning
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import Header, TensorInfo
 
@@ -46,6 +47,8 @@ class ModelView:
     source: "TensorSource | None" = None
     # a dry run: prepare() decides from the header alone, reads no weight and starts nothing
     dry_run: bool = False
+    # show the method's own progress bars (the forward pass's) on stderr: the run's --progress
+    progress: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class ScaleEstimate:
 
     scale: float
     source: str
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[LayerWarning, ...] = ()
     amax: float | None = None  # the input range the scale covers (scale x 448), when known
     bound: float | None = None  # a proven upper bound of |input|, when the method has one
     margin: float | None = None  # the factor applied to a measured or estimated amax

@@ -17,6 +17,9 @@ import math
 
 from fp8stream.calibration.fp8 import E4M3_MAX
 from fp8stream.calibration.interface import ScaleEstimate
+from fp8stream.calibration.layer_warning import LayerWarning, WarningKind
+
+NO_RANGE = LayerWarning(WarningKind.NO_RANGE, "no usable range: scale 1.0")
 
 
 def is_proof(bound: ScaleEstimate) -> bool:
@@ -25,7 +28,7 @@ def is_proof(bound: ScaleEstimate) -> bool:
 
 
 def with_margin(amax: float, margin: float, bound: ScaleEstimate | None, label: str,
-                warnings: tuple[str, ...] = (), align_cap: bool = False, *, basis: str) -> ScaleEstimate:
+                warnings: tuple[LayerWarning, ...] = (), align_cap: bool = False, *, basis: str) -> ScaleEstimate:
     """The scale covering `margin x amax`, capped by `bound` (simulate's hard bound, or None)
     where that bound is a proof. `label` says where amax comes from; the source line reads
     `{label} {amax} x margin {m}` and then how the bound acted. With `align_cap` and a
@@ -45,7 +48,7 @@ def with_margin(amax: float, margin: float, bound: ScaleEstimate | None, label: 
         else:
             how += f"; bound {limit:.4g}" + ("" if is_proof(bound) else " (rests on an assumption: not a cap)")
     if not (covered > 0 and math.isfinite(covered)):
-        return ScaleEstimate(1.0, how, warnings + ("no usable range: scale 1.0",), bound=limit, margin=margin,
+        return ScaleEstimate(1.0, how, warnings + (NO_RANGE,), bound=limit, margin=margin,
                              basis=basis)
     return ScaleEstimate(covered / E4M3_MAX, how, warnings, amax=covered, bound=limit, margin=margin, basis=basis)
 

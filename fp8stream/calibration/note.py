@@ -15,6 +15,7 @@ import torch
 
 from fp8stream.calibration.fp8 import E4M3_MAX, dequantize_rows
 from fp8stream.calibration.interface import MethodPlan, ModelView, ScaleEstimate
+from fp8stream.calibration.layer_warning import LayerWarning, WarningKind
 from fp8stream.calibration.rules import apply_rule
 from fp8stream.calibration.sampling import layer_generator
 from fp8stream.calibration.settings import CalibrationSettings
@@ -72,7 +73,8 @@ class GaussianOutputMethod:
         amax = self._unit_amax[name] * weight_scale
         source = f"input range = output range of N(0,1) through the weight ({self.settings.rule})"
         if not (amax > 0.0 and amax < float("inf")):  # NaN weights are reported by calibration.suspicious
-            return ScaleEstimate(1.0, source, ("no usable range (all-zero weight?): scale 1.0",))
+            warning = LayerWarning(WarningKind.NO_RANGE, "no usable range (all-zero weight?): scale 1.0")
+            return ScaleEstimate(1.0, source, (warning,))
         return ScaleEstimate(amax / E4M3_MAX, source, (), amax=amax)
 
 

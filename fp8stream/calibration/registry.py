@@ -40,18 +40,13 @@ def method_names() -> list[str]:
     return sorted(METHODS)
 
 
-def method_help() -> str:
-    """One sentence per method, for --help."""
-    return "; ".join(f"{name}: {entry.help}" for name, entry in METHODS.items())
-
-
 def methods_without_side_file() -> list[str]:
     """The methods that need nothing beside the checkpoint (those zoo offers)."""
     return [name for name in method_names() if not METHODS[name].side_file]
 
 
-METHOD = Flag(("--method",), COMMON, f"Where activation ranges come from. {method_help()}.",
-              default=CalibrationSettings.method, choices=tuple(method_names()))
+METHOD = Flag(("--method",), COMMON, "Where activation ranges come from.", default=CalibrationSettings.method,
+              choices=tuple(method_names()), choice_help=tuple((name, entry.help) for name, entry in METHODS.items()))
 
 
 def create(settings: CalibrationSettings) -> CalibrationMethod:

@@ -35,7 +35,6 @@ class CalibrationSettings(ForwardSettings, StatsSettings, HeuristicSettings, Sim
                             "decompressed, to a temporary file (beside OUT, or in $TMPDIR), removed when the run "
                             "ends; --no-spool: the forward pass does not run on it and each layer gets the bound "
                             "instead (auto: the bound method).")
-    progress: bool = False  # a progress bar for long passes (shows only; not recorded, changes no value)
 
     def __post_init__(self) -> None:
         # The one check of what the options need (CLI and API alike): an error before any work.

@@ -54,6 +54,8 @@ from fp8stream.calibration.activation_model import ActivationModel
 from fp8stream.calibration.channels import EXTERNAL_RMS
 from fp8stream.calibration.fp8 import E4M3_MAX
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
+from fp8stream.calibration.layer_warning import LayerWarning, WarningKind
+from fp8stream.calibration.margin import NO_RANGE
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import Header, TensorInfo
@@ -140,12 +142,14 @@ class WeightAwareMethod:
             how = f"{rule} of Gaussian-model samples, capped by the bound"
         warnings = list(dict.fromkeys(c.notes))
         if amax >= EXTREME_AMAX:
-            warnings.append(f"extreme estimated range (amax {amax:.3g}): candidate to keep weight-only")
+            warnings.append(LayerWarning(WarningKind.EXTREME_RANGE,
+                                         f"extreme estimated range (amax {amax:.3g}): candidate to keep weight-only"))
         if est > 0 and bound / est >= 1000:
-            warnings.append(f"bound {bound:.3g} is {bound / est:.0f}x the estimate: range uncertain")
+            warnings.append(LayerWarning(WarningKind.RANGE_UNCERTAIN,
+                                         f"bound {bound:.3g} is {bound / est:.0f}x the estimate: range uncertain"))
         source = f"input = {G.describe(src)}; {how}; bound {bound:.4g}, estimate {est:.4g}"
         if not (amax > 0 and math.isfinite(amax)):
-            warnings.append("no usable range: scale 1.0")
+            warnings.append(NO_RANGE)
             return ScaleEstimate(1.0, source, tuple(warnings), bound=bound, assumed=c.assumed)
         return ScaleEstimate(amax / E4M3_MAX, source, tuple(warnings), amax=amax, bound=bound, margin=margin,
                              assumed=c.assumed)

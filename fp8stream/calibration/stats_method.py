@@ -18,6 +18,7 @@ from typing import Mapping
 
 from fp8stream.calibration.fp8 import E4M3_MAX
 from fp8stream.calibration.interface import GIVEN, MEASURED, MethodPlan, ModelView, ScaleEstimate
+from fp8stream.calibration.layer_warning import LayerWarning, WarningKind
 from fp8stream.calibration.margin import with_margin
 from fp8stream.calibration.rules import amax_from_histogram
 from fp8stream.calibration.settings import CalibrationSettings
@@ -28,6 +29,7 @@ from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import TensorInfo
 
 EXTREME_AMAX = 1e4
+_NO_STATS = LayerWarning(WarningKind.NO_STATS, "no real-data stats (fallback)")
 
 
 class StatsMethod:
@@ -94,7 +96,7 @@ class StatsMethod:
         if rest:
             for name, e in self.fallback.scales(model, rest).items():
                 out[name] = ScaleEstimate(e.scale, "no stats: simulate: " + e.source,
-                                          e.warnings + ("no real-data stats (fallback)",), e.amax, e.bound, e.margin,
+                                          e.warnings + (_NO_STATS,), e.amax, e.bound, e.margin,
                                           e.assumed, e.basis)
         return out
 
@@ -102,20 +104,23 @@ class StatsMethod:
         how = self.matching.how[name]
         src = ", ".join(s.sources[:4]) + (" ..." if len(s.sources) > 4 else "")
         if s.amax is None:
-            return ScaleEstimate(s.scale if s.scale else 1.0, f"plain input_scale from stats ({how}: {src})",
-                                 () if s.scale else ("stats scale 0: using 1.0",), basis=GIVEN)
+            warned = () if s.scale else (LayerWarning(WarningKind.OTHER, "stats scale 0: using 1.0"),)
+            return ScaleEstimate(s.scale if s.scale else 1.0, f"plain input_scale from stats ({how}: {src})", warned,
+                                 basis=GIVEN)
         warnings = []
         rule = self.settings.rule
         if rule != "max" and s.hist is None:
-            warnings.append(f"no histogram for rule {rule}: used the max")
+            warnings.append(LayerWarning(WarningKind.NO_HISTOGRAM, f"no histogram for rule {rule}: used the max"))
             rule = "max"
         amax = s.amax if rule == "max" else amax_from_histogram(rule, s.amax, s.hist, self.stats.lo_log2,
                                                                   self.stats.bins_per_octave, self.settings.percentile)
         if amax <= 0:
-            warnings.append("recorded amax 0 (layer never saw a non-zero input): scale 1.0")
+            warnings.append(LayerWarning(WarningKind.NEVER_REACHED,
+                                         "recorded amax 0 (layer never saw a non-zero input): scale 1.0"))
             return ScaleEstimate(1.0, f"real data ({how}: {src})", tuple(warnings), basis=MEASURED)
         if amax >= EXTREME_AMAX:
-            warnings.append(f"extreme recorded range (amax {amax:.3g}): candidate to keep weight-only")
+            warnings.append(LayerWarning(WarningKind.EXTREME_RANGE,
+                                         f"extreme recorded range (amax {amax:.3g}): candidate to keep weight-only"))
         label = f"real data {rule} over {s.calls} calls ({how}: {src}): amax"
         if self.margin == 1.0:
             return ScaleEstimate(amax / E4M3_MAX, label + f" {amax:.4g}", tuple(warnings), amax=amax, margin=1.0,

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from fp8stream.calibration.layer_warning import LayerWarning, WarningKind
 from fp8stream.formats.layers import FP8Layer
 
 _MAGNITUDE_BITS = 0x7F  # e4m3fn without its sign bit: 0 is ±0, 0x7f is NaN
@@ -51,19 +52,22 @@ class WeightChecks:
         elif top:
             self._nonzero.add(layer.name)
 
-    def warnings(self, layer: FP8Layer, weight_scale: float, input_scale: list[float] | None) -> list[str]:
+    def warnings(self, layer: FP8Layer, weight_scale: float, input_scale: list[float] | None) -> list[LayerWarning]:
         """What is suspicious about the layer; `input_scale` is the file's existing scale, if any."""
         out = []
         nan = self._nan.get(layer.name, 0)
         if nan:
-            out.append(f"FP8 weight holds {nan} NaN value{'s' if nan > 1 else ''} (of {layer.weight.numel})")
-        if layer.name not in self._nonzero:
-            out.append("FP8 weight is all zero" + (" apart from NaN" if nan else ""))
+            values = f"{nan} NaN value{'s' if nan > 1 else ''} (of {layer.weight.numel})"
+            out.append(LayerWarning(WarningKind.NAN_WEIGHT, f"FP8 weight holds {values}"))
+        if layer.name not in self._nonzero:  # with NaN bytes too, the NaN is what needs fixing
+            out.append(LayerWarning(WarningKind.NAN_WEIGHT if nan else WarningKind.EMPTY_WEIGHT,
+                                    "FP8 weight is all zero" + (" apart from NaN" if nan else "")))
         if not math.isfinite(weight_scale):
-            out.append(f"weight_scale is {weight_scale}")
+            out.append(LayerWarning(WarningKind.BAD_WEIGHT_SCALE, f"weight_scale is {weight_scale}"))
         elif weight_scale <= 0.0:
-            out.append(f"weight_scale is {'zero' if weight_scale == 0.0 else 'negative'} ({weight_scale})")
+            sign = "zero" if weight_scale == 0.0 else "negative"
+            out.append(LayerWarning(WarningKind.BAD_WEIGHT_SCALE, f"weight_scale is {sign} ({weight_scale})"))
         bad = [v for v in input_scale or [] if not (math.isfinite(v) and v > 0.0)]
         if bad:
-            out.append(f"existing input_scale is {bad[0]}: not positive and finite")
+            out.append(LayerWarning(WarningKind.OTHER, f"existing input_scale is {bad[0]}: not positive and finite"))
         return out

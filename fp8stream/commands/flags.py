@@ -37,10 +37,11 @@ def _click_type(declared: Flag, choices: Sequence[str] | None) -> click.ParamTyp
 
 
 def option(declared: Flag, choices: Sequence[str] | None = None) -> Callable[[Callable], Callable]:
-    """The click option for `declared`; `choices` narrows its values for one command."""
+    """The click option for `declared`; `choices` narrows its values, and their help, for one command."""
     on_off = declared.type == "bool" and "/" in declared.decls[0]
     is_flag = declared.type == "bool" and not on_off
-    kwargs: dict[str, Any] = {"help": declared.help, "multiple": declared.multiple, "metavar": declared.metavar,
+    kwargs: dict[str, Any] = {"help": declared.help_for(choices), "multiple": declared.multiple,
+                              "metavar": declared.metavar,
                               "show_default": declared.default not in (None, ()) and not is_flag}
     if is_flag:
         kwargs["is_flag"] = True

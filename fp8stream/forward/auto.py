@@ -20,14 +20,17 @@ import struct
 from typing import Mapping
 
 from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
+from fp8stream.calibration.layer_warning import LayerWarning, WarningKind
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.families import by_name
 from fp8stream.families.detect import detect, header_shapes
 from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer
+from fp8stream.forward.method import NO_SPOOL
 from fp8stream.io.header import TensorInfo
 
-NO_SPOOL = "the input is a stream and --no-spool was given (without it, it is spooled to a temporary file)"
+# why auto ran the bound on a stream: the forward method's reason, and what happens without the flag
+NO_SPOOL_AUTO = f"{NO_SPOOL} (without it, it is spooled to a temporary file)"
 NO_GUESS = "no scale without a guess (--method simulate or --assume-input-rms R to opt in)"
 NO_GUESS_NOTE = ("every FP8 layer kept weight-only, no scale from a guess; --method simulate gives bound scales "
                  "that assume inputs of rms <= 2, --assume-input-rms R another range")
@@ -48,7 +51,7 @@ class AutoMethod:
         if found is None and not guess_ok:
             return self._no_guess(model, "model family not recognised")
         no_spool = model.source is None and not self.settings.spool
-        why, prepared = (NO_SPOOL, None) if no_spool else _forward_or_why_not(model)
+        why, prepared = (NO_SPOOL_AUTO, None) if no_spool else _forward_or_why_not(model)
         if why is None:
             from fp8stream.forward.method import ForwardMethod
 
@@ -70,7 +73,7 @@ class AutoMethod:
         """--no-spool on a stream: each layer says that it got the bound, not the forward pass."""
         if not self.no_spool:
             return estimates
-        warning = "forward pass not run: " + NO_SPOOL
+        warning = LayerWarning(WarningKind.NO_SPOOL, "forward pass not run: " + NO_SPOOL_AUTO)
         return {n: dataclasses.replace(e, warnings=e.warnings + (warning,)) for n, e in estimates.items()}
 
     def _no_guess(self, model: ModelView, what: str) -> MethodPlan:

@@ -49,6 +49,7 @@ from typing import Mapping
 
 from fp8stream.calibration import graph as G
 from fp8stream.calibration.interface import ASSUMED, FORWARD_PASS, MethodPlan, ModelView, ScaleEstimate
+from fp8stream.calibration.layer_warning import LayerWarning, WarningKind
 from fp8stream.calibration.margin import with_margin
 from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.calibration.simulate import WeightAwareMethod
@@ -74,9 +75,10 @@ class ForwardMethod:
         self.prepared = prepared
         self.result = None
         self.beside: BesideTheCopy | None = None  # the pass running while the copy streams
+        self.unreached = WarningKind.OTHER  # what a layer the pass missed is warned as (--no-spool: its own kind)
 
     def prepare(self, model: ModelView) -> MethodPlan:
-        from fp8stream.forward.run import import_diffusers, prepare, run
+        from fp8stream.forward.run import ForwardSettings, import_diffusers, prepare, run
 
         import_diffusers()  # one line saying how to install it, before any output exists
         bound_plan = self.bound.prepare(model)
@@ -84,6 +86,7 @@ class ForwardMethod:
             self.prepared = prepare(model.header)
         if model.source is None and not self.settings.spool:  # every layer: the bound, or weight-only
             self.prepared = dataclasses.replace(self.prepared, reason=NO_SPOOL, reached=frozenset())
+            self.unreached = WarningKind.NO_SPOOL
         weight_only = self._unreachable(model)
         # a dry run decides as the run would, a stream's too (the run spools it first)
         runs = (model.source is not None or model.dry_run) and self.prepared.reason is None
@@ -98,7 +101,7 @@ class ForwardMethod:
             bound_plan = self.bound.prepare(ModelView(model.header, kept, model.source))
         notes = () if self.prepared.reason is None else (f"forward pass: {self.prepared.reason}",)
         if runs and self.result is None and not model.dry_run and beside_the_copy(self.settings):
-            beside = dataclasses.replace(forward_settings(self.settings), bar_line=1)  # its bar below the copy's
+            beside = dataclasses.replace(ForwardSettings.of(self.settings, model.progress), bar_line=1)
             source, prepared = model.source, self.prepared
             self.beside = BesideTheCopy(lambda stop: run(source, prepared, beside, stop))
         return MethodPlan(weight_only=weight_only, scaled_weight_only=flagged, undecided=undecided,
@@ -111,7 +114,7 @@ class ForwardMethod:
         reaches. From the meta pass where the model code runs on meta tensors; else the pass
         runs now, before the header (a dry run runs none and names the layers it leaves open)."""
         from fp8stream.forward.conditioning import from_shapes
-        from fp8stream.forward.run import run
+        from fp8stream.forward.run import ForwardSettings, run
 
         path = from_shapes(self.prepared)
         if path is not None:  # a Linear of the model code the meta pass never ran gets no input in the pass either
@@ -123,7 +126,7 @@ class ForwardMethod:
         # HunyuanVideo 1.5's .item()), so the pass runs now, before the header: which layers
         # it finds on the conditioning path, and which no input reached, decide the layout.
         # Without the trace of the step's time, they are ranked by execution order alone.
-        self.result = run(model.source, self.prepared, forward_settings(self.settings))
+        self.result = run(model.source, self.prepared, ForwardSettings.of(self.settings, model.progress))
         weight_only.update(self._unseen(model, weight_only, self.result.reached))
         return tuple(self.result.per_sample), frozenset(), {}
 
@@ -185,13 +188,13 @@ class ForwardMethod:
         self.bound.weight_done(layer)
 
     def scales(self, model: ModelView, weight_scales: Mapping[str, float]) -> dict[str, ScaleEstimate]:
-        from fp8stream.forward.run import run
+        from fp8stream.forward.run import ForwardSettings, run
 
         bounds = self.bound.scales(model, weight_scales)
         if self.beside is not None:
             self.result = self.beside.result()
         elif self.result is None:  # the pass runs now (or, when it cannot run, says why: the bound)
-            self.result = run(model.source, self.prepared, forward_settings(self.settings))
+            self.result = run(model.source, self.prepared, ForwardSettings.of(self.settings, model.progress))
         by_name = {layer.name: layer for layer in model.layers}
         return {name: self._estimate(by_name[name], bounds[name]) for name in weight_scales}
 
@@ -209,7 +212,8 @@ class ForwardMethod:
         seen = self.result.amax.get(layer.weight.name) if self.result.reached(layer.weight.name) else None
         if seen is None or seen <= 0.0:
             why = self._why() if seen is None else "its input was all zero in the forward pass"
-            warnings = (f"not reached by the forward pass ({why}): hard bound",) + b.warnings
+            kind = WarningKind.ZERO_INPUT if seen is not None else self.unreached
+            warnings = (LayerWarning(kind, f"not reached by the forward pass ({why}): hard bound"),) + b.warnings
             return dataclasses.replace(b, source=f"hard bound (simulate); {b.source}", warnings=warnings)
         # no usable range (scale 1.0): no forward pass figure behind it, so its basis is "assumed"
         e = with_margin(seen, self.margin_for(self.result.family), b, "forward amax", align_cap=True, basis=ASSUMED)
@@ -238,16 +242,6 @@ def _source_rests(graph: G.Graph, src, seen: frozenset[str]) -> bool:
     if isinstance(src, G.Concat):
         return any(_source_rests(graph, p, seen) for p in src.parts)
     return any(p in seen or _rests_on_input(graph, p, seen) for p in G.producers(src))
-
-
-def forward_settings(settings: CalibrationSettings):
-    """The forward pass's own settings from the calibration settings."""
-    from fp8stream.forward.run import ForwardSettings
-
-    return ForwardSettings(batch=settings.forward_batch, image_tokens=settings.forward_tokens,
-                           text_tokens=settings.forward_text_tokens, seed=settings.seed,
-                           threads=settings.forward_threads, device=settings.device,
-                           progress=settings.progress, micro_batch=settings.forward_micro_batch)
 
 
 def beside_the_copy(settings: CalibrationSettings) -> bool:

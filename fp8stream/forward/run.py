@@ -21,6 +21,7 @@ from typing import Iterator, Mapping, Sequence
 import torch
 
 from fp8stream.calibration.forward_settings import micro_batch_for
+from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.errors import UsageError
 from fp8stream.families import by_name, model_names
 from fp8stream.families.detect import Detection, detect
@@ -52,6 +53,13 @@ class ForwardSettings:
     device: str = "cpu"
     progress: bool = False  # a bar over the model's Linears on stderr
     bar_line: int = 0  # its line among the run's bars (1: below the copy's, when beside it)
+
+    @classmethod
+    def of(cls, settings: CalibrationSettings, progress: bool = False) -> ForwardSettings:
+        """The pass's own settings from the calibration settings; `progress`: show its bar."""
+        return cls(batch=settings.forward_batch, image_tokens=settings.forward_tokens,
+                   text_tokens=settings.forward_text_tokens, seed=settings.seed, threads=settings.forward_threads,
+                   micro_batch=settings.forward_micro_batch, device=settings.device, progress=progress)
 
 
 @dataclass

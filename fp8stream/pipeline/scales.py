@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from fp8stream.calibration.interface import ASSUMED, ScaleEstimate
+from fp8stream.calibration.layer_warning import LayerWarning
 from fp8stream.errors import FP8StreamError
 from fp8stream.formats import legacy
 from fp8stream.formats.existing_scales import judge_existing_scale
@@ -20,7 +21,7 @@ from fp8stream.formats.layers import LEGACY
 from fp8stream.formats.plan import LayerPlan
 from fp8stream.formats.text_encoders import TEXT_ENCODER_NOTE
 from fp8stream.io.dtypes import as_f32
-from fp8stream.report import ExcludedReport, LayerReport, share_note
+from fp8stream.report import ExcludedReport, LayerReport
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class LayerFacts:
     existing: list[float] | None  # the scale already in the file, None when there is none
     weight_only: bool  # the input's flag
     out_weight_only: bool | None  # the flag written; None: not known (a dry run of a pipe)
-    warnings: tuple[str, ...] = ()  # suspicious weights (NaN bytes, all-zero, bad scales)
+    warnings: tuple[LayerWarning, ...] = ()  # suspicious weights (NaN bytes, all-zero, bad scales)
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,6 @@ def layer_reports(plans: list[LayerPlan], facts: Mapping[str, LayerFacts],
         notes = [TEXT_ENCODER_NOTE] if layer.text_encoder else []
         if p.weight_only_why:
             notes.append(p.weight_only_why)
-        if r.group:
-            notes.append(share_note(list(r.group)))
         e = r.estimate
         assumption = e.source if e is not None else ("scale from the file" if r.source == "kept" else "")
         out_flag = f.out_weight_only if f.out_weight_only is not None else p.out_weight_only
