@@ -39,13 +39,16 @@ SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, SCRIPTS)
 
 from bench import ROOT, drop_caches, filesystem, generate  # noqa: E402 (bench puts ROOT on the path)
+from fp8stream.errors import FP8StreamError  # noqa: E402
 from fp8stream.io.reader import open_positioned, read_input_header  # noqa: E402 (torch-free)
 from fp8stream.memory import memory_estimate  # noqa: E402
-from read_once_measure import MemoryGroup, NotMeasurable, measure  # noqa: E402
+from read_once_measure import MemoryGroup, NotMeasurable, check_can_create, measure  # noqa: E402
 
 MIB = 1 << 20
 HEADROOM = 512 * MIB  # the issue's "+ 512 MB" beside the bound, for the page cache
 EXIT_REFUSED = 2  # cannot measure as asked (not root, no cgroup): one line, nothing run
+NOT_COLD = ("cannot make the run cold (--cold {cold}: dropping the page cache needs root); run as root, "
+            "or add --warm to measure anyway (marked warm)")
 EXIT_RUN_FAILED = 1  # a calibrate run did not exit 0: its figures are printed, but are not a run's
 
 
@@ -110,8 +113,7 @@ def one_run(label: str, cmd: list[str], output: str, limit: int | None, args) ->
         os.unlink(output)
     cold = make_cold(args.cold, args.input)
     if not cold and not args.warm:
-        raise NotMeasurable(f"cannot make the run cold (--cold {args.cold}: dropping the page cache needs "
-                            "root); run as root, or add --warm to measure anyway (marked warm)")
+        raise NotMeasurable(NOT_COLD.format(cold=args.cold))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
     if limit is None:
         measured, group = measure(cmd, env), {}
@@ -196,6 +198,30 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    try:
+        check_measurable(args)
+        result = measure_input(args)
+    except (NotMeasurable, FP8StreamError) as e:
+        print(f"read_once: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(json.dumps(result, indent=1) if args.json else summary(result))
+    return 0 if all(r["exit_code"] == 0 for r in result["runs"]) else EXIT_RUN_FAILED
+
+
+def check_measurable(args) -> None:
+    """Refuse before building or running anything: a missing input, a cache that cannot be
+    dropped (without --warm), a memory cgroup that cannot be made (for the limited run)."""
+    if args.input and not os.path.isfile(args.input):
+        raise NotMeasurable(f"{args.input}: no such file")
+    if args.cold == "all" and not args.warm and not drop_caches():
+        raise NotMeasurable(NOT_COLD.format(cold=args.cold))
+    if args.only != "unlimited":
+        check_can_create()
+
+
+def measure_input(args) -> dict:
+    """The inventory built (without --input) in a scratch folder beside the output, both runs
+    measured, the scratch folder removed (--keep moves the output and a built input out first)."""
     workdir = args.workdir or "."
     os.makedirs(workdir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".read-once-") as scratch:
@@ -203,18 +229,13 @@ def main(argv: list[str] | None = None) -> int:
             args.input = os.path.join(scratch, f"{args.arch}-{args.blocks}.safetensors")
             generate(args.arch, args.blocks, args.input)
         output = os.path.join(scratch, "out.safetensors")
-        try:
-            bound = run_bound(args.input)
-            result = report(args, bound, measure_all(args, bound, output))
-        except NotMeasurable as e:
-            print(f"read_once: {e}", file=sys.stderr)
-            return EXIT_REFUSED
+        bound = run_bound(args.input)
+        result = report(args, bound, measure_all(args, bound, output))
         if args.keep:
             kept = [p for p in (output, args.input) if os.path.dirname(p) == scratch and os.path.exists(p)]
             for p in kept:
                 os.replace(p, os.path.join(workdir, os.path.basename(p)))
-    print(json.dumps(result, indent=1) if args.json else summary(result))
-    return 0 if all(r["exit_code"] == 0 for r in result["runs"]) else EXIT_RUN_FAILED
+    return result
 
 
 if __name__ == "__main__":

@@ -70,20 +70,19 @@ class MemoryGroup:
 
     def __init__(self, limit: int):
         self.limit = limit
-        self.v2 = os.path.exists(os.path.join(V2_ROOT, "cgroup.controllers"))
-        parent = V2_ROOT if self.v2 else V1_MEMORY
+        self.v2, parent = group_parent()
         self.path = os.path.join(parent, f"fp8stream-readonce-{os.getpid()}")
         self.procs_file = os.path.join(self.path, "cgroup.procs")
 
     def __enter__(self) -> MemoryGroup:
+        check_can_create()
         try:
             if self.v2:
                 _enable_v2_memory()
-            elif not os.path.isdir(V1_MEMORY):
-                raise NotMeasurable(f"no cgroup v1 memory controller at {V1_MEMORY} and no cgroup v2 tree")
             os.mkdir(self.path)
         except OSError as e:
-            raise NotMeasurable(f"cannot create the memory cgroup {self.path} (root needed): {e.strerror}") from None
+            raise NotMeasurable(f"cannot create the memory cgroup {self.path}: {e.strerror}; "
+                                "run as root, or --only unlimited") from None
         try:
             self._set_limit()
         except OSError as e:
@@ -120,6 +119,22 @@ class MemoryGroup:
             except OSError:
                 time.sleep(0.1)
         os.rmdir(self.path)  # the last try's error is the user's to see
+
+
+def group_parent() -> tuple[bool, str]:
+    """(cgroup v2?, the folder groups are made in): the unified tree where it has controllers."""
+    v2 = os.path.exists(os.path.join(V2_ROOT, "cgroup.controllers"))
+    return v2, V2_ROOT if v2 else V1_MEMORY
+
+
+def check_can_create() -> None:
+    """Refuse, before anything runs, where no memory cgroup can be made here."""
+    v2, parent = group_parent()
+    if not v2 and not os.path.isdir(parent):
+        raise NotMeasurable(f"no cgroup v1 memory controller at {parent} and no cgroup v2 tree; --only unlimited")
+    if not os.access(parent, os.W_OK):
+        raise NotMeasurable(f"cannot create a memory cgroup under {parent} (root needed); run as root, "
+                            "or --only unlimited")
 
 
 def _enable_v2_memory() -> None:

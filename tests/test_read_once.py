@@ -18,6 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import read_once  # noqa: E402
+import read_once_measure  # noqa: E402
 from fp8stream.memory import memory_estimate  # noqa: E402
 from read_once_measure import NotMeasurable, measure  # noqa: E402
 
@@ -38,6 +39,19 @@ def test_a_run_that_cannot_be_made_cold_is_refused_in_one_line(small_model, tmp_
     assert code == read_once.EXIT_REFUSED
     assert err.count("\n") == 0 and "needs root" in err and "--warm" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]  # nothing ran, nothing left
+
+
+def test_no_memory_cgroup_or_no_input_is_refused_in_one_line(small_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(read_once, "drop_caches", lambda: False)
+    monkeypatch.setattr(read_once, "calibrate_command", fake_calibrate(0))
+    monkeypatch.setattr(read_once_measure, "V2_ROOT", str(tmp_path / "no-v2"))  # a host with neither tree
+    monkeypatch.setattr(read_once_measure, "V1_MEMORY", str(tmp_path / "no-v1"))
+    assert read_once.main(["--input", str(small_model), "--workdir", str(tmp_path), "--warm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no cgroup v1 memory controller" in err and "--only unlimited" in err
+    assert read_once.main(["--input", str(tmp_path / "missing.safetensors"), "--warm", "--only", "unlimited"]) == 2
+    assert capsys.readouterr().err.strip() == f"read_once: {tmp_path / 'missing.safetensors'}: no such file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
 
 
 @pytest.mark.parametrize("child_exit", [0, 3])
