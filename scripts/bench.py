@@ -128,15 +128,21 @@ def fp8stream_tool(method: str, methods: list[str]) -> str:
     return "fp8stream" if len(methods) == 1 else f"fp8stream:{method}"
 
 
+def generate(arch: str, blocks: int | None, path: str) -> None:
+    """Write the synthetic checkpoint of `arch`'s real-size inventory (`blocks` deep, None: full)
+    to `path`, in a child: torch stays out of this process (see ARCHITECTURES)."""
+    make = ("from fp8stream.synthetic.checkpoint import from_inventory, write_checkpoint;"
+            "from fp8stream.families import inventory;"
+            f"write_checkpoint({path!r}, from_inventory(inventory({arch!r})({blocks!r})))")
+    subprocess.run([sys.executable, "-c", make], check=True, env=dict(os.environ, PYTHONPATH=ROOT))
+
+
 def bench_one(arch: str, blocks: int | None, runs: int, device: str, workdir: str, cold: bool,
               methods: list[str], naive: bool = True) -> dict:
     src = os.path.join(workdir, f"{arch}-{blocks or 'full'}.safetensors")
     dst = os.path.join(workdir, "out.safetensors")
     t0 = time.monotonic()
-    make = ("from fp8stream.synthetic.checkpoint import from_inventory, write_checkpoint;"
-            "from fp8stream.families import inventory;"
-            f"write_checkpoint({src!r}, from_inventory(inventory({arch!r})({blocks!r})))")
-    subprocess.run([sys.executable, "-c", make], check=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    generate(arch, blocks, src)
     size = os.path.getsize(src)
     largest = _largest_tensor(src)
     print(f"[{arch} blocks={blocks or 'full'}] {size / 1e9:.2f} GB generated in {time.monotonic() - t0:.0f} s",
