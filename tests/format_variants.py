@@ -17,7 +17,7 @@ from fp8stream.synthetic.checkpoint import bf16_tensor, comfy_fp8_linear, write_
 
 # the families of forward_tiny.py and families_tiny.py (diffusers' classes), the key inventories of
 # architectures.py (random weights under ComfyUI's names; t5 a text encoder), and no known family
-FORWARD = ("flux", "sd3", "wan", "hunyuan-video-1.5", "ltx2", "cosmos")
+FORWARD = ("flux", "sd3", "wan", "hunyuan-video-1.5", "ltx2", "cosmos", "auraflow")
 IMAGE = ("flux2", "chroma", "qwen-image", "z-image", "lumina2", "hidream")
 ENCODERS = ("bert", "umt5", "clip_l", "qwen25_vl")  # test_forward_encoders.py's text encoders
 INVENTORY = ("keys-flux", "keys-sd3", "keys-wan", "keys-t5")

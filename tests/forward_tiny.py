@@ -210,6 +210,34 @@ def cosmos_shapes(layers: int = 2, channels: int = 4, video2world: bool = True, 
     return s
 
 
+def auraflow_shapes(double: int = 2, single: int = 2, width: int = 96, channels: int = 4,
+                    positions: int = 64) -> dict[str, tuple[int, ...]]:
+    """AuraFlow under ComfyUI's (the original) names, comfy/ldm/aura/mmdit.py: 12 heads (every
+    release's, so the width is a multiple of 12), 2x2 patches, a gated MLP of
+    find_multiple(int(2 * 4 * width / 3), 256), biases only in the patch and time embedders."""
+    mlp = -(-int(8 * width / 3) // 256) * 256
+    s: dict[str, tuple[int, ...]] = {"positional_encoding": (1, positions, width), "register_tokens": (1, 8, width)}
+    _linear(s, "init_x_linear", width, 4 * channels)
+    _linear(s, "cond_seq_linear", width, JOINT, bias=False)
+    _linear(s, "t_embedder.mlp.0", width, 256)
+    _linear(s, "t_embedder.mlp.2", width, width)
+    blocks = [(f"double_layers.{i}.", ("w1", "w2"), ("C", "X")) for i in range(double)]
+    blocks += [(f"single_layers.{i}.", ("w1",), ("CX",)) for i in range(single)]
+    for p, attns, streams in blocks:
+        for a in attns:
+            for x in "qkvo":
+                _linear(s, f"{p}attn.{a}{x}", width, width, bias=False)
+        for st in streams:
+            _linear(s, f"{p}mod{st}.1", 6 * width, width, bias=False)
+            mlp_name = f"{p}mlp{st if len(streams) == 2 else ''}."
+            _linear(s, mlp_name + "c_fc1", mlp, width, bias=False)
+            _linear(s, mlp_name + "c_fc2", mlp, width, bias=False)
+            _linear(s, mlp_name + "c_proj", width, mlp, bias=False)
+    _linear(s, "modF.1", 2 * width, width, bias=False)
+    _linear(s, "final_linear", 4 * channels, width, bias=False)
+    return s
+
+
 def flux_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     model = by_name("flux").model.model_class()(**cfg)
     return {k: tuple(v.shape) for k, v in qm.diffusers_to_comfy(model.state_dict(), cfg).items()}
@@ -254,7 +282,7 @@ def tiny(family: str, seed: int = 0, **kw) -> tuple[torch.nn.Module, dict[str, t
 
 
 SHAPES = {"sd3": sd3_shapes, "wan": wan_shapes, "hunyuan-video-1.5": hunyuan_video15_shapes, "ltx2": ltx2_shapes,
-          "cosmos": cosmos_shapes}
+          "cosmos": cosmos_shapes, "auraflow": auraflow_shapes}
 NOT_LINEAR = ("cond_type_embedding.",)  # 2-D weights that are no Linear's: BF16 in FP8 files
 
 

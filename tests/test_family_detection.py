@@ -75,6 +75,9 @@ HEADERS = {
                            "net.blocks.0.self_attn.q_proj.weight": (2048, 2048)},
     "cosmos-1.0-7B": {"net.x_embedder.proj.1.weight": (4096, 68),
                       "net.blocks.block0.blocks.0.block.attn.to_q.0.weight": (4096, 4096)},
+    "auraflow": {"init_x_linear.weight": (3072, 16), "cond_seq_linear.weight": (3072, 2048)}
+    | blocks("double_layers.", 4, "attn.w2q.weight", (3072, 3072))
+    | blocks("single_layers.", 32, "attn.w1q.weight", (3072, 3072)),
 }
 
 
@@ -104,7 +107,6 @@ def test_an_unknown_file_is_none_not_a_guess() -> None:
 
 
 @pytest.mark.parametrize("family, key", [("mochi", "blocks.0.attn.qkv_x.weight"),
-                                         ("auraflow", "double_layers.0.attn.w2q.weight"),
                                          ("sana", "blocks.0.cross_attn.q_linear.weight")])
 def test_families_detected_only_are_named(family: str, key: str) -> None:
     """Families without model code are still recognised from diffusers' checkpoint key (inspect
@@ -142,7 +144,7 @@ def test_a_family_added_with_a_preset_becomes_a_preset_choice(monkeypatch) -> No
     from fp8stream.families.family import DetectionRule, Family
 
     today = ("flux", "sd3", "wan", "flux2", "chroma", "qwen-image", "z-image", "lumina2", "hidream",
-             "hunyuan-video-1.5", "ltx2", "cosmos")
+             "hunyuan-video-1.5", "ltx2", "cosmos", "auraflow")
     assert families.preset_names() == today
     added = Family("newdit", "dit", DetectionRule(("new_in.weight",), "ours"), presets=(("new_in", "embedder"),))
     monkeypatch.setattr(families, "FAMILIES", (*families.FAMILIES, added))
@@ -198,6 +200,7 @@ def test_the_registry_with_its_model_code_imports_without_torch() -> None:
 
 def test_the_forward_pass_has_model_code_for_the_families_it_had() -> None:
     assert families.model_names() == ("flux", "sd3", "wan", "flux2", "chroma", "qwen-image", "z-image", "lumina2",
-                                      "hidream", "bert", "t5", "clip", "llm", "hunyuan-video-1.5", "ltx2", "cosmos")
+                                      "hidream", "bert", "t5", "clip", "llm", "hunyuan-video-1.5", "ltx2", "cosmos",
+                                      "auraflow")
     texts = {f.name for f in families.FAMILIES if f.model is not None and f.kind == "text"}
     assert texts == {"bert", "t5", "clip", "llm"}  # their default margin is the text encoders'
