@@ -51,8 +51,8 @@ def family_modules() -> dict[str, Path]:
 
 
 def block(renames: Renames) -> str:
-    """The generated block in ruff format's own layout: one entry a line, split in two where the
-    line would pass ruff's 120 characters."""
+    """The generated block in ruff format's own layout: one entry a line, or split as ruff format
+    splits it where that line would pass ruff's 120 characters."""
     entries = "".join(_entry(module, layer) for module, layer in renames)
     return START + ("DIFFUSERS_RENAMES = (\n" + entries + ")\n" if renames else "DIFFUSERS_RENAMES = ()\n") + END
 

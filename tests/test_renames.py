@@ -142,7 +142,7 @@ def test_each_family_module_holds_the_renames_its_converter_derives() -> None:
     derived, modules = derived_renames(), family_modules()
     stale = [f.name for f in FAMILIES if f.diffusers_renames != derived.get(f.name, ())
              or updated(text := modules[f.name].read_text(encoding="utf-8"), f.diffusers_renames) != text]
-    assert stale == [], "stale: run python scripts/derive_renames.py"
+    assert stale == [], f"stale: {stale}: run python scripts/derive_renames.py"
     assert set(derived) >= set(HAND_WRITTEN)
 
 
