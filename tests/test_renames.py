@@ -1,6 +1,6 @@
 """The diffusers -> checkpoint renames that match stats recorded on a diffusers model
 (`--method stats`, fp8stream/families/renames.py) are what each family's own converter does: the
-stored file equals a fresh derivation, and on Flux's, SD3's and Wan's layers, at real size and at
+block each family's module holds equals a fresh derivation, and on Flux's, SD3's and Wan's layers, at real size and at
 the forward tests' tiny width, the renames equal the table that was written by hand before (kept
 here as what they must stay)."""
 
@@ -12,9 +12,9 @@ import pytest
 
 import forward_tiny as ft  # puts scripts/ on sys.path
 from fp8stream.families import FAMILIES, by_name, inventory
-from fp8stream.families.renames import rename, stored_renames
+from fp8stream.families.renames import rename
 from fp8stream.forward.mapping import derive_mapping, linear_renames
-from scripts.derive_renames import derived_renames
+from scripts.derive_renames import START, derived_renames, family_modules, updated
 
 # Deeper than the three blocks the renames are derived from (a block number they never saw, a last
 # block that may differ); the real depth costs seconds more and renames no other pattern.
@@ -136,15 +136,35 @@ def test_the_renames_equal_the_hand_written_ones_at_tiny_width(family: str) -> N
     assert all(".attn2." in m if family == "sd3" else any(p in m for p in image_branch) for m in unrenamed)
 
 
-def test_the_stored_renames_are_what_the_converters_derive() -> None:
-    """Stale after a converter or a family changed: `python scripts/derive_renames.py`."""
-    assert stored_renames() == derived_renames(), "stale: run python scripts/derive_renames.py"
+def test_each_family_module_holds_the_renames_its_converter_derives() -> None:
+    """Stale after a converter or a family changed: `python scripts/derive_renames.py`. Its block
+    in the module's text is the one the script writes, and the family passes it to its Family."""
+    derived, modules = derived_renames(), family_modules()
+    stale = [f.name for f in FAMILIES if f.diffusers_renames != derived.get(f.name, ())
+             or updated(text := modules[f.name].read_text(encoding="utf-8"), f.diffusers_renames) != text]
+    assert stale == [], f"stale: {stale}: run python scripts/derive_renames.py"
+    assert set(derived) >= set(HAND_WRITTEN)
 
 
 def test_families_without_model_code_have_no_renames() -> None:
-    without = {f.name for f in FAMILIES if f.model is None}
-    assert without and not without & set(stored_renames())
+    without = [f for f in FAMILIES if f.model is None]
+    modules = family_modules()
+    assert without and all(not f.diffusers_renames for f in without)
+    assert not [f.name for f in without if START in modules[f.name].read_text(encoding="utf-8")]
     assert rename("transformer_blocks.0.attn.to_q", "hunyuan-video") is None
+    assert rename("transformer_blocks.0.attn.to_q", "no-such-family") is None
+
+
+def test_the_script_adds_a_block_above_a_family_that_has_none_and_rewrites_only_the_block() -> None:
+    """A family given model code (its module has no block yet): the block goes above its FAMILY and
+    the comments on it; run again, only the block changes."""
+    module = 'from x import Family\n\n\n# why it is tried first\nFAMILY = Family("x", "dit")\n'
+    once = updated(module, (("a.{}.to_q", "b.{}.qkv"),))
+    assert once == ('from x import Family\n\n\n' + START + 'DIFFUSERS_RENAMES = (\n    ("a.{}.to_q", "b.{}.qkv"),\n)\n'
+                    '# end of derived renames\n\n\n# why it is tried first\nFAMILY = Family("x", "dit")\n')
+    assert updated(once, (("a.{}.to_q", "b.{}.qkv"),)) == once
+    assert updated(once, (("c", "d"),)) == once.replace('("a.{}.to_q", "b.{}.qkv")', '("c", "d")')
+    assert updated(module, ()) == module
 
 
 def test_a_block_template_gives_the_block_number_of_the_name() -> None:
@@ -155,7 +175,7 @@ def test_a_block_template_gives_the_block_number_of_the_name() -> None:
 
 
 @pytest.mark.parametrize("family, key", [(f.name, key) for f in FAMILIES if f.name not in HAND_WRITTEN
-                                         for key, _ in f.inventories if f.name in stored_renames()])
+                                         for key, _ in f.inventories if f.diffusers_renames])
 def test_every_family_renames_every_block_as_its_converter_does(family: str, key: str) -> None:
     """The families the hand-written table lacked: the renames stored hold for every layer of the
     real model's widths, DEPTH blocks deep."""

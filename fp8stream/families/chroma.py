@@ -104,10 +104,41 @@ def inputs(cfg: Mapping, plan: SamplePlan) -> dict:
 value_sources = flux_value_sources
 
 
+# renames: derived by scripts/derive_renames.py from this family's converter, do not edit
+DIFFUSERS_RENAMES = (
+    ("context_embedder", "txt_in"),
+    ("distilled_guidance_layer.in_proj", "distilled_guidance_layer.in_proj"),
+    ("distilled_guidance_layer.layers.{}.linear_1", "distilled_guidance_layer.layers.{}.in_layer"),
+    ("distilled_guidance_layer.layers.{}.linear_2", "distilled_guidance_layer.layers.{}.out_layer"),
+    ("distilled_guidance_layer.out_proj", "distilled_guidance_layer.out_proj"),
+    ("proj_out", "final_layer.linear"),
+    ("single_transformer_blocks.{}.attn.to_k", "single_blocks.{}.linear1"),
+    ("single_transformer_blocks.{}.attn.to_q", "single_blocks.{}.linear1"),
+    ("single_transformer_blocks.{}.attn.to_v", "single_blocks.{}.linear1"),
+    ("single_transformer_blocks.{}.proj_mlp", "single_blocks.{}.linear1"),
+    ("single_transformer_blocks.{}.proj_out", "single_blocks.{}.linear2"),
+    ("transformer_blocks.{}.attn.add_k_proj", "double_blocks.{}.txt_attn.qkv"),
+    ("transformer_blocks.{}.attn.add_q_proj", "double_blocks.{}.txt_attn.qkv"),
+    ("transformer_blocks.{}.attn.add_v_proj", "double_blocks.{}.txt_attn.qkv"),
+    ("transformer_blocks.{}.attn.to_add_out", "double_blocks.{}.txt_attn.proj"),
+    ("transformer_blocks.{}.attn.to_k", "double_blocks.{}.img_attn.qkv"),
+    ("transformer_blocks.{}.attn.to_out.0", "double_blocks.{}.img_attn.proj"),
+    ("transformer_blocks.{}.attn.to_q", "double_blocks.{}.img_attn.qkv"),
+    ("transformer_blocks.{}.attn.to_v", "double_blocks.{}.img_attn.qkv"),
+    ("transformer_blocks.{}.ff.net.0.proj", "double_blocks.{}.img_mlp.0"),
+    ("transformer_blocks.{}.ff.net.2", "double_blocks.{}.img_mlp.2"),
+    ("transformer_blocks.{}.ff_context.net.0.proj", "double_blocks.{}.txt_mlp.0"),
+    ("transformer_blocks.{}.ff_context.net.2", "double_blocks.{}.txt_mlp.2"),
+    ("x_embedder", "img_in"),
+)
+# end of derived renames
+
+
 FAMILY = Family(
     "chroma", "dit",
     DetectionRule(("distilled_guidance_layer.in_proj.bias",), "diffusers: chroma", "img_in.weight",
                   ("double_blocks.", "single_blocks."), ("distilled_guidance_layer.in_proj.weight",)),
     presets=PRESETS,
     inventories=(("chroma", inventory),),
-    model=ModelCode(config, model_class, convert, inputs, value_sources))
+    model=ModelCode(config, model_class, convert, inputs, value_sources),
+    diffusers_renames=DIFFUSERS_RENAMES)

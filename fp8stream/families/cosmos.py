@@ -185,6 +185,34 @@ def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
                               for attn in ("attn1", "attn2"))
 
 
+# renames: derived by scripts/derive_renames.py from this family's converter, do not edit
+DIFFUSERS_RENAMES = (
+    ("norm_out.linear_1", "final_layer.adaln_modulation.1"),
+    ("norm_out.linear_2", "final_layer.adaln_modulation.2"),
+    ("patch_embed.proj", "x_embedder.proj.1"),
+    ("proj_out", "final_layer.linear"),
+    ("time_embed.t_embedder.linear_1", "t_embedder.1.linear_1"),
+    ("time_embed.t_embedder.linear_2", "t_embedder.1.linear_2"),
+    ("transformer_blocks.{}.attn1.to_k", "blocks.{}.self_attn.k_proj"),
+    ("transformer_blocks.{}.attn1.to_out.0", "blocks.{}.self_attn.output_proj"),
+    ("transformer_blocks.{}.attn1.to_q", "blocks.{}.self_attn.q_proj"),
+    ("transformer_blocks.{}.attn1.to_v", "blocks.{}.self_attn.v_proj"),
+    ("transformer_blocks.{}.attn2.to_k", "blocks.{}.cross_attn.k_proj"),
+    ("transformer_blocks.{}.attn2.to_out.0", "blocks.{}.cross_attn.output_proj"),
+    ("transformer_blocks.{}.attn2.to_q", "blocks.{}.cross_attn.q_proj"),
+    ("transformer_blocks.{}.attn2.to_v", "blocks.{}.cross_attn.v_proj"),
+    ("transformer_blocks.{}.ff.net.0.proj", "blocks.{}.mlp.layer1"),
+    ("transformer_blocks.{}.ff.net.2", "blocks.{}.mlp.layer2"),
+    ("transformer_blocks.{}.norm1.linear_1", "blocks.{}.adaln_modulation_self_attn.1"),
+    ("transformer_blocks.{}.norm1.linear_2", "blocks.{}.adaln_modulation_self_attn.2"),
+    ("transformer_blocks.{}.norm2.linear_1", "blocks.{}.adaln_modulation_cross_attn.1"),
+    ("transformer_blocks.{}.norm2.linear_2", "blocks.{}.adaln_modulation_cross_attn.2"),
+    ("transformer_blocks.{}.norm3.linear_1", "blocks.{}.adaln_modulation_mlp.1"),
+    ("transformer_blocks.{}.norm3.linear_2", "blocks.{}.adaln_modulation_mlp.2"),
+)
+# end of derived renames
+
+
 FAMILY = Family(
     "cosmos", "dit",
     DetectionRule(("blocks.block0.blocks.0.block.attn.to_q.0.weight", "blocks.0.self_attn.q_proj.weight"),
@@ -192,4 +220,5 @@ FAMILY = Family(
     variant,
     presets=PRESETS, edge_blocks=r"^blocks\.(?:block)?(\d+)\.",
     inventories=(("cosmos-14b", predict2_14b), ("cosmos-2b", predict2_2b)),
-    model=ModelCode(config, model_class, convert, inputs, value_sources))
+    model=ModelCode(config, model_class, convert, inputs, value_sources),
+    diffusers_renames=DIFFUSERS_RENAMES)

@@ -81,6 +81,8 @@ class Family:
     inventories: tuple[tuple[str, Inventory], ...] = ()
     graph: ProducerGraph | None = None  # the bound's producer graph (calibration/graph.py); None: not known
     model: ModelCode | None = None  # the forward pass's model code; None: it has none for this family
+    # (diffusers module, checkpoint layer; {}: block index) for stats matching, by scripts/derive_renames.py
+    diffusers_renames: tuple[tuple[str, str], ...] = ()
 
     def variant_of(self, bare: Shapes, width: int | None, blocks: tuple[int, ...]) -> str:
         return self.variant(bare, width, blocks) if self.variant is not None else self.name

@@ -195,6 +195,42 @@ def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     return out
 
 
+# renames: derived by scripts/derive_renames.py from this family's converter, do not edit
+DIFFUSERS_RENAMES = (
+    ("context_embedder", "txt_in"),
+    ("norm_out.linear", "final_layer.adaLN_modulation.1"),
+    ("proj_out", "final_layer.linear"),
+    ("single_transformer_blocks.{}.attn.to_k", "single_blocks.{}.linear1"),
+    ("single_transformer_blocks.{}.attn.to_q", "single_blocks.{}.linear1"),
+    ("single_transformer_blocks.{}.attn.to_v", "single_blocks.{}.linear1"),
+    ("single_transformer_blocks.{}.norm.linear", "single_blocks.{}.modulation.lin"),
+    ("single_transformer_blocks.{}.proj_mlp", "single_blocks.{}.linear1"),
+    ("single_transformer_blocks.{}.proj_out", "single_blocks.{}.linear2"),
+    ("time_text_embed.guidance_embedder.linear_1", "guidance_in.in_layer"),
+    ("time_text_embed.guidance_embedder.linear_2", "guidance_in.out_layer"),
+    ("time_text_embed.text_embedder.linear_1", "vector_in.in_layer"),
+    ("time_text_embed.text_embedder.linear_2", "vector_in.out_layer"),
+    ("time_text_embed.timestep_embedder.linear_1", "time_in.in_layer"),
+    ("time_text_embed.timestep_embedder.linear_2", "time_in.out_layer"),
+    ("transformer_blocks.{}.attn.add_k_proj", "double_blocks.{}.txt_attn.qkv"),
+    ("transformer_blocks.{}.attn.add_q_proj", "double_blocks.{}.txt_attn.qkv"),
+    ("transformer_blocks.{}.attn.add_v_proj", "double_blocks.{}.txt_attn.qkv"),
+    ("transformer_blocks.{}.attn.to_add_out", "double_blocks.{}.txt_attn.proj"),
+    ("transformer_blocks.{}.attn.to_k", "double_blocks.{}.img_attn.qkv"),
+    ("transformer_blocks.{}.attn.to_out.0", "double_blocks.{}.img_attn.proj"),
+    ("transformer_blocks.{}.attn.to_q", "double_blocks.{}.img_attn.qkv"),
+    ("transformer_blocks.{}.attn.to_v", "double_blocks.{}.img_attn.qkv"),
+    ("transformer_blocks.{}.ff.net.0.proj", "double_blocks.{}.img_mlp.0"),
+    ("transformer_blocks.{}.ff.net.2", "double_blocks.{}.img_mlp.2"),
+    ("transformer_blocks.{}.ff_context.net.0.proj", "double_blocks.{}.txt_mlp.0"),
+    ("transformer_blocks.{}.ff_context.net.2", "double_blocks.{}.txt_mlp.2"),
+    ("transformer_blocks.{}.norm1.linear", "double_blocks.{}.img_mod.lin"),
+    ("transformer_blocks.{}.norm1_context.linear", "double_blocks.{}.txt_mod.lin"),
+    ("x_embedder", "img_in"),
+)
+# end of derived renames
+
+
 FAMILY = Family(
     "flux", "dit",
     DetectionRule(("double_blocks.0.img_attn.norm.key_norm.scale",), "diffusers: flux", "img_in.weight",
@@ -205,4 +241,5 @@ FAMILY = Family(
     presets=PRESETS,
     inventories=(("flux", flux_dev),),
     graph=ProducerGraph(sources, VEC_TERMS),
-    model=ModelCode(config, model_class, convert, inputs, value_sources))
+    model=ModelCode(config, model_class, convert, inputs, value_sources),
+    diffusers_renames=DIFFUSERS_RENAMES)

@@ -126,6 +126,37 @@ def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     return out
 
 
+# renames: derived by scripts/derive_renames.py from this family's converter, do not edit
+DIFFUSERS_RENAMES = (
+    ("context_embedder", "txt_in"),
+    ("double_stream_modulation_img.linear", "double_stream_modulation_img.lin"),
+    ("double_stream_modulation_txt.linear", "double_stream_modulation_txt.lin"),
+    ("norm_out.linear", "final_layer.adaLN_modulation.1"),
+    ("proj_out", "final_layer.linear"),
+    ("single_stream_modulation.linear", "single_stream_modulation.lin"),
+    ("single_transformer_blocks.{}.attn.to_out", "single_blocks.{}.linear2"),
+    ("single_transformer_blocks.{}.attn.to_qkv_mlp_proj", "single_blocks.{}.linear1"),
+    ("time_guidance_embed.guidance_embedder.linear_1", "guidance_in.in_layer"),
+    ("time_guidance_embed.guidance_embedder.linear_2", "guidance_in.out_layer"),
+    ("time_guidance_embed.timestep_embedder.linear_1", "time_in.in_layer"),
+    ("time_guidance_embed.timestep_embedder.linear_2", "time_in.out_layer"),
+    ("transformer_blocks.{}.attn.add_k_proj", "double_blocks.{}.txt_attn.qkv"),
+    ("transformer_blocks.{}.attn.add_q_proj", "double_blocks.{}.txt_attn.qkv"),
+    ("transformer_blocks.{}.attn.add_v_proj", "double_blocks.{}.txt_attn.qkv"),
+    ("transformer_blocks.{}.attn.to_add_out", "double_blocks.{}.txt_attn.proj"),
+    ("transformer_blocks.{}.attn.to_k", "double_blocks.{}.img_attn.qkv"),
+    ("transformer_blocks.{}.attn.to_out.0", "double_blocks.{}.img_attn.proj"),
+    ("transformer_blocks.{}.attn.to_q", "double_blocks.{}.img_attn.qkv"),
+    ("transformer_blocks.{}.attn.to_v", "double_blocks.{}.img_attn.qkv"),
+    ("transformer_blocks.{}.ff.linear_in", "double_blocks.{}.img_mlp.0"),
+    ("transformer_blocks.{}.ff.linear_out", "double_blocks.{}.img_mlp.2"),
+    ("transformer_blocks.{}.ff_context.linear_in", "double_blocks.{}.txt_mlp.0"),
+    ("transformer_blocks.{}.ff_context.linear_out", "double_blocks.{}.txt_mlp.2"),
+    ("x_embedder", "img_in"),
+)
+# end of derived renames
+
+
 FAMILY = Family(
     "flux2", "dit",
     DetectionRule(("single_stream_modulation.lin.weight",), "diffusers: flux2", "img_in.weight",
@@ -133,4 +164,5 @@ FAMILY = Family(
     variant,
     presets=PRESETS,
     inventories=(("flux2", inventory),),
-    model=ModelCode(config, model_class, convert, inputs, value_sources))
+    model=ModelCode(config, model_class, convert, inputs, value_sources),
+    diffusers_renames=DIFFUSERS_RENAMES)

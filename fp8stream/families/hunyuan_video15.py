@@ -193,6 +193,66 @@ def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     return joint_value_sources(cfg["num_layers"]) | self_value_sources(refiner)
 
 
+# renames: derived by scripts/derive_renames.py from this family's converter, do not edit
+DIFFUSERS_RENAMES = (
+    ("cond_type_embed", "cond_type_embedding"),
+    ("context_embedder.proj_in", "txt_in.input_embedder"),
+    ("context_embedder.time_text_embed.text_embedder.linear_1", "txt_in.c_embedder.linear_1"),
+    ("context_embedder.time_text_embed.text_embedder.linear_2", "txt_in.c_embedder.linear_2"),
+    ("context_embedder.time_text_embed.timestep_embedder.linear_1", "txt_in.t_embedder.mlp.0"),
+    ("context_embedder.time_text_embed.timestep_embedder.linear_2", "txt_in.t_embedder.mlp.2"),
+    (
+        "context_embedder.token_refiner.refiner_blocks.{}.attn.to_k",
+        "txt_in.individual_token_refiner.blocks.{}.self_attn_qkv",
+    ),
+    (
+        "context_embedder.token_refiner.refiner_blocks.{}.attn.to_out.0",
+        "txt_in.individual_token_refiner.blocks.{}.self_attn_proj",
+    ),
+    (
+        "context_embedder.token_refiner.refiner_blocks.{}.attn.to_q",
+        "txt_in.individual_token_refiner.blocks.{}.self_attn_qkv",
+    ),
+    (
+        "context_embedder.token_refiner.refiner_blocks.{}.attn.to_v",
+        "txt_in.individual_token_refiner.blocks.{}.self_attn_qkv",
+    ),
+    (
+        "context_embedder.token_refiner.refiner_blocks.{}.ff.net.0.proj",
+        "txt_in.individual_token_refiner.blocks.{}.mlp.fc1",
+    ),
+    ("context_embedder.token_refiner.refiner_blocks.{}.ff.net.2", "txt_in.individual_token_refiner.blocks.{}.mlp.fc2"),
+    (
+        "context_embedder.token_refiner.refiner_blocks.{}.norm_out.linear",
+        "txt_in.individual_token_refiner.blocks.{}.adaLN_modulation.1",
+    ),
+    ("context_embedder_2.linear_1", "byt5_in.fc1"),
+    ("context_embedder_2.linear_2", "byt5_in.fc2"),
+    ("context_embedder_2.linear_3", "byt5_in.fc3"),
+    ("image_embedder.linear_1", "vision_in.proj.1"),
+    ("image_embedder.linear_2", "vision_in.proj.3"),
+    ("norm_out.linear", "final_layer.adaLN_modulation.1"),
+    ("proj_out", "final_layer.linear"),
+    ("time_embed.timestep_embedder.linear_1", "time_in.mlp.0"),
+    ("time_embed.timestep_embedder.linear_2", "time_in.mlp.2"),
+    ("transformer_blocks.{}.attn.add_k_proj", "double_blocks.{}.txt_attn_qkv"),
+    ("transformer_blocks.{}.attn.add_q_proj", "double_blocks.{}.txt_attn_qkv"),
+    ("transformer_blocks.{}.attn.add_v_proj", "double_blocks.{}.txt_attn_qkv"),
+    ("transformer_blocks.{}.attn.to_add_out", "double_blocks.{}.txt_attn_proj"),
+    ("transformer_blocks.{}.attn.to_k", "double_blocks.{}.img_attn_qkv"),
+    ("transformer_blocks.{}.attn.to_out.0", "double_blocks.{}.img_attn_proj"),
+    ("transformer_blocks.{}.attn.to_q", "double_blocks.{}.img_attn_qkv"),
+    ("transformer_blocks.{}.attn.to_v", "double_blocks.{}.img_attn_qkv"),
+    ("transformer_blocks.{}.ff.net.0.proj", "double_blocks.{}.img_mlp.fc1"),
+    ("transformer_blocks.{}.ff.net.2", "double_blocks.{}.img_mlp.fc2"),
+    ("transformer_blocks.{}.ff_context.net.0.proj", "double_blocks.{}.txt_mlp.fc1"),
+    ("transformer_blocks.{}.ff_context.net.2", "double_blocks.{}.txt_mlp.fc2"),
+    ("transformer_blocks.{}.norm1.linear", "double_blocks.{}.img_mod.linear"),
+    ("transformer_blocks.{}.norm1_context.linear", "double_blocks.{}.txt_mod.linear"),
+)
+# end of derived renames
+
+
 FAMILY = Family(
     "hunyuan-video-1.5", "dit",
     DetectionRule(("cond_type_embedding.weight",), "ours (ComfyUI: use_cond_type_embedding)",
@@ -201,4 +261,5 @@ FAMILY = Family(
     shared_inputs=(SharedInput(".*", ("img_attn_q", "img_attn_k", "img_attn_v")),  # q/k/v stored apart
                    SharedInput(".*", ("txt_attn_q", "txt_attn_k", "txt_attn_v"))),
     inventories=(("hunyuan-video-1.5", t2v_720p),),
-    model=ModelCode(config, model_class, convert, inputs, value_sources))
+    model=ModelCode(config, model_class, convert, inputs, value_sources),
+    diffusers_renames=DIFFUSERS_RENAMES)

@@ -198,6 +198,90 @@ def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
                               for attn in attentions)
 
 
+# renames: derived by scripts/derive_renames.py from this family's converter, do not edit
+DIFFUSERS_RENAMES = (
+    ("audio_caption_projection.linear_1", "audio_caption_projection.linear_1"),
+    ("audio_caption_projection.linear_2", "audio_caption_projection.linear_2"),
+    ("audio_proj_in", "audio_patchify_proj"),
+    ("audio_proj_out", "audio_proj_out"),
+    ("audio_time_embed.emb.timestep_embedder.linear_1", "audio_adaln_single.emb.timestep_embedder.linear_1"),
+    ("audio_time_embed.emb.timestep_embedder.linear_2", "audio_adaln_single.emb.timestep_embedder.linear_2"),
+    ("audio_time_embed.linear", "audio_adaln_single.linear"),
+    (
+        "av_cross_attn_audio_scale_shift.emb.timestep_embedder.linear_1",
+        "av_ca_audio_scale_shift_adaln_single.emb.timestep_embedder.linear_1",
+    ),
+    (
+        "av_cross_attn_audio_scale_shift.emb.timestep_embedder.linear_2",
+        "av_ca_audio_scale_shift_adaln_single.emb.timestep_embedder.linear_2",
+    ),
+    ("av_cross_attn_audio_scale_shift.linear", "av_ca_audio_scale_shift_adaln_single.linear"),
+    (
+        "av_cross_attn_audio_v2a_gate.emb.timestep_embedder.linear_1",
+        "av_ca_v2a_gate_adaln_single.emb.timestep_embedder.linear_1",
+    ),
+    (
+        "av_cross_attn_audio_v2a_gate.emb.timestep_embedder.linear_2",
+        "av_ca_v2a_gate_adaln_single.emb.timestep_embedder.linear_2",
+    ),
+    ("av_cross_attn_audio_v2a_gate.linear", "av_ca_v2a_gate_adaln_single.linear"),
+    (
+        "av_cross_attn_video_a2v_gate.emb.timestep_embedder.linear_1",
+        "av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1",
+    ),
+    (
+        "av_cross_attn_video_a2v_gate.emb.timestep_embedder.linear_2",
+        "av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_2",
+    ),
+    ("av_cross_attn_video_a2v_gate.linear", "av_ca_a2v_gate_adaln_single.linear"),
+    (
+        "av_cross_attn_video_scale_shift.emb.timestep_embedder.linear_1",
+        "av_ca_video_scale_shift_adaln_single.emb.timestep_embedder.linear_1",
+    ),
+    (
+        "av_cross_attn_video_scale_shift.emb.timestep_embedder.linear_2",
+        "av_ca_video_scale_shift_adaln_single.emb.timestep_embedder.linear_2",
+    ),
+    ("av_cross_attn_video_scale_shift.linear", "av_ca_video_scale_shift_adaln_single.linear"),
+    ("caption_projection.linear_1", "caption_projection.linear_1"),
+    ("caption_projection.linear_2", "caption_projection.linear_2"),
+    ("proj_in", "patchify_proj"),
+    ("proj_out", "proj_out"),
+    ("time_embed.emb.timestep_embedder.linear_1", "adaln_single.emb.timestep_embedder.linear_1"),
+    ("time_embed.emb.timestep_embedder.linear_2", "adaln_single.emb.timestep_embedder.linear_2"),
+    ("time_embed.linear", "adaln_single.linear"),
+    ("transformer_blocks.{}.attn1.to_k", "transformer_blocks.{}.attn1.to_k"),
+    ("transformer_blocks.{}.attn1.to_out.0", "transformer_blocks.{}.attn1.to_out.0"),
+    ("transformer_blocks.{}.attn1.to_q", "transformer_blocks.{}.attn1.to_q"),
+    ("transformer_blocks.{}.attn1.to_v", "transformer_blocks.{}.attn1.to_v"),
+    ("transformer_blocks.{}.attn2.to_k", "transformer_blocks.{}.attn2.to_k"),
+    ("transformer_blocks.{}.attn2.to_out.0", "transformer_blocks.{}.attn2.to_out.0"),
+    ("transformer_blocks.{}.attn2.to_q", "transformer_blocks.{}.attn2.to_q"),
+    ("transformer_blocks.{}.attn2.to_v", "transformer_blocks.{}.attn2.to_v"),
+    ("transformer_blocks.{}.audio_attn1.to_k", "transformer_blocks.{}.audio_attn1.to_k"),
+    ("transformer_blocks.{}.audio_attn1.to_out.0", "transformer_blocks.{}.audio_attn1.to_out.0"),
+    ("transformer_blocks.{}.audio_attn1.to_q", "transformer_blocks.{}.audio_attn1.to_q"),
+    ("transformer_blocks.{}.audio_attn1.to_v", "transformer_blocks.{}.audio_attn1.to_v"),
+    ("transformer_blocks.{}.audio_attn2.to_k", "transformer_blocks.{}.audio_attn2.to_k"),
+    ("transformer_blocks.{}.audio_attn2.to_out.0", "transformer_blocks.{}.audio_attn2.to_out.0"),
+    ("transformer_blocks.{}.audio_attn2.to_q", "transformer_blocks.{}.audio_attn2.to_q"),
+    ("transformer_blocks.{}.audio_attn2.to_v", "transformer_blocks.{}.audio_attn2.to_v"),
+    ("transformer_blocks.{}.audio_ff.net.0.proj", "transformer_blocks.{}.audio_ff.net.0.proj"),
+    ("transformer_blocks.{}.audio_ff.net.2", "transformer_blocks.{}.audio_ff.net.2"),
+    ("transformer_blocks.{}.audio_to_video_attn.to_k", "transformer_blocks.{}.audio_to_video_attn.to_k"),
+    ("transformer_blocks.{}.audio_to_video_attn.to_out.0", "transformer_blocks.{}.audio_to_video_attn.to_out.0"),
+    ("transformer_blocks.{}.audio_to_video_attn.to_q", "transformer_blocks.{}.audio_to_video_attn.to_q"),
+    ("transformer_blocks.{}.audio_to_video_attn.to_v", "transformer_blocks.{}.audio_to_video_attn.to_v"),
+    ("transformer_blocks.{}.ff.net.0.proj", "transformer_blocks.{}.ff.net.0.proj"),
+    ("transformer_blocks.{}.ff.net.2", "transformer_blocks.{}.ff.net.2"),
+    ("transformer_blocks.{}.video_to_audio_attn.to_k", "transformer_blocks.{}.video_to_audio_attn.to_k"),
+    ("transformer_blocks.{}.video_to_audio_attn.to_out.0", "transformer_blocks.{}.video_to_audio_attn.to_out.0"),
+    ("transformer_blocks.{}.video_to_audio_attn.to_q", "transformer_blocks.{}.video_to_audio_attn.to_q"),
+    ("transformer_blocks.{}.video_to_audio_attn.to_v", "transformer_blocks.{}.video_to_audio_attn.to_v"),
+)
+# end of derived renames
+
+
 FAMILY = Family(
     "ltx2", "dit",
     DetectionRule(("av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1.weight",), "diffusers: ltx2",
@@ -207,4 +291,5 @@ FAMILY = Family(
     # q reads one stream, k and v the text or the other modality
     cross_attention=("audio_attn2", "audio_to_video_attn", "video_to_audio_attn"),
     inventories=(("ltx2", ltx2_19b),),
-    model=ModelCode(config, model_class, convert, inputs, value_sources))
+    model=ModelCode(config, model_class, convert, inputs, value_sources),
+    diffusers_renames=DIFFUSERS_RENAMES)

@@ -104,6 +104,41 @@ def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     return next_dit_value_sources(cfg["num_layers"], cfg["num_refiner_layers"], "attn")
 
 
+# renames: derived by scripts/derive_renames.py from this family's converter, do not edit
+DIFFUSERS_RENAMES = (
+    ("context_refiner.{}.attn.to_k", "context_refiner.{}.attention.qkv"),
+    ("context_refiner.{}.attn.to_out.0", "context_refiner.{}.attention.out"),
+    ("context_refiner.{}.attn.to_q", "context_refiner.{}.attention.qkv"),
+    ("context_refiner.{}.attn.to_v", "context_refiner.{}.attention.qkv"),
+    ("context_refiner.{}.feed_forward.linear_1", "context_refiner.{}.feed_forward.w1"),
+    ("context_refiner.{}.feed_forward.linear_2", "context_refiner.{}.feed_forward.w2"),
+    ("context_refiner.{}.feed_forward.linear_3", "context_refiner.{}.feed_forward.w3"),
+    ("layers.{}.attn.to_k", "layers.{}.attention.qkv"),
+    ("layers.{}.attn.to_out.0", "layers.{}.attention.out"),
+    ("layers.{}.attn.to_q", "layers.{}.attention.qkv"),
+    ("layers.{}.attn.to_v", "layers.{}.attention.qkv"),
+    ("layers.{}.feed_forward.linear_1", "layers.{}.feed_forward.w1"),
+    ("layers.{}.feed_forward.linear_2", "layers.{}.feed_forward.w2"),
+    ("layers.{}.feed_forward.linear_3", "layers.{}.feed_forward.w3"),
+    ("layers.{}.norm1.linear", "layers.{}.adaLN_modulation.1"),
+    ("noise_refiner.{}.attn.to_k", "noise_refiner.{}.attention.qkv"),
+    ("noise_refiner.{}.attn.to_out.0", "noise_refiner.{}.attention.out"),
+    ("noise_refiner.{}.attn.to_q", "noise_refiner.{}.attention.qkv"),
+    ("noise_refiner.{}.attn.to_v", "noise_refiner.{}.attention.qkv"),
+    ("noise_refiner.{}.feed_forward.linear_1", "noise_refiner.{}.feed_forward.w1"),
+    ("noise_refiner.{}.feed_forward.linear_2", "noise_refiner.{}.feed_forward.w2"),
+    ("noise_refiner.{}.feed_forward.linear_3", "noise_refiner.{}.feed_forward.w3"),
+    ("noise_refiner.{}.norm1.linear", "noise_refiner.{}.adaLN_modulation.1"),
+    ("norm_out.linear_1", "final_layer.adaLN_modulation.1"),
+    ("norm_out.linear_2", "final_layer.linear"),
+    ("time_caption_embed.caption_embedder.1", "cap_embedder.1"),
+    ("time_caption_embed.timestep_embedder.linear_1", "t_embedder.mlp.0"),
+    ("time_caption_embed.timestep_embedder.linear_2", "t_embedder.mlp.2"),
+    ("x_embedder", "x_embedder"),
+)
+# end of derived renames
+
+
 FAMILY = Family(
     "lumina2", "dit",
     DetectionRule(("cap_embedder.0.weight",), "diffusers: lumina2", "x_embedder.weight", ("layers.",),
@@ -111,4 +146,5 @@ FAMILY = Family(
     presets=PRESETS,
     shared_inputs=(SharedInput(r"(^|.*\.)feed_forward$", ("w1", "w3")),),  # gated FFN: gate, up
     inventories=(("lumina2", inventory),),
-    model=ModelCode(config, model_class, convert, inputs, value_sources))
+    model=ModelCode(config, model_class, convert, inputs, value_sources),
+    diffusers_renames=DIFFUSERS_RENAMES)

@@ -3,32 +3,36 @@ stats recorded on a diffusers model (`fp8stream.record`) find a checkpoint's lay
 
 The renames are derived, not written by hand: `scripts/derive_renames.py` runs each family's own
 single-file converter (`Family.model.convert`) once on its real-size inventories through the row-id
-mapping (fp8stream.forward.mapping.family_renames) and stores the result in RENAMES_FILE, so that
-matching stats needs neither diffusers nor the converter's seconds; tests/test_renames.py fails
-when the file and the converters differ. A family with no model code, or whose converter renames
-nothing (its checkpoints use diffusers' names), has none.
+mapping (fp8stream.forward.mapping.family_renames) and writes the result into the family's module
+(`DIFFUSERS_RENAMES`, passed to its Family as `diffusers_renames`), so that matching stats needs
+neither diffusers nor the converter's seconds; tests/test_renames.py fails when a module and its
+converter differ. A family with no model code, or whose converter renames nothing (its checkpoints
+use diffusers' names), has none.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-from pathlib import Path
 
-RENAMES_FILE = Path(__file__).with_name("diffusers_renames.json")
+from fp8stream.families import by_name
+
 BLOCK = "{}"  # the block index in a stored name
 
 
 @functools.cache
-def stored_renames() -> dict[str, dict[str, str]]:
-    """family name -> {diffusers module name: checkpoint layer name} ({} = the block index)."""
-    return json.loads(RENAMES_FILE.read_text(encoding="utf-8"))
+def _renames(family: str) -> dict[str, str]:
+    """{diffusers module name: checkpoint layer name} of this family ({} = the block index; empty
+    for a name no family has)."""
+    try:
+        return dict(by_name(family).diffusers_renames)
+    except KeyError:  # a family name the registry lacks (matching was told it): nothing to rename
+        return {}
 
 
 def rename(name: str, family: str) -> str | None:
     """A diffusers module name (bare: no model prefix) in the family's checkpoint spelling (None:
     the family has no rename for it)."""
-    renames = stored_renames().get(family, {})
+    renames = _renames(family)
     if name in renames:
         return renames[name]
     parts = name.split(".")

@@ -161,6 +161,33 @@ def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     return joint_value_sources(cfg["num_layers"]) | self_value_sources(second)
 
 
+# renames: derived by scripts/derive_renames.py from this family's converter, do not edit
+DIFFUSERS_RENAMES = (
+    ("context_embedder", "context_embedder"),
+    ("norm_out.linear", "final_layer.adaLN_modulation.1"),
+    ("proj_out", "final_layer.linear"),
+    ("time_text_embed.text_embedder.linear_1", "y_embedder.mlp.0"),
+    ("time_text_embed.text_embedder.linear_2", "y_embedder.mlp.2"),
+    ("time_text_embed.timestep_embedder.linear_1", "t_embedder.mlp.0"),
+    ("time_text_embed.timestep_embedder.linear_2", "t_embedder.mlp.2"),
+    ("transformer_blocks.{}.attn.add_k_proj", "joint_blocks.{}.context_block.attn.qkv"),
+    ("transformer_blocks.{}.attn.add_q_proj", "joint_blocks.{}.context_block.attn.qkv"),
+    ("transformer_blocks.{}.attn.add_v_proj", "joint_blocks.{}.context_block.attn.qkv"),
+    ("transformer_blocks.{}.attn.to_add_out", "joint_blocks.{}.context_block.attn.proj"),
+    ("transformer_blocks.{}.attn.to_k", "joint_blocks.{}.x_block.attn.qkv"),
+    ("transformer_blocks.{}.attn.to_out.0", "joint_blocks.{}.x_block.attn.proj"),
+    ("transformer_blocks.{}.attn.to_q", "joint_blocks.{}.x_block.attn.qkv"),
+    ("transformer_blocks.{}.attn.to_v", "joint_blocks.{}.x_block.attn.qkv"),
+    ("transformer_blocks.{}.ff.net.0.proj", "joint_blocks.{}.x_block.mlp.fc1"),
+    ("transformer_blocks.{}.ff.net.2", "joint_blocks.{}.x_block.mlp.fc2"),
+    ("transformer_blocks.{}.ff_context.net.0.proj", "joint_blocks.{}.context_block.mlp.fc1"),
+    ("transformer_blocks.{}.ff_context.net.2", "joint_blocks.{}.context_block.mlp.fc2"),
+    ("transformer_blocks.{}.norm1.linear", "joint_blocks.{}.x_block.adaLN_modulation.1"),
+    ("transformer_blocks.{}.norm1_context.linear", "joint_blocks.{}.context_block.adaLN_modulation.1"),
+)
+# end of derived renames
+
+
 FAMILY = Family(
     "sd3", "dit",
     DetectionRule(("joint_blocks.0.context_block.adaLN_modulation.1.bias", "joint_blocks.37.x_block.mlp.fc1.weight"),
@@ -171,4 +198,5 @@ FAMILY = Family(
     presets=PRESETS,
     inventories=(("sd35", sd35_large),),
     graph=ProducerGraph(sources, VEC_TERMS),
-    model=ModelCode(config, model_class, convert, inputs, value_sources))
+    model=ModelCode(config, model_class, convert, inputs, value_sources),
+    diffusers_renames=DIFFUSERS_RENAMES)

@@ -105,6 +105,29 @@ def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     return {a.format(i) + "o": [[a.format(i) + "v"]] for i in range(cfg["num_layers"])}
 
 
+# renames: derived by scripts/derive_renames.py from this family's converter, do not edit
+DIFFUSERS_RENAMES = (
+    (
+        "encoder.block.0.layer.0.SelfAttention.relative_attention_bias",
+        "encoder.block.0.layer.0.SelfAttention.relative_attention_bias",
+    ),
+    ("encoder.block.{}.layer.0.SelfAttention.k", "encoder.block.{}.layer.0.SelfAttention.k"),
+    ("encoder.block.{}.layer.0.SelfAttention.o", "encoder.block.{}.layer.0.SelfAttention.o"),
+    ("encoder.block.{}.layer.0.SelfAttention.q", "encoder.block.{}.layer.0.SelfAttention.q"),
+    (
+        "encoder.block.{}.layer.0.SelfAttention.relative_attention_bias",
+        "encoder.block.{}.layer.0.SelfAttention.relative_attention_bias",
+    ),
+    ("encoder.block.{}.layer.0.SelfAttention.v", "encoder.block.{}.layer.0.SelfAttention.v"),
+    ("encoder.block.{}.layer.1.DenseReluDense.wi_0", "encoder.block.{}.layer.1.DenseReluDense.wi_0"),
+    ("encoder.block.{}.layer.1.DenseReluDense.wi_1", "encoder.block.{}.layer.1.DenseReluDense.wi_1"),
+    ("encoder.block.{}.layer.1.DenseReluDense.wo", "encoder.block.{}.layer.1.DenseReluDense.wo"),
+    ("encoder.embed_tokens", "shared"),
+    ("shared", "shared"),
+)
+# end of derived renames
+
+
 FAMILY = Family(
     "t5", "text",
     DetectionRule(("encoder.block.0.layer.0.SelfAttention.q.weight",), "ours (T5, UMT5)", "shared.weight",
@@ -114,4 +137,5 @@ FAMILY = Family(
                    SharedInput(".*", ("wi_0", "wi_1"))),  # gated FFN
     cross_attention=("EncDecAttention",),
     inventories=(("t5xxl", t5_xxl), ("umt5xxl", umt5_xxl)),
-    model=ModelCode(config, model_class, convert, inputs, value_sources))
+    model=ModelCode(config, model_class, convert, inputs, value_sources),
+    diffusers_renames=DIFFUSERS_RENAMES)

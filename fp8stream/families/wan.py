@@ -256,6 +256,28 @@ def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     return out
 
 
+# renames: derived by scripts/derive_renames.py from this family's converter, do not edit
+DIFFUSERS_RENAMES = (
+    ("blocks.{}.attn1.to_k", "blocks.{}.self_attn.k"),
+    ("blocks.{}.attn1.to_out.0", "blocks.{}.self_attn.o"),
+    ("blocks.{}.attn1.to_q", "blocks.{}.self_attn.q"),
+    ("blocks.{}.attn1.to_v", "blocks.{}.self_attn.v"),
+    ("blocks.{}.attn2.to_k", "blocks.{}.cross_attn.k"),
+    ("blocks.{}.attn2.to_out.0", "blocks.{}.cross_attn.o"),
+    ("blocks.{}.attn2.to_q", "blocks.{}.cross_attn.q"),
+    ("blocks.{}.attn2.to_v", "blocks.{}.cross_attn.v"),
+    ("blocks.{}.ffn.net.0.proj", "blocks.{}.ffn.0"),
+    ("blocks.{}.ffn.net.2", "blocks.{}.ffn.2"),
+    ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
+    ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
+    ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
+    ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
+    ("condition_embedder.time_proj", "time_projection.1"),
+    ("proj_out", "head.head"),
+)
+# end of derived renames
+
+
 FAMILY = Family(
     "wan", "dit",
     DetectionRule(("head.modulation",), "diffusers: wan", "patch_embedding.weight", ("blocks.",),
@@ -266,4 +288,5 @@ FAMILY = Family(
     shared_inputs=(SharedInput(r"(^|.*\.)cross_attn$", ("k_img", "v_img")),),
     inventories=(("wan", wan_14b), ("wan22-5b", ti2v_5b), ("wan22-i2v-a14b", i2v_a14b)),
     graph=ProducerGraph(sources, VEC_TERMS),
-    model=ModelCode(config, model_class, convert, inputs, value_sources))
+    model=ModelCode(config, model_class, convert, inputs, value_sources),
+    diffusers_renames=DIFFUSERS_RENAMES)

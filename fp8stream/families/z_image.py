@@ -96,6 +96,40 @@ def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     return next_dit_value_sources(cfg["n_layers"], cfg["n_refiner_layers"], "attention")
 
 
+# renames: derived by scripts/derive_renames.py from this family's converter, do not edit
+DIFFUSERS_RENAMES = (
+    ("all_final_layer.2-1.adaLN_modulation.1", "final_layer.adaLN_modulation.1"),
+    ("all_final_layer.2-1.linear", "final_layer.linear"),
+    ("all_x_embedder.2-1", "x_embedder"),
+    ("cap_embedder.1", "cap_embedder.1"),
+    ("context_refiner.{}.attention.to_k", "context_refiner.{}.attention.qkv"),
+    ("context_refiner.{}.attention.to_out.0", "context_refiner.{}.attention.out"),
+    ("context_refiner.{}.attention.to_q", "context_refiner.{}.attention.qkv"),
+    ("context_refiner.{}.attention.to_v", "context_refiner.{}.attention.qkv"),
+    ("context_refiner.{}.feed_forward.w1", "context_refiner.{}.feed_forward.w1"),
+    ("context_refiner.{}.feed_forward.w2", "context_refiner.{}.feed_forward.w2"),
+    ("context_refiner.{}.feed_forward.w3", "context_refiner.{}.feed_forward.w3"),
+    ("layers.{}.adaLN_modulation.0", "layers.{}.adaLN_modulation.0"),
+    ("layers.{}.attention.to_k", "layers.{}.attention.qkv"),
+    ("layers.{}.attention.to_out.0", "layers.{}.attention.out"),
+    ("layers.{}.attention.to_q", "layers.{}.attention.qkv"),
+    ("layers.{}.attention.to_v", "layers.{}.attention.qkv"),
+    ("layers.{}.feed_forward.w1", "layers.{}.feed_forward.w1"),
+    ("layers.{}.feed_forward.w2", "layers.{}.feed_forward.w2"),
+    ("layers.{}.feed_forward.w3", "layers.{}.feed_forward.w3"),
+    ("noise_refiner.{}.adaLN_modulation.0", "noise_refiner.{}.adaLN_modulation.0"),
+    ("noise_refiner.{}.attention.to_k", "noise_refiner.{}.attention.qkv"),
+    ("noise_refiner.{}.attention.to_out.0", "noise_refiner.{}.attention.out"),
+    ("noise_refiner.{}.attention.to_q", "noise_refiner.{}.attention.qkv"),
+    ("noise_refiner.{}.attention.to_v", "noise_refiner.{}.attention.qkv"),
+    ("noise_refiner.{}.feed_forward.w1", "noise_refiner.{}.feed_forward.w1"),
+    ("noise_refiner.{}.feed_forward.w2", "noise_refiner.{}.feed_forward.w2"),
+    ("noise_refiner.{}.feed_forward.w3", "noise_refiner.{}.feed_forward.w3"),
+    ("t_embedder.mlp.{}", "t_embedder.mlp.{}"),
+)
+# end of derived renames
+
+
 FAMILY = Family(  # it carries Lumina 2's cap_embedder: tried before it
     "z-image", "dit",
     DetectionRule(("layers.0.adaLN_modulation.0.weight",), "diffusers: z-image-turbo", "x_embedder.weight",
@@ -103,4 +137,5 @@ FAMILY = Family(  # it carries Lumina 2's cap_embedder: tried before it
     presets=PRESETS,
     shared_inputs=(SharedInput(r"(^|.*\.)feed_forward$", ("w1", "w3")),),
     inventories=(("z-image", inventory),),
-    model=ModelCode(config, model_class, convert, inputs, value_sources))  # gated FFN: gate, up
+    model=ModelCode(config, model_class, convert, inputs, value_sources),  # gated FFN: gate, up
+    diffusers_renames=DIFFUSERS_RENAMES)
