@@ -144,10 +144,47 @@ def value_sources(cfg: Mapping) -> dict[str, list[list[str]]]:
     return joint_value_sources(cfg["num_mmdit_layers"], "joint_transformer_blocks") | self_value_sources(single)
 
 
+# renames: derived by scripts/derive_renames.py from this family's converter, do not edit
+DIFFUSERS_RENAMES = (
+    ("context_embedder", "cond_seq_linear"),
+    ("joint_transformer_blocks.{}.attn.add_k_proj", "double_layers.{}.attn.w1k"),
+    ("joint_transformer_blocks.{}.attn.add_q_proj", "double_layers.{}.attn.w1q"),
+    ("joint_transformer_blocks.{}.attn.add_v_proj", "double_layers.{}.attn.w1v"),
+    ("joint_transformer_blocks.{}.attn.to_add_out", "double_layers.{}.attn.w1o"),
+    ("joint_transformer_blocks.{}.attn.to_k", "double_layers.{}.attn.w2k"),
+    ("joint_transformer_blocks.{}.attn.to_out.0", "double_layers.{}.attn.w2o"),
+    ("joint_transformer_blocks.{}.attn.to_q", "double_layers.{}.attn.w2q"),
+    ("joint_transformer_blocks.{}.attn.to_v", "double_layers.{}.attn.w2v"),
+    ("joint_transformer_blocks.{}.ff.linear_1", "double_layers.{}.mlpX.c_fc1"),
+    ("joint_transformer_blocks.{}.ff.linear_2", "double_layers.{}.mlpX.c_fc2"),
+    ("joint_transformer_blocks.{}.ff.out_projection", "double_layers.{}.mlpX.c_proj"),
+    ("joint_transformer_blocks.{}.ff_context.linear_1", "double_layers.{}.mlpC.c_fc1"),
+    ("joint_transformer_blocks.{}.ff_context.linear_2", "double_layers.{}.mlpC.c_fc2"),
+    ("joint_transformer_blocks.{}.ff_context.out_projection", "double_layers.{}.mlpC.c_proj"),
+    ("joint_transformer_blocks.{}.norm1.linear", "double_layers.{}.modX.1"),
+    ("joint_transformer_blocks.{}.norm1_context.linear", "double_layers.{}.modC.1"),
+    ("norm_out.linear", "modF.1"),
+    ("pos_embed.proj", "init_x_linear"),
+    ("proj_out", "final_linear"),
+    ("single_transformer_blocks.{}.attn.to_k", "single_layers.{}.attn.w1k"),
+    ("single_transformer_blocks.{}.attn.to_out.0", "single_layers.{}.attn.w1o"),
+    ("single_transformer_blocks.{}.attn.to_q", "single_layers.{}.attn.w1q"),
+    ("single_transformer_blocks.{}.attn.to_v", "single_layers.{}.attn.w1v"),
+    ("single_transformer_blocks.{}.ff.linear_1", "single_layers.{}.mlp.c_fc1"),
+    ("single_transformer_blocks.{}.ff.linear_2", "single_layers.{}.mlp.c_fc2"),
+    ("single_transformer_blocks.{}.ff.out_projection", "single_layers.{}.mlp.c_proj"),
+    ("single_transformer_blocks.{}.norm1.linear", "single_layers.{}.modCX.1"),
+    ("time_step_proj.linear_1", "t_embedder.mlp.0"),
+    ("time_step_proj.linear_2", "t_embedder.mlp.2"),
+)
+# end of derived renames
+
+
 FAMILY = Family(
     "auraflow", "dit",
     DetectionRule(KEYS, "diffusers: auraflow", "init_x_linear.weight", ("double_layers.", "single_layers.")),
     presets=PRESETS,
     shared_inputs=SHARED_INPUTS,
     inventories=(("auraflow", inventory),),
-    model=ModelCode(config, model_class, convert, inputs, value_sources))
+    model=ModelCode(config, model_class, convert, inputs, value_sources),
+    diffusers_renames=DIFFUSERS_RENAMES)
