@@ -28,10 +28,13 @@ SEEN: dict[str, object] = {}
 class ByNameMethod:
     """Keeps one layer weight-only; scales every other from its weight's bytes read by name."""
 
+    def needs_random_access(self, model: ModelView) -> bool:
+        return True
+
     def prepare(self, model: ModelView) -> MethodPlan:
         SEEN["layers"] = [layer.name for layer in model.layers]
-        return MethodPlan(weight_only={SKIPPED: "not reached by the test's model code"}, rows=False,
-                          needs_random_access=True)
+        SEEN["prepared"] = SEEN.get("prepared", 0) + 1
+        return MethodPlan(weight_only={SKIPPED: "not reached by the test's model code"}, rows=False)
 
     def observe_weight(self, layer, rows, row_start: int) -> None:
         raise AssertionError("rows=False: no weight rows")
