@@ -150,7 +150,7 @@ def _rewrite(stages: Stages, report: FileReport) -> None:
             check_output(stages.output, model, report.bytes_out, stages.run.verify)
         with contextlib.closing(create(stages.settings)) as method:  # closed before IN: its pass may read it
             view = ModelView(model.whole, [p.layer for p in planned.calibrated], model.tensor_source(), stages.dry_run)
-            model, view, spooled_bytes = _readable(opened, model, method, view, stages)
+            model, view, spooled_bytes = _readable(opened, model, method, view, stages.settings, stages.output)
             method_plan = _prepare(method, view, stages.run)
             if method_plan.weight_only or method_plan.scaled_weight_only:  # the layout changes: plan again
                 planned = _plan(model, stages.layout, calibration, method_plan)
@@ -193,7 +193,7 @@ def _describe_input(report: FileReport, model: ModelInput, planned: Planned) -> 
 
 
 def _readable(opened: contextlib.ExitStack, model: ModelInput, method: CalibrationMethod, view: ModelView,
-              stages: Stages) -> tuple[ModelInput, ModelView, int]:
+              settings: CalibrationSettings, output: OutputTarget | None) -> tuple[ModelInput, ModelView, int]:
     """IN as the method reads it, and the bytes spooled: a stream that it reads by name (asked
     from the header: imports, the model's mapping, shown as preparing) is written to a file
     first, its header handed on (pipeline/spool.py); its by-name reads close with IN."""
@@ -201,14 +201,13 @@ def _readable(opened: contextlib.ExitStack, model: ModelInput, method: Calibrati
 
     spooled_bytes = 0
     if view.source is None and not view.dry_run:
-        settings = stages.settings
         with phase(PREPARING, settings.progress and settings.spool), deferred():  # a signal: once torch is in
             reads = method.needs_random_access(view)
         if reads and not settings.spool:
             raise UsageError(f"--method {settings.method} reads tensors by name: give a file or a sharded folder, "
                              "not a pipe or a compressed stream, or let it spool (no --no-spool)")
         if reads:
-            model = opened.enter_context(spooled(model, stages.output, stages.run.progress))
+            model = opened.enter_context(spooled(model, output, settings.progress))
             view, spooled_bytes = replace(view, source=model.tensor_source()), model.bytes_in
     if view.source is not None:
         opened.callback(view.source.close)
@@ -233,9 +232,9 @@ def _dry_run(planned: Planned, view: ModelView, method_plan: MethodPlan, stages:
     no weight read, no pass run), the small tensors that decide kept/replaced are read by name."""
     from fp8stream.pipeline.dry_run import dry_run_facts, dry_run_state
 
-    state = dry_run_state(planned.files, view.source, stages.layout.keep_weight_only) if view.source else None
+    state = dry_run_state(planned.files, view.source, stages.run.keep_weight_only) if view.source else None
     _fill(report, planned, dry_run_facts(planned.calibrated, state), state.out_weight_only if state else {}, None,
-          stages)
+          stages.run, stages.settings.method)
     report.undecided = sorted(method_plan.undecided)
     if method_plan.undecided:
         report.notes.append(f"dry run: {len(method_plan.undecided)} layers undecided: "
@@ -243,10 +242,10 @@ def _dry_run(planned: Planned, view: ModelView, method_plan: MethodPlan, stages:
     report.status = "dry-run"
 
 
-def _fill(report: FileReport, planned: Planned, facts, out_weight_only, estimates,
-          stages: Stages) -> dict[str, Resolved]:
+def _fill(report: FileReport, planned: Planned, facts, out_weight_only, estimates, run: RunSettings,
+          method: str) -> dict[str, Resolved]:
     """The report's per-layer part, built from the resolved values (which are returned)."""
-    resolved = resolve(planned.calibrated, facts, estimates, stages.run.overwrite_scales, stages.settings.method)
+    resolved = resolve(planned.calibrated, facts, estimates, run.overwrite_scales, method)
     report.layers = layer_reports(planned.calibrated, facts, resolved)
     report.excluded = excluded_reports(planned.excluded, out_weight_only)
     return resolved
@@ -262,7 +261,8 @@ def _calibrate(method: CalibrationMethod, method_plan: MethodPlan, model: ModelI
     with contextlib.ExitStack() as stack:
         sharded, sinks = open_outputs(stack, stages.output, model)
         run = stream_model(model, planned.files, planned.calibrated, view, method, method_plan, sinks, stages.run)
-        resolved = _fill(report, planned, run.facts, run.out_weight_only, run.estimates, stages)
+        resolved = _fill(report, planned, run.facts, run.out_weight_only, run.estimates, stages.run,
+                         stages.settings.method)
         summaries = finish_files(run.files, resolved, stages.run.verify)
         if sharded is not None:
             entries = {f.name: [e.name for e in f.plan.entries] for f in run.files}
