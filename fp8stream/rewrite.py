@@ -150,8 +150,8 @@ def _rewrite(stages: Stages, report: FileReport) -> None:
             check_output(stages.output, model, report.bytes_out, stages.run.verify)
         with contextlib.closing(create(stages.settings)) as method:  # closed before IN: its pass may read it
             view = ModelView(model.whole, [p.layer for p in planned.calibrated], model.tensor_source(), stages.dry_run)
-            model, view, spooled_bytes = _readable(opened, model, method, view, stages.settings, stages.output)
-            method_plan = _prepare(method, view, stages.run)
+            model, view, method_plan, spooled_bytes = _prepared(opened, model, method, view, stages.settings,
+                                                                stages.output)
             if method_plan.weight_only or method_plan.scaled_weight_only:  # the layout changes: plan again
                 planned = _plan(model, stages.layout, calibration, method_plan)
                 view = replace(view, layers=[p.layer for p in planned.calibrated])
@@ -192,16 +192,18 @@ def _describe_input(report: FileReport, model: ModelInput, planned: Planned) -> 
         raise NothingToCalibrateError(f"{report.input}: no FP8 linear layer to calibrate")
 
 
-def _readable(opened: contextlib.ExitStack, model: ModelInput, method: CalibrationMethod, view: ModelView,
-              settings: CalibrationSettings, output: OutputTarget | None) -> tuple[ModelInput, ModelView, int]:
-    """IN as the method reads it, and the bytes spooled: a stream that it reads by name (asked
-    from the header: imports, the model's mapping, shown as preparing) is written to a file
-    first, its header handed on (pipeline/spool.py); its by-name reads close with IN."""
+def _prepared(opened: contextlib.ExitStack, model: ModelInput, method: CalibrationMethod, view: ModelView,
+              settings: CalibrationSettings, output: OutputTarget | None):
+    """(IN as the method reads it, its view, the method's plan, the bytes spooled): a stream that
+    the method reads by name (asked from the header) is spooled to a file first, its header
+    handed on (pipeline/spool.py); then the method is prepared, once (imports, the meta pass:
+    seconds, shown as preparing; a signal acts once each is done). By-name reads close with IN."""
     from fp8stream.progress import PREPARING, phase
 
+    shown = settings.progress and not view.dry_run
     spooled_bytes = 0
     if view.source is None and not view.dry_run:
-        with phase(PREPARING, settings.progress and settings.spool), deferred():  # a signal: once torch is in
+        with phase(PREPARING, shown and settings.spool), deferred():
             reads = method.needs_random_access(view)
         if reads and not settings.spool:
             raise UsageError(f"--method {settings.method} reads tensors by name: give a file or a sharded folder, "
@@ -211,20 +213,12 @@ def _readable(opened: contextlib.ExitStack, model: ModelInput, method: Calibrati
             view, spooled_bytes = replace(view, source=model.tensor_source()), model.bytes_in
     if view.source is not None:
         opened.callback(view.source.close)
-    return model, view, spooled_bytes
-
-
-def _prepare(method: CalibrationMethod, view: ModelView, run: RunSettings) -> MethodPlan:
-    """The method prepared from the header (imports, the meta pass: seconds), its phase shown
-    (not in a dry run); a signal acts once it is done."""
-    from fp8stream.progress import PREPARING, phase
-
-    if run.device == "cuda" and not view.dry_run:  # the peak VRAM reported covers prepare (a forward pass) too
+    if settings.device == "cuda" and not view.dry_run:  # the peak VRAM reported covers prepare (a forward pass) too
         import torch
 
         torch.cuda.reset_peak_memory_stats()
-    with phase(PREPARING, run.progress and not view.dry_run), deferred():
-        return method.prepare(view)
+    with phase(PREPARING, shown), deferred():
+        return model, view, method.prepare(view), spooled_bytes
 
 
 def _dry_run(planned: Planned, view: ModelView, method_plan: MethodPlan, stages: Stages, report: FileReport) -> None:
