@@ -126,6 +126,22 @@ def test_a_spooled_stdin_prepares_the_forward_pass_once(flux: Path, tmp_path: Pa
     _no_spool_left(tmp_path, tmpdir_env)
 
 
+def test_out_is_checked_once_before_a_stream_is_spooled(flux: Path, tmp_path: Path) -> None:
+    """OUT's refusals come before the stream is spooled, against the input the user named: a
+    zstd file given as its own OUT is refused as with --no-spool (the spool, not the file, was
+    compared before), and nothing is spooled or written."""
+    import zstandard
+
+    zst = tmp_path / "in.safetensors.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(flux.read_bytes()))
+    before = zst.read_bytes()
+    for spool in ("--spool", "--no-spool"):
+        r = _invoke(str(zst), str(zst), "--force", spool, *FORWARD)
+        assert r.exit_code == 2 and "output is the input" in r.stderr, r.stderr
+    assert zst.read_bytes() == before
+    _no_spool_left(tmp_path)
+
+
 def test_no_spool_is_left_after_a_failure(flux: Path, tmp_path: Path, tmpdir_env: Path, monkeypatch) -> None:
     data = flux.read_bytes()
     out = tmp_path / "out.safetensors"
