@@ -34,6 +34,7 @@ from fp8stream.options import COMMON, LAYERS, OUTPUT, flag
 from fp8stream.pipeline.inputs import ModelInput, open_model
 from fp8stream.pipeline.outputs import OutputTarget, check_output, open_outputs
 from fp8stream.pipeline.scales import Resolved, excluded_reports, layer_reports, resolve
+from fp8stream.pipeline.spool import spooled
 from fp8stream.remote.location import UrlLocation
 from fp8stream.report import FileReport, SkippedReport, human_size
 
@@ -101,11 +102,10 @@ class Stages:
 
 @dataclass
 class Planned:
-    """Everything decided from the headers: per file plans, whole-model layer plans, the method's."""
+    """Everything decided from the headers: per file plans and the whole model's layer plans."""
 
     files: list[RewritePlan]
     layers: list[LayerPlan]  # every FP8 layer of the model, in layer order
-    view: ModelView
 
     @property
     def calibrated(self) -> list[LayerPlan]:
@@ -114,6 +114,10 @@ class Planned:
     @property
     def excluded(self) -> list[LayerPlan]:
         return [p for p in self.layers if not p.calibrated]
+
+    @property
+    def output_bytes(self) -> int:
+        return sum(p.output_bytes for p in self.files)
 
 
 def calibrate_file(options: RewriteOptions) -> FileReport:
@@ -132,65 +136,99 @@ def calibrate_file(options: RewriteOptions) -> FileReport:
 
 
 def _rewrite(stages: Stages, report: FileReport) -> None:
-    """Read, plan, check OUT, then the run (or the dry run); the report filled as it goes."""
-    with open_model(stages.input) as model, contextlib.ExitStack() as stack:
-        source = model.tensor_source()
-        spooled = (source is None and stages.settings.spool and not stages.dry_run
-                   and _method_reads_by_name(model, stages))
-        if spooled:
-            model = stack.enter_context(_spool(model, stages.output, stages.run.progress))
-            source = model.tensor_source()
-        if source is not None:
-            stack.callback(source.close)
-        planned = _plan(model, stages, ModelView(model.whole, [], source, progress=stages.run.progress))
-        report.bytes_in = model.bytes_in
-        report.bytes_out = sum(p.output_bytes for p in planned.files)
-        report.skipped = [SkippedReport(s.name, s.reason) for s in take_inventory(model.whole).skipped]
-        family = detect(header_shapes(model.whole))
-        report.family = family.to_json() if family else None
-        if not planned.layers:
-            raise NothingToCalibrateError(f"{report.input}: no FP8 linear layer to calibrate")
+    """IN opened and its layout planned, OUT checked; the method created and prepared once (a
+    stream that it reads by name spooled first), the layout planned again where it keeps layers
+    weight-only; then the run, or the dry run."""
+    from fp8stream.calibration.registry import create
+
+    calibration = stages.settings.describe()  # recorded in every file's metadata
+    with open_model(stages.input) as model, contextlib.ExitStack() as opened:
+        planned = _plan(model, stages.layout, calibration)
+        _describe_input(report, model, planned)
         if stages.output is not None:
             check_output(stages.output, model, report.bytes_out, stages.run.verify)
-        if stages.dry_run:
-            _dry_run(model, planned, stages, report)
-        else:
-            _calibrate(model, planned, stages, report)
-            if spooled:
-                report.notes.append(f"the stream was spooled to a temporary file ({human_size(model.bytes_in)}, "
+        with contextlib.closing(create(stages.settings)) as method:  # closed before IN: its pass may read it
+            view = ModelView(model.whole, [p.layer for p in planned.calibrated], model.tensor_source(), stages.dry_run,
+                             stages.run.progress)
+            model, view, method_plan, spooled_bytes = _prepared(opened, model, method, view, stages.settings,
+                                                                stages.output)
+            if method_plan.weight_only or method_plan.scaled_weight_only:  # the layout changes: plan again
+                planned = _plan(model, stages.layout, calibration, method_plan)
+                view = replace(view, layers=[p.layer for p in planned.calibrated])
+                report.bytes_out = planned.output_bytes
+            report.notes = list(method_plan.notes) + format_note(planned.layers, method_plan.scaled_weight_only)
+            if stages.dry_run:
+                _dry_run(planned, view, method_plan, stages, report)
+            else:
+                _calibrate(method, method_plan, model, planned, view, stages, report)
+            if spooled_bytes:
+                report.notes.append(f"the stream was spooled to a temporary file ({human_size(spooled_bytes)}, "
                                     "removed) for the forward pass; --no-spool keeps it one pass (the bound)")
         if not report.layers:  # written (or would be), but every FP8 layer runs weight-only: the exit code says so
             report.status = "unscaled" if report.status == "ok" else report.status
             report.exit_code = EXIT_UNSCALED
 
 
-def _plan(model: ModelInput, stages: Stages, view: ModelView, method: MethodPlan | None = None) -> Planned:
+def _plan(model: ModelInput, layout: FormatOptions, calibration: dict[str, object],
+          method: MethodPlan | None = None) -> Planned:
     """Every file's plan and the whole model's layer plans; with the method's plan, its layers
     kept weight-only (given a scale or not) change the layout."""
-    describe = stages.settings.describe()
     whole = model.whole if model.sharded else None
     method = method or MethodPlan()
-    files = [build_plan(part.header, describe, stages.layout, whole, method.weight_only, method.scaled_weight_only)
+    files = [build_plan(part.header, calibration, layout, whole, method.weight_only, method.scaled_weight_only)
              for part in model.parts]
-    layers = plan_layers(take_inventory(model.whole), stages.layout, method.weight_only, method.scaled_weight_only)
-    return Planned(files, layers, replace(view, layers=[p.layer for p in layers if p.calibrated]))
+    layers = plan_layers(take_inventory(model.whole), layout, method.weight_only, method.scaled_weight_only)
+    return Planned(files, layers)
 
 
-def _dry_run(model: ModelInput, planned: Planned, stages: Stages, report: FileReport) -> None:
-    """The run's decisions without its work: the method decides from the header (its meta pass,
+def _describe_input(report: FileReport, model: ModelInput, planned: Planned) -> None:
+    """What the report says of IN before any work: sizes, layers skipped, the family."""
+    report.bytes_in = model.bytes_in
+    report.bytes_out = planned.output_bytes
+    report.skipped = [SkippedReport(s.name, s.reason) for s in take_inventory(model.whole).skipped]
+    family = detect(header_shapes(model.whole))
+    report.family = family.to_json() if family else None
+    if not planned.layers:
+        raise NothingToCalibrateError(f"{report.input}: no FP8 linear layer to calibrate")
+
+
+def _prepared(opened: contextlib.ExitStack, model: ModelInput, method: CalibrationMethod, view: ModelView,
+              settings: CalibrationSettings, output: OutputTarget | None):
+    """(IN as the method reads it, its view, the method's plan, the bytes spooled): a stream that
+    the method reads by name (asked from the header) is spooled to a file first, its header
+    handed on (pipeline/spool.py); then the method is prepared, once (imports, the meta pass:
+    seconds, shown as preparing; a signal acts once each is done). By-name reads close with IN."""
+    from fp8stream.progress import PREPARING, phase
+
+    shown = view.progress and not view.dry_run
+    spooled_bytes = 0
+    if view.source is None and not view.dry_run:
+        with phase(PREPARING, shown and settings.spool), deferred():
+            reads = method.needs_random_access(view)
+        if reads and not settings.spool:
+            raise UsageError(f"--method {settings.method} reads tensors by name: give a file or a sharded folder, "
+                             "not a pipe or a compressed stream, or let it spool (no --no-spool)")
+        if reads:
+            model = opened.enter_context(spooled(model, output, view.progress))
+            view, spooled_bytes = replace(view, source=model.tensor_source()), model.bytes_in
+    if view.source is not None:
+        opened.callback(view.source.close)
+    if settings.device == "cuda" and not view.dry_run:  # the peak VRAM reported covers prepare (a forward pass) too
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    with phase(PREPARING, shown), deferred():
+        return model, view, method.prepare(view), spooled_bytes
+
+
+def _dry_run(planned: Planned, view: ModelView, method_plan: MethodPlan, stages: Stages, report: FileReport) -> None:
+    """The run's decisions without its work: the method decided from the header (its meta pass,
     no weight read, no pass run), the small tensors that decide kept/replaced are read by name."""
-    from fp8stream.calibration.registry import create
     from fp8stream.pipeline.dry_run import dry_run_facts, dry_run_state
 
-    with contextlib.closing(create(stages.settings)) as method:
-        method_plan = method.prepare(replace(planned.view, dry_run=True))
-    planned = _plan(model, stages, planned.view, method_plan)
-    source = planned.view.source
-    state = dry_run_state(planned.files, source, stages.layout.keep_weight_only) if source else None
+    state = dry_run_state(planned.files, view.source, stages.run.keep_weight_only) if view.source else None
     _fill(report, planned, dry_run_facts(planned.calibrated, state), state.out_weight_only if state else {}, None,
-          stages)
-    report.bytes_out = sum(p.output_bytes for p in planned.files)
-    report.notes = list(method_plan.notes) + format_note(planned.layers, method_plan.scaled_weight_only)
+          stages.run, stages.settings.method)
     report.undecided = sorted(method_plan.undecided)
     if method_plan.undecided:
         report.notes.append(f"dry run: {len(method_plan.undecided)} layers undecided: "
@@ -198,78 +236,27 @@ def _dry_run(model: ModelInput, planned: Planned, stages: Stages, report: FileRe
     report.status = "dry-run"
 
 
-def _method_reads_by_name(model: ModelInput, stages: Stages) -> bool:
-    """Whether the method, prepared on this stream's header, would read tensors by name (the
-    forward pass): then the stream is spooled to a file first (pipeline/spool.py)."""
-    from fp8stream.calibration.registry import create
-
-    planned = _plan(model, stages, ModelView(model.whole, [], None))
-    if not planned.layers:
-        return False
-    with contextlib.closing(create(stages.settings)) as method:
-        return _prepare(method, planned.view, stages.run.progress).needs_random_access
-
-
-def _prepare(method: CalibrationMethod, view: ModelView, progress: bool) -> MethodPlan:
-    """The method prepared from the header (imports, the meta pass: seconds), its phase shown."""
-    from fp8stream.progress import PREPARING, phase
-
-    with phase(PREPARING, progress), deferred():  # a signal ends the run once prepare is done (torch's import)
-        return method.prepare(view)
-
-
-def _spool(model: ModelInput, output: OutputTarget | None, progress: bool):
-    """The stream written to a temporary file, once the output checks that need no data passed."""
-    from fp8stream.pipeline.spool import spooled
-
-    if output is not None:
-        output.location.check_target(None, output.force)
-    compressed = output is not None and output.zstd is not None
-    out_bytes = 0 if compressed else model.whole.file_bytes  # about the output's size
-    return spooled(model, output.location if output is not None else None, out_bytes, progress)
-
-
-def _fill(report: FileReport, planned: Planned, facts, out_weight_only, estimates,
-          stages: Stages) -> dict[str, Resolved]:
+def _fill(report: FileReport, planned: Planned, facts, out_weight_only, estimates, run: RunSettings,
+          method: str) -> dict[str, Resolved]:
     """The report's per-layer part, built from the resolved values (which are returned)."""
-    resolved = resolve(planned.calibrated, facts, estimates, stages.run.overwrite_scales, stages.settings.method)
+    resolved = resolve(planned.calibrated, facts, estimates, run.overwrite_scales, method)
     report.layers = layer_reports(planned.calibrated, facts, resolved)
     report.excluded = excluded_reports(planned.excluded, out_weight_only)
     return resolved
 
 
-def _calibrate(model: ModelInput, planned: Planned, stages: Stages, report: FileReport) -> None:
-    """The real run: the method prepared, every file streamed, scales resolved, tails written;
-    the method closed after, whatever happened (its forward pass's thread stopped)."""
-    from fp8stream.calibration.registry import create
-
-    with contextlib.closing(create(stages.settings)) as method:
-        _run_method(method, model, planned, stages, report)
-
-
-def _run_method(method: CalibrationMethod, model: ModelInput, planned: Planned, stages: Stages,
-                report: FileReport) -> None:
-    """Prepare the method, stream every file through it, resolve the scales, write the tails."""
+def _calibrate(method: CalibrationMethod, method_plan: MethodPlan, model: ModelInput, planned: Planned,
+               view: ModelView, stages: Stages, report: FileReport) -> None:
+    """The real run: every file streamed through the method, the scales resolved, the tails
+    written and each output checked before it replaces anything."""
     from fp8stream.pipeline.run import finish_files, stream_model
 
-    if stages.run.device == "cuda":  # the peak VRAM reported covers prepare (a forward pass) too
-        import torch
-
-        torch.cuda.reset_peak_memory_stats()
-    method_plan = _prepare(method, planned.view, stages.run.progress)
-    if method_plan.needs_random_access and planned.view.source is None:
-        raise UsageError(f"--method {stages.settings.method} reads tensors by name: give a file or a sharded "
-                         "folder, not a pipe or a compressed stream, or let it spool (no --no-spool)")
-    if method_plan.weight_only or method_plan.scaled_weight_only:  # the layout changes: plan again
-        planned = _plan(model, stages, planned.view, method_plan)
-        report.bytes_out = sum(p.output_bytes for p in planned.files)
-    report.notes = list(method_plan.notes) + format_note(planned.layers, method_plan.scaled_weight_only)
     assert stages.output is not None  # OUT is None only with a dry run
     with contextlib.ExitStack() as stack:
         sharded, sinks = open_outputs(stack, stages.output, model)
-        run = stream_model(model, planned.files, planned.calibrated, planned.view, method, method_plan, sinks,
-                           stages.run)
-        resolved = _fill(report, planned, run.facts, run.out_weight_only, run.estimates, stages)
+        run = stream_model(model, planned.files, planned.calibrated, view, method, method_plan, sinks, stages.run)
+        resolved = _fill(report, planned, run.facts, run.out_weight_only, run.estimates, stages.run,
+                         stages.settings.method)
         summaries = finish_files(run.files, resolved, stages.run.verify)
         if sharded is not None:
             entries = {f.name: [e.name for e in f.plan.entries] for f in run.files}

@@ -106,6 +106,43 @@ def test_stdin_and_zstd_are_spooled_urls_read_by_ranges_all_give_the_file_bytes(
     assert Path(spool_path(locate(str(tmp_path / "o.safetensors")))).parent == tmp_path
 
 
+def test_a_spooled_stdin_prepares_the_forward_pass_once(flux: Path, tmp_path: Path, tmpdir_env: Path,
+                                                        monkeypatch) -> None:
+    """The forward pass is prepared from the header (diffusers' converter, the model built on meta
+    tensors: seconds on a real checkpoint) once per file, on a spooled stdin too: what decided
+    that the stream is spooled is what the run uses."""
+    import fp8stream.forward.run as forward_run
+
+    prepared = []
+    real_prepare = forward_run.prepare
+    monkeypatch.setattr(forward_run, "prepare", lambda header: prepared.append(header) or real_prepare(header))
+    r = _invoke(str(flux), str(tmp_path / "file.safetensors"), *FORWARD)
+    assert r.exit_code == 0, r.stderr
+    assert len(prepared) == 1
+    r = _invoke("-", str(tmp_path / "stdin.safetensors"), *FORWARD, "--json", stdin=flux.read_bytes())
+    assert r.exit_code == 0, r.stderr
+    assert any("spooled" in n for n in json.loads(r.stdout)["notes"])
+    assert len(prepared) == 2  # once for the file, once for the stream
+    assert (tmp_path / "stdin.safetensors").read_bytes() == (tmp_path / "file.safetensors").read_bytes()
+    _no_spool_left(tmp_path, tmpdir_env)
+
+
+def test_out_is_checked_once_before_a_stream_is_spooled(flux: Path, tmp_path: Path) -> None:
+    """OUT's refusals come before the stream is spooled, against the input the user named: a
+    zstd file given as its own OUT is refused as with --no-spool (the spool, not the file, was
+    compared before), and nothing is spooled or written."""
+    import zstandard
+
+    zst = tmp_path / "in.safetensors.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(flux.read_bytes()))
+    before = zst.read_bytes()
+    for spool in ("--spool", "--no-spool"):
+        r = _invoke(str(zst), str(zst), "--force", spool, *FORWARD)
+        assert r.exit_code == 2 and "output is the input" in r.stderr, r.stderr
+    assert zst.read_bytes() == before
+    _no_spool_left(tmp_path)
+
+
 def test_no_spool_is_left_after_a_failure(flux: Path, tmp_path: Path, tmpdir_env: Path, monkeypatch) -> None:
     data = flux.read_bytes()
     out = tmp_path / "out.safetensors"

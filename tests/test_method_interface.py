@@ -28,10 +28,14 @@ SEEN: dict[str, object] = {}
 class ByNameMethod:
     """Keeps one layer weight-only; scales every other from its weight's bytes read by name."""
 
+    def needs_random_access(self, model: ModelView) -> bool:
+        SEEN.setdefault("asked_of", []).append(model.source)
+        return True
+
     def prepare(self, model: ModelView) -> MethodPlan:
         SEEN["layers"] = [layer.name for layer in model.layers]
-        return MethodPlan(weight_only={SKIPPED: "not reached by the test's model code"}, rows=False,
-                          needs_random_access=True)
+        SEEN["prepared"] = SEEN.get("prepared", 0) + 1
+        return MethodPlan(weight_only={SKIPPED: "not reached by the test's model code"}, rows=False)
 
     def observe_weight(self, layer, rows, row_start: int) -> None:
         raise AssertionError("rows=False: no weight rows")
@@ -55,6 +59,7 @@ class ByNameMethod:
 
 
 def create(settings: CalibrationSettings) -> CalibrationMethod:
+    SEEN["created"] = SEEN.get("created", 0) + 1
     return ByNameMethod()
 
 
@@ -102,6 +107,25 @@ def test_a_random_access_method_gets_a_pipe_spooled_or_refuses_it(tmp_path: Path
                                   settings=CalibrationSettings(method="by-name")))
     assert (tmp_path / "o.safetensors").read_bytes() == (tmp_path / "f.safetensors").read_bytes()
     assert [n for n in os.listdir(tmp_path) if ".spool." in n] == []
+
+
+def test_a_spooled_pipe_gets_one_method_prepared_once_with_by_name_reads(tmp_path: Path, by_name: None,
+                                                                        monkeypatch) -> None:
+    """The method that says, from the header, that it reads tensors by name is the one the run
+    prepares, once, with the spool's by-name reads, and closes once: what it worked out to answer
+    (the forward pass's model: seconds on a real checkpoint) is not built again after the spool."""
+    src = tmp_path / "m.safetensors"
+    write_checkpoint(str(src), small_model_tensors())
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", type("S", (), {"buffer": io.BytesIO(src.read_bytes())})())
+    report = calibrate_file(RewriteOptions("-", str(tmp_path / "o.safetensors"),
+                                           settings=CalibrationSettings(method="by-name")))
+    assert any("spooled" in note for note in report.notes)
+    assert SEEN["asked_of"] == [None]  # asked of the stream once, before the spool
+    assert (SEEN["created"], SEEN["prepared"], SEEN["closed"]) == (1, 1, 1)
+    assert SEEN["asked"] == ["blocks.0.attn.qkv", "blocks.0.mlp.0"]  # scales() read the spool by name
 
 
 def test_tensor_source_hides_which_shard_holds_a_tensor(tmp_path: Path) -> None:

@@ -112,3 +112,18 @@ def tensors_needed(src: Source) -> list[str]:
     if isinstance(src, Concat):
         return [t for part in src.parts for t in tensors_needed(part)]
     return []
+
+
+def rests_on_input(graph: Graph, name: str, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether the hard bound of layer `name` needs an assumption about a model input (it
+    reaches an External source through its producers): then it is no proof."""
+    src = graph.sources.get(name)
+    return src is None or _source_rests(graph, src, seen | {name})
+
+
+def _source_rests(graph: Graph, src: Source, seen: frozenset[str]) -> bool:
+    if isinstance(src, (External, Vec)):  # Vec: the pooled-text embedder reads a model input
+        return True
+    if isinstance(src, Concat):
+        return any(_source_rests(graph, p, seen) for p in src.parts)
+    return any(p in seen or rests_on_input(graph, p, seen) for p in producers(src))

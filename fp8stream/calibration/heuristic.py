@@ -18,6 +18,9 @@ class HeuristicMethod:
     def __init__(self, settings: CalibrationSettings) -> None:
         self.factor = settings.factor
 
+    def needs_random_access(self, model: ModelView) -> bool:
+        return False  # it reads the stream as it passes
+
     def prepare(self, model: ModelView) -> MethodPlan:
         return MethodPlan(rows=False)
 

@@ -2,14 +2,17 @@
 
 A run calls, in this order:
 
+0. For a pipe or a compressed stream only (`model.source` None): `needs_random_access(model)`,
+   from the header, whether the method will read tensors by name. Then the stream is spooled
+   to a temporary file first (pipeline/spool.py) and `prepare` gets its `source`; with
+   --no-spool the run refuses. What the method works out to answer (the forward pass's model
+   and mapping) it keeps for `prepare`: a method is prepared once.
 1. `prepare(model)` before the output header is written, with the header (the whole model's,
-   merged over shards) and, for a file or a sharded folder, `model.source` to read any tensor
-   (the forward pass starts here on a GPU, to run while the data streams). The returned
-   `MethodPlan` says which layers the method will give a scale and which must be kept
-   weight-only (that changes marker sizes, so it is fixed here), which other tensors it wants
-   to see stream past, and whether it needs random access to the input (`model.source`; a
-   pipe or a compressed stream is then spooled to a temporary file first, pipeline/spool.py,
-   and with --no-spool the run refuses).
+   merged over shards) and, for a file, a sharded folder or a spooled stream, `model.source`
+   to read any tensor (the forward pass starts here on a GPU, to run while the data streams).
+   The returned `MethodPlan` says which layers the method will give a scale and which must be
+   kept weight-only (that changes marker sizes, so it is fixed here) and which other tensors
+   it wants to see stream past.
 2. While the data streams, front to back, once: `observe_weight(layer, rows, row_start)` with
    each chunk of whole rows of a calibrated layer's FP8 weight (when `MethodPlan.rows`), then
    `weight_done(layer)`; `observe_tensor(info, chunk)` with every chunk of each tensor named in
@@ -66,7 +69,6 @@ class MethodPlan:
     # tensors (not the calibrated layers' FP8 weights) to pass to observe_tensor as they stream
     watches: frozenset[str] = frozenset()
     rows: bool = True  # observe_weight / weight_done get the calibrated layers' weight rows
-    needs_random_access: bool = False  # reads `model.source` in scales()
     notes: tuple[str, ...] = ()  # file-level notes for the report
 
 
@@ -94,6 +96,11 @@ class ScaleEstimate:
 
 class CalibrationMethod(Protocol):
     """A calibration method; made by `registry.create(settings)` from its module's `create`."""
+
+    def needs_random_access(self, model: ModelView) -> bool:
+        """Asked of a stream before `prepare`: whether the method will read tensors by name
+        (`model.source`), decided from the header (and the settings: --no-spool)."""
+        ...
 
     def prepare(self, model: ModelView) -> MethodPlan: ...
 

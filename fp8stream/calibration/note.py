@@ -34,6 +34,9 @@ class GaussianOutputMethod:
         self._outputs: dict[str, list[torch.Tensor]] = {}
         self._unit_amax: dict[str, float] = {}
 
+    def needs_random_access(self, model: ModelView) -> bool:
+        return False  # it reads the stream as it passes
+
     def prepare(self, model: ModelView) -> MethodPlan:
         return MethodPlan()
 

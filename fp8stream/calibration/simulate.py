@@ -75,6 +75,9 @@ class WeightAwareMethod:
         self.model: ActivationModel | None = None
 
     # ---- set-up from the header ----------------------------------------------------------
+    def needs_random_access(self, model: ModelView) -> bool:
+        return False  # it reads the stream as it passes
+
     def prepare(self, view: ModelView) -> MethodPlan:
         """The graph of every linear of the model (all shards: family detection, producers),
         whatever the selection (--include/--exclude/presets) of layers that get a scale."""

@@ -53,6 +53,9 @@ class StatsMethod:
         self.matching: Matching | None = None
         self._bounds: dict[str, ScaleEstimate] = {}
 
+    def needs_random_access(self, model: ModelView) -> bool:
+        return False  # it reads the stream as it passes
+
     def prepare(self, model: ModelView) -> MethodPlan:
         names = [layer.name for layer in model.layers]
         self.matching = m = match(self.stats, names, self.user_map)

@@ -37,21 +37,38 @@ NO_GUESS_NOTE = ("every FP8 layer kept weight-only, no scale from a guess; --met
 
 
 class AutoMethod:
-    """Delegates every call to the forward method or to the bound method, chosen in prepare()."""
+    """Delegates every call to the forward method or to the bound method, chosen from the header once."""
 
     def __init__(self, settings: CalibrationSettings) -> None:
         self.settings = settings
         self.inner: CalibrationMethod | None = None
         self.chosen = ""
         self.no_spool = False  # the bound ran because --no-spool kept a stream from the forward pass
+        self._choice = None  # (the family found, why the forward pass cannot run, or None and it prepared)
+
+    def needs_random_access(self, model: ModelView) -> bool:
+        """A stream: the forward pass reads it by name (spooled) where it can run; the choice is kept."""
+        return self._choose(model)[1] is None
+
+    def _choose(self, model: ModelView):
+        """(the family found, why the forward pass cannot run, the forward pass prepared): from the
+        header, once (a stream's needs_random_access decides before prepare does)."""
+        if self._choice is None:
+            found = detect(header_shapes(model.header))
+            if found is None and self.settings.assume_input_rms is None:
+                self._choice = (found, "model family not recognised", None)
+            elif model.source is None and not self.settings.spool:
+                self._choice = (found, NO_SPOOL_AUTO, None)
+            else:
+                self._choice = (found, *_forward_or_why_not(model))
+        return self._choice
 
     def prepare(self, model: ModelView) -> MethodPlan:
-        found = detect(header_shapes(model.header))
+        found, why, prepared = self._choose(model)
         guess_ok = self.settings.assume_input_rms is not None
         if found is None and not guess_ok:
-            return self._no_guess(model, "model family not recognised")
+            return self._no_guess(model, why)
         no_spool = model.source is None and not self.settings.spool
-        why, prepared = (NO_SPOOL_AUTO, None) if no_spool else _forward_or_why_not(model)
         if why is None:
             from fp8stream.forward.method import ForwardMethod
 

@@ -36,10 +36,10 @@ fixed before any weight is read and the pass runs once, by positioned reads thro
 model's TensorSource: on a GPU beside the copy (BesideTheCopy), on the CPU after it (its reads
 then hit the page cache). Model code that cannot run on meta tensors (an MoE's routing) runs
 the pass in prepare() instead, before the header (HiDream's MoE routing, Lumina 2,
-HunyuanVideo 1.5's `.item()`), as its result decides the layout. A pipe or a
-zstd stream is first spooled to a temporary file by the rewrite (pipeline/spool.py); with
---no-spool it is not, and every layer gets the bound (or stays weight-only where the bound
-rests on an assumption), each saying why.
+HunyuanVideo 1.5's `.item()`), as its result decides the layout. A pipe or a zstd stream is
+first spooled to a temporary file by the rewrite (pipeline/spool.py), the pass prepared from
+its header kept; with --no-spool it is not, and every layer gets the bound (or stays
+weight-only where the bound rests on an assumption), each saying why.
 """
 
 from __future__ import annotations
@@ -77,13 +77,23 @@ class ForwardMethod:
         self.beside: BesideTheCopy | None = None  # the pass running while the copy streams
         self.unreached = WarningKind.OTHER  # what a layer the pass missed is warned as (--no-spool: its own kind)
 
-    def prepare(self, model: ModelView) -> MethodPlan:
-        from fp8stream.forward.run import ForwardSettings, import_diffusers, prepare, run
+    def needs_random_access(self, model: ModelView) -> bool:
+        """A stream: read by name (spooled) where the pass can run, not with --no-spool."""
+        return self._from_header(model).reason is None and self.settings.spool
+
+    def _from_header(self, model: ModelView):
+        """The pass prepared from the header (the model's mapping: seconds), once."""
+        from fp8stream.forward.run import import_diffusers, prepare
 
         import_diffusers()  # one line saying how to install it, before any output exists
+        self.prepared = self.prepared or prepare(model.header)
+        return self.prepared
+
+    def prepare(self, model: ModelView) -> MethodPlan:
+        from fp8stream.forward.run import ForwardSettings, run
+
+        self._from_header(model)
         bound_plan = self.bound.prepare(model)
-        if self.prepared is None:
-            self.prepared = prepare(model.header)
         if model.source is None and not self.settings.spool:  # every layer: the bound, or weight-only
             self.prepared = dataclasses.replace(self.prepared, reason=NO_SPOOL, reached=frozenset())
             self.unreached = WarningKind.NO_SPOOL
@@ -105,8 +115,7 @@ class ForwardMethod:
             source, prepared = model.source, self.prepared
             self.beside = BesideTheCopy(lambda stop: run(source, prepared, beside, stop))
         return MethodPlan(weight_only=weight_only, scaled_weight_only=flagged, undecided=undecided,
-                          watches=bound_plan.watches, rows=True, needs_random_access=self.prepared.reason is None,
-                          notes=notes)
+                          watches=bound_plan.watches, rows=True, notes=notes)
 
     def _decide_from_header(self, model: ModelView, weight_only: dict[str, str]):
         """(the conditioning path's weights in execution order, those that follow the step's
@@ -152,7 +161,7 @@ class ForwardMethod:
         reason = (f"{why} and no bound holds without an assumption about the model's inputs; "
                   "opt in with --assume-input-rms R")
         return {layer.name: reason for layer in model.layers
-                if layer.name not in already and missed(layer.weight.name) and _rests_on_input(graph, layer.name)}
+                if layer.name not in already and missed(layer.weight.name) and G.rests_on_input(graph, layer.name)}
 
     def _conditioning(self, model: ModelView, weight_only: Mapping[str, str], order: tuple[str, ...],
                       per_step: frozenset[str]) -> dict[str, str]:
@@ -227,21 +236,6 @@ class ForwardMethod:
         if self.margin is not None:
             return float(self.margin)
         return TEXT_MARGIN if family is not None and by_name(family).kind == "text" else DIT_MARGIN
-
-
-def _rests_on_input(graph: G.Graph, name: str, seen: frozenset[str] = frozenset()) -> bool:
-    """Whether the hard bound of layer `name` needs an assumption about a model input (it
-    reaches an External source through its producers): then it is no proof."""
-    src = graph.sources.get(name)
-    return src is None or _source_rests(graph, src, seen | {name})
-
-
-def _source_rests(graph: G.Graph, src, seen: frozenset[str]) -> bool:
-    if isinstance(src, (G.External, G.Vec)):  # Vec: the pooled-text embedder reads a model input
-        return True
-    if isinstance(src, G.Concat):
-        return any(_source_rests(graph, p, seen) for p in src.parts)
-    return any(p in seen or _rests_on_input(graph, p, seen) for p in G.producers(src))
 
 
 def beside_the_copy(settings: CalibrationSettings) -> bool:

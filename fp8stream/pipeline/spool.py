@@ -23,7 +23,8 @@ from typing import Iterator
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError, OutputError
 from fp8stream.io.atomic import describe_os_error, remove_stale_temps, temp_path_for
 from fp8stream.io.storage import Location, locate
-from fp8stream.pipeline.inputs import InputPart, ModelInput, open_model
+from fp8stream.pipeline.inputs import InputPart, ModelInput
+from fp8stream.pipeline.outputs import OutputTarget
 from fp8stream.progress import bar as progress_bar
 
 CHUNK_BYTES = 4 << 20
@@ -85,13 +86,14 @@ def _copy_data(part: InputPart, out, nbytes: int, progress: bool) -> None:
 
 
 @contextlib.contextmanager
-def spooled(model: ModelInput, output: Location | None, output_bytes: int, progress: bool) -> Iterator[ModelInput]:
+def spooled(model: ModelInput, output: OutputTarget, progress: bool) -> Iterator[ModelInput]:
     """The one-file stream `model` as a ModelInput over its spool file, removed on exit."""
     part = model.parts[0]
     assert part.head is not None and len(model.parts) == 1
-    path = spool_path(output)
+    path = spool_path(output.location)
     remove_stale_temps(os.path.dirname(path))
-    check_spool_space(path, part.header.file_bytes, output, output_bytes)
+    out_bytes = 0 if output.zstd is not None else model.whole.file_bytes  # about the output's size
+    check_spool_space(path, part.header.file_bytes, output.location, out_bytes)
     try:
         try:
             with open(path, "xb") as out:
@@ -99,9 +101,20 @@ def spooled(model: ModelInput, output: Location | None, output_bytes: int, progr
                 _copy_data(part, out, part.header.data_bytes, progress)
         except OSError as e:
             raise describe_os_error(path, e) from None
-        with open_model(locate(path)) as spool:
-            spool.parts[0].source.label = part.source.label  # errors name what the user gave
+        with _spool_input(part, path) as spool:
             yield spool
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def _spool_input(part: InputPart, path: str) -> ModelInput:
+    """The spool file as the model's one file, opened just after the header: the stream's
+    header, already read, is handed on, not read again."""
+    location = locate(path)
+    source = location.open_stream()
+    stack = contextlib.ExitStack()
+    stack.callback(source.close)
+    source.label = part.source.label  # errors name what the user gave
+    source.stream.seek(part.header.data_start)
+    return ModelInput([InputPart(part.name, location, source, part.header)], part.header, None, stack)
