@@ -11,6 +11,8 @@ from safetensors import safe_open
 
 from architectures import build_model
 from conftest import run_cli
+from fp8stream.formats.shards import shard_index
+from fp8stream.io.storage import locate
 from fp8stream.synthetic.checkpoint import write_checkpoint
 
 LAYER_SUFFIXES = (".weight", ".weight_scale", ".comfy_quant", ".input_scale", ".scale_weight", ".scale_input", ".bias")
@@ -89,6 +91,64 @@ def test_a_bad_shard_leaves_no_output_folder(tmp_path: Path) -> None:
     last.write_bytes(last.read_bytes()[:-100])
     result = run_cli("calibrate", index, tmp_path / "out")
     assert result.exit_code == 1 and "truncated" in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["in"]
+
+
+def test_shard_index_locates_every_shard_once_and_is_none_for_a_single_file(tmp_path: Path) -> None:
+    index = write_sharded(tmp_path / "in", build_model("wan", "comfy"))
+    found = shard_index(locate(str(index.parent)))
+    assert found is not None and found.path == str(index)
+    weight_map = json.loads(index.read_text())["weight_map"]
+    assert list(found.shards) == list(dict.fromkeys(weight_map.values()))  # in first-appearance order
+    assert all(at.path == os.path.join(found.folder, name) for name, at in found.shards.items())
+    assert shard_index(locate(str(index.parent / "model-00001-of-00003.safetensors"))) is None
+
+
+def _break_missing(index: Path, doc: dict) -> None:
+    (index.parent / "model-00002-of-00003.safetensors").unlink()
+
+
+def _break_name(index: Path, doc: dict) -> None:
+    doc["weight_map"]["time_embedding.0.weight"] = "../x.safetensors"
+    index.write_text(json.dumps(doc))
+
+
+def _break_map(index: Path, doc: dict) -> None:
+    doc["weight_map"]["nope.weight"] = "model-00001-of-00003.safetensors"
+    index.write_text(json.dumps(doc))
+
+
+def _break_json(index: Path, doc: dict) -> None:
+    index.write_text("{nope")
+
+
+def _break_second_index(index: Path, doc: dict) -> None:
+    (index.parent / "other.safetensors.index.json").write_text(json.dumps(doc))
+
+
+BOTH = ("calibrate", "inspect")
+
+
+@pytest.mark.parametrize("breaks, given, commands, code, line", [
+    (_break_missing, "index", BOTH, 1, "{index}: shard model-00002-of-00003.safetensors is missing"),
+    (_break_name, "folder", BOTH, 1, "{index}: shard name '../x.safetensors' is not a file name in the index's folder"),
+    (_break_map, "index", ("calibrate",), 1,  # inspect shows the shards as they are, not held against the weight_map
+     "model-00001-of-00003.safetensors: weight_map and shard disagree about tensor 'nope.weight'"),
+    (_break_json, "folder", BOTH, 1, "{index}: not a readable JSON index (JSONDecodeError)"),
+    (_break_second_index, "folder", BOTH, 2,
+     "{folder}: is a folder with more than one *.safetensors.index.json; give a file or the index"),
+])
+def test_a_broken_index_is_one_line_and_its_exit_code(tmp_path: Path, breaks, given: str, commands: tuple, code: int,
+                                                      line: str) -> None:
+    """A broken sharded model is refused in one line with its exit code, before anything is written."""
+    index = write_sharded(tmp_path / "in", build_model("wan", "comfy"))
+    breaks(index, json.loads(index.read_text()))
+    expected = ["fp8stream: error: " + line.format(index=index, folder=index.parent)]
+    given_path = index if given == "index" else index.parent
+    for command in commands:
+        args = [command, given_path, tmp_path / "out"] if command == "calibrate" else [command, given_path]
+        result = run_cli(*args)
+        assert (result.exit_code, result.stderr.strip().splitlines()) == (code, expected), args
     assert sorted(os.listdir(tmp_path)) == ["in"]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fp8stream.errors import UsageError
-from fp8stream.formats.shards import find_index, merged_header, read_index
+from fp8stream.formats.shards import merged_header, shard_index
 from fp8stream.io.header import Header, read_exactly
 from fp8stream.io.reader import InputSource, TensorStream, open_positioned, read_input_header
 from fp8stream.io.storage import locate
@@ -32,11 +32,10 @@ class Checkpoint:
 
 def read_checkpoint(path: str) -> Checkpoint:
     """Header(s) and small tensors of `path`: a file (plain or zstd), a folder or an index."""
-    index_at = find_index(locate(path))
-    if index_at is None:
+    index = shard_index(locate(path))
+    if index is None:
         return _read_file(path)
-    index = read_index(index_at)
-    parts = [_read_file(index.shard_path(shard)) for shard in index.shards]
+    parts = [_read_file(shard_at.path) for shard_at in index.shards.values()]
     small = {name: raw for part in parts for name, raw in part.small.items()}
     return Checkpoint(path, merged_header([p.header for p in parts]), small,
                       sum(p.file_bytes for p in parts), len(parts), any(p.compressed for p in parts))
@@ -79,8 +78,8 @@ def _streamed(source: InputSource, header: Header, wanted: list) -> dict[str, by
 
 def model_header(path: str) -> Header:
     """The whole model's header, merged over shards: no tensor data read (zstd: only its start)."""
-    index_at = find_index(locate(path))
-    paths = [path] if index_at is None else [f.shard_path(s) for f in [read_index(index_at)] for s in f.shards]
+    index = shard_index(locate(path))
+    paths = [path] if index is None else [shard_at.path for shard_at in index.shards.values()]
     headers = []
     for p in paths:
         source = open_positioned(p)
@@ -88,4 +87,4 @@ def model_header(path: str) -> Header:
             headers.append(read_input_header(source))
         finally:
             source.close()
-    return headers[0] if index_at is None else merged_header(headers)
+    return headers[0] if index is None else merged_header(headers)

@@ -22,11 +22,15 @@ MAX_INDEX_BYTES = 100_000_000
 
 @dataclass
 class ShardIndex:
-    path: str  # the index file
+    location: Location  # the index file
     folder_at: Location  # the folder it and its shards are in, located once
     weight_map: dict[str, str]
     metadata: dict
-    shards: list[str]  # shard file names, in first-appearance order
+    shards: dict[str, Location]  # each shard file's name -> where it is, in first-appearance order
+
+    @property
+    def path(self) -> str:
+        return self.location.path
 
     @property
     def name(self) -> str:
@@ -36,14 +40,16 @@ class ShardIndex:
     def folder(self) -> str:
         return self.folder_at.path
 
-    def shard_path(self, shard: str) -> str:
-        """Where shard file `shard` is: a path, or a URL for an index in a store."""
-        return self.folder_at.child(shard)
+
+def shard_index(location: Location) -> ShardIndex | None:
+    """The index `location` names (itself, or the only one in a folder), read and checked, with each
+    shard located; None for a single file. A URL may name a folder (a key prefix) or an index in a
+    store (docs/remote.md)."""
+    index_at = _index_file(location)
+    return None if index_at is None else _read_index(index_at)
 
 
-def find_index(location: Location) -> Location | None:
-    """Where the index file `location` names is (itself, or the only one in a folder), or None for a plain
-    file. A URL may name a folder (a key prefix) or an index in a store (docs/remote.md)."""
+def _index_file(location: Location) -> Location | None:
     path = location.path
     if path.endswith(INDEX_SUFFIX) and location.is_file():
         return location
@@ -56,8 +62,8 @@ def find_index(location: Location) -> Location | None:
     return None
 
 
-def read_index(location: Location) -> ShardIndex:
-    """Parse and check the index `find_index` found: a weight_map of plain shard file names that all exist."""
+def _read_index(location: Location) -> ShardIndex:
+    """A weight_map of plain shard file names that all exist in the index's folder."""
     path = location.path
     try:
         doc = json.loads(location.read_small(MAX_INDEX_BYTES).decode("utf-8"))
@@ -68,16 +74,16 @@ def read_index(location: Location) -> ShardIndex:
         raise InvalidCheckpointError(f"{path}: index has no weight_map of tensor -> shard file")
     folder_at = locate(location.parent())
     present = folder_at.files_present(set(weight_map.values()))
-    shards: list[str] = []
+    shards: dict[str, Location] = {}
     for shard in weight_map.values():
         if shard not in shards:
             if os.path.basename(shard) != shard or shard in (".", "..") or not shard:
                 raise InvalidCheckpointError(f"{path}: shard name {shard!r} is not a file name in the index's folder")
             if shard not in present:
                 raise InvalidCheckpointError(f"{path}: shard {shard} is missing")
-            shards.append(shard)
+            shards[shard] = locate(folder_at.child(shard))
     metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-    return ShardIndex(path, folder_at, weight_map, metadata, shards)
+    return ShardIndex(location, folder_at, weight_map, metadata, shards)
 
 
 def check_shard(index: ShardIndex, shard: str, header: Header) -> None:

@@ -7,11 +7,11 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 
-from fp8stream.formats.shards import ShardIndex, check_shard, find_index, merged_header, read_index
+from fp8stream.formats.shards import ShardIndex, check_shard, merged_header, shard_index
 from fp8stream.io.header import Header
 from fp8stream.io.reader import InputSource, open_input, read_input_header, read_stream_header
 from fp8stream.io.source import TensorSource
-from fp8stream.io.storage import Location, locate
+from fp8stream.io.storage import Location
 
 
 @dataclass
@@ -43,7 +43,8 @@ class ModelInput:
     def tensor_source(self) -> TensorSource | None:
         """By-name positioned reads of any tensor; None for a pipe or compressed input."""
         if self.index is not None:
-            return TensorSource(self.whole, {t: self.index.shard_path(s) for t, s in self.index.weight_map.items()})
+            shards = self.index.shards
+            return TensorSource(self.whole, {t: shards[s].path for t, s in self.index.weight_map.items()})
         part = self.parts[0]
         if part.source.path is None or part.source.compressed:
             return None
@@ -72,16 +73,15 @@ def _open_part(stack: contextlib.ExitStack, location: Location, name: str) -> In
 
 def open_model(location: Location) -> ModelInput:
     """The input's files, opened and their headers read (each file's stream just after its header)."""
-    index_at = find_index(location)
+    index = shard_index(location)
     stack = contextlib.ExitStack()
     try:
-        if index_at is None:
+        if index is None:
             part = _open_part(stack, location, os.path.basename(location.path))
             return ModelInput([part], part.header, None, stack)
-        index = read_index(index_at)
         parts = []
-        for shard in index.shards:
-            parts.append(_open_part(stack, locate(index.shard_path(shard)), shard))
+        for shard, shard_at in index.shards.items():
+            parts.append(_open_part(stack, shard_at, shard))
             check_shard(index, shard, parts[-1].header)
         return ModelInput(parts, merged_header([p.header for p in parts]), index, stack)
     except BaseException:

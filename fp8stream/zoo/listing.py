@@ -8,7 +8,7 @@ import posixpath
 from dataclasses import dataclass, field
 
 from fp8stream.errors import FP8StreamError, UsageError
-from fp8stream.formats.shards import INDEX_SUFFIX, find_index, merged_header, read_index
+from fp8stream.formats.shards import INDEX_SUFFIX, merged_header, shard_index
 from fp8stream.io.compression import ZstdSettings, compression_memory
 from fp8stream.io.header import Header
 from fp8stream.io.reader import open_positioned, read_input_header
@@ -89,21 +89,21 @@ def probe(item: ZooItem, zstd_out: ZstdSettings | None) -> None:
     """Identity and memory estimate from the header(s) (2 x largest tensor + base, as --jobs
     estimates, plus zstd windows); a failure is kept in item.error and reported."""
     try:
-        index_at = find_index(locate(item.input))
-        index = read_index(index_at) if index_at else None
-        paths = [index.path, *map(index.shard_path, index.shards)] if index else [item.input]
+        input_at = locate(item.input)
+        index = shard_index(input_at)
+        files = [index.location, *index.shards.values()] if index else [input_at]
         headers, window = [], 0
-        for path in paths[1:] if index else paths:
-            header, w = _read_header(path)
+        for file in files[1:] if index else files:
+            header, w = _read_header(file.path)
             headers.append(header)
             window = max(window, w)
-        records = [locate(p).stored() for p in paths]  # (size in the store, version id, ETag or mtime)
+        records = [file.stored() for file in files]  # (size in the store, version id, ETag or mtime)
     except FP8StreamError as e:
         item.error = str(e)
         return
     header = merged_header(headers) if index else headers[0]
     item.index_name = index.name if index else None
-    item.pins = {p: tag for p, (_, tag) in zip(paths, records, strict=True) if tag}
+    item.pins = {file.path: tag for file, (_, tag) in zip(files, records, strict=True) if tag}
     tags = [tag or "" for _, tag in records]
     tag = (tags[0] or None) if not index else hashlib.sha256("\n".join(tags).encode()).hexdigest()[:32]
     item.identity = InputIdentity(sum(size for size, _ in records), tag, header_digest(header))
