@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fp8stream.calibration.registry import METHODS  # noqa: E402
 from fp8stream.cli import main  # noqa: E402
 from fp8stream.commands.flags import FlagOption  # noqa: E402
+from fp8stream.methods.registry import METHODS  # noqa: E402
 from fp8stream.options import CLUSTER, SECTIONS  # noqa: E402
 
 SNAPSHOT = Path(__file__).parent / "data" / "flags.json"
