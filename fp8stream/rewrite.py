@@ -139,7 +139,7 @@ def _rewrite(stages: Stages, report: FileReport) -> None:
     """IN opened and its layout planned, OUT checked; the method created and prepared once (a
     stream that it reads by name spooled first), the layout planned again where it keeps layers
     weight-only; then the run, or the dry run."""
-    from fp8stream.methods.registry import create
+    from fp8stream.methods.interface import create
 
     calibration = stages.settings.describe()  # recorded in every file's metadata
     with open_model(stages.input) as model, contextlib.ExitStack() as opened:

@@ -109,5 +109,23 @@ def test_calibrate_help_lists_the_common_options_first_then_one_section_each() -
     assert headings == [s for s in SECTIONS if s != CLUSTER]  # every section but zoo's, in order
 
 
+
+def test_the_settings_a_method_is_registered_with_are_gathered_and_offered() -> None:
+    """To add a method is one registry line naming its settings class, and its package: the
+    classes the registry lists are what CalibrationSettings gathers (besides the scale rule's,
+    which simulate and stats share), and each of their flags is an option of calibrate."""
+    from fp8stream.methods.settings import CalibrationSettings
+    from fp8stream.options import flags_of
+    from fp8stream.scales.rule_settings import RuleSettings
+
+    listed = {entry.settings for entry in METHODS.values() if entry.settings is not None}
+    assert len(listed) == 4  # simulate, stats, heuristic, forward (auto has none of its own)
+    assert set(CalibrationSettings.__bases__) == listed | {RuleSettings}
+    calibrate = {spelling for p in main.commands["calibrate"].params for spelling in p.opts}
+    for settings in listed:
+        for declared in flags_of(settings):
+            assert declared.decls[0].split("/")[0] in calibrate, declared.decls
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     SNAPSHOT.write_text(json.dumps(snapshot(), indent=1, sort_keys=True) + "\n", encoding="utf-8")

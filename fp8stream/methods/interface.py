@@ -1,6 +1,7 @@
 """What a calibration method is: the one interface the rewrite pass calls (docs: ARCHITECTURE.md).
 
-A run calls, in this order:
+A run makes the chosen method with `create(settings)` (its module, named in registry.py, is
+imported then), and calls, in this order:
 
 0. For a pipe or a compressed stream only (`model.source` None): `needs_random_access(model)`,
    from the header, whether the method will read tensors by name. Then the stream is spooled
@@ -27,11 +28,14 @@ on `--device cpu` and a uint8 torch tensor on the device otherwise.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import Header, TensorInfo
+from fp8stream.methods.registry import METHODS
+from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.scales.estimate import ScaleEstimate
 
 if TYPE_CHECKING:
@@ -73,7 +77,7 @@ class MethodPlan:
 
 
 class CalibrationMethod(Protocol):
-    """A calibration method; made by `registry.create(settings)` from its module's `create`."""
+    """A calibration method; made by `create(settings)` from its module's `create`."""
 
     def needs_random_access(self, model: ModelView) -> bool:
         """Asked of a stream before `prepare`: whether the method will read tensors by name
@@ -96,3 +100,9 @@ class CalibrationMethod(Protocol):
         """Stop and release what `prepare` started (the forward pass's thread); called once the
         run is over, also when it failed part way."""
         ...
+
+
+def create(settings: CalibrationSettings) -> CalibrationMethod:
+    """The chosen method (registry.METHODS), its module imported now."""
+    module = importlib.import_module(METHODS[settings.method].module)
+    return module.create(settings)

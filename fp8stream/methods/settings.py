@@ -7,21 +7,21 @@ import sys
 from dataclasses import KW_ONLY, dataclass
 
 from fp8stream.errors import UsageError
-from fp8stream.methods.forward_settings import ForwardSettings, micro_batch_for
-from fp8stream.methods.heuristic_settings import HeuristicSettings
-from fp8stream.methods.simulate_settings import SimulateSettings
-from fp8stream.methods.stats_settings import STATS_MARGIN, StatsSettings
+from fp8stream.methods.forward_settings import micro_batch_for
+from fp8stream.methods.registry import DEFAULT_METHOD, method_settings
+from fp8stream.methods.stats_settings import STATS_MARGIN
 from fp8stream.options import BATCH, COMMON, flag
 from fp8stream.scales.rule_settings import RuleSettings
 
 
 @dataclass(frozen=True)
-class CalibrationSettings(ForwardSettings, StatsSettings, HeuristicSettings, SimulateSettings, RuleSettings):
+class CalibrationSettings(*method_settings(), RuleSettings):
     """Every option that changes the scales' values (recorded in the output's metadata): each
-    method's own settings (declared beside it, with their flags), and those every method reads.
+    method's own settings (declared beside its package, with their flags, and listed in the
+    registry), the scale rule's that simulate and stats share, and those every method reads.
     Keyword arguments only, `method` aside."""
 
-    method: str = "auto"  # forward where it can run, else simulate (methods/auto/); its flag: registry
+    method: str = DEFAULT_METHOD  # forward where it can run, else simulate (methods/auto/); its flag: registry
     _: KW_ONLY
     seed: int = flag(0, "--seed", section=COMMON, type="int",
                      help="Seed: same seed, input and device give the same bytes.")
