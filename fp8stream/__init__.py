@@ -4,7 +4,7 @@ from fp8stream.version import __version__  # noqa: F401
 
 
 def record(model, path=None, only=None):
-    """Record every nn.Linear's input range of a torch model (see fp8stream.calibration.record)."""
-    from fp8stream.calibration.record import record as _record
+    """Record every nn.Linear's input range of a torch model (see fp8stream.methods.stats.recorder)."""
+    from fp8stream.methods.stats.recorder import record as _record
 
     return _record(model, path, only)

@@ -2,7 +2,7 @@
 warning summarised once with the layers it concerns, and the next step after a run.
 
 Warnings come from the calibration methods as text with numbers in it ("extreme estimated range
-(amax 3.2e+04)") and a kind (calibration/layer_warning.py); two warnings that differ only in their
+(amax 3.2e+04)") and a kind (scales/layer_warning.py); two warnings that differ only in their
 numbers are the same warning, and the kind alone picks the fix.
 """
 
@@ -12,8 +12,8 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 
-from fp8stream.calibration.layer_warning import LayerWarning, WarningKind
 from fp8stream.name_patterns import compact_names
+from fp8stream.scales.layer_warning import LayerWarning, WarningKind
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?x?", re.IGNORECASE)
 _BLOCK_NUMBER = re.compile(r"(^|\.)\d+(\.|$)")  # the first numeric part of a name: the block index

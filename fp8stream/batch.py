@@ -154,7 +154,7 @@ def _worker(options: RewriteOptions, conn, threads: int) -> None:
     interrupts.set_phase("running")
     import torch
 
-    from fp8stream.calibration.fp8 import set_threads
+    from fp8stream.scales.fp8_maths import set_threads
 
     torch.set_num_threads(threads)
     set_threads(threads)  # the row sums take this job's share of the cores too

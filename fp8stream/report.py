@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from fp8stream.advice import fix_for, group_warnings
-from fp8stream.calibration.interface import ASSUMED
-from fp8stream.calibration.layer_warning import LayerWarning
+from fp8stream.scales.estimate import ASSUMED
+from fp8stream.scales.layer_warning import LayerWarning
 
 
 @dataclass
@@ -30,7 +30,7 @@ class LayerReport:
     margin: float | None = None
     bound: float | None = None
     shares_input_with: list[str] = field(default_factory=list)  # the other layers of its shared-scale group
-    basis: str = ASSUMED  # what the scale rests on (calibration/interface.py): measured, forward pass, given
+    basis: str = ASSUMED  # what the scale rests on (methods/interface.py): measured, forward pass, given
 
     @property
     def all_notes(self) -> list[str]:

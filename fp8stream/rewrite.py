@@ -3,7 +3,7 @@
 Every file of the model is read once, front to back (`pipeline.loop`); the output layout of each
 is fixed from the headers before any data moves (`formats.plan`); the calibration method sees the
 stream through its declared interface (`calibration.interface`); the activation scales, known
-only after the last byte, are resolved for the whole model at once (`pipeline.scales`) and
+only after the last byte, are resolved for the whole model at once (`pipeline.scale_resolution`) and
 written in each file's tail; each output is checked (`pipeline.check`) before it is renamed into
 place. A sharded model streams its shards in turn into one `io.sharded.ShardedOutput`, so it
 gets the same scales as the same model in one file. Nothing here imports torch at import time,
@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView
-from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.errors import EXIT_UNSCALED, NothingToCalibrateError, UsageError
 from fp8stream.families.detect import detect, header_shapes
 from fp8stream.formats.format_notes import format_note
@@ -30,10 +28,12 @@ from fp8stream.formats.shards import output_index
 from fp8stream.interrupts import deferred
 from fp8stream.io.compression import ZstdSettings
 from fp8stream.io.storage import Location, locate, open_urls_with
+from fp8stream.methods.interface import CalibrationMethod, MethodPlan, ModelView
+from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.options import COMMON, LAYERS, OUTPUT, flag
 from fp8stream.pipeline.inputs import ModelInput, open_model
 from fp8stream.pipeline.outputs import OutputTarget, check_output, open_outputs
-from fp8stream.pipeline.scales import Resolved, excluded_reports, layer_reports, resolve
+from fp8stream.pipeline.scale_resolution import Resolved, excluded_reports, layer_reports, resolve
 from fp8stream.pipeline.spool import spooled
 from fp8stream.remote.location import UrlLocation
 from fp8stream.report import FileReport, SkippedReport, human_size
@@ -139,7 +139,7 @@ def _rewrite(stages: Stages, report: FileReport) -> None:
     """IN opened and its layout planned, OUT checked; the method created and prepared once (a
     stream that it reads by name spooled first), the layout planned again where it keeps layers
     weight-only; then the run, or the dry run."""
-    from fp8stream.calibration.registry import create
+    from fp8stream.methods.interface import create
 
     calibration = stages.settings.describe()  # recorded in every file's metadata
     with open_model(stages.input) as model, contextlib.ExitStack() as opened:

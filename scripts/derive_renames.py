@@ -1,5 +1,5 @@
 """Write each family's diffusers -> checkpoint layer renames, derived from its own converter
-(fp8stream.forward.mapping.family_renames), into the family's module: the DIFFUSERS_RENAMES block
+(fp8stream.methods.forward.mapping.family_renames), into the family's module: the DIFFUSERS_RENAMES block
 between the START and END markers, one entry per line, which the module passes to its Family as
 `diffusers_renames`. A module that has no block yet gets one just above `FAMILY = Family(` (and a
 note: pass it to Family). Run it after a family's model code or inventory changes, or diffusers'
@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 import fp8stream.families  # noqa: E402
 from fp8stream.families import FAMILIES, Family  # noqa: E402
-from fp8stream.forward.mapping import family_renames  # noqa: E402
+from fp8stream.methods.forward.mapping import family_renames  # noqa: E402
 
 START = "# renames: derived by scripts/derive_renames.py from this family's converter, do not edit\n"
 END = "# end of derived renames\n"

@@ -23,10 +23,10 @@ def main() -> None:
     import diffusers  # noqa: F401
     import torch
 
-    from fp8stream.forward.conditioning import from_shapes
-    from fp8stream.forward.run import ForwardSettings, prepare, run
     from fp8stream.io.reader import LazyFile
     from fp8stream.io.source import TensorSource
+    from fp8stream.methods.forward.conditioning import from_shapes
+    from fp8stream.methods.forward.forward_pass import PassSettings, prepare, run
 
     print(f"imports (python, torch, diffusers, fp8stream): {time.monotonic() - start:.2f} s", flush=True)
     with LazyFile(args.checkpoint) as f:
@@ -42,7 +42,7 @@ def main() -> None:
     for label in ("first pass", "second pass (page cache)"):
         with TensorSource.for_file(args.checkpoint, header) as src:
             t = time.monotonic()
-            result = run(src, prepared, ForwardSettings(device=args.device))
+            result = run(src, prepared, PassSettings(device=args.device))
             if args.device == "cuda":
                 torch.cuda.synchronize()
             print(f"{label}: {time.monotonic() - t:.2f} s, {result.weights_read} Linear weights", flush=True)

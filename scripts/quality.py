@@ -11,7 +11,7 @@ Sources: dynamic (amax/448 per call: the ceiling), real_max (static max of the j
 stats_max (`fp8stream.record` on OTHER inputs than the judged run: other seed and other class
 prompts / sentences, then `--method stats --stats-margin 1`: the recorded max), stats_margin2
 (the same stats through `--method stats` with its default rule: the recorded max x 2, capped by
-the hard bound where it is a proof; fp8stream/calibration/margin.py), sim_bound (`--method simulate`, today's default),
+the hard bound where it is a proof; fp8stream/scales/margin.py), sim_bound (`--method simulate`, today's default),
 sim_hybrid4 (`--sim-mode hybrid --margin 4`), forward (`--method forward`, skipped with a note
 where the CLI has no such method; --forward-path runs another checkout's CLI), one (1.0),
 default (the CLI without --method). End to end: MiniLM embedding cosine; DiTs the SQNR (dB) of

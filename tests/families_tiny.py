@@ -95,7 +95,7 @@ def qwen_image_shapes(layers: int = 2) -> dict:
 
 
 def _own_names(family: str, cfg: dict) -> dict:
-    from fp8stream.forward.engine import parameters_on_meta
+    from fp8stream.methods.forward.engine import parameters_on_meta
 
     with parameters_on_meta():
         model = by_name(family).model.model_class()(**cfg)

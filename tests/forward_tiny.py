@@ -2,7 +2,7 @@
 classes, saved under the checkpoint names ComfyUI's files use (original / BFL names), FP8.
 
 The original names and shapes are listed here by hand; the diffusers -> original direction is
-the inverse of the row-id mapping (fp8stream.forward.mapping), so a wrong mapping cannot make a
+the inverse of the row-id mapping (fp8stream.methods.forward.mapping), so a wrong mapping cannot make a
 test pass: the eager reference runs the diffusers model with its own parameters.
 """
 
@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import quality_models as qm  # noqa: E402
 from fp8stream.families import by_name  # noqa: E402
-from fp8stream.forward.mapping import derive_mapping  # noqa: E402
+from fp8stream.methods.forward.mapping import derive_mapping  # noqa: E402
 
 D, HEAD, JOINT, POOLED = 64, 16, 32, 24
 

@@ -15,10 +15,10 @@ import tempfile
 
 from hypothesis import strategies as st
 
-from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError
 from fp8stream.io.dtypes import DTYPE_BITS
 from fp8stream.io.header import read_header
+from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.rewrite import RewriteOptions, calibrate_file
 
 KNOWN_DTYPES = sorted(DTYPE_BITS)

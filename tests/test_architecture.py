@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from architectures import LINEARS
-from fp8stream.calibration.graph import build_graph
-from fp8stream.calibration.stats import LayerStats, StatsFile, match
 from fp8stream.families.detect import detect_family
 from fp8stream.formats.selection import Selection, excluded_layers
+from fp8stream.methods.simulate.graph import build_graph
+from fp8stream.methods.stats.stats_file import LayerStats, StatsFile, match
 from fp8stream.names.prefixes import bare_name, common_model_prefix
 
 PREFIXES = ["", "model.diffusion_model.", "diffusion_model.", "transformer.", "model."]
@@ -39,7 +39,7 @@ def test_stats_names_lose_the_same_prefixes_as_layer_names() -> None:
 
 
 def test_the_bound_knows_the_families_that_declare_a_producer_graph() -> None:
-    """The families whose graph moved into their module (the bound's, before: a table in calibration/)."""
+    """The families whose graph moved into their module (the bound's, before: a table in the simulate method)."""
     from fp8stream.families import FAMILIES
 
     assert {f.name for f in FAMILIES if f.graph is not None} == {"flux", "sd3", "wan", "bert"}

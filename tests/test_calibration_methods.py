@@ -12,9 +12,9 @@ import torch
 import torch.nn as nn
 
 import fp8stream
-from fp8stream.calibration import graph as G
-from fp8stream.calibration.stats import LayerStats, StatsFile, match, parse_stats
 from fp8stream.errors import UsageError
+from fp8stream.methods.simulate import graph as G
+from fp8stream.methods.stats.stats_file import LayerStats, StatsFile, match, parse_stats
 from tests.conftest import run_cli, run_subprocess
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -245,7 +245,7 @@ def test_rows_no_input_reads_are_skipped_without_changing_a_scale(arch: str, tmp
     """The bound reads only some rows of some producers (AdaLN: shift and scale, not the gate;
     an attention output: qkv's v rows): the CPU skips the others' sums, and the output is the
     same bytes as summing every row."""
-    from fp8stream.calibration import activation_model
+    from fp8stream.methods.simulate import activation_model
     from fp8stream.synthetic.checkpoint import write_checkpoint
     from tests.architectures import build_model
 

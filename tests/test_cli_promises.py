@@ -15,10 +15,10 @@ import pytest
 import zstandard
 
 from conftest import child_pids, open_fifo_for_writing, run_cli, subprocess_env
-from fp8stream.calibration.rules import amax_from_histogram
 from fp8stream.io.compression import MAX_WINDOW_BYTES
 from fp8stream.io.reader import LazyFile
 from fp8stream.memory import BASE_MEMORY, MB
+from fp8stream.scales.rules import amax_from_histogram
 from shard_files import sharded_model
 
 LAYERS = ("blocks.0.attn.qkv", "blocks.0.mlp.0", "blocks.0.mlp.2")  # conftest's small model

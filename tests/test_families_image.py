@@ -63,8 +63,8 @@ def test_full_width_inventory_maps_completely(arch):
     """The real-size inventory of scripts/bench.py (full width, 1 block deep): recognised, sized
     from its shapes, every tensor mapped onto diffusers' model, every FP8 linear reached."""
     from fp8stream.families import inventory
-    from fp8stream.forward.run import prepare
     from fp8stream.io.header import Header, TensorInfo
+    from fp8stream.methods.forward.forward_pass import prepare
     from fp8stream.synthetic.checkpoint import from_inventory
 
     tensors = from_inventory(inventory(arch)(1))
@@ -79,7 +79,7 @@ def test_a_layer_no_input_reached_is_kept_weight_only_not_guessed(tmp_path, monk
     """An MoE expert that no synthetic token was routed to sees no input in the pass: its bound
     would rest on an assumed model input, so it is kept weight-only with the reason, never
     scaled from the ASSUMED guess (the full-width HiDream inventory has three such experts)."""
-    import fp8stream.forward.run as forward_run
+    import fp8stream.methods.forward.forward_pass as forward_run
 
     src = tmp_path / "in.safetensors"
     _, state, _ = ftiny.tiny("hidream")

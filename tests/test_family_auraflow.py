@@ -109,8 +109,8 @@ def test_preset_keeps_embedders_and_final_projection_and_siblings_share_a_scale(
 def test_full_width_inventory_maps_completely():
     """The real-size inventory (full width, 1 block deep): sized from its shapes, every tensor
     mapped onto diffusers' model, every FP8 linear reached."""
-    from fp8stream.forward.run import prepare
     from fp8stream.io.header import Header, TensorInfo
+    from fp8stream.methods.forward.forward_pass import prepare
     from fp8stream.synthetic.checkpoint import from_inventory
 
     tensors = from_inventory(inventory("auraflow")(1))

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fp8stream.calibration.registry import METHODS  # noqa: E402
 from fp8stream.cli import main  # noqa: E402
 from fp8stream.commands.flags import FlagOption  # noqa: E402
+from fp8stream.methods.registry import METHODS  # noqa: E402
 from fp8stream.options import CLUSTER, SECTIONS  # noqa: E402
 
 SNAPSHOT = Path(__file__).parent / "data" / "flags.json"
@@ -107,6 +107,24 @@ def test_calibrate_help_lists_the_common_options_first_then_one_section_each() -
         assert flag in first, flag
     headings = [line[:-1] for line in lines if line.endswith(":") and line[:-1] in SECTIONS]
     assert headings == [s for s in SECTIONS if s != CLUSTER]  # every section but zoo's, in order
+
+
+
+def test_the_settings_a_method_is_registered_with_are_gathered_and_offered() -> None:
+    """To add a method is one registry line naming its settings class, and its package: the
+    classes the registry lists are what CalibrationSettings gathers (besides the scale rule's,
+    which simulate and stats share), and each of their flags is an option of calibrate."""
+    from fp8stream.methods.settings import CalibrationSettings
+    from fp8stream.options import flags_of
+    from fp8stream.scales.rule_settings import RuleSettings
+
+    listed = {entry.settings for entry in METHODS.values() if entry.settings is not None}
+    assert len(listed) == 4  # simulate, stats, heuristic, forward (auto has none of its own)
+    assert set(CalibrationSettings.__bases__) == listed | {RuleSettings}
+    calibrate = {spelling for p in main.commands["calibrate"].params for spelling in p.opts}
+    for settings in listed:
+        for declared in flags_of(settings):
+            assert declared.decls[0].split("/")[0] in calibrate, declared.decls
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:

@@ -53,7 +53,7 @@ def _check_weight_only_scales(path: Path, doc: dict, layers: list[str]) -> None:
 
 def _dry_run(src: Path, out: Path, target: tuple[str, ...], monkeypatch) -> tuple[int, dict]:
     """`--dry-run` of the same command: it runs no forward pass and writes nothing."""
-    import fp8stream.forward.run as forward_run
+    import fp8stream.methods.forward.forward_pass as forward_run
 
     def no_pass(*args, **kwargs):
         raise AssertionError("a dry run ran the forward pass")

@@ -16,13 +16,13 @@ import forward_tiny as ft  # noqa: E402
 from conftest import run_cli  # noqa: E402
 from fp8stream.families import by_name  # noqa: E402
 from fp8stream.families.samples import SamplePlan  # noqa: E402
-from fp8stream.forward.mapping import derive_mapping  # noqa: E402
-from fp8stream.forward.run import ForwardSettings, prepare, run  # noqa: E402
 from fp8stream.io.reader import LazyFile  # noqa: E402
 from fp8stream.io.source import TensorSource  # noqa: E402
+from fp8stream.methods.forward.forward_pass import PassSettings, prepare, run  # noqa: E402
+from fp8stream.methods.forward.mapping import derive_mapping  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ForwardSettings(batch=3, image_tokens=16, text_tokens=8, threads=1)
+SMALL = PassSettings(batch=3, image_tokens=16, text_tokens=8, threads=1)
 FAMILIES = ["flux", "sd3", "wan"]
 
 
@@ -249,7 +249,7 @@ def test_unknown_family_is_kept_weight_only_unless_an_input_rms_is_assumed(tmp_p
 
 def test_missing_diffusers_says_how_to_install(monkeypatch):
     from fp8stream.errors import UsageError
-    from fp8stream.forward.run import INSTALL_HINT, import_diffusers
+    from fp8stream.methods.forward.forward_pass import INSTALL_HINT, import_diffusers
 
     monkeypatch.setitem(sys.modules, "diffusers", None)
     with pytest.raises(UsageError, match=r"pip install fp8stream\[forward\]"):
@@ -258,13 +258,13 @@ def test_missing_diffusers_says_how_to_install(monkeypatch):
 
 
 def test_the_pass_beside_the_copy_writes_the_same_bytes_and_the_layout_comes_from_the_header(tmp_path, monkeypatch):
-    """On a GPU the pass runs on a thread while the copy streams (forward.method.BesideTheCopy):
+    """On a GPU the pass runs on a thread while the copy streams (forward_method.BesideTheCopy):
     forced here on the CPU, it writes the bytes the pass after the copy writes. The layout
     (which layers are the conditioning path) is fixed before any weight is read: the pass on
     meta tensors finds the layers the real pass finds. An error in the pass ends the run with
     one line and no output."""
-    import fp8stream.forward.method as forward_method
-    import fp8stream.forward.run as forward_run
+    import fp8stream.methods.forward.forward_method as forward_method
+    import fp8stream.methods.forward.forward_pass as forward_run
 
     src = tmp_path / "in.safetensors"
     _checkpoint("flux", src)
@@ -305,11 +305,11 @@ def test_a_failed_copy_stops_the_pass_beside_it(tmp_path, monkeypatch):
     """A run whose copy fails part way closes its method: the pass beside the copy is told to
     stop and its thread is gone before the run returns, so nothing of it runs on into the next
     file of a batch."""
-    import fp8stream.forward.method as forward_method
-    import fp8stream.forward.run as forward_run
+    import fp8stream.methods.forward.forward_method as forward_method
+    import fp8stream.methods.forward.forward_pass as forward_run
     import fp8stream.pipeline.run as pipeline_run
     from fp8stream.errors import UsageError
-    from fp8stream.forward.engine import PassStopped
+    from fp8stream.methods.forward.engine import PassStopped
 
     src = tmp_path / "in.safetensors"
     _checkpoint("flux", src)

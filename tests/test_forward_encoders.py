@@ -21,13 +21,13 @@ from safetensors.torch import save_file
 from conftest import run_cli  # noqa: E402
 from fp8stream.families import by_name  # noqa: E402
 from fp8stream.families.samples import SamplePlan  # noqa: E402
-from fp8stream.forward.run import ForwardSettings, prepare, run  # noqa: E402
 from fp8stream.harness.checkpoint import write_fp8_checkpoint  # noqa: E402
 from fp8stream.harness.fp8 import quantize_weight  # noqa: E402
 from fp8stream.io.reader import LazyFile  # noqa: E402
 from fp8stream.io.source import TensorSource  # noqa: E402
+from fp8stream.methods.forward.forward_pass import PassSettings, prepare, run  # noqa: E402
 
-SMALL = ForwardSettings(batch=3, text_tokens=12, threads=1)
+SMALL = PassSettings(batch=3, text_tokens=12, threads=1)
 ARGS = ["--forward-batch", "3", "--forward-text-tokens", "12", "--forward-threads", "1", "--json", "--no-progress"]
 
 

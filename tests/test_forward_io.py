@@ -111,7 +111,7 @@ def test_a_spooled_stdin_prepares_the_forward_pass_once(flux: Path, tmp_path: Pa
     """The forward pass is prepared from the header (diffusers' converter, the model built on meta
     tensors: seconds on a real checkpoint) once per file, on a spooled stdin too: what decided
     that the stream is spooled is what the run uses."""
-    import fp8stream.forward.run as forward_run
+    import fp8stream.methods.forward.forward_pass as forward_run
 
     prepared = []
     real_prepare = forward_run.prepare
@@ -151,7 +151,7 @@ def test_no_spool_is_left_after_a_failure(flux: Path, tmp_path: Path, tmpdir_env
     assert not out.exists()
     _no_spool_left(tmp_path, tmpdir_env)
     import fp8stream.commands.common as common
-    import fp8stream.forward.run as forward_run
+    import fp8stream.methods.forward.forward_pass as forward_run
     from fp8stream.errors import Interrupted
 
     def interrupted(source, prepared, settings):  # SIGTERM during the forward pass, after the spool
@@ -200,8 +200,8 @@ def test_micro_batches_read_each_weight_once_and_see_the_same_samples(flux: Path
 
     from fp8stream.families import by_name
     from fp8stream.families.samples import SamplePlan
-    from fp8stream.forward.run import ForwardSettings, prepare, run
     from fp8stream.io.source import TensorSource
+    from fp8stream.methods.forward.forward_pass import PassSettings, prepare, run
 
     fam = by_name("flux").model
     with LazyFile(str(flux)) as f:
@@ -216,7 +216,7 @@ def test_micro_batches_read_each_weight_once_and_see_the_same_samples(flux: Path
     results = {}
     for micro in (1, None):
         with TensorSource.for_file(str(flux), header) as src:
-            results[micro] = run(src, prepared, ForwardSettings(batch=3, image_tokens=16, text_tokens=8, threads=1,
+            results[micro] = run(src, prepared, PassSettings(batch=3, image_tokens=16, text_tokens=8, threads=1,
                                                                 micro_batch=micro))
     one, all_ = results[1], results[None]
     assert one.peak_live == 1 and one.weights_read == all_.weights_read == len(all_.module_amax)
@@ -225,7 +225,7 @@ def test_micro_batches_read_each_weight_once_and_see_the_same_samples(flux: Path
         assert one.amax[name] == pytest.approx(a, rel=1e-5), name
     # the conditioning path, in execution order: the same whatever the split, and the same as
     # the pass on meta tensors found from the header alone (which decides the layout)
-    from fp8stream.forward.conditioning import from_shapes
+    from fp8stream.methods.forward.conditioning import from_shapes
 
     path = from_shapes(prepared)
     assert one.per_sample == all_.per_sample == list(path.order)
@@ -239,7 +239,7 @@ def test_micro_batches_read_each_weight_once_and_see_the_same_samples(flux: Path
 
 
 def test_lockstep_runs_in_turn_and_stops_every_micro_batch_on_an_error() -> None:
-    from fp8stream.forward.lockstep import Lockstep
+    from fp8stream.methods.forward.lockstep import Lockstep
 
     order: list[tuple[int, int]] = []
     step = Lockstep(3)
@@ -260,7 +260,7 @@ def test_lockstep_runs_in_turn_and_stops_every_micro_batch_on_an_error() -> None
 
 
 def test_default_micro_batch_is_the_whole_default_batch() -> None:
-    from fp8stream.calibration.settings import CalibrationSettings, micro_batch_for
+    from fp8stream.methods.settings import CalibrationSettings, micro_batch_for
 
     s = CalibrationSettings()
     assert micro_batch_for(s.forward_batch, s.forward_tokens, s.forward_text_tokens) == s.forward_batch == 4
@@ -277,9 +277,8 @@ def test_model_code_that_fails_on_meta_tensors_leaves_the_conditioning_path_to_t
 
     import torch
 
-    import fp8stream.forward.run as forward_run
-    from fp8stream.forward import conditioning
-
+    import fp8stream.methods.forward.forward_pass as forward_run
+    from fp8stream.methods.forward import conditioning
     class NeedsValues(torch.nn.Module):
         def forward(self, x, return_dict=False):
             raise AssertionError("needs values")

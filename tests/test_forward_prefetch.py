@@ -6,10 +6,10 @@ import math
 
 import torch
 
-from fp8stream.forward.engine import Pass, Ranges
-from fp8stream.forward.mapping import Run
-from fp8stream.forward.prefetch import Prefetcher
 from fp8stream.io.header import TensorInfo
+from fp8stream.methods.forward.engine import Pass, Ranges
+from fp8stream.methods.forward.mapping import Run
+from fp8stream.methods.forward.prefetch import Prefetcher
 
 
 class FakeSource:

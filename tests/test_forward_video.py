@@ -87,8 +87,8 @@ def test_full_width_inventory_maps_completely(arch, family):
     """The real-size inventory of scripts/bench.py (full width, 1 block deep): recognised, sized
     from its shapes, every tensor mapped onto diffusers' model, every FP8 linear reached."""
     from fp8stream.families import inventory
-    from fp8stream.forward.run import prepare
     from fp8stream.io.header import Header, TensorInfo
+    from fp8stream.methods.forward.forward_pass import prepare
     from fp8stream.synthetic.checkpoint import from_inventory
 
     tensors = from_inventory(inventory(arch)(1))

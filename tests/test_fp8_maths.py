@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fp8stream.calibration.fp8 import dequantize_rows, fp8_table, row_sum_squares, row_sum_squares_torch, set_threads
 from fp8stream.io.dtypes import decode_array, decode_floats, torch_dtype
+from fp8stream.scales.fp8_maths import dequantize_rows, fp8_table, row_sum_squares, row_sum_squares_torch, set_threads
 
 
 def reference(raw: np.ndarray) -> np.ndarray:

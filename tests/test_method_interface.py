@@ -12,12 +12,13 @@ import pytest
 from safetensors import safe_open
 
 from conftest import small_model_tensors
-from fp8stream.calibration import registry
-from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
-from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.errors import UsageError
 from fp8stream.io.source import TensorSource
+from fp8stream.methods import registry
+from fp8stream.methods.interface import CalibrationMethod, MethodPlan, ModelView
+from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.rewrite import RewriteOptions, calibrate_file
+from fp8stream.scales.estimate import ScaleEstimate
 from fp8stream.synthetic.checkpoint import write_checkpoint
 from test_shard_equivalence import write_shards
 

@@ -62,8 +62,8 @@ def test_progress_has_one_owner() -> None:
     the run (ModelView.progress), not from a copy in the settings that change a scale's value."""
     from dataclasses import fields
 
-    from fp8stream.calibration.interface import ModelView
-    from fp8stream.calibration.settings import CalibrationSettings
+    from fp8stream.methods.interface import ModelView
+    from fp8stream.methods.settings import CalibrationSettings
     from fp8stream.rewrite import RewriteOptions
 
     holders = [cls.__name__ for cls in (RewriteOptions, CalibrationSettings, ModelView)

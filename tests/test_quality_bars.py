@@ -33,9 +33,9 @@ import transformers  # noqa: F401
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import quality as Q  # noqa: E402
-from fp8stream.calibration.settings import CalibrationSettings  # noqa: E402
 from fp8stream.harness.fp8 import fp8_linear_quality, pinned  # noqa: E402
 from fp8stream.harness.judge import CLIP_BAR, pct_within  # noqa: E402
+from fp8stream.methods.settings import CalibrationSettings  # noqa: E402
 
 DEFAULT = CalibrationSettings().method
 DITS = ["flux_k1", "flux_k1000", "flux_split256", "flux_outlier50", "sd3", "wan"]

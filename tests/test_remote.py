@@ -14,8 +14,8 @@ import pytest
 import zstandard
 from click.testing import CliRunner
 
-from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.cli import main
+from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.rewrite import RewriteOptions, calibrate_file
 from fp8stream.synthetic.checkpoint import write_checkpoint
 from fp8stream.synthetic.example import example_tensors

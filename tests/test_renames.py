@@ -13,7 +13,7 @@ import pytest
 import forward_tiny as ft  # puts scripts/ on sys.path
 from fp8stream.families import FAMILIES, by_name, inventory
 from fp8stream.families.renames import rename
-from fp8stream.forward.mapping import derive_mapping, linear_renames
+from fp8stream.methods.forward.mapping import derive_mapping, linear_renames
 from scripts.derive_renames import START, derived_renames, family_modules, updated
 
 # Deeper than the three blocks the renames are derived from (a block number they never saw, a last

@@ -15,11 +15,11 @@ import forward_tiny as ft
 from architectures import build_model, layer_names
 from conftest import run_cli, small_model_tensors, subprocess_env
 from fp8stream.advice import render_warnings
-from fp8stream.calibration.layer_warning import LayerWarning, WarningKind
 from fp8stream.families import inventory
 from fp8stream.name_patterns import compact_names
 from fp8stream.report import ExcludedReport, FileReport, LayerReport, share_note
 from fp8stream.report_table import render_table
+from fp8stream.scales.layer_warning import LayerWarning, WarningKind
 from fp8stream.synthetic.checkpoint import write_checkpoint
 
 SMALL_PASS = ("--forward-batch", "1", "--forward-tokens", "16", "--forward-text-tokens", "8")  # a quick pass

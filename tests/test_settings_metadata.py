@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fp8stream.calibration.settings import CalibrationSettings  # noqa: E402
+from fp8stream.methods.settings import CalibrationSettings  # noqa: E402
 
 SNAPSHOT = Path(__file__).parent / "data" / "settings_describe.json"
 INSTALLED = ("torch", "diffusers", "transformers")  # versions of this machine: compared to what is installed

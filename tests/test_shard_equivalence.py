@@ -19,11 +19,11 @@ import pytest
 
 from architectures import build_model
 from conftest import small_model_tensors
-from fp8stream.calibration.settings import CalibrationSettings
 from fp8stream.io.header import OutputEntry
 from fp8stream.io.reader import LazyFile
 from fp8stream.io.source import TensorSource
 from fp8stream.io.writer import StreamingWriter
+from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.rewrite import RewriteOptions, calibrate_file
 from fp8stream.synthetic.checkpoint import SyntheticTensor, write_checkpoint
 

@@ -62,9 +62,9 @@ main()
 PHASES = {  # where the signal lands -> (the trap, the signal): each signal in half of them, each run costs seconds
     "importing torch": ("import:torch", signal.SIGINT),
     "importing diffusers": ("import:diffusers", signal.SIGTERM),
-    "meta pass": ("fp8stream.forward.conditioning:from_shapes:1", signal.SIGTERM),
+    "meta pass": ("fp8stream.methods.forward.conditioning:from_shapes:1", signal.SIGTERM),
     "spool": ("fp8stream.pipeline.spool:_copy_data:1", signal.SIGINT),
-    "forward pass": ("fp8stream.forward.prefetch:Prefetcher.take:2", signal.SIGINT),
+    "forward pass": ("fp8stream.methods.forward.prefetch:Prefetcher.take:2", signal.SIGINT),
     "stream": ("fp8stream.pipeline.loop:_stream_layer_weight:2", signal.SIGTERM),
 }
 

@@ -76,7 +76,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_package_has_no_import_cycle() -> None:
     graph = import_graph()
-    assert "fp8stream.calibration.registry" in graph and len(graph) > 40
+    assert "fp8stream.methods.registry" in graph and len(graph) > 40
     cycle = find_cycle(graph)
     assert cycle is None, " -> ".join(cycle)
 
@@ -136,18 +136,20 @@ def test_the_floor_rule_finds_an_import_back_up_and_rooms_importing_each_other()
     planted = {**graph, "fp8stream.io.reader": graph["fp8stream.io.reader"] | {"fp8stream.rewrite"}}
     assert imports_up(planted, floors) == ["fp8stream.io.reader -> fp8stream.rewrite"]
     assert find_cycle(room_graph(planted)) is not None  # rewrite.py imports io/ too
-    same_floor = next(rooms for rooms in floors if {"calibration/", "forward/"} <= set(rooms))
-    assert same_floor and any("fp8stream.calibration" in t for t in graph["fp8stream.forward.method"])
-    planted = {**graph, "fp8stream.calibration.fp8": graph["fp8stream.calibration.fp8"] | {"fp8stream.forward.run"}}
+    same_floor = next(rooms for rooms in floors if {"methods/", "scales/"} <= set(rooms))
+    forward = "fp8stream.methods.forward.forward_method"
+    assert same_floor and any(t.startswith("fp8stream.scales.") for t in graph[forward])
+    fp8_maths, forward_pass = "fp8stream.scales.fp8_maths", "fp8stream.methods.forward.forward_pass"
+    planted = {**graph, fp8_maths: graph[fp8_maths] | {forward_pass}}
     assert imports_up(planted, floors) == [] and find_cycle(room_graph(planted)) is not None
 
 
 def test_no_method_module_imports_the_registry() -> None:
-    from fp8stream.calibration.registry import METHODS
+    from fp8stream.methods.registry import METHODS
 
     graph = import_graph()
     for entry in METHODS.values():
-        assert "fp8stream.calibration.registry" not in graph[entry.module], entry.module
+        assert "fp8stream.methods.registry" not in graph[entry.module], entry.module
 
 
 # The entry floors: they resolve what the user gave and may hand remote/ to the storage seam.
@@ -216,7 +218,7 @@ def test_calibrate_help_lists_every_registered_method_without_torch() -> None:
     result = subprocess.run([sys.executable, "-c", _PROBE, "calibrate", "--help"], capture_output=True, text=True,
                             env=subprocess_env())
     assert result.stderr.strip().splitlines()[-1] == "PROBE code=0 heavy="
-    from fp8stream.calibration.registry import METHODS
+    from fp8stream.methods.registry import METHODS
 
     for name in METHODS:
         assert name in result.stdout

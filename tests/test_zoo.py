@@ -19,7 +19,7 @@ import ray  # noqa: F401 (the test extra installs it: a broken install fails her
 import torch
 import zstandard
 
-from fp8stream.calibration.settings import CalibrationSettings
+from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.rewrite import RewriteOptions, calibrate_file
 from fp8stream.synthetic.checkpoint import write_checkpoint
 from fp8stream.synthetic.example import example_tensors

@@ -11,8 +11,6 @@ from typing import Any, Iterator
 import click
 
 from fp8stream.batch import BatchSettings, batch_exit_code, expand_inputs, plan_outputs, run_batch
-from fp8stream.calibration.registry import METHOD
-from fp8stream.calibration.settings import CalibrationSettings, resolve_device
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.commands.flags import REPORT, STORAGE_OPTIONS, SectionedCommand, options, ordered
 from fp8stream.commands.preflight import check_patterns
@@ -27,6 +25,8 @@ from fp8stream.io.compression import (
 )
 from fp8stream.io.sink import check_output_name
 from fp8stream.memory import BASE_MEMORY, memory_budget
+from fp8stream.methods.registry import METHOD
+from fp8stream.methods.settings import CalibrationSettings, resolve_device
 from fp8stream.options import BATCH, COMMON, Flag, flags_of, values_of
 from fp8stream.remote import configure as configure_storage, parse_storage_options
 from fp8stream.report import FileReport

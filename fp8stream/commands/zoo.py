@@ -8,11 +8,11 @@ import sys
 import click
 
 from fp8stream.batch import batch_exit_code
-from fp8stream.calibration.registry import METHOD, methods_without_side_file
-from fp8stream.calibration.settings import CalibrationSettings, resolve_device
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.commands.flags import REPORT, STORAGE_OPTIONS, SectionedCommand, options
 from fp8stream.errors import UsageError
+from fp8stream.methods.registry import METHOD, methods_without_side_file
+from fp8stream.methods.settings import CalibrationSettings, resolve_device
 from fp8stream.options import CLUSTER, COMMON, Flag, flags_of
 from fp8stream.remote import configure, parse_storage_options
 from fp8stream.rewrite import RewriteOptions

@@ -49,7 +49,7 @@ def sources(name: str, has: set[str]) -> Source | None:
 # 384 has 12 heads of 32, TinyBERT's 312 12, BERT-base 768 12, BERT-large 1024 16, the small
 # BERTs 128/256/512 2/4/8); any other width gets heads of 64, BERT's own head size. The q/k/v and
 # FFN-up inputs are LayerNorm outputs and the attention output's estimate is the mix bound
-# (forward/engine.py), so a head count that is off moves only the attention pattern. Tokens: [CLS] first,
+# (methods/forward/engine.py), so a head count that is off moves only the attention pattern. Tokens: [CLS] first,
 # [SEP] last, [PAD] after (BERT's uncased vocabulary: 101, 102, 0).
 
 

@@ -79,7 +79,7 @@ class Family:
     layer_names: tuple[str, ...] = ()  # bare layer names of this text encoder that the pattern misses
     # (bench key, builder): real-size inventories, full width, for scripts/bench.py --arch and the tests
     inventories: tuple[tuple[str, Inventory], ...] = ()
-    graph: ProducerGraph | None = None  # the bound's producer graph (calibration/graph.py); None: not known
+    graph: ProducerGraph | None = None  # the bound's producer graph (methods/simulate/graph.py); None: not known
     model: ModelCode | None = None  # the forward pass's model code; None: it has none for this family
     # (diffusers module, checkpoint layer; {}: block index) for stats matching, by scripts/derive_renames.py
     diffusers_renames: tuple[tuple[str, str], ...] = ()

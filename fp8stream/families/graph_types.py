@@ -1,5 +1,5 @@
 """What a linear's input is made of: the source types a family's producer graph returns (its
-`graph`, families/<family>.py) and the bound's graph evaluation (calibration/graph.py) reads."""
+`graph`, families/<family>.py) and the bound's graph evaluation (methods/simulate/graph.py) reads."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ stats recorded on a diffusers model (`fp8stream.record`) find a checkpoint's lay
 
 The renames are derived, not written by hand: `scripts/derive_renames.py` runs each family's own
 single-file converter (`Family.model.convert`) once on its real-size inventories through the row-id
-mapping (fp8stream.forward.mapping.family_renames) and writes the result into the family's module
+mapping (fp8stream.methods.forward.mapping.family_renames) and writes the result into the family's module
 (`DIFFUSERS_RENAMES`, passed to its Family as `diffusers_renames`), so that matching stats needs
 neither diffusers nor the converter's seconds; tests/test_renames.py fails when a module and its
 converter differ. A family with no model code, or whose converter renames nothing (its checkpoints

@@ -14,7 +14,7 @@ from __future__ import annotations
 from fp8stream.formats.plan_types import LayerPlan, RewritePlan
 from fp8stream.io.source import TensorSource
 from fp8stream.pipeline.loop import StreamState, decode_scale, facts_from_state, rewrite_marker
-from fp8stream.pipeline.scales import LayerFacts
+from fp8stream.pipeline.scale_resolution import LayerFacts
 
 
 def dry_run_state(plans: list[RewritePlan], source: TensorSource, keep_weight_only: bool) -> StreamState:

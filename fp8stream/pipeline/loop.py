@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fp8stream.calibration.interface import CalibrationMethod, MethodPlan
-from fp8stream.calibration.suspicious import WeightChecks
 from fp8stream.errors import InvalidCheckpointError
 from fp8stream.formats import comfy_quant
 from fp8stream.formats.layers import FP8Layer
@@ -22,7 +20,9 @@ from fp8stream.formats.plan import LayerPlan, RewritePlan, Role
 from fp8stream.io.dtypes import decode_values
 from fp8stream.io.reader import TensorStream
 from fp8stream.io.writer import StreamingWriter
-from fp8stream.pipeline.scales import LayerFacts
+from fp8stream.methods.interface import CalibrationMethod, MethodPlan
+from fp8stream.pipeline.scale_resolution import LayerFacts
+from fp8stream.pipeline.weight_checks import WeightChecks
 
 
 @dataclass

@@ -8,18 +8,19 @@ from dataclasses import dataclass
 from typing import BinaryIO, Mapping
 
 from fp8stream import verify
-from fp8stream.calibration.interface import CalibrationMethod, MethodPlan, ModelView, ScaleEstimate
 from fp8stream.formats.plan_types import LayerPlan, RewritePlan
 from fp8stream.io.dtypes import f32_bytes
 from fp8stream.io.hashing import HashingStream
 from fp8stream.io.reader import TensorStream
 from fp8stream.io.sink import OutputSink
 from fp8stream.io.writer import StreamingWriter
+from fp8stream.methods.interface import CalibrationMethod, MethodPlan, ModelView
 from fp8stream.pipeline.check import check_written
 from fp8stream.pipeline.inputs import ModelInput
 from fp8stream.pipeline.loop import Feed, StreamState, facts_from_state, stream_file
-from fp8stream.pipeline.scales import LayerFacts, Resolved, to_estimate
+from fp8stream.pipeline.scale_resolution import LayerFacts, Resolved, to_estimate
 from fp8stream.progress import bar as progress_bar
+from fp8stream.scales.estimate import ScaleEstimate
 
 
 @dataclass

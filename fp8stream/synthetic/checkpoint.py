@@ -13,7 +13,6 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from fp8stream.calibration.fp8 import E4M3_MAX
 from fp8stream.io.atomic import AtomicOutput
 from fp8stream.io.dtypes import DTYPE_BITS
 from fp8stream.io.header import OutputEntry
@@ -29,6 +28,7 @@ from fp8stream.names.suffixes import (
     WEIGHT_SCALE,
     layer_of,
 )
+from fp8stream.scales.fp8_maths import E4M3_MAX
 
 # The safetensors library's own order (docs/formats.md): widest dtype first, then the later of
 # its dtype enum (DTYPE_BITS lists it in that order: F8_E4M3 before U8, so markers come after

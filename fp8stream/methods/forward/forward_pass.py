@@ -1,0 +1,259 @@
+"""`prepare(header)` then `run(source, prepared, settings)`: the streaming synthetic forward pass.
+
+Usable without the rewrite pass: `prepare` needs only the header (merged over shards); `run`
+reads rows through anything with `info(name)` and `read_rows(name, start, stop)`
+(`fp8stream.io.source.TensorSource` reads files and shards). The result says, per checkpoint
+weight, the amax of its input over all samples, and which weights were reached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
+
+import torch
+
+from fp8stream.errors import UsageError
+from fp8stream.families import by_name, model_names
+from fp8stream.families.detect import Detection, detect
+from fp8stream.families.family import ModelCode
+from fp8stream.families.samples import SamplePlan
+from fp8stream.formats.layers import take_inventory
+from fp8stream.io.header import Header
+from fp8stream.methods.forward.mapping import MappingError, check_mapping, derive_mapping
+from fp8stream.methods.forward.row_source import Reader, RowSource
+from fp8stream.methods.forward_settings import micro_batch_for
+from fp8stream.methods.settings import CalibrationSettings
+from fp8stream.names.prefixes import common_model_prefix, split_prefix
+from fp8stream.names.suffixes import WEIGHT, is_companion, layer_of, weight_scale_of
+from fp8stream.progress import bar as progress_bar
+
+INSTALL_HINT = "--method forward needs diffusers: pip install fp8stream[forward]"
+
+
+class ForwardUnavailable(UsageError):
+    """diffusers is not installed (the message says how to get it)."""
+
+
+@dataclass(frozen=True)
+class PassSettings:
+    batch: int = 4  # samples: timesteps, text scales and guidance values spread over them
+    image_tokens: int = 256  # latent tokens per sample (after patching)
+    text_tokens: int = 128  # text tokens per sample
+    seed: int = 0
+    threads: int = 2  # torch threads for the pass, whatever the process's other settings
+    micro_batch: int | None = None  # samples run at once; None: micro_batch_for(...)
+    device: str = "cpu"
+    progress: bool = False  # a bar over the model's Linears on stderr
+    bar_line: int = 0  # its line among the run's bars (1: below the copy's, when beside it)
+
+    @classmethod
+    def of(cls, settings: CalibrationSettings, progress: bool = False) -> PassSettings:
+        """The pass's own settings from the calibration settings; `progress`: show its bar."""
+        return cls(batch=settings.forward_batch, image_tokens=settings.forward_tokens,
+                   text_tokens=settings.forward_text_tokens, seed=settings.seed, threads=settings.forward_threads,
+                   micro_batch=settings.forward_micro_batch, device=settings.device, progress=progress)
+
+
+@dataclass
+class ForwardResult:
+    family: str | None
+    amax: dict[str, float] = field(default_factory=dict)  # checkpoint weight name -> input amax
+    module_amax: dict[str, float] = field(default_factory=dict)  # diffusers Linear -> input amax
+    module_out_amax: dict[str, float] = field(default_factory=dict)  # diffusers Linear -> output amax
+    reason: str | None = None  # why nothing was reached, when nothing was
+    config: dict = field(default_factory=dict)
+    peak_live: int = 0  # most Linear weights materialised at once
+    weights_read: int = 0
+    seconds: float = 0.0
+    # weights whose every Linear read one vector per sample (the conditioning path), in the order they ran
+    per_sample: list[str] = field(default_factory=list)
+
+    def reached(self, weight_name: str) -> bool:
+        a = self.amax.get(weight_name)
+        return a is not None and a == a and a != float("inf")
+
+
+def import_diffusers() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the hub: configs come from shapes
+    try:
+        import diffusers  # noqa: F401
+        from diffusers.utils import logging
+    except ImportError:
+        raise ForwardUnavailable(INSTALL_HINT) from None
+    logging.set_verbosity_error()
+
+
+@contextlib.contextmanager
+def pinned_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class Prepared:
+    """What the forward pass will do, from the header alone: the family, its config, the row
+    mapping (checked against the model built on the meta device), and which checkpoint weights
+    feed a Linear of the model (the layers it reaches). `reason` says why it cannot run."""
+
+    family: ModelCode | None
+    reason: str | None = None
+    config: dict = field(default_factory=dict)
+    mapping: dict = field(default_factory=dict)
+    scale_names: dict[str, str | None] = field(default_factory=dict)  # FP8 weight -> its weight scale
+    reached: frozenset[str] = frozenset()
+    detection: Detection | None = None  # what the detector said (also when the family has no model code)
+
+
+def forward_family(shapes: Mapping[str, Sequence[int]]) -> tuple[Detection | None, ModelCode | None]:
+    """The detection of these (bare) names and shapes, and its family's model code when it has some."""
+    found = detect(shapes)
+    return found, by_name(found.family).model if found is not None else None
+
+
+def prepare(header: Header) -> Prepared:
+    """Detect the family, derive and check the mapping: header only, no weight is read."""
+    prefix, shapes = model_tensors({t.name: tuple(t.shape) for t in header.tensors})
+    bare = {n[len(prefix):] if prefix and n.startswith(prefix) else n: s for n, s in shapes.items()}
+    detection, family = forward_family(bare)
+    if family is None:
+        known = ", ".join(model_names())
+        what = f"{detection.variant} has no model code here" if detection else "model family not recognised"
+        return Prepared(None, f"{what} (the forward pass knows {known})", detection=detection)
+    import_diffusers()
+    try:  # a pruned or partial file may lack what the family's configuration is sized from
+        cfg = family.config(bare)
+    except (KeyError, IndexError, ValueError, ZeroDivisionError) as e:
+        return Prepared(family, f"{detection.family}: cannot size the model from the file ({type(e).__name__}: {e})",
+                        detection=detection)
+    try:
+        mapping = derive_mapping(shapes, prefix, lambda st: family.convert(st, cfg))
+    except (MappingError, KeyError, RuntimeError, ValueError) as e:
+        return Prepared(family, f"{detection.family}: diffusers' converter failed ({e})", cfg, detection=detection)
+    try:
+        model = meta_model(family, cfg)
+    except ImportError as e:  # a text encoder's family needs transformers
+        missing = f"{e.name or e} is not installed (pip install fp8stream[forward])"
+        return Prepared(family, f"{detection.family}: {missing}", cfg, detection=detection)
+    params = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    params.update({n: tuple(b.shape) for n, b in model.named_buffers() if n in mapping})
+    problems = check_mapping(mapping, params, shapes)
+    if problems:
+        return Prepared(family, f"{detection.family}: {problems[0]}", cfg, detection=detection)
+    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    reached = frozenset(r.source for n in linears for r in mapping[n + WEIGHT])
+    return Prepared(family, None, cfg, mapping, _weight_scales(header), reached, detection)
+
+
+def model_tensors(shapes: dict[str, tuple[int, ...]]) -> tuple[str, dict[str, tuple[int, ...]]]:
+    """(model prefix, the model's tensors): every tensor when the names share one prefix (or
+    none); in an all-in-one checkpoint (LTX-2's: `model.diffusion_model.` beside `vae.`,
+    `audio_vae.`, `vocoder.`; SD3's beside `text_encoders.`) the tensors under the first prefix,
+    most tensors first, whose names the forward pass has a family for. The rest are not the model."""
+    names = [n for n in shapes if not is_companion(n)]
+    prefix = common_model_prefix(names)
+    counts = Counter(split_prefix(n)[0] for n in names)
+    if prefix or len(counts) < 2:
+        return prefix, shapes
+    for candidate, _ in counts.most_common():
+        subset = {n: s for n, s in shapes.items() if candidate and n.startswith(candidate)}
+        if subset and forward_family({n[len(candidate):]: s for n, s in subset.items()})[1] is not None:
+            return candidate, subset
+    return "", shapes
+
+
+def _weight_scales(header: Header) -> dict[str, str | None]:
+    """Each FP8 weight's scale tensor: the inventory's for the linears (all three flavours); an
+    FP8 convolution (skipped there: it takes no input scale) still runs with its own scale."""
+    out: dict[str, str | None] = {layer.weight.name: layer.weight_scale for layer in take_inventory(header).layers}
+    for info in header.tensors:
+        if info.dtype.startswith("F8_") and info.name not in out and info.name.endswith(WEIGHT):
+            out[info.name] = weight_scale_of(layer_of(info.name), header)
+    return out
+
+
+def meta_model(family: ModelCode, cfg: dict) -> torch.nn.Module:
+    """The family's model built on the meta device (parameters; buffers stay real), in eval mode."""
+    from fp8stream.methods.forward.engine import parameters_on_meta
+
+    with parameters_on_meta(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # diffusers' deprecation notes are not the user's business
+        return family.model_class()(**cfg).eval()
+
+
+def _fp8_sources(linears, prepared: Prepared) -> dict[str, set[str]]:
+    """Each Linear's FP8 checkpoint weights: the forward bar counts those (the file's FP8 layers),
+    not the model's Linears (a fused qkv weight feeds three of them, a float Linear none)."""
+    return {n: {r.source for r in prepared.mapping[n + WEIGHT] if r.source in prepared.scale_names}
+            for n in linears}
+
+
+def _counting(sources: dict[str, set[str]], bar):
+    """on_linear: the bar moves by the FP8 weights a Linear that ran was the first to finish."""
+    counted: set[str] = set()
+
+    def ran(linear: str) -> None:
+        new = sources[linear] - counted
+        counted.update(new)
+        bar.update(len(new))
+    return ran
+
+
+def _no_grad_call(model: torch.nn.Module, kwargs: dict) -> None:
+    with torch.no_grad():
+        model(**kwargs, return_dict=False)
+
+
+def _on(device: torch.device, kwargs: dict) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+
+
+def run(source: RowSource, prepared: Prepared, settings: PassSettings = PassSettings(),
+        stop: threading.Event | None = None) -> ForwardResult:
+    """The forward pass over the prepared model; a result with `reason` when it cannot run.
+    `stop`, once set, ends it at its next Linear (engine.PassStopped)."""
+    family = prepared.family
+    if prepared.reason is not None:
+        return ForwardResult(prepared.detection.family if family else None, reason=prepared.reason,
+                             config=prepared.config)
+    from fp8stream.methods.forward.engine import StreamingModel
+    from fp8stream.methods.forward.lockstep import Lockstep
+
+    start = time.monotonic()
+    cfg = prepared.config
+    model = meta_model(family, cfg)
+    device = torch.device(settings.device)
+    sources = _fp8_sources([n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)], prepared)
+    with pinned_threads(settings.threads), torch.no_grad(), \
+            progress_bar("forward pass, FP8 layers", len(set().union(*sources.values())), "layer",
+                         settings.progress, settings.bar_line) as bar:
+        sm = StreamingModel(model, prepared.mapping, Reader(source, prepared.scale_names, device), device)
+        sm.stop = stop
+        sm.load_rest()
+        plan = SamplePlan(settings.batch, settings.image_tokens, settings.text_tokens, settings.seed)
+        size = settings.micro_batch or micro_batch_for(settings.batch, settings.image_tokens, settings.text_tokens)
+        # no_grad is per thread: each micro-batch's call sets it in the thread that runs it
+        calls = [functools.partial(_no_grad_call, model, _on(device, family.inputs(cfg, p)))
+                 for p in plan.split(size)]
+        sm.sample_counts = frozenset(p.size for p in plan.split(size))
+        with sm.hooked() as state:
+            sm.on_linear = _counting(sources, bar)
+            if len(calls) == 1:
+                calls[0]()
+            else:
+                sm.lockstep = Lockstep(len(calls))
+                sm.lockstep.run(calls)
+    return ForwardResult(prepared.detection.family, sm.layer_amax(family.value_sources(cfg)), dict(state.amax),
+                         dict(state.out_amax), None, cfg, state.peak_live, state.weights_read, time.monotonic() - start,
+                         sm.layer_per_sample())

@@ -1,0 +1,1 @@
+"""`--method heuristic`: weight_scale x a factor, for comparison."""

@@ -1,0 +1,1 @@
+"""`--method simulate`: each layer's input bound from the weights that produce it (no data)."""
