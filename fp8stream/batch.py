@@ -29,7 +29,7 @@ from fp8stream.errors import (
     UsageError,
 )
 from fp8stream.io.compression import strip_zstd_suffix
-from fp8stream.memory import MB, available_memory, current_rss, memory_estimate
+from fp8stream.memory import MB, available_memory, current_rss, estimate_terms, memory_estimate
 from fp8stream.options import BATCH, flag
 from fp8stream.report import FileReport
 from fp8stream.rewrite import RewriteOptions, calibrate_file
@@ -168,7 +168,7 @@ def _worker(options: RewriteOptions, conn, threads: int) -> None:
 
 def _over_budget(option: RewriteOptions, estimate: int) -> FileReport:
     return FileReport(option.input, option.output, status="failed", exit_code=EXIT_FAILURE,
-                      error=f"needs about {estimate // MB} MB (2 x largest tensor + 300 MB + zstd), over --max-memory")
+                      error=f"needs about {estimate // MB} MB ({estimate_terms(option.settings)}), over --max-memory")
 
 
 def _collect(receiver, process, option: RewriteOptions) -> FileReport:
@@ -191,7 +191,7 @@ def _run_parallel(options: list[RewriteOptions], settings: BatchSettings,
     jobs = max(1, settings.jobs)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
-    pending = [(o, memory_estimate(o.input, o.zstd)) for o in options]
+    pending = [(o, memory_estimate(o.input, o.zstd, o.settings)) for o in options]
     results: dict[int, FileReport] = {}
     running: dict[object, tuple[int, object, int]] = {}  # conn -> (index, process, estimate)
     in_use = 0

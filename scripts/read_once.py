@@ -10,11 +10,11 @@ dropping the page cache, and prints per run: bytes read from the block device (t
 /proc/PID/io >> 9), the ratio to the input's size, bytes written (`ru_oublock` x 512, for
 information), peak RSS (`ru_maxrss`), wall time and exit code.
 
-The bound: fp8stream's code computes no bound for the default run. Its one memory figure,
-`fp8stream.memory.memory_estimate` (what `--jobs`, `--max-memory` and `zoo` budget), is 2 x the
-largest tensor + 300 MiB, which the forward pass (the default) exceeds. The bound stated for the
-default (README: "about 2x the largest layer as float32 + 1 GB"; issue 24: 2 x the largest FP8
-layer as F32 + 1 GB, 1,457 MiB on this inventory) is computed from the header here; both are
+The bound: two figures, both from the header. fp8stream's own estimate of the run,
+`fp8stream.memory.memory_estimate` (what `--jobs`, `--max-memory` and `zoo` budget: for the
+default, the forward pass's weight, read-ahead window and activations on top of its imports),
+and the bound stated for the default (README: "about 2x the largest layer as float32 + 1 GB";
+issue 24: 2 x the largest FP8 layer as F32 + 1 GB, 1,457 MiB on this inventory). Both are
 printed, the larger one limits the run (or --limit-mb).
 
 Dropping the page cache needs root; without it the script refuses, unless --warm (the runs are
@@ -75,7 +75,7 @@ def run_bound(path: str) -> Bound:
     forward = 2 * 4 * (largest.numel if largest else 0) + 10**9
     estimate = memory_estimate(path, None)
     if estimate > forward:
-        return Bound(estimate, "2 x largest tensor + 300 MiB (fp8stream's --jobs estimate)",
+        return Bound(estimate, "fp8stream's --jobs estimate (fp8stream.memory.memory_estimate)",
                      largest.name if largest else None, estimate)
     formula = f"2 x {largest.numel if largest else 0:,} elements as F32 + 1 GB"
     return Bound(forward, formula, largest.name if largest else None, estimate)

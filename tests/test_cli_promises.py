@@ -17,7 +17,8 @@ import zstandard
 from conftest import child_pids, open_fifo_for_writing, run_cli, subprocess_env
 from fp8stream.io.compression import MAX_WINDOW_BYTES
 from fp8stream.io.reader import LazyFile
-from fp8stream.memory import BASE_MEMORY, MB
+from fp8stream.memory import BASE_MEMORY, MB, memory_estimate
+from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.scales.rules import amax_from_histogram
 from shard_files import sharded_model
 
@@ -178,6 +179,30 @@ def _workers(pid: int) -> int:
         except FileNotFoundError:
             continue
     return count
+
+
+def test_jobs_budget_each_file_with_its_methods_estimate(tmp_path: Path, small_model: Path) -> None:
+    """--jobs budgets a file with the estimate of its run's method: the default's forward pass
+    (torch and diffusers imported, a weight as float32, its read-ahead, the activations) needs
+    more than simulate's stream. A --max-memory between the two runs simulate and refuses the
+    default before it starts, saying what it needs."""
+    default = memory_estimate(str(small_model), None, CalibrationSettings())
+    simulate = memory_estimate(str(small_model), None, CalibrationSettings("simulate"))
+    assert simulate < default
+    budget = simulate + (default - simulate) * 3 // 4  # the parent's RSS comes off it: simulate still fits
+
+    def batch(*method: str) -> tuple[int, dict]:
+        out = tmp_path / ("-".join(method) or "default")
+        r = subprocess.run([sys.executable, "-m", "fp8stream", "calibrate", *method, "--jobs", "2", "--max-memory",
+                            f"{budget // MB}M", "--json", str(small_model), "--out-dir", str(out)],
+                           capture_output=True, text=True, env=subprocess_env())
+        return r.returncode, json.loads(r.stdout.splitlines()[0])
+
+    code, doc = batch()
+    assert code == 1 and doc["status"] == "failed", doc
+    assert f"needs about {default // MB} MB" in doc["error"] and "over --max-memory" in doc["error"]
+    code, doc = batch("--method", "simulate")
+    assert code == 0 and doc["status"] == "ok", doc
 
 
 def test_jobs_wait_for_their_memory_budget(tmp_path: Path, small_model: Path) -> None:

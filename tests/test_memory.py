@@ -12,12 +12,17 @@ from pathlib import Path
 
 import pytest
 
+import forward_tiny as ft
 from conftest import subprocess_env
+from fp8stream.families.flux import flux_dev
 from fp8stream.io.header import read_header
+from fp8stream.memory import memory_estimate
+from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.synthetic.checkpoint import (
     SyntheticTensor,
     comfy_fp8_linear,
     f32_scalar,
+    from_inventory,
     random_fp8_rows,
     write_checkpoint,
 )
@@ -133,3 +138,41 @@ def test_peak_rss_with_a_1gb_stdin_stream_stays_under_the_bound(tmp_path: Path) 
     with open(out, "rb") as f:
         header = read_header(f, out.stat().st_size)
     assert sum(t.name.endswith(".input_scale") for t in header.tensors) == 3
+
+
+# The forward pass (the default) holds more than the stream: `memory_estimate`, what --jobs,
+# --max-memory and zoo budget with, must cover its peak at the settings it is given.
+SMALL_PASS = ["--forward-batch", "1", "--forward-tokens", "16", "--forward-text-tokens", "8"]
+
+
+def flux_full_width(path: Path) -> None:
+    """Flux-dev at full width (3072), one double and one single block (610 MB): its largest
+    layers, single_blocks.0.linear1 (21504 x 3072, the default's largest weight) and linear2."""
+    specs = [s for s in flux_dev(1) if not s.name.startswith("single_blocks.1.")]
+    write_checkpoint(str(path), from_inventory(specs))
+
+
+def check_estimate_covers_the_peak(src: Path, args: list[str], settings: CalibrationSettings, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    code, err, peak = run_with_peak(["calibrate", "--device", "cpu", "--json", *args, str(src),
+                                     str(tmp_path / "out.safetensors")], stdout=report)
+    assert code == 0, err
+    assert json.loads(report.read_text())["notes"] == []  # the forward pass ran (no fallback to the bound)
+    estimate = memory_estimate(str(src), None, settings)
+    print(f"\n{src.name}: peak RSS {peak / MB:.0f} MiB, estimate {estimate / MB:.0f} MiB")
+    assert peak <= estimate < 2 * peak  # covers it, and is not a figure so large it would idle --jobs
+
+
+def test_the_estimate_covers_the_defaults_peak_on_a_tiny_model(tmp_path: Path) -> None:
+    """The default on a tiny Flux: the imports (torch, diffusers, the model's code) are its peak."""
+    src = ft.comfy_file("flux", tmp_path)
+    check_estimate_covers_the_peak(src, [], CalibrationSettings(device="cpu"), tmp_path)
+
+
+def test_the_estimate_covers_the_defaults_peak_at_full_width(tmp_path: Path) -> None:
+    """Full-width Flux layers: one weight as float32, the read-ahead, the bytes being decoded
+    (a short pass keeps the test cheap: the estimate follows the settings it is given)."""
+    src = tmp_path / "flux-1.safetensors"
+    flux_full_width(src)
+    settings = CalibrationSettings(device="cpu", forward_batch=1, forward_tokens=16, forward_text_tokens=8)
+    check_estimate_covers_the_peak(src, SMALL_PASS, settings, tmp_path)

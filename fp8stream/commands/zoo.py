@@ -63,7 +63,7 @@ def zoo(prefixes: tuple[str, ...], pairs_file: str | None, method: str, sim_mode
                                   force=force, progress=False)
         items = [listing.ZooItem(i, o) for i, o in pairs]
         for item in items:
-            listing.probe(item, None)
+            listing.probe(item, None, settings)
         zs = driver.ZooSettings(address=address, workers=workers, gpus=gpus, retries=retries, ray_log=ray_log,
                                 storage=storage, options_digest=digest)
         started = driver.wall_clock()

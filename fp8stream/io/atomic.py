@@ -3,7 +3,8 @@
 The data goes to a temporary file beside the target, is fsynced, renamed over the target only
 on success (`os.replace`, atomic on POSIX and Windows) and the folder is fsynced after. The
 temporary name carries our pid, so a later run can remove one left by a killed process, but
-never a live run's.
+never a live run's. On Linux the kernel is asked to start writing each part back as it is
+written (`Writeback`), so the final fsync waits for the last part, not the whole file.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import BinaryIO
 from fp8stream.errors import OutputError, UsageError
 from fp8stream.interrupts import committing
 from fp8stream.io.overlap import WriteBehind
+from fp8stream.io.writeback import Writeback
 
 _TEMP_RE = re.compile(r"^\.(?P<base>.+)\.fp8stream-(?P<pid>\d+)\.tmp$")
 
@@ -155,7 +157,7 @@ class AtomicOutput:
             # 0o666 and the umask give the permissions of any new file (mkstemp would give 0600).
             fd = os.open(self.temp, flags, 0o666)
             raw = os.fdopen(fd, "wb", buffering=1 << 20)
-            self.file = WriteBehind(raw)
+            self.file = WriteBehind(Writeback(raw))  # type: ignore[arg-type]
         except BaseException as e:  # a signal here would skip __exit__: the temp file must not stay
             if self.file is None and fd >= 0:
                 with contextlib.suppress(OSError):  # once fdopen has it, only its file object closes it

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from fp8stream.options import FORWARD, flag
 
 MICRO_BATCH_TOKENS = 2048  # the default micro-batch holds as many samples as fit in this
+# the pass's read-ahead (methods/forward/prefetch.py), at most, by device; here (torch-free) for the batch's
+# memory estimate too (fp8stream/memory.py)
+READ_AHEAD_BYTES = {"cuda": 512 << 20, "cpu": 128 << 20}
 
 
 @dataclass(frozen=True, kw_only=True)

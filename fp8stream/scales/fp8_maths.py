@@ -14,6 +14,10 @@ import numpy as np
 
 E4M3_MAX = 448.0
 PARALLEL_MIN_BYTES = 1 << 20  # below this, one thread: handing work over costs more than it saves
+# np.take turns its uint8 indices into a temporary intp array (8 bytes an element): decoding a whole
+# weight at once held 2x its float32 size beside it (377 MB for Flux's 47M-element proj_out). In
+# steps, that temporary is 8 MB, and the lookups stay in cache (measured: 2-5x faster)
+DECODE_STEP = 1 << 20
 
 _threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _pool = None
@@ -42,7 +46,12 @@ def fp8_table() -> np.ndarray:
 
 def decode_fp8(raw: np.ndarray) -> np.ndarray:
     """Raw FP8 bytes (numpy uint8, any shape) as float32 values with a unit scale (a new array)."""
-    return np.take(fp8_table(), raw)
+    table = fp8_table()
+    out = np.empty(raw.shape, dtype=np.float32)
+    flat_raw, flat_out = raw.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_raw.size, DECODE_STEP):
+        np.take(table, flat_raw[start : start + DECODE_STEP], out=flat_out[start : start + DECODE_STEP])
+    return out
 
 
 def dequantize_rows(rows, dtype=None):

@@ -13,7 +13,8 @@ from fp8stream.io.compression import ZstdSettings, compression_memory
 from fp8stream.io.header import Header
 from fp8stream.io.reader import open_positioned, read_input_header
 from fp8stream.io.storage import locate
-from fp8stream.memory import BASE_MEMORY
+from fp8stream.memory import BASE_MEMORY, run_memory
+from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.remote import filesystem
 from fp8stream.zoo.identity import InputIdentity
 
@@ -85,9 +86,10 @@ def check_pairs(pairs: list[tuple[str, str]]) -> None:
             raise UsageError(f"{o}: output is the input")
 
 
-def probe(item: ZooItem, zstd_out: ZstdSettings | None) -> None:
-    """Identity and memory estimate from the header(s) (2 x largest tensor + base, as --jobs
-    estimates, plus zstd windows); a failure is kept in item.error and reported."""
+def probe(item: ZooItem, zstd_out: ZstdSettings | None, settings: CalibrationSettings | None = None) -> None:
+    """Identity and memory estimate from the header(s) (`memory.run_memory` of the run's
+    settings, None: the default's, as --jobs estimates, plus zstd windows); a failure is kept in
+    item.error and reported."""
     try:
         input_at = locate(item.input)
         index = shard_index(input_at)
@@ -107,9 +109,8 @@ def probe(item: ZooItem, zstd_out: ZstdSettings | None) -> None:
     tags = [tag or "" for _, tag in records]
     tag = (tags[0] or None) if not index else hashlib.sha256("\n".join(tags).encode()).hexdigest()[:32]
     item.identity = InputIdentity(sum(size for size, _ in records), tag, header_digest(header))
-    largest = max((t.nbytes for t in header.tensors), default=0)
     extra = compression_memory(zstd_out.level, zstd_out.threads) if zstd_out else 0
-    item.memory = 2 * largest + BASE_MEMORY + window + extra
+    item.memory = run_memory(header.tensors, settings or CalibrationSettings()) + window + extra
 
 
 def _read_header(path: str) -> tuple[Header, int]:

@@ -23,13 +23,13 @@ import torch
 from fp8stream.io.overlap import start_pool
 from fp8stream.methods.forward.mapping import Run
 from fp8stream.methods.forward.row_source import RowSource
+from fp8stream.methods.forward_settings import READ_AHEAD_BYTES
 
 READ_THREADS = 4
 # A weight read ahead that is still not asked for when the model is this many weights past it in
 # the order is dropped (a Linear that does not run, e.g. a branch the inputs do not take): it would
 # hold its share of the window to the end. Asked for later after all, it is read then.
 STALE_AFTER = 32
-WINDOW_BYTES = {"cuda": 512 << 20, "cpu": 128 << 20}  # read ahead of the compute, at most
 
 
 @dataclass
@@ -53,7 +53,8 @@ class Prefetcher:
         self.runs = dict(self.order)
         self.position = {target: i for i, (target, _) in enumerate(self.order)}
         self.stale_after = stale_after
-        self.window = window_bytes if window_bytes is not None else WINDOW_BYTES.get(device.type, WINDOW_BYTES["cpu"])
+        default = READ_AHEAD_BYTES.get(device.type, READ_AHEAD_BYTES["cpu"])
+        self.window = window_bytes if window_bytes is not None else default
         self.pool = start_pool(threads, "fp8stream-read")  # its threads started now, each safe from a signal
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.pending: dict[str, Future] = {}
