@@ -13,8 +13,13 @@ A run calls, in this order:
    The returned `MethodPlan` says which layers the method will give a scale and which must be
    kept weight-only (that changes marker sizes, so it is fixed here) and which other tensors
    it wants to see stream past.
+1b. Where IN and OUT are files (the copy at fixed places, pipeline/placed_run.py), before the
+   copy: `read_weights(model)`, the method's reads by name (the forward pass on the CPU); each
+   row range read through `model.source` is handed to the copy (its `tap`), which places it in
+   the output and shows an FP8 weight's rows to `observe_weight` as they come (any order).
 2. While the data streams, front to back, once: `observe_weight(layer, rows, row_start)` with
-   each chunk of whole rows of a calibrated layer's FP8 weight (when `MethodPlan.rows`), then
+   each chunk of whole rows of a calibrated layer's FP8 weight (when `MethodPlan.rows`; in row
+   order, but for those taken in 1b), then
    `weight_done(layer)`; `observe_tensor(info, chunk)` with every chunk of each tensor named in
    `MethodPlan.watches`.
 3. `scales(model, weight_scales)` after the stream: every asked layer's own scale, with where it
@@ -103,6 +108,12 @@ class CalibrationMethod(Protocol):
         ...
 
     def prepare(self, model: ModelView) -> MethodPlan: ...
+
+    def read_weights(self, model: ModelView) -> None:
+        """Where IN is a file copied at fixed places: the reads by name `scales` would make
+        (the forward pass on the CPU), made now, before the copy, so that the copy takes its
+        bytes from them (one read). A method that reads nothing by name does nothing."""
+        ...
 
     def observe_weight(self, layer: FP8Layer, rows: Any, row_start: int) -> None: ...
 

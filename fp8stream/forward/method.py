@@ -187,6 +187,15 @@ class ForwardMethod:
                              "scale written beside the flag; --forward-conditioning fp8 to run it in FP8")
                 for layer in candidates[:room]}
 
+    def read_weights(self, model: ModelView) -> None:
+        """The pass now, before the copy (on the CPU, where it does not run beside it): the copy
+        takes each weight from its reads. Where the pass ran already (before the header) or runs
+        beside the copy, or cannot run, nothing."""
+        from fp8stream.forward.run import ForwardSettings, run
+
+        if self.beside is None and self.result is None and model.source is not None and self.prepared.reason is None:
+            self.result = run(model.source, self.prepared, ForwardSettings.of(self.settings, model.progress))
+
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
         self.bound.observe_tensor(info, chunk)
 
