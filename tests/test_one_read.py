@@ -150,3 +150,40 @@ def test_a_tensor_left_short_fails_loudly(tmp_path):
         writer.write_at("a", 0, b"ab")
         writer.finish()
     assert (tmp_path / "o").read_bytes()[-6:] == b"abcdxy"
+
+
+def _bound_scales(flux: Path, order) -> dict[str, float]:
+    """The bound's scales with each layer's weight rows shown in blocks of 5 rows, in `order`."""
+    import numpy as np
+
+    from fp8stream.calibration.interface import ModelView
+    from fp8stream.calibration.settings import CalibrationSettings
+    from fp8stream.calibration.simulate import WeightAwareMethod
+    from fp8stream.formats.layers import take_inventory
+    from fp8stream.io.source import TensorSource
+
+    with LazyFile(str(flux)) as f:
+        header = f.header
+    layers = take_inventory(header).layers
+    method = WeightAwareMethod(CalibrationSettings(method="simulate", sim_mode="bound", rule="max"))
+    with TensorSource.for_file(str(flux), header) as source:
+        view = ModelView(header, layers, source)
+        plan = method.prepare(view)
+        for info in header.tensors:
+            if info.name in plan.watches:
+                method.observe_tensor(info, bytearray(source.get(info.name)))
+        for layer in layers:
+            rows = layer.weight.shape[0]
+            for a in order(range(0, rows, 5)):
+                b = min(rows, a + 5)
+                data = np.frombuffer(source.read_rows(layer.weight.name, a, b), dtype=np.uint8)
+                method.observe_weight(layer, data.reshape(b - a, -1), a)
+            method.weight_done(layer)
+        return {n: e.scale for n, e in method.scales(view, {layer.name: 1.0 for layer in layers}).items()}
+
+
+def test_the_bound_takes_a_weights_row_blocks_in_any_order(flux):
+    """The copy shows the bound each weight's rows as the forward pass reads them (a fused
+    weight's parts in the model's order, not the file's): the scales are those of row order."""
+    in_order = _bound_scales(flux, list)
+    assert _bound_scales(flux, lambda starts: list(starts)[::-1]) == in_order
