@@ -24,9 +24,6 @@ class HeuristicMethod:
     def prepare(self, model: ModelView) -> MethodPlan:
         return MethodPlan(rows=False)
 
-    def read_weights(self, model: ModelView) -> None:
-        """Nothing is read by name."""
-
     def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
         pass
 

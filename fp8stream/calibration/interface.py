@@ -14,9 +14,9 @@ A run calls, in this order:
    kept weight-only (that changes marker sizes, so it is fixed here) and which other tensors
    it wants to see stream past.
 1b. Where IN and OUT are files (the copy at fixed places, pipeline/placed_run.py), before the
-   copy: `read_weights(model)`, the method's reads by name (the forward pass on the CPU); each
-   row range read through `model.source` is handed to the copy (its `tap`), which places it in
-   the output and shows an FP8 weight's rows to `observe_weight` as they come (any order).
+   copy: `MethodPlan.read_weights()`, when the plan has one: the method's reads by name (the
+   forward pass on the CPU); each row range read through `model.source` is handed to the copy
+   (its `tap`), which places it and shows an FP8 weight's rows to `observe_weight` as they come.
 2. While the data streams, front to back, once: `observe_weight(layer, rows, row_start)` with
    each chunk of whole rows of a calibrated layer's FP8 weight (when `MethodPlan.rows`; in row
    order, but for those taken in 1b), then
@@ -33,7 +33,7 @@ on `--device cpu` and a uint8 torch tensor on the device otherwise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from fp8stream.calibration.layer_warning import LayerWarning
 from fp8stream.formats.layers import FP8Layer
@@ -74,6 +74,9 @@ class MethodPlan:
     # tensors (not the calibrated layers' FP8 weights) to pass to observe_tensor as they stream
     watches: frozenset[str] = frozenset()
     rows: bool = True  # observe_weight / weight_done get the calibrated layers' weight rows
+    # the reads by name `scales` would make (the forward pass on the CPU), made when called: where
+    # IN is a file copied at fixed places, before the copy, which takes its bytes from them (1b)
+    read_weights: Callable[[], None] | None = None
     notes: tuple[str, ...] = ()  # file-level notes for the report
 
 
@@ -108,12 +111,6 @@ class CalibrationMethod(Protocol):
         ...
 
     def prepare(self, model: ModelView) -> MethodPlan: ...
-
-    def read_weights(self, model: ModelView) -> None:
-        """Where IN is a file copied at fixed places: the reads by name `scales` would make
-        (the forward pass on the CPU), made now, before the copy, so that the copy takes its
-        bytes from them (one read). A method that reads nothing by name does nothing."""
-        ...
 
     def observe_weight(self, layer: FP8Layer, rows: Any, row_start: int) -> None: ...
 

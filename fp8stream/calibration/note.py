@@ -43,9 +43,6 @@ class GaussianOutputMethod:
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
         pass
 
-    def read_weights(self, model: ModelView) -> None:
-        """Nothing is read by name."""
-
     def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
         """rows: uint8 [r, in] (numpy on the CPU, else torch on self.device), rows row_start.. of
         the layer's weight."""

@@ -106,9 +106,6 @@ class WeightAwareMethod:
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
         self.model.observe_tensor(info, chunk)
 
-    def read_weights(self, model: ModelView) -> None:
-        """Nothing is read by name."""
-
     def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
         self.model.observe_weight(layer, rows, row_start)
 

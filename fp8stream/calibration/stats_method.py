@@ -79,9 +79,6 @@ class StatsMethod:
         for m in self._streaming:
             m.observe_tensor(info, chunk)
 
-    def read_weights(self, model: ModelView) -> None:
-        """Nothing is read by name."""
-
     def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
         for m in self._streaming:
             m.observe_weight(layer, rows, row_start)

@@ -112,9 +112,6 @@ class AutoMethod:
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
         self.inner.observe_tensor(info, chunk)
 
-    def read_weights(self, model: ModelView) -> None:
-        self.inner.read_weights(model)
-
     def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
         self.inner.observe_weight(layer, rows, row_start)
 

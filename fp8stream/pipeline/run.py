@@ -112,12 +112,11 @@ def _place_model(model: ModelInput, plans: list[RewritePlan], view: ModelView, m
         writer.write_header()
         placed.append(PlacedFile(part, plan, writer))
     placer = Placer(placed, Feed(method, method_plan, settings.device, settings.keep_weight_only, None), state)
-    if view.source is not None:
+    if method_plan.read_weights is not None and view.source is not None:
         view.source.tap = placer
-    try:
-        method.read_weights(view)
-    finally:
-        if view.source is not None:
+        try:
+            method_plan.read_weights()
+        finally:
             view.source.tap = None
     for f in placed:
         with progress_bar(_bar_label(f.part.name, len(placed)), f.part.header.data_bytes, "B",
