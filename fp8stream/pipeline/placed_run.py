@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fp8stream.errors import InvalidCheckpointError
+from fp8stream.errors import FP8StreamError, InvalidCheckpointError
 from fp8stream.formats.plan_types import RewritePlan
 from fp8stream.io.header import TensorInfo
 from fp8stream.io.placed import PlacedWriter
@@ -171,7 +171,10 @@ def _read(f: PlacedFile, offset: int, size: int, buffer: bytearray) -> memoryvie
     view = memoryview(buffer)[:size]
     done = 0
     while done < size:
-        got = os.preadv(f.in_fd, [view[done:]], offset + done)
+        try:
+            got = os.preadv(f.in_fd, [view[done:]], offset + done)
+        except OSError as e:  # not the output's error, which the sink's exit would call it
+            raise FP8StreamError(f"{f.part.source.label}: read error ({e.strerror})") from None
         if got <= 0:
             raise InvalidCheckpointError(f"{f.part.source.label}: file ends inside the data (truncated)")
         done += got
