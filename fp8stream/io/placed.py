@@ -63,7 +63,7 @@ class PlacedWriter:
                 self.kernel_copy = False
                 break
             if n == 0:
-                raise InvalidCheckpointError(f"the input ends inside {name!r}")
+                raise InvalidCheckpointError(f"the input ends inside {name!r} (truncated)")
             done += n
         if done < length:
             self._copy_chunks(in_fd, in_offset + done, where + done, length - done, name)
@@ -76,7 +76,7 @@ class PlacedWriter:
             view = memoryview(buf)[:min(len(buf), length - done)]
             got = os.preadv(in_fd, [view], in_offset + done)
             if got <= 0:
-                raise InvalidCheckpointError(f"the input ends inside {name!r}")
+                raise InvalidCheckpointError(f"the input ends inside {name!r} (truncated)")
             self._pwrite(view[:got], out_offset + done, count=False)
             done += got
 
