@@ -28,6 +28,8 @@ from fp8stream.io.reader import CHUNK_BYTES, chunk_bytes_for
 from fp8stream.pipeline.inputs import InputPart, ModelInput
 from fp8stream.pipeline.loop import Feed, StreamState, read_whole, small_tensor
 
+_ADVISE = getattr(os, "posix_fadvise", None)  # Linux and the BSDs; macOS has none (then no read-ahead hint)
+
 
 @dataclass
 class PlacedFile:
@@ -153,8 +155,8 @@ def _read_rows(f: PlacedFile, info: TensorInfo, at: int, buffer: bytearray, plac
     step = max(1, chunk_bytes_for(info) // row_bytes) if row_bytes else 1
     watched = info.name in placer.feed.method_plan.watches
     spans = placer.covered.missing(info.name, 0, rows) if row_bytes else [(0, rows)]
-    if spans and row_bytes:  # the kernel reads ahead while we compute
-        os.posix_fadvise(f.in_fd, at + spans[0][0] * row_bytes, (spans[-1][1] - spans[0][0]) * row_bytes,
+    if spans and row_bytes and _ADVISE is not None:  # the kernel reads ahead while we compute
+        _ADVISE(f.in_fd, at + spans[0][0] * row_bytes, (spans[-1][1] - spans[0][0]) * row_bytes,
                          os.POSIX_FADV_WILLNEED)
     for a, b in spans:
         for lo in range(a, b, step):
