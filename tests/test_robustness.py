@@ -17,6 +17,7 @@ import pytest
 import fp8stream.io.atomic
 from conftest import run_cli, run_subprocess, subprocess_env
 from fp8stream.errors import InvalidCheckpointError
+from fp8stream.io.placed import PlacedWriter
 from fp8stream.io.reader import TensorStream
 from fp8stream.rewrite import RewriteOptions, calibrate_file
 from fp8stream.synthetic.checkpoint import comfy_fp8_linear, write_checkpoint
@@ -63,23 +64,36 @@ def test_free_space_is_checked_before_any_work(small_model: Path, tmp_path: Path
     assert run_cli("calibrate", "--method", "simulate", "--force", small_model, out).exit_code == 0
 
 
+@pytest.mark.parametrize("path", ["placed", "stream"])
 @pytest.mark.parametrize("change", ["grows", "shrinks"])
-def test_input_that_changes_size_while_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+def test_input_that_changes_size_while_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str,
+                                            path: str) -> None:
+    """Written at fixed places (a file to a file) or streamed (--verify): the change is caught."""
     src, out = tmp_path / "in.safetensors", tmp_path / "out.safetensors"
     write_checkpoint(str(src), comfy_fp8_linear("a", (64, 64)) + comfy_fp8_linear("b", (64, 64), seed=1))
-    original = TensorStream.chunks
+
+    def change_file():  # another program writes to the file while we read it
+        with open(src, "r+b") as f:
+            f.seek(0, os.SEEK_END) if change == "grows" else f.truncate(f.seek(0, os.SEEK_END) - 4096)
+            if change == "grows":
+                f.write(b"more")
+
+    original_chunks, original_copy = TensorStream.chunks, PlacedWriter.copy_from
 
     def chunks_then_change(self, info, *args):
-        yield from original(self, info, *args)
-        if info.name == "a.weight":  # another program writes to the file while we read it
-            with open(src, "r+b") as f:
-                f.seek(0, os.SEEK_END) if change == "grows" else f.truncate(f.seek(0, os.SEEK_END) - 4096)
-                if change == "grows":
-                    f.write(b"more")
+        yield from original_chunks(self, info, *args)
+        if info.name == "a.weight":
+            change_file()
+
+    def copy_then_change(self, in_fd, in_offset, name, *args):  # no scale for these layers: a.weight is copied
+        original_copy(self, in_fd, in_offset, name, *args)
+        if name == "a.weight":
+            change_file()
 
     monkeypatch.setattr(TensorStream, "chunks", chunks_then_change)
+    monkeypatch.setattr(PlacedWriter, "copy_from", copy_then_change)
     with pytest.raises(InvalidCheckpointError, match="changed size|truncated"):
-        calibrate_file(RewriteOptions(input=str(src), output=str(out), settings=FAST_SETTINGS))
+        calibrate_file(RewriteOptions(input=str(src), output=str(out), settings=FAST_SETTINGS, verify=path == "stream"))
     assert sorted(os.listdir(tmp_path)) == ["in.safetensors"]
 
 

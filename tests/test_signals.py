@@ -3,9 +3,9 @@ left behind (no OUT, no temporary file beside it, no spool there or in $TMPDIR).
 
 Not timing-dependent: the child process sends the signal to itself at a chosen point (inside
 torch's or diffusers' own import, in the meta pass, at the spool's copy, at a weight of the
-forward pass, at a layer of the stream), through a patch installed before the CLI starts; the
-handlers then run as for a signal from outside (scripts/signaltest.py sends them by the clock
-on a real-size file)."""
+forward pass, as the copy at fixed places starts, at a layer of the stream), through a patch
+installed before the CLI starts; the handlers then run as for a signal from outside
+(scripts/signaltest.py sends them by the clock on a real-size file)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ PHASES = {  # where the signal lands -> (the trap, the signal): each signal in h
     "meta pass": ("fp8stream.methods.forward.conditioning:from_shapes:1", signal.SIGTERM),
     "spool": ("fp8stream.pipeline.spool:_copy_data:1", signal.SIGINT),
     "forward pass": ("fp8stream.methods.forward.prefetch:Prefetcher.take:2", signal.SIGINT),
-    "stream": ("fp8stream.pipeline.loop:_stream_layer_weight:2", signal.SIGTERM),
+    "copy": ("fp8stream.pipeline.placed_run:place_file:1", signal.SIGINT),  # a file to a file, at fixed places
+    "stream": ("fp8stream.pipeline.loop:_stream_layer_weight:2", signal.SIGTERM),  # --verify keeps the stream
 }
 
 
@@ -88,7 +89,8 @@ def test_a_signal_in_any_phase_ends_in_one_line_and_leaves_nothing(flux: Path, t
     out_dir.mkdir()
     tmpdir.mkdir()
     piped = phase == "spool"  # a stream is spooled for the forward pass; a file is read in place
-    args = ["calibrate", "-" if piped else str(flux), str(out_dir / "out.safetensors"), *FORWARD, "--no-progress"]
+    args = ["calibrate", "-" if piped else str(flux), str(out_dir / "out.safetensors"), *FORWARD, "--no-progress",
+            *(["--verify"] if phase == "stream" else [])]
     r = _run_trapped(where, sig, args, tmpdir, flux.read_bytes() if piped else None)
     lines = r.stderr.decode(errors="replace").splitlines()
     assert r.returncode == 128 + sig, lines[-20:]

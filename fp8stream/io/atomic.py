@@ -141,7 +141,10 @@ class AtomicOutput:
     """Context manager: a file object that becomes `target` only if the block succeeds.
 
     `final`: its rename completes the run (not a shard or index inside a folder renamed later),
-    so that a signal arriving after it no longer takes the run back (fp8stream.interrupts)."""
+    so that a signal arriving after it no longer takes the run back (fp8stream.interrupts).
+    `positioned`: the temp file may be written at fixed places (io/placed.py, io/sink.py)."""
+
+    positioned = True
 
     def __init__(self, target: str, final: bool = True) -> None:
         self.target = target

@@ -32,6 +32,13 @@ class AtomicTarget(Protocol):
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
 
 
+class PositionedTarget(AtomicTarget, Protocol):
+    """`positioned`: the file object is a local file that may be written at fixed places
+    (io/placed.py) instead of front to back; False for stdout and an upload."""
+
+    positioned: bool
+
+
 class _CountingWriter:
     """Passes writes on to `sink` and counts the bytes (what actually left, after compression)."""
 
@@ -55,7 +62,7 @@ class OutputSink:
     None for stdout. `bytes_written` counts what left after compression.
     """
 
-    def __init__(self, label: str, target: AtomicTarget, zstd: ZstdSettings | None) -> None:
+    def __init__(self, label: str, target: PositionedTarget, zstd: ZstdSettings | None) -> None:
         """`target`: the output's file object, given by its Location (io.storage)."""
         self.label = label
         self.zstd = zstd
@@ -71,6 +78,18 @@ class OutputSink:
     @property
     def bytes_written(self) -> int:
         return self._counter.count if self._counter else 0
+
+    def file_descriptor(self) -> int | None:
+        """The open output file, for writes at fixed places (io/placed.py), or None where the
+        output is a stream: stdout, an upload, zstd. Such writes are counted by `placed`."""
+        if self.zstd is not None or self._raw is None or not self._target.positioned:
+            return None
+        return self._raw.fileno()
+
+    def placed(self, nbytes: int) -> None:
+        """Count bytes written at fixed places on `file_descriptor`."""
+        assert self._counter is not None
+        self._counter.count += nbytes
 
     def __enter__(self) -> BinaryIO:
         self._raw = self._target.__enter__()
@@ -100,9 +119,11 @@ class OutputSink:
 
 class StdoutTarget:
     """The `AtomicTarget` of '-': nothing can be taken back, so on failure we stop writing and
-    the command exits non-zero. There is nothing to re-read (`temp` is None)."""
+    the command exits non-zero. There is nothing to re-read (`temp` is None); it is written
+    front to back (`positioned` False: a pipe or a terminal cannot be written at places)."""
 
     temp = None
+    positioned = False
 
     def __enter__(self) -> BinaryIO:
         if os.isatty(sys.stdout.fileno()):

@@ -1,13 +1,14 @@
 """Any tensor of a model by name, over one file or a sharded folder (mergekit's LazyTensorLoader
 is the model): `get(name)` hides which shard holds it. Positioned reads only, never a mapping
 (touched pages of a mapping count in RSS; page-faulting a cold mapping is slow). Each shard is
-opened on first use and stays open until `close`.
+opened on first use and stays open until `close`. A `tap`, while set, is handed every row range
+read (the copy takes the forward pass's reads: pipeline/placed_run.py), from the reading thread.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 from fp8stream.io.header import Header, TensorInfo
 from fp8stream.io.reader import CHUNK_BYTES, LazyFile
@@ -22,6 +23,8 @@ class TensorSource:
         self._paths = paths
         self._files: dict[str, LazyFile] = {}
         self._lock = threading.Lock()
+        # (name, start row, stop row, their bytes) of every read_rows, while set
+        self.tap: Callable[[str, int, int, bytearray], None] | None = None
 
     @classmethod
     def for_file(cls, path: str, header: Header) -> "TensorSource":
@@ -83,5 +86,7 @@ class TensorSource:
                           info.begin + stop * row_bytes)
         out = bytearray(part.nbytes)
         f.read_into(part, memoryview(out))
+        if self.tap is not None:
+            self.tap(name, start, stop, out)
         return out
 

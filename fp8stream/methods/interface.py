@@ -14,8 +14,13 @@ imported then), and calls, in this order:
    The returned `MethodPlan` says which layers the method will give a scale and which must be
    kept weight-only (that changes marker sizes, so it is fixed here) and which other tensors
    it wants to see stream past.
+1b. Where IN and OUT are files (the copy at fixed places, pipeline/placed_run.py), before the
+   copy: `MethodPlan.read_weights()`, when the plan has one: the method's reads by name (the
+   forward pass on the CPU); each row range read through `model.source` is handed to the copy
+   (its `tap`), which places it and shows an FP8 weight's rows to `observe_weight` as they come.
 2. While the data streams, front to back, once: `observe_weight(layer, rows, row_start)` with
-   each chunk of whole rows of a calibrated layer's FP8 weight (when `MethodPlan.rows`), then
+   each chunk of whole rows of a calibrated layer's FP8 weight (when `MethodPlan.rows`; in row
+   order, but for those taken in 1b), then
    `weight_done(layer)`; `observe_tensor(info, chunk)` with every chunk of each tensor named in
    `MethodPlan.watches`.
 3. `scales(model, weight_scales)` after the stream: every asked layer's own scale, with where it
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import Header, TensorInfo
@@ -73,6 +78,9 @@ class MethodPlan:
     # tensors (not the calibrated layers' FP8 weights) to pass to observe_tensor as they stream
     watches: frozenset[str] = frozenset()
     rows: bool = True  # observe_weight / weight_done get the calibrated layers' weight rows
+    # the reads by name `scales` would make (the forward pass on the CPU), made when called: where
+    # IN is a file copied at fixed places, before the copy, which takes its bytes from them (1b)
+    read_weights: Callable[[], None] | None = None
     notes: tuple[str, ...] = ()  # file-level notes for the report
 
 

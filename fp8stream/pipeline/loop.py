@@ -106,41 +106,48 @@ def stream_file(stream: TensorStream, plan: RewritePlan, feed: Feed, writer: Str
     """Every tensor of one file through the writer (the tail excepted), then the end-of-input check."""
     watches = feed.method_plan.watches
     for info in plan.header.tensors:
-        role = plan.roles[info.name]
         layer = plan.layer_by_weight.get(info.name)
         if layer is not None:
             _stream_layer_weight(stream, info, layer, feed, writer, state.checks)
             continue
-        # Non-FP8 tensors a method models (biases, norms, BF16 producers) are shown to it as they pass.
-        watch = info.name in watches
-        out_name = plan.out_names[info.name]
-        if role is Role.MARKER:
-            raw = rewrite_marker(stream.read_all(info), plan.plan_by_marker[info.name], plan.out_sizes[info.name],
-                                  feed.keep_weight_only, state)
-            writer.write(out_name, raw)
-        elif role is Role.LEGACY_MARKER:
-            size = plan.out_sizes[info.name]  # its values mean nothing: 2 zeros where it grows to weight-only
-            kept = bytes(stream.read_all(info)[:size]).ljust(size, b"\0")
-            if kept:  # an empty tensor takes no bytes: the writer has moved past it
-                writer.write(out_name, kept)
-        elif role is Role.DROP:
-            stream.read_all(info)
-        elif role is Role.MOVED_SCALE or info.name in plan.scalar_keys:
-            raw = stream.read_all(info)
-            state.values[info.name] = decode_scale(raw, info.dtype)
-            if watch:
-                feed.method.observe_tensor(info, raw)
-            if role is not Role.MOVED_SCALE:
-                writer.write(out_name, raw)
-        else:
-            for chunk in stream.chunks(info):
-                writer.write(out_name, chunk)
-                if watch:
-                    feed.method.observe_tensor(info, chunk)
-                feed.bar.update(len(chunk))
+        out_name = plan.out_names.get(info.name)
+        if read_whole(plan, info.name):
+            data = small_tensor(info, stream.read_all(info), plan, feed, state)
+            if data:  # an empty tensor takes no bytes: the writer has moved past it
+                writer.write(out_name, data)
+            feed.bar.update(info.nbytes)
             continue
-        feed.bar.update(info.nbytes)
+        # Non-FP8 tensors a method models (biases, norms, BF16 producers) are shown to it as they pass.
+        for chunk in stream.chunks(info):
+            writer.write(out_name, chunk)
+            if info.name in watches:
+                feed.method.observe_tensor(info, chunk)
+            feed.bar.update(len(chunk))
     stream.finish()
+
+
+def read_whole(plan: RewritePlan, name: str) -> bool:
+    """Whether a tensor (not a calibrated FP8 weight) is read whole and handed to `small_tensor`:
+    markers, scales and the scalars the calibration reads; the rest passes through."""
+    return plan.roles[name] is not Role.PASS or name in plan.scalar_keys
+
+
+def small_tensor(info, raw: bytearray, plan: RewritePlan, feed: Feed, state: StreamState) -> bytes | bytearray | None:
+    """A tensor `read_whole` selects, as read: its values noted, a marker rewritten at the size the
+    plan fixed; the bytes to write under its output name (None: not written)."""
+    role = plan.roles[info.name]
+    if role is Role.MARKER:
+        return rewrite_marker(raw, plan.plan_by_marker[info.name], plan.out_sizes[info.name],
+                              feed.keep_weight_only, state)
+    if role is Role.LEGACY_MARKER:
+        size = plan.out_sizes[info.name]  # its values mean nothing: 2 zeros where it grows to weight-only
+        return bytes(raw[:size]).ljust(size, b"\0")
+    if role is Role.DROP:
+        return None
+    state.values[info.name] = decode_scale(raw, info.dtype)
+    if info.name in feed.method_plan.watches:
+        feed.method.observe_tensor(info, raw)
+    return None if role is Role.MOVED_SCALE else raw
 
 
 def facts_from_state(plans: list[LayerPlan], state: StreamState, weights_seen: bool = True) -> dict[str, LayerFacts]:

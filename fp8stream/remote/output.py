@@ -140,7 +140,10 @@ class _Recorder:
 class RemoteOutput:
     """The `io.sink.AtomicTarget` of a URL: `__enter__` gives a file object, the object appears only if
     the block succeeds. `temp` is the shadow the self-check reads; None for zstd output, whose
-    check is skipped (as for stdout): a reader verifies the frame's checksum."""
+    check is skipped (as for stdout): a reader verifies the frame's checksum. An upload goes
+    front to back (`positioned` False)."""
+
+    positioned = False
 
     def __init__(self, target: str, compressed: bool = False) -> None:
         self.target = target

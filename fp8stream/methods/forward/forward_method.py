@@ -45,6 +45,7 @@ weight-only where the bound rests on an assumption), each saying why.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Mapping
 
 from fp8stream.formats.layers import FP8Layer
@@ -111,12 +112,14 @@ class ForwardMethod:
             kept = [layer for layer in model.layers if layer.name not in weight_only]
             bound_plan = self.bound.prepare(ModelView(model.header, kept, model.source))
         notes = () if self.prepared.reason is None else (f"forward pass: {self.prepared.reason}",)
-        if runs and self.result is None and not model.dry_run and beside_the_copy(self.settings):
+        reads = runs and self.result is None and model.source is not None and not model.dry_run
+        if reads and beside_the_copy(self.settings):
             beside = dataclasses.replace(PassSettings.of(self.settings, model.progress), bar_line=1)
             source, prepared = model.source, self.prepared
             self.beside = BesideTheCopy(lambda stop: run(source, prepared, beside, stop))
+        read_weights = functools.partial(self._read_weights, model) if reads and self.beside is None else None
         return MethodPlan(weight_only=weight_only, scaled_weight_only=flagged, undecided=undecided,
-                          watches=bound_plan.watches, rows=True, notes=notes)
+                          watches=bound_plan.watches, rows=True, notes=notes, read_weights=read_weights)
 
     def _decide_from_header(self, model: ModelView, weight_only: dict[str, str]):
         """(the conditioning path's weights in execution order, those that follow the step's
@@ -187,6 +190,14 @@ class ForwardMethod:
                              ", which one static scale cannot fit as dynamic scaling does): weight-only, its measured "
                              "scale written beside the flag; --forward-conditioning fp8 to run it in FP8")
                 for layer in candidates[:room]}
+
+    def _read_weights(self, model: ModelView) -> None:
+        """MethodPlan.read_weights: the pass now, before the copy, which takes each weight from
+        its reads (on the CPU; on a GPU it runs beside the copy). Once."""
+        from fp8stream.methods.forward.forward_pass import PassSettings, run
+
+        if self.result is None:
+            self.result = run(model.source, self.prepared, PassSettings.of(self.settings, model.progress))
 
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
         self.bound.observe_tensor(info, chunk)

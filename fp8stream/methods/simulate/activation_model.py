@@ -1,9 +1,8 @@
 """The activation model of the weight-aware simulation: what it learns as the data streams past
 (producers' row norms, biases, norm affines, held embedders) and, at the tail, the per-channel
-model of every layer's input (see simulate_method.py's docstring for the maths).
-
-What streams past is kept as numpy (values, raw bytes, row sums of FP8 rows on the CPU); torch is
-imported where it is needed: a BF16 producer's norms, the held embedders at the tail."""
+model of every layer's input (see simulate_method.py's docstring for the maths). What streams past is
+kept as numpy (values, raw bytes, row sums of FP8 rows on the CPU; their blocks in any order),
+torch where it is needed: a BF16 producer's norms, the held embedders at the tail."""
 
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ from fp8stream.methods.simulate.channels import (
     sinusoid,
     spectral,
 )
-from fp8stream.methods.simulate.producer_rows import RowSums
+from fp8stream.methods.simulate.producer_rows import RowSums, in_row_order
 from fp8stream.names.suffixes import BIAS, WEIGHT, WEIGHT_SCALE, layer_of
 from fp8stream.scales.fp8_maths import row_sum_squares, row_sum_squares_torch
 from fp8stream.scales.layer_warning import LayerWarning, WarningKind
@@ -45,6 +44,7 @@ class ActivationModel:
         self.need_rows, self.held = need_rows, held
         self.rowsq: dict[str, list[np.ndarray]] = {}
         self.weights: dict[str, list] = {}  # held embedders, raw bytes (numpy, or torch on a GPU)
+        self.row_starts: dict[str, list[int]] = {}  # observe_weight's row_start of each part
         self.values: dict[str, np.ndarray] = {}  # biases, LN affine, weight scales (float32)
         self.partial: dict[str, RowSums] = {}
         self._cache: dict[object, Channels] = {}
@@ -73,6 +73,7 @@ class ActivationModel:
         else:  # stays on the GPU: no sync per chunk (moved to the host at the tail)
             sums = row_sum_squares_torch(rows)
         self.rowsq.setdefault(layer.name, []).append(sums)
+        self.row_starts.setdefault(layer.name, []).append(row_start)
         if layer.name in self.held:
             held = rows.copy() if isinstance(rows, np.ndarray) else rows.cpu().clone()
             self.weights.setdefault(layer.name, []).append(held)
@@ -93,7 +94,7 @@ class ActivationModel:
         parts = self.rowsq.get(n)
         if not parts:
             return None
-        parts = [p if isinstance(p, np.ndarray) else p.cpu().numpy() for p in parts]
+        parts = [p if isinstance(p, np.ndarray) else p.cpu().numpy() for p in in_row_order(self.row_starts, n, parts)]
         return np.sqrt(np.concatenate(parts)) * self._wscale(n)
 
     def _bias(self, n: str, rows: int) -> np.ndarray:
@@ -101,8 +102,7 @@ class ActivationModel:
         return np.zeros(rows) if b is None else b.astype(np.float64)
 
     def _weight(self, n: str) -> "HeldMatrix":
-        return HeldMatrix(self.weights[n], self._wscale(n))
-
+        return HeldMatrix(in_row_order(self.row_starts, n, self.weights[n]), self._wscale(n))
 
     def _output(self, n: str, rows: str = "all") -> Channels | None:
         """The output of linear n (rows), from its row norms and its own input's model."""

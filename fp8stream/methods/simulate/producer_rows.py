@@ -55,3 +55,12 @@ def _norms_squared(raw: np.ndarray, dtype: str) -> np.ndarray:
     rows = torch.from_numpy(raw).view(torch_dtype(dtype))
     # norms accumulated in float32 (relative error ~1e-6 here), 3.6x faster than float64 sums
     return torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32).double().square_().numpy()
+
+
+def in_row_order(row_starts: dict[str, list[int]], name: str, parts: list) -> list:
+    """A layer's blocks sorted by their first row: observe_weight may see them in any order (the
+    copy takes them from the forward pass's reads). Blocks of RowSums come in row order."""
+    starts = row_starts.get(name)
+    if starts is None or len(starts) != len(parts):
+        return parts
+    return [part for _, part in sorted(zip(starts, parts, strict=True), key=lambda sp: sp[0])]

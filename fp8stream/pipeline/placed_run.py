@@ -1,0 +1,183 @@
+"""One read: a model whose files are local files, written to local files at fixed places.
+
+The output's layout is fixed from the header, so no byte has to wait for the ones before it.
+First the method reads what it reads by name (`read_weights`: the forward pass on the CPU);
+every row range it reads is handed here (`Tap`, through the TensorSource's tap) and placed in
+the output at once, an FP8 weight's rows also checked (NaN, all zero) and shown to the method
+(the bound's row sums), as the stream would show them. Then each file in data order: the rows
+nobody read yet of a calibrated FP8 weight are read, checked, shown and placed; markers, scales
+and the scalars the calibration reads are read whole and handled as the stream handles them;
+tensors a method watches are read in chunks; every other byte (BF16 tensors, excluded layers,
+what passes through) moves from file to file by the kernel (io/placed.py). Each input byte is
+read from the disk once: by the pass, by this loop or by the kernel's copy.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from fp8stream.errors import FP8StreamError, InvalidCheckpointError
+from fp8stream.formats.plan_types import RewritePlan
+from fp8stream.io.header import TensorInfo
+from fp8stream.io.placed import PlacedWriter
+from fp8stream.io.reader import CHUNK_BYTES, chunk_bytes_for
+from fp8stream.pipeline.inputs import InputPart, ModelInput
+from fp8stream.pipeline.loop import Feed, StreamState, read_whole, small_tensor
+
+_ADVISE = getattr(os, "posix_fadvise", None)  # Linux and the BSDs; macOS has none (then no read-ahead hint)
+
+
+@dataclass
+class PlacedFile:
+    """One input file and the output file it becomes, written at fixed places."""
+
+    part: InputPart
+    plan: RewritePlan
+    writer: PlacedWriter
+
+    @property
+    def in_fd(self) -> int:
+        return self.part.source.stream.fileno()
+
+
+def local_files(model: ModelInput) -> bool:
+    """Whether every file of the model is a plain local file, read by positioned reads."""
+    return os.name == "posix" and all(
+        p.location.local_path is not None and p.source.path is not None and p.source.size is not None
+        and not p.source.compressed and p.source.read_at is None for p in model.parts)
+
+
+def rows_of(info: TensorInfo) -> int:
+    """The rows read_rows counts in (a scalar: one)."""
+    return info.shape[0] if info.shape else 1
+
+
+class Covered:
+    """Which rows of each tensor are placed already: [start, stop) spans."""
+
+    def __init__(self) -> None:
+        self._spans: dict[str, list[tuple[int, int]]] = {}
+
+    def missing(self, name: str, start: int, stop: int) -> list[tuple[int, int]]:
+        """The parts of rows [start, stop) not placed yet, in row order."""
+        out, at = [], start
+        for a, b in sorted(self._spans.get(name, ())):
+            if b <= at or a >= stop:
+                continue
+            if a > at:
+                out.append((at, a))
+            at = max(at, b)
+        if at < stop:
+            out.append((at, stop))
+        return out
+
+    def add(self, name: str, start: int, stop: int) -> None:
+        self._spans.setdefault(name, []).append((start, stop))
+
+
+class Placer:
+    """Places rows of any tensor of the model in its output file, once; FP8 weight rows of a
+    calibrated layer are checked and shown to the method first. `__call__` is the source's tap
+    (called from the forward pass's reading threads: one at a time, under a lock)."""
+
+    def __init__(self, files: list[PlacedFile], feed: Feed, state: StreamState) -> None:
+        self.feed, self.state = feed, state
+        self.file_of = {info.name: f for f in files for info in f.plan.header.tensors}
+        self.covered = Covered()
+        self._lock = threading.Lock()
+
+    def takes(self, f: PlacedFile, name: str) -> bool:
+        """Rows read elsewhere are placed here: FP8 weights and what passes through unwatched."""
+        return name in f.plan.layer_by_weight or not (read_whole(f.plan, name)
+                                                      or name in self.feed.method_plan.watches)
+
+    def __call__(self, name: str, start: int, stop: int, data: bytearray) -> None:
+        f = self.file_of.get(name)
+        if f is None or not self.takes(f, name):
+            return
+        info = f.plan.header.get(name)
+        row_bytes = info.nbytes // rows_of(info) if rows_of(info) else 0
+        with self._lock:
+            for a, b in self.covered.missing(name, start, stop):
+                self.place(f, info, a, b, memoryview(data)[(a - start) * row_bytes:(b - start) * row_bytes])
+
+    def place(self, f: PlacedFile, info: TensorInfo, start: int, stop: int, data: memoryview) -> None:
+        """Rows [start, stop) of `info`, as read: checked and shown where an FP8 weight, placed."""
+        layer = f.plan.layer_by_weight.get(info.name)
+        row_bytes = len(data) // (stop - start) if stop > start else 0
+        if layer is not None:
+            rows = np.frombuffer(data, dtype=np.uint8).reshape(-1, layer.in_features)
+            self.state.checks.observe(layer, rows)
+            if self.feed.method_plan.rows:
+                self.feed.method.observe_weight(layer, rows, start)
+        f.writer.write_at(f.plan.out_names[info.name], start * row_bytes, data)
+        self.covered.add(info.name, start, stop)
+
+
+def place_file(f: PlacedFile, placer: Placer) -> None:
+    """One file's tensors in data order, each placed as the plan says (see the module's doc);
+    the input must end where its header says."""
+    plan, feed, state = f.plan, placer.feed, placer.state
+    buffer = bytearray(CHUNK_BYTES)
+    for info in plan.header.tensors:
+        at = plan.header.data_start + info.begin
+        layer = plan.layer_by_weight.get(info.name)
+        if read_whole(plan, info.name) and layer is None:
+            raw = bytearray(info.nbytes)
+            _read(f, at, info.nbytes, raw)
+            data = small_tensor(info, raw, plan, feed, state)
+            if data:
+                f.writer.write(plan.out_names[info.name], data)
+        elif layer is not None or info.name in feed.method_plan.watches:
+            _read_rows(f, info, at, buffer, placer)
+            if layer is not None and feed.method_plan.rows:
+                feed.method.weight_done(layer)
+        else:
+            rows = rows_of(info)
+            row_bytes = info.nbytes // rows if rows else 0
+            for a, b in placer.covered.missing(info.name, 0, rows):
+                f.writer.copy_from(f.in_fd, at + a * row_bytes, plan.out_names[info.name], a * row_bytes,
+                                   (b - a) * row_bytes)
+        feed.bar.update(info.nbytes)
+    if os.fstat(f.in_fd).st_size != f.part.source.size:
+        raise InvalidCheckpointError(f"{f.part.source.label}: file changed size while being read")
+
+
+def _read_rows(f: PlacedFile, info: TensorInfo, at: int, buffer: bytearray, placer: Placer) -> None:
+    """The rows of a tensor not placed yet, read a chunk of whole rows at a time: an FP8 weight's
+    placed (checked and shown), a watched tensor's shown to the method, in order, and placed."""
+    rows = rows_of(info)
+    row_bytes = info.nbytes // rows if rows else 0
+    step = max(1, chunk_bytes_for(info) // row_bytes) if row_bytes else 1
+    watched = info.name in placer.feed.method_plan.watches
+    spans = placer.covered.missing(info.name, 0, rows) if row_bytes else [(0, rows)]
+    if spans and row_bytes and _ADVISE is not None:  # the kernel reads ahead while we compute
+        _ADVISE(f.in_fd, at + spans[0][0] * row_bytes, (spans[-1][1] - spans[0][0]) * row_bytes,
+                         os.POSIX_FADV_WILLNEED)
+    for a, b in spans:
+        for lo in range(a, b, step):
+            hi = min(b, lo + step)
+            size = (hi - lo) * row_bytes
+            data = _read(f, at + lo * row_bytes, size, buffer if size <= len(buffer) else bytearray(size))
+            if watched:
+                placer.feed.method.observe_tensor(info, data)
+            placer.place(f, info, lo, hi, data)
+
+
+def _read(f: PlacedFile, offset: int, size: int, buffer: bytearray) -> memoryview:
+    """`size` bytes of the input at `offset`, into `buffer`."""
+    view = memoryview(buffer)[:size]
+    done = 0
+    while done < size:
+        try:
+            got = os.preadv(f.in_fd, [view[done:]], offset + done)
+        except OSError as e:  # not the output's error, which the sink's exit would call it
+            raise FP8StreamError(f"{f.part.source.label}: read error ({e.strerror})") from None
+        if got <= 0:
+            raise InvalidCheckpointError(f"{f.part.source.label}: file ends inside the data (truncated)")
+        done += got
+    return view
