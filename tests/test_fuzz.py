@@ -57,6 +57,9 @@ def layer(marker: bytes, weight_scale: float = 0.01, extra: list | None = None, 
     layer(b'{"format": "float8_e4m3fn", "d": ' + b"[" * 5000 + b"]" * 5000 + b"}"),  # RecursionError
     layer(b'{"format": "float8_e4m3fn"}', extra=[("l.input_scale", "U16", (), b"\x01\x02")]),  # undecodable dtype
     layer(b'{"format": "float8_e4m3fn"}', weight_scale=3e38),  # scale beyond float32
+    # F4 packs two values a byte: 3 bytes in 2 rows (the copy at fixed places once split it by rows)
+    checkpoint_bytes([("blocks.0.lin.weight", "F8_E4M3", (1, 1), b"\x00"), ("l1.weight", "F8_E4M3", (1,), b"\x00"),
+                      ("a", "U8", (2,), b"ab"), ("packed", "F4", (2, 3), b"\x12\x34V")], metadata={}),
 ])
 def test_fuzzer_findings_end_cleanly(blob: bytes) -> None:
     calibrate_target(blob)

@@ -52,8 +52,10 @@ def local_files(model: ModelInput) -> bool:
 
 
 def rows_of(info: TensorInfo) -> int:
-    """The rows read_rows counts in (a scalar: one)."""
-    return info.shape[0] if info.shape else 1
+    """The rows read_rows counts in (a scalar: one). A tensor whose bytes do not split into equal
+    rows (a sub-byte dtype: F4 packs two values a byte) is placed as one row, by the copy."""
+    rows = info.shape[0] if info.shape else 1
+    return 1 if rows and info.nbytes % rows else rows
 
 
 class Covered:
@@ -100,6 +102,8 @@ class Placer:
         if f is None or not self.takes(f, name):
             return
         info = f.plan.header.get(name)
+        if info.shape and rows_of(info) != info.shape[0]:  # rows of unequal bytes: copied whole
+            return
         row_bytes = info.nbytes // rows_of(info) if rows_of(info) else 0
         with self._lock:
             for a, b in self.covered.missing(name, start, stop):
