@@ -21,13 +21,22 @@ Dropping the page cache needs root; without it the script refuses, unless --warm
 then marked warm). `--cold input` evicts only the input's pages (posix_fadvise DONTNEED after
 fsync) and leaves the libraries cached: the difference to `--cold all` is what the imports read.
 
+The child's `ru_inblock` counts everything it reads: after dropping the whole cache, that is
+the input and the libraries it imports (torch, diffusers: hundreds of MB). `--isolate` (root)
+copies the input onto an ext4 filesystem of its own, on a loop device, and reads that device's
+counter (/sys/dev/block/MAJ:MIN/stat) before and after each run: the input's reads alone, with
+the whole cache dropped. Without it, the counter of the device holding the input is printed
+too, but it counts every process's reads of that device.
+
     sudo python scripts/read_once.py                    # builds the inventory in a temp folder
     sudo python scripts/read_once.py --input flux-2.safetensors --json
+    sudo python scripts/read_once.py --isolate          # the input's own reads, caches all dropped
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -42,7 +51,14 @@ from bench import ROOT, drop_caches, filesystem, generate  # noqa: E402 (bench p
 from fp8stream.errors import FP8StreamError  # noqa: E402
 from fp8stream.io.reader import open_positioned, read_input_header  # noqa: E402 (torch-free)
 from fp8stream.memory import memory_estimate  # noqa: E402
-from read_once_measure import MemoryGroup, NotMeasurable, check_can_create, measure  # noqa: E402
+from read_once_measure import (  # noqa: E402
+    MemoryGroup,
+    NotMeasurable,
+    check_can_create,
+    device_read_bytes,
+    input_alone,
+    measure,
+)
 
 MIB = 1 << 20
 HEADROOM = 512 * MIB  # the issue's "+ 512 MB" beside the bound, for the page cache
@@ -115,18 +131,23 @@ def one_run(label: str, cmd: list[str], output: str, limit: int | None, args) ->
     if not cold and not args.warm:
         raise NotMeasurable(NOT_COLD.format(cold=args.cold))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    device_before = device_read_bytes(args.input)
     if limit is None:
         measured, group = measure(cmd, env), {}
     else:
         with MemoryGroup(limit) as memory_group:
             measured = measure(cmd, env, memory_group.procs_file)
             group = memory_group.figures()
+    device_after = device_read_bytes(args.input)
+    device = None if device_before is None or device_after is None else device_after - device_before
     input_bytes = os.path.getsize(args.input)
     figures = asdict(measured)
     if measured.exit_code == 0:  # the report of a run that went well says nothing about the reads
         figures.pop("stderr_tail")
     return {"run": label, "limit_bytes": limit, "cold": cold, **figures,
-            "read_ratio": measured.read_bytes / input_bytes if input_bytes else None, **group}
+            "read_ratio": measured.read_bytes / input_bytes if input_bytes else None,
+            "input_device_read_bytes": device, "input_device_alone": args.isolate,
+            "input_device_ratio": device / input_bytes if device is not None and input_bytes else None, **group}
 
 
 def measure_all(args, bound: Bound, output: str) -> list[dict]:
@@ -146,7 +167,11 @@ def row(r: dict) -> str:
     limit = f"{r['limit_bytes'] / MIB:,.0f} MiB" if r["limit_bytes"] else "none"
     ratio = f"{r['read_ratio']:.2f}x" if r["read_ratio"] is not None else "-"
     oom = f", {r['oom_kills']} OOM kill(s)" if r.get("oom_kills") else ""
-    return (f"{r['run']:9s} limit {limit:>9s}: read {r['read_bytes'] / 1e6:9,.1f} MB = {ratio} the input, "
+    device = ""
+    if r.get("input_device_ratio") is not None:
+        whose = "the input alone (its own device)" if r["input_device_alone"] else "every process, shared device"
+        device = f"; input's device read {r['input_device_ratio']:.3f}x ({whose})"
+    return (f"{r['run']:9s} limit {limit:>9s}: read {r['read_bytes'] / 1e6:9,.1f} MB = {ratio} the input{device}, "
             f"written {r['written_bytes'] / 1e6:,.1f} MB, peak RSS {r['peak_rss_bytes'] / MIB:,.0f} MiB, "
             f"{r['wall_s']:.1f} s, exit {r['exit_code']}{oom}{'' if r['cold'] else ' (WARM: not cold)'}")
 
@@ -163,7 +188,8 @@ def commit() -> str | None:
 def report(args, bound: Bound, runs: list[dict]) -> dict:
     return {"input": os.path.abspath(args.input), "input_bytes": os.path.getsize(args.input),
             "filesystem": filesystem(args.input), "commit": commit(), "cores": os.cpu_count(),
-            "cold_mode": args.cold, "method": args.method or "default", "device": args.device or "default",
+            "cold_mode": args.cold, "isolated": args.isolate, "method": args.method or "default",
+            "device": args.device or "default",
             "bound": asdict(bound), "headroom_bytes": HEADROOM, "runs": runs}
 
 
@@ -191,6 +217,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cold", choices=["all", "input"], default="all",
                     help="all: drop the page cache (root, the bar's measure); input: evict the input only")
     ap.add_argument("--warm", action="store_true", help="run even if the cache cannot be dropped (marked warm)")
+    ap.add_argument("--isolate", action="store_true",
+                    help="put the input on a loop device of its own (root) and count that device's reads: "
+                         "the input's reads alone, libraries excluded")
     ap.add_argument("--keep", action="store_true", help="keep the last run's output (and a built input)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     return ap.parse_args(argv)
@@ -230,7 +259,13 @@ def measure_input(args) -> dict:
             generate(args.arch, args.blocks, args.input)
         output = os.path.join(scratch, "out.safetensors")
         bound = run_bound(args.input)
-        result = report(args, bound, measure_all(args, bound, output))
+        given = args.input
+        with contextlib.ExitStack() as stack:
+            if args.isolate:
+                args.input = stack.enter_context(input_alone(given, scratch))
+            runs = measure_all(args, bound, output)
+        args.input = given
+        result = report(args, bound, runs)
         if args.keep:
             kept = [p for p in (output, args.input) if os.path.dirname(p) == scratch and os.path.exists(p)]
             for p in kept:

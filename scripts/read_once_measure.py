@@ -8,11 +8,14 @@ device, so reads served from the page cache and files on tmpfs count nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 BLOCK_UNIT = 512  # bytes per ru_inblock / ru_oublock unit on Linux
 V2_ROOT = "/sys/fs/cgroup"
@@ -61,6 +64,42 @@ def measure(cmd: list[str], env: dict | None = None, procs_file: str | None = No
         tail = err.read().decode(errors="replace").strip()[-2000:]
     return Measured(proc.returncode, wall, usage.ru_inblock * BLOCK_UNIT, usage.ru_oublock * BLOCK_UNIT,
                     usage.ru_maxrss * 1024, tail)
+
+
+def device_read_bytes(path: str) -> int | None:
+    """Bytes read so far from the block device that holds `path`, by every process (the
+    device's /sys/dev/block/MAJ:MIN/stat: sectors read x 512); None where the file is on no
+    block device the kernel counts (tmpfs, overlay, a network filesystem)."""
+    dev = os.stat(path).st_dev
+    text = _read(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat")
+    return int(text.split()[2]) * BLOCK_UNIT if text else None
+
+
+@contextlib.contextmanager
+def input_alone(path: str, folder: str) -> Iterator[str]:
+    """`path` copied onto an ext4 filesystem of its own, a loop device over an image in
+    `folder` (root), so that its device counts the input's reads and nothing else's (the
+    libraries, the output); yields the copy's path. Unmounted and removed on exit."""
+    image, mount = os.path.join(folder, "input.img"), os.path.join(folder, "input-fs")
+    size = os.path.getsize(path) * 11 // 10 + (64 << 20)  # room for ext4's own metadata
+    try:
+        with open(image, "wb") as f:
+            f.truncate(size)
+        os.mkdir(mount)
+        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True, capture_output=True)
+        subprocess.run(["mount", "-o", "loop", image, mount], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = e.stderr.decode(errors="replace").strip() if isinstance(e, subprocess.CalledProcessError) else e
+        raise NotMeasurable(f"cannot put the input on a loop device of its own (root, mkfs.ext4, mount -o loop): "
+                            f"{detail}") from None
+    try:
+        copy = os.path.join(mount, os.path.basename(path))
+        shutil.copyfile(path, copy)
+        os.sync()
+        yield copy
+    finally:
+        subprocess.run(["umount", mount], check=False, capture_output=True)
+        os.unlink(image)
 
 
 class MemoryGroup:

@@ -96,3 +96,32 @@ def test_the_child_enters_its_group_before_exec_and_its_rusage_is_its_own(tmp_pa
     assert measured.peak_rss_bytes >= 200 << 20
     with pytest.raises(NotMeasurable, match="cannot move the run into"):
         measure([sys.executable, "-c", "pass"], dict(os.environ), str(tmp_path / "missing" / "cgroup.procs"))
+
+
+def test_the_input_devices_counter_is_read_where_the_kernel_keeps_one(tmp_path, monkeypatch):
+    """--isolate's figure: sectors read x 512 from /sys/dev/block/MAJ:MIN/stat of the file's device;
+    None where there is no such file (tmpfs, overlay), never an error."""
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"x")
+    dev = os.stat(target).st_dev
+    stats = {f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat": "  11 0 4096 7 0 0 0 0 0 0 0"}
+    monkeypatch.setattr(read_once_measure, "_read", lambda path: stats.get(path))
+    assert read_once_measure.device_read_bytes(str(target)) == 4096 * 512
+    stats.clear()
+    assert read_once_measure.device_read_bytes(str(target)) is None
+
+
+def test_isolate_refuses_in_one_line_and_leaves_nothing_where_no_loop_device_can_be_made(
+        small_model, tmp_path, monkeypatch, capsys):
+    def refused(cmd, **kwargs):
+        raise read_once_measure.subprocess.CalledProcessError(1, cmd, stderr=b"mount: permission denied")
+
+    monkeypatch.setattr(read_once, "drop_caches", lambda: False)
+    monkeypatch.setattr(read_once, "calibrate_command", fake_calibrate(0))
+    monkeypatch.setattr(read_once_measure.subprocess, "run", refused)
+    code = read_once.main(["--input", str(small_model), "--workdir", str(tmp_path), "--only", "unlimited",
+                           "--warm", "--isolate"])
+    err = capsys.readouterr().err.strip()
+    assert code == read_once.EXIT_REFUSED
+    assert err.count("\n") == 0 and "loop device" in err and "permission denied" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
