@@ -46,6 +46,7 @@ from fp8stream.harness.flux import (  # noqa: E402,F401
     image_ids,
     linear_maps as flux_linear_maps,  # noqa: E402,F401
     make_model as make_tiny_flux,  # noqa: E402,F401
+    modulations as _modulated,  # noqa: E402,F401
     other_maps as flux_norm_maps,  # noqa: E402,F401
 )
 from fp8stream.harness.fp8 import (  # noqa: E402,F401
@@ -75,7 +76,7 @@ from fp8stream.harness.names import (
     swap_halves as _swap_halves,  # noqa: E402,F401
 )
 from fp8stream.harness.record import LinearInputs, inputs_by_comfy_name, record_linear_inputs  # noqa: E402,F401
-from fp8stream.harness.rescale import _modulated, rescale_tiny_flux, rescaled_copy  # noqa: E402,F401
+from fp8stream.harness.rescale import rescale_tiny_flux, rescaled_copy  # noqa: E402,F401
 
 TinyFlux = TinyDiT
 TINY_FLUX_DIR = model_dir("flux")

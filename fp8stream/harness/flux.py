@@ -15,7 +15,7 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
-from fp8stream.harness.names import LinearMap
+from fp8stream.harness.names import Attention, LinearMap, Modulation
 
 NAME = "flux"
 # Inner dim 64 = 4 heads x 16; rope axes must sum to the head dim. Images are 8x8 digits
@@ -80,6 +80,37 @@ def linear_maps(cfg: Mapping) -> list[LinearMap]:
         LinearMap("final_layer.adaLN_modulation.1", ("norm_out.linear",), swap_halves=True),
     ]
     return m
+
+
+def modulations(cfg: Mapping, include_final: bool) -> list[Modulation]:
+    """Every AdaLN modulation and the layers reading its modulated inputs; the final layer's
+    with ``include_final``."""
+    out = []
+    for i in range(cfg["num_layers"]):
+        for s in ("img", "txt"):
+            c = f"double_blocks.{i}.{s}_"
+            # chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
+            out.append(Modulation(c + "mod.lin", ((0, 1), (3, 4)), (c + "attn.qkv", c + "mlp.0")))
+    for i in range(cfg["num_single_layers"]):
+        # chunks: shift, scale, gate
+        out.append(Modulation(f"single_blocks.{i}.modulation.lin", ((0, 1),), (f"single_blocks.{i}.linear1",)))
+    if include_final:
+        # ComfyUI order (shift, scale); the diffusers side swaps it.
+        out.append(Modulation("final_layer.adaLN_modulation.1", ((0, 1),), ("final_layer.linear",)))
+    return out
+
+
+def attentions(cfg: Mapping) -> list[Attention]:
+    """Every attention: both streams of the double blocks (joint), the single blocks' linear1
+    (q|k|v|mlp) read by linear2."""
+    out = []
+    for i in range(cfg["num_layers"]):
+        for s in ("img", "txt"):
+            c = f"double_blocks.{i}.{s}_attn."
+            out.append(Attention(c + "qkv", c + "proj"))
+    for i in range(cfg["num_single_layers"]):
+        out.append(Attention(f"single_blocks.{i}.linear1", f"single_blocks.{i}.linear2"))
+    return out
 
 
 def other_maps(cfg: Mapping) -> list[tuple[str, str]]:

@@ -1,6 +1,8 @@
 """ComfyUI layer names <-> diffusers module names: one fused ComfyUI linear (q|k|v, Flux's
 linear1) is the row-concatenation of diffusers linears; a few modulations store their two
-halves in the other order (shift, scale vs scale, shift)."""
+halves in the other order (shift, scale vs scale, shift). ``Modulation`` and ``Attention`` say
+where a family's AdaLN modulation and attention sit, under ComfyUI names (``rescale`` acts on
+them)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,26 @@ class LinearMap:
     comfy: str
     parts: tuple[str, ...]
     swap_halves: bool = False  # (shift, scale) in the file, (scale, shift) in diffusers
+
+
+@dataclass(frozen=True)
+class Modulation:
+    """An AdaLN modulation layer in ComfyUI's chunk order: the (shift, scale) chunk pairs of its
+    output that modulate a normalized input (x * (1 + scale) + shift), and the layers reading
+    those inputs."""
+
+    layer: str
+    pairs: tuple[tuple[int, int], ...]
+    consumers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Attention:
+    """One stream's attention: its fused q|k|v layer (V rows third) and the projection that reads
+    its attention output (None where the block drops that stream's output)."""
+
+    qkv: str
+    proj: str | None
 
 
 def swap_halves(t: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from fp8stream.harness.digits import pack, unpack
-from fp8stream.harness.names import LinearMap
+from fp8stream.harness.names import Attention, LinearMap, Modulation
 
 NAME = "sd3"
 DEFAULT_CONFIG: dict = {
@@ -72,6 +72,35 @@ def linear_maps(cfg: Mapping) -> list[LinearMap]:
         LinearMap("final_layer.adaLN_modulation.1", ("norm_out.linear",), swap_halves=True),
     ]
     return m
+
+
+def modulations(cfg: Mapping, include_final: bool) -> list[Modulation]:
+    """Every AdaLN modulation and the layers reading its modulated inputs; the final layer's
+    with ``include_final``. Chunks (ComfyUI's and diffusers' AdaLayerNormZero): shift_msa,
+    scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp; the context-pre-only block's context
+    modulation has (shift, scale) alone, for its qkv (no MLP)."""
+    n, out = cfg["num_layers"], []
+    for i in range(n):
+        c = f"joint_blocks.{i}."
+        for s in ("x_block", "context_block"):
+            if s == "context_block" and i == n - 1:
+                out.append(Modulation(c + s + ".adaLN_modulation.1", ((0, 1),), (c + s + ".attn.qkv",)))
+            else:
+                out.append(Modulation(c + s + ".adaLN_modulation.1", ((0, 1), (3, 4)),
+                                      (c + s + ".attn.qkv", c + s + ".mlp.fc1")))
+    if include_final:
+        out.append(Modulation("final_layer.adaLN_modulation.1", ((0, 1),), ("final_layer.linear",)))
+    return out
+
+
+def attentions(cfg: Mapping) -> list[Attention]:
+    """Both streams of every joint block; the last block drops its context output (no proj)."""
+    n, out = cfg["num_layers"], []
+    for i in range(n):
+        c = f"joint_blocks.{i}."
+        out.append(Attention(c + "x_block.attn.qkv", c + "x_block.attn.proj"))
+        out.append(Attention(c + "context_block.attn.qkv", None if i == n - 1 else c + "context_block.attn.proj"))
+    return out
 
 
 def other_maps(cfg: Mapping) -> list[tuple[str, str]]:
