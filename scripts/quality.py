@@ -3,7 +3,8 @@
 Models (fp8stream.harness): MiniLM (encoder); the tiny Flux DiT as trained (k1), rescaled by
 k (k100, k1000: every modulated input k times larger), split256 (single-block linear2's
 attention half 256x its MLP half) and outlier50 (two channels 50x through AdaLN rows and V
-projections): all function-preserving; the tiny SD3 MMDiT and the tiny Wan model. Each is
+projections): all function-preserving; the tiny SD3 MMDiT as trained and sd3_outlier50 (the same
+two channels 50x through its AdaLN rows and both streams' V projections); the tiny Wan model. Each is
 written as a ComfyUI FP8 checkpoint and calibrated with the CLI; the true input of every FP8
 linear over the judged run is recorded and each layer is run in FP8 through comfy-kitchen.
 
@@ -52,7 +53,8 @@ from fp8stream.harness.checkpoint import FP8Layer, read_fp8_layers  # noqa: E402
 from fp8stream.harness.fp8 import FP8_MAX, Scale, pinned  # noqa: E402
 from fp8stream.harness.record import LinearInputs, record_linear_inputs  # noqa: E402
 
-MODELS = ["minilm", "flux_k1", "flux_k100", "flux_k1000", "flux_split256", "flux_outlier50", "sd3", "wan"]
+MODELS = ["minilm", "flux_k1", "flux_k100", "flux_k1000", "flux_split256", "flux_outlier50", "sd3", "sd3_outlier50",
+          "wan"]
 CLI_SOURCES: dict[str, list[str]] = {
     "stats_max": ["--method", "stats", "--stats-margin", "1"],  # + --stats FILE
     "stats_margin2": ["--method", "stats"],  # + --stats FILE: the default rule (x STATS_MARGIN, capped)

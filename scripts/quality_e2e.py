@@ -14,7 +14,8 @@ layer's scale 10x too small, judged the same way (what a margin must still catch
 
 Without --spread: per seed, the SQNR in dB of a whole sampling run's samples against full
 precision for dynamic scaling, the judged run's real max, the CLI's forward pass and every layer
-weight-only:
+weight-only (--sources: others of quality.py's, e.g. default and one), each CLI source's minus
+dynamic's, then each source's mean over the seeds:
 
     HF_HUB_OFFLINE=1 python scripts/quality_e2e.py --model sd3 --samples 16 --steps 20 --seeds 0 1 2 3
 """
@@ -109,12 +110,19 @@ def seeds_mode(a: argparse.Namespace) -> None:
         family, _, variant = model.partition("_")
         tf = dit.load(dit.model_dir(family))
         tf = rescale.variant(tf, variant) if variant else tf
-        sources, _ = Q.gather_sources(case, Path(d), ["dynamic", "real_max", "forward"], args)
+        sources, notes = Q.gather_sources(case, Path(d), ["dynamic", *a.sources], args)
         sources["weight_only"] = {n: None for n in case.layers}
+        runs = []
         for seed in a.seeds:
             e2e = {s: dit.end_to_end(tf, case.layers, sc, a.samples, a.steps, seed) for s, sc in sources.items()}
+            runs.append(e2e)
             print(f"{model} {a.samples}x{a.steps} seed {seed}: " + "  ".join(f"{k} {v:.2f}" for k, v in e2e.items())
-                  + f"  forward - dynamic {e2e['forward'] - e2e['dynamic']:+.2f}", flush=True)
+                  + "".join(f"  {s} - dynamic {e2e[s] - e2e['dynamic']:+.2f}" for s in e2e if s in Q.CLI_SOURCES),
+                  flush=True)
+        mean = {s: sum(r[s] for r in runs) / len(runs) for s in sources}
+        print(f"{model} {a.samples}x{a.steps} mean of seeds {' '.join(map(str, a.seeds))}: "
+              + "  ".join(f"{k} {v:.2f}" for k, v in mean.items()) + "".join(f"  ({s} {n})" for s, n in notes.items()),
+              flush=True)
 
 
 def main() -> None:
@@ -125,6 +133,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--sentences", type=int, default=8)
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 1 2 with --spread, else 0 1 2 3")
+    ap.add_argument("--sources", nargs="+", default=["real_max", "forward"], choices=Q.SOURCES + ["default"],
+                    help="without --spread: the sources judged beside dynamic and every layer weight-only")
     a = ap.parse_args()
     a.seeds = a.seeds or ([1, 2] if a.spread else [0, 1, 2, 3])
     for model in a.models if a.spread else []:
