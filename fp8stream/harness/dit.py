@@ -1,7 +1,8 @@
 """What the tiny DiTs (Flux, SD3, Wan families) share: the committed model folders, loading,
 rectified-flow sampling and loss on digit tokens, the FP8 checkpoint under ComfyUI names, and
 the FP8 end-to-end figure. A family is a module (``flux``, ``sd3``, ``wan``) with DEFAULT_CONFIG,
-make_model, forward, linear_maps, to_comfy, from_comfy, rows and cond_dims."""
+make_model, forward, linear_maps, other_maps and cond_dims; those ``rescale`` acts on (Flux, SD3)
+also give modulations and attentions."""
 
 from __future__ import annotations
 
