@@ -1,4 +1,4 @@
-"""The harness's tiny SD3 and Wan models and the hard rescalings of the tiny Flux
+"""The harness's tiny SD3 and Wan models and the hard rescalings of the tiny Flux and SD3
 (fp8stream.harness): ComfyUI key names that diffusers' own converters read back exactly, trained
 weights, and rescalings that leave the function unchanged while making chosen inputs larger."""
 
