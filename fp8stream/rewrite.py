@@ -150,8 +150,7 @@ def _rewrite(stages: Stages, report: FileReport) -> None:
         with contextlib.closing(create(stages.settings)) as method:  # closed before IN: its pass may read it
             view = ModelView(model.whole, [p.layer for p in planned.calibrated], model.tensor_source(), stages.dry_run,
                              stages.run.progress)
-            model, view, method_plan, spooled_bytes = _prepared(opened, model, method, view, stages.settings,
-                                                                stages.output)
+            model, view, method_plan, spooled_bytes = _prepared(opened, model, method, view, stages)
             if method_plan.weight_only or method_plan.scaled_weight_only:  # the layout changes: plan again
                 planned = _plan(model, stages.layout, calibration, method_plan)
                 view = replace(view, layers=[p.layer for p in planned.calibrated])
@@ -193,13 +192,17 @@ def _describe_input(report: FileReport, model: ModelInput, planned: Planned) -> 
 
 
 def _prepared(opened: contextlib.ExitStack, model: ModelInput, method: CalibrationMethod, view: ModelView,
-              settings: CalibrationSettings, output: OutputTarget | None):
+              stages: Stages):
     """(IN as the method reads it, its view, the method's plan, the bytes spooled): a stream that
     the method reads by name (asked from the header) is spooled to a file first, its header
-    handed on (pipeline/spool.py); then the method is prepared, once (imports, the meta pass:
-    seconds, shown as preparing; a signal acts once each is done). By-name reads close with IN."""
+    handed on (pipeline/spool.py); the view says whether the copy takes its bytes from the
+    method's reads (IN and OUT local files: written at fixed places); then the method is
+    prepared, once (imports, the meta pass: seconds, shown as preparing; a signal acts once each
+    is done). By-name reads close with IN."""
+    from fp8stream.pipeline.placed_run import copy_shares_reads
     from fp8stream.progress import PREPARING, phase
 
+    settings, output = stages.settings, stages.output
     shown = view.progress and not view.dry_run
     spooled_bytes = 0
     if view.source is None and not view.dry_run:
@@ -213,6 +216,7 @@ def _prepared(opened: contextlib.ExitStack, model: ModelInput, method: Calibrati
             view, spooled_bytes = replace(view, source=model.tensor_source()), model.bytes_in
     if view.source is not None:
         opened.callback(view.source.close)
+    view = replace(view, copy_takes_reads=not view.dry_run and copy_shares_reads(model, output, stages.run.verify))
     if settings.device == "cuda" and not view.dry_run:  # the peak VRAM reported covers prepare (a forward pass) too
         import torch
 

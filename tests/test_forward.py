@@ -258,8 +258,9 @@ def test_missing_diffusers_says_how_to_install(monkeypatch):
 
 
 def test_the_pass_beside_the_copy_writes_the_same_bytes_and_the_layout_comes_from_the_header(tmp_path, monkeypatch):
-    """On a GPU the pass runs on a thread while the copy streams (forward_method.BesideTheCopy):
-    forced here on the CPU, it writes the bytes the pass after the copy writes. The layout
+    """On a GPU the pass runs on a thread where the copy streams (--verify keeps the stream;
+    forward_method.BesideTheCopy): forced here on the CPU, it writes the bytes the pass before
+    the copy at fixed places writes. The layout
     (which layers are the conditioning path) is fixed before any weight is read: the pass on
     meta tensors finds the layers the real pass finds. An error in the pass ends the run with
     one line and no output."""
@@ -280,7 +281,7 @@ def test_the_pass_beside_the_copy_writes_the_same_bytes_and_the_layout_comes_fro
 
     monkeypatch.setattr(forward_run, "run", recorded)
     beside = tmp_path / "beside.safetensors"
-    p = _cli(str(src), str(beside), *_forward_args())
+    p = _cli(str(src), str(beside), "--verify", *_forward_args())
     assert p.exit_code == 0, p.stderr[-2000:]
     assert threads == ["forward pass"] and beside.read_bytes() == after.read_bytes()
     kept = [r for r in json.loads(p.stdout)["layers"] if not r["fp8_activations"]]
@@ -295,7 +296,7 @@ def test_the_pass_beside_the_copy_writes_the_same_bytes_and_the_layout_comes_fro
     threads.clear()
     monkeypatch.setattr(forward_run, "run", failing)
     failed = tmp_path / "failed.safetensors"
-    p = _cli(str(src), str(failed), *_forward_args())
+    p = _cli(str(src), str(failed), "--verify", *_forward_args())
     assert p.exit_code != 0 and "the pass failed" in p.stderr and "Traceback" not in p.stderr
     assert threads == ["forward pass"]  # the error came from the thread, and no second pass ran
     assert not failed.exists() and not list(tmp_path.glob("*.tmp*"))
@@ -326,7 +327,7 @@ def test_a_failed_copy_stops_the_pass_beside_it(tmp_path, monkeypatch):
     monkeypatch.setattr(forward_run, "run", waits_to_be_stopped)
     monkeypatch.setattr(pipeline_run, "stream_model", copy_fails)
     out = tmp_path / "out.safetensors"
-    p = _cli(str(src), str(out), *_forward_args())
+    p = _cli(str(src), str(out), "--verify", *_forward_args())  # a streamed copy: the pass beside it
     assert p.exit_code != 0 and "the copy failed" in p.stderr and "Traceback" not in p.stderr
     assert told == [True] and not any(t.name == "forward pass" for t in threading.enumerate())
     assert not out.exists()

@@ -1,7 +1,10 @@
 """Issue 24's one read and plain copy, by their mechanism (CI cannot drop caches: the bar itself is
-scripts/read_once.py's). A file IN to a file OUT on the CPU: every byte of an FP8 weight is read
-once, by the forward pass or by the copy, never by both; bytes that pass through unchanged go by
-the kernel (`copy_file_range`), or by chunks where it refuses; the output is the stream's bytes."""
+scripts/read_once.py's). A file IN to a file OUT, on any device: every byte of an FP8 weight is
+read once, by the forward pass or by the copy, never by both; bytes that pass through unchanged go
+by the kernel (`copy_file_range`), or by chunks where it refuses; the output is the stream's
+bytes. Which runs do this is decided from the input and the output (`copy_shares_reads`), declared
+to the method (`ModelView.copy_takes_reads`), and not from the device: CI has no GPU, so the GPU's
+choice (`forward_method.beside_the_copy` true) is forced here on the CPU."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import collections
 import errno
 import json
 import os
+import threading
 from pathlib import Path
 
 import diffusers  # noqa: F401 (the test extra installs it)
@@ -17,8 +21,17 @@ import torch
 
 import forward_tiny as ft  # noqa: E402
 from conftest import run_cli  # noqa: E402
+from fp8stream.formats.layers import take_inventory  # noqa: E402
 from fp8stream.io import overlap, placed  # noqa: E402
+from fp8stream.io.compression import ZstdSettings  # noqa: E402
 from fp8stream.io.reader import LazyFile  # noqa: E402
+from fp8stream.io.storage import locate  # noqa: E402
+from fp8stream.methods.forward import forward_method, forward_pass  # noqa: E402
+from fp8stream.methods.interface import ModelView  # noqa: E402
+from fp8stream.methods.settings import CalibrationSettings  # noqa: E402
+from fp8stream.pipeline.inputs import open_model  # noqa: E402
+from fp8stream.pipeline.outputs import OutputTarget  # noqa: E402
+from fp8stream.pipeline.placed_run import copy_shares_reads  # noqa: E402
 
 FORWARD = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8", "--forward-threads", "1",
            "--no-progress"]
@@ -96,11 +109,19 @@ class _Sequential:
         return getattr(self._stream, name)
 
 
-def test_each_fp8_weight_byte_is_read_once_and_the_rest_goes_by_the_kernel(flux, tmp_path, monkeypatch):
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "as-on-a-gpu"])
+def test_each_fp8_weight_byte_is_read_once_and_the_rest_goes_by_the_kernel(flux, tmp_path, monkeypatch, gpu):
+    """On the CPU and as on a GPU (whose pass runs beside a copy that streams): the pass runs
+    before the copy, on the main thread, and the copy takes its bytes from the pass's reads."""
+    monkeypatch.setattr(forward_method, "beside_the_copy", lambda settings: gpu)
+    threads, real_run = [], forward_pass.run
+    monkeypatch.setattr(forward_pass, "run", lambda *a, **k: threads.append(threading.current_thread())
+                        or real_run(*a, **k))
     reads = Reads(flux, monkeypatch)
     out = tmp_path / "out.safetensors"
     result = run_cli("calibrate", flux, out, "--json", "--assume-input-rms", "1", *FORWARD)  # OUTSIDE: the bound
     assert result.exit_code == 0, result.output[-2000:]
+    assert threads == [threading.main_thread()]  # read_weights, not the pass beside the copy
     fp8 = [t for t in reads.header.tensors if t.dtype == "F8_E4M3"]
     assert len(fp8) > 10 and OUTSIDE + ".weight" in {t.name for t in fp8}
     twice = {t.name: reads.by_tensor[t.name] for t in fp8 if reads.by_tensor[t.name] != t.nbytes}
@@ -187,3 +208,37 @@ def test_the_bound_takes_a_weights_row_blocks_in_any_order(flux):
     weight's parts in the model's order, not the file's): the scales are those of row order."""
     in_order = _bound_scales(flux, list)
     assert _bound_scales(flux, lambda starts: list(starts)[::-1]) == in_order
+
+
+OUTPUTS = {  # each kind of OUT -> (OUT, compressed, --verify, whether the copy takes the pass's reads)
+    "file": ("out.safetensors", False, False, True),
+    "stdout": ("-", False, False, False),
+    "verify": ("out.safetensors", False, True, False),
+    "zstd": ("out.safetensors.zst", True, False, False),
+}
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "as-on-a-gpu"])
+@pytest.mark.parametrize("kind", sorted(OUTPUTS))
+def test_the_copy_takes_the_pass_reads_where_in_and_out_are_files_on_any_device(flux, tmp_path, monkeypatch, kind,
+                                                                                gpu):
+    """The choice, made from the declared facts: a file OUT is written at fixed places and the
+    pass runs first (read_weights), on any device; stdout, zstd and --verify stream, with the
+    pass beside the copy where beside_the_copy says so (a GPU), else after it (scales)."""
+    out, compressed, verify, takes = OUTPUTS[kind]
+    target = OutputTarget(locate(out if out == "-" else str(tmp_path / out)), False,
+                          ZstdSettings() if compressed else None)
+    started = []
+    monkeypatch.setattr(forward_method, "beside_the_copy", lambda settings: gpu)
+    monkeypatch.setattr(forward_method, "BesideTheCopy", lambda work: started.append(work) or "the pass beside")
+    with open_model(locate(str(flux))) as model:
+        assert copy_shares_reads(model, target, verify) is takes
+        view = ModelView(model.whole, take_inventory(model.whole).layers, model.tensor_source(),
+                         copy_takes_reads=takes)
+        method = forward_method.ForwardMethod(CalibrationSettings(method="forward", assume_input_rms=1.0))
+        try:
+            plan = method.prepare(view)
+        finally:
+            view.source.close()
+    assert (plan.read_weights is not None) is takes
+    assert (method.beside is not None) is (gpu and not takes) and len(started) == (gpu and not takes)

@@ -10,14 +10,15 @@ imported then), and calls, in this order:
    and mapping) it keeps for `prepare`: a method is prepared once.
 1. `prepare(model)` before the output header is written, with the header (the whole model's,
    merged over shards) and, for a file, a sharded folder or a spooled stream, `model.source`
-   to read any tensor (the forward pass starts here on a GPU, to run while the data streams).
+   to read any tensor (the forward pass starts here on a GPU when the copy streams, to run beside it).
    The returned `MethodPlan` says which layers the method will give a scale and which must be
    kept weight-only (that changes marker sizes, so it is fixed here) and which other tensors
    it wants to see stream past.
-1b. Where IN and OUT are files (the copy at fixed places, pipeline/placed_run.py), before the
-   copy: `MethodPlan.read_weights()`, when the plan has one: the method's reads by name (the
-   forward pass on the CPU); each row range read through `model.source` is handed to the copy
-   (its `tap`), which places it and shows an FP8 weight's rows to `observe_weight` as they come.
+1b. Where the copy takes its bytes from the method's reads (`model.copy_takes_reads`: IN and OUT
+   local files, pipeline/placed_run.py), before the copy: `MethodPlan.read_weights()`, when the
+   plan has one: the method's reads by name (the forward pass, on any device); each row range
+   read through `model.source` is handed to the copy (its `tap`), which places it and shows an
+   FP8 weight's rows to `observe_weight` as they come.
 2. While the data streams, front to back, once: `observe_weight(layer, rows, row_start)` with
    each chunk of whole rows of a calibrated layer's FP8 weight (when `MethodPlan.rows`; in row
    order, but for those taken in 1b), then
@@ -61,6 +62,10 @@ class ModelView:
     dry_run: bool = False
     # show the method's own progress bars (the forward pass's) on stderr: the run's --progress
     progress: bool = False
+    # IN and OUT are local files written at fixed places (no zstd, no --verify; on any device): every
+    # row range the method reads through `source` is the copy's, so `read_weights` reads each byte
+    # for both, once (pipeline/placed_run.py); False: the copy streams IN front to back by itself
+    copy_takes_reads: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,8 @@ class MethodPlan:
     # tensors (not the calibrated layers' FP8 weights) to pass to observe_tensor as they stream
     watches: frozenset[str] = frozenset()
     rows: bool = True  # observe_weight / weight_done get the calibrated layers' weight rows
-    # the reads by name `scales` would make (the forward pass on the CPU), made when called: where
-    # IN is a file copied at fixed places, before the copy, which takes its bytes from them (1b)
+    # the reads by name `scales` would make (the forward pass), made when called: given where
+    # `ModelView.copy_takes_reads`, and called before the copy, which takes its bytes from them (1b)
     read_weights: Callable[[], None] | None = None
     notes: tuple[str, ...] = ()  # file-level notes for the report
 

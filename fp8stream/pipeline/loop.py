@@ -45,6 +45,16 @@ class Feed:
     keep_weight_only: bool
     bar: object  # a tqdm bar (update(n))
 
+    def method_rows(self, rows: np.ndarray):
+        """FP8 weight rows as `observe_weight` takes them: as read on the CPU, else a tensor on
+        the device (from pageable memory CUDA has taken the bytes when this returns, so the
+        buffer may be reused)."""
+        if self.device == "cpu":
+            return rows
+        import torch
+
+        return torch.from_numpy(rows).to(self.device, non_blocking=True)
+
 
 def _stream_layer_weight(stream: TensorStream, info, layer: FP8Layer, feed: Feed, writer: StreamingWriter,
                          checks: WeightChecks) -> None:
@@ -55,16 +65,10 @@ def _stream_layer_weight(stream: TensorStream, info, layer: FP8Layer, feed: Feed
         checks.observe(layer, rows)
         feed.bar.update(len(chunk))
         if feed.method_plan.rows:
-            feed.method.observe_weight(layer, rows if feed.device == "cpu" else _to_device(rows, feed.device), row)
+            feed.method.observe_weight(layer, feed.method_rows(rows), row)
         row += rows.shape[0]
     if feed.method_plan.rows:
         feed.method.weight_done(layer)
-
-
-def _to_device(rows: np.ndarray, device: str):
-    import torch
-
-    return torch.from_numpy(rows).to(device, non_blocking=True)
 
 
 def rewrite_marker(raw: bytes, layer_plan: LayerPlan, size: int, keep_weight_only: bool, state: StreamState) -> bytes:

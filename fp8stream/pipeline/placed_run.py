@@ -1,10 +1,12 @@
 """One read: a model whose files are local files, written to local files at fixed places.
 
 The output's layout is fixed from the header, so no byte has to wait for the ones before it.
-First the method reads what it reads by name (`read_weights`: the forward pass on the CPU);
-every row range it reads is handed here (`Tap`, through the TensorSource's tap) and placed in
-the output at once, an FP8 weight's rows also checked (NaN, all zero) and shown to the method
-(the bound's row sums), as the stream would show them. Then each file in data order: the rows
+Whether a run does this is decided once, before the method is prepared (`copy_shares_reads`),
+and declared to it (`ModelView.copy_takes_reads`), on any device. First the method reads what
+it reads by name (`read_weights`: the forward pass, on the CPU or a GPU); every row range it
+reads is handed here (the TensorSource's tap) and placed in the output at once, an FP8
+weight's rows also checked (NaN, all zero) and shown to the method (the bound's row sums; on a
+GPU as a tensor there), as the stream would show them. Then each file in data order: the rows
 nobody read yet of a calibrated FP8 weight are read, checked, shown and placed; markers, scales
 and the scalars the calibration reads are read whole and handled as the stream handles them;
 tensors a method watches are read in chunks; every other byte (BF16 tensors, excluded layers,
@@ -27,6 +29,7 @@ from fp8stream.io.placed import PlacedWriter
 from fp8stream.io.reader import CHUNK_BYTES, chunk_bytes_for
 from fp8stream.pipeline.inputs import InputPart, ModelInput
 from fp8stream.pipeline.loop import Feed, StreamState, read_whole, small_tensor
+from fp8stream.pipeline.outputs import OutputTarget
 
 _ADVISE = getattr(os, "posix_fadvise", None)  # Linux and the BSDs; macOS has none (then no read-ahead hint)
 
@@ -49,6 +52,14 @@ def local_files(model: ModelInput) -> bool:
     return os.name == "posix" and all(
         p.location.local_path is not None and p.source.path is not None and p.source.size is not None
         and not p.source.compressed and p.source.read_at is None for p in model.parts)
+
+
+def copy_shares_reads(model: ModelInput, output: OutputTarget | None, verify: bool) -> bool:
+    """Whether the run writes at fixed places, its copy taking its bytes from the method's reads:
+    every input a plain local file (a spooled stream too), OUT a local file or folder, not
+    compressed, no --verify (which keeps the stream: it hashes every tensor as it reads it)."""
+    return (output is not None and output.zstd is None and output.location.local_path is not None
+            and not verify and local_files(model))
 
 
 def rows_of(info: TensorInfo) -> int:
@@ -117,7 +128,7 @@ class Placer:
             rows = np.frombuffer(data, dtype=np.uint8).reshape(-1, layer.in_features)
             self.state.checks.observe(layer, rows)
             if self.feed.method_plan.rows:
-                self.feed.method.observe_weight(layer, rows, start)
+                self.feed.method.observe_weight(layer, self.feed.method_rows(rows), start)
         f.writer.write_at(f.plan.out_names[info.name], start * row_bytes, data)
         self.covered.add(info.name, start, stop)
 

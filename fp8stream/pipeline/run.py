@@ -2,10 +2,11 @@
 method, then (once the whole model has been seen) each file's tail of scales, its self-check,
 and the sink completed. Sinks are owned by the caller (one file, or an io.sharded.ShardedOutput).
 
-Where every input and output is a local file and the run is on the CPU, the files are written
-at fixed places instead (pipeline/placed_run.py: one read of each input byte, the forward pass's
-reads shared with the copy, the rest copied by the kernel); --verify keeps the stream, which
-hashes every tensor as it reads it."""
+Where every input and output is a local file (`ModelView.copy_takes_reads`, decided once by
+pipeline/placed_run.copy_shares_reads), on any device, the files are written at fixed places
+instead (pipeline/placed_run.py: one read of each input byte, the forward pass's reads shared
+with the copy, the rest copied by the kernel); --verify keeps the stream, which hashes every
+tensor as it reads it."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from fp8stream.methods.interface import CalibrationMethod, MethodPlan, ModelView
 from fp8stream.pipeline.check import check_written
 from fp8stream.pipeline.inputs import ModelInput
 from fp8stream.pipeline.loop import Feed, StreamState, facts_from_state, stream_file
-from fp8stream.pipeline.placed_run import PlacedFile, Placer, local_files, place_file
+from fp8stream.pipeline.placed_run import PlacedFile, Placer, place_file
 from fp8stream.pipeline.scale_resolution import LayerFacts, Resolved, to_estimate
 from fp8stream.progress import bar as progress_bar
 from fp8stream.scales.estimate import ScaleEstimate
@@ -65,8 +66,7 @@ def stream_model(model: ModelInput, plans: list[RewritePlan], calibrated: list[L
     """Every file's header and data out, in file order; the method sees the whole model."""
     on_cuda = settings.device == "cuda"  # its peak was reset before method.prepare (rewrite.py)
     state = StreamState()
-    placed = _placeable(model, sinks, settings)
-    if placed:
+    if view.copy_takes_reads:
         files = _place_model(model, plans, view, method, method_plan, sinks, settings, state)
     else:
         files = [_stream_part(part, plan, sink, out, method, method_plan, settings, state, len(plans))
@@ -95,13 +95,6 @@ def _stream_part(part, plan: RewritePlan, sink: OutputSink, out: BinaryIO, metho
     return FileRun(part.name, plan, sink, writer, stream)
 
 
-def _placeable(model: ModelInput, sinks: list[tuple[OutputSink, BinaryIO]], settings: RunSettings) -> bool:
-    """Whether the run writes at fixed places: local files in and out, the CPU, no --verify (on a
-    GPU the forward pass runs beside the stream, which feeds the device its rows)."""
-    return (settings.device == "cpu" and not settings.verify and local_files(model)
-            and all(sink.file_descriptor() is not None for sink, _ in sinks))
-
-
 def _place_model(model: ModelInput, plans: list[RewritePlan], view: ModelView, method: CalibrationMethod,
                  method_plan: MethodPlan, sinks: list[tuple[OutputSink, BinaryIO]], settings: RunSettings,
                  state: StreamState) -> list[FileRun]:
@@ -109,7 +102,9 @@ def _place_model(model: ModelInput, plans: list[RewritePlan], view: ModelView, m
     then every file in data order (pipeline/placed_run.py)."""
     placed = []
     for part, plan, (sink, _) in zip(model.parts, plans, sinks, strict=True):
-        writer = PlacedWriter(sink.file_descriptor(), plan.entries, plan.metadata)
+        out_fd = sink.file_descriptor()
+        assert out_fd is not None, "copy_shares_reads promised a local, uncompressed output file"
+        writer = PlacedWriter(out_fd, plan.entries, plan.metadata)
         writer.write_header()
         placed.append(PlacedFile(part, plan, writer))
     placer = Placer(placed, Feed(method, method_plan, settings.device, settings.keep_weight_only, None), state)

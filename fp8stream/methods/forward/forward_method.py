@@ -32,14 +32,14 @@ header) unless `--assume-input-rms R` opts in to that assumption. Which layers a
 conditioning path (kept weight-only, its measured scale written beside the flag for runtimes
 that read the scale and not the flag, see _conditioning) is decided from the header too, by
 running the model once on meta tensors (methods/forward/conditioning.py), so the output layout is
-fixed before any weight is read and the pass runs once, by positioned reads through the
-model's TensorSource: on a GPU beside the copy (BesideTheCopy), on the CPU after it (its reads
-then hit the page cache). Model code that cannot run on meta tensors (an MoE's routing) runs
-the pass in prepare() instead, before the header (HiDream's MoE routing, Lumina 2,
-HunyuanVideo 1.5's `.item()`), as its result decides the layout. A pipe or a zstd stream is
-first spooled to a temporary file by the rewrite (pipeline/spool.py), the pass prepared from
-its header kept; with --no-spool it is not, and every layer gets the bound (or stays
-weight-only where the bound rests on an assumption), each saying why.
+fixed before any weight is read and the pass runs once, by positioned reads: before a copy that
+takes its bytes from them (`ModelView.copy_takes_reads`), else on a GPU beside it, else after.
+Model code that cannot run on meta tensors runs the pass in prepare() instead, before the
+header (HiDream's MoE routing, Lumina 2, HunyuanVideo 1.5's `.item()`), as its result decides
+the layout. A pipe or a zstd stream is first spooled to a temporary file by the rewrite
+(pipeline/spool.py), the pass prepared from its header kept; with --no-spool it is not, and
+every layer gets the bound (or stays weight-only where the bound rests on an assumption),
+each saying why.
 """
 
 from __future__ import annotations
@@ -113,11 +113,11 @@ class ForwardMethod:
             bound_plan = self.bound.prepare(ModelView(model.header, kept, model.source))
         notes = () if self.prepared.reason is None else (f"forward pass: {self.prepared.reason}",)
         reads = runs and self.result is None and model.source is not None and not model.dry_run
-        if reads and beside_the_copy(self.settings):
+        if reads and not model.copy_takes_reads and beside_the_copy(self.settings):
             beside = dataclasses.replace(PassSettings.of(self.settings, model.progress), bar_line=1)
             source, prepared = model.source, self.prepared
             self.beside = BesideTheCopy(lambda stop: run(source, prepared, beside, stop))
-        read_weights = functools.partial(self._read_weights, model) if reads and self.beside is None else None
+        read_weights = functools.partial(self._read_weights, model) if reads and model.copy_takes_reads else None
         return MethodPlan(weight_only=weight_only, scaled_weight_only=flagged, undecided=undecided,
                           watches=bound_plan.watches, rows=True, notes=notes, read_weights=read_weights)
 
@@ -193,7 +193,7 @@ class ForwardMethod:
 
     def _read_weights(self, model: ModelView) -> None:
         """MethodPlan.read_weights: the pass now, before the copy, which takes each weight from
-        its reads (on the CPU; on a GPU it runs beside the copy). Once."""
+        its reads (on any device, where `model.copy_takes_reads`). Once."""
         from fp8stream.methods.forward.forward_pass import PassSettings, run
 
         if self.result is None:
@@ -251,7 +251,7 @@ class ForwardMethod:
 
 
 def beside_the_copy(settings: CalibrationSettings) -> bool:
-    """Whether the pass runs while the copy streams (BesideTheCopy) rather than after it."""
+    """Where the copy streams (stdout, zstd, --verify, a URL): the pass beside it, not after."""
     return settings.device == "cuda"
 
 
@@ -260,8 +260,8 @@ class BesideTheCopy:
     the host copies). Its result, or its error, is taken after the stream; `stop` (from
     ForwardMethod.close, whatever happened) ends it at its next Linear and waits for it. A daemon
     thread, so an interpreter that exits some other way does not wait for it either. On the
-    CPU the pass runs after the copy instead: both would compete for the same cores, and the
-    host memory of both would add up."""
+    CPU the pass runs after a streamed copy instead: both would compete for the same cores, and
+    the host memory of both would add up."""
 
     def __init__(self, work) -> None:
         """`work(stop)`: the pass, which ends at its next Linear once `stop` is set."""
