@@ -70,6 +70,9 @@ class FileReport:
     peak_vram_bytes: int | None = None  # with --device cuda
     error: str | None = None
     verify: str | None = None  # `--verify`: what the comparison of output and input found
+    # `--verify`: the bytes it read beyond what a plain run reads (OUT read back whole, and IN's
+    # bytes the method read by name, which a plain run's copy to a file takes from those reads)
+    verify_read_bytes: int | None = None
     notes: list[str] = field(default_factory=list)  # file-level notes of the method (stats matching)
     # a dry run: the layers whose weight-only choice only the forward pass makes (model code that
     # cannot run on meta tensors); their other decisions are the run's

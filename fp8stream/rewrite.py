@@ -256,6 +256,7 @@ def _calibrate(method: CalibrationMethod, method_plan: MethodPlan, model: ModelI
     from fp8stream.pipeline.run import finish_files, stream_model
 
     assert stages.output is not None  # OUT is None only with a dry run
+    read_before = view.source.bytes_read if view.source is not None else 0  # what prepare read is not the run's
     with contextlib.ExitStack() as stack:
         sharded, sinks = open_outputs(stack, stages.output, model)
         run = stream_model(model, planned.files, planned.calibrated, view, method, method_plan, sinks, stages.run)
@@ -268,3 +269,21 @@ def _calibrate(method: CalibrationMethod, method_plan: MethodPlan, model: ModelI
     report.verify = "; ".join(summaries) or None
     report.bytes_written = sum(sink.bytes_written for sink, _ in sinks)
     report.peak_vram_bytes = run.peak_vram_bytes
+    if report.verify is not None:
+        by_name = view.source.bytes_read - read_before if view.source is not None else 0
+        _note_verify_cost(report, model, stages, by_name)
+
+
+def _note_verify_cost(report: FileReport, model: ModelInput, stages: Stages, by_name: int) -> None:
+    """What --verify read beyond a plain run, in the report: OUT read back whole, and, where a
+    plain run would copy at fixed places taking the method's reads (local files), IN's bytes the
+    method read by name (`by_name`), read a second time since the stream hashed them first."""
+    from fp8stream.pipeline.placed_run import copy_shares_reads
+
+    again = by_name if copy_shares_reads(model, stages.output, verify=False) else 0
+    report.verify_read_bytes = report.bytes_written + again
+    what = f"OUT read back whole ({human_size(report.bytes_written)})"
+    if again:
+        what += (f", and IN's weights read twice ({human_size(again)}: the stream hashed them, then the method "
+                 "read them by name; a plain run's copy takes the method's reads)")
+    report.notes.append(f"--verify read {human_size(report.verify_read_bytes)} more than a plain run: {what}")

@@ -242,3 +242,25 @@ def test_the_copy_takes_the_pass_reads_where_in_and_out_are_files_on_any_device(
             view.source.close()
     assert (plan.read_weights is not None) is takes
     assert (method.beside is not None) is (gpu and not takes) and len(started) == (gpu and not takes)
+
+
+def test_verify_says_what_it_read_beyond_a_plain_run(flux, tmp_path):
+    """--verify keeps the stream: IN hashed as it is read, the pass's reads by name a second read
+    of its weights, and OUT read back whole. The report says so in a note and --json in bytes;
+    a plain run says nothing of it."""
+    from fp8stream.report import human_size
+
+    args = ("--json", "--assume-input-rms", "1", *FORWARD)
+    plain = run_cli("calibrate", flux, tmp_path / "plain.safetensors", *args)
+    out = tmp_path / "verified.safetensors"
+    verified = run_cli("calibrate", flux, out, "--verify", *args)
+    assert plain.exit_code == 0 and verified.exit_code == 0, verified.output[-2000:]
+    p, v = json.loads(plain.stdout), json.loads(verified.stdout)
+    assert p["verify_read_bytes"] is None and not [n for n in p["notes"] if "--verify" in n]
+    with LazyFile(str(flux)) as f:
+        header = f.header
+    weights = sum(t.nbytes for t in header.tensors if t.dtype == "F8_E4M3" and not t.name.startswith(OUTSIDE))
+    again = v["verify_read_bytes"] - out.stat().st_size  # what the pass read of IN a second time
+    assert weights <= again <= header.data_bytes
+    (note,) = [n for n in v["notes"] if n.startswith("--verify read")]
+    assert human_size(v["verify_read_bytes"]) in note and "OUT read back whole" in note

@@ -25,6 +25,7 @@ class TensorSource:
         self._lock = threading.Lock()
         # (name, start row, stop row, their bytes) of every read_rows, while set
         self.tap: Callable[[str, int, int, bytearray], None] | None = None
+        self.bytes_read = 0  # by every read so far (what --verify's note counts as read again)
 
     @classmethod
     def for_file(cls, path: str, header: Header) -> "TensorSource":
@@ -65,7 +66,13 @@ class TensorSource:
     def chunks(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
         """The tensor's bytes, at most chunk_bytes at a time."""
         f = self._file(name)
-        return f.read_chunks(f.header.get(name), chunk_bytes)
+        for chunk in f.read_chunks(f.header.get(name), chunk_bytes):
+            self._count(len(chunk))
+            yield chunk
+
+    def _count(self, nbytes: int) -> None:
+        with self._lock:  # the forward pass reads from several threads
+            self.bytes_read += nbytes
 
     def get(self, name: str) -> bytes:
         """The whole tensor's bytes (for small tensors, or one layer's weight at a time)."""
@@ -86,6 +93,7 @@ class TensorSource:
                           info.begin + stop * row_bytes)
         out = bytearray(part.nbytes)
         f.read_into(part, memoryview(out))
+        self._count(part.nbytes)
         if self.tap is not None:
             self.tap(name, start, stop, out)
         return out
