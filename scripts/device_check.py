@@ -64,11 +64,13 @@ def device_name(device: str) -> str | None:
     return r.stdout.strip() or None
 
 
-def calibrate(args: list[str]) -> None:
-    cmd = [sys.executable, "-m", "fp8stream", "calibrate", "--no-progress", "--force", *args]
+def calibrate(args: list[str]) -> str:
+    """One run's --json report(s), a line each."""
+    cmd = [sys.executable, "-m", "fp8stream", "calibrate", "--no-progress", "--force", "--json", *args]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env())
     if r.returncode != 0:
         raise RunFailed(f"{' '.join(cmd[3:])}: exit {r.returncode}: {r.stderr.strip()[-800:]}")
+    return r.stdout
 
 
 def scales(path: str) -> dict[str, float]:
@@ -127,9 +129,11 @@ def run_checks(args: argparse.Namespace, work: str, name: str) -> dict:
     if args.input is None:
         generate("flux", args.blocks, src)
     cpu_out, dev_out = os.path.join(work, "cpu.safetensors"), os.path.join(work, "device.safetensors")
-    calibrate(["--device", "cpu", src, cpu_out])
-    calibrate(["--device", args.device, src, dev_out])
+    cpu_run = json.loads(calibrate(["--device", "cpu", src, cpu_out]))
+    dev_run = json.loads(calibrate(["--device", args.device, src, dev_out]))
     result = {"device": args.device, "device_name": name, "input": src, "input_bytes": os.path.getsize(src),
+              "seconds": {"cpu": cpu_run["seconds"], "device": dev_run["seconds"]},
+              "peak_vram_bytes": dev_run["peak_vram_bytes"],
               "scales": compare_scales(scales(cpu_out), scales(dev_out)),
               "repeat": check_repeat(src, dev_out, work, args.device),
               "read": check_read(src, work, args.device)}
