@@ -80,8 +80,8 @@ class RewriteOptions:
     verify: bool = flag(False, "--verify", section=COMMON, type="bool",
                         help="Hash every tensor while reading IN, re-read OUT before it replaces anything and "
                              "compare (passthrough tensors must be identical). It costs reads: the copy streams, so "
-                             "the forward pass reads IN's weights a second time, and OUT is read back once (a "
-                             "1.4 GB Flux file, cold, 2 cores: 1.5x a plain run's time).")
+                             "the default's forward pass reads IN's weights a second time, and OUT is read back "
+                             "once (a 1.4 GB Flux file, cold, 2 cores: 1.5x a plain run's time).")
     zstd: ZstdSettings | None = None  # compress the output
 
     def format_options(self) -> FormatOptions:
