@@ -181,10 +181,9 @@ class ActivationModel:
         """SiLU(vec) over the sweep of t (and g), from the held embedders (vec_model.py)."""
         if self._vec is not None and len(self._vec.bound) == width:
             return self._vec
-        terms = [self._embedder(*term) for term in self.graph.vec_terms
-                 if term[1] in self.weights and term[2] in self.weights]
-        if terms:
-            self._vec = vec_channels(terms, width, self.seed, self.external_rms)
+        terms = [term for term in self.graph.vec_terms if term[1] in self.weights and term[2] in self.weights]
+        if terms:  # each embedder made when its turn comes: one embedder's float32 weights at a time
+            self._vec = vec_channels((self._embedder(*t) for t in terms), width, self.seed, self.external_rms)
         else:
             self._vec = external(width, "conditioning vector (embedders not held)", self.external_rms)
             self._vec.bound = np.maximum(self._vec.bound, 0.28)

@@ -63,62 +63,67 @@ def sinusoid(values: np.ndarray, dim: int) -> np.ndarray:
 
 
 def silu(x: np.ndarray) -> np.ndarray:
-    """x·sigmoid(x) in x's dtype (float32 here); exp(-x) overflows to inf for x << 0, giving -0."""
+    """x·sigmoid(x) in x's dtype (float32 here), a new array; exp(-x) overflows to inf for x << 0,
+    giving -0."""
+    out = np.negative(x)
     with np.errstate(over="ignore"):
-        return x / (1 + np.exp(-x))
+        np.exp(out, out=out)
+    out += 1
+    return np.divide(x, out, out=out)
 
 
 class HeldMatrix:
-    """A held weight used in float32 a block of rows at a time, never whole: a 3072x3072 float32
-    copy alone is 38 MB, and the held parts stay in their file dtype (raw FP8 bytes or BF16)."""
-
-    BLOCK_ELEMENTS = 1 << 20
+    """A held weight (its parts in their file dtype: raw FP8 bytes or BF16), decoded to float32
+    on first use and kept while this object lives: the bound holds one embedder's two weights
+    at a time (47 MB for Flux's pooled-text embedder, whose weights are used three times each)."""
 
     def __init__(self, parts: list[np.ndarray], dtype: str, scale: float) -> None:
         """parts: row blocks of the weight as it streamed, raw bytes of `dtype` (uint8 [r, row_bytes])."""
         self.parts, self.dtype = parts, dtype
         self.scale = scale
         self.shape = (sum(p.shape[0] for p in parts), parts[0].shape[1] * 8 // DTYPE_BITS[dtype])
+        self._values: np.ndarray | None = None
 
-    def blocks(self):
-        step = max(1, self.BLOCK_ELEMENTS // self.shape[1])
-        for part in self.parts:
-            for start in range(0, part.shape[0], step):
-                w = decode_rows(part[start : start + step], self.dtype)
+    def values(self) -> np.ndarray:
+        """W as float32 [out, in], times the weight scale; NaN and Inf read as 0."""
+        if self._values is None:
+            w = np.empty(self.shape, dtype=np.float32)
+            start = 0
+            for part in self.parts:
+                w[start : start + part.shape[0]] = decode_rows(part, self.dtype)
+                start += part.shape[0]
+            if not np.isfinite(w).all():
                 np.nan_to_num(w, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-                w *= np.float32(self.scale)
-                yield w
+            w *= np.float32(self.scale)
+            self._values = w
+        return self._values
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """x @ W.T (float32)"""
-        return np.concatenate([x @ w.T for w in self.blocks()], axis=-1)
+        return x @ self.values().T
 
     def row_norms(self) -> np.ndarray:
-        return np.concatenate([_norms(w) for w in self.blocks()])
+        return _norms(self.values())
 
 
 def _norms(w: np.ndarray) -> np.ndarray:
-    """The Euclidean norm of each row of a float32 block, float32."""
+    """The Euclidean norm of each row (of the vector) of float32 values, float32."""
     return np.sqrt(np.square(w).sum(axis=-1))
 
 
 def spectral(w: HeldMatrix, iters: int = 30) -> float:
     """Largest singular value by power iteration (deterministic start), times 1.01 for slack,
     and never above the Frobenius norm. No SVD: on a 3072x768 float64 matrix it took 1-12 s
-    and ~500 MB here. The matrix is decoded to float32 once for the iterations (one embedder
-    weight, 38 MB at 3072x3072), not once per product: decoding 60 times took 2 s on Flux."""
-    blocks = list(w.blocks())
+    and ~500 MB here. The products are numpy's own loops (einsum), not BLAS: as fast for a
+    matrix times a vector, and the same sums whatever the machine's thread count."""
+    m = w.values()
     v = np.ones(w.shape[1], dtype=np.float32) / math.sqrt(w.shape[1])
     s = 0.0
     for _ in range(iters):
-        u = np.concatenate([b @ v for b in blocks])
+        u = np.einsum("ij,j->i", m, v)
         s = float(_norms(u))
         if s == 0:
             return 0.0
-        u = u / s
-        v, start = np.zeros(w.shape[1], dtype=np.float32), 0
-        for b in blocks:
-            v += u[start : start + b.shape[0]] @ b
-            start += b.shape[0]
+        v = np.einsum("i,ij->j", u / s, m)
         v = v / _norms(v)
-    return min(s * 1.01, float(_norms(np.concatenate([_norms(b) for b in blocks]))))
+    return min(s * 1.01, float(_norms(_norms(m))))

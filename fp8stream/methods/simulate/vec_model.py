@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class Pooled:
     samples: np.ndarray | None
 
 
-def vec_channels(terms: list[Embedder], width: int, seed: int, external_rms: float) -> Channels:
+def vec_channels(terms: Iterable[Embedder], width: int, seed: int, external_rms: float) -> Channels:
     """SiLU(vec) over the sweep of t (and g): terms whose output is not `width` wide are left out."""
     known = np.zeros((1, width), dtype=np.float32)
     pooled = Pooled(np.zeros(width), 0.0, None)
