@@ -99,11 +99,14 @@ def check_inputs(cases_dir: Path, manifest: dict) -> None:
         sys.exit(f"same_bytes: inputs changed since the build: {', '.join(changed)}")
 
 
-def run(tree: Path, cases_dir: Path, out: Path, quick: bool) -> None:
+def run(tree: Path, cases_dir: Path, out: Path, quick: bool, only: Path | None = None) -> None:
     use_tree(tree)
     manifest = json.loads((cases_dir / "manifest.json").read_text())
     check_inputs(cases_dir, manifest)
     cases = matrix(manifest["inputs"], quick)
+    if only is not None:  # names of cases, one a line (to look again at those that differed)
+        names = set(only.read_text().splitlines())
+        cases = [c for c in cases if c.name in names]
     work = out.parent / (out.name + ".work")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -226,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quick", action="store_true", help="(auto, simulate) per input only")
+    p.add_argument("--only", type=Path, default=None, help="a file of case names, one a line: run those only")
     p = sub.add_parser("compare", help="exit 1 if two results differ")
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
@@ -238,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         build(args.tree.resolve(), args.out)
     elif args.command == "run":
-        run(args.tree.resolve(), args.cases, args.out.resolve(), args.quick)
+        run(args.tree.resolve(), args.cases, args.out.resolve(), args.quick, args.only)
     else:
         return compare(args.a, args.b, args.subset, args.scales_rtol)
     return 0

@@ -19,6 +19,7 @@ from same_bytes_cases import COMMON, Case
 from same_bytes_inputs import digest
 
 VOLATILE = ("seconds", "peak_vram_bytes")  # report keys that change from run to run
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 DURATION = re.compile(r"\btook [0-9.]+ s\b")  # a time inside a sentence ("verify took 0.02 s")
 
 
@@ -104,6 +105,10 @@ def scale_record(path: Path) -> dict | None:
     from fp8stream.names.suffixes import INPUT_SCALES
 
     data = bytearray(path.read_bytes())
+    if data[:4] == ZSTD_MAGIC:  # a compressed output: its scales are inside
+        import zstandard
+
+        data = bytearray(zstandard.ZstdDecompressor().stream_reader(bytes(data)).read())
     if len(data) < 8 or struct.unpack("<Q", data[:8])[0] > len(data) - 8:
         return None
     size = struct.unpack("<Q", data[:8])[0]
