@@ -15,6 +15,9 @@ Three steps, all on the CPU, each run alone under `nice` on a small machine:
            kind may round a matmul otherwise). `--quick`: (auto, simulate) per input.
   compare  prints the cases that differ or exist in one result only; exit 1 on any, else 0.
            `--subset`: cases only in A are fine (a quick run of HEAD against a full base).
+           `--scales-rtol R`: a case whose output files differ only in input scales, each within
+           R relative (every other byte the same: `run` records each output's scales and the
+           digest of the rest), and whose reports only in such floats, is listed, not a difference.
 
 Usage, from the worktree of the change (HEAD), PY=.venv/bin/python:
 
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -95,11 +99,14 @@ def check_inputs(cases_dir: Path, manifest: dict) -> None:
         sys.exit(f"same_bytes: inputs changed since the build: {', '.join(changed)}")
 
 
-def run(tree: Path, cases_dir: Path, out: Path, quick: bool) -> None:
+def run(tree: Path, cases_dir: Path, out: Path, quick: bool, only: Path | None = None) -> None:
     use_tree(tree)
     manifest = json.loads((cases_dir / "manifest.json").read_text())
     check_inputs(cases_dir, manifest)
     cases = matrix(manifest["inputs"], quick)
+    if only is not None:  # names of cases, one a line (to look again at those that differed)
+        names = set(only.read_text().splitlines())
+        cases = [c for c in cases if c.name in names]
     work = out.parent / (out.name + ".work")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -130,22 +137,84 @@ def first_difference(a: object, b: object, where: str = "") -> str:
     return f"{where or '.'}: {json.dumps(a)[:200]} != {json.dumps(b)[:200]}"
 
 
-def compare(a_path: Path, b_path: Path, subset: bool) -> int:
+NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+PRINTED_RTOL = 1e-3  # a number printed in a sentence has 4 significant digits: its last may flip
+
+
+def _exact(record: dict) -> dict:
+    """A case's record as compared exactly: "tensors" is derived from the outputs (and absent
+    from results made before it was recorded)."""
+    return {k: v for k, v in record.items() if k != "tensors"}
+
+
+def near(a: object, b: object, rtol: float) -> float | None:
+    """The largest relative difference of two JSON values that differ only in floats (each
+    within rtol) and in numbers printed in text (within PRINTED_RTOL); None if anything else differs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return None
+        parts = [near(a[k], b[k], rtol) for k in a]
+        return None if None in parts else max(parts, default=0.0)
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return None
+        parts = [near(x, y, rtol) for x, y in zip(a, b, strict=True)]
+        return None if None in parts else max(parts, default=0.0)
+    if a == b:
+        return 0.0
+    if isinstance(a, float) and isinstance(b, float):
+        rel = abs(a - b) / max(abs(a), abs(b))
+        return rel if rel <= rtol else None
+    if isinstance(a, str) and isinstance(b, str) and NUMBER.split(a) == NUMBER.split(b):
+        pairs = zip(map(float, NUMBER.findall(a)), map(float, NUMBER.findall(b)), strict=True)
+        return 0.0 if all(x == y or abs(x - y) <= PRINTED_RTOL * max(abs(x), abs(y)) for x, y in pairs) else None
+    return None
+
+
+def scales_only(a: dict, b: dict, rtol: float) -> float | None:
+    """For two records of a case: the largest relative difference of an input scale, if the
+    outputs differ only in their input scales (each within rtol: every other byte the same) and
+    the reports and text only in floats and printed numbers (near); else None."""
+    rest = near({k: v for k, v in a.items() if k not in ("outputs", "tensors")},
+                {k: v for k, v in b.items() if k not in ("outputs", "tensors")}, rtol)
+    if rest is None or set(a["outputs"]) != set(b["outputs"]):
+        return None
+    worst = rest
+    for name, digest_a in a["outputs"].items():
+        if digest_a == b["outputs"][name]:
+            continue
+        ta, tb = a.get("tensors", {}).get(name), b.get("tensors", {}).get(name)
+        if ta is None or tb is None or ta["rest"] != tb["rest"]:
+            return None
+        scales = near(ta["scales"], tb["scales"], rtol)
+        if scales is None:
+            return None
+        worst = max(worst, scales)
+    return worst
+
+
+def compare(a_path: Path, b_path: Path, subset: bool, scales_rtol: float | None = None) -> int:
     a, b = (json.loads(p.read_text()) for p in (a_path, b_path))
     ca, cb = a["cases"], b["cases"]
-    differ = 0
+    differ, close, worst = 0, 0, 0.0
     for name in sorted(set(ca) | set(cb)):
         if name not in cb and subset:
             continue
         if name not in ca or name not in cb:
             print(f"only in {a_path if name in ca else b_path}: {name}")
-        elif ca[name] != cb[name]:
+        elif _exact(ca[name]) != _exact(cb[name]):
+            rel = None if scales_rtol is None else scales_only(ca[name], cb[name], scales_rtol)
+            if rel is not None:
+                print(f"scales within {scales_rtol:g}: {name} (largest relative difference {rel:.3g})")
+                close, worst = close + 1, max(worst, rel)
+                continue
             print(f"differs: {name}\n    {first_difference(ca[name], cb[name])}")
         else:
             continue
         differ += 1
-    same = sum(1 for n in cb if n in ca and ca[n] == cb[n])
-    print(f"{same} cases identical, {differ} differ ({a['meta']['commit'][:10]} vs {b['meta']['commit'][:10]})")
+    same = sum(1 for n in cb if n in ca and _exact(ca[n]) == _exact(cb[n]))
+    within = f", {close} differ only in input scales within {scales_rtol:g} (largest {worst:.3g})" if close else ""
+    print(f"{same} cases identical{within}, {differ} differ ({a['meta']['commit'][:10]} vs {b['meta']['commit'][:10]})")
     return 1 if differ else 0
 
 
@@ -160,17 +229,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quick", action="store_true", help="(auto, simulate) per input only")
+    p.add_argument("--only", type=Path, default=None, help="a file of case names, one a line: run those only")
     p = sub.add_parser("compare", help="exit 1 if two results differ")
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
     p.add_argument("--subset", action="store_true", help="cases only in A are not a difference")
+    p.add_argument("--scales-rtol", type=float, default=None,
+                   help="a case whose outputs differ only in input scales, each within this relative difference "
+                        "(every other byte the same), and whose reports only in such numbers, is not a difference "
+                        "(both results made by a `run` that records scales)")
     args = parser.parse_args(argv)
     if args.command == "build":
         build(args.tree.resolve(), args.out)
     elif args.command == "run":
-        run(args.tree.resolve(), args.cases, args.out.resolve(), args.quick)
+        run(args.tree.resolve(), args.cases, args.out.resolve(), args.quick, args.only)
     else:
-        return compare(args.a, args.b, args.subset)
+        return compare(args.a, args.b, args.subset, args.scales_rtol)
     return 0
 
 

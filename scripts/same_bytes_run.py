@@ -19,6 +19,7 @@ from same_bytes_cases import COMMON, Case
 from same_bytes_inputs import digest
 
 VOLATILE = ("seconds", "peak_vram_bytes")  # report keys that change from run to run
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 DURATION = re.compile(r"\btook [0-9.]+ s\b")  # a time inside a sentence ("verify took 0.02 s")
 
 
@@ -93,6 +94,37 @@ def reports_and_text(text: str, places: dict[str, str]) -> tuple[list, list[str]
     return reports, lines
 
 
+def scale_record(path: Path) -> dict | None:
+    """A safetensors file as its input scales' values and the sha256 of everything else (the
+    scales' bytes zeroed), so that `compare --scales-rtol` can tell a change of a scale's last
+    bits from any other; None for a file that is not safetensors (an index, a report)."""
+    import hashlib
+    import struct
+
+    from fp8stream.io.dtypes import decode_values
+    from fp8stream.names.suffixes import INPUT_SCALES
+
+    data = bytearray(path.read_bytes())
+    if data[:4] == ZSTD_MAGIC:  # a compressed output: its scales are inside
+        import zstandard
+
+        data = bytearray(zstandard.ZstdDecompressor().stream_reader(bytes(data)).read())
+    if len(data) < 8 or struct.unpack("<Q", data[:8])[0] > len(data) - 8:
+        return None
+    size = struct.unpack("<Q", data[:8])[0]
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except ValueError:
+        return None
+    scales = {}
+    for name, entry in header.items():
+        if name != "__metadata__" and name.endswith(INPUT_SCALES):
+            begin, end = (8 + size + o for o in entry["data_offsets"])
+            scales[name] = decode_values(bytes(data[begin:end]), entry["dtype"]) if end > begin else []
+            data[begin:end] = bytes(end - begin)
+    return {"rest": hashlib.sha256(data).hexdigest(), "scales": scales}
+
+
 def run_case(case: Case, cases_dir: Path, case_dir: Path) -> dict:
     """Run one case in `case_dir` (made, then removed) and return its record."""
     case_dir.mkdir()
@@ -108,11 +140,12 @@ def run_case(case: Case, cases_dir: Path, case_dir: Path) -> dict:
     with redirected(stdin, io_dir / "stdout", io_dir / "stderr"):
         code = call_cli(argv)
     to_stdout = "-" in argv[len(COMMON) + 2:]  # OUT is '-': the checkpoint is on stdout, the report on stderr
-    outputs = {str(p.relative_to(case_dir)): digest(p) for p in sorted(case_dir.rglob("*")) if p.is_file()}
-    stdout = (io_dir / "stdout").read_bytes()
+    files = {str(p.relative_to(case_dir)): p for p in sorted(case_dir.rglob("*")) if p.is_file()}
     if to_stdout:
-        outputs["<stdout>"] = digest(io_dir / "stdout")
-        stdout = b""
+        files["<stdout>"] = io_dir / "stdout"
+    outputs = {name: digest(p) for name, p in files.items()}
+    tensors = {name: record for name, p in files.items() if (record := scale_record(p)) is not None}
+    stdout = b"" if to_stdout else (io_dir / "stdout").read_bytes()
     reports, out_lines = reports_and_text(stdout.decode(errors="replace"), places)
     more, err_lines = reports_and_text((io_dir / "stderr").read_bytes().decode(errors="replace"), places)
     left = sorted(str(p.relative_to(io_dir)) for p in io_dir.rglob("*") if p.name not in ("stdout", "stderr"))
@@ -121,4 +154,4 @@ def run_case(case: Case, cases_dir: Path, case_dir: Path) -> dict:
     # a batch with --jobs reports its files as they finish: in the order of their inputs here
     reports = sorted(reports + more, key=lambda r: str(r.get("input", "")) if isinstance(r, dict) else "")
     return {"argv": normalised(argv, places), "exit_code": code, "outputs": outputs, "reports": reports,
-            "stdout": out_lines, "stderr": err_lines, "temp_left": left}
+            "stdout": out_lines, "stderr": err_lines, "temp_left": left, "tensors": tensors}

@@ -261,3 +261,22 @@ def test_rows_no_input_reads_are_skipped_without_changing_a_scale(arch: str, tmp
     r = run_cli("calibrate", path, tmp_path / "all.safetensors", "--method", "simulate", "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "skip.safetensors").read_bytes() == (tmp_path / "all.safetensors").read_bytes()
+
+
+def test_the_bounds_seeded_normals_are_torchs_draws() -> None:
+    """The bound samples the pooled-text embedder with numpy (no torch on the CPU): the same
+    Mersenne Twister draws and Box-Muller as torch.randn with a seeded generator, the last bit of
+    a sample aside, so scales stay those of the torch version within float32 rounding. Calls
+    continue one stream, and sizes that are not a multiple of 16 take torch's redraw of the tail."""
+    import numpy as np
+
+    from fp8stream.methods.simulate.sampling import SeededNormal
+
+    for seed in (0, 7, 2**40 + 3):
+        g, ours = torch.Generator().manual_seed(seed), SeededNormal(seed)
+        for shape in ((8, 768), (8, 23), (3, 7), (16,)):
+            want, got = torch.randn(*shape, generator=g).numpy(), ours.randn(*shape)
+            assert got.dtype == np.float32 and got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError):
+        SeededNormal(0).randn(15)  # torch draws fewer than 16 another way: not made here

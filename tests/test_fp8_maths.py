@@ -1,11 +1,16 @@
-"""The FP8 row-norm primitives: the CPU lookup table and the torch (CUDA) path give the same sums."""
+"""The row-norm primitives: the CPU lookup table and the torch (CUDA) path give the same FP8 sums;
+the BF16/F16/F32 producers' norms are the exact sums."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 import torch
 
 from fp8stream.io.dtypes import decode_array, decode_floats, torch_dtype
+from fp8stream.methods.simulate.producer_rows import RowSums, decode_rows, norms_squared
 from fp8stream.scales.fp8_maths import dequantize_rows, fp8_table, row_sum_squares, row_sum_squares_torch, set_threads
 
 
@@ -62,3 +67,38 @@ def test_small_tensors_decode_without_torch_to_torchs_values() -> None:
     raw = bytes(range(0, 256, 5))
     assert decode_floats(raw, "F8_E4M3").tobytes() == \
         torch.frombuffer(bytearray(raw), dtype=torch.float8_e4m3fn).float().numpy().tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["BF16", "F16", "F32"])
+def test_full_precision_row_norms_are_the_exact_sums(dtype: str) -> None:
+    """The bound's row norms of BF16/F16/F32 producers (numpy, no torch) against exact float64
+    sums: BF16 and F16 squares are exact in float32 and summed in float64 (rounding only at the
+    end); an F32 square is rounded once (2^-24 relative)."""
+    rng = np.random.default_rng(4)
+    # rows of very different magnitudes: F16 subnormals (below 2^-14) and large values included
+    values = rng.standard_normal((37, 3072)) * np.exp2(rng.integers(-24, 8, size=(37, 1)))
+    t = torch.from_numpy(values).to(torch_dtype(dtype))
+    raw = t.view(torch.uint8).numpy()
+    exact = [math.fsum(v * v for v in row) for row in t.double().tolist()]
+    assert min(exact) > 0
+    got = norms_squared(raw, dtype)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, exact, rtol=1e-12 if dtype != "F32" else 2 ** -23)
+    # the rows streamed in chunks that split rows anywhere give the same sums
+    sums = RowSums(dtype, tuple(t.shape), hold=True)
+    flat = raw.tobytes()
+    for start in range(0, len(flat), 5000):
+        sums.feed(flat[start : start + 5000])
+    blocks, held = sums.result()
+    assert np.concatenate(blocks).tobytes() == got.tobytes()
+    assert np.concatenate(held).tobytes() == flat
+    assert decode_rows(raw, dtype).tobytes() == t.float().numpy().tobytes()  # BF16: exactly, as torch
+
+
+def test_norms_of_non_finite_rows_are_not_finite() -> None:
+    """A NaN or Inf in a BF16 producer's row makes that row's norm non-finite, as torch's norm did
+    (the bound then says it has no range); the other rows keep theirs."""
+    t = torch.ones(3, 8, dtype=torch.bfloat16)
+    t[0, 3], t[1, 5] = float("nan"), float("inf")
+    got = norms_squared(t.view(torch.uint8).numpy(), "BF16")
+    assert np.isnan(got[0]) and got[1] == np.inf and got[2] == 8.0

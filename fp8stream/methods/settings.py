@@ -93,9 +93,9 @@ class CalibrationSettings(*method_settings(), RuleSettings):
 
 
 def resolve_device(device: str) -> str:
-    """auto -> cuda when available. Without an NVIDIA driver on the machine, auto is the CPU
-    without importing torch here (the run imports it where it needs it)."""
-    if device in ("auto", "cpu") and not _nvidia_driver():
+    """auto -> cuda when available. The CPU, and auto without an NVIDIA driver on the machine, are
+    decided without importing torch here (the run imports it where it needs it: the bound does not)."""
+    if device == "cpu" or (device == "auto" and not _nvidia_driver()):
         return "cpu"
     import torch
 

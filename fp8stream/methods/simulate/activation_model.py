@@ -1,8 +1,8 @@
 """The activation model of the weight-aware simulation: what it learns as the data streams past
 (producers' row norms, biases, norm affines, held embedders) and, at the tail, the per-channel
-model of every layer's input (see simulate_method.py's docstring for the maths). What streams past is
-kept as numpy (values, raw bytes, row sums of FP8 rows on the CPU; their blocks in any order),
-torch where it is needed: a BF16 producer's norms, the held embedders at the tail."""
+model of every layer's input (see simulate_method.py's docstring for the maths). numpy only: what
+streams past is kept as numpy (values, raw bytes, row sums; their blocks in any order); on a GPU the
+row sums of FP8 rows stay torch tensors there until the tail (the rows are there already)."""
 
 from __future__ import annotations
 
@@ -14,23 +14,12 @@ from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.dtypes import decode_floats
 from fp8stream.io.header import TensorInfo
 from fp8stream.methods.simulate import graph as G
-from fp8stream.methods.simulate.channels import (
-    EXTERNAL_RMS,
-    GAUSS_MAX,
-    Channels,
-    HeldMatrix,
-    external,
-    finish,
-    sinusoid,
-    spectral,
-)
-from fp8stream.methods.simulate.producer_rows import RowSums, in_row_order
+from fp8stream.methods.simulate.channels import EXTERNAL_RMS, GAUSS_MAX, Channels, HeldMatrix, external, finish
+from fp8stream.methods.simulate.producer_rows import FP8, RowSums, in_row_order
+from fp8stream.methods.simulate.vec_model import Embedder, vec_channels
 from fp8stream.names.suffixes import BIAS, WEIGHT, WEIGHT_SCALE, layer_of
 from fp8stream.scales.fp8_maths import row_sum_squares, row_sum_squares_torch
 from fp8stream.scales.layer_warning import LayerWarning, WarningKind
-
-T_SWEEP = 65
-G_SWEEP = [float(g) for g in range(0, 11)]
 
 
 class ActivationModel:
@@ -43,7 +32,8 @@ class ActivationModel:
         self.graph, self.shapes, self.ws_key = graph, shapes, ws_key
         self.need_rows, self.held = need_rows, held
         self.rowsq: dict[str, list[np.ndarray]] = {}
-        self.weights: dict[str, list] = {}  # held embedders, raw bytes (numpy, or torch on a GPU)
+        self.weights: dict[str, list[np.ndarray]] = {}  # held embedders: raw bytes, uint8 [rows, row_bytes]
+        self.weight_dtypes: dict[str, str] = {}  # each held embedder's file dtype
         self.row_starts: dict[str, list[int]] = {}  # observe_weight's row_start of each part
         self.values: dict[str, np.ndarray] = {}  # biases, LN affine, weight scales (float32)
         self.partial: dict[str, RowSums] = {}
@@ -75,8 +65,9 @@ class ActivationModel:
         self.rowsq.setdefault(layer.name, []).append(sums)
         self.row_starts.setdefault(layer.name, []).append(row_start)
         if layer.name in self.held:
-            held = rows.copy() if isinstance(rows, np.ndarray) else rows.cpu().clone()
+            held = rows.copy() if isinstance(rows, np.ndarray) else rows.cpu().numpy().copy()
             self.weights.setdefault(layer.name, []).append(held)
+            self.weight_dtypes[layer.name] = FP8
 
     def _wscale(self, n: str) -> float:
         v = self.values.get(self.ws_key.get(n) or n + WEIGHT_SCALE)
@@ -87,7 +78,7 @@ class ActivationModel:
             n = layer_of(name)
             self.rowsq[n], held = acc.result()
             if acc.hold:
-                self.weights[n] = held
+                self.weights[n], self.weight_dtypes[n] = held, acc.dtype
         self.partial.clear()
 
     def _row_norms(self, n: str) -> np.ndarray | None:
@@ -102,7 +93,7 @@ class ActivationModel:
         return np.zeros(rows) if b is None else b.astype(np.float64)
 
     def _weight(self, n: str) -> "HeldMatrix":
-        return HeldMatrix(in_row_order(self.row_starts, n, self.weights[n]), self._wscale(n))
+        return HeldMatrix(in_row_order(self.row_starts, n, self.weights[n]), self.weight_dtypes[n], self._wscale(n))
 
     def _output(self, n: str, rows: str = "all") -> Channels | None:
         """The output of linear n (rows), from its row norms and its own input's model."""
@@ -182,64 +173,21 @@ class ActivationModel:
         c = Channels(math.sqrt(d - 1) * scale_b + shift_b, shift_g, scale_g, 0.0, 0.0, list(z.notes), assumed=z.assumed)
         return finish(c)
 
-    def _vec_model(self, width: int) -> Channels:
-        """SiLU(vec) over the sweep of t (and g), from the held embedders."""
-        import torch
+    def _embedder(self, kind: str, first: str, second: str) -> Embedder:
+        w1, w2 = self._weight(first), self._weight(second)
+        return Embedder(kind, w1, self._bias(first, w1.shape[0]), w2, self._bias(second, w2.shape[0]))
 
+    def _vec_model(self, width: int) -> Channels:
+        """SiLU(vec) over the sweep of t (and g), from the held embedders (vec_model.py)."""
         if self._vec is not None and len(self._vec.bound) == width:
             return self._vec
-        terms = [t for t in self.graph.vec_terms if t[1] in self.weights and t[2] in self.weights]
-        if not terms:
-            c = external(width, "conditioning vector (embedders not held)", self.external_rms)
-            c.bound = np.maximum(c.bound, 0.28)
-            self._vec = c
-            return c
-        ts = torch.linspace(0, 1, T_SWEEP, dtype=torch.float64)
-        known = torch.zeros(1, width)
-        pooled_bound = np.zeros(width)
-        pooled_norm = 0.0
-        notes = []
-        gen = torch.Generator().manual_seed(self.seed)
-        pooled_samples, assumed = None, False
-        for kind, a, b in terms:
-            w1 = w2 = mlp = None  # the previous term's float32 weights go before the next are made
-            w1, w2 = self._weight(a), self._weight(b)
-            b1 = torch.from_numpy(self._bias(a, w1.shape[0])).float()
-            b2 = torch.from_numpy(self._bias(b, w2.shape[0])).float()
-            mlp = lambda x, w1=w1, w2=w2, b1=b1, b2=b2: w2.apply(torch.nn.functional.silu(w1.apply(x) + b1)) + b2  # noqa: E731
-            if w2.shape[0] != width:
-                continue
-            if kind in ("time", "guidance"):
-                vals = ts * 1000 if kind == "time" else torch.tensor(G_SWEEP, dtype=torch.float64) * 1000
-                e = mlp(sinusoid(vals, w1.shape[1]).float())
-                known = (known[:, None, :] + e[None, :, :]).reshape(-1, width)
-            else:
-                n_in = w1.shape[1]
-                p_norm = self.external_rms * math.sqrt(n_in)
-                s1, s2 = spectral(w1), spectral(w2)
-                h = s1 * p_norm + float(b1.norm())
-                pooled_norm = s2 * h + float(b2.norm())
-                h_rows = w1.row_norms().numpy() * p_norm + np.abs(b1.numpy())
-                silu_h = float(np.sqrt((h_rows ** 2).sum()))
-                pooled_bound = w2.row_norms().numpy() * silu_h + np.abs(b2.numpy())
-                pooled_norm = min(pooled_norm, float(np.sqrt((pooled_bound ** 2).sum())))
-                pooled_samples = mlp(torch.randn(8, n_in, generator=gen))
-                notes.append(LayerWarning(WarningKind.ASSUMED_INPUT,
-                                          f"ASSUMED pooled text rms <= {self.external_rms:g}"))
-                assumed = True
-        z_known = torch.nn.functional.silu(known)
-        bound = z_known.abs().amax(0).numpy() + 1.1 * pooled_bound
-        norm_bound = float(z_known.norm(dim=1).max()) + 1.1 * pooled_norm
-        # One pooled sample at a time: all (t, g, pooled) combinations at once took ~200 MB.
-        amax, rms = torch.zeros(width), 0.0
-        for p in [None] if pooled_samples is None else pooled_samples:
-            z_est = torch.nn.functional.silu(known if p is None else known + p)
-            amax = torch.maximum(amax, z_est.abs().amax(0))
-            rms = max(rms, float(z_est.pow(2).mean(1).sqrt().max()))
-        c = Channels(bound, np.zeros(width), amax.double().numpy() / GAUSS_MAX, norm_bound, rms, notes,
-                     assumed=assumed)
-        self._vec = c
-        return c
+        terms = [term for term in self.graph.vec_terms if term[1] in self.weights and term[2] in self.weights]
+        if terms:  # each embedder made when its turn comes: one embedder's float32 weights at a time
+            self._vec = vec_channels((self._embedder(*t) for t in terms), width, self.seed, self.external_rms)
+        else:
+            self._vec = external(width, "conditioning vector (embedders not held)", self.external_rms)
+            self._vec.bound = np.maximum(self._vec.bound, 0.28)
+        return self._vec
 
 
 def row_range(shape: tuple[int, int], rows: str) -> slice:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fp8stream.scales.fp8_maths import dequantize_rows
+from fp8stream.io.dtypes import DTYPE_BITS
+from fp8stream.methods.simulate.producer_rows import decode_rows
 from fp8stream.scales.layer_warning import LayerWarning, WarningKind
 
 TOKENS = 4096
@@ -50,74 +51,79 @@ def finish(c: Channels) -> Channels:
     return c
 
 
-def sinusoid(values, dim: int):
-    """cat(cos, sin) of value·exp(-ln(10000)·i/half) (BFL/ComfyUI, diffusers with flip_sin_to_cos)."""
-    import torch
-
+def sinusoid(values: np.ndarray, dim: int) -> np.ndarray:
+    """cat(cos, sin) of value·exp(-ln(10000)·i/half) (BFL/ComfyUI, diffusers with flip_sin_to_cos), float64."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
-    args = values[:, None].double() * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    freqs = np.exp(-math.log(10000.0) * np.arange(half, dtype=np.float64) / half)
+    args = np.asarray(values, dtype=np.float64)[:, None] * freqs[None]
+    emb = np.concatenate([np.cos(args), np.sin(args)], axis=-1)
     if dim % 2:
-        emb = torch.cat([emb, torch.zeros(len(values), 1, dtype=torch.float64)], dim=-1)
+        emb = np.concatenate([emb, np.zeros((len(args), 1))], axis=-1)
     return emb
 
 
+def silu(x: np.ndarray) -> np.ndarray:
+    """x·sigmoid(x) in x's dtype (float32 here), a new array; exp(-x) overflows to inf for x << 0,
+    giving -0."""
+    out = np.negative(x)
+    with np.errstate(over="ignore"):
+        np.exp(out, out=out)
+    out += 1
+    return np.divide(x, out, out=out)
+
+
 class HeldMatrix:
-    """A held weight used in float32 a block of rows at a time, never whole: a 3072x3072 float32
-    copy alone is 38 MB, and the held parts stay in their file dtype (raw FP8 bytes or BF16)."""
+    """A held weight (its parts in their file dtype: raw FP8 bytes or BF16), decoded to float32
+    on first use and kept while this object lives: the bound holds one embedder's two weights
+    at a time (47 MB for Flux's pooled-text embedder, whose weights are used three times each)."""
 
-    BLOCK_ELEMENTS = 1 << 20
-
-    def __init__(self, parts: list, scale: float) -> None:
-        """parts: row blocks of the weight as it streamed (numpy or torch, raw FP8 as uint8)."""
-        import torch
-
-        self.parts = [torch.from_numpy(p) if isinstance(p, np.ndarray) else p for p in parts]
+    def __init__(self, parts: list[np.ndarray], dtype: str, scale: float) -> None:
+        """parts: row blocks of the weight as it streamed, raw bytes of `dtype` (uint8 [r, row_bytes])."""
+        self.parts, self.dtype = parts, dtype
         self.scale = scale
-        self.shape = (sum(p.shape[0] for p in parts), parts[0].shape[1])
+        self.shape = (sum(p.shape[0] for p in parts), parts[0].shape[1] * 8 // DTYPE_BITS[dtype])
+        self._values: np.ndarray | None = None
 
-    def blocks(self):
-        import torch
+    def values(self) -> np.ndarray:
+        """W as float32 [out, in], times the weight scale; NaN and Inf read as 0."""
+        if self._values is None:
+            w = np.empty(self.shape, dtype=np.float32)
+            start = 0
+            for part in self.parts:
+                w[start : start + part.shape[0]] = decode_rows(part, self.dtype)
+                start += part.shape[0]
+            if not np.isfinite(w).all():
+                np.nan_to_num(w, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            w *= np.float32(self.scale)
+            self._values = w
+        return self._values
 
-        step = max(1, self.BLOCK_ELEMENTS // self.shape[1])
-        for part in self.parts:
-            for start in range(0, part.shape[0], step):
-                raw = part[start : start + step]
-                w = dequantize_rows(raw, torch.float32) if raw.dtype == torch.uint8 else raw.float()
-                yield w.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0).mul_(self.scale)
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """x @ W.T (float32)"""
+        return x @ self.values().T
 
-    def apply(self, x):
-        """x @ W.T"""
-        import torch
+    def row_norms(self) -> np.ndarray:
+        return _norms(self.values())
 
-        return torch.cat([x @ w.T for w in self.blocks()], dim=-1)
 
-    def row_norms(self):
-        import torch
-
-        return torch.cat([w.norm(dim=1) for w in self.blocks()])
+def _norms(w: np.ndarray) -> np.ndarray:
+    """The Euclidean norm of each row (of the vector) of float32 values, float32."""
+    return np.sqrt(np.square(w).sum(axis=-1))
 
 
 def spectral(w: HeldMatrix, iters: int = 30) -> float:
     """Largest singular value by power iteration (deterministic start), times 1.01 for slack,
     and never above the Frobenius norm. No SVD: on a 3072x768 float64 matrix it took 1-12 s
-    and ~500 MB here. The matrix is decoded to float32 once for the iterations (one embedder
-    weight, 38 MB at 3072x3072), not once per product: decoding 60 times took 2 s on Flux."""
-    import torch
-
-    blocks = list(w.blocks())
-    v = torch.ones(w.shape[1]) / math.sqrt(w.shape[1])
+    and ~500 MB here. The products are numpy's own loops (einsum), not BLAS: as fast for a
+    matrix times a vector, and the same sums whatever the machine's thread count."""
+    m = w.values()
+    v = np.ones(w.shape[1], dtype=np.float32) / math.sqrt(w.shape[1])
     s = 0.0
     for _ in range(iters):
-        u = torch.cat([v @ b.T for b in blocks], dim=-1)
-        s = float(u.norm())
+        u = np.einsum("ij,j->i", m, v)
+        s = float(_norms(u))
         if s == 0:
             return 0.0
-        u = u / s
-        v, start = torch.zeros(w.shape[1]), 0
-        for b in blocks:
-            v += b.T @ u[start : start + b.shape[0]]
-            start += b.shape[0]
-        v = v / v.norm()
-    return min(s * 1.01, float(torch.cat([b.norm(dim=1) for b in blocks]).norm()))
+        v = np.einsum("i,ij->j", u / s, m)
+        v = v / _norms(v)
+    return min(s * 1.01, float(_norms(_norms(m))))

@@ -38,9 +38,12 @@ seeded synthetic samples drawn from the per-channel Gaussian model (mean, spread
 the bound.
 
 Memory: per producer one float64 per output row (row norms) plus its bias; the held embedders
-(in their file dtype, decoded to float32 one at a time);
+(in their file dtype; one embedder's two weights decoded to float32 at a time, 47 MB on Flux);
 per layer a few vectors of its input width. Speed: one row-norm pass per producer weight byte.
 Deterministic: samples come from a CPU generator seeded by (seed, layer name).
+
+torch: the bound (`max`, modes bound and hybrid) is numpy only, so `--device cpu` never imports
+torch; `percentile`, `mse` and `note` sample with torch's generator (sampling.py).
 """
 
 
