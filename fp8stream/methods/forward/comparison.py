@@ -1,0 +1,208 @@
+"""`fp8stream check`'s pass: the streaming forward pass (forward_pass.streaming) run as three
+streams in lock step, each Linear's weight read once for all of them (one weight live at a time):
+
+1. full precision: the weight dequantized, activations in float32 (the calibration's pass);
+2. the file as ComfyUI runs it (docs/comfyui.md; `formats.comfy_runtime` reads each layer's
+   setting): a layer on the FP8 matmul path computes
+       x_q = clamp(x / input_scale, -448, 448).to(float8_e4m3fn)
+       y   = (x_q * input_scale) @ W^T + bias       (W dequantized: what _scaled_mm computes)
+   with input_scale = the stored one, 1.0 where the file has none (and a legacy scale_input of
+   1.0, which ComfyUI drops, is 1.0 again); a placeholder is used as stored. A layer flagged
+   weight-only (full_precision_matrix_mult, a legacy 2-element scaled_fp8 marker) and every
+   text-encoder layer run in full precision. The output is not rounded to the runtime's
+   activation dtype: the figures are FP8's own cost;
+3. dynamic per-tensor FP8 for reference: every FP8 layer (weight-only or not) with
+   input_scale = that call's input amax / 448.
+
+Each stream carries its own activations end to end (stream 2 is the model as ComfyUI would
+compute it, errors compounding). Per checkpoint FP8 weight, on stream 1's input (so a layer's
+figure is not confounded by upstream error): the input amax, the share of input values beyond
+448 x input_scale, and the output's SQNR against full precision for the file's scale and for
+dynamic FP8. End to end: each sample's model output against stream 1's (samples spread over the
+sampling times, forward_pass.SamplePlan). The streams hold their own residual activations;
+only one computes at a time (lockstep.py), and the per-layer figures are a few scalars.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from fp8stream.formats.comfy_runtime import LayerRun
+from fp8stream.methods.forward.engine import StreamingModel
+from fp8stream.methods.forward.forward_pass import PassSettings, Prepared, in_step, streaming
+from fp8stream.methods.forward.row_source import RowSource
+from fp8stream.names.suffixes import WEIGHT
+from fp8stream.scales.fp8_maths import E4M3_MAX
+
+STREAMS = ("full", "comfy", "dynamic")
+
+
+def fp8_round_trip(x: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """x quantized to float8_e4m3fn with `scale` (clamped to +-448) and back, as ComfyUI's matmul sees it."""
+    return (x / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).to(x.dtype) * scale
+
+
+def dynamic_scale(x: torch.Tensor) -> torch.Tensor:
+    """Per-tensor dynamic FP8: this call's input amax / 448 (a zero input gets the smallest normal)."""
+    return (x.abs().max() / E4M3_MAX).clamp(min=torch.finfo(torch.float32).tiny)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Output rows [start, stop) of a diffusers Linear that come from one checkpoint FP8 weight."""
+
+    weight: str
+    start: int
+    stop: int
+    run: LayerRun
+
+
+@dataclass
+class LayerFigures:
+    """One checkpoint FP8 weight's one-layer figures on the full-precision stream's input."""
+
+    amax: float = 0.0
+    clipped: int = 0  # input values beyond 448 x the file's scale
+    values: int = 0
+    signal: float = 0.0  # sum of squares of the full-precision output
+    static_noise: float = 0.0  # ... of the file's FP8 output minus it
+    dynamic_noise: float = 0.0
+
+    def add(self, x: torch.Tensor, scale: float, ref: torch.Tensor, static: torch.Tensor,
+            dynamic: torch.Tensor) -> None:
+        self.amax = max(self.amax, float(x.abs().max()) if x.numel() else 0.0)
+        self.clipped += int((x.abs() > E4M3_MAX * scale).sum())
+        self.values += x.numel()
+        self.signal += float(ref.double().square().sum())
+        self.static_noise += float((static - ref).double().square().sum())
+        self.dynamic_noise += float((dynamic - ref).double().square().sum())
+
+
+@dataclass
+class Comparison:
+    """What the three streams gave."""
+
+    family: str
+    layers: dict[str, LayerFigures]  # checkpoint FP8 weight -> its figures (those the pass reached)
+    times: list[float]  # each sample's sampling time
+    signal: list[float]  # each sample's full-precision output, sum of squares
+    noise: dict[str, list[float]]  # stream -> each sample's output error against full precision
+    seconds: float = 0.0
+    peak_live: int = 0
+    weights_read: int = 0
+    calls: int = 0  # model calls: streams x micro-batches
+
+
+def segments_of(mapping: Mapping, linear: str, runs: Mapping[str, LayerRun]) -> list[Segment]:
+    """The FP8 parts of a diffusers Linear's output rows, in order."""
+    out, row = [], 0
+    for r in mapping[linear + WEIGHT]:
+        if r.source in runs:
+            out.append(Segment(r.source, row, row + r.stop - r.start, runs[r.source]))
+        row += r.stop - r.start
+    return out
+
+
+class Streams:
+    """The post-hooks that make stream 2 ComfyUI's and stream 3 dynamic FP8, and record stream
+    1's one-layer figures; they run before the engine's post-hook frees the weight."""
+
+    def __init__(self, sm: StreamingModel, micro_batches: int) -> None:
+        self.sm = sm  # its lockstep (in_step's) says which call, so which stream, runs
+        self.micro_batches = micro_batches
+        self.figures: dict[str, LayerFigures] = {}
+
+    def stream(self) -> str:
+        return STREAMS[self.sm.lockstep.index() // self.micro_batches]
+
+    def hook(self, segments: list[Segment]):
+        def post(module: torch.nn.Module, args, output: torch.Tensor) -> torch.Tensor | None:
+            x, stream = args[0].detach(), self.stream()
+            if stream == "full":
+                self._record(module, x, output, segments)
+                return None
+            if stream == "comfy":
+                parts = [(s, s.run.scale) for s in segments if not s.run.weight_only]
+            else:
+                parts = [(s, dynamic_scale(x)) for s in segments]
+            if not parts:
+                return None
+            y = output.clone()
+            for s, scale in parts:
+                y[..., s.start:s.stop] = self._linear(module, fp8_round_trip(x, scale), s)
+            return y
+        return post
+
+    @staticmethod
+    def _linear(module: torch.nn.Module, x: torch.Tensor, s: Segment) -> torch.Tensor:
+        bias = module.bias[s.start:s.stop] if module.bias is not None else None
+        return F.linear(x, module.weight[s.start:s.stop], bias)
+
+    def _record(self, module: torch.nn.Module, x: torch.Tensor, output: torch.Tensor,
+                segments: list[Segment]) -> None:
+        dynamic = fp8_round_trip(x, dynamic_scale(x))
+        static_by_scale: dict[float, torch.Tensor] = {}
+        for s in segments:
+            static = static_by_scale.setdefault(s.run.scale, fp8_round_trip(x, s.run.scale))
+            ref = output[..., s.start:s.stop]
+            self.figures.setdefault(s.weight, LayerFigures()).add(
+                x, s.run.scale, ref, self._linear(module, static, s), self._linear(module, dynamic, s))
+
+
+def _call(model: torch.nn.Module, kwargs: dict, into: list, slot: int) -> None:
+    with torch.no_grad():  # per thread: each call sets it in the thread that runs it
+        into[slot] = model(**kwargs, return_dict=False)[0].detach()
+
+
+@contextlib.contextmanager
+def _hooked(model: torch.nn.Module, mapping: Mapping, runs: Mapping[str, LayerRun],
+            streams: Streams) -> Iterator[None]:
+    handles = []
+    try:
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                segments = segments_of(mapping, name, runs)
+                if segments:
+                    handles.append(module.register_forward_hook(streams.hook(segments), prepend=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def compare(source: RowSource, prepared: Prepared, runs: Mapping[str, LayerRun],
+            settings: PassSettings) -> Comparison:
+    """The three streams over the prepared model (its `reason` must be None)."""
+    start = time.monotonic()
+    with streaming(source, prepared, settings) as s:
+        n = len(s.inputs)
+        streams = Streams(s.sm, n)
+        outputs: list = [None] * (len(STREAMS) * n)
+        calls = [functools.partial(_call, s.model, kwargs, outputs, k * n + i)
+                 for k in range(len(STREAMS)) for i, kwargs in enumerate(s.inputs)]
+        with _hooked(s.model, prepared.mapping, runs, streams):
+            in_step(s.sm, calls)  # more than one call: always in lock step
+        times = [float(t) for t in s.plan.timesteps()]
+    signal, noise = _end_to_end(outputs, n)
+    return Comparison(prepared.detection.family, streams.figures, times, signal, noise,
+                      time.monotonic() - start, s.state.peak_live, s.state.weights_read, len(calls))
+
+
+def _end_to_end(outputs: list, micro_batches: int) -> tuple[list[float], dict[str, list[float]]]:
+    """Each sample's full-precision output energy and each stream's error energy against it."""
+    def samples(k: int) -> torch.Tensor:
+        whole = torch.cat(outputs[k * micro_batches:(k + 1) * micro_batches], 0).double()
+        return whole.reshape(whole.shape[0], -1)
+
+    full = samples(0)
+    signal = full.square().sum(1).tolist()
+    noise = {name: (samples(k) - full).square().sum(1).tolist() for k, name in enumerate(STREAMS) if k}
+    return signal, noise
+
