@@ -190,13 +190,14 @@ def verdict(report: CheckReport) -> str:
     if comfy is None or math.isinf(comfy):
         return (f"every FP8 layer runs weight-only in ComfyUI (full precision): no FP8 error; "
                 f"dynamic FP8 would give {_fmt_db(dynamic)} end to end")
+    worst = report.worst()
+    named = f"; worst layer {worst[0].name}" if worst and worst[0].gap_db > BEHIND_DB else ""
     if comfy < UNUSABLE_DB:
         return (f"unusable in ComfyUI's fast FP8 path: {clipping_text}, {_fmt_db(comfy)} end to end "
-                f"(dynamic FP8 would give {_fmt_db(dynamic)})")
-    worst = report.worst()
-    if dynamic is not None and _finite(dynamic) - comfy > BEHIND_DB and worst:
+                f"(dynamic FP8 would give {_fmt_db(dynamic)}){named}")
+    if dynamic is not None and _finite(dynamic) - comfy > BEHIND_DB:
         return (f"{_fmt_db(comfy)} end to end, {_finite(dynamic) - comfy:.1f} dB below dynamic FP8 "
-                f"({_fmt_db(dynamic)}): {clipping_text}; worst layer {worst[0].name}")
+                f"({_fmt_db(dynamic)}): {clipping_text}{named}")
     return f"{_fmt_db(comfy)} end to end; dynamic FP8 would give {_fmt_db(dynamic)}"
 
 
