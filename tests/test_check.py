@@ -142,3 +142,51 @@ def test_a_pipe_is_checked_as_the_file(files):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["end_to_end"] == from_file["end_to_end"] and doc["verdict"] == from_file["verdict"]
+
+
+class _At:
+    """A stand-in for the engine's lockstep: the call (so the stream) that runs now."""
+
+    def __init__(self) -> None:
+        self.call = 0
+
+    def index(self) -> int:
+        return self.call
+
+
+def test_rows_of_two_weights_get_each_its_own_scale():
+    """A Linear whose rows come from two checkpoint weights with different scales (no single
+    input scale fits: quantized row by row after it ran) gives what each weight alone gives; a
+    Linear of one scale (its input quantized before it runs) the same as row by row."""
+    from types import SimpleNamespace
+
+    from fp8stream.formats.comfy_runtime import LayerRun
+    from fp8stream.methods.forward.comparison import Segment, Streams, fp8_round_trip, linear_plan
+
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(8, 6), torch.randn(5, 8) * 300
+    runs = [LayerRun(n, n + ".weight", s, False, "", s, True) for n, s in (("a", 0.5), ("b", 2.0))]
+    at = _At()
+    streams = Streams(SimpleNamespace(lockstep=at), 1)
+    at.call = 1  # stream 2: as ComfyUI runs the file
+    mixed = linear_plan([Segment("a.weight", 0, 4, runs[0]), Segment("b.weight", 4, 6, runs[1])], 6)
+    handles = [linear.register_forward_pre_hook(streams.pre_hook(mixed)),
+               linear.register_forward_hook(streams.post_hook(mixed), prepend=True)]
+    with torch.no_grad():
+        got = linear(x)
+        want = torch.cat([torch.nn.functional.linear(fp8_round_trip(x, s), linear.weight[a:b], linear.bias[a:b])
+                          for s, a, b in ((0.5, 0, 4), (2.0, 4, 6))], -1)
+        assert mixed.comfy_whole is None and torch.allclose(got, want, rtol=1e-5, atol=1e-3)
+        for h in handles:
+            h.remove()
+        whole = linear_plan([Segment("a.weight", 0, 6, runs[0])], 6)
+        row_by_row = SimpleNamespace(segments=whole.segments, comfy_whole=None, dynamic_whole=False)
+        outs = []
+        for plan in (whole, row_by_row):
+            handles = [linear.register_forward_pre_hook(streams.pre_hook(plan)),
+                       linear.register_forward_hook(streams.post_hook(plan), prepend=True)]
+            outs.append(linear(x))
+            for h in handles:
+                h.remove()
+    assert whole.comfy_whole == 0.5 and torch.allclose(outs[0], outs[1], rtol=1e-5, atol=1e-3)
+    assert not torch.allclose(outs[0], linear(x), rtol=1e-3)  # the scale clips: FP8 is visible

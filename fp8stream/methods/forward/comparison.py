@@ -45,8 +45,16 @@ STREAMS = ("full", "comfy", "dynamic")
 
 
 def fp8_round_trip(x: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
-    """x quantized to float8_e4m3fn with `scale` (clamped to +-448) and back, as ComfyUI's matmul sees it."""
-    return (x / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).to(x.dtype) * scale
+    """x quantized to float8_e4m3fn with `scale` (clamped to +-448) and back, as ComfyUI's matmul
+    sees it (a new tensor; the temporaries in place: one input's size at a time beside it)."""
+    q = (x / scale).clamp_(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).to(x.dtype)
+    return q.mul_(scale)
+
+
+def energy(t: torch.Tensor) -> float:
+    """The sum of squares (float32 products summed by the BLAS: figures in dB, not bytes)."""
+    flat = t.reshape(-1)
+    return float(torch.dot(flat, flat))
 
 
 def dynamic_scale(x: torch.Tensor) -> torch.Tensor:
@@ -75,14 +83,15 @@ class LayerFigures:
     static_noise: float = 0.0  # ... of the file's FP8 output minus it
     dynamic_noise: float = 0.0
 
-    def add(self, x: torch.Tensor, scale: float, ref: torch.Tensor, static: torch.Tensor,
+    def add(self, amax: float, clipped: int, values: int, ref: torch.Tensor, static: torch.Tensor,
             dynamic: torch.Tensor) -> None:
-        self.amax = max(self.amax, float(x.abs().max()) if x.numel() else 0.0)
-        self.clipped += int((x.abs() > E4M3_MAX * scale).sum())
-        self.values += x.numel()
-        self.signal += float(ref.double().square().sum())
-        self.static_noise += float((static - ref).double().square().sum())
-        self.dynamic_noise += float((dynamic - ref).double().square().sum())
+        """One call's figures; `static` and `dynamic` (outputs of the FP8 inputs) are overwritten."""
+        self.amax = max(self.amax, amax)
+        self.clipped += clipped
+        self.values += values
+        self.signal += energy(ref)
+        self.static_noise += energy(static.sub_(ref))
+        self.dynamic_noise += energy(dynamic.sub_(ref))
 
 
 @dataclass
@@ -110,9 +119,27 @@ def segments_of(mapping: Mapping, linear: str, runs: Mapping[str, LayerRun]) -> 
     return out
 
 
+@dataclass(frozen=True)
+class LinearPlan:
+    """A diffusers Linear's FP8 parts, and the one input scale of stream 2 when a single one
+    covers all its rows (its input is then quantized before the Linear runs: no second matmul)."""
+
+    segments: list[Segment]
+    comfy_whole: float | None  # stream 2: the scale of every row; None: mixed rows or weight-only parts
+    dynamic_whole: bool  # stream 3: every row is FP8
+
+
+def linear_plan(segments: list[Segment], rows: int) -> LinearPlan:
+    covered = sum(s.stop - s.start for s in segments) == rows
+    settings = {(s.run.weight_only, s.run.scale) for s in segments}
+    one = covered and len(settings) == 1 and not segments[0].run.weight_only
+    return LinearPlan(segments, segments[0].run.scale if one else None, covered)
+
+
 class Streams:
-    """The post-hooks that make stream 2 ComfyUI's and stream 3 dynamic FP8, and record stream
-    1's one-layer figures; they run before the engine's post-hook frees the weight."""
+    """The hooks that make stream 2 ComfyUI's and stream 3 dynamic FP8, and record stream 1's
+    one-layer figures: the pre-hook runs after the engine's (the weight is loaded), the
+    post-hook before the engine's (the weight is still there)."""
 
     def __init__(self, sm: StreamingModel, micro_batches: int) -> None:
         self.sm = sm  # its lockstep (in_step's) says which call, so which stream, runs
@@ -122,22 +149,29 @@ class Streams:
     def stream(self) -> str:
         return STREAMS[self.sm.lockstep.index() // self.micro_batches]
 
-    def hook(self, segments: list[Segment]):
-        def post(module: torch.nn.Module, args, output: torch.Tensor) -> torch.Tensor | None:
-            x, stream = args[0].detach(), self.stream()
+    def pre_hook(self, plan: LinearPlan):
+        def pre(module: torch.nn.Module, args):
+            stream, x = self.stream(), args[0]
+            if stream == "comfy" and plan.comfy_whole is not None:
+                return (fp8_round_trip(x, plan.comfy_whole), *args[1:])
+            if stream == "dynamic" and plan.dynamic_whole:
+                return (fp8_round_trip(x, dynamic_scale(x)), *args[1:])
+            return None
+        return pre
+
+    def post_hook(self, plan: LinearPlan):
+        def post(module: torch.nn.Module, args, output: torch.Tensor) -> None:
+            stream, x = self.stream(), args[0].detach()
             if stream == "full":
-                self._record(module, x, output, segments)
-                return None
-            if stream == "comfy":
-                parts = [(s, s.run.scale) for s in segments if not s.run.weight_only]
-            else:
-                parts = [(s, dynamic_scale(x)) for s in segments]
-            if not parts:
-                return None
-            y = output.clone()
-            for s, scale in parts:
-                y[..., s.start:s.stop] = self._linear(module, fp8_round_trip(x, scale), s)
-            return y
+                self._record(module, x, output, plan.segments)
+            elif stream == "comfy" and plan.comfy_whole is None:  # row by row, in place
+                for s in plan.segments:
+                    if not s.run.weight_only:
+                        output[..., s.start:s.stop] = self._linear(module, fp8_round_trip(x, s.run.scale), s)
+            elif stream == "dynamic" and not plan.dynamic_whole:
+                q = fp8_round_trip(x, dynamic_scale(x))
+                for s in plan.segments:
+                    output[..., s.start:s.stop] = self._linear(module, q, s)
         return post
 
     @staticmethod
@@ -147,13 +181,16 @@ class Streams:
 
     def _record(self, module: torch.nn.Module, x: torch.Tensor, output: torch.Tensor,
                 segments: list[Segment]) -> None:
+        magnitude = x.abs()
+        amax = float(magnitude.max()) if x.numel() else 0.0
         dynamic = fp8_round_trip(x, dynamic_scale(x))
-        static_by_scale: dict[float, torch.Tensor] = {}
-        for s in segments:
-            static = static_by_scale.setdefault(s.run.scale, fp8_round_trip(x, s.run.scale))
-            ref = output[..., s.start:s.stop]
-            self.figures.setdefault(s.weight, LayerFigures()).add(
-                x, s.run.scale, ref, self._linear(module, static, s), self._linear(module, dynamic, s))
+        for scale in dict.fromkeys(s.run.scale for s in segments):
+            static = fp8_round_trip(x, scale)
+            clipped = int((magnitude > E4M3_MAX * scale).sum())
+            for s in (s for s in segments if s.run.scale == scale):
+                self.figures.setdefault(s.weight, LayerFigures()).add(
+                    amax, clipped, x.numel(), output[..., s.start:s.stop], self._linear(module, static, s),
+                    self._linear(module, dynamic, s))
 
 
 def _call(model: torch.nn.Module, kwargs: dict, into: list, slot: int) -> None:
@@ -170,7 +207,9 @@ def _hooked(model: torch.nn.Module, mapping: Mapping, runs: Mapping[str, LayerRu
             if isinstance(module, torch.nn.Linear):
                 segments = segments_of(mapping, name, runs)
                 if segments:
-                    handles.append(module.register_forward_hook(streams.hook(segments), prepend=True))
+                    plan = linear_plan(segments, module.out_features)
+                    handles.append(module.register_forward_pre_hook(streams.pre_hook(plan)))
+                    handles.append(module.register_forward_hook(streams.post_hook(plan), prepend=True))
         yield
     finally:
         for h in handles:
