@@ -83,15 +83,15 @@ class LayerFigures:
     static_noise: float = 0.0  # ... of the file's FP8 output minus it
     dynamic_noise: float = 0.0
 
-    def add(self, amax: float, clipped: int, values: int, ref: torch.Tensor, static: torch.Tensor,
-            dynamic: torch.Tensor) -> None:
-        """One call's figures; `static` and `dynamic` (outputs of the FP8 inputs) are overwritten."""
+    def add(self, amax: float, clipped: int, values: int, signal: float, static_noise: float,
+            dynamic_noise: float) -> None:
+        """One call's figures."""
         self.amax = max(self.amax, amax)
         self.clipped += clipped
         self.values += values
-        self.signal += energy(ref)
-        self.static_noise += energy(static.sub_(ref))
-        self.dynamic_noise += energy(dynamic.sub_(ref))
+        self.signal += signal
+        self.static_noise += static_noise
+        self.dynamic_noise += dynamic_noise
 
 
 @dataclass
@@ -179,18 +179,25 @@ class Streams:
         bias = module.bias[s.start:s.stop] if module.bias is not None else None
         return F.linear(x, module.weight[s.start:s.stop], bias)
 
+    def _noise(self, module: torch.nn.Module, q: torch.Tensor, output: torch.Tensor,
+               segments: list[Segment]) -> list[float]:
+        """Each segment's error energy with the FP8 input `q`, one segment's output at a time."""
+        return [energy(self._linear(module, q, s).sub_(output[..., s.start:s.stop])) for s in segments]
+
     def _record(self, module: torch.nn.Module, x: torch.Tensor, output: torch.Tensor,
                 segments: list[Segment]) -> None:
-        magnitude = x.abs()
-        amax = float(magnitude.max()) if x.numel() else 0.0
-        dynamic = fp8_round_trip(x, dynamic_scale(x))
+        """Stream 1's one-layer figures; the temporaries one at a time (the other streams hold
+        their activations meanwhile: this is the pass's peak)."""
+        amax = float(x.abs().max()) if x.numel() else 0.0
+        dynamic = self._noise(module, fp8_round_trip(x, dynamic_scale(x)), output, segments)
         for scale in dict.fromkeys(s.run.scale for s in segments):
-            static = fp8_round_trip(x, scale)
-            clipped = int((magnitude > E4M3_MAX * scale).sum())
-            for s in (s for s in segments if s.run.scale == scale):
+            clipped = int((x.abs() > E4M3_MAX * scale).sum())
+            part = [k for k, s in enumerate(segments) if s.run.scale == scale]
+            static = self._noise(module, fp8_round_trip(x, scale), output, [segments[k] for k in part])
+            for k, noise in zip(part, static, strict=True):
+                s = segments[k]
                 self.figures.setdefault(s.weight, LayerFigures()).add(
-                    amax, clipped, x.numel(), output[..., s.start:s.stop], self._linear(module, static, s),
-                    self._linear(module, dynamic, s))
+                    amax, clipped, x.numel(), energy(output[..., s.start:s.stop]), noise, dynamic[k])
 
 
 def _call(model: torch.nn.Module, kwargs: dict, into: list, slot: int) -> None:
