@@ -99,7 +99,7 @@ class CheckReport:
     verdict: str
     layers: list[CheckedLayer] = field(default_factory=list)
     reason: str | None = None  # why the model was not run
-    times: list[float] = field(default_factory=list)  # each sample's sampling time
+    times: list[float | None] = field(default_factory=list)  # each sample's sampling time (None: no time)
     comfy_db: list[float] = field(default_factory=list)  # end to end, per sample
     dynamic_db: list[float] = field(default_factory=list)
     comfy_overall_db: float | None = None
@@ -138,9 +138,10 @@ def _db(x: float | None) -> float | None:
     return None if x is None or math.isinf(x) else round(x, 3)
 
 
-def _stream(overall: float | None, per_sample: list[float], times: list[float]) -> dict:
+def _stream(overall: float | None, per_sample: list[float], times: list[float | None]) -> dict:
     return {"sqnr_db": _db(overall), "exact": overall is not None and math.isinf(overall),
-            "per_sample": [{"t": round(t, 4), "sqnr_db": _db(db)} for t, db in zip(times, per_sample, strict=True)]}
+            "per_sample": [{"t": None if t is None else round(t, 4), "sqnr_db": _db(db)}
+                           for t, db in zip(times, per_sample, strict=True)]}
 
 
 def _layer_doc(layer: CheckedLayer) -> dict:
@@ -221,8 +222,9 @@ def render(report: CheckReport, verbose: bool = False) -> str:
     """The verdict, the end to end per sampling time, then the worst layers (every layer with `verbose`)."""
     lines = [f"{report.input}: {report.verdict}"]
     if report.times:
-        per = ", ".join(f"t={t:.2f} {_cell(c, '.1f')}/{_cell(d, '.1f')}"
-                        for t, c, d in zip(report.times, report.comfy_db, report.dynamic_db, strict=True))
+        per = ", ".join(f"{f'sample {i + 1}' if t is None else f't={t:.2f}'} {_cell(c, '.1f')}/{_cell(d, '.1f')}"
+                        for i, (t, c, d) in enumerate(zip(report.times, report.comfy_db, report.dynamic_db,
+                                                          strict=True)))
         lines.append(f"end to end, dB as ComfyUI runs the file / dynamic FP8: {per}")
     shown = report.layers if verbose else report.worst()[:WORST_SHOWN]
     if not shown:

@@ -190,3 +190,19 @@ def test_rows_of_two_weights_get_each_its_own_scale():
                 h.remove()
     assert whole.comfy_whole == 0.5 and torch.allclose(outs[0], outs[1], rtol=1e-5, atol=1e-3)
     assert not torch.allclose(outs[0], linear(x), rtol=1e-3)  # the scale clips: FP8 is visible
+
+
+def test_a_text_encoder_runs_weight_only_in_comfyui(tmp_path):
+    """ComfyUI runs text encoders weight-only whatever the file says: no FP8 error, and no
+    sampling time for their samples; dynamic FP8 is still measured beside it."""
+    import test_forward_encoders as encoders
+
+    model, _ = encoders._model("t5xxl")
+    encoders._write("t5xxl", model, tmp_path / "t5.safetensors")
+    args = ["--forward-batch", "3", "--forward-text-tokens", "12", "--forward-threads", "1", "--no-progress"]
+    r = run_cli("check", tmp_path / "t5.safetensors", *args, "--json", "--min-sqnr", "20")
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 0 and doc["verdict"].startswith("every FP8 layer runs weight-only in ComfyUI")
+    assert doc["end_to_end"]["comfy"]["exact"] and doc["end_to_end"]["dynamic"]["sqnr_db"] > 15.0  # measured 26.3
+    assert [s["t"] for s in doc["end_to_end"]["comfy"]["per_sample"]] == [None, None, None]
+    assert all(not layer["runs_fp8"] and "text encoder" in layer["why"] for layer in doc["layers"])

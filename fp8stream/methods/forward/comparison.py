@@ -34,6 +34,7 @@ from typing import Iterator, Mapping
 import torch
 import torch.nn.functional as F
 
+from fp8stream.families import by_name
 from fp8stream.formats.comfy_runtime import LayerRun
 from fp8stream.methods.forward.engine import StreamingModel
 from fp8stream.methods.forward.forward_pass import PassSettings, Prepared, in_step, streaming
@@ -100,7 +101,7 @@ class Comparison:
 
     family: str
     layers: dict[str, LayerFigures]  # checkpoint FP8 weight -> its figures (those the pass reached)
-    times: list[float]  # each sample's sampling time
+    times: list[float | None]  # each sample's sampling time (None: a text encoder's sample)
     signal: list[float]  # each sample's full-precision output, sum of squares
     noise: dict[str, list[float]]  # stream -> each sample's output error against full precision
     seconds: float = 0.0
@@ -235,7 +236,9 @@ def compare(source: RowSource, prepared: Prepared, runs: Mapping[str, LayerRun],
                  for k in range(len(STREAMS)) for i, kwargs in enumerate(s.inputs)]
         with _hooked(s.model, prepared.mapping, runs, streams):
             in_step(s.sm, calls)  # more than one call: always in lock step
-        times = [float(t) for t in s.plan.timesteps()]
+        # a text encoder's samples differ in their text, not in a sampling time
+        dit = by_name(prepared.detection.family).kind == "dit"
+        times = [float(t) if dit else None for t in s.plan.timesteps()]
     signal, noise = _end_to_end(outputs, n)
     return Comparison(prepared.detection.family, streams.figures, times, signal, noise,
                       time.monotonic() - start, s.state.peak_live, s.state.weights_read, len(calls))
