@@ -28,15 +28,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 
+from fp8stream.errors import FP8StreamError
 from fp8stream.families import by_name
 from fp8stream.formats.comfy_runtime import LayerRun
-from fp8stream.methods.forward.engine import StreamingModel
+from fp8stream.methods.forward.engine import Diverged, StreamingModel
 from fp8stream.methods.forward.forward_pass import PassSettings, Prepared, in_step, streaming
 from fp8stream.methods.forward.row_source import RowSource
 from fp8stream.names.suffixes import WEIGHT
@@ -201,9 +203,17 @@ class Streams:
                     amax, clipped, x.numel(), energy(output[..., s.start:s.stop]), noise, dynamic[k])
 
 
+def per_sample(output: torch.Tensor | list | tuple) -> torch.Tensor:
+    """A model output as [samples, values]: a batch tensor, or a list of one tensor per sample
+    (HiDream's unpatchify gives one)."""
+    if isinstance(output, torch.Tensor):
+        return output.detach().reshape(output.shape[0], -1)
+    return torch.stack([t.detach().reshape(-1) for t in output])
+
+
 def _call(model: torch.nn.Module, kwargs: dict, into: list, slot: int) -> None:
     with torch.no_grad():  # per thread: each call sets it in the thread that runs it
-        into[slot] = model(**kwargs, return_dict=False)[0].detach()
+        into[slot] = per_sample(model(**kwargs, return_dict=False)[0])
 
 
 @contextlib.contextmanager
@@ -234,8 +244,15 @@ def compare(source: RowSource, prepared: Prepared, runs: Mapping[str, LayerRun],
         outputs: list = [None] * (len(STREAMS) * n)
         calls = [functools.partial(_call, s.model, kwargs, outputs, k * n + i)
                  for k in range(len(STREAMS)) for i, kwargs in enumerate(s.inputs)]
-        with _hooked(s.model, prepared.mapping, runs, streams):
-            in_step(s.sm, calls)  # more than one call: always in lock step
+        with _hooked(s.model, prepared.mapping, runs, streams), warnings.catch_warnings():
+            # diffusers' deprecation notes are not the user's business (global: the calls' threads too)
+            warnings.simplefilter("ignore", FutureWarning)
+            try:
+                in_step(s.sm, calls)  # more than one call: always in lock step
+            except Diverged as e:
+                raise FP8StreamError(f"{prepared.detection.family}: the three streams took different paths through "
+                                     f"the model ({e}): its control flow depends on values (an MoE's routing), "
+                                     "which check cannot run in lock step") from None
         # a text encoder's samples differ in their text, not in a sampling time
         dit = by_name(prepared.detection.family).kind == "dit"
         times = [float(t) if dit else None for t in s.plan.timesteps()]
@@ -247,8 +264,7 @@ def compare(source: RowSource, prepared: Prepared, runs: Mapping[str, LayerRun],
 def _end_to_end(outputs: list, micro_batches: int) -> tuple[list[float], dict[str, list[float]]]:
     """Each sample's full-precision output energy and each stream's error energy against it."""
     def samples(k: int) -> torch.Tensor:
-        whole = torch.cat(outputs[k * micro_batches:(k + 1) * micro_batches], 0).double()
-        return whole.reshape(whole.shape[0], -1)
+        return torch.cat(outputs[k * micro_batches:(k + 1) * micro_batches], 0).double()
 
     full = samples(0)
     signal = full.square().sum(1).tolist()
