@@ -206,3 +206,14 @@ def test_a_text_encoder_runs_weight_only_in_comfyui(tmp_path):
     assert doc["end_to_end"]["comfy"]["exact"] and doc["end_to_end"]["dynamic"]["sqnr_db"] > 15.0  # measured 26.3
     assert [s["t"] for s in doc["end_to_end"]["comfy"]["per_sample"]] == [None, None, None]
     assert all(not layer["runs_fp8"] and "text encoder" in layer["why"] for layer in doc["layers"])
+
+
+def test_a_model_whose_output_is_one_tensor_per_sample(tmp_path):
+    """HiDream's forward returns a list of per-sample tensors: compared sample by sample too."""
+    import families_tiny
+
+    _, state, _ = families_tiny.tiny("hidream")
+    families_tiny.write(state, tmp_path / "hidream.safetensors")
+    r, doc = _check(tmp_path / "hidream.safetensors")
+    assert r.exit_code == 0 and doc["family"] == "hidream"
+    assert len(doc["end_to_end"]["comfy"]["per_sample"]) == 3 and doc["end_to_end"]["dynamic"]["sqnr_db"] > 15.0
