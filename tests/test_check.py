@@ -4,7 +4,7 @@ do): our calibrated output checks near dynamic FP8, the same file with 1.0 (or n
 called unusable and fails --min-sqnr, a planted bad scale is named the worst layer, a family
 without a forward pass exits 5 after saying what the file shows, a pipe works.
 
-Margins measured at 3fc600a (tiny Flux, MLP inputs x300, 3 samples of 16 + 8 tokens): dynamic
+Margins measured when this test was written (tiny Flux, MLP inputs x300, 3 samples of 16 + 8 tokens): dynamic
 FP8 27.3 dB end to end; our output 29.0 dB (its conditioning layers run weight-only); 1.0
 everywhere 12.6 dB with 6 layers clipping (their inputs reach 2,300); no input_scale at all the
 same 12.6 dB; a scale 100x too small on one MLP output layer: 7.0 dB, that layer 30.7 dB below
