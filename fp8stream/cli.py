@@ -1,4 +1,4 @@
-"""The command line: `fp8stream calibrate`, `inspect`, `verify`; one module per command."""
+"""The command line: `fp8stream calibrate`, `check`, `inspect`, `verify`, `zoo`; one module per command."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ interrupts.install()  # before anything slow: a Ctrl-C during start-up ends in o
 import click  # noqa: E402
 
 from fp8stream.commands.calibrate import calibrate  # noqa: E402
+from fp8stream.commands.check import check  # noqa: E402
 from fp8stream.commands.common import EXIT_CODES, OneLineErrors  # noqa: E402
 from fp8stream.commands.inspect import inspect  # noqa: E402
 from fp8stream.commands.verify import verify  # noqa: E402
@@ -28,6 +29,7 @@ def main() -> None:
 
 
 main.add_command(calibrate)
+main.add_command(check)
 main.add_command(inspect)
 main.add_command(verify)
 main.add_command(zoo)

@@ -12,6 +12,7 @@ EXIT_USAGE = 2
 EXIT_NOTHING_TO_DO = 3
 EXIT_PARTIAL = 4
 EXIT_UNSCALED = 5  # written, but no layer scaled (every FP8 layer weight-only: an unknown model family)
+EXIT_BELOW_MIN_SQNR = 6  # `check --min-sqnr DB`: the file's end-to-end SQNR as ComfyUI runs it is below DB
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -36,6 +37,24 @@ class NothingToCalibrateError(FP8StreamError):
     """The checkpoint has no FP8 linear layer we can give a scale."""
 
     exit_code = EXIT_NOTHING_TO_DO
+
+
+class NotRunnable(FP8StreamError):
+    """`check`: the model family has no forward pass here (exit 5, as `calibrate` exits on it:
+    nothing could be measured; the report says what the file alone shows)."""
+
+    exit_code = EXIT_UNSCALED
+
+
+class BelowMinSqnr(FP8StreamError):
+    """`check --min-sqnr DB`: the end-to-end SQNR of the file as ComfyUI runs it is below DB.
+
+    Exit codes (the table of `fp8stream --help`, commands/common.EXIT_CODES): 0 success, 1
+    failure, 2 usage error, 3 nothing to calibrate (no FP8 linear layer), 4 some files of a batch
+    failed, 5 written with no layer scaled (`check`: a family without a forward pass), 6 this,
+    130 SIGINT, 143 SIGTERM."""
+
+    exit_code = EXIT_BELOW_MIN_SQNR
 
 
 class OutputError(FP8StreamError):

@@ -34,7 +34,8 @@ Exit codes:
   4    some files of a batch failed
   5    written, no layer scaled (a model family that can be neither run
        nor bounded: every FP8 layer weight-only; --method simulate to opt
-       in to a guess)
+       in to a guess); check: a family the forward pass cannot run
+  6    check: the end-to-end SQNR is below --min-sqnr
   130  interrupted (Ctrl-C, SIGINT)
   143  terminated (SIGTERM)"""
 

@@ -18,7 +18,7 @@ import click
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.commands.inspect_read import Checkpoint, read_checkpoint
 from fp8stream.families.detect import detect, header_shapes
-from fp8stream.formats.comfy_quant import MarkerError, is_weight_only, parse_marker
+from fp8stream.formats.comfy_runtime import flagged_weight_only
 from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer, take_inventory
 from fp8stream.report import LayerCounts, human_size, plural
@@ -32,19 +32,9 @@ def _scalar(ckpt: Checkpoint, name: str | None) -> float | None:
     return struct.unpack("<f", raw)[0]
 
 
-def _weight_only(ckpt: Checkpoint, layer: FP8Layer) -> bool | None:
-    """Whether ComfyUI runs the layer weight-only; the marker's JSON says so when the header cannot."""
-    if layer.weight_only is not None or layer.marker is None:
-        return layer.weight_only
-    try:
-        return is_weight_only(parse_marker(ckpt.small.get(layer.marker, b"")))
-    except MarkerError:
-        return None
-
-
 def _layer(ckpt: Checkpoint, layer: FP8Layer) -> dict:
     weight_scale = _scalar(ckpt, layer.weight_scale) if layer.weight_scale else 1.0
-    weight_only = _weight_only(ckpt, layer)
+    weight_only = flagged_weight_only(layer, lambda name: ckpt.small.get(name, b""))
     value = _scalar(ckpt, layer.existing_input_scale)
     placeholder, why = None, "no input_scale: ComfyUI uses 1.0"
     if layer.existing_input_scale is not None:
@@ -139,6 +129,9 @@ def render(info: dict) -> str:
 def inspect(path: str, as_json: bool) -> None:
     """Show PATH's FP8 layers: flavour, weight-only flag (fp8 act = ComfyUI quantizes the
     layer's input), input scale value and whether it is a placeholder; and dtype totals.
+
+    The header-only view: it reads the header and the small tensors (scales, markers), never a
+    weight; `check` is the command that runs the model, `verify` compares bytes.
 
     PATH: a .safetensors file, a .safetensors.zst file, a sharded model's folder or its
     *.safetensors.index.json."""

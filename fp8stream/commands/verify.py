@@ -27,6 +27,8 @@ def verify(before: str, after: str, as_json: bool) -> None:
     Tensors in both files must have the same dtype, shape and bytes. Expected differences: an
     activation scale added, replaced or moved (a finite, positive F32 scalar), a comfy_quant
     marker differing only in full_precision_matrix_mult, fp8stream's own metadata.
+
+    The byte comparison: it runs no model (`check` does; `inspect` is the header-only view).
     """
 
     def body() -> None:

@@ -86,14 +86,16 @@ def _copy_data(part: InputPart, out, nbytes: int, progress: bool) -> None:
 
 
 @contextlib.contextmanager
-def spooled(model: ModelInput, output: OutputTarget, progress: bool) -> Iterator[ModelInput]:
-    """The one-file stream `model` as a ModelInput over its spool file, removed on exit."""
+def spooled(model: ModelInput, output: OutputTarget | None, progress: bool) -> Iterator[ModelInput]:
+    """The one-file stream `model` as a ModelInput over its spool file, removed on exit;
+    `output` None: a run that writes nothing (`check`), the spool in $TMPDIR."""
     part = model.parts[0]
     assert part.head is not None and len(model.parts) == 1
-    path = spool_path(output.location)
+    location = output.location if output is not None else None
+    path = spool_path(location)
     remove_stale_temps(os.path.dirname(path))
-    out_bytes = 0 if output.zstd is not None else model.whole.file_bytes  # about the output's size
-    check_spool_space(path, part.header.file_bytes, output.location, out_bytes)
+    out_bytes = 0 if output is None or output.zstd is not None else model.whole.file_bytes  # about the output's size
+    check_spool_space(path, part.header.file_bytes, location, out_bytes)
     try:
         try:
             with open(path, "xb") as out:

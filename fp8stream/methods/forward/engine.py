@@ -92,6 +92,11 @@ class PassStopped(Exception):
     """The run the pass served is over (ForwardMethod.close): not an error anyone sees."""
 
 
+class Diverged(RuntimeError):
+    """A micro-batch reached a Linear whose weight is not loaded: the calls in lock step took
+    different paths through the model (value-dependent control flow, an MoE's routing)."""
+
+
 EMBEDDING_GAP = 16  # ids closer than this are read in one positioned read (fewer, larger reads)
 
 
@@ -178,7 +183,7 @@ class StreamingModel:
                 self.state.per_sample.append(name)
             if self.lockstep is not None and self.lockstep.index() > 0:  # loaded by micro-batch 0
                 if module.weight.device.type == "meta":
-                    raise RuntimeError(f"forward pass: micro-batches diverged at {name}")
+                    raise Diverged(f"forward pass: micro-batches diverged at {name}")
                 return
             w = self.gather(name + WEIGHT).reshape(module.weight.shape).to(self.device)
             module._parameters["weight"] = nn.Parameter(w, requires_grad=False)

@@ -16,7 +16,7 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import torch
 
@@ -34,6 +34,9 @@ from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.names.prefixes import common_model_prefix, split_prefix
 from fp8stream.names.suffixes import WEIGHT, is_companion, layer_of, weight_scale_of
 from fp8stream.progress import bar as progress_bar
+
+if TYPE_CHECKING:
+    from fp8stream.methods.forward.engine import Pass, StreamingModel
 
 INSTALL_HINT = "--method forward needs diffusers: pip install fp8stream[forward]"
 
@@ -219,19 +222,27 @@ def _on(device: torch.device, kwargs: dict) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
 
 
-def run(source: RowSource, prepared: Prepared, settings: PassSettings = PassSettings(),
-        stop: threading.Event | None = None) -> ForwardResult:
-    """The forward pass over the prepared model; a result with `reason` when it cannot run.
-    `stop`, once set, ends it at its next Linear (engine.PassStopped)."""
-    family = prepared.family
-    if prepared.reason is not None:
-        return ForwardResult(prepared.detection.family if family else None, reason=prepared.reason,
-                             config=prepared.config)
-    from fp8stream.methods.forward.engine import StreamingModel
-    from fp8stream.methods.forward.lockstep import Lockstep
+@dataclass
+class Streaming:
+    """A pass set up and hooked (`streaming`): the model, its streaming weights, and each
+    micro-batch's inputs on the device, in order."""
 
-    start = time.monotonic()
-    cfg = prepared.config
+    model: torch.nn.Module
+    sm: StreamingModel
+    inputs: list[dict]  # each micro-batch's keyword arguments
+    plan: SamplePlan  # the whole batch (its sampling times)
+    state: Pass  # its ranges filled once the block exits
+
+
+@contextlib.contextmanager
+def streaming(source: RowSource, prepared: Prepared, settings: PassSettings,
+              stop: threading.Event | None = None) -> Iterator[Streaming]:
+    """The prepared model built on meta, its small rest loaded, hooked (one Linear's weight live
+    at a time, the progress bar over the FP8 layers), the synthetic inputs drawn; the ranges
+    are in `state` once the block exits. The caller runs the micro-batches (`in_step`)."""
+    from fp8stream.methods.forward.engine import StreamingModel
+
+    family, cfg = prepared.family, prepared.config
     model = meta_model(family, cfg)
     device = torch.device(settings.device)
     sources = _fp8_sources([n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)], prepared)
@@ -243,17 +254,38 @@ def run(source: RowSource, prepared: Prepared, settings: PassSettings = PassSett
         sm.load_rest()
         plan = SamplePlan(settings.batch, settings.image_tokens, settings.text_tokens, settings.seed)
         size = settings.micro_batch or micro_batch_for(settings.batch, settings.image_tokens, settings.text_tokens)
-        # no_grad is per thread: each micro-batch's call sets it in the thread that runs it
-        calls = [functools.partial(_no_grad_call, model, _on(device, family.inputs(cfg, p)))
-                 for p in plan.split(size)]
+        inputs = [_on(device, family.inputs(cfg, p)) for p in plan.split(size)]
         sm.sample_counts = frozenset(p.size for p in plan.split(size))
         with sm.hooked() as state:
             sm.on_linear = _counting(sources, bar)
-            if len(calls) == 1:
-                calls[0]()
-            else:
-                sm.lockstep = Lockstep(len(calls))
-                sm.lockstep.run(calls)
+            yield Streaming(model, sm, inputs, plan, state)
+
+
+def in_step(sm: StreamingModel, calls: list) -> None:
+    """Run the calls (each one micro-batch's forward); several in lock step, so each Linear's
+    weight is read once for all of them."""
+    from fp8stream.methods.forward.lockstep import Lockstep
+
+    if len(calls) == 1:
+        calls[0]()
+    else:
+        sm.lockstep = Lockstep(len(calls))
+        sm.lockstep.run(calls)
+
+
+def run(source: RowSource, prepared: Prepared, settings: PassSettings = PassSettings(),
+        stop: threading.Event | None = None) -> ForwardResult:
+    """The forward pass over the prepared model; a result with `reason` when it cannot run.
+    `stop`, once set, ends it at its next Linear (engine.PassStopped)."""
+    family = prepared.family
+    if prepared.reason is not None:
+        return ForwardResult(prepared.detection.family if family else None, reason=prepared.reason,
+                             config=prepared.config)
+    start = time.monotonic()
+    with streaming(source, prepared, settings, stop) as s:
+        # no_grad is per thread: each micro-batch's call sets it in the thread that runs it
+        in_step(s.sm, [functools.partial(_no_grad_call, s.model, kwargs) for kwargs in s.inputs])
+    sm, state, cfg = s.sm, s.state, prepared.config
     return ForwardResult(prepared.detection.family, sm.layer_amax(family.value_sources(cfg)), dict(state.amax),
                          dict(state.out_amax), None, cfg, state.peak_live, state.weights_read, time.monotonic() - start,
                          sm.layer_per_sample())
