@@ -16,6 +16,11 @@ from click.testing import CliRunner
 from fp8stream.cli import main
 from fp8stream.synthetic.checkpoint import SyntheticTensor, bf16_tensor, comfy_fp8_linear, write_checkpoint
 
+# The forward pass's derived cache (methods/forward/derived_cache.py) stays off in the suite: no
+# test writes to the user's cache folder, and no test's result depends on what an earlier one
+# left there. tests/test_fixed_costs.py turns it on in a folder of its own.
+os.environ["FP8STREAM_NO_CACHE"] = "1"
+
 
 def run_cli(*args: str) -> "object":
     """Run the CLI in-process; result has exit_code, stdout, stderr."""

@@ -25,6 +25,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from fp8stream.families.samples import SamplePlan
+from fp8stream.methods.forward import derived_cache
 from fp8stream.methods.forward.engine import per_sample_weights, reads_one_vector_per_sample
 from fp8stream.methods.forward.forward_pass import Prepared, meta_model
 from fp8stream.names.suffixes import WEIGHT
@@ -94,7 +95,28 @@ def from_shapes(prepared: Prepared) -> ConditioningPath | None:
     None when its code needs values (an MoE's routing counts tokens per expert): then the pass
     itself finds the layers (engine.Pass.per_sample). HiDream (MoE routing), Lumina 2 and
     HunyuanVideo 1.5 (`.item()`) take that path. Only a run whose pass will run asks
-    (ForwardMethod.prepare): not a stream's spool probe, not --no-spool."""
+    (ForwardMethod.prepare): not a stream's spool probe, not --no-spool. From the user's cache
+    when an earlier run derived it from the same header layout (derived_cache.py)."""
+    cached = derived_cache.load(prepared.derived_key, "conditioning", _path_from)
+    if cached is not None:
+        return cached[0]
+    path = _traced(prepared)
+    derived_cache.store(prepared.derived_key, "conditioning", {"path": None if path is None else {
+        "order": list(path.order), "per_step": sorted(path.per_step), "ran": sorted(path.ran)}})
+    return path
+
+
+def _path_from(payload: dict) -> ConditioningPath | None:
+    """A ConditioningPath from an entry of from_shapes (None: the model code needs values)."""
+    path = payload["path"]
+    if path is None:
+        return None
+    return ConditioningPath(tuple(str(w) for w in path["order"]), frozenset(str(w) for w in path["per_step"]),
+                            frozenset(str(w) for w in path["ran"]))
+
+
+def _traced(prepared: Prepared) -> ConditioningPath | None:
+    """from_shapes's work: the model run once on meta tensors, its Linears hooked."""
     family, cfg, mapping = prepared.family, prepared.config, prepared.mapping
     model = meta_model(family, cfg, real_buffers=False).to("meta")
     linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}

@@ -27,6 +27,7 @@ from fp8stream.families.family import ModelCode
 from fp8stream.families.samples import SamplePlan
 from fp8stream.formats.layers import take_inventory
 from fp8stream.io.header import Header
+from fp8stream.methods.forward import derived_cache
 from fp8stream.methods.forward.mapping import MappingError, check_mapping, derive_mapping
 from fp8stream.methods.forward.row_source import Reader, RowSource
 from fp8stream.methods.forward_settings import micro_batch_for
@@ -117,6 +118,7 @@ class Prepared:
     scale_names: dict[str, str | None] = field(default_factory=dict)  # FP8 weight -> its weight scale
     reached: frozenset[str] = frozenset()
     detection: Detection | None = None  # what the detector said (also when the family has no model code)
+    derived_key: str | None = None  # the cache key of what is derived from the header (None: not cached)
 
 
 def forward_family(shapes: Mapping[str, Sequence[int]]) -> tuple[Detection | None, ModelCode | None]:
@@ -126,7 +128,9 @@ def forward_family(shapes: Mapping[str, Sequence[int]]) -> tuple[Detection | Non
 
 
 def prepare(header: Header) -> Prepared:
-    """Detect the family, derive and check the mapping: header only, no weight is read."""
+    """Detect the family, derive and check the mapping: header only, no weight is read. What
+    is derived through diffusers comes from the user's cache when an earlier run of the same
+    versions derived it from the same header layout (derived_cache.py)."""
     prefix, shapes = model_tensors({t.name: tuple(t.shape) for t in header.tensors})
     bare = {n[len(prefix):] if prefix and n.startswith(prefix) else n: s for n, s in shapes.items()}
     detection, family = forward_family(bare)
@@ -135,6 +139,23 @@ def prepare(header: Header) -> Prepared:
         what = f"{detection.variant} has no model code here" if detection else "model family not recognised"
         return Prepared(None, f"{what} (the forward pass knows {known})", detection=detection)
     import_diffusers()
+    key = derived_cache.header_key(header.tensors)
+    cached = derived_cache.load(key, "prepared", derived_cache.prepared_from)
+    if cached is not None:
+        cfg, mapping, reached = cached[0]
+        return Prepared(family, None, cfg, mapping, _weight_scales(header), reached, detection, key)
+    prepared = _derive(family, detection, prefix, shapes, bare)
+    if prepared.reason is None:
+        derived_cache.store(key, "prepared",
+                            derived_cache.prepared_payload(prepared.config, prepared.mapping, prepared.reached))
+        prepared.scale_names, prepared.derived_key = _weight_scales(header), key
+    return prepared
+
+
+def _derive(family: ModelCode, detection: Detection, prefix: str, shapes: Mapping[str, tuple[int, ...]],
+            bare: Mapping[str, tuple[int, ...]]) -> Prepared:
+    """prepare's work through diffusers: the config, the mapping by its converter, checked
+    against the model built on the meta device, and the checkpoint weights a Linear reads."""
     try:  # a pruned or partial file may lack what the family's configuration is sized from
         cfg = family.config(bare)
     except (KeyError, IndexError, ValueError, ZeroDivisionError) as e:
@@ -156,7 +177,7 @@ def prepare(header: Header) -> Prepared:
         return Prepared(family, f"{detection.family}: {problems[0]}", cfg, detection=detection)
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     reached = frozenset(r.source for n in linears for r in mapping[n + WEIGHT])
-    return Prepared(family, None, cfg, mapping, _weight_scales(header), reached, detection)
+    return Prepared(family, None, cfg, mapping, reached=reached, detection=detection)
 
 
 def model_tensors(shapes: dict[str, tuple[int, ...]]) -> tuple[str, dict[str, tuple[int, ...]]]:
