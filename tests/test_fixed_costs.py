@@ -120,9 +120,9 @@ def test_another_diffusers_version_misses(tmp_path, cache, monkeypatch):
     _derived(header)
     assert cache == {"mapping": 1, "meta pass": 1}
     versions = derived_cache.versions()
-    assert derived_cache.metadata_version("diffusers") in versions
+    assert derived_cache.installed("diffusers") in versions
     monkeypatch.setattr(derived_cache, "versions",
-                        lambda: tuple("0.0.1" if v == derived_cache.metadata_version("diffusers") else v
+                        lambda: tuple("0.0.1" if v == derived_cache.installed("diffusers") else v
                                       for v in versions))
     assert _derived(header) == want
     assert cache == {"mapping": 2, "meta pass": 2} and len(_entries()) == 4

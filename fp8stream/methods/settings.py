@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import KW_ONLY, dataclass
@@ -70,14 +71,6 @@ class CalibrationSettings(*method_settings(), RuleSettings):
         return out
 
     def _describe_forward(self) -> dict[str, object]:
-        from importlib.metadata import PackageNotFoundError, version
-
-        def installed(name: str) -> str:
-            try:
-                return version(name)
-            except PackageNotFoundError:
-                return "missing"
-
         micro = self.forward_micro_batch or micro_batch_for(self.forward_batch, self.forward_tokens,
                                                             self.forward_text_tokens)
         out: dict[str, object] = {"margin": "family" if self.forward_margin is None else self.forward_margin,
@@ -90,6 +83,18 @@ class CalibrationSettings(*method_settings(), RuleSettings):
         if self.assume_input_rms is not None:
             out["assume_input_rms"] = self.assume_input_rms
         return out
+
+
+@functools.cache
+def installed(distribution: str) -> str:
+    """An installed distribution's version, "missing" when it is not, without importing it
+    (recorded in the output's metadata; methods/forward/derived_cache.py keys entries by it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "missing"
 
 
 def resolve_device(device: str) -> str:

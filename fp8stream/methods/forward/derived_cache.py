@@ -28,6 +28,7 @@ from typing import Callable, Iterable, Mapping, TypeVar
 
 from fp8stream.io.header import TensorInfo
 from fp8stream.methods.forward.mapping import Run
+from fp8stream.methods.settings import installed
 from fp8stream.version import __version__
 
 OFF = "FP8STREAM_NO_CACHE"  # set to anything but "" or "0": no entry is read or written
@@ -53,17 +54,7 @@ def versions() -> tuple:
         for path in sorted((PACKAGE / part).rglob("*.py")):
             code.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return (FORMAT, __version__, code.hexdigest(), tuple(sys.version_info[:2]),
-            metadata_version("torch"), metadata_version("diffusers"), metadata_version("transformers"))
-
-
-def metadata_version(distribution: str) -> str | None:
-    """An installed distribution's version (None: not installed), without importing it."""
-    from importlib import metadata
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+            installed("torch"), installed("diffusers"), installed("transformers"))
 
 
 def header_key(tensors: Iterable[TensorInfo]) -> str | None:
