@@ -14,26 +14,24 @@ import os
 import threading
 import time
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 import torch
 
 from fp8stream.errors import UsageError
-from fp8stream.families import by_name, model_names
-from fp8stream.families.detect import Detection, detect
+from fp8stream.families import model_names
+from fp8stream.families.detect import Detection
 from fp8stream.families.family import ModelCode
 from fp8stream.families.samples import SamplePlan
-from fp8stream.formats.layers import take_inventory
 from fp8stream.io.header import Header
 from fp8stream.methods.forward import derived_cache
 from fp8stream.methods.forward.mapping import MappingError, check_mapping, derive_mapping
+from fp8stream.methods.forward.model_tensors import forward_family, model_tensors, weight_scales
 from fp8stream.methods.forward.row_source import Reader, RowSource
 from fp8stream.methods.forward_settings import micro_batch_for
 from fp8stream.methods.settings import CalibrationSettings
-from fp8stream.names.prefixes import common_model_prefix, split_prefix
-from fp8stream.names.suffixes import WEIGHT, is_companion, layer_of, weight_scale_of
+from fp8stream.names.suffixes import WEIGHT
 from fp8stream.progress import bar as progress_bar
 
 if TYPE_CHECKING:
@@ -121,12 +119,6 @@ class Prepared:
     derived_key: str | None = None  # the cache key of what is derived from the header (None: not cached)
 
 
-def forward_family(shapes: Mapping[str, Sequence[int]]) -> tuple[Detection | None, ModelCode | None]:
-    """The detection of these (bare) names and shapes, and its family's model code when it has some."""
-    found = detect(shapes)
-    return found, by_name(found.family).model if found is not None else None
-
-
 def prepare(header: Header) -> Prepared:
     """Detect the family, derive and check the mapping: header only, no weight is read. What
     is derived through diffusers comes from the user's cache when an earlier run of the same
@@ -143,12 +135,12 @@ def prepare(header: Header) -> Prepared:
     cached = derived_cache.load(key, "prepared", derived_cache.prepared_from)
     if cached is not None:
         cfg, mapping, reached = cached[0]
-        return Prepared(family, None, cfg, mapping, _weight_scales(header), reached, detection, key)
+        return Prepared(family, None, cfg, mapping, weight_scales(header), reached, detection, key)
     prepared = _derive(family, detection, prefix, shapes, bare)
     if prepared.reason is None:
         derived_cache.store(key, "prepared",
                             derived_cache.prepared_payload(prepared.config, prepared.mapping, prepared.reached))
-        prepared.scale_names, prepared.derived_key = _weight_scales(header), key
+        prepared.scale_names, prepared.derived_key = weight_scales(header), key
     return prepared
 
 
@@ -178,33 +170,6 @@ def _derive(family: ModelCode, detection: Detection, prefix: str, shapes: Mappin
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     reached = frozenset(r.source for n in linears for r in mapping[n + WEIGHT])
     return Prepared(family, None, cfg, mapping, reached=reached, detection=detection)
-
-
-def model_tensors(shapes: dict[str, tuple[int, ...]]) -> tuple[str, dict[str, tuple[int, ...]]]:
-    """(model prefix, the model's tensors): every tensor when the names share one prefix (or
-    none); in an all-in-one checkpoint (LTX-2's: `model.diffusion_model.` beside `vae.`,
-    `audio_vae.`, `vocoder.`; SD3's beside `text_encoders.`) the tensors under the first prefix,
-    most tensors first, whose names the forward pass has a family for. The rest are not the model."""
-    names = [n for n in shapes if not is_companion(n)]
-    prefix = common_model_prefix(names)
-    counts = Counter(split_prefix(n)[0] for n in names)
-    if prefix or len(counts) < 2:
-        return prefix, shapes
-    for candidate, _ in counts.most_common():
-        subset = {n: s for n, s in shapes.items() if candidate and n.startswith(candidate)}
-        if subset and forward_family({n[len(candidate):]: s for n, s in subset.items()})[1] is not None:
-            return candidate, subset
-    return "", shapes
-
-
-def _weight_scales(header: Header) -> dict[str, str | None]:
-    """Each FP8 weight's scale tensor: the inventory's for the linears (all three flavours); an
-    FP8 convolution (skipped there: it takes no input scale) still runs with its own scale."""
-    out: dict[str, str | None] = {layer.weight.name: layer.weight_scale for layer in take_inventory(header).layers}
-    for info in header.tensors:
-        if info.dtype.startswith("F8_") and info.name not in out and info.name.endswith(WEIGHT):
-            out[info.name] = weight_scale_of(layer_of(info.name), header)
-    return out
 
 
 def meta_model(family: ModelCode, cfg: dict, real_buffers: bool = True) -> torch.nn.Module:
