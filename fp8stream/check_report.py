@@ -6,7 +6,7 @@ The thresholds are here, in one place:
   448 x input_scale: issue 25's bar for real inputs (none clipping > 0.1%); below it the few
   clipped values are outliers that cost little, above it clipping starts to set the layer's error.
 - UNUSABLE_DB: the end-to-end SQNR below which we call the file unusable in ComfyUI's fast FP8
-  path. Dynamic FP8 gives 32-36 dB on the trained DiTs of the harness (docs/quality.md), files
+  path. Dynamic FP8 gives 29-36 dB on the trained DiTs of the harness (docs/quality.md), files
   whose images users report as noise measure a few dB; 20 dB (an error of a tenth of the
   output's rms at every step) lies well clear of both.
 - BEHIND_DB: a file more than this below dynamic FP8 end to end is called behind it and its
