@@ -75,6 +75,41 @@ def available_memory() -> int:
         return 4 << 30
 
 
+# a cgroup v1 "no limit" is the largest page count the kernel keeps (about 2**63); far above any memory
+_NO_LIMIT = 1 << 60
+
+
+def cgroup_memory_limit() -> int | None:
+    """The memory limit of this process's cgroup, the smallest along its path (v2 memory.max,
+    v1 memory.limit_in_bytes), or None where there is none or it cannot be read (not Linux)."""
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if hierarchy == "0" and not controllers:
+            root, name = "/sys/fs/cgroup", "memory.max"
+        elif "memory" in controllers.split(","):
+            root, name = "/sys/fs/cgroup/memory", "memory.limit_in_bytes"
+        else:
+            continue
+        parts = [p for p in path.split("/") if p]
+        limits += [v for i in range(len(parts) + 1) if (v := _limit_in(os.path.join(root, *parts[:i], name)))]
+    return min(limits) if limits else None
+
+
+def _limit_in(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            value = f.read().strip()
+    except OSError:
+        return None
+    return int(value) if value.isdigit() and int(value) < _NO_LIMIT else None
+
+
 def memory_estimate(path: str, zstd: ZstdSettings | None, settings: CalibrationSettings | None = None) -> int:
     """What one file's run with `settings` (None: the default's) may take: `run_memory` of its
     header, plus zstd's windows and contexts. From the header alone; an unreadable header gets

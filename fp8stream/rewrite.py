@@ -23,6 +23,7 @@ from fp8stream.formats.format_notes import format_note
 from fp8stream.formats.layers import take_inventory
 from fp8stream.formats.plan import build_plan, plan_layers
 from fp8stream.formats.plan_types import FormatOptions, LayerPlan, RewritePlan
+from fp8stream.formats.room import check_kept
 from fp8stream.formats.selection import PRESET_NAMES, Selection
 from fp8stream.formats.shards import output_index
 from fp8stream.interrupts import deferred
@@ -32,13 +33,14 @@ from fp8stream.methods.interface import CalibrationMethod, MethodPlan, ModelView
 from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.options import COMMON, LAYERS, OUTPUT, flag
 from fp8stream.pipeline.inputs import ModelInput, open_model
-from fp8stream.pipeline.outputs import OutputTarget, check_output, open_outputs
+from fp8stream.pipeline.outputs import OutputTarget, check_output
 from fp8stream.pipeline.scale_resolution import Resolved, excluded_reports, layer_reports, resolve
 from fp8stream.pipeline.spool import spooled
 from fp8stream.remote.location import UrlLocation
 from fp8stream.report import FileReport, SkippedReport, human_size
 
 if TYPE_CHECKING:
+    from fp8stream.pipeline.head_start import OpenOutputs
     from fp8stream.pipeline.run import RunSettings
 
 open_urls_with(UrlLocation)  # URLs (IN, OUT, shards) are read and written by remote/ (docs/remote.md)
@@ -138,30 +140,33 @@ def calibrate_file(options: RewriteOptions) -> FileReport:
 
 
 def _rewrite(stages: Stages, report: FileReport) -> None:
-    """IN opened and its layout planned, OUT checked; the method created and prepared once (a
-    stream that it reads by name spooled first), the layout planned again where it keeps layers
-    weight-only; then the run, or the dry run."""
+    """IN opened and its layout planned, OUT checked (a file to a file: opened, the head start's
+    copy begun before torch is imported); the method created and prepared once (a stream that it
+    reads by name spooled first), the header planned again where it keeps layers weight-only."""
     from fp8stream.methods.interface import create
+    from fp8stream.pipeline.head_start import open_early  # numpy: once a file is calibrated
 
     calibration = stages.settings.describe()  # recorded in every file's metadata
-    with open_model(stages.input) as model, contextlib.ExitStack() as opened:
+    with open_model(stages.input) as model, contextlib.ExitStack() as opened, contextlib.ExitStack() as held:
         planned = _plan(model, stages.layout, calibration)
         _describe_input(report, model, planned)
         if stages.output is not None:
             check_output(stages.output, model, report.bytes_out, stages.run.verify)
+        early = open_early(held, None if stages.dry_run else stages.output, model, planned.files, stages.run.verify,
+                           stages.settings)
         with contextlib.closing(create(stages.settings)) as method:  # closed before IN: its pass may read it
             view = ModelView(model.whole, [p.layer for p in planned.calibrated], model.tensor_source(), stages.dry_run,
                              stages.run.progress)
             model, view, method_plan, spooled_bytes = _prepared(opened, model, method, view, stages)
-            if method_plan.weight_only or method_plan.scaled_weight_only:  # the layout changes: plan again
-                planned = _plan(model, stages.layout, calibration, method_plan)
+            if method_plan.weight_only or method_plan.scaled_weight_only:  # the header and tail change: plan again
+                planned = _plan(model, stages.layout, calibration, method_plan, planned)
                 view = replace(view, layers=[p.layer for p in planned.calibrated])
                 report.bytes_out = planned.output_bytes
             report.notes = list(method_plan.notes) + format_note(planned.layers, method_plan.scaled_weight_only)
             if stages.dry_run:
                 _dry_run(planned, view, method_plan, stages, report)
             else:
-                _calibrate(method, method_plan, model, planned, view, stages, report)
+                _calibrate(method, method_plan, model, planned, view, stages, report, early)
             if spooled_bytes:
                 report.notes.append(f"the stream was spooled to a temporary file ({human_size(spooled_bytes)}, "
                                     "removed) for the forward pass; --no-spool keeps it one pass (the bound)")
@@ -171,13 +176,15 @@ def _rewrite(stages: Stages, report: FileReport) -> None:
 
 
 def _plan(model: ModelInput, layout: FormatOptions, calibration: dict[str, object],
-          method: MethodPlan | None = None) -> Planned:
+          method: MethodPlan | None = None, before: Planned | None = None) -> Planned:
     """Every file's plan and the whole model's layer plans; with the method's plan, its layers
-    kept weight-only (given a scale or not) change the layout."""
+    kept weight-only change the header and tail, not data places `before` fixed (formats/room.py)."""
     whole = model.whole if model.sharded else None
     method = method or MethodPlan()
     files = [build_plan(part.header, calibration, layout, whole, method.weight_only, method.scaled_weight_only)
              for part in model.parts]
+    for early, final in zip(before.files, files, strict=True) if before else ():
+        check_kept(early, final)
     layers = plan_layers(take_inventory(model.whole), layout, method.weight_only, method.scaled_weight_only)
     return Planned(files, layers)
 
@@ -252,16 +259,18 @@ def _fill(report: FileReport, planned: Planned, facts, out_weight_only, estimate
 
 
 def _calibrate(method: CalibrationMethod, method_plan: MethodPlan, model: ModelInput, planned: Planned,
-               view: ModelView, stages: Stages, report: FileReport) -> None:
+               view: ModelView, stages: Stages, report: FileReport, early: OpenOutputs | None) -> None:
     """The real run: every file streamed through the method, the scales resolved, the tails
     written and each output checked before it replaces anything."""
+    from fp8stream.pipeline.head_start import take_outputs
     from fp8stream.pipeline.run import finish_files, stream_model
 
     assert stages.output is not None  # OUT is None only with a dry run
     read_before = view.source.bytes_read if view.source is not None else 0  # what prepare read is not the run's
-    with contextlib.ExitStack() as stack:
-        sharded, sinks = open_outputs(stack, stages.output, model)
-        run = stream_model(model, planned.files, planned.calibrated, view, method, method_plan, sinks, stages.run)
+    with contextlib.ExitStack() as stack:  # `early`: OUT opened before the method, copied into
+        sharded, sinks, head = take_outputs(stack, early, stages.output, model)
+        run = stream_model(model, planned.files, planned.calibrated, view, method, method_plan, sinks, stages.run,
+                           head)
         resolved = _fill(report, planned, run.facts, run.out_weight_only, run.estimates, stages.run,
                          stages.settings.method)
         summaries = finish_files(run.files, resolved, stages.run.verify)

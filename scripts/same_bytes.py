@@ -18,6 +18,10 @@ Three steps, all on the CPU, each run alone under `nice` on a small machine:
            `--scales-rtol R`: a case whose output files differ only in input scales, each within
            R relative (every other byte the same: `run` records each output's scales and the
            digest of the rest), and whose reports only in such floats, is listed, not a difference.
+           `--kept KEPT_A KEPT_B` (two runs made with `run --keep DIR`, which copies every
+           case's outputs there): a case whose outputs differ only in layout (the header's
+           padding, markers' trailing spaces: the same tensors, bytes and markers' JSON,
+           scripts/same_bytes_content.py) is counted apart, not as a difference.
 
 Usage, from the worktree of the change (HEAD), PY=.venv/bin/python:
 
@@ -47,7 +51,7 @@ from pathlib import Path
 
 from same_bytes_cases import matrix
 from same_bytes_inputs import all_specs, digest
-from same_bytes_run import run_case
+from same_bytes_run import kept_folder, run_case
 
 
 def use_tree(tree: Path) -> None:
@@ -99,7 +103,8 @@ def check_inputs(cases_dir: Path, manifest: dict) -> None:
         sys.exit(f"same_bytes: inputs changed since the build: {', '.join(changed)}")
 
 
-def run(tree: Path, cases_dir: Path, out: Path, quick: bool, only: Path | None = None) -> None:
+def run(tree: Path, cases_dir: Path, out: Path, quick: bool, only: Path | None = None,
+        keep: Path | None = None) -> None:
     use_tree(tree)
     manifest = json.loads((cases_dir / "manifest.json").read_text())
     check_inputs(cases_dir, manifest)
@@ -114,7 +119,7 @@ def run(tree: Path, cases_dir: Path, out: Path, quick: bool, only: Path | None =
     with pinned():
         for i, case in enumerate(cases):
             t = time.monotonic()
-            results[case.name] = run_case(case, cases_dir.resolve(), work / f"{i:04d}")
+            results[case.name] = run_case(case, cases_dir.resolve(), work / f"{i:04d}", keep)
             print(f"[{i + 1}/{len(cases)}] {time.monotonic() - t:5.1f} s  exit {results[case.name]['exit_code']}  "
                   f"{case.name}", file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
@@ -193,10 +198,15 @@ def scales_only(a: dict, b: dict, rtol: float) -> float | None:
     return worst
 
 
-def compare(a_path: Path, b_path: Path, subset: bool, scales_rtol: float | None = None) -> int:
+def compare(a_path: Path, b_path: Path, subset: bool, scales_rtol: float | None = None,
+            kept: list[Path] | None = None) -> int:
+    """With `kept` (the two `run --keep` folders), a case whose outputs differ only in layout
+    (same_bytes_content.py) is counted apart, not as a difference."""
+    from same_bytes_content import compare_kept
+
     a, b = (json.loads(p.read_text()) for p in (a_path, b_path))
     ca, cb = a["cases"], b["cases"]
-    differ, close, worst = 0, 0, 0.0
+    differ, close, worst, layout = 0, 0, 0.0, 0
     for name in sorted(set(ca) | set(cb)):
         if name not in cb and subset:
             continue
@@ -208,12 +218,17 @@ def compare(a_path: Path, b_path: Path, subset: bool, scales_rtol: float | None 
                 print(f"scales within {scales_rtol:g}: {name} (largest relative difference {rel:.3g})")
                 close, worst = close + 1, max(worst, rel)
                 continue
-            print(f"differs: {name}\n    {first_difference(ca[name], cb[name])}")
+            why = compare_kept(ca[name], cb[name], *(kept_folder(k, name) for k in kept)) if kept else ""
+            if kept and why is None:
+                layout += 1
+                continue
+            print(f"differs: {name}\n    {first_difference(ca[name], cb[name])}" + (f"\n    {why}" if why else ""))
         else:
             continue
         differ += 1
     same = sum(1 for n in cb if n in ca and _exact(ca[n]) == _exact(cb[n]))
     within = f", {close} differ only in input scales within {scales_rtol:g} (largest {worst:.3g})" if close else ""
+    within += f", {layout} in layout only (same tensors, values, markers' JSON)" if kept else ""
     print(f"{same} cases identical{within}, {differ} differ ({a['meta']['commit'][:10]} vs {b['meta']['commit'][:10]})")
     return 1 if differ else 0
 
@@ -230,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quick", action="store_true", help="(auto, simulate) per input only")
     p.add_argument("--only", type=Path, default=None, help="a file of case names, one a line: run those only")
+    p.add_argument("--keep", type=Path, help="copy every case's output files into this new folder (for compare --kept)")
     p = sub.add_parser("compare", help="exit 1 if two results differ")
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
@@ -238,13 +254,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="a case whose outputs differ only in input scales, each within this relative difference "
                         "(every other byte the same), and whose reports only in such numbers, is not a difference "
                         "(both results made by a `run` that records scales)")
+    p.add_argument("--kept", type=Path, nargs=2, metavar=("KEPT_A", "KEPT_B"),
+                   help="the two runs' --keep folders: outputs that differ only in layout are not a difference")
     args = parser.parse_args(argv)
     if args.command == "build":
         build(args.tree.resolve(), args.out)
     elif args.command == "run":
-        run(args.tree.resolve(), args.cases, args.out.resolve(), args.quick, args.only)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=False)
+        run(args.tree.resolve(), args.cases, args.out.resolve(), args.quick, args.only,
+            None if args.keep is None else args.keep.resolve())
     else:
-        return compare(args.a, args.b, args.subset, args.scales_rtol)
+        return compare(args.a, args.b, args.subset, args.scales_rtol, args.kept)
     return 0
 
 

@@ -6,6 +6,7 @@ imported inside the functions, after the tree is first on sys.path."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -125,8 +126,22 @@ def scale_record(path: Path) -> dict | None:
     return {"rest": hashlib.sha256(data).hexdigest(), "scales": scales}
 
 
-def run_case(case: Case, cases_dir: Path, case_dir: Path) -> dict:
-    """Run one case in `case_dir` (made, then removed) and return its record."""
+def kept_folder(keep: Path, case_name: str) -> Path:
+    """Where `run --keep` puts a case's output files (named by a digest of the case's name)."""
+    return keep / hashlib.sha256(case_name.encode()).hexdigest()[:20]
+
+
+def _keep(case: Case, files: dict[str, Path], where: Path) -> None:
+    for name, path in files.items():
+        (where / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, where / name)
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "case.txt").write_text(case.name + "\n")
+
+
+def run_case(case: Case, cases_dir: Path, case_dir: Path, keep: Path | None = None) -> dict:
+    """Run one case in `case_dir` (made, then removed) and return its record; with `keep`, its
+    output files (a checkpoint on stdout as `<stdout>`) are copied under kept_folder first."""
     case_dir.mkdir()
     io_dir = Path(str(case_dir) + ".io")
     io_dir.mkdir()
@@ -149,6 +164,8 @@ def run_case(case: Case, cases_dir: Path, case_dir: Path) -> dict:
     reports, out_lines = reports_and_text(stdout.decode(errors="replace"), places)
     more, err_lines = reports_and_text((io_dir / "stderr").read_bytes().decode(errors="replace"), places)
     left = sorted(str(p.relative_to(io_dir)) for p in io_dir.rglob("*") if p.name not in ("stdout", "stderr"))
+    if keep is not None:
+        _keep(case, files, kept_folder(keep, case.name))
     shutil.rmtree(case_dir)
     shutil.rmtree(io_dir)
     # a batch with --jobs reports its files as they finish: in the order of their inputs here

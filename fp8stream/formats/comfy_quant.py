@@ -1,9 +1,10 @@
 """The per-layer `comfy_quant` marker: a U8 tensor holding JSON such as {"format": "float8_e4m3fn"}.
 
 We rewrite it while streaming, so the rewritten bytes must have a length known from the header
-alone (pipes depend on it): removing the weight-only flag keeps the byte length (JSON allows
-trailing spaces, and ComfyUI's `json.loads` reads them); setting it reserves FLAG_BYTES more,
-space padded when the flag was already there.
+alone (pipes depend on it), and not from the method's weight-only choice either (so the data's
+places are fixed before the method runs: formats/room.py): every rewritten marker takes room for
+either flag, its input size plus FLAG_BYTES, space padded (JSON allows trailing spaces, and
+ComfyUI's `json.loads` reads them).
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ def pad(raw: bytes, size: int) -> bytes:
     return raw + b" " * (size - len(raw))
 
 
-def marker_size(input_size: int, sets_flag: bool) -> int:
-    """Output size of a rewritten marker, from the header alone."""
-    return input_size + FLAG_BYTES if sets_flag else input_size
+def marker_size(input_size: int) -> int:
+    """Output size of a rewritten marker, from the header alone: room for the flag set or not."""
+    return input_size + FLAG_BYTES
 
 
 def is_weight_only(doc: dict) -> bool:

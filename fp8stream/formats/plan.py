@@ -2,8 +2,8 @@
 
 Fixed rules (pipes and byte-for-byte comparisons depend on them): input tensors keep their
 data order and bytes, except small rewritten tensors whose output size is fixed here (a
-`comfy_quant` marker: same size, or FLAG_BYTES more when the weight-only flag is set; the
-legacy `scaled_fp8` marker: 0 or 2 elements); renamed tensors (legacy -> comfy) keep their
+`comfy_quant` marker: FLAG_BYTES more, room for the weight-only flag set or not; the legacy
+`scaled_fp8` marker: 0 or 2 elements); renamed tensors (legacy -> comfy) keep their
 bytes. After the data comes a tail section: first the tensors we add whose values are known
 from the header (markers, unit weight scales), then every activation scale of a calibrated
 layer, new or already present, in layer order, because its value depends on weights that may
@@ -26,6 +26,7 @@ from fp8stream.formats.quant_metadata import (
     read_quant_metadata,
     synced_quant_metadata,
 )
+from fp8stream.formats.room import fix_room
 from fp8stream.formats.selection import excluded_layers
 from fp8stream.io.dtypes import DTYPE_BITS
 from fp8stream.io.header import Header, OutputEntry
@@ -162,8 +163,7 @@ def _tensor_roles(plan: RewritePlan, p: LayerPlan, header: Header) -> None:
     if layer.flavour == COMFY and layer.marker in has:
         plan.roles[layer.marker] = Role.MARKER
         plan.plan_by_marker[layer.marker] = p
-        plan.out_sizes[layer.marker] = comfy_quant.marker_size(has[layer.marker].nbytes,
-                                                               sets_flag=p.out_weight_only is True)
+        plan.out_sizes[layer.marker] = comfy_quant.marker_size(has[layer.marker].nbytes)
     elif layer.flavour == LEGACY and p.out_flavour == COMFY:
         if layer.weight_scale in has:
             plan.out_names[layer.weight_scale] = layer.name + WEIGHT_SCALE
@@ -224,10 +224,19 @@ def build_plan(header: Header, calibration: dict[str, object], options: FormatOp
 
     `whole`: for one shard of a sharded checkpoint, the merged header of every shard (flavours,
     presets and groups are decided on the whole model; the plan covers this shard's tensors, and
-    each layer's scale goes into the shard that holds its weight)."""
+    each layer's scale goes into the shard that holds its weight). The header's room and whether
+    the data's places are fixed come from the header and the options alone (formats/room.py)."""
     options = options or FormatOptions()
     inventory = take_inventory(whole if whole is not None else header)
-    all_plans = plan_layers(inventory, options, method_weight_only or {}, scaled_weight_only)
+    plan = _layout(header, inventory, calibration, options, method_weight_only or {}, scaled_weight_only)
+    every = {p.layer.name: "" for p in plan_layers(inventory, options, {}) if p.calibrated}
+    fix_room(plan, *(_layout(header, inventory, calibration, options, choice, None) for choice in ({}, every)))
+    return plan
+
+
+def _layout(header: Header, inventory: LayerInventory, calibration: dict[str, object], options: FormatOptions,
+            method_weight_only: Mapping[str, str], scaled_weight_only: Mapping[str, str] | None) -> RewritePlan:
+    all_plans = plan_layers(inventory, options, method_weight_only, scaled_weight_only)
     plans = [p for p in all_plans if p.layer.weight.name in header]
     own = LayerInventory([p.layer for p in plans], [s for s in inventory.skipped if s.name + WEIGHT in header],
                          inventory.legacy_marker, inventory.quant_metadata, inventory.names)

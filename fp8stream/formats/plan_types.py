@@ -77,6 +77,11 @@ class RewritePlan:
     scalar_keys: set[str] = field(default_factory=set)
     layer_by_weight: dict[str, FP8Layer] = field(default_factory=dict)
     plan_by_marker: dict[str, LayerPlan] = field(default_factory=dict)
+    # the JSON header is padded to this many bytes, room for any weight-only choice (formats/room.py)
+    header_room: int = 0
+    # every data tensor's place is the same whatever the method keeps weight-only (False: a legacy
+    # scaled_fp8 marker in the data whose size the choice decides)
+    data_fixed: bool = False
 
     @property
     def layers(self) -> list[FP8Layer]:
@@ -92,8 +97,13 @@ class RewritePlan:
         return [p for p in self.layer_plans if not p.calibrated]
 
     @property
+    def data_entries(self) -> list[OutputEntry]:
+        """The output's tensors before the tail (input tensors, as written)."""
+        return self.entries[:len(self.entries) - len(self.tail)]
+
+    @property
     def output_bytes(self) -> int:
         from fp8stream.io.header import encode_header
 
-        blob, infos = encode_header(self.entries, self.metadata)
+        blob, infos = encode_header(self.entries, self.metadata, self.header_room)
         return len(blob) + (infos[-1].end if infos else 0)

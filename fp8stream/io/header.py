@@ -207,8 +207,12 @@ class OutputEntry:
     nbytes: int
 
 
-def encode_header(entries: list[OutputEntry], metadata: dict[str, str] | None) -> tuple[bytes, list[TensorInfo]]:
-    """Lay an output header out: the 8-byte prefix plus JSON padded with spaces to 8 bytes.
+def encode_header(entries: list[OutputEntry], metadata: dict[str, str] | None,
+                  room: int = 0) -> tuple[bytes, list[TensorInfo]]:
+    """Lay an output header out: the 8-byte prefix plus JSON padded with spaces to `room` bytes
+    (a header planned before a choice it depends on: formats/room.py; a JSON that needs more is a
+    bug, since the data's places were fixed by the room) and to a multiple of 8 (the safetensors
+    format allows trailing spaces).
 
     Returns the bytes and the TensorInfo of each entry (its offsets), in data order.
     """
@@ -224,5 +228,8 @@ def encode_header(entries: list[OutputEntry], metadata: dict[str, str] | None) -
         infos.append(TensorInfo(e.name, e.dtype, tuple(e.shape), position, position + e.nbytes))
         position += e.nbytes
     text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if room and len(text) > room:
+        raise RuntimeError(f"internal error: the output header needs {len(text)} bytes, its room is {room}")
+    text += b" " * (max(room, len(text)) - len(text))
     text += b" " * (-len(text) % 8)
     return struct.pack("<Q", len(text)) + text, infos

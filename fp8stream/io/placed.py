@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 
 from fp8stream.errors import InvalidCheckpointError
 from fp8stream.io.header import OutputEntry, TensorInfo, encode_header
@@ -24,16 +25,31 @@ _REFUSED = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBA
 
 
 class PlacedWriter:
-    """One output file, by positioned writes on `fd`: `write_header`, then tensor bytes in any
-    order (`write_at`, `copy_from`), `write` appending to a tensor (the tail), `finish`."""
+    """One output file, by positioned writes on `fd`: tensor bytes in any order (`write_at`,
+    `copy_from`), from any thread, `write` appending to a tensor (the tail), the header whenever
+    it is final (`write_header`: its room is fixed, formats/room.py), `finish`."""
 
-    def __init__(self, fd: int, entries: list[OutputEntry], metadata: dict[str, str] | None) -> None:
+    def __init__(self, fd: int, entries: list[OutputEntry], metadata: dict[str, str] | None, room: int = 0) -> None:
         self.fd = fd
-        self.header_blob, self.infos = encode_header(entries, metadata)
+        self.header_blob, self.infos = encode_header(entries, metadata, room)
         self._by_name = {info.name: info for info in self.infos}
         self._filled = dict.fromkeys(self._by_name, 0)  # bytes placed per tensor
+        self._lock = threading.Lock()  # the head start's thread writes beside the run's
         self.bytes_written = 0
         self.kernel_copy = _KERNEL_COPY is not None  # False once the kernel refused: chunks from then on
+
+    def relayout(self, entries: list[OutputEntry], metadata: dict[str, str] | None, room: int) -> None:
+        """The final header (the method's choice made), before it is written: every byte placed
+        so far must keep its place (a bug otherwise: formats/room.check_kept)."""
+        blob, infos = encode_header(entries, metadata, room)
+        by_name = {info.name: info for info in infos}
+        with self._lock:
+            moved = [n for n, done in self._filled.items() if done and by_name.get(n) != self._by_name[n]]
+            if moved or len(blob) != len(self.header_blob):
+                raise RuntimeError(f"internal error: {moved[0] if moved else 'the header'!r} moved after data "
+                                   "was placed")
+            self._filled = {n: self._filled.get(n, 0) for n in by_name}
+            self.header_blob, self.infos, self._by_name = blob, infos, by_name
 
     def info(self, name: str) -> TensorInfo:
         return self._by_name[name]
@@ -67,7 +83,7 @@ class PlacedWriter:
             done += n
         if done < length:
             self._copy_chunks(in_fd, in_offset + done, where + done, length - done, name)
-        self.bytes_written += length
+        self._count(length)
 
     def _copy_chunks(self, in_fd: int, in_offset: int, out_offset: int, length: int, name: str) -> None:
         buf = bytearray(min(FALLBACK_CHUNK, length))
@@ -87,13 +103,18 @@ class PlacedWriter:
 
     def _claim(self, name: str, offset: int, length: int) -> int:
         """The file offset of bytes [offset, offset + length) of `name`, counted as placed."""
-        info = self._by_name.get(name)
-        if info is None or offset < 0 or offset + length > info.nbytes:
-            raise RuntimeError(f"no place for bytes {offset}:{offset + length} of {name!r}")
-        self._filled[name] += length
-        if self._filled[name] > info.nbytes:
-            raise RuntimeError(f"too many bytes for {name!r}")
-        return len(self.header_blob) + info.begin + offset
+        with self._lock:
+            info = self._by_name.get(name)
+            if info is None or offset < 0 or offset + length > info.nbytes:
+                raise RuntimeError(f"no place for bytes {offset}:{offset + length} of {name!r}")
+            self._filled[name] += length
+            if self._filled[name] > info.nbytes:
+                raise RuntimeError(f"too many bytes for {name!r}")
+            return len(self.header_blob) + info.begin + offset
+
+    def _count(self, nbytes: int) -> None:
+        with self._lock:
+            self.bytes_written += nbytes
 
     def _pwrite(self, data: bytes | bytearray | memoryview, where: int, count: bool = True) -> None:
         view = memoryview(data).cast("B")
@@ -101,4 +122,4 @@ class PlacedWriter:
         while done < len(view):
             done += os.pwrite(self.fd, view[done:], where + done)
         if count:
-            self.bytes_written += len(view)
+            self._count(len(view))

@@ -21,9 +21,11 @@ class WriterState(enum.Enum):
 class StreamingWriter:
     """Writes a safetensors stream whose layout is fixed before the first byte."""
 
-    def __init__(self, sink: BinaryIO, entries: list[OutputEntry], metadata: dict[str, str] | None) -> None:
+    def __init__(self, sink: BinaryIO, entries: list[OutputEntry], metadata: dict[str, str] | None,
+                 room: int = 0) -> None:
+        """`room`: the JSON header's padded length (io/header.encode_header)."""
         self.sink = sink
-        self.header_blob, self.infos = encode_header(entries, metadata)
+        self.header_blob, self.infos = encode_header(entries, metadata, room)
         self.state = WriterState.EMPTY
         self._index = 0  # the tensor being written
         self._written = 0  # bytes of it written so far

@@ -12,6 +12,12 @@ and the scalars the calibration reads are read whole and handled as the stream h
 tensors a method watches are read in chunks; every other byte (BF16 tensors, excluded layers,
 what passes through) moves from file to file by the kernel (io/placed.py). Each input byte is
 read from the disk once: by the pass, by this loop or by the kernel's copy.
+
+Where the head start copied the passing-through tensors before the method existed
+(pipeline/head_start.py; its thread may still be copying), two records are kept: rows `placed`
+(in the output: claimed under a lock by whoever writes them, written once) and FP8 weight rows
+`seen` (checked and shown to the method, once); the pass and this loop show the rows not seen
+yet, read from the page cache the copy filled, and write only the rows not placed yet.
 """
 
 from __future__ import annotations
@@ -92,15 +98,35 @@ class Covered:
         self._spans.setdefault(name, []).append((start, stop))
 
 
-class Placer:
-    """Places rows of any tensor of the model in its output file, once; FP8 weight rows of a
-    calibrated layer are checked and shown to the method first. `__call__` is the source's tap
-    (called from the forward pass's reading threads: one at a time, under a lock)."""
+class Placements:
+    """Which rows of each tensor are in the output: claimed, under one lock, by whoever writes
+    them (the head start's thread, the forward pass's readers, the loop), each row once."""
 
-    def __init__(self, files: list[PlacedFile], feed: Feed, state: StreamState) -> None:
+    def __init__(self) -> None:
+        self._covered = Covered()
+        self._lock = threading.Lock()
+
+    def claim(self, name: str, start: int, stop: int) -> list[tuple[int, int]]:
+        """The parts of rows [start, stop) nobody placed yet, now the caller's to write."""
+        with self._lock:
+            spans = self._covered.missing(name, start, stop)
+            for a, b in spans:
+                self._covered.add(name, a, b)
+        return spans
+
+
+class Placer:
+    """Places rows of any tensor of the model in its output file, once (`placed`); FP8 weight
+    rows of a calibrated layer are checked and shown to the method once (`seen`), where the bytes
+    were placed already too (the head start copies them before the method exists). `__call__` is
+    the source's tap (called from the forward pass's reading threads: one at a time, under a lock)."""
+
+    def __init__(self, files: list[PlacedFile], feed: Feed, state: StreamState,
+                 placed: Placements | None = None) -> None:
         self.feed, self.state = feed, state
         self.file_of = {info.name: f for f in files for info in f.plan.header.tensors}
-        self.covered = Covered()
+        self.placed = placed or Placements()
+        self.seen = Covered()
         self._lock = threading.Lock()
 
     def takes(self, f: PlacedFile, name: str) -> bool:
@@ -115,30 +141,33 @@ class Placer:
         info = f.plan.header.get(name)
         if info.shape and rows_of(info) != info.shape[0]:  # rows of unequal bytes: copied whole
             return
-        row_bytes = info.nbytes // rows_of(info) if rows_of(info) else 0
         with self._lock:
-            for a, b in self.covered.missing(name, start, stop):
-                self.place(f, info, a, b, memoryview(data)[(a - start) * row_bytes:(b - start) * row_bytes])
+            self.place(f, info, start, stop, memoryview(data))
 
     def place(self, f: PlacedFile, info: TensorInfo, start: int, stop: int, data: memoryview,
               at: int | None = None) -> None:
-        """Rows [start, stop) of `info`, as read: checked and shown where an FP8 weight, placed.
-        `at`: where they start in the input file, when this loop read them from it: then the
-        kernel copies them from there (their pages were just read), not a write of our buffer
-        (pread + pwrite of 1.2 GB of FP8 rows took 2.7-3.9 s here, pread + copy 1.1-1.4 s)."""
+        """Rows [start, stop) of `info`, as read: those of an FP8 weight not seen yet checked and
+        shown, those not placed yet placed. `at`: where they start in the input file, when this
+        loop read them from it: then the kernel copies them from there (their pages were just
+        read), not a write of our buffer (pread + pwrite of 1.2 GB of FP8 rows took 2.7-3.9 s
+        here, pread + copy 1.1-1.4 s)."""
         layer = f.plan.layer_by_weight.get(info.name)
         row_bytes = len(data) // (stop - start) if stop > start else 0
         if layer is not None:
-            rows = np.frombuffer(data, dtype=np.uint8).reshape(-1, layer.in_features)
-            self.state.checks.observe(layer, rows)
-            if self.feed.method_plan.rows:
-                self.feed.method.observe_weight(layer, self.feed.method_rows(rows), start)
+            for a, b in self.seen.missing(info.name, start, stop):
+                rows = np.frombuffer(data[(a - start) * row_bytes:(b - start) * row_bytes], dtype=np.uint8)
+                rows = rows.reshape(-1, layer.in_features)
+                self.state.checks.observe(layer, rows)
+                if self.feed.method_plan.rows:
+                    self.feed.method.observe_weight(layer, self.feed.method_rows(rows), a)
+                self.seen.add(info.name, a, b)
         name = f.plan.out_names[info.name]
-        if at is not None and f.writer.kernel_copy:
-            f.writer.copy_from(f.in_fd, at, name, start * row_bytes, len(data))
-        else:
-            f.writer.write_at(name, start * row_bytes, data)
-        self.covered.add(info.name, start, stop)
+        for a, b in self.placed.claim(info.name, start, stop):
+            part = data[(a - start) * row_bytes:(b - start) * row_bytes]
+            if at is not None and f.writer.kernel_copy:
+                f.writer.copy_from(f.in_fd, at + (a - start) * row_bytes, name, a * row_bytes, len(part))
+            else:
+                f.writer.write_at(name, a * row_bytes, part)
 
 
 def place_file(f: PlacedFile, placer: Placer) -> None:
@@ -162,7 +191,7 @@ def place_file(f: PlacedFile, placer: Placer) -> None:
         else:
             rows = rows_of(info)
             row_bytes = info.nbytes // rows if rows else 0
-            for a, b in placer.covered.missing(info.name, 0, rows):
+            for a, b in placer.placed.claim(info.name, 0, rows):
                 f.writer.copy_from(f.in_fd, at + a * row_bytes, plan.out_names[info.name], a * row_bytes,
                                    (b - a) * row_bytes)
         feed.bar.update(info.nbytes)
@@ -171,13 +200,14 @@ def place_file(f: PlacedFile, placer: Placer) -> None:
 
 
 def _read_rows(f: PlacedFile, info: TensorInfo, at: int, buffer: bytearray, placer: Placer) -> None:
-    """The rows of a tensor not placed yet, read a chunk of whole rows at a time: an FP8 weight's
-    placed (checked and shown), a watched tensor's shown to the method, in order, and placed."""
+    """The rows of a tensor not shown yet, read a chunk of whole rows at a time: an FP8 weight's
+    not seen (checked and shown), a watched tensor's all (shown to the method, in order), those
+    not placed yet placed."""
     rows = rows_of(info)
     row_bytes = info.nbytes // rows if rows else 0
     step = max(1, chunk_bytes_for(info) // row_bytes) if row_bytes else 1
     watched = info.name in placer.feed.method_plan.watches
-    spans = placer.covered.missing(info.name, 0, rows) if row_bytes else [(0, rows)]
+    spans = placer.seen.missing(info.name, 0, rows) if row_bytes and not watched else [(0, rows)]
     if spans and row_bytes and _ADVISE is not None:  # the kernel reads ahead while we compute
         _ADVISE(f.in_fd, at + spans[0][0] * row_bytes, (spans[-1][1] - spans[0][0]) * row_bytes,
                          os.POSIX_FADV_WILLNEED)

@@ -23,6 +23,7 @@ from fp8stream.io.sink import OutputSink
 from fp8stream.io.writer import StreamingWriter
 from fp8stream.methods.interface import CalibrationMethod, MethodPlan, ModelView
 from fp8stream.pipeline.check import check_written
+from fp8stream.pipeline.head_start import HeadStart
 from fp8stream.pipeline.inputs import ModelInput
 from fp8stream.pipeline.loop import Feed, StreamState, facts_from_state, stream_file
 from fp8stream.pipeline.placed_run import PlacedFile, Placer, place_file
@@ -62,12 +63,14 @@ class RunSettings:
 
 def stream_model(model: ModelInput, plans: list[RewritePlan], calibrated: list[LayerPlan], view: ModelView,
                  method: CalibrationMethod, method_plan: MethodPlan, sinks: list[tuple[OutputSink, BinaryIO]],
-                 settings: RunSettings) -> StreamResult:
-    """Every file's header and data out, in file order; the method sees the whole model."""
+                 settings: RunSettings, head: HeadStart | None = None) -> StreamResult:
+    """Every file's header and data out, in file order; the method sees the whole model. `head`:
+    the copy begun before the method (pipeline/head_start.py), where the files are placed."""
     on_cuda = settings.device == "cuda"  # its peak was reset before method.prepare (rewrite.py)
     state = StreamState()
+    assert view.copy_takes_reads or head is None
     if view.copy_takes_reads:
-        files = _place_model(model, plans, view, method, method_plan, sinks, settings, state)
+        files = _place_model(model, plans, view, method, method_plan, sinks, settings, state, head)
     else:
         files = [_stream_part(part, plan, sink, out, method, method_plan, settings, state, len(plans))
                  for part, plan, (sink, out) in zip(model.parts, plans, sinks, strict=True)]
@@ -84,7 +87,7 @@ def _bar_label(part_name: str, files: int) -> str:
 def _stream_part(part, plan: RewritePlan, sink: OutputSink, out: BinaryIO, method: CalibrationMethod,
                  method_plan: MethodPlan, settings: RunSettings, state: StreamState, files: int) -> FileRun:
     """One file's header and data out, front to back, through the method."""
-    writer = StreamingWriter(out, plan.entries, plan.metadata)
+    writer = StreamingWriter(out, plan.entries, plan.metadata, plan.header_room)
     writer.write_header()
     stream = TensorStream(part.source, part.header)
     if settings.verify:
@@ -97,17 +100,20 @@ def _stream_part(part, plan: RewritePlan, sink: OutputSink, out: BinaryIO, metho
 
 def _place_model(model: ModelInput, plans: list[RewritePlan], view: ModelView, method: CalibrationMethod,
                  method_plan: MethodPlan, sinks: list[tuple[OutputSink, BinaryIO]], settings: RunSettings,
-                 state: StreamState) -> list[FileRun]:
+                 state: StreamState, head: HeadStart | None = None) -> list[FileRun]:
     """Every file's header, then the method's reads by name with the copy taking what they read,
-    then every file in data order (pipeline/placed_run.py)."""
+    then every file in data order (pipeline/placed_run.py); what the head start placed is not
+    placed again, and its copy is done before the files are finished."""
     placed = []
-    for part, plan, (sink, _) in zip(model.parts, plans, sinks, strict=True):
+    for i, (part, plan, (sink, _)) in enumerate(zip(model.parts, plans, sinks, strict=True)):
         out_fd = sink.file_descriptor()
         assert out_fd is not None, "copy_shares_reads promised a local, uncompressed output file"
-        writer = PlacedWriter(out_fd, plan.entries, plan.metadata)
+        writer = head.writer(i, plan) if head is not None else \
+            PlacedWriter(out_fd, plan.entries, plan.metadata, plan.header_room)
         writer.write_header()
         placed.append(PlacedFile(part, plan, writer))
-    placer = Placer(placed, Feed(method, method_plan, settings.device, settings.keep_weight_only, None), state)
+    placer = Placer(placed, Feed(method, method_plan, settings.device, settings.keep_weight_only, None), state,
+                    head.placements if head is not None else None)
     if method_plan.read_weights is not None and view.source is not None:
         view.source.tap = placer
         try:
@@ -119,6 +125,8 @@ def _place_model(model: ModelInput, plans: list[RewritePlan], view: ModelView, m
                           settings.progress) as bar:
             placer.feed.bar = bar
             place_file(f, placer)
+    if head is not None:
+        head.join()
     return [FileRun(f.part.name, f.plan, sink, f.writer, None) for f, (sink, _) in zip(placed, sinks, strict=True)]
 
 
