@@ -3,8 +3,9 @@ they differ only in where things sit (the header's padding, markers' trailing sp
 the same tensors with the same dtype, shape and bytes, each comfy_quant marker the same JSON,
 the same metadata (JSON values parsed), a sharded output's index the same but for its
 total_size, and records equal once output digests (and the digests and scales `run` records
-per output) and sizes are masked: the values are compared on the files themselves. Standalone: reads the kept files (`run --keep`) with json and struct only (zstd outputs
-through the zstandard module)."""
+per output) and sizes are masked: the values are compared on the files themselves. Standalone:
+reads the kept files (`run --keep`) with json and struct only (zstd outputs through the
+zstandard module: run it with the project's Python)."""
 
 from __future__ import annotations
 
