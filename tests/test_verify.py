@@ -72,7 +72,11 @@ def test_verify_command_accepts_a_calibrated_file(small_model: Path, tmp_path: P
     assert result.exit_code == 0
     assert "scale added" in result.stdout and "0 unexpected" in result.stdout
     doc = json.loads(run_cli("verify", "--json", small_model, out).stdout)
-    assert doc["ok"] and doc["identical"] == 14  # markers unchanged: no weight-only flag to remove
+    # the 3 markers keep their JSON (no weight-only flag to remove) in room for the flag (padded)
+    assert doc["ok"] and doc["identical"] == 11
+    markers = [d for d in doc["differences"] if d["name"].endswith("comfy_quant")]
+    assert len(markers) == 3
+    assert {(d["detail"], d["expected"]) for d in markers} == {("marker re-encoded, same JSON", True)}
 
 
 def test_verify_command_reports_each_unexpected_difference(small_model: Path, tmp_path: Path) -> None:
