@@ -96,14 +96,18 @@ class Reads:
             return n
         if not kernel:
             self.last_read = (offset, offset + n)
-        self.copied += self._count(self.by_tensor, offset, n) if kernel else 0
+        counted = self._count(self.by_tensor, offset, n)
+        self.copied += counted if kernel else 0
         return n
 
     def _count(self, counter: collections.Counter, offset: int, n: int) -> int:
+        """Bytes [offset, offset + n) of the file, counted per tensor; returns the data bytes."""
+        total = 0
         for t in self.header.tensors:
             start, end = self.header.data_start + t.begin, self.header.data_start + t.end
+            total += max(0, min(end, offset + n) - max(start, offset))
             counter[t.name] += max(0, min(end, offset + n) - max(start, offset))
-        return n
+        return total
 
 
 class _Sequential:
