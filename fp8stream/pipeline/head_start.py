@@ -31,7 +31,7 @@ from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.pipeline.inputs import InputPart, ModelInput
 from fp8stream.pipeline.loop import read_whole
 from fp8stream.pipeline.outputs import OutputTarget, open_outputs
-from fp8stream.pipeline.placed_run import Placements, copy_shares_reads, rows_of
+from fp8stream.pipeline.placed_run import Placements, check_unchanged, copy_shares_reads, rows_of
 
 
 def cache_holds(nbytes: int, header: Header, settings: CalibrationSettings) -> bool:
@@ -71,9 +71,12 @@ class HeadStart:
         return writer
 
     def join(self) -> None:
-        """Wait until every tensor the copy claimed is in place; raise what stopped it."""
+        """Wait until every tensor the copy claimed is in place; raise what stopped it, or an
+        input that changed size meanwhile (the run's own check may have come before the copy's end)."""
         self._thread.join()
         self._raise()
+        for part, _, _ in self._work:
+            check_unchanged(part)
 
     def stop(self) -> None:
         """The run failed or was interrupted: the copy stops after its current step."""

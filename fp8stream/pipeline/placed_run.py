@@ -195,8 +195,13 @@ def place_file(f: PlacedFile, placer: Placer) -> None:
                 f.writer.copy_from(f.in_fd, at + a * row_bytes, plan.out_names[info.name], a * row_bytes,
                                    (b - a) * row_bytes)
         feed.bar.update(info.nbytes)
-    if os.fstat(f.in_fd).st_size != f.part.source.size:
-        raise InvalidCheckpointError(f"{f.part.source.label}: file changed size while being read")
+    check_unchanged(f.part)
+
+
+def check_unchanged(part: InputPart) -> None:
+    """The input still has the size it had when opened (another program may write to it)."""
+    if os.fstat(part.source.stream.fileno()).st_size != part.source.size:
+        raise InvalidCheckpointError(f"{part.source.label}: file changed size while being read")
 
 
 def _read_rows(f: PlacedFile, info: TensorInfo, at: int, buffer: bytearray, placer: Placer) -> None:
