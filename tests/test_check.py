@@ -135,6 +135,12 @@ def test_a_family_without_a_forward_pass_exits_5_with_what_the_file_shows(tmp_pa
     assert "2 of 2 FP8 layers run FP8" in doc["verdict"] and doc["counts"]["fp8_layers"] == 2
 
 
+def test_a_report_file_in_a_missing_folder_is_one_line(tmp_path):
+    write_checkpoint(str(tmp_path / "x.safetensors"), comfy_fp8_linear("enc.layer0", (16, 16)))
+    r = run_cli("check", tmp_path / "x.safetensors", "--report", tmp_path / "no-such-folder" / "check.log")
+    assert r.exit_code == 1 and r.stderr.strip().startswith("fp8stream: error: --report "), r.stderr
+
+
 def test_a_pipe_is_checked_as_the_file(files):
     _, from_file = _check(files["one"])
     r = CliRunner().invoke(main, ["check", "-", *PASS, "--json"], input=files["one"].read_bytes(),

@@ -44,6 +44,13 @@ def test_report_file_is_appended_run_after_run(small_model: Path, tmp_path: Path
     assert second.startswith(first) and "b.safetensors" in second[len(first):]
 
 
+def test_a_report_file_in_a_missing_folder_is_one_line(small_model: Path, tmp_path: Path) -> None:
+    r = run_cli("calibrate", "--method", "simulate", small_model, tmp_path / "a.safetensors",
+                "--report", tmp_path / "no-such-folder" / "runs.log")
+    assert r.exit_code == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("fp8stream: error: --report ")
+
+
 def test_a_checkpoint_is_refused_to_a_terminal(small_model: Path) -> None:
     """`fp8stream calibrate IN -` with stdout a terminal: one line, exit 2, no bytes to the tty."""
     leader, follower = pty.openpty()

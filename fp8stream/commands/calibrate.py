@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import click
 
 from fp8stream.batch import BatchSettings, batch_exit_code, expand_inputs, plan_outputs, run_batch
-from fp8stream.commands.common import EXIT_CODES, run_guarded
+from fp8stream.commands.common import EXIT_CODES, append_report, run_guarded
 from fp8stream.commands.flags import REPORT, STORAGE_OPTIONS, SectionedCommand, options, ordered
 from fp8stream.commands.preflight import check_patterns
 from fp8stream.errors import UsageError
@@ -49,8 +49,7 @@ def _emit(report: FileReport, how: ReportOptions, stdout_taken: bool) -> None:
     as_json, report_file = how.as_json, how.report_file
     text = report.to_json() if as_json else render_table(report, verbose=how.verbose)
     if report_file:
-        with open(report_file, "a", encoding="utf-8") as f:
-            f.write(text + "\n")
+        append_report(report_file, text)
     else:
         click.echo(text, err=not as_json or stdout_taken)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from fp8stream.commands.common import EXIT_CODES, run_guarded
+from fp8stream.commands.common import EXIT_CODES, append_report, run_guarded
 from fp8stream.commands.flags import REPORT, STORAGE_OPTIONS, SectionedCommand, options
 from fp8stream.errors import BelowMinSqnr, NothingToCalibrateError, NotRunnable
 from fp8stream.methods.settings import CalibrationSettings, resolve_device
@@ -68,8 +68,7 @@ def check(path: str, **params: Any) -> None:
         report = check_file(path, settings, progress, params["min_sqnr"])
         text = report.to_json() if params["as_json"] else _render(report, params["verbose"])
         if params["report_file"]:
-            with open(params["report_file"], "a", encoding="utf-8") as f:
-                f.write(text + "\n")
+            append_report(params["report_file"], text)
         else:
             click.echo(text, err=not params["as_json"])
         if report.status == "not-run":

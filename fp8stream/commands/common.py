@@ -9,7 +9,7 @@ from typing import Callable, TypeVar
 import click
 
 from fp8stream import interrupts
-from fp8stream.errors import EXIT_FAILURE, EXIT_SIGINT, FP8StreamError, Interrupted
+from fp8stream.errors import EXIT_FAILURE, EXIT_SIGINT, FP8StreamError, Interrupted, OutputError
 from fp8stream.io.storage import open_urls_with
 from fp8stream.remote.location import UrlLocation
 
@@ -38,6 +38,16 @@ Exit codes:
   6    check: the end-to-end SQNR is below --min-sqnr
   130  interrupted (Ctrl-C, SIGINT)
   143  terminated (SIGTERM)"""
+
+
+def append_report(path: str, text: str) -> None:
+    """--report FILE: append `text` as one more report; a FILE that cannot be written (its
+    folder missing, no permission, disk full) is one line and exit 1, not a traceback."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text + "\n")
+    except OSError as e:
+        raise OutputError(f"--report {path}: {e.strerror or e}") from None
 
 
 def fail(message: str, code: int) -> None:
