@@ -135,6 +135,13 @@ def test_a_family_without_a_forward_pass_exits_5_with_what_the_file_shows(tmp_pa
     assert "2 of 2 FP8 layers run FP8" in doc["verdict"] and doc["counts"]["fp8_layers"] == 2
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_min_sqnr_that_is_not_a_finite_number_is_a_usage_error(tmp_path, value):
+    write_checkpoint(str(tmp_path / "x.safetensors"), comfy_fp8_linear("enc.layer0", (16, 16)))
+    r = run_cli("check", tmp_path / "x.safetensors", "--json", f"--min-sqnr={value}")
+    assert r.exit_code == 2 and r.stdout == "" and "--min-sqnr" in r.stderr, r.stderr
+
+
 def test_a_report_file_in_a_missing_folder_is_one_line(tmp_path):
     write_checkpoint(str(tmp_path / "x.safetensors"), comfy_fp8_linear("enc.layer0", (16, 16)))
     r = run_cli("check", tmp_path / "x.safetensors", "--report", tmp_path / "no-such-folder" / "check.log")

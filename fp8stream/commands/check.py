@@ -9,6 +9,7 @@ zstd, a URL; a stream spooled to a temporary file). torch is imported by the run
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from typing import Any
 
@@ -16,7 +17,7 @@ import click
 
 from fp8stream.commands.common import EXIT_CODES, append_report, run_guarded
 from fp8stream.commands.flags import REPORT, STORAGE_OPTIONS, SectionedCommand, options
-from fp8stream.errors import BelowMinSqnr, NothingToCalibrateError, NotRunnable
+from fp8stream.errors import BelowMinSqnr, NothingToCalibrateError, NotRunnable, UsageError
 from fp8stream.methods.settings import CalibrationSettings, resolve_device
 from fp8stream.options import COMMON, Flag, flags_of, values_of
 from fp8stream.remote import configure as configure_storage, parse_storage_options
@@ -60,6 +61,9 @@ def check(path: str, **params: Any) -> None:
     SQNR end to end per sampling time, and a verdict. FILE: a file, a sharded folder, '-' or a URL."""
 
     def body() -> int:
+        if params["min_sqnr"] is not None and not math.isfinite(params["min_sqnr"]):
+            # nan compares false with every SQNR (never exit 6), inf always true; neither is valid JSON
+            raise UsageError(f"--min-sqnr {params['min_sqnr']}: give a finite number of dB")
         configure_storage(parse_storage_options(params["storage_json"]))
         values = {k: v for k, v in values_of(CalibrationSettings, params).items() if k in PASS_FLAGS}
         values["device"] = resolve_device(params["device"])
