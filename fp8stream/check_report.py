@@ -134,8 +134,14 @@ class CheckReport:
 
 
 def _db(x: float | None) -> float | None:
-    """A figure for JSON: rounded, None for no noise at all (inf) or no figure."""
-    return None if x is None or math.isinf(x) else round(x, 3)
+    """A figure for JSON: rounded, None for no noise at all (inf), no figure or none to give (nan)."""
+    return None if x is None or not math.isfinite(x) else round(x, 3)
+
+
+def _number(x: float | None) -> float | None:
+    """A value for JSON as it is, None where it is not a finite number (a file's NaN or infinite
+    input_scale, an amax of NaN weights): JSON has no NaN or Infinity."""
+    return None if x is None or not math.isfinite(x) else x
 
 
 def _stream(overall: float | None, per_sample: list[float], times: list[float | None]) -> dict:
@@ -146,10 +152,10 @@ def _stream(overall: float | None, per_sample: list[float], times: list[float | 
 
 def _layer_doc(layer: CheckedLayer) -> dict:
     return {"name": layer.name, "runs_fp8": layer.runs_fp8, "why": layer.why, "scale": layer.scale,
-            "stored_scale": layer.stored_scale, "real_scale": layer.real_scale, "covered": layer.covered,
-            "reached": layer.reached, "amax": layer.amax, "clipped": layer.clipped, "clips": layer.clips,
-            "static_sqnr_db": _db(layer.static_sqnr_db), "dynamic_sqnr_db": _db(layer.dynamic_sqnr_db),
-            "gap_db": round(layer.gap_db, 3)}
+            "stored_scale": _number(layer.stored_scale), "real_scale": layer.real_scale, "covered": layer.covered,
+            "reached": layer.reached, "amax": _number(layer.amax), "clipped": _number(layer.clipped),
+            "clips": layer.clips, "static_sqnr_db": _db(layer.static_sqnr_db),
+            "dynamic_sqnr_db": _db(layer.dynamic_sqnr_db), "gap_db": _db(layer.gap_db)}
 
 
 def checked_layers(runs: dict[str, LayerRun], figures: dict[str, LayerFigures]) -> list[CheckedLayer]:

@@ -14,6 +14,7 @@ dynamic where the next is 2.5 dB below.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import diffusers  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
@@ -133,6 +134,20 @@ def test_a_family_without_a_forward_pass_exits_5_with_what_the_file_shows(tmp_pa
     doc = json.loads(r.stdout)
     assert doc["status"] == "not-run" and "not recognised" in doc["reason"]
     assert "2 of 2 FP8 layers run FP8" in doc["verdict"] and doc["counts"]["fp8_layers"] == 2
+
+
+def _strict(x: str):
+    raise ValueError(f"{x} is not JSON")
+
+
+def test_json_stays_json_with_a_nan_or_infinite_stored_scale(files, tmp_path):
+    bad = {f"{BAD}.input_scale": math.nan, "double_blocks.0.img_mlp.2.input_scale": math.inf}
+    path = _with_scales(files["ours"], tmp_path / "nan.safetensors", lambda n, v: bad.get(n, v))
+    r = run_cli("check", path, *PASS, "--json")
+    doc = json.loads(r.stdout, parse_constant=_strict)
+    layers = {layer["name"]: layer for layer in doc["layers"]}
+    assert r.exit_code == 0 and layers[BAD]["stored_scale"] is None and layers[BAD]["scale"] == 1.0
+    assert "cannot use it" in layers[BAD]["why"] and not layers["double_blocks.0.img_mlp.2"]["real_scale"]
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
