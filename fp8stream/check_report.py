@@ -180,7 +180,7 @@ def build(input_name: str, runs: dict[str, LayerRun], comparison: Comparison, mi
                          comfy_overall_db=comfy.overall, dynamic_overall_db=dynamic.overall, min_sqnr=min_sqnr,
                          seconds=comparison.seconds, peak_live=comparison.peak_live)
     report.verdict = verdict(report)
-    if min_sqnr is not None and comfy.overall < min_sqnr:
+    if min_sqnr is not None and not comfy.overall >= min_sqnr:  # a NaN output fails too
         report.status = "below-min-sqnr"
     return report
 
@@ -194,6 +194,8 @@ def verdict(report: CheckReport) -> str:
     comfy, dynamic = report.comfy_overall_db, report.dynamic_overall_db
     clipping = report.clipping
     clipping_text = f"{plural(len(clipping), 'layer')} clipping" if clipping else "no layer clipping"
+    if comfy is not None and math.isnan(comfy):
+        return "no figure: the model's output is NaN as ComfyUI runs the file (NaN values in its weights or scales?)"
     if comfy is None or math.isinf(comfy):
         return (f"every FP8 layer runs weight-only in ComfyUI (full precision): no FP8 error; "
                 f"dynamic FP8 would give {_fmt_db(dynamic)} end to end")

@@ -150,6 +150,19 @@ def test_json_stays_json_with_a_nan_or_infinite_stored_scale(files, tmp_path):
     assert "cannot use it" in layers[BAD]["why"] and not layers["double_blocks.0.img_mlp.2"]["real_scale"]
 
 
+def test_nan_weights_fail_min_sqnr_with_a_verdict_that_says_so(files, tmp_path):
+    with safe_open(str(files["ours"]), "pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    raw = tensors[f"{BAD}.weight"].view(torch.uint8).clone()
+    raw[0, :4] = 0x7F  # float8_e4m3fn's NaN
+    tensors[f"{BAD}.weight"] = raw.view(torch.float8_e4m3fn)
+    save_file(tensors, str(tmp_path / "nan.safetensors"), metadata)
+    r = run_cli("check", tmp_path / "nan.safetensors", *PASS, "--json", "--min-sqnr", "10")
+    doc = json.loads(r.stdout, parse_constant=_strict)
+    assert r.exit_code == EXIT_BELOW_MIN_SQNR and doc["status"] == "below-min-sqnr"
+    assert "NaN" in doc["verdict"] and doc["end_to_end"]["comfy"]["sqnr_db"] is None
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_min_sqnr_that_is_not_a_finite_number_is_a_usage_error(tmp_path, value):
     write_checkpoint(str(tmp_path / "x.safetensors"), comfy_fp8_linear("enc.layer0", (16, 16)))
