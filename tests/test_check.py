@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import diffusers  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
@@ -25,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import forward_tiny as ft  # noqa: E402
-from conftest import run_cli  # noqa: E402
+from conftest import run_cli, subprocess_env  # noqa: E402
 from fp8stream.cli import main  # noqa: E402
 from fp8stream.errors import EXIT_BELOW_MIN_SQNR  # noqa: E402
 from fp8stream.synthetic.checkpoint import bf16_tensor, comfy_fp8_linear, write_checkpoint  # noqa: E402
@@ -168,6 +171,19 @@ def test_min_sqnr_that_is_not_a_finite_number_is_a_usage_error(tmp_path, value):
     write_checkpoint(str(tmp_path / "x.safetensors"), comfy_fp8_linear("enc.layer0", (16, 16)))
     r = run_cli("check", tmp_path / "x.safetensors", "--json", f"--min-sqnr={value}")
     assert r.exit_code == 2 and r.stdout == "" and "--min-sqnr" in r.stderr, r.stderr
+
+
+def test_a_reader_that_left_before_the_json_is_one_line_and_exit_1(tmp_path):
+    """`fp8stream check FILE --json | true`: the pipe's reader is gone when the report is written."""
+    write_checkpoint(str(tmp_path / "x.safetensors"), comfy_fp8_linear("enc.layer0", (16, 16)))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run([sys.executable, "-m", "fp8stream", "check", str(tmp_path / "x.safetensors"), "--json"],
+                           stdout=write_end, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    finally:
+        os.close(write_end)
+    assert r.returncode == 1 and r.stderr.splitlines() == ["fp8stream: error: the reading end of the pipe closed"]
 
 
 def test_a_report_file_in_a_missing_folder_is_one_line(tmp_path):

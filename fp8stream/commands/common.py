@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Callable, TypeVar
@@ -98,6 +99,18 @@ def _end(e: BaseException) -> None:
         _exit_interrupted("interrupted", EXIT_SIGINT)
     elif isinstance(e, MemoryError):
         fail("out of memory", EXIT_FAILURE)
+    elif isinstance(e, BrokenPipeError):
+        _exit_reader_gone()
+
+
+def _exit_reader_gone() -> None:
+    """A report's reader left (`fp8stream check FILE --json | true`): one line and exit 1, not
+    click's silent exit 1. Leave at once: the interpreter's exit would flush the broken stream
+    again ("Exception ignored ... BrokenPipeError"); context managers ran while it unwound."""
+    with contextlib.suppress(OSError):  # stderr may be the pipe that closed
+        click.echo("fp8stream: error: the reading end of the pipe closed", err=True)
+        sys.stderr.flush()
+    os._exit(EXIT_FAILURE)
 
 
 class OneLineErrors(click.Group):
