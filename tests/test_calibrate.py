@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import run_cli, small_model_tensors
+from conftest import run_cli, small_model_tensors, subprocess_env
 from fp8stream.formats.comfy_quant import FLAG_BYTES
 from fp8stream.synthetic.checkpoint import comfy_fp8_linear, write_checkpoint
 
@@ -170,6 +172,18 @@ def test_inspect_reports_layers_and_dtypes(small_model: Path) -> None:
     assert info["dtypes"]["F8_E4M3"]["tensors"] == 3
     text = run_cli("inspect", small_model).stdout
     assert "3 FP8 layers: 3 with FP8 activations, 0 weight-only; 0 with an input_scale" in text
+
+
+def test_inspect_to_a_reader_that_left_is_one_line_and_exit_1(small_model: Path) -> None:
+    """`fp8stream inspect FILE --json | true`: the pipe's reader is gone when the JSON is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run([sys.executable, "-m", "fp8stream", "inspect", str(small_model), "--json"],
+                           stdout=write_end, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    finally:
+        os.close(write_end)
+    assert r.returncode == 1 and r.stderr.splitlines() == ["fp8stream: error: the reading end of the pipe closed"]
 
 
 def test_skipped_formats_are_reported_and_passed_through(tmp_path: Path) -> None:

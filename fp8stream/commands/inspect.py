@@ -135,5 +135,11 @@ def inspect(path: str, as_json: bool) -> None:
 
     PATH: a .safetensors file, a .safetensors.zst file, a sharded model's folder or its
     *.safetensors.index.json."""
-    info = run_guarded(describe, path)
+    run_guarded(_show, path, as_json)
+
+
+def _show(path: str, as_json: bool) -> None:
+    """Describe PATH and print it; printing is guarded too, so a reader that left
+    (`inspect FILE --json | true`) is one line and exit 1 as for the other commands."""
+    info = describe(path)
     click.echo(json.dumps(info) if as_json else render(info))
