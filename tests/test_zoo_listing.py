@@ -110,3 +110,15 @@ def test_stores_without_their_driver_name_the_extra(tmp_path: Path, monkeypatch:
         result = CliRunner().invoke(main, ["inspect", url])
         assert result.exit_code == 2 and result.stderr == \
             f"fp8stream: error: {url}: {scheme}:// needs {driver}: pip install 'fp8stream[{extra}]'\n"
+
+
+def test_a_report_file_in_a_missing_folder_is_one_line(tmp_path: Path) -> None:
+    """`zoo ... --report FILE` into a folder that does not exist: the one-line error of
+    calibrate and check (exit 1), not a traceback; `_emit` is what writes every zoo line."""
+    from fp8stream.commands.zoo import _emit
+    from fp8stream.errors import EXIT_FAILURE, OutputError
+
+    report = tmp_path / "no-such-folder" / "zoo.log"
+    with pytest.raises(OutputError) as e:
+        _emit('{"file": "a"}', str(report))
+    assert e.value.exit_code == EXIT_FAILURE and str(e.value).startswith(f"--report {report}: ")

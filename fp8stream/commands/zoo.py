@@ -8,7 +8,7 @@ import sys
 import click
 
 from fp8stream.batch import batch_exit_code
-from fp8stream.commands.common import EXIT_CODES, run_guarded
+from fp8stream.commands.common import EXIT_CODES, append_report, run_guarded
 from fp8stream.commands.flags import REPORT, STORAGE_OPTIONS, SectionedCommand, options
 from fp8stream.errors import UsageError
 from fp8stream.methods.registry import METHOD, methods_without_side_file
@@ -103,8 +103,7 @@ def _listing(prefixes: tuple[str, ...], pairs_file: str | None, listing: object)
 
 def _emit(text: str, report_file: str | None) -> None:
     if report_file:
-        with open(report_file, "a", encoding="utf-8") as f:
-            f.write(text + "\n")
+        append_report(report_file, text)
     else:
         from fp8stream.zoo.console import (
             CONSOLE,  # the real stdout while Ray's output goes to its log
