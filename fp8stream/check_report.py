@@ -83,6 +83,13 @@ class CheckedLayer:
         return _finite(self.dynamic_sqnr_db) - _finite(self.static_sqnr_db)
 
     @property
+    def unusable_scale(self) -> bool:
+        """It runs FP8 with a stored input_scale ComfyUI cannot use (0, negative, NaN, infinite),
+        which the check runs as 1.0 (docs/comfyui.md)."""
+        stored = self.stored_scale
+        return self.runs_fp8 and stored is not None and not (math.isfinite(stored) and stored > 0.0)
+
+    @property
     def clips(self) -> bool:
         return self.runs_fp8 and self.clipped is not None and self.clipped > CLIPPED_SHARE
 
@@ -190,7 +197,19 @@ def _fmt_db(db: float | None) -> str:
 
 
 def verdict(report: CheckReport) -> str:
-    """One line a user understands."""
+    """One line a user understands; it says when stored scales were unusable and run as 1.0."""
+    return _ran_verdict(report) + _unusable_clause(report.layers)
+
+
+def _unusable_clause(layers: list[CheckedLayer]) -> str:
+    n = sum(layer.unusable_scale for layer in layers)
+    if not n:
+        return ""
+    whose = "1 layer's" if n == 1 else f"{n} layers'"
+    return f"; {whose} stored input_scale is unusable (0, negative or not finite): run as 1.0"
+
+
+def _ran_verdict(report: CheckReport) -> str:
     comfy, dynamic = report.comfy_overall_db, report.dynamic_overall_db
     clipping = report.clipping
     clipping_text = f"{plural(len(clipping), 'layer')} clipping" if clipping else "no layer clipping"
@@ -218,7 +237,8 @@ def file_only(input_name: str, family: str | None, reason: str, runs: dict[str, 
     unit = [layer for layer in fp8 if layer.scale == 1.0]
     placeholders = [layer for layer in fp8 if not layer.real_scale]
     said = (f"not run ({reason}); from the file alone: {len(fp8)} of {plural(len(layers), 'FP8 layer')} run FP8 "
-            f"in ComfyUI, {len(unit)} of them with input scale 1.0, {len(placeholders)} with no real scale")
+            f"in ComfyUI, {len(unit)} of them with input scale 1.0, {len(placeholders)} with no real scale"
+            f"{_unusable_clause(layers)}")
     return CheckReport(input_name, family, "not-run", said, layers, reason=reason)
 
 

@@ -139,6 +139,16 @@ def test_a_family_without_a_forward_pass_exits_5_with_what_the_file_shows(tmp_pa
     assert "2 of 2 FP8 layers run FP8" in doc["verdict"] and doc["counts"]["fp8_layers"] == 2
 
 
+def test_a_family_without_a_forward_pass_says_when_a_stored_scale_is_unusable(tmp_path):
+    tensors = [*comfy_fp8_linear("enc.layer0", (16, 16), input_scale=0.0),
+               *comfy_fp8_linear("enc.layer1", (16, 16), seed=1)]
+    write_checkpoint(str(tmp_path / "x.safetensors"), tensors)
+    r = run_cli("check", tmp_path / "x.safetensors", "--json")
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 5 and doc["verdict"].endswith(
+        "; 1 layer's stored input_scale is unusable (0, negative or not finite): run as 1.0"), doc["verdict"]
+
+
 def _strict(x: str):
     raise ValueError(f"{x} is not JSON")
 
@@ -151,6 +161,20 @@ def test_json_stays_json_with_a_nan_or_infinite_stored_scale(files, tmp_path):
     layers = {layer["name"]: layer for layer in doc["layers"]}
     assert r.exit_code == 0 and layers[BAD]["stored_scale"] is None and layers[BAD]["scale"] == 1.0
     assert "cannot use it" in layers[BAD]["why"] and not layers["double_blocks.0.img_mlp.2"]["real_scale"]
+
+
+@pytest.mark.parametrize("stored", [0.0, -0.5, math.nan, math.inf])
+def test_a_verdict_says_when_stored_scales_are_unusable_and_run_as_1(files, tmp_path, stored):
+    """Every stored input_scale 0 (negative, NaN, infinite): run as 1.0, and the verdict line says so."""
+    path = _with_scales(files["ours"], tmp_path / "unusable.safetensors", lambda n, v: stored)
+    r, doc = _check(path)
+    n = sum(layer["runs_fp8"] for layer in doc["layers"])
+    assert r.exit_code == 0 and n > 1 and all(layer["scale"] == 1.0 for layer in doc["layers"])
+    assert doc["verdict"].endswith(f"; {n} layers' stored input_scale is unusable (0, negative or not finite): "
+                                   "run as 1.0"), doc["verdict"]
+    assert "\n" not in doc["verdict"]
+    _, ours = _check(files["ours"])
+    assert "unusable (0, negative" not in ours["verdict"]
 
 
 def test_nan_weights_fail_min_sqnr_with_a_verdict_that_says_so(files, tmp_path):
