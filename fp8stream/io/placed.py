@@ -15,7 +15,7 @@ import os
 import threading
 
 from fp8stream.errors import InvalidCheckpointError
-from fp8stream.io.header import OutputEntry, TensorInfo, encode_header
+from fp8stream.io.header import OutputEntry, encode_header
 
 COPY_STEP = 64 << 20  # bytes per kernel call: a signal is handled between two
 FALLBACK_CHUNK = 4 << 20
@@ -50,9 +50,6 @@ class PlacedWriter:
                                    "was placed")
             self._filled = {n: self._filled.get(n, 0) for n in by_name}
             self.header_blob, self.infos, self._by_name = blob, infos, by_name
-
-    def info(self, name: str) -> TensorInfo:
-        return self._by_name[name]
 
     def write_header(self) -> None:
         self._pwrite(self.header_blob, 0)
