@@ -31,7 +31,7 @@ from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.pipeline.inputs import InputPart, ModelInput
 from fp8stream.pipeline.loop import read_whole
 from fp8stream.pipeline.outputs import OutputTarget, open_outputs
-from fp8stream.pipeline.placed_run import Placements, check_unchanged, copy_shares_reads, rows_of
+from fp8stream.pipeline.placed_run import Placements, check_unchanged, copy_shares_reads, row_split
 
 
 def cache_holds(nbytes: int, header: Header, settings: CalibrationSettings) -> bool:
@@ -103,8 +103,7 @@ class HeadStart:
     def _copy(self, part: InputPart, plan: RewritePlan, writer: PlacedWriter, name: str) -> None:
         """The rows of tensor `name` nobody placed yet, by the kernel, a step at a time."""
         info = plan.header.by_name[name]
-        rows = rows_of(info)
-        row_bytes = info.nbytes // rows if rows else 0
+        rows, row_bytes = row_split(info)
         at = plan.header.data_start + info.begin
         in_fd = part.source.stream.fileno()
         for a, b in self.placements.claim(name, 0, rows):

@@ -75,6 +75,12 @@ def rows_of(info: TensorInfo) -> int:
     return 1 if rows and info.nbytes % rows else rows
 
 
+def row_split(info: TensorInfo) -> tuple[int, int]:
+    """(rows, bytes per row) of `info`, rows counted as `rows_of` counts them."""
+    rows = rows_of(info)
+    return rows, info.nbytes // rows if rows else 0
+
+
 class Covered:
     """Which rows of each tensor are placed already: [start, stop) spans."""
 
@@ -189,8 +195,7 @@ def place_file(f: PlacedFile, placer: Placer) -> None:
             if layer is not None and feed.method_plan.rows:
                 feed.method.weight_done(layer)
         else:
-            rows = rows_of(info)
-            row_bytes = info.nbytes // rows if rows else 0
+            rows, row_bytes = row_split(info)
             for a, b in placer.placed.claim(info.name, 0, rows):
                 f.writer.copy_from(f.in_fd, at + a * row_bytes, plan.out_names[info.name], a * row_bytes,
                                    (b - a) * row_bytes)
@@ -208,8 +213,7 @@ def _read_rows(f: PlacedFile, info: TensorInfo, at: int, buffer: bytearray, plac
     """The rows of a tensor not shown yet, read a chunk of whole rows at a time: an FP8 weight's
     not seen (checked and shown), a watched tensor's all (shown to the method, in order), those
     not placed yet placed."""
-    rows = rows_of(info)
-    row_bytes = info.nbytes // rows if rows else 0
+    rows, row_bytes = row_split(info)
     step = max(1, chunk_bytes_for(info) // row_bytes) if row_bytes else 1
     watched = info.name in placer.feed.method_plan.watches
     spans = placer.seen.missing(info.name, 0, rows) if row_bytes and not watched else [(0, rows)]
