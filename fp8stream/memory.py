@@ -122,9 +122,7 @@ def memory_estimate(path: str, zstd: ZstdSettings | None, settings: CalibrationS
         if not stat.S_ISREG(os.stat(path).st_mode):
             return base + MAX_WINDOW_BYTES
         source = open_input(locate(path))
-    except OSError:
-        return base
-    except FP8StreamError:
+    except (OSError, FP8StreamError):
         return base
     try:
         header = read_input_header(source)
