@@ -37,7 +37,7 @@ import tempfile
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, SCRIPTS)
 
-from bench import ROOT, generate  # noqa: E402 (bench puts ROOT on the path)
+from bench import child_env, generate  # noqa: E402 (bench puts ROOT on the path)
 from fp8stream.io.reader import LazyFile  # noqa: E402 (torch-free)
 from fp8stream.names.suffixes import INPUT_SCALE  # noqa: E402
 from fp8stream.verify import scale_value  # noqa: E402 (torch-free)
@@ -53,8 +53,7 @@ class RunFailed(Exception):
 
 
 def env() -> dict[str, str]:
-    return dict(os.environ, PYTHONWARNINGS="ignore",
-                PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    return dict(child_env(), PYTHONWARNINGS="ignore")
 
 
 def device_name(device: str) -> str | None:
