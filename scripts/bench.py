@@ -77,6 +77,11 @@ def filesystem(path: str) -> dict:
     return best
 
 
+def child_env() -> dict[str, str]:
+    """This environment with the checkout first on PYTHONPATH: a child runs this tree's fp8stream."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+
+
 def timed(cmd: list[str], env: dict | None = None) -> dict:
     """Run cmd; wall seconds, peak RSS (MB) and stdout. The RSS is wait4's ru_maxrss, the
     number `/usr/bin/time -f %M` prints (largest of the process and its waited-for children).
@@ -157,7 +162,7 @@ def bench_one(arch: str, blocks: int | None, runs: int, device: str, workdir: st
         tools.insert(1, "naive")
     else:
         naive_note = f"not run: needs about {naive_needs / 1e9:.0f} GB of RAM, {mem_available() / 1e9:.0f} GB available"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    env = child_env()
     results: dict[str, list[dict]] = {t: [] for t in tools}
     for run in range(runs):
         order = tools[run % len(tools):] + tools[: run % len(tools)]  # alternate who goes first

@@ -30,7 +30,6 @@ import filecmp
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -38,14 +37,15 @@ import tempfile
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, SCRIPTS)
 
-from bench import ROOT, generate  # noqa: E402 (bench puts ROOT on the path)
+from bench import child_env, generate  # noqa: E402 (bench puts ROOT on the path)
 from fp8stream.io.reader import LazyFile  # noqa: E402 (torch-free)
+from fp8stream.names.suffixes import INPUT_SCALE  # noqa: E402
+from fp8stream.verify import scale_value  # noqa: E402 (torch-free)
 from read_once import make_cold  # noqa: E402
 from read_once_measure import measure  # noqa: E402
 
 TOLERANCE = 1e-5  # relative, per layer: issue 24's bar for CPU against CUDA scales
 EXIT_FAILED, EXIT_NO_DEVICE, EXIT_RUN_FAILED = 1, 2, 3
-SCALE_SUFFIX = ".input_scale"
 
 
 class RunFailed(Exception):
@@ -53,8 +53,7 @@ class RunFailed(Exception):
 
 
 def env() -> dict[str, str]:
-    return dict(os.environ, PYTHONWARNINGS="ignore",
-                PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    return dict(child_env(), PYTHONWARNINGS="ignore")
 
 
 def device_name(device: str) -> str | None:
@@ -78,8 +77,9 @@ def calibrate(args: list[str]) -> str:
 def scales(path: str) -> dict[str, float]:
     """Every layer's input_scale in a written file (an F32 scalar each)."""
     with LazyFile(path) as f:
-        return {t.name[: -len(SCALE_SUFFIX)]: struct.unpack("<f", f.read(t))[0]
-                for t in f.header.tensors if t.name.endswith(SCALE_SUFFIX) and t.dtype == "F32" and t.nbytes == 4}
+        found = {t.name[: -len(INPUT_SCALE)]: scale_value(t, f.read(t))
+                 for t in f.header.tensors if t.name.endswith(INPUT_SCALE)}
+    return {layer: value for layer, value in found.items() if value is not None}
 
 
 def compare_scales(cpu: dict[str, float], gpu: dict[str, float], worst: int = 10) -> dict:

@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, SCRIPTS)
 
-from bench import ROOT, drop_caches, filesystem, generate  # noqa: E402 (bench puts ROOT on the path)
+from bench import ROOT, child_env, drop_caches, filesystem, generate  # noqa: E402 (bench puts ROOT on the path)
 from fp8stream.errors import FP8StreamError  # noqa: E402
 from fp8stream.io.reader import open_positioned, read_input_header  # noqa: E402 (torch-free)
 from fp8stream.memory import memory_estimate  # noqa: E402
@@ -130,7 +130,7 @@ def one_run(label: str, cmd: list[str], output: str, limit: int | None, args) ->
     cold = make_cold(args.cold, args.input)
     if not cold and not args.warm:
         raise NotMeasurable(NOT_COLD.format(cold=args.cold))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    env = child_env()
     device_before = device_read_bytes(args.input)
     if limit is None:
         measured, group = measure(cmd, env), {}

@@ -26,7 +26,7 @@ import tempfile
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, SCRIPTS)
 
-from bench import ROOT, drop_caches, generate  # noqa: E402 (bench puts ROOT on the path)
+from bench import child_env, drop_caches, generate  # noqa: E402 (bench puts ROOT on the path)
 from read_once_measure import measure  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def calibrate(src: str, dst: str, method: str, device: str, verify: bool) -> lis
 
 
 def run_pairs(src: str, dst: str, args: argparse.Namespace) -> dict[str, list]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    env = child_env()
     runs: dict[str, list] = {"plain": [], "verify": []}
     for i in range(args.repeats):
         for name in (("plain", "verify") if i % 2 == 0 else ("verify", "plain")):

@@ -193,8 +193,8 @@ def test_only_the_storage_seam_tells_a_url_from_a_path() -> None:
     assert users == ["io/storage.py"]
 
 
-_PROBE = """
-import runpy, sys
+# runs the CLI with the probe's argv and leaves its exit status in `code`; both probes share it
+_RUN_CLI = """
 sys.argv = ["fp8stream", *sys.argv[1:]]
 try:
     runpy.run_module("fp8stream", run_name="__main__")
@@ -202,6 +202,11 @@ except SystemExit as e:
     code = e.code or 0
 else:
     code = 0
+"""
+
+_PROBE = """
+import runpy, sys
+""" + _RUN_CLI + """
 heavy = sorted(m for m in ("torch", "numpy") if m in sys.modules)
 sys.stderr.write(f"\\nPROBE code={code} heavy={','.join(heavy)}\\n")
 """
@@ -260,13 +265,7 @@ class Watch:  # the first import of torch, with where it came from
         return None
 
 sys.meta_path.insert(0, Watch())
-sys.argv = ["fp8stream", *sys.argv[1:]]
-try:
-    runpy.run_module("fp8stream", run_name="__main__")
-except SystemExit as e:
-    code = e.code or 0
-else:
-    code = 0
+""" + _RUN_CLI + """
 sys.stderr.write(f"\\n{first[0] if first else ''}\\nPROBE code={code} torch={'torch' in sys.modules}\\n")
 """
 
