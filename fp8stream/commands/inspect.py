@@ -18,7 +18,7 @@ import click
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.commands.inspect_read import Checkpoint, read_checkpoint
 from fp8stream.families.detect import detect, header_shapes
-from fp8stream.formats.comfy_runtime import flagged_weight_only
+from fp8stream.formats.comfy_runtime import NO_SCALE, flagged_weight_only
 from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer, take_inventory
 from fp8stream.report import LayerCounts, human_size, plural
@@ -36,7 +36,7 @@ def _layer(ckpt: Checkpoint, layer: FP8Layer) -> dict:
     weight_scale = _scalar(ckpt, layer.weight_scale) if layer.weight_scale else 1.0
     weight_only = flagged_weight_only(layer, lambda name: ckpt.small.get(name, b""))
     value = _scalar(ckpt, layer.existing_input_scale)
-    placeholder, why = None, "no input_scale: ComfyUI uses 1.0"
+    placeholder, why = None, NO_SCALE
     if layer.existing_input_scale is not None:
         _, why = judge_existing_scale(None if value is None else [value], weight_scale or 1.0,
                                       bool(weight_only), overwrite=False)
