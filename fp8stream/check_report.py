@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fp8stream.formats.comfy_runtime import LayerRun
+from fp8stream.formats.existing_scales import usable_scale
 from fp8stream.report import plural
 from fp8stream.scales.fp8_maths import E4M3_MAX
 
@@ -87,7 +88,7 @@ class CheckedLayer:
         """It runs FP8 with a stored input_scale ComfyUI cannot use (0, negative, NaN, infinite),
         which the check runs as 1.0 (docs/comfyui.md)."""
         stored = self.stored_scale
-        return self.runs_fp8 and stored is not None and not (math.isfinite(stored) and stored > 0.0)
+        return self.runs_fp8 and stored is not None and not usable_scale(stored)
 
     @property
     def clips(self) -> bool:

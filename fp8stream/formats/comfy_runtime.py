@@ -17,12 +17,11 @@ is a real one (kept by `calibrate`) or a placeholder, and why.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from fp8stream.formats.comfy_quant import MarkerError, is_weight_only, parse_marker
-from fp8stream.formats.existing_scales import judge_existing_scale
+from fp8stream.formats.existing_scales import judge_existing_scale, usable_scale
 from fp8stream.formats.layers import FP8Layer, take_inventory
 from fp8stream.io.dtypes import decode_values
 from fp8stream.io.header import Header
@@ -78,7 +77,7 @@ def layer_run(layer: FP8Layer, header: Header, source: SmallTensors) -> LayerRun
     weight_only, why_only = _weight_only(layer, source)
     real, verdict = judge_existing_scale(stored, weight_scale[0] if weight_scale else 1.0, weight_only, False)
     one = stored[0] if stored and len(stored) == 1 else None
-    usable = one is not None and math.isfinite(one) and one > 0.0
+    usable = one is not None and usable_scale(one)
     scale = one if usable else 1.0
     if weight_only:
         why = why_only

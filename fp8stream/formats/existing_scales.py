@@ -10,6 +10,12 @@ from __future__ import annotations
 import math
 
 
+def usable_scale(value: float) -> bool:
+    """A stored input scale ComfyUI can use: one positive finite value (0, negative, NaN and
+    infinite are not)."""
+    return math.isfinite(value) and value > 0.0
+
+
 def judge_existing_scale(
     values: list[float] | None, weight_scale: float, weight_only: bool, overwrite: bool
 ) -> tuple[bool, str]:
@@ -21,7 +27,7 @@ def judge_existing_scale(
     if len(values) != 1:
         return False, "existing scale is not a single value"
     value = values[0]
-    if not math.isfinite(value) or value <= 0.0:
+    if not usable_scale(value):
         return False, f"existing scale {value} is not positive and finite"
     if weight_only:
         return False, "layer was weight-only: its scale was never used"
