@@ -22,7 +22,8 @@ HEURISTIC = "--method heuristic"
 RULE = "Scale rule (simulate, stats)"
 BATCH = "Batches, pipes and storage"
 CLUSTER = "Ray cluster"
-SECTIONS = (COMMON, OUTPUT, LAYERS, FORWARD, SIMULATE, STATS, HEURISTIC, RULE, BATCH, CLUSTER)
+PASS = "The forward pass (calibrate's default inputs)"  # check's section for the pass's options
+SECTIONS = (COMMON, OUTPUT, LAYERS, FORWARD, PASS, SIMULATE, STATS, HEURISTIC, RULE, BATCH, CLUSTER)
 VALUE_TYPES = ("str", "int", "float", "bool", "file", "dir")  # file/dir: a path that must not be the other
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fp8stream.cli import main  # noqa: E402
 from fp8stream.commands.flags import FlagOption  # noqa: E402
 from fp8stream.methods.registry import METHODS  # noqa: E402
-from fp8stream.options import CLUSTER, SECTIONS  # noqa: E402
+from fp8stream.options import CLUSTER, FORWARD, PASS, SECTIONS  # noqa: E402
 
 SNAPSHOT = Path(__file__).parent / "data" / "flags.json"
 # The deliberate changes since the snapshot: zoo defaults as calibrate does.
@@ -106,7 +106,7 @@ def test_calibrate_help_lists_the_common_options_first_then_one_section_each() -
     for flag in ("--force", "--device", "--verify", "--json"):
         assert flag in first, flag
     headings = [line[:-1] for line in lines if line.endswith(":") and line[:-1] in SECTIONS]
-    assert headings == [s for s in SECTIONS if s != CLUSTER]  # every section but zoo's, in order
+    assert headings == [s for s in SECTIONS if s not in (CLUSTER, PASS)]  # every one but zoo's and check's, in order
 
 
 
@@ -129,3 +129,13 @@ def test_the_settings_a_method_is_registered_with_are_gathered_and_offered() -> 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     SNAPSHOT.write_text(json.dumps(snapshot(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def test_check_help_words_the_pass_options_for_check() -> None:
+    """check shares calibrate's pass options but has no --method and writes no bytes: its help
+    must not send the user to a method section or promise the same bytes."""
+    result = CliRunner().invoke(main, ["check", "--help"], terminal_width=80)
+    assert result.exit_code == 0
+    assert FORWARD + ":" not in result.output and PASS + ":" in result.output
+    seed = result.output[result.output.index("--seed"):result.output.index("-h, --help")]
+    assert "figures" in seed and "bytes" not in seed

@@ -9,6 +9,7 @@ zstd, a URL; a stream spooled to a temporary file). torch is imported by the run
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import sys
 from typing import Any
@@ -19,7 +20,7 @@ from fp8stream.commands.common import EXIT_CODES, append_report, run_guarded
 from fp8stream.commands.flags import REPORT, STORAGE_OPTIONS, SectionedCommand, options
 from fp8stream.errors import BelowMinSqnr, NothingToCalibrateError, NotRunnable, UsageError
 from fp8stream.methods.settings import CalibrationSettings, resolve_device
-from fp8stream.options import COMMON, Flag, flags_of, values_of
+from fp8stream.options import COMMON, PASS, Flag, flags_of, values_of
 from fp8stream.remote import configure as configure_storage, parse_storage_options
 from fp8stream.rewrite import RewriteOptions
 
@@ -36,11 +37,17 @@ OWN_FLAGS = (
 )
 
 
+# calibrate's words for the two that speak of calibration and bytes; check gives figures
+CHECK_HELP = {"device": "Where the forward pass runs; auto = CUDA when available.",
+              "seed": "Seed of the synthetic inputs: the same seed, file and device give the same figures."}
+
+
 def _flags() -> tuple[Flag, ...]:
     calibration = {f.name: f for f in flags_of(CalibrationSettings)}
     progress = next(f for f in flags_of(RewriteOptions) if f.name == "progress")
-    return (calibration["device"], *OWN_FLAGS, progress, REPORT,
-            *(calibration[name] for name in PASS_FLAGS[1:]), STORAGE_OPTIONS)
+    device, seed = (dataclasses.replace(calibration[n], help=CHECK_HELP[n]) for n in ("device", "seed"))
+    passes = (dataclasses.replace(calibration[name], section=PASS) for name in PASS_FLAGS[2:])
+    return (device, *OWN_FLAGS, progress, REPORT, seed, *passes, STORAGE_OPTIONS)
 
 
 FLAGS = _flags()
