@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,7 +37,7 @@ WORST_SHOWN = 10  # layers in the default table
 
 
 def sqnr_db(signal: float, noise: float) -> float:
-    """10 log10(signal / noise); inf where there is no noise."""
+    """10 log10(signal / noise); inf where there is no noise, NaN where the noise is NaN."""
     if noise <= 0.0:
         return math.inf
     return 10.0 * math.log10(max(signal, 1e-300) / noise)
@@ -63,9 +64,10 @@ class CheckedLayer:
     name: str
     runs_fp8: bool  # ComfyUI quantizes its input (False: weight-only, full precision)
     why: str
-    scale: float  # the input scale ComfyUI uses (1.0 where the file has none)
+    scale: float  # the input scale ComfyUI uses: as stored, 1.0 where the file has none (NaN: it stops)
     stored_scale: float | None
     real_scale: bool
+    stops: bool = False  # ComfyUI stops with an error on it (formats.comfy_runtime)
     reached: bool = False
     amax: float | None = None  # input amax on the full-precision stream
     clipped: float | None = None  # share of input values beyond 448 x scale
@@ -74,21 +76,24 @@ class CheckedLayer:
 
     @property
     def covered(self) -> float:
-        return E4M3_MAX * self.scale
+        """The largest input the scale takes unclipped (a negative scale clips at its magnitude)."""
+        return E4M3_MAX * abs(self.scale)
 
     @property
     def gap_db(self) -> float:
-        """How much worse than dynamic FP8 the file's scale makes this layer (0 where not measured)."""
-        if not self.runs_fp8 or self.static_sqnr_db is None or self.dynamic_sqnr_db is None:
+        """How much worse than dynamic FP8 the file's scale makes this layer (0 where not measured
+        or neither has a figure; inf where the file's output is NaN and dynamic FP8's is not)."""
+        static, dynamic = self.static_sqnr_db, self.dynamic_sqnr_db
+        if not self.runs_fp8 or static is None or dynamic is None or math.isnan(dynamic):
             return 0.0
-        return _finite(self.dynamic_sqnr_db) - _finite(self.static_sqnr_db)
+        return math.inf if math.isnan(static) else _finite(dynamic) - _finite(static)
 
     @property
     def unusable_scale(self) -> bool:
-        """It runs FP8 with a stored input_scale ComfyUI cannot use (0, negative, NaN, infinite),
-        which the check runs as 1.0 (docs/comfyui.md)."""
+        """It runs FP8 with a stored input_scale that is not positive and finite (0, negative,
+        NaN, infinite), which ComfyUI and the check use as stored (docs/comfyui.md)."""
         stored = self.stored_scale
-        return self.runs_fp8 and stored is not None and not usable_scale(stored)
+        return self.runs_fp8 and not self.stops and stored is not None and not usable_scale(stored)
 
     @property
     def clips(self) -> bool:
@@ -120,6 +125,11 @@ class CheckReport:
     def clipping(self) -> list[CheckedLayer]:
         return [layer for layer in self.layers if layer.clips]
 
+    @property
+    def stopping(self) -> list[CheckedLayer]:
+        """The layers ComfyUI stops with an error on: the file does not run there."""
+        return [layer for layer in self.layers if layer.stops]
+
     def worst(self) -> list[CheckedLayer]:
         """Reached layers that run FP8, the most harmed (static below dynamic) first."""
         reached = [layer for layer in self.layers if layer.reached and layer.runs_fp8]
@@ -134,7 +144,7 @@ class CheckReport:
                "counts": {"fp8_layers": len(self.layers), "runs_fp8": sum(layer.runs_fp8 for layer in self.layers),
                           "weight_only": sum(not layer.runs_fp8 for layer in self.layers),
                           "reached": sum(layer.reached for layer in self.layers),
-                          "clipping": len(self.clipping),
+                          "clipping": len(self.clipping), "comfyui_stops": len(self.stopping),
                           "placeholder_or_missing": sum(not layer.real_scale for layer in self.layers)},
                "thresholds": {"clipped_share": CLIPPED_SHARE, "unusable_db": UNUSABLE_DB, "behind_db": BEHIND_DB},
                "layers": [_layer_doc(layer) for layer in self.layers]}
@@ -159,8 +169,9 @@ def _stream(overall: float | None, per_sample: list[float], times: list[float | 
 
 
 def _layer_doc(layer: CheckedLayer) -> dict:
-    return {"name": layer.name, "runs_fp8": layer.runs_fp8, "why": layer.why, "scale": layer.scale,
-            "stored_scale": _number(layer.stored_scale), "real_scale": layer.real_scale, "covered": layer.covered,
+    return {"name": layer.name, "runs_fp8": layer.runs_fp8, "why": layer.why, "scale": _number(layer.scale),
+            "stored_scale": _number(layer.stored_scale), "real_scale": layer.real_scale,
+            "covered": _number(layer.covered), "comfyui_stops": layer.stops,
             "reached": layer.reached, "amax": _number(layer.amax), "clipped": _number(layer.clipped),
             "clips": layer.clips, "static_sqnr_db": _db(layer.static_sqnr_db),
             "dynamic_sqnr_db": _db(layer.dynamic_sqnr_db), "gap_db": _db(layer.gap_db)}
@@ -170,7 +181,8 @@ def checked_layers(runs: dict[str, LayerRun], figures: dict[str, LayerFigures]) 
     """Every FP8 layer of the file, in the file's layer order, with the figures the pass gave."""
     out = []
     for weight, run in runs.items():
-        layer = CheckedLayer(run.layer, not run.weight_only, run.why, run.scale, run.stored, run.real_scale)
+        layer = CheckedLayer(run.layer, not run.weight_only, run.why, run.scale, run.stored, run.real_scale,
+                             run.stops)
         f = figures.get(weight)
         if f is not None and f.values:
             layer.reached, layer.amax, layer.clipped = True, f.amax, f.clipped / f.values
@@ -198,23 +210,40 @@ def _fmt_db(db: float | None) -> str:
 
 
 def verdict(report: CheckReport) -> str:
-    """One line a user understands; it says when stored scales were unusable and run as 1.0."""
+    """One line a user understands; it says why a file ComfyUI cannot run is unusable, and when
+    stored scales are not positive and finite (run as stored, as ComfyUI runs them)."""
     return _ran_verdict(report) + _unusable_clause(report.layers)
 
 
+def _scale_kind(value: float) -> str:
+    return "NaN" if math.isnan(value) else "infinite" if math.isinf(value) else "zero" if value == 0 else "negative"
+
+
 def _unusable_clause(layers: list[CheckedLayer]) -> str:
-    n = sum(layer.unusable_scale for layer in layers)
-    if not n:
+    kinds = Counter(_scale_kind(layer.stored_scale) for layer in layers if layer.unusable_scale)
+    if not kinds:
         return ""
+    n = sum(kinds.values())
     whose = "1 layer's" if n == 1 else f"{n} layers'"
-    return f"; {whose} stored input_scale is unusable (0, negative or not finite): run as 1.0"
+    listed = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+    return f"; {whose} stored input_scale is not positive and finite ({listed}): run as stored, as ComfyUI runs it"
+
+
+def _stops_text(layers: list[CheckedLayer]) -> str:
+    stopping = [layer for layer in layers if layer.stops]
+    return f"ComfyUI stops with an error on {plural(len(stopping), 'layer')} ({stopping[0].name}: {stopping[0].why})"
 
 
 def _ran_verdict(report: CheckReport) -> str:
     comfy, dynamic = report.comfy_overall_db, report.dynamic_overall_db
     clipping = report.clipping
     clipping_text = f"{plural(len(clipping), 'layer')} clipping" if clipping else "no layer clipping"
+    if report.stopping:
+        return f"unusable in ComfyUI: {_stops_text(report.layers)}; dynamic FP8 would give {_fmt_db(dynamic)}"
     if comfy is not None and math.isnan(comfy):
+        if any(layer.unusable_scale for layer in report.layers):
+            return (f"unusable in ComfyUI's fast FP8 path: the model's output is NaN as ComfyUI runs the file "
+                    f"(dynamic FP8 would give {_fmt_db(dynamic)})")
         return "no figure: the model's output is NaN as ComfyUI runs the file (NaN values in its weights or scales?)"
     if comfy is None or math.isinf(comfy):
         return (f"every FP8 layer runs weight-only in ComfyUI (full precision): no FP8 error; "
@@ -239,7 +268,7 @@ def file_only(input_name: str, family: str | None, reason: str, runs: dict[str, 
     placeholders = [layer for layer in fp8 if not layer.real_scale]
     said = (f"not run ({reason}); from the file alone: {len(fp8)} of {plural(len(layers), 'FP8 layer')} run FP8 "
             f"in ComfyUI, {len(unit)} of them with input scale 1.0, {len(placeholders)} with no real scale"
-            f"{_unusable_clause(layers)}")
+            f"{_unusable_clause(layers)}{f'; {_stops_text(layers)}' if any(layer.stops for layer in layers) else ''}")
     return CheckReport(input_name, family, "not-run", said, layers, reason=reason)
 
 

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import diffusers  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -31,7 +32,15 @@ import forward_tiny as ft  # noqa: E402
 from conftest import run_cli, subprocess_env  # noqa: E402
 from fp8stream.cli import main  # noqa: E402
 from fp8stream.errors import EXIT_BELOW_MIN_SQNR  # noqa: E402
-from fp8stream.synthetic.checkpoint import bf16_tensor, comfy_fp8_linear, write_checkpoint  # noqa: E402
+from fp8stream.synthetic.checkpoint import (  # noqa: E402
+    SyntheticTensor,
+    bf16_tensor,
+    comfy_fp8_linear,
+    legacy_fp8_linear,
+    legacy_marker,
+    marker,
+    write_checkpoint,
+)
 
 PASS = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8", "--forward-threads", "1",
         "--no-progress"]
@@ -139,14 +148,68 @@ def test_a_family_without_a_forward_pass_exits_5_with_what_the_file_shows(tmp_pa
     assert "2 of 2 FP8 layers run FP8" in doc["verdict"] and doc["counts"]["fp8_layers"] == 2
 
 
-def test_a_family_without_a_forward_pass_says_when_a_stored_scale_is_unusable(tmp_path):
+def test_a_family_without_a_forward_pass_says_when_a_stored_scale_is_not_positive_and_finite(tmp_path):
+    """ComfyUI quantizes with a stored 0 as it is (scripts/comfy_truth.py): so does check."""
     tensors = [*comfy_fp8_linear("enc.layer0", (16, 16), input_scale=0.0),
                *comfy_fp8_linear("enc.layer1", (16, 16), seed=1)]
     write_checkpoint(str(tmp_path / "x.safetensors"), tensors)
     r = run_cli("check", tmp_path / "x.safetensors", "--json")
     doc = json.loads(r.stdout)
     assert r.exit_code == 5 and doc["verdict"].endswith(
-        "; 1 layer's stored input_scale is unusable (0, negative or not finite): run as 1.0"), doc["verdict"]
+        "; 1 layer's stored input_scale is not positive and finite (1 zero): run as stored, as ComfyUI runs it"), \
+        doc["verdict"]
+    assert doc["layers"][0]["scale"] == 0.0 and "outputs its bias alone" in doc["layers"][0]["why"]
+
+
+def _scale_values(name: str, values: list[float], dtype: str = "F32") -> SyntheticTensor:
+    raw = np.array(values, np.float32)
+    data = (raw.view(np.uint32) >> 16).astype(np.uint16).tobytes() if dtype == "BF16" else raw.tobytes()
+    return SyntheticTensor(name, dtype, (len(values),) if len(values) != 1 else (), data)
+
+
+def _stopping_file(path: Path, how: str) -> Path:
+    """enc.layer0 as ComfyUI cannot run it (scripts/comfy_truth.py has each), enc.layer1 as it can."""
+    layer0 = comfy_fp8_linear("enc.layer0", (16, 16))
+    metadata = None
+    if how == "2 values":
+        layer0.append(_scale_values("enc.layer0.input_scale", [0.5, 0.5]))
+    elif how == "BF16":
+        layer0.append(_scale_values("enc.layer0.input_scale", [0.5], "BF16"))
+    elif how == "legacy 2 values":  # its loader reads every scale_input as one value, weight-only or not
+        layer0 = [*legacy_fp8_linear("enc.layer0", (16, 16)), _scale_values("enc.layer0.scale_input", [0.5, 0.5]),
+                  legacy_marker(weight_only=True)]
+    else:  # a bare format name in _quantization_metadata: ComfyUI reads each entry as an object
+        metadata = {"_quantization_metadata": json.dumps({"layers": {"enc.layer0": "float8_e4m3fn"}})}
+    layer1 = legacy_fp8_linear("enc.layer1", (16, 16), seed=1) if how.startswith("legacy") else \
+        comfy_fp8_linear("enc.layer1", (16, 16), seed=1, input_scale=0.5)
+    write_checkpoint(str(path), layer0 + layer1, metadata)
+    return path
+
+
+@pytest.mark.parametrize("how,why", [
+    ("2 values", "input_scale of 2 values: ComfyUI's FP8 quantize takes one and stops"),
+    ("BF16", "input_scale stored as BF16: ComfyUI's FP8 quantize takes F32 only and stops"),
+    ("legacy 2 values", "scale_input of 2 values: ComfyUI's legacy loader reads one and stops"),
+    ("bare metadata", "_quantization_metadata entry is a bare format name"),
+])
+def test_a_family_without_a_forward_pass_says_where_comfyui_stops(tmp_path, how, why):
+    r = run_cli("check", _stopping_file(tmp_path / "x.safetensors", how), "--json")
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 5 and f"; ComfyUI stops with an error on 1 layer (enc.layer0: {why}" in doc["verdict"], \
+        doc["verdict"]
+    stops = {layer["name"]: layer["comfyui_stops"] for layer in doc["layers"]}
+    assert stops == {"enc.layer0": True, "enc.layer1": False} and doc["counts"]["comfyui_stops"] == 1
+
+
+@pytest.mark.parametrize("flag,runs_fp8", [(1, False), ("false", False), ([0], False), (0, True), (None, True)])
+def test_the_weight_only_flag_is_read_as_comfyui_reads_it(tmp_path, flag, runs_fp8):
+    """ComfyUI tests full_precision_matrix_mult as Python does: 1, "false" and [0] are true."""
+    layer0 = [t for t in comfy_fp8_linear("enc.layer0", (16, 16)) if not t.name.endswith(".comfy_quant")]
+    doc = {"format": "float8_e4m3fn", "full_precision_matrix_mult": flag}
+    write_checkpoint(str(tmp_path / "x.safetensors"), [*layer0, marker("enc.layer0.comfy_quant", doc)])
+    r = run_cli("check", tmp_path / "x.safetensors", "--json")
+    layer = json.loads(r.stdout)["layers"][0]
+    assert r.exit_code == 5 and layer["runs_fp8"] is runs_fp8, layer
 
 
 def _strict(x: str):
@@ -159,22 +222,72 @@ def test_json_stays_json_with_a_nan_or_infinite_stored_scale(files, tmp_path):
     r = run_cli("check", path, *PASS, "--json")
     doc = json.loads(r.stdout, parse_constant=_strict)
     layers = {layer["name"]: layer for layer in doc["layers"]}
-    assert r.exit_code == 0 and layers[BAD]["stored_scale"] is None and layers[BAD]["scale"] == 1.0
-    assert "cannot use it" in layers[BAD]["why"] and not layers["double_blocks.0.img_mlp.2"]["real_scale"]
+    assert r.exit_code == 0 and layers[BAD]["stored_scale"] is None and layers[BAD]["scale"] is None
+    assert "as stored" in layers[BAD]["why"] and not layers["double_blocks.0.img_mlp.2"]["real_scale"]
+    assert layers[BAD]["covered"] is None and doc["end_to_end"]["comfy"]["sqnr_db"] is None
 
 
-@pytest.mark.parametrize("stored", [0.0, -0.5, math.nan, math.inf])
-def test_a_verdict_says_when_stored_scales_are_unusable_and_run_as_1(files, tmp_path, stored):
-    """Every stored input_scale 0 (negative, NaN, infinite): run as 1.0, and the verdict line says so."""
-    path = _with_scales(files["ours"], tmp_path / "unusable.safetensors", lambda n, v: stored)
+@pytest.mark.parametrize("stored,kind", [(math.nan, "NaN"), (math.inf, "infinite"), (-math.inf, "infinite")])
+def test_a_nan_or_infinite_stored_scale_gives_nan_as_in_comfyui_and_is_unusable(files, tmp_path, stored, kind):
+    """ComfyUI quantizes with the stored scale unchecked: NaN or infinite gives a NaN output
+    (scripts/comfy_truth.py), so the file is unusable, and the verdict says why."""
+    path = _with_scales(files["ours"], tmp_path / "nan.safetensors", lambda n, v: stored if BAD in n else v)
+    r, doc = _check(path, "--min-sqnr", "20")
+    assert r.exit_code == EXIT_BELOW_MIN_SQNR and doc["status"] == "below-min-sqnr"
+    assert doc["verdict"].startswith("unusable in ComfyUI's fast FP8 path: the model's output is NaN as ComfyUI "
+                                     "runs the file (dynamic FP8 would give "), doc["verdict"]
+    assert doc["verdict"].endswith(f" dB); 1 layer's stored input_scale is not positive and finite (1 {kind}): "
+                                   "run as stored, as ComfyUI runs it"), doc["verdict"]
+    layer = next(layer for layer in doc["layers"] if layer["name"] == BAD)
+    assert layer["static_sqnr_db"] is None and layer["gap_db"] is None  # no figure: its output is NaN
+    table = run_cli("check", path, *PASS).stderr.splitlines()
+    assert table[4].split()[0] == BAD  # the table's first layer (after the verdict, end to end, heading, columns)
+
+
+def test_a_stored_scale_of_zero_is_run_as_in_comfyui(files, tmp_path):
+    """A stored 0: ComfyUI saturates every input and multiplies by 0 (scripts/comfy_truth.py),
+    so the layer gives its bias alone: every input clips and its figure is about 0 dB. An input
+    that is exactly 0 (after a GELU that underflowed, as on the MLP output layers here) becomes
+    0 x inf = NaN there: the model's output is NaN."""
+    qkv = "double_blocks.1.img_attn.qkv"  # its inputs (a LayerNorm's) are never exactly 0
+    path = _with_scales(files["ours"], tmp_path / "zero.safetensors", lambda n, v: 0.0 if qkv in n else v)
     r, doc = _check(path)
+    layer = next(layer for layer in doc["layers"] if layer["name"] == qkv)
+    assert r.exit_code == 0 and layer["scale"] == 0.0 and layer["clipped"] == 1.0 and layer["covered"] == 0.0
+    assert abs(layer["static_sqnr_db"]) < 1.0, layer  # the output lost: noise = signal
+    assert doc["verdict"].endswith(
+        "; 1 layer's stored input_scale is not positive and finite (1 zero): run as stored, as ComfyUI runs it")
+    assert run_cli("check", path, *PASS).stderr.splitlines()[4].split()[0] == qkv  # the worst layer: listed first
+    path = _with_scales(files["ours"], tmp_path / "zero.safetensors", lambda n, v: 0.0 if BAD in n else v)
+    r, doc = _check(path)
+    assert doc["end_to_end"]["comfy"]["sqnr_db"] is None and "output is NaN" in doc["verdict"]
+
+
+def test_negative_stored_scales_run_as_their_magnitude_as_in_comfyui(files, tmp_path):
+    """ComfyUI's quantize divides by the scale and its matmul multiplies by it: the signs cancel
+    (scripts/comfy_truth.py), so every scale negated checks as the file itself."""
+    path = _with_scales(files["ours"], tmp_path / "negative.safetensors", lambda n, v: -v)
+    (r, doc), (_, ours) = _check(path), _check(files["ours"])
     n = sum(layer["runs_fp8"] for layer in doc["layers"])
-    assert r.exit_code == 0 and n > 1 and all(layer["scale"] == 1.0 for layer in doc["layers"])
-    assert doc["verdict"].endswith(f"; {n} layers' stored input_scale is unusable (0, negative or not finite): "
-                                   "run as 1.0"), doc["verdict"]
-    assert "\n" not in doc["verdict"]
-    _, ours = _check(files["ours"])
-    assert "unusable (0, negative" not in ours["verdict"]
+    assert r.exit_code == 0 and doc["end_to_end"]["comfy"] == ours["end_to_end"]["comfy"]
+    assert [layer["covered"] for layer in doc["layers"]] == [layer["covered"] for layer in ours["layers"]]
+    assert doc["verdict"] == ours["verdict"] + (f"; {n} layers' stored input_scale is not positive and finite "
+                                                f"({n} negative): run as stored, as ComfyUI runs it")
+    assert "\n" not in doc["verdict"] and "not positive" not in ours["verdict"]
+
+
+def test_a_stored_scale_comfyui_stops_on_makes_the_file_unusable(files, tmp_path):
+    """An input_scale of 2 values: ComfyUI stops with an error in the layer's first call, so the
+    model gives no output there; the verdict says so and --min-sqnr fails."""
+    with safe_open(str(files["ours"]), "pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    tensors[f"{BAD}.input_scale"] = tensors[f"{BAD}.input_scale"].reshape(1).repeat(2)
+    save_file(tensors, str(tmp_path / "two.safetensors"), metadata)
+    r, doc = _check(tmp_path / "two.safetensors", "--min-sqnr", "20")
+    assert r.exit_code == EXIT_BELOW_MIN_SQNR and doc["counts"]["comfyui_stops"] == 1
+    assert doc["verdict"].startswith(f"unusable in ComfyUI: ComfyUI stops with an error on 1 layer ({BAD}: "
+                                     "input_scale of 2 values"), doc["verdict"]
+    assert doc["end_to_end"]["comfy"]["sqnr_db"] is None and doc["end_to_end"]["dynamic"]["sqnr_db"] > 20.0
 
 
 def test_nan_weights_fail_min_sqnr_with_a_verdict_that_says_so(files, tmp_path):

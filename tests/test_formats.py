@@ -95,6 +95,20 @@ def test_rewritten_markers_take_room_for_either_flag_and_keep_other_keys(tmp_pat
     assert marker_doc(after["a.comfy_quant"]) == {"format": "float8_e4m3fn", "input_scale_calibrated": False}
 
 
+@pytest.mark.parametrize("flag", [1, "false"])
+def test_a_true_weight_only_flag_of_any_type_is_cleared_where_the_layer_gets_a_scale(tmp_path: Path, flag) -> None:
+    """ComfyUI tests full_precision_matrix_mult as Python does (scripts/comfy_truth.py): `1` and
+    the string "false" make the layer weight-only there. Read as ComfyUI reads it, the flag is
+    cleared where the layer gets a scale, so the report's "fp8 act: yes" holds in ComfyUI."""
+    doc = {"format": "float8_e4m3fn", "full_precision_matrix_mult": flag}
+    tensors = [t for t in comfy_fp8_linear("a", torch.randn(16, 16)) if not t.name.endswith("comfy_quant")]
+    src, out = write(tmp_path, tensors + [marker("a.comfy_quant", doc)]), tmp_path / "out.safetensors"
+    assert not load_like_comfyui(src)["a"].fp8_matmul
+    report = calibrate(src, out)
+    assert report["layers"][0]["fp8_activations"]
+    assert_runtime_uses_our_scales(out, report)
+
+
 @pytest.mark.parametrize("raw,weight_only", [
     (b'{"format": "float8_e4m3fn"}', True),
     (b'{"format":"float8_e4m3fn","full_precision_matrix_mult":true}', True),

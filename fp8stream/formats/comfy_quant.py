@@ -52,7 +52,9 @@ def marker_size(input_size: int) -> int:
 
 
 def is_weight_only(doc: dict) -> bool:
-    return doc.get(WEIGHT_ONLY_FLAG) is True
+    """Whether ComfyUI runs the layer weight-only: it tests the flag's value as Python does (any
+    true value: `1` and the string "false" too), not for JSON's `true` alone."""
+    return bool(doc.get(WEIGHT_ONLY_FLAG))
 
 
 def with_weight_only(doc: dict, weight_only: bool) -> dict:

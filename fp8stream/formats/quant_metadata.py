@@ -23,6 +23,9 @@ class QuantMetadata:
 
     doc: dict
     keys: dict[str, str]
+    # its keys whose entry is a bare format name (read here as {"format": name}): ComfyUI's
+    # loader reads each entry as an object and stops with an error on these (docs/comfyui.md)
+    bare: frozenset[str] = frozenset()
 
     @property
     def layers(self) -> dict[str, dict]:
@@ -36,6 +39,10 @@ class QuantMetadata:
         key = self.key_for(layer_name)
         return self.layers[key] if key is not None else None
 
+    def is_bare(self, layer_name: str) -> bool:
+        """Whether the layer's entry was a bare format name, not an object."""
+        return self.key_for(layer_name) in self.bare
+
 
 def read_quant_metadata(metadata: dict[str, str] | None) -> QuantMetadata | None:
     """The parsed `_quantization_metadata`, None when absent; InvalidCheckpointError when malformed."""
@@ -48,16 +55,18 @@ def read_quant_metadata(metadata: dict[str, str] | None) -> QuantMetadata | None
     layers = doc.get("layers") if isinstance(doc, dict) else None
     if not isinstance(layers, dict):
         raise InvalidCheckpointError(f"__metadata__[{QUANT_METADATA_KEY!r}] has no 'layers' object")
+    bare = set()
     for name, value in list(layers.items()):
         if isinstance(value, str):  # some writers store the bare format name
             layers[name] = {"format": value}
+            bare.add(name)
         elif not isinstance(value, dict):
             raise InvalidCheckpointError(f"__metadata__[{QUANT_METADATA_KEY!r}]: layer {name!r} is not an object")
     keys: dict[str, str] = {}
     for name in layers:
         keys.setdefault(bare_name(name), name)
         keys[name] = name
-    return QuantMetadata(doc, keys)
+    return QuantMetadata(doc, keys, frozenset(bare))
 
 
 def synced_quant_metadata(meta: QuantMetadata, docs: dict[str, dict]) -> str:

@@ -7,7 +7,9 @@ streams in lock step, each Linear's weight read once for all of them (one weight
        x_q = clamp(x / input_scale, -448, 448).to(float8_e4m3fn)
        y   = (x_q * input_scale) @ W^T + bias       (W dequantized: what _scaled_mm computes)
    with input_scale = the stored one, 1.0 where the file has none (and a legacy scale_input of
-   1.0, which ComfyUI drops, is 1.0 again); a placeholder is used as stored. A layer flagged
+   1.0, which ComfyUI drops, is 1.0 again); a placeholder is used as stored, and so is a value
+   that is not positive and finite (ComfyUI checks none); a layer ComfyUI stops with an error on
+   gets NaN (no output: scripts/comfy_truth.py checks each rule against ComfyUI). A layer flagged
    weight-only (full_precision_matrix_mult, a legacy 2-element scaled_fp8 marker) and every
    text-encoder layer run in full precision. The output is not rounded to the runtime's
    activation dtype: the figures are FP8's own cost;
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -193,14 +196,24 @@ class Streams:
         their activations meanwhile: this is the pass's peak)."""
         amax = float(x.abs().max()) if x.numel() else 0.0
         dynamic = self._noise(module, fp8_round_trip(x, dynamic_scale(x)), output, segments)
-        for scale in dict.fromkeys(s.run.scale for s in segments):
-            clipped = int((x.abs() > E4M3_MAX * scale).sum())
-            part = [k for k, s in enumerate(segments) if s.run.scale == scale]
+        by_scale: dict[float | str, list[int]] = {}
+        for k, s in enumerate(segments):
+            by_scale.setdefault(_key(s.run.scale), []).append(k)
+        for part in by_scale.values():
+            scale = segments[part[0]].run.scale
+            # a negative scale clips at its magnitude (the quantize's division and the matmul's
+            # product both carry the sign); beyond a NaN one nothing compares
+            clipped = int((x.abs() > E4M3_MAX * abs(scale)).sum())
             static = self._noise(module, fp8_round_trip(x, scale), output, [segments[k] for k in part])
             for k, noise in zip(part, static, strict=True):
                 s = segments[k]
                 self.figures.setdefault(s.weight, LayerFigures()).add(
                     amax, clipped, x.numel(), energy(output[..., s.start:s.stop]), noise, dynamic[k])
+
+
+def _key(scale: float) -> float | str:
+    """A scale as a key that groups equal scales, NaN with NaN (NaN == NaN is false)."""
+    return "nan" if math.isnan(scale) else scale
 
 
 def per_sample(output: torch.Tensor | list | tuple) -> torch.Tensor:
