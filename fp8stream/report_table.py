@@ -125,7 +125,8 @@ def _next_steps(report: FileReport) -> list[str]:
     counts = report.counts
     # ComfyUI quantizes activations only where its FP8 compute is on (SM 8.9+ or
     # --supports-fp8-compute); elsewhere every layer runs in full precision (scripts/comfy_truth.py)
-    lines = [f"in ComfyUI's FP8 path (GPUs of compute capability 8.9+, or --supports-fp8-compute): {plural(counts.fp8_activations, 'layer quantizes its', 'layers quantize their')} input to "
+    lines = ["in ComfyUI's FP8 path (GPUs of compute capability 8.9+, or --supports-fp8-compute): "
+             f"{plural(counts.fp8_activations, 'layer quantizes its', 'layers quantize their')} input to "
              "FP8 with the layer's input_scale (fp8 act: yes); "
              f"{plural(counts.weight_only, 'layer runs', 'layers run')} "
              "weight-only (full-precision matmul, fp8 act: no)"]
