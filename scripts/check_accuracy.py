@@ -268,6 +268,11 @@ def prediction_rows(name: str, r: Mapping) -> list[dict]:
 
 def markdown(results: Mapping[str, dict], a: argparse.Namespace) -> str:
     setting = f"{a.samples} samples x {a.steps} steps, mean of seeds {' '.join(map(str, a.seeds))}"
+    return "\n".join(prediction_lines(results, setting) + [""] + ranking_lines(results) + [""]
+                     + planted_lines(results) + [""] + stats_lines(results) + [""] + harm_lines(results)) + "\n"
+
+
+def prediction_lines(results: Mapping[str, dict], setting: str) -> list[str]:
     lines = [f"## check's prediction against the harness ({setting})", "",
              "| model | file | check dB | measured dB | error | check gap to dynamic | measured gap | error "
              "| gap bar (0.5 dB) | SQNR bar (2 dB) | measured vs FP8-weight samples |", "|---" * 11 + "|"]
@@ -283,8 +288,7 @@ def markdown(results: Mapping[str, dict], a: argparse.Namespace) -> str:
         d = r["end_to_end"]["dynamic"]
         lines.append(f"| {name} | {f2(r['check']['default']['dynamic'])} | {f2(mean(d['full']))} | "
                      f"{f2(mean(d['fp8_weights']))} |")
-    return "\n".join(lines + [""] + ranking_lines(results) + [""] + planted_lines(results) + [""]
-                     + stats_lines(results) + [""] + harm_lines(results)) + "\n"
+    return lines
 
 
 def ranking_lines(results: Mapping[str, dict]) -> list[str]:
