@@ -49,7 +49,7 @@ import bench
 import quality as Q
 from fp8stream.harness import dit, judge, rescale
 from fp8stream.harness.checkpoint import COMFY_QUANT_JSON, comfy_quant_tensor, read_fp8_layers
-from fp8stream.harness.fp8 import sqnr_db
+from fp8stream.harness.fp8 import fp8_model, sqnr_db
 from fp8stream.names.suffixes import COMFY_MARKER, INPUT_SCALE
 
 DITS = [m for m in Q.MODELS if m != "minilm"]  # MiniLM is an encoder: check's end to end there is not a sample SQNR
@@ -121,6 +121,8 @@ def layer_harm(check_layers: Mapping[str, dict], rows: Mapping[str, dict], sourc
     real_gap = {n: rows[n]["dynamic"]["sqnr_db"] - rows[n][source]["sqnr_db"] for n in fp8}
     real_static = {n: -rows[n][source]["sqnr_db"] for n in fp8}
     return {"layers": len(fp8), "spearman_gap": rank_agreement(pred_gap, real_gap),
+            "gap_range": [min(real_gap.values()), max(real_gap.values())],
+            "predicted_gap_range": [min(pred_gap.values()), max(pred_gap.values())],
             "spearman_static": rank_agreement(pred_static, real_static),
             "measured_worst": max(real_gap, key=real_gap.get), "predicted_worst": max(pred_gap, key=pred_gap.get)}
 
@@ -150,6 +152,35 @@ def sampled(tf: dit.TinyDiT, layers: Mapping, sources: Mapping[str, Mapping], a:
     return out
 
 
+def one_call(tf: dit.TinyDiT, layers: Mapping, sources: Mapping[str, Mapping], a: argparse.Namespace) -> dict:
+    """source -> per seed, check's own quantity on real inputs: the SQNR (dB) of one model call's
+    output against the every-layer-weight-only model's on the same input, over every step of a
+    full-precision sampling run (check's end to end is one call per sample, against FP8 weights
+    dequantized; the samples' SQNR above is a whole run's against the unquantized model)."""
+    weights = dit.fp8_weights(tf, layers)
+    per_seed = [_one_call_run(tf, weights, layers, sources, a, seed) for seed in a.seeds]
+    return {s: [run[s] for run in per_seed] for s in sources}
+
+
+def _one_call_run(tf: dit.TinyDiT, weights: Mapping, layers: Mapping, sources: Mapping[str, Mapping],
+                  a: argparse.Namespace, seed: int) -> dict[str, float]:
+    velocity = dit.velocity
+    signal, noise = [0.0], dict.fromkeys(sources, 0.0)
+
+    def step(tf_, x, t, labels, **kw):
+        with fp8_model(tf.model, weights, dit.module_scales(tf, dict.fromkeys(layers))):
+            ref = velocity(tf_, x, t, labels, **kw)
+        signal[0] += float(ref.double().square().sum())
+        for s, scales in sources.items():
+            with fp8_model(tf.model, weights, dit.module_scales(tf, scales)):
+                noise[s] += float((velocity(tf_, x, t, labels, **kw) - ref).double().square().sum())
+        return velocity(tf_, x, t, labels, **kw)  # the full-precision run's step
+
+    with mock.patch.object(dit, "velocity", step):
+        dit.sample(tf, a.samples, a.steps, seed)
+    return {s: math.inf if n == 0 else 10 * math.log10(signal[0] / n) for s, n in noise.items()}
+
+
 def load_dit(name: str) -> dit.TinyDiT:
     family, _, variant = name.partition("_")
     tf = dit.load(dit.model_dir(family))
@@ -173,6 +204,8 @@ def judge_model(name: str, a: argparse.Namespace, tmp: Path) -> dict:
               "stats_margin2": cli["stats_margin2"]}
     tf = load_dit(name)
     e2e = sampled(tf, case.layers, scales, a)
+    for s, per_seed in one_call(tf, case.layers, scales, a).items():
+        e2e[s]["one_call"] = per_seed
     rows = judge.per_layer(case.rec, case.layers, case.bias, {s: scales[s] for s in ("dynamic", "one", "default")})
     out = {"title": case.title, "notes": notes, "planted_layer": bad, "end_to_end": e2e, "harm": {}, "check": {
         f: {k: v for k, v in c.items() if k != "layers"} for f, c in checks.items()}}
@@ -258,7 +291,8 @@ def prediction_rows(name: str, r: Mapping) -> list[dict]:
         c = r["check"][f]
         pred_gap, real_gap = c["comfy"] - c["dynamic"], e2e[f] - e2e["dynamic"]
         row = {"model": name, "file": f, "predicted": c["comfy"], "measured": e2e[f],
-               "measured_fp8_weights": mean(r["end_to_end"][f]["fp8_weights"]), "sqnr_error": c["comfy"] - e2e[f],
+               "measured_fp8_weights": mean(r["end_to_end"][f]["fp8_weights"]),
+               "measured_one_call": mean(r["end_to_end"][f]["one_call"]), "sqnr_error": c["comfy"] - e2e[f],
                "predicted_gap": pred_gap, "measured_gap": real_gap, "gap_error": pred_gap - real_gap}
         row["gap_bar"] = abs(row["gap_error"]) <= GAP_BAR_DB
         row["sqnr_bar"] = abs(row["sqnr_error"]) <= SQNR_BAR_DB
@@ -275,31 +309,35 @@ def markdown(results: Mapping[str, dict], a: argparse.Namespace) -> str:
 def prediction_lines(results: Mapping[str, dict], setting: str) -> list[str]:
     lines = [f"## check's prediction against the harness ({setting})", "",
              "| model | file | check dB | measured dB | error | check gap to dynamic | measured gap | error "
-             "| gap bar (0.5 dB) | SQNR bar (2 dB) | measured vs FP8-weight samples |", "|---" * 11 + "|"]
+             "| gap bar (0.5 dB) | SQNR bar (2 dB) | measured vs FP8-weight samples "
+             "| measured one call vs FP8 weights |",
+             "|---" * 12 + "|"]
     for name, r in results.items():
         for w in prediction_rows(name, r):
             lines.append(f"| {name} | {w['file']} | {f2(w['predicted'])} | {f2(w['measured'])} | "
                          f"{f2(w['sqnr_error'], '+.2f')} | {f2(w['predicted_gap'], '+.2f')} | "
                          f"{f2(w['measured_gap'], '+.2f')} | {f2(w['gap_error'], '+.2f')} | {ok(w['gap_bar'])} | "
-                         f"{ok(w['sqnr_bar'])} | {f2(w['measured_fp8_weights'])} |")
-    lines += ["", "| model | check dynamic dB | measured dynamic dB | measured dynamic vs FP8-weight samples |",
-              "|---|---|---|---|"]
+                         f"{ok(w['sqnr_bar'])} | {f2(w['measured_fp8_weights'])} | {f2(w['measured_one_call'])} |")
+    lines += ["", "| model | check dynamic dB | measured dynamic dB | measured dynamic vs FP8-weight samples "
+              "| measured one call vs FP8 weights |", "|---|---|---|---|---|"]
     for name, r in results.items():
         d = r["end_to_end"]["dynamic"]
         lines.append(f"| {name} | {f2(r['check']['default']['dynamic'])} | {f2(mean(d['full']))} | "
-                     f"{f2(mean(d['fp8_weights']))} |")
+                     f"{f2(mean(d['fp8_weights']))} | {f2(mean(d['one_call']))} |")
     return lines
 
 
 def ranking_lines(results: Mapping[str, dict]) -> list[str]:
     lines = ["## Layers ranked by harm: check against the judged run's real inputs", "",
              "| model | file | FP8 layers | Spearman (gap to dynamic) | bar (0.7) | Spearman (static SQNR) "
-             "| check's worst | measured worst |", "|---" * 8 + "|"]
+             "| check's worst | measured worst | gaps measured (dB) | gaps predicted (dB) |", "|---" * 10 + "|"]
     for name, r in results.items():
         for f, h in r["harm"].items():
             rho = h["spearman_gap"]
             lines.append(f"| {name} | {f} | {h['layers']} | {f2(rho)} | {ok(rho is not None and rho >= SPEARMAN_BAR)} "
-                         f"| {f2(h['spearman_static'])} | {h['predicted_worst']} | {h['measured_worst']} |")
+                         f"| {f2(h['spearman_static'])} | {h['predicted_worst']} | {h['measured_worst']} | "
+                         f"{h['gap_range'][0]:+.2f}..{h['gap_range'][1]:+.2f} | "
+                         f"{h['predicted_gap_range'][0]:+.2f}..{h['predicted_gap_range'][1]:+.2f} |")
     return lines
 
 
