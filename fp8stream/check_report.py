@@ -28,7 +28,8 @@ from fp8stream.report import plural
 from fp8stream.scales.fp8_maths import E4M3_MAX
 
 if TYPE_CHECKING:  # torch: imported by the run, not by --help
-    from fp8stream.methods.forward.comparison import Comparison, LayerFigures
+    from fp8stream.methods.forward.comparison import Comparison
+    from fp8stream.methods.forward.layer_figures import LayerFigures
 
 CLIPPED_SHARE = 1e-3
 UNUSABLE_DB = 20.0
