@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
 import torch
@@ -25,7 +24,7 @@ from fp8stream.methods.forward import ranges
 from fp8stream.methods.forward.lockstep import Lockstep
 from fp8stream.methods.forward.mapping import Run
 from fp8stream.methods.forward.prefetch import Prefetcher
-from fp8stream.methods.forward.ranges import Ranges
+from fp8stream.methods.forward.ranges import Pass, Ranges
 from fp8stream.methods.forward.row_source import Reader
 from fp8stream.names.suffixes import WEIGHT
 
@@ -46,19 +45,6 @@ def parameters_on_meta() -> Iterator[None]:
         yield
     finally:
         nn.Module.register_parameter = original  # type: ignore[method-assign]
-
-
-@dataclass
-class Pass:
-    """What one forward pass saw: each diffusers Linear's input amax, and memory figures."""
-
-    amax: dict[str, float] = field(default_factory=dict)
-    out_amax: dict[str, float] = field(default_factory=dict)  # each Linear's output amax
-    # Linears whose input is one vector per sample (the conditioning path), in the order they ran
-    per_sample: list[str] = field(default_factory=list)
-    live: int = 0
-    peak_live: int = 0
-    weights_read: int = 0
 
 
 class PassStopped(Exception):

@@ -6,15 +6,26 @@ far (calibrate's prediction: methods/forward/prediction.py) and the end result t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
 
 import torch
 
 from fp8stream.methods.forward.mapping import Run
 from fp8stream.names.suffixes import WEIGHT
 
-if TYPE_CHECKING:
-    from fp8stream.methods.forward.engine import Pass
+
+@dataclass
+class Pass:
+    """What one forward pass saw: each diffusers Linear's input amax, and memory figures."""
+
+    amax: dict[str, float] = field(default_factory=dict)
+    out_amax: dict[str, float] = field(default_factory=dict)  # each Linear's output amax
+    # Linears whose input is one vector per sample (the conditioning path), in the order they ran
+    per_sample: list[str] = field(default_factory=list)
+    live: int = 0
+    peak_live: int = 0
+    weights_read: int = 0
 
 
 class Ranges:
