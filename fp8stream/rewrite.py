@@ -32,7 +32,6 @@ from fp8stream.io.storage import Location, locate, open_urls_with
 from fp8stream.methods.interface import CalibrationMethod, MethodPlan, ModelView
 from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.options import COMMON, LAYERS, OUTPUT, flag
-from fp8stream.pipeline import prediction
 from fp8stream.pipeline.inputs import ModelInput, open_model
 from fp8stream.pipeline.outputs import OutputTarget, check_output
 from fp8stream.pipeline.scale_resolution import Resolved, excluded_reports, layer_reports, resolve
@@ -239,12 +238,13 @@ def _dry_run(planned: Planned, view: ModelView, method_plan: MethodPlan, stages:
     """The run's decisions without its work: the method decided from the header (its meta pass,
     no weight read, no pass run), the small tensors that decide kept/replaced are read by name."""
     from fp8stream.pipeline.dry_run import dry_run_facts, dry_run_state
+    from fp8stream.pipeline.prediction import NO_PASS
 
     state = dry_run_state(planned.files, view.source, stages.run.keep_weight_only) if view.source else None
     _fill(report, planned, dry_run_facts(planned.calibrated, state), state.out_weight_only if state else {}, None,
           stages.run, stages.settings.method)
     report.undecided = sorted(method_plan.undecided)
-    report.prediction_reason = method_plan.no_prediction or prediction.NO_PASS
+    report.prediction_reason = method_plan.no_prediction or NO_PASS
     if method_plan.undecided:
         report.notes.append(f"dry run: {len(method_plan.undecided)} layers undecided: "
                             f"{next(iter(method_plan.undecided.values()))}")
@@ -264,6 +264,7 @@ def _calibrate(method: CalibrationMethod, method_plan: MethodPlan, model: ModelI
                view: ModelView, stages: Stages, report: FileReport, early: OpenOutputs | None) -> None:
     """The real run: every file streamed through the method, the scales resolved, the tails
     written and each output checked before it replaces anything."""
+    from fp8stream.pipeline import prediction
     from fp8stream.pipeline.check import note_verify_cost
     from fp8stream.pipeline.head_start import take_outputs
     from fp8stream.pipeline.run import finish_files, stream_model
