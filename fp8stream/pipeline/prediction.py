@@ -25,7 +25,7 @@ from fp8stream.io.source import TensorSource
 from fp8stream.methods.interface import MethodPlan
 from fp8stream.pipeline.dry_run import dry_run_facts, dry_run_state
 from fp8stream.pipeline.scale_resolution import LayerFacts, Resolved, resolve, runs_fp8
-from fp8stream.report import FileReport
+from fp8stream.report import FileReport, LayerReport
 
 if TYPE_CHECKING:
     from fp8stream.pipeline.run import RunSettings
@@ -106,22 +106,28 @@ def fill(report: FileReport, method_plan: MethodPlan, read: InputRead | None, la
 def _not_as_written(outcome, written: Mapping[str, LayerRun], report: FileReport) -> str | None:
     """Why the streams did not run the file as written (None: they did): a layer flagged
     otherwise, or a scale that was not final when they ran it."""
-    basis = {layer.name: layer.assumption for layer in report.layers}
+    reports = {layer.name: layer for layer in report.layers}
     for weight, run in written.items():
         asked = outcome.runs.get(weight)
         if asked is not None and asked.weight_only != run.weight_only:
             return f"{run.layer} is written {'weight-only' if run.weight_only else 'FP8'}, but ran otherwise"
         for used in outcome.used.get(weight, ()):
             if not _same(used, run.scale):
-                if weight in outcome.repeated:
-                    cause = "its Linear runs more than once in a forward pass"
-                else:
-                    cause = f"its scale was settled after the pass ran it: {basis.get(run.layer) or 'the hard bound'}"
-                return (f"{run.layer}: written input_scale {run.scale:.6g}, but the streams ran it with "
-                        f"{'no scale known yet' if used is None else f'{used:.6g}'} ({cause})")
+                ran = "no scale known yet" if used is None else f"{used:.6g}"
+                return (f"{run.layer}: written input_scale {run.scale:.6g}, but the streams ran it with {ran} "
+                        f"({_settled(reports.get(run.layer), weight in outcome.repeated)})")
     return None
 
 
 def _same(used: float | None, written: float) -> bool:
     """The scale the streams used is the one written (NaN: a layer ComfyUI stops on, both)."""
     return used is not None and (used == written or (math.isnan(used) and math.isnan(written)))
+
+
+def _settled(layer: LayerReport | None, repeated: bool) -> str:
+    """What settled a layer's scale after the streams had run it."""
+    if repeated:
+        return "its Linear runs more than once in a forward pass"
+    if layer is not None and layer.shares_input_with:
+        return f"its scale is the max of its shared-scale group, with {', '.join(layer.shares_input_with)}"
+    return f"its scale was settled after the pass ran it: {layer.assumption if layer else 'the hard bound'}"
