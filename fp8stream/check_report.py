@@ -28,8 +28,7 @@ from fp8stream.report import plural
 from fp8stream.scales.fp8_maths import E4M3_MAX
 
 if TYPE_CHECKING:  # torch: imported by the run, not by --help
-    from fp8stream.methods.forward.comparison import Comparison
-    from fp8stream.methods.forward.layer_figures import LayerFigures
+    from fp8stream.methods.forward.comparison import Comparison, LayerFigures
 
 CLIPPED_SHARE = 1e-3
 UNUSABLE_DB = 20.0
@@ -137,10 +136,6 @@ class CheckReport:
         return sorted(reached, key=lambda layer: -layer.gap_db)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_doc())
-
-    def to_doc(self) -> dict:
-        """Everything, as --json gives it (calibrate's --json holds the same under "prediction")."""
         doc = {"input": self.input, "family": self.family, "status": self.status, "verdict": self.verdict,
                "reason": self.reason, "min_sqnr": self.min_sqnr, "seconds": round(self.seconds, 3),
                "peak_live": self.peak_live,
@@ -153,7 +148,7 @@ class CheckReport:
                           "placeholder_or_missing": sum(not layer.real_scale for layer in self.layers)},
                "thresholds": {"clipped_share": CLIPPED_SHARE, "unusable_db": UNUSABLE_DB, "behind_db": BEHIND_DB},
                "layers": [_layer_doc(layer) for layer in self.layers]}
-        return doc
+        return json.dumps(doc)
 
 
 def _db(x: float | None) -> float | None:
@@ -283,12 +278,7 @@ def _cell(x: float | None, spec: str) -> str:
 
 def render(report: CheckReport, verbose: bool = False) -> str:
     """The verdict, the end to end per sampling time, then the worst layers (every layer with `verbose`)."""
-    return "\n".join([f"{report.input}: {report.verdict}", *detail_lines(report, verbose)])
-
-
-def detail_lines(report: CheckReport, verbose: bool = False) -> list[str]:
-    """render's lines after the verdict (calibrate --verbose gives them under its prediction)."""
-    lines = []
+    lines = [f"{report.input}: {report.verdict}"]
     if report.times:
         per = ", ".join(f"{f'sample {i + 1}' if t is None else f't={t:.2f}'} {_cell(c, '.1f')}/{_cell(d, '.1f')}"
                         for i, (t, c, d) in enumerate(zip(report.times, report.comfy_db, report.dynamic_db,
@@ -296,7 +286,7 @@ def detail_lines(report: CheckReport, verbose: bool = False) -> list[str]:
         lines.append(f"end to end, dB as ComfyUI runs the file / dynamic FP8: {per}")
     shown = report.layers if verbose else report.worst()[:WORST_SHOWN]
     if not shown:
-        return lines
+        return "\n".join(lines)
     lines.append("every FP8 layer:" if verbose else f"worst layers ({len(shown)} of {len(report.worst())} "
                  "that run FP8; --verbose: all):")
     width = max(len(layer.name) for layer in shown)
@@ -307,4 +297,4 @@ def detail_lines(report: CheckReport, verbose: bool = False) -> list[str]:
         clipped = "-" if layer.clipped is None else f"{100 * layer.clipped:.2f}%"
         lines.append(f"  {layer.name:<{width}}  {runs:<11} {_cell(layer.amax, '9.3g')} {layer.covered:9.3g} "
                      f"{clipped:>8} {_cell(layer.static_sqnr_db, '8.1f')} {_cell(layer.dynamic_sqnr_db, '7.1f')}")
-    return lines
+    return "\n".join(lines)

@@ -155,10 +155,10 @@ def render_table(report: FileReport, verbose: bool = False) -> str:
               for reason, names in skipped.items()]
     lines.append(_summary(report))
     if report.prediction is not None:  # check's verdict on OUT; --verbose: its figures, every layer
-        from fp8stream.check_report import detail_lines  # numpy: not for --help
+        from fp8stream.check_report import render  # numpy: not for --help
 
         lines.append(f"prediction in ComfyUI: {report.prediction.verdict}")
-        lines += detail_lines(report.prediction, verbose=True) if verbose else []
+        lines += render(report.prediction, verbose=True).splitlines()[1:] if verbose else []  # after its verdict
     if report.verify:
         lines.append(f"verify: {report.verify}")
     lines += _next_steps(report)
