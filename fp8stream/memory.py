@@ -36,6 +36,9 @@ FORWARD_METHODS = ("auto", "forward")  # auto runs the forward pass wherever it 
 # widest activations live at once per token: a Linear's input, its output and one more (the MLP's
 # activation, an attention/MLP concatenation); lock step keeps every micro-batch's between Linears
 ACTIVATION_COPIES = 3
+# calibrate's prediction (--predict, the default) runs two more streams in lock step with the
+# pass's own (the file as ComfyUI runs it, dynamic FP8), each holding activations as it does
+PREDICTING_STREAMS = 3
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
@@ -142,8 +145,8 @@ def _base(settings: CalibrationSettings) -> int:
 def estimate_terms(settings: CalibrationSettings) -> str:
     """What `run_memory` adds up for these settings, in a few words (a report's error)."""
     if settings.method in FORWARD_METHODS:
-        return ("the forward pass: imports, its largest weight as float32 twice, read-ahead window, activations, "
-                "2 x largest tensor, zstd")
+        return ("the forward pass: imports, its largest weight as float32 twice, read-ahead window, activations "
+                "(of three streams with --predict), 2 x largest tensor, zstd")
     return "2 x largest tensor + 300 MB + zstd"
 
 
@@ -163,7 +166,8 @@ def forward_memory(tensors: Sequence[TensorInfo], settings: CalibrationSettings)
     - the read-ahead window, which may overrun by one weight's bytes, and the bytes of the weight
       being decoded (2 L);
     - the activations: every sample's tokens (image and text) x the widest FP8 weight dimension
-      x 4 bytes x ACTIVATION_COPIES;
+      x 4 bytes x ACTIVATION_COPIES, for each stream (PREDICTING_STREAMS with --predict; the
+      per-layer figures' temporaries, an input and an output, are within them);
     - the model's other parameters, loaded once as float32: every tensor that is not 2-D (norms,
       biases, convolutions, position tables; 2-D ones are Linears' weights, read one at a time,
       or embedding tables, read by the rows asked for).
@@ -180,7 +184,8 @@ def forward_memory(tensors: Sequence[TensorInfo], settings: CalibrationSettings)
     rest = sum(4 * t.numel for t in tensors if len(t.shape) != 2)
     if settings.device == "cuda":
         return window + 2 * largest + rest
-    return 2 * 4 * largest + window + 2 * largest + tokens * widest * 4 * ACTIVATION_COPIES + rest
+    streams = PREDICTING_STREAMS if settings.predict else 1
+    return 2 * 4 * largest + window + 2 * largest + tokens * widest * 4 * ACTIVATION_COPIES * streams + rest
 
 
 def current_rss() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 from fp8stream.advice import fix_for, group_warnings
 from fp8stream.scales.estimate import ASSUMED
@@ -36,6 +37,14 @@ class LayerReport:
     def all_notes(self) -> list[str]:
         """Its notes as --json and --verbose say them: its own, then the shared-scale group's."""
         return self.notes + ([share_note(self.shares_input_with)] if self.shares_input_with else [])
+
+
+class Predicted(Protocol):
+    """What FileReport.prediction holds (check_report.CheckReport: this floor cannot import it)."""
+
+    verdict: str
+
+    def to_json(self) -> str: ...
 
 
 @dataclass
@@ -79,6 +88,10 @@ class FileReport:
     undecided: list[str] = field(default_factory=list)
     exit_code: int = 0  # what the file alone would have exited with
     compressed: bool = False  # the output is zstd-compressed (OUT named *.zst, or --zstd)
+    # the output as ComfyUI will run it, predicted by the forward pass (`check`'s report on OUT:
+    # check_report.CheckReport); None: none, `prediction_reason` says why
+    prediction: Predicted | None = None
+    prediction_reason: str | None = None
 
     @property
     def layers_calibrated(self) -> int:
@@ -104,6 +117,7 @@ class FileReport:
             entry["notes"] = layer.all_notes
             entry["warnings"] = [w.text for w in layer.warnings]
         names = [layer.name for layer in self.layers]
+        doc["prediction"] = json.loads(self.prediction.to_json()) if self.prediction is not None else None
         doc["advice"] = [{"warning": g.text, "layers": g.layers, "fix": fix_for(g, names, full=True)}
                          for g in group_warnings([(layer.name, layer.warnings) for layer in self.layers])]
         return json.dumps(doc, sort_keys=False)

@@ -154,6 +154,11 @@ def render_table(report: FileReport, verbose: bool = False) -> str:
     lines += [f"skipped {names_text(names, 'tensor', every_name=verbose)}: {reason}"
               for reason, names in skipped.items()]
     lines.append(_summary(report))
+    if report.prediction is not None:  # check's verdict on OUT; --verbose: its figures, every layer
+        from fp8stream.check_report import render  # numpy: not for --help
+
+        lines.append(f"prediction in ComfyUI: {report.prediction.verdict}")
+        lines += render(report.prediction, verbose=True).splitlines()[1:] if verbose else []  # after its verdict
     if report.verify:
         lines.append(f"verify: {report.verify}")
     lines += _next_steps(report)

@@ -238,11 +238,13 @@ def _dry_run(planned: Planned, view: ModelView, method_plan: MethodPlan, stages:
     """The run's decisions without its work: the method decided from the header (its meta pass,
     no weight read, no pass run), the small tensors that decide kept/replaced are read by name."""
     from fp8stream.pipeline.dry_run import dry_run_facts, dry_run_state
+    from fp8stream.pipeline.prediction import NO_PASS
 
     state = dry_run_state(planned.files, view.source, stages.run.keep_weight_only) if view.source else None
     _fill(report, planned, dry_run_facts(planned.calibrated, state), state.out_weight_only if state else {}, None,
           stages.run, stages.settings.method)
     report.undecided = sorted(method_plan.undecided)
+    report.prediction_reason = method_plan.no_prediction or NO_PASS
     if method_plan.undecided:
         report.notes.append(f"dry run: {len(method_plan.undecided)} layers undecided: "
                             f"{next(iter(method_plan.undecided.values()))}")
@@ -262,10 +264,13 @@ def _calibrate(method: CalibrationMethod, method_plan: MethodPlan, model: ModelI
                view: ModelView, stages: Stages, report: FileReport, early: OpenOutputs | None) -> None:
     """The real run: every file streamed through the method, the scales resolved, the tails
     written and each output checked before it replaces anything."""
+    from fp8stream.pipeline import prediction
+    from fp8stream.pipeline.check import note_verify_cost
     from fp8stream.pipeline.head_start import take_outputs
     from fp8stream.pipeline.run import finish_files, stream_model
 
     assert stages.output is not None  # OUT is None only with a dry run
+    read = prediction.ask(method_plan, planned.files, planned.layers, view.source, stages.run, stages.settings.method)
     read_before = view.source.bytes_read if view.source is not None else 0  # what prepare read is not the run's
     with contextlib.ExitStack() as stack:  # `early`: OUT opened before the method, copied into
         sharded, sinks, head = take_outputs(stack, early, stages.output, model)
@@ -274,6 +279,7 @@ def _calibrate(method: CalibrationMethod, method_plan: MethodPlan, model: ModelI
         resolved = _fill(report, planned, run.facts, run.out_weight_only, run.estimates, stages.run,
                          stages.settings.method)
         summaries = finish_files(run.files, resolved, stages.run.verify)
+        prediction.fill(report, method_plan, read, planned.layers, run.facts, resolved)
         if sharded is not None:
             entries = {f.name: [e.name for e in f.plan.entries] for f in run.files}
             sharded.finalize(model.index.name, output_index(model.index, entries, report.bytes_out))
@@ -282,19 +288,4 @@ def _calibrate(method: CalibrationMethod, method_plan: MethodPlan, model: ModelI
     report.peak_vram_bytes = run.peak_vram_bytes
     if report.verify is not None:
         by_name = view.source.bytes_read - read_before if view.source is not None else 0
-        _note_verify_cost(report, model, stages, by_name)
-
-
-def _note_verify_cost(report: FileReport, model: ModelInput, stages: Stages, by_name: int) -> None:
-    """What --verify read beyond a plain run, in the report: OUT read back whole, and, where a
-    plain run would copy at fixed places taking the method's reads (local files), IN's bytes the
-    method read by name (`by_name`), read a second time since the stream hashed them first."""
-    from fp8stream.pipeline.placed_run import copy_shares_reads
-
-    again = by_name if copy_shares_reads(model, stages.output, verify=False) else 0
-    report.verify_read_bytes = report.bytes_written + again
-    what = f"OUT read back whole ({human_size(report.bytes_written)})"
-    if again:
-        what += (f", and IN's weights read twice ({human_size(again)}: the stream hashed them, then the method "
-                 "read them by name; a plain run's copy takes the method's reads)")
-    report.notes.append(f"--verify read {human_size(report.verify_read_bytes)} more than a plain run: {what}")
+        note_verify_cost(report, model, stages.output, by_name)

@@ -31,9 +31,11 @@ from fp8stream.formats.existing_scales import judge_existing_scale, usable_scale
 from fp8stream.formats.layers import LEGACY, FP8Layer, take_inventory
 from fp8stream.formats.quant_metadata import QuantMetadata
 from fp8stream.io.dtypes import decode_values
-from fp8stream.io.header import Header, TensorInfo
+from fp8stream.io.header import Header
 
 NO_SCALE = "no input_scale: ComfyUI uses 1.0"
+TEXT_ENCODER = "text encoder: ComfyUI runs it weight-only"
+FLAGGED = "flagged weight-only (full_precision_matrix_mult)"
 
 
 class SmallTensors(Protocol):
@@ -72,27 +74,22 @@ def flagged_weight_only(layer: FP8Layer, read: Callable[[str], bytes]) -> bool |
         return None
 
 
-def _weight_only(layer: FP8Layer, source: SmallTensors) -> tuple[bool, str]:
-    if layer.text_encoder:
-        return True, "text encoder: ComfyUI runs it weight-only"
-    return bool(flagged_weight_only(layer, source.get)), "flagged weight-only (full_precision_matrix_mult)"
-
-
-def _stops(layer: FP8Layer, stored: TensorInfo | None, values: list[float] | None, weight_only: bool,
+def _stops(layer: FP8Layer, values: StoredValues, weight_only: bool,
            quant_metadata: QuantMetadata | None) -> str | None:
     """Why ComfyUI stops with an error on the layer, or None."""
     if quant_metadata is not None and quant_metadata.is_bare(layer.name):
         return "_quantization_metadata entry is a bare format name: ComfyUI's loader reads an object and stops"
-    if stored is None:
+    if values.entry is None:
         return None
-    if layer.flavour == LEGACY and stored.numel != 1:  # convert_old_quants reads every scale_input as one value
-        return f"scale_input of {stored.numel} values: ComfyUI's legacy loader reads one and stops"
-    if weight_only or (layer.flavour == LEGACY and values == [1.0]):  # not used, or dropped
+    numel, dtype = values.entry
+    if layer.flavour == LEGACY and numel != 1:  # convert_old_quants reads every scale_input as one value
+        return f"scale_input of {numel} values: ComfyUI's legacy loader reads one and stops"
+    if weight_only or (layer.flavour == LEGACY and values.stored == [1.0]):  # not used, or dropped
         return None
-    if stored.numel != 1:
-        return f"input_scale of {stored.numel} values: ComfyUI's FP8 quantize takes one and stops"
-    if stored.dtype != "F32":
-        return f"input_scale stored as {stored.dtype}: ComfyUI's FP8 quantize takes F32 only and stops"
+    if numel != 1:
+        return f"input_scale of {numel} values: ComfyUI's FP8 quantize takes one and stops"
+    if dtype != "F32":
+        return f"input_scale stored as {dtype}: ComfyUI's FP8 quantize takes F32 only and stops"
     return None
 
 
@@ -105,16 +102,43 @@ def _as_stored(value: float) -> str:
     return f"the sign cancels: it runs as {-value:g}"
 
 
-def layer_run(layer: FP8Layer, header: Header, source: SmallTensors,
-              quant_metadata: QuantMetadata | None) -> LayerRun:
-    """How ComfyUI runs `layer` (`quant_metadata`: the file's, as the inventory read it)."""
+@dataclass(frozen=True)
+class StoredValues:
+    """What ComfyUI reads of one layer besides its weight: its weight scale, the input scale
+    stored (None: none) and its entry's (values, dtype), its weight-only flag as read."""
+
+    weight_scale: float
+    stored: list[float] | None
+    entry: tuple[int, str] | None
+    flagged: bool
+
+
+WRITTEN_SCALE = (1, "F32")  # the entry of an input scale calibrate writes
+
+
+def stored_values(layer: FP8Layer, header: Header, source: SmallTensors) -> StoredValues:
+    """The layer's values as the file holds them (a text encoder's marker is not read)."""
     weight_scale = _values(source, header, layer.weight_scale) if layer.weight_scale else [1.0]
     info = header.get(layer.existing_input_scale) if layer.existing_input_scale else None
     stored = _values(source, header, info.name) if info is not None else None
-    weight_only, why_only = _weight_only(layer, source)
-    real, verdict = judge_existing_scale(stored, weight_scale[0] if weight_scale else 1.0, weight_only, False)
+    flagged = layer.text_encoder or bool(flagged_weight_only(layer, source.get))
+    return StoredValues(weight_scale[0] if weight_scale else 1.0, stored,
+                        None if info is None else (info.numel, info.dtype), flagged)
+
+
+def layer_run(layer: FP8Layer, header: Header, source: SmallTensors,
+              quant_metadata: QuantMetadata | None) -> LayerRun:
+    """How ComfyUI runs `layer` (`quant_metadata`: the file's, as the inventory read it)."""
+    return run_of(layer, stored_values(layer, header, source), quant_metadata)
+
+
+def run_of(layer: FP8Layer, values: StoredValues, quant_metadata: QuantMetadata | None) -> LayerRun:
+    """How ComfyUI runs `layer` with these values (calibrate's prediction gives those it writes)."""
+    weight_only, why_only = (True, TEXT_ENCODER) if layer.text_encoder else (values.flagged, FLAGGED)
+    stored = values.stored
+    real, verdict = judge_existing_scale(stored, values.weight_scale, weight_only, False)
     one = stored[0] if stored and len(stored) == 1 else None
-    stops = _stops(layer, info, stored, weight_only, quant_metadata)
+    stops = _stops(layer, values, weight_only, quant_metadata)
     if stops is not None:
         return LayerRun(layer.name, layer.weight.name, math.nan, False, stops, one, False, stops=True)
     scale = 1.0 if one is None else one

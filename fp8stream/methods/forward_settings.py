@@ -39,6 +39,12 @@ class ForwardSettings:
         help="Layers that read one vector per sample (timestep/guidance/pooled embedders, AdaLN modulation) stay "
              "weight-only (at most a quarter of the layers; those that follow the sampling step's time first), "
              "or get FP8 scales too.")
+    # calibrate's prediction (methods/forward/prediction.py): more streams beside the pass, which only
+    # observe; not recorded in the output's metadata (the same scales either way)
+    predict: bool = flag(True, "--predict/--no-predict", section=FORWARD, type="bool",
+                         help="The pass also runs the output as ComfyUI will run it, and dynamic FP8, and the "
+                              "report predicts its quality as `fp8stream check OUT` would (one line; --json and "
+                              "--verbose: per layer); --no-predict: the pass alone, faster.")
     # an opt-in bound for the layers the forward pass cannot reach
     assume_input_rms: float | None = flag(
         None, "--assume-input-rms", section=FORWARD, type="float", range=(0.0, None), min_open=True,

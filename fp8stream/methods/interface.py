@@ -38,6 +38,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
+from fp8stream.formats.comfy_runtime import LayerRun
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.io.header import Header, TensorInfo
 from fp8stream.methods.registry import METHODS
@@ -87,6 +88,23 @@ class MethodPlan:
     # `ModelView.copy_takes_reads`, and called before the copy, which takes its bytes from them (1b)
     read_weights: Callable[[], None] | None = None
     notes: tuple[str, ...] = ()  # file-level notes for the report
+    # calibrate's prediction from the method's forward pass (--predict): the rewrite asks it how the
+    # output will run before the data moves, and reads its result after `scales`; None: there is none,
+    # `no_prediction` says why (empty: the method runs no forward pass)
+    prediction: Predictor | None = None
+    no_prediction: str = ""
+
+
+class Predictor(Protocol):
+    """The streams a method's forward pass runs beside its own to predict the output as ComfyUI
+    will run it (methods/forward/prediction.py). `ask`, once, before the data moves: each FP8
+    weight's run (formats/comfy_runtime.LayerRun) by weight name, None for no prediction after
+    all; `from_pass`: the weights whose scale the pass itself gives (the method's, asked of it
+    as the pass runs them). `result`, after `scales`: what the streams gave (a PassPrediction)."""
+
+    def ask(self, runs: Mapping[str, LayerRun] | None, from_pass: frozenset[str] = frozenset()) -> None: ...
+
+    def result(self) -> Any: ...
 
 
 class CalibrationMethod(Protocol):

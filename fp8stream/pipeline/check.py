@@ -10,6 +10,9 @@ from fp8stream.formats.plan_types import RewritePlan
 from fp8stream.io.hashing import HashingStream
 from fp8stream.io.reader import open_input, read_input_header
 from fp8stream.io.storage import locate
+from fp8stream.pipeline.inputs import ModelInput
+from fp8stream.pipeline.outputs import OutputTarget
+from fp8stream.report import FileReport, human_size
 
 
 def check_written(path: str, plan: RewritePlan, stream: HashingStream | None) -> str | None:
@@ -39,3 +42,18 @@ def check_written(path: str, plan: RewritePlan, stream: HashingStream | None) ->
                           f" ({len(comparison.unexpected)} unexpected differences)")
     seconds = stream.seconds + time.monotonic() - started
     return f"{comparison.summary()}; verify took {seconds:.2f} s (hashing while reading + re-reading the output)"
+
+
+def note_verify_cost(report: FileReport, model: ModelInput, output: OutputTarget | None, by_name: int) -> None:
+    """What --verify read beyond a plain run, in the report: OUT read back whole, and, where a
+    plain run would copy at fixed places taking the method's reads (local files), IN's bytes the
+    method read by name (`by_name`), read a second time since the stream hashed them first."""
+    from fp8stream.pipeline.placed_run import copy_shares_reads
+
+    again = by_name if copy_shares_reads(model, output, verify=False) else 0
+    report.verify_read_bytes = report.bytes_written + again
+    what = f"OUT read back whole ({human_size(report.bytes_written)})"
+    if again:
+        what += (f", and IN's weights read twice ({human_size(again)}: the stream hashed them, then the method "
+                 "read them by name; a plain run's copy takes the method's reads)")
+    report.notes.append(f"--verify read {human_size(report.verify_read_bytes)} more than a plain run: {what}")

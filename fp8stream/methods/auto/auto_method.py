@@ -85,7 +85,7 @@ class AutoMethod:
         self.inner, self.chosen = WeightAwareMethod(bound), "simulate"
         plan = self.inner.prepare(model)
         note = f"--method auto used the bound method (simulate): {why}"
-        return dataclasses.replace(plan, notes=plan.notes + (note,))
+        return dataclasses.replace(plan, notes=plan.notes + (note,), no_prediction=note)
 
     def _per_layer(self, estimates: dict[str, ScaleEstimate]) -> dict[str, ScaleEstimate]:
         """--no-spool on a stream: each layer says that it got the bound, not the forward pass."""
@@ -108,7 +108,7 @@ class AutoMethod:
         names = {layer.name for layer in kept}
         return dataclasses.replace(plan, weight_only={layer.name: f"{what}: {NO_GUESS}" for layer in model.layers
                                                       if layer.name not in names},
-                                   notes=plan.notes + (f"{what}: {NO_GUESS_NOTE}",))
+                                   notes=plan.notes + (f"{what}: {NO_GUESS_NOTE}",), no_prediction=what)
 
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
         self.inner.observe_tensor(info, chunk)

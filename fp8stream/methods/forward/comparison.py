@@ -27,77 +27,34 @@ only one computes at a time (lockstep.py), and the per-layer figures are a few s
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import functools
-import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Protocol
 
 import torch
-import torch.nn.functional as F
 
 from fp8stream.errors import FP8StreamError
 from fp8stream.families import by_name
 from fp8stream.formats.comfy_runtime import LayerRun
 from fp8stream.methods.forward.engine import Diverged, StreamingModel
-from fp8stream.methods.forward.forward_pass import PassSettings, Prepared, in_step, streaming
+from fp8stream.methods.forward.forward_pass import PassSettings, Prepared, Streaming, in_step, streaming
+from fp8stream.methods.forward.layer_figures import (
+    LayerFigures,
+    Segment,
+    dynamic_scale,
+    fp8_round_trip,
+    record,
+    segment_linear,
+)
 from fp8stream.methods.forward.row_source import RowSource
 from fp8stream.names.suffixes import WEIGHT
-from fp8stream.scales.fp8_maths import E4M3_MAX
 
 STREAMS = ("full", "comfy", "dynamic")
-
-
-def fp8_round_trip(x: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
-    """x quantized to float8_e4m3fn with `scale` (clamped to +-448) and back, as ComfyUI's matmul
-    sees it (a new tensor; the temporaries in place: one input's size at a time beside it)."""
-    q = (x / scale).clamp_(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).to(x.dtype)
-    return q.mul_(scale)
-
-
-def energy(t: torch.Tensor) -> float:
-    """The sum of squares (float32 products summed by the BLAS: figures in dB, not bytes)."""
-    flat = t.reshape(-1)
-    return float(torch.dot(flat, flat))
-
-
-def dynamic_scale(x: torch.Tensor) -> torch.Tensor:
-    """Per-tensor dynamic FP8: this call's input amax / 448 (a zero input gets the smallest normal)."""
-    return (x.abs().max() / E4M3_MAX).clamp(min=torch.finfo(torch.float32).tiny)
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Output rows [start, stop) of a diffusers Linear that come from one checkpoint FP8 weight."""
-
-    weight: str
-    start: int
-    stop: int
-    run: LayerRun
-
-
-@dataclass
-class LayerFigures:
-    """One checkpoint FP8 weight's one-layer figures on the full-precision stream's input."""
-
-    amax: float = 0.0
-    clipped: int = 0  # input values beyond 448 x the file's scale
-    values: int = 0
-    signal: float = 0.0  # sum of squares of the full-precision output
-    static_noise: float = 0.0  # ... of the file's FP8 output minus it
-    dynamic_noise: float = 0.0
-
-    def add(self, amax: float, clipped: int, values: int, signal: float, static_noise: float,
-            dynamic_noise: float) -> None:
-        """One call's figures."""
-        self.amax = max(self.amax, amax)
-        self.clipped += clipped
-        self.values += values
-        self.signal += signal
-        self.static_noise += static_noise
-        self.dynamic_noise += dynamic_noise
 
 
 @dataclass
@@ -142,78 +99,85 @@ def linear_plan(segments: list[Segment], rows: int) -> LinearPlan:
     return LinearPlan(segments, segments[0].run.scale if one else None, covered)
 
 
+class Scales(Protocol):
+    """Each FP8 weight's stream-2 scale, asked once per call of a Linear, when every micro-batch
+    of stream 1 has run it and before stream 2 does."""
+
+    def of(self, weight: str, run: LayerRun) -> float: ...
+
+
+class FileScales:
+    """check: the scale the file holds (the run's)."""
+
+    @staticmethod
+    def of(weight: str, run: LayerRun) -> float:
+        return run.scale
+
+
 class Streams:
     """The hooks that make stream 2 ComfyUI's and stream 3 dynamic FP8, and record stream 1's
     one-layer figures: the pre-hook runs after the engine's (the weight is loaded), the
-    post-hook before the engine's (the weight is still there)."""
+    post-hook before the engine's (the weight is still there). Lock step runs every micro-batch
+    of stream 1 through a Linear before stream 2's: at the last one each FP8 part's scale is
+    asked (`scales`, final then where it rests on stream 1's ranges) and stream 1's figures of
+    every micro-batch are recorded with it (their inputs and outputs are alive still: each
+    micro-batch waits inside its hook for its next turn)."""
 
-    def __init__(self, sm: StreamingModel, micro_batches: int) -> None:
+    def __init__(self, sm: StreamingModel, micro_batches: int, scales: Scales | None = None) -> None:
         self.sm = sm  # its lockstep (in_step's) says which call, so which stream, runs
         self.micro_batches = micro_batches
+        self.scales = scales or FileScales()  # None: the file's (check)
         self.figures: dict[str, LayerFigures] = {}
+        self.repeated: set[str] = set()  # weights of a Linear called more than once in one forward
+        self._calls: collections.Counter[int] = collections.Counter()  # by the Linear's plan
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # stream 1's (input, output) of this Linear
+        self._asked: dict[int, LinearPlan] = {}  # a Linear's plan (by id) with the scales asked for its call
 
     def stream(self) -> str:
         return STREAMS[self.sm.lockstep.index() // self.micro_batches]
 
     def pre_hook(self, plan: LinearPlan):
         def pre(module: torch.nn.Module, args):
-            stream, x = self.stream(), args[0]
-            if stream == "comfy" and plan.comfy_whole is not None:
-                return (fp8_round_trip(x, plan.comfy_whole), *args[1:])
-            if stream == "dynamic" and plan.dynamic_whole:
+            stream, x, asked = self.stream(), args[0], self._asked.get(id(plan), plan)
+            if stream == "comfy" and asked.comfy_whole is not None:
+                return (fp8_round_trip(x, asked.comfy_whole), *args[1:])
+            if stream == "dynamic" and asked.dynamic_whole:
                 return (fp8_round_trip(x, dynamic_scale(x)), *args[1:])
             return None
         return pre
 
     def post_hook(self, plan: LinearPlan):
         def post(module: torch.nn.Module, args, output: torch.Tensor) -> None:
-            stream, x = self.stream(), args[0].detach()
+            stream, x, asked = self.stream(), args[0].detach(), self._asked.get(id(plan), plan)
             if stream == "full":
-                self._record(module, x, output, plan.segments)
-            elif stream == "comfy" and plan.comfy_whole is None:  # row by row, in place
-                for s in plan.segments:
+                self._full(module, x, output, plan)
+            elif stream == "comfy" and asked.comfy_whole is None:  # row by row, in place
+                for s in asked.segments:
                     if not s.run.weight_only:
-                        output[..., s.start:s.stop] = self._linear(module, fp8_round_trip(x, s.run.scale), s)
-            elif stream == "dynamic" and not plan.dynamic_whole:
+                        output[..., s.start:s.stop] = segment_linear(module, fp8_round_trip(x, s.run.scale), s)
+            elif stream == "dynamic" and not asked.dynamic_whole:
                 q = fp8_round_trip(x, dynamic_scale(x))
-                for s in plan.segments:
-                    output[..., s.start:s.stop] = self._linear(module, q, s)
+                for s in asked.segments:
+                    output[..., s.start:s.stop] = segment_linear(module, q, s)
         return post
 
-    @staticmethod
-    def _linear(module: torch.nn.Module, x: torch.Tensor, s: Segment) -> torch.Tensor:
-        bias = module.bias[s.start:s.stop] if module.bias is not None else None
-        return F.linear(x, module.weight[s.start:s.stop], bias)
-
-    def _noise(self, module: torch.nn.Module, q: torch.Tensor, output: torch.Tensor,
-               segments: list[Segment]) -> list[float]:
-        """Each segment's error energy with the FP8 input `q`, one segment's output at a time."""
-        return [energy(self._linear(module, q, s).sub_(output[..., s.start:s.stop])) for s in segments]
-
-    def _record(self, module: torch.nn.Module, x: torch.Tensor, output: torch.Tensor,
-                segments: list[Segment]) -> None:
-        """Stream 1's one-layer figures; the temporaries one at a time (the other streams hold
-        their activations meanwhile: this is the pass's peak)."""
-        amax = float(x.abs().max()) if x.numel() else 0.0
-        dynamic = self._noise(module, fp8_round_trip(x, dynamic_scale(x)), output, segments)
-        by_scale: dict[float | str, list[int]] = {}
-        for k, s in enumerate(segments):
-            by_scale.setdefault(_key(s.run.scale), []).append(k)
-        for part in by_scale.values():
-            scale = segments[part[0]].run.scale
-            # a negative scale clips at its magnitude (the quantize's division and the matmul's
-            # product both carry the sign); beyond a NaN one nothing compares
-            clipped = int((x.abs() > E4M3_MAX * abs(scale)).sum())
-            static = self._noise(module, fp8_round_trip(x, scale), output, [segments[k] for k in part])
-            for k, noise in zip(part, static, strict=True):
-                s = segments[k]
-                self.figures.setdefault(s.weight, LayerFigures()).add(
-                    amax, clipped, x.numel(), energy(output[..., s.start:s.stop]), noise, dynamic[k])
-
-
-def _key(scale: float) -> float | str:
-    """A scale as a key that groups equal scales, NaN with NaN (NaN == NaN is false)."""
-    return "nan" if math.isnan(scale) else scale
+    def _full(self, module: torch.nn.Module, x: torch.Tensor, output: torch.Tensor, plan: LinearPlan) -> None:
+        """Stream 1's call: kept until its last micro-batch, then the scales asked and every
+        micro-batch's figures recorded with them, in micro-batch order."""
+        index = self.sm.lockstep.index()
+        if index == 0:
+            self._calls[id(plan)] += 1
+            if self._calls[id(plan)] > 1:
+                self.repeated.update(s.weight for s in plan.segments)
+        self._pending.append((x, output))
+        if index < self.micro_batches - 1:
+            return
+        segments = [dataclasses.replace(s, run=dataclasses.replace(s.run, scale=self.scales.of(s.weight, s.run)))
+                    for s in plan.segments]
+        asked = self._asked[id(plan)] = linear_plan(segments, module.out_features)
+        pending, self._pending = self._pending, []
+        for x_i, out_i in pending:
+            record(self.figures, module, x_i, out_i, asked.segments)
 
 
 def per_sample(output: torch.Tensor | list | tuple) -> torch.Tensor:
@@ -247,31 +211,40 @@ def _hooked(model: torch.nn.Module, mapping: Mapping, runs: Mapping[str, LayerRu
             h.remove()
 
 
+def in_streams(s: Streaming, prepared: Prepared, runs: Mapping[str, LayerRun],
+               scales: Scales) -> tuple[Comparison, Streams]:
+    """The three streams over a pass `streaming` set up (inside its block); the ranges and
+    traces of the pass are stream 1's alone. Diverged: they took different paths."""
+    n = len(s.inputs)
+    s.sm.measured_calls = n
+    streams = Streams(s.sm, n, scales)
+    outputs: list = [None] * (len(STREAMS) * n)
+    calls = [functools.partial(_call, s.model, kwargs, outputs, k * n + i)
+             for k in range(len(STREAMS)) for i, kwargs in enumerate(s.inputs)]
+    with _hooked(s.model, prepared.mapping, runs, streams), warnings.catch_warnings():
+        # diffusers' deprecation notes are not the user's business (global: the calls' threads too)
+        warnings.simplefilter("ignore", FutureWarning)
+        in_step(s.sm, calls)  # more than one call: always in lock step
+    # a text encoder's samples differ in their text, not in a sampling time
+    dit = by_name(prepared.detection.family).kind == "dit"
+    times = [float(t) if dit else None for t in s.plan.timesteps()]
+    signal, noise = _end_to_end(outputs, n)
+    return Comparison(prepared.detection.family, streams.figures, times, signal, noise, calls=len(calls)), streams
+
+
 def compare(source: RowSource, prepared: Prepared, runs: Mapping[str, LayerRun],
             settings: PassSettings) -> Comparison:
-    """The three streams over the prepared model (its `reason` must be None)."""
+    """check: the three streams over the prepared model (its `reason` must be None), the file's scales."""
     start = time.monotonic()
     with streaming(source, prepared, settings) as s:
-        n = len(s.inputs)
-        streams = Streams(s.sm, n)
-        outputs: list = [None] * (len(STREAMS) * n)
-        calls = [functools.partial(_call, s.model, kwargs, outputs, k * n + i)
-                 for k in range(len(STREAMS)) for i, kwargs in enumerate(s.inputs)]
-        with _hooked(s.model, prepared.mapping, runs, streams), warnings.catch_warnings():
-            # diffusers' deprecation notes are not the user's business (global: the calls' threads too)
-            warnings.simplefilter("ignore", FutureWarning)
-            try:
-                in_step(s.sm, calls)  # more than one call: always in lock step
-            except Diverged as e:
-                raise FP8StreamError(f"{prepared.detection.family}: the three streams took different paths through "
-                                     f"the model ({e}): its control flow depends on values (an MoE's routing), "
-                                     "which check cannot run in lock step") from None
-        # a text encoder's samples differ in their text, not in a sampling time
-        dit = by_name(prepared.detection.family).kind == "dit"
-        times = [float(t) if dit else None for t in s.plan.timesteps()]
-    signal, noise = _end_to_end(outputs, n)
-    return Comparison(prepared.detection.family, streams.figures, times, signal, noise,
-                      time.monotonic() - start, s.state.peak_live, s.state.weights_read, len(calls))
+        try:
+            comparison, _ = in_streams(s, prepared, runs, FileScales())
+        except Diverged as e:
+            raise FP8StreamError(f"{prepared.detection.family}: the three streams took different paths through "
+                                 f"the model ({e}): its control flow depends on values (an MoE's routing), "
+                                 "which check cannot run in lock step") from None
+    return dataclasses.replace(comparison, seconds=time.monotonic() - start, peak_live=s.state.peak_live,
+                               weights_read=s.state.weights_read)
 
 
 def _end_to_end(outputs: list, micro_batches: int) -> tuple[list[float], dict[str, list[float]]]:

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
 import torch
 import torch.nn as nn
 
+from fp8stream.methods.forward import ranges
 from fp8stream.methods.forward.lockstep import Lockstep
 from fp8stream.methods.forward.mapping import Run
 from fp8stream.methods.forward.prefetch import Prefetcher
+from fp8stream.methods.forward.ranges import Pass, Ranges
 from fp8stream.methods.forward.row_source import Reader
 from fp8stream.names.suffixes import WEIGHT
 
@@ -44,48 +45,6 @@ def parameters_on_meta() -> Iterator[None]:
         yield
     finally:
         nn.Module.register_parameter = original  # type: ignore[method-assign]
-
-
-@dataclass
-class Pass:
-    """What one forward pass saw: each diffusers Linear's input amax, and memory figures."""
-
-    amax: dict[str, float] = field(default_factory=dict)
-    out_amax: dict[str, float] = field(default_factory=dict)  # each Linear's output amax
-    # Linears whose input is one vector per sample (the conditioning path), in the order they ran
-    per_sample: list[str] = field(default_factory=list)
-    live: int = 0
-    peak_live: int = 0
-    weights_read: int = 0
-
-
-class Ranges:
-    """Each Linear's input and output amax kept as 0-d tensors where the model computes, read
-    back once at the end: no per-Linear synchronisation with the GPU. The values are those a
-    float() per call gave (a max is exact; the same combination rules)."""
-
-    def __init__(self) -> None:
-        self.amax: dict[str, torch.Tensor] = {}
-        self.out_amax: dict[str, torch.Tensor] = {}
-
-    @staticmethod
-    def add(into: dict[str, torch.Tensor], name: str, x: torch.Tensor) -> None:
-        a = x.abs().max() if x.numel() else torch.zeros((), dtype=x.dtype, device=x.device)
-        prev = into.get(name)
-        # NaN stays visible (max() would hide it): a NaN input means no usable range
-        into[name] = a if prev is None else torch.where(a.isnan() | prev.isnan(), a, torch.maximum(prev, a))
-
-    def settle(self, state: Pass) -> None:
-        """Read every range back (one transfer) into the Pass's floats."""
-        names = [(state.amax, n) for n in self.amax] + [(state.out_amax, n) for n in self.out_amax]
-        tensors = list(self.amax.values()) + list(self.out_amax.values())
-        if not tensors:
-            return
-        values = torch.stack([t.float().reshape(()) for t in tensors]).cpu().tolist()
-        for (into, name), v in zip(names, values, strict=True):
-            into[name] = v
-        self.amax.clear()
-        self.out_amax.clear()
 
 
 class PassStopped(Exception):
@@ -119,6 +78,13 @@ class StreamingModel:
         self.sample_counts: frozenset[int] = frozenset()  # the micro-batches' sample counts (forward_pass.py)
         self.lockstep: Lockstep | None = None  # micro-batches: each Linear runs on all while loaded
         self.stop: threading.Event | None = None  # set: the run is over, the pass ends at its next Linear
+        # lock step: the first calls are the pass's own, the ranges and traces theirs only (calibrate's
+        # prediction and check run more streams after them: comparison.py); None: every call
+        self.measured_calls: int | None = None
+        self.readers: dict[str, list[str]] = {}  # checkpoint weight -> the Linears it feeds
+        for name in self.linears:
+            for r in mapping[name + WEIGHT]:
+                self.readers.setdefault(r.source, []).append(name)
 
     def gather(self, target: str) -> torch.Tensor:
         """A parameter's float32 value from its source rows (dequantized where FP8); a Linear's
@@ -173,14 +139,19 @@ class StreamingModel:
                 h.remove()
             self.ranges.settle(self.state)
 
+    def measures(self) -> bool:
+        """Whether the running call is one whose ranges the pass keeps (measured_calls)."""
+        return self.measured_calls is None or self.lockstep is None or self.lockstep.index() < self.measured_calls
+
     def _pre(self, name: str):
         def hook(module: nn.Module, args) -> None:
             if self.stop is not None and self.stop.is_set():
                 raise PassStopped("the forward pass was stopped: the run it served is over")
             x = args[0].detach()
-            self.ranges.add(self.ranges.amax, name, x)
-            if reads_one_vector_per_sample(x, self.sample_counts) and name not in self.state.per_sample:
-                self.state.per_sample.append(name)
+            if self.measures():
+                self.ranges.add(self.ranges.amax, name, x)
+                if reads_one_vector_per_sample(x, self.sample_counts) and name not in self.state.per_sample:
+                    self.state.per_sample.append(name)
             if self.lockstep is not None and self.lockstep.index() > 0:  # loaded by micro-batch 0
                 if module.weight.device.type == "meta":
                     raise Diverged(f"forward pass: micro-batches diverged at {name}")
@@ -194,7 +165,8 @@ class StreamingModel:
 
     def _post(self, name: str):
         def hook(module: nn.Module, args, output) -> None:
-            self.ranges.add(self.ranges.out_amax, name, output.detach())
+            if self.measures():
+                self.ranges.add(self.ranges.out_amax, name, output.detach())
             if self.lockstep is None or self.lockstep.is_last():  # every micro-batch has run it
                 shape = module.weight.shape
                 module._parameters["weight"] = nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
@@ -239,41 +211,20 @@ class StreamingModel:
             module._parameters["weight"] = nn.Parameter(torch.empty(shape, device="meta"), requires_grad=False)
         return hook
 
-    def mix_bound(self, groups: list[list[str]]) -> float | None:
-        """The attention mix is a convex combination of value rows, so |mix_c| <= max |v_c|: the
-        sum over mixes added together of the largest value seen in the pass. Synthetic inputs
-        give diffuse attention, real ones sharper: the mix's own amax falls short (measured:
-        real/forward up to 4.8 on attention outputs, real/this bound at most 0.96)."""
-        total = 0.0
-        for group in groups:
-            seen = [self.state.out_amax[n] for n in group if n in self.state.out_amax]
-            if not seen:
-                return None
-            total += max(seen)
-        return total
-
-    def estimates(self, value_sources: Mapping[str, list[list[str]]]) -> dict[str, float]:
-        """Each Linear's input amax; attention output projections at least their mix bound."""
-        out = dict(self.state.amax)
-        for name, groups in value_sources.items():
-            bound = self.mix_bound(groups)
-            if name in out and bound is not None and out[name] == out[name]:
-                out[name] = max(out[name], bound)
-        return out
-
     def layer_amax(self, value_sources: Mapping[str, list[list[str]]]) -> dict[str, float]:
-        """Input amax per checkpoint weight tensor (a fused checkpoint linear feeds several
-        diffusers Linears the same input: the max over them)."""
-        est = self.estimates(value_sources)
-        out: dict[str, float] = {}
-        for name in self.linears:
-            a = est.get(name)
-            if a is None:
-                continue
-            for run in self.mapping[name + WEIGHT]:
-                prev = out.get(run.source)
-                out[run.source] = a if prev is None or a != a or prev != prev else max(prev, a)
-        return out
+        """Input amax per checkpoint weight tensor, from the whole pass (ranges.py's rule)."""
+        est = ranges.estimates(self.state.amax, self.state.out_amax, value_sources)
+        return ranges.layer_amax(self.linears, self.mapping, est)
+
+    def amax_now(self, weight: str, value_sources: Mapping[str, list[list[str]]]) -> float | None:
+        """`weight`'s input amax by the same rule, from what the measured calls have seen so
+        far (read back now): final once every Linear it feeds and every value projection an
+        attention output's mix bound reads have run on every measured micro-batch."""
+        linears = self.readers[weight]
+        values = [n for name in linears for group in value_sources.get(name, []) for n in group]
+        amax, out_amax = Ranges.now(self.ranges.amax, linears), Ranges.now(self.ranges.out_amax, values)
+        est = ranges.estimates(amax, out_amax, {n: value_sources[n] for n in linears if n in value_sources})
+        return ranges.layer_amax(linears, self.mapping, est).get(weight)
 
     def layer_per_sample(self) -> list[str]:
         """The checkpoint weights whose every Linear read one vector per sample, in the order

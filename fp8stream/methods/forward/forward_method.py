@@ -46,10 +46,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Mapping
 
 from fp8stream.formats.layers import FP8Layer
+from fp8stream.io.dtypes import as_f32
 from fp8stream.io.header import TensorInfo
+from fp8stream.methods.forward.beside import BesideTheCopy
+from fp8stream.methods.forward.prediction_plan import none_because
 from fp8stream.methods.interface import MethodPlan, ModelView
 from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.methods.simulate import graph as G
@@ -78,6 +82,9 @@ class ForwardMethod:
         self.result = None
         self.beside: BesideTheCopy | None = None  # the pass running while the copy streams
         self.unreached = WarningKind.OTHER  # what a layer the pass missed is warned as (--no-spool: its own kind)
+        self.request = None  # the prediction's streams run with the pass (prediction.Request), where asked
+        self._by_weight: dict[str, FP8Layer] = {}  # the layers it may ask a scale of, by weight
+        self._bounds: dict[str, ScaleEstimate] = {}  # the bound's estimates, once known before the pass
 
     def needs_random_access(self, model: ModelView) -> bool:
         """A stream: read by name (spooled) where the pass can run, not with --no-spool."""
@@ -92,7 +99,7 @@ class ForwardMethod:
         return self.prepared
 
     def prepare(self, model: ModelView) -> MethodPlan:
-        from fp8stream.methods.forward.forward_pass import PassSettings, run
+        from fp8stream.methods.forward.forward_pass import run
 
         self._from_header(model)
         bound_plan = self.bound.prepare(model)
@@ -113,13 +120,27 @@ class ForwardMethod:
             bound_plan = self.bound.prepare(ModelView(model.header, kept, model.source))
         notes = () if self.prepared.reason is None else (f"forward pass: {self.prepared.reason}",)
         reads = runs and self.result is None and model.source is not None and not model.dry_run
+        no_prediction = none_because(self.settings.predict, self.prepared.reason, model.dry_run, reads,
+                                     self.result is not None)
+        if no_prediction is None or (self.settings.predict and self.result is not None):  # the latter: says why
+            from fp8stream.methods.forward.prediction import Request
+
+            self.request = Request(self.scale_now, no_prediction)
+            self._by_weight = {layer.weight.name: layer for layer in model.layers}
         if reads and not model.copy_takes_reads and beside_the_copy(self.settings):
-            beside = dataclasses.replace(PassSettings.of(self.settings, model.progress), bar_line=1)
+            beside = dataclasses.replace(self._pass_settings(model), bar_line=1)
             source, prepared = model.source, self.prepared
             self.beside = BesideTheCopy(lambda stop: run(source, prepared, beside, stop))
         read_weights = functools.partial(self._read_weights, model) if reads and model.copy_takes_reads else None
         return MethodPlan(weight_only=weight_only, scaled_weight_only=flagged, undecided=undecided,
-                          watches=bound_plan.watches, rows=True, notes=notes, read_weights=read_weights)
+                          watches=bound_plan.watches, rows=True, notes=notes, read_weights=read_weights,
+                          prediction=self.request, no_prediction=no_prediction or "")
+
+    def _pass_settings(self, model: ModelView):
+        """The pass's settings, the prediction's streams with it where there is one."""
+        from fp8stream.methods.forward.forward_pass import PassSettings
+
+        return dataclasses.replace(PassSettings.of(self.settings, model.progress), more_streams=self.request)
 
     def _decide_from_header(self, model: ModelView, weight_only: dict[str, str]):
         """(the conditioning path's weights in execution order, those that follow the step's
@@ -194,10 +215,10 @@ class ForwardMethod:
     def _read_weights(self, model: ModelView) -> None:
         """MethodPlan.read_weights: the pass now, before the copy, which takes each weight from
         its reads (on any device, where `model.copy_takes_reads`). Once."""
-        from fp8stream.methods.forward.forward_pass import PassSettings, run
+        from fp8stream.methods.forward.forward_pass import run
 
         if self.result is None:
-            self.result = run(model.source, self.prepared, PassSettings.of(self.settings, model.progress))
+            self.result = run(model.source, self.prepared, self._pass_settings(model))
 
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
         self.bound.observe_tensor(info, chunk)
@@ -209,13 +230,13 @@ class ForwardMethod:
         self.bound.weight_done(layer)
 
     def scales(self, model: ModelView, weight_scales: Mapping[str, float]) -> dict[str, ScaleEstimate]:
-        from fp8stream.methods.forward.forward_pass import PassSettings, run
+        from fp8stream.methods.forward.forward_pass import run
 
-        bounds = self.bound.scales(model, weight_scales)
+        bounds = self._bounds = self.bound.scales(model, weight_scales)
         if self.beside is not None:
             self.result = self.beside.result()
         elif self.result is None:  # the pass runs now (or, when it cannot run, says why: the bound)
-            self.result = run(model.source, self.prepared, PassSettings.of(self.settings, model.progress))
+            self.result = run(model.source, self.prepared, self._pass_settings(model))
         by_name = {layer.name: layer for layer in model.layers}
         return {name: self._estimate(by_name[name], bounds[name]) for name in weight_scales}
 
@@ -236,10 +257,25 @@ class ForwardMethod:
             kind = WarningKind.ZERO_INPUT if seen is not None else self.unreached
             warnings = (LayerWarning(kind, f"not reached by the forward pass ({why}): hard bound"),) + b.warnings
             return dataclasses.replace(b, source=f"hard bound (simulate); {b.source}", warnings=warnings)
-        # no usable range (scale 1.0): no forward pass figure behind it, so its basis is "assumed"
-        e = with_margin(seen, self.margin_for(self.result.family), b, "forward amax", align_cap=True, basis=ASSUMED)
-        return e if e.amax is None else dataclasses.replace(e, source=f"{self.result.family} {e.source}",
-                                                            basis=FORWARD_PASS)
+        return self._from_amax(seen, self.result.family, b)
+
+    def _from_amax(self, seen: float, family: str | None, b: ScaleEstimate | None) -> ScaleEstimate:
+        """A reached layer's estimate from its forward amax `seen` (> 0), capped by the bound `b`
+        where that is a proof; no usable range (scale 1.0) has no forward pass figure behind it,
+        so its basis is "assumed"."""
+        e = with_margin(seen, self.margin_for(family), b, "forward amax", align_cap=True, basis=ASSUMED)
+        return e if e.amax is None else dataclasses.replace(e, source=f"{family} {e.source}", basis=FORWARD_PASS)
+
+    def scale_now(self, weight: str, seen: float | None) -> float | None:
+        """The scale `scales` writes for `weight`'s layer if its forward amax is `seen`, asked as
+        the pass runs (calibrate's prediction); capped by the bound where that is known by then
+        (after a streamed copy; else only where it needs no data: bound_now). None where the
+        layer gets the bound (no amax, zero or not finite)."""
+        layer = self._by_weight.get(weight)
+        if layer is None or seen is None or not 0.0 < seen < math.inf:
+            return None
+        b = self._bounds[layer.name] if layer.name in self._bounds else self.bound.bound_now(layer)
+        return as_f32(self._from_amax(seen, self.prepared.detection.family, b).scale)
 
     def margin_for(self, family: str | None) -> float:
         """--forward-margin, else the family's default (text encoders: TEXT_MARGIN)."""
@@ -253,47 +289,6 @@ class ForwardMethod:
 def beside_the_copy(settings: CalibrationSettings) -> bool:
     """Where the copy streams (stdout, zstd, --verify, a URL): the pass beside it, not after."""
     return settings.device == "cuda"
-
-
-class BesideTheCopy:
-    """The forward pass on a thread while the copy streams (on a GPU, which computes it while
-    the host copies). Its result, or its error, is taken after the stream; `stop` (from
-    ForwardMethod.close, whatever happened) ends it at its next Linear and waits for it. A daemon
-    thread, so an interpreter that exits some other way does not wait for it either. On the
-    CPU the pass runs after a streamed copy instead: both would compete for the same cores, and
-    the host memory of both would add up."""
-
-    def __init__(self, work) -> None:
-        """`work(stop)`: the pass, which ends at its next Linear once `stop` is set."""
-        import threading
-
-        from fp8stream.io.overlap import start_thread
-
-        self._work, self._value, self._error = work, None, None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="forward pass", daemon=True)
-        try:
-            start_thread(self._thread)
-        except BaseException:  # a signal held back while it started: nobody will stop it but us
-            self._stop.set()
-            raise
-
-    def _run(self) -> None:
-        try:
-            self._value = self._work(self._stop)
-        except BaseException as e:  # handed to the main thread by result()
-            self._error = e
-
-    def result(self):
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def stop(self) -> None:
-        """End the pass at its next Linear and wait for the thread; its result is dropped."""
-        self._stop.set()
-        self._thread.join()
 
 
 def create(settings: CalibrationSettings) -> ForwardMethod:

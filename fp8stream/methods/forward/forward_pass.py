@@ -9,13 +9,14 @@ weight, the amax of its input over all samples, and which weights were reached.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping, Protocol
 
 import torch
 
@@ -28,6 +29,7 @@ from fp8stream.io.header import Header
 from fp8stream.methods.forward import derived_cache
 from fp8stream.methods.forward.mapping import MappingError, check_mapping, derive_mapping
 from fp8stream.methods.forward.model_tensors import forward_family, model_tensors, weight_scales
+from fp8stream.methods.forward.pass_bar import counting, fp8_sources
 from fp8stream.methods.forward.row_source import Reader, RowSource
 from fp8stream.methods.forward_settings import micro_batch_for
 from fp8stream.methods.settings import CalibrationSettings
@@ -35,7 +37,7 @@ from fp8stream.names.suffixes import WEIGHT
 from fp8stream.progress import bar as progress_bar
 
 if TYPE_CHECKING:
-    from fp8stream.methods.forward.engine import Pass, StreamingModel
+    from fp8stream.methods.forward.engine import Diverged, Pass, StreamingModel
 
 INSTALL_HINT = "--method forward needs diffusers: pip install fp8stream[forward]"
 
@@ -55,6 +57,7 @@ class PassSettings:
     device: str = "cpu"
     progress: bool = False  # a bar over the model's Linears on stderr
     bar_line: int = 0  # its line among the run's bars (1: below the copy's, when beside it)
+    more_streams: MoreStreams | None = None  # run with the pass's own (calibrate's prediction)
 
     @classmethod
     def of(cls, settings: CalibrationSettings, progress: bool = False) -> PassSettings:
@@ -185,24 +188,6 @@ def meta_model(family: ModelCode, cfg: dict, real_buffers: bool = True) -> torch
         return family.model_class()(**cfg).eval()
 
 
-def _fp8_sources(linears, prepared: Prepared) -> dict[str, set[str]]:
-    """Each Linear's FP8 checkpoint weights: the forward bar counts those (the file's FP8 layers),
-    not the model's Linears (a fused qkv weight feeds three of them, a float Linear none)."""
-    return {n: {r.source for r in prepared.mapping[n + WEIGHT] if r.source in prepared.scale_names}
-            for n in linears}
-
-
-def _counting(sources: dict[str, set[str]], bar):
-    """on_linear: the bar moves by the FP8 weights a Linear that ran was the first to finish."""
-    counted: set[str] = set()
-
-    def ran(linear: str) -> None:
-        new = sources[linear] - counted
-        counted.update(new)
-        bar.update(len(new))
-    return ran
-
-
 def _no_grad_call(model: torch.nn.Module, kwargs: dict) -> None:
     with torch.no_grad():
         model(**kwargs, return_dict=False)
@@ -235,7 +220,8 @@ def streaming(source: RowSource, prepared: Prepared, settings: PassSettings,
     family, cfg = prepared.family, prepared.config
     model = meta_model(family, cfg)
     device = torch.device(settings.device)
-    sources = _fp8_sources([n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)], prepared)
+    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    sources = fp8_sources(linears, prepared.mapping, prepared.scale_names)
     with pinned_threads(settings.threads), torch.no_grad(), \
             progress_bar("forward pass, FP8 layers", len(set().union(*sources.values())), "layer",
                          settings.progress, settings.bar_line) as bar:
@@ -247,7 +233,7 @@ def streaming(source: RowSource, prepared: Prepared, settings: PassSettings,
         inputs = [_on(device, family.inputs(cfg, p)) for p in plan.split(size)]
         sm.sample_counts = frozenset(p.size for p in plan.split(size))
         with sm.hooked() as state:
-            sm.on_linear = _counting(sources, bar)
+            sm.on_linear = counting(sources, bar)
             yield Streaming(model, sm, inputs, plan, state)
 
 
@@ -263,19 +249,49 @@ def in_step(sm: StreamingModel, calls: list) -> None:
         sm.lockstep.run(calls)
 
 
+class MoreStreams(Protocol):
+    """Streams run in lock step with the pass's own, which they only observe (calibrate's
+    prediction: methods/forward/prediction.py). `wanted`: whether they run (it may wait to be
+    told, until `stop`); `run`: the micro-batches of the pass set up, with the streams (Diverged:
+    they parted ways); `diverged`: they did, and the pass runs again alone."""
+
+    def wanted(self, stop: threading.Event | None) -> bool: ...
+
+    def run(self, s: Streaming, prepared: Prepared) -> None: ...
+
+    def diverged(self, error: Diverged) -> None: ...
+
+
 def run(source: RowSource, prepared: Prepared, settings: PassSettings = PassSettings(),
         stop: threading.Event | None = None) -> ForwardResult:
     """The forward pass over the prepared model; a result with `reason` when it cannot run.
-    `stop`, once set, ends it at its next Linear (engine.PassStopped)."""
+    `stop`, once set, ends it at its next Linear (engine.PassStopped). `settings.more_streams`
+    run with it where they are wanted; the result is the pass's alone either way."""
+    from fp8stream.methods.forward.engine import Diverged
+
     family = prepared.family
     if prepared.reason is not None:
         return ForwardResult(prepared.detection.family if family else None, reason=prepared.reason,
                              config=prepared.config)
+    more = settings.more_streams if settings.more_streams is not None and settings.more_streams.wanted(stop) else None
     start = time.monotonic()
-    with streaming(source, prepared, settings, stop) as s:
-        # no_grad is per thread: each micro-batch's call sets it in the thread that runs it
-        in_step(s.sm, [functools.partial(_no_grad_call, s.model, kwargs) for kwargs in s.inputs])
+    try:
+        with streaming(source, prepared, settings, stop) as s:
+            if more is not None:
+                more.run(s, prepared)
+            else:  # no_grad is per thread: each micro-batch's call sets it in the thread that runs it
+                in_step(s.sm, [functools.partial(_no_grad_call, s.model, kwargs) for kwargs in s.inputs])
+    except Diverged as e:
+        if more is None:
+            raise
+        more.diverged(e)
+        return run(source, prepared, dataclasses.replace(settings, more_streams=None), stop)
+    return result_of(s, prepared, start)
+
+
+def result_of(s: Streaming, prepared: Prepared, start: float) -> ForwardResult:
+    """The result of a pass `streaming` ran (its block exited: the ranges read back)."""
     sm, state, cfg = s.sm, s.state, prepared.config
-    return ForwardResult(prepared.detection.family, sm.layer_amax(family.value_sources(cfg)), dict(state.amax),
-                         dict(state.out_amax), None, cfg, state.peak_live, state.weights_read, time.monotonic() - start,
-                         sm.layer_per_sample())
+    return ForwardResult(prepared.detection.family, sm.layer_amax(prepared.family.value_sources(cfg)),
+                         dict(state.amax), dict(state.out_amax), None, cfg, state.peak_live, state.weights_read,
+                         time.monotonic() - start, sm.layer_per_sample())

@@ -103,6 +103,13 @@ def producers(src: Source) -> list[str]:
     return []
 
 
+def reads_vec(src: Source) -> bool:
+    """Whether this source's model reads the conditioning vector (its embedders' weights)."""
+    if isinstance(src, Concat):
+        return any(reads_vec(part) for part in src.parts)
+    return isinstance(src, (Vec, AdaLN))
+
+
 def tensors_needed(src: Source) -> list[str]:
     """Non-linear tensors (LayerNorm affine, extra modulation bias) this source reads."""
     if isinstance(src, AdaLN):

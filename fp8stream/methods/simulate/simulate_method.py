@@ -125,6 +125,15 @@ class WeightAwareMethod:
         by_name = {layer.name: layer for layer in view.layers}
         return {name: self._estimate(by_name[name]) for name in weight_scales}
 
+    def bound_now(self, layer: FP8Layer) -> ScaleEstimate | None:
+        """`scales`' estimate of `layer` before the stream has shown anything, where its input's
+        model needs nothing from it (a sinusoid, a LayerNorm without affine, a model input);
+        None where it does (a producer's rows, a norm's weights, the held embedders)."""
+        src = self.model.graph.sources[layer.name]
+        if G.producers(src) or G.tensors_needed(src) or G.reads_vec(src):
+            return None
+        return self._estimate(layer)
+
     def _estimate(self, layer: FP8Layer) -> ScaleEstimate:
         src = self.model.graph.sources[layer.name]
         c = self.model.model_of(src, layer.in_features)
