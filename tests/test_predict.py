@@ -23,10 +23,13 @@ import pytest
 import forward_tiny as ft  # noqa: E402
 from conftest import run_cli, subprocess_env  # noqa: E402
 
+from fp8stream.methods.forward.prediction_plan import NOT_ASKED  # noqa: E402
+
 PASS = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8", "--forward-threads", "1",
         "--no-progress"]
 LOUD = ("img_mlp.0.", "txt_mlp.0.", "linear1.")  # test_check's tiny Flux: MLP inputs in the thousands
 JSON_DB = 0.001  # one unit of --json's last digit (module docstring)
+PREDICT = ["--predict"]
 MICRO_BATCHES = {"one micro-batch": [], "three micro-batches": ["--forward-micro-batch", "1"]}
 
 
@@ -40,7 +43,8 @@ def flux(tmp_path_factory) -> Path:
 
 
 def _calibrate(src: Path, out: Path, *extra: str) -> dict:
-    r = run_cli("calibrate", src, out, *PASS, "--json", "-f", *extra)
+    asked = [] if "--no-predict" in extra else PREDICT  # off by default
+    r = run_cli("calibrate", src, out, *PASS, "--json", "-f", *asked, *extra)
     assert r.exit_code == 0, r.output[-2000:]
     return json.loads(r.stdout)
 
@@ -80,7 +84,8 @@ def test_the_prediction_is_what_check_says_of_the_output(flux, tmp_path, micro):
     assert doc["prediction_reason"] is None and predicted["input"] == str(tmp_path / "out.safetensors")
     _same_figures(predicted, checked)
     assert predicted["end_to_end"]["comfy"]["sqnr_db"] > 20.0  # measured 29.0: a real figure, not a NaN or 0
-    text = run_cli("calibrate", flux, tmp_path / "out.safetensors", *PASS, "-f", *extra).stderr.splitlines()
+    text = run_cli("calibrate", flux, tmp_path / "out.safetensors", *PASS, "-f", *PREDICT,
+                   *extra).stderr.splitlines()
     assert _said("\n".join(text)) == [f"prediction in ComfyUI: {checked['verdict']}"]
 
 
@@ -91,13 +96,14 @@ def test_the_bytes_are_the_same_with_and_without_the_prediction(flux, tmp_path):
         with_it, without = _calibrate(flux, on, *micro), _calibrate(flux, off, "--no-predict", *micro)
         assert on.read_bytes() == off.read_bytes()
         assert with_it["prediction"] is not None
-        assert without["prediction"] is None and without["prediction_reason"] == "--no-predict"
-    text = run_cli("calibrate", flux, off, *PASS, "-f", "--no-predict").stderr
-    assert not _said(text)
+        assert without["prediction"] is None and without["prediction_reason"] == NOT_ASKED
+    for asked in ([], ["--no-predict"]):  # off by default: it costs about 3x the pass on the CPU
+        text = run_cli("calibrate", flux, off, *PASS, "-f", *asked).stderr
+        assert not _said(text)
 
 
 def test_verbose_gives_every_layers_figures(flux, tmp_path):
-    r = run_cli("calibrate", flux, tmp_path / "out.safetensors", *PASS, "--verbose")
+    r = run_cli("calibrate", flux, tmp_path / "out.safetensors", *PASS, *PREDICT, "--verbose")
     lines = r.stderr.splitlines()
     at = lines.index("every FP8 layer:")
     checked = _check(tmp_path / "out.safetensors")
@@ -111,7 +117,7 @@ def test_a_scale_the_bound_settles_after_the_pass_gives_no_figure_and_says_why(f
     needs the stream's data (a producer's rows: time_in.out_layer reads time_in.in_layer's), a
     copy at fixed places knows it only after the pass: no figure, the reason said. A copy that
     streams (stdout) runs the pass after it, the bounds known: check's figures again."""
-    margin = ["--forward-margin", "1000"]
+    margin = ["--forward-margin", "1000", *PREDICT]
     doc = _calibrate(flux, tmp_path / "out.safetensors", *margin)
     assert doc["prediction"] is None and "capped by the hard bound" in doc["prediction_reason"]
     assert f"no prediction: {doc['prediction_reason']}" in doc["notes"]
@@ -146,9 +152,9 @@ def test_a_linear_called_twice_with_a_larger_input_gives_no_figure(flux, tmp_pat
 @pytest.mark.parametrize("how", [["--method", "simulate"], ["--dry-run"]])
 def test_a_run_without_a_forward_pass_says_nothing_of_a_prediction(flux, tmp_path, how):
     out = [] if how == ["--dry-run"] else [tmp_path / "out.safetensors"]
-    r = run_cli("calibrate", flux, *out, *PASS, "--json", *how)
+    r = run_cli("calibrate", flux, *out, *PASS, *PREDICT, "--json", *how)
     assert r.exit_code == 0, r.output[-2000:]
     doc = json.loads(r.stdout)
     assert doc["prediction"] is None and doc["prediction_reason"]
     assert not any("prediction" in note for note in doc["notes"])
-    assert not _said(run_cli("calibrate", flux, *out, *PASS, "-f", *how).stderr)
+    assert not _said(run_cli("calibrate", flux, *out, *PASS, *PREDICT, "-f", *how).stderr)

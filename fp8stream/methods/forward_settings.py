@@ -40,11 +40,14 @@ class ForwardSettings:
              "weight-only (at most a quarter of the layers; those that follow the sampling step's time first), "
              "or get FP8 scales too.")
     # calibrate's prediction (methods/forward/prediction.py): more streams beside the pass, which only
-    # observe; not recorded in the output's metadata (the same scales either way)
-    predict: bool = flag(True, "--predict/--no-predict", section=FORWARD, type="bool",
+    # observe; not recorded in the output's metadata (the same scales either way). Off by default: it
+    # costs about 3x the default's time and +750 MB on the CPU (2-block Flux-dev, docs/speed.md),
+    # which the default's speed and memory bars do not allow
+    predict: bool = flag(False, "--predict/--no-predict", section=FORWARD, type="bool",
                          help="The pass also runs the output as ComfyUI will run it, and dynamic FP8, and the "
                               "report predicts its quality as `fp8stream check OUT` would (one line; --json and "
-                              "--verbose: per layer); --no-predict: the pass alone, faster.")
+                              "--verbose: per layer). Costs about 3x the default's time on the CPU and more "
+                              "memory; `fp8stream check OUT` gives the same figures later.")
     # an opt-in bound for the layers the forward pass cannot reach
     assume_input_rms: float | None = flag(
         None, "--assume-input-rms", section=FORWARD, type="float", range=(0.0, None), min_open=True,

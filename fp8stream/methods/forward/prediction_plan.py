@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+NOT_ASKED = "not asked for (--predict, or `fp8stream check OUT` later)"
+
 
 def none_because(predict: bool, cannot_run: str | None, dry_run: bool, runs_after_prepare: bool,
                  ran_in_prepare: bool) -> str | None:
     """Why the pass runs no prediction's streams (None: it runs them where the rewrite asks)."""
     if not predict:
-        return "--no-predict"
+        return NOT_ASKED
     if cannot_run is not None:
         return f"the forward pass cannot run: {cannot_run}"
     if dry_run:
