@@ -22,7 +22,6 @@ import pytest
 
 import forward_tiny as ft  # noqa: E402
 from conftest import run_cli, subprocess_env  # noqa: E402
-
 from fp8stream.methods.forward.prediction_plan import NOT_ASKED  # noqa: E402
 
 PASS = ["--forward-batch", "3", "--forward-tokens", "16", "--forward-text-tokens", "8", "--forward-threads", "1",
