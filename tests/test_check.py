@@ -288,6 +288,13 @@ def test_a_stored_scale_comfyui_stops_on_makes_the_file_unusable(files, tmp_path
     assert doc["verdict"].startswith(f"unusable in ComfyUI: ComfyUI stops with an error on 1 layer ({BAD}: "
                                      "input_scale of 2 values"), doc["verdict"]
     assert doc["end_to_end"]["comfy"]["sqnr_db"] is None and doc["end_to_end"]["dynamic"]["sqnr_db"] > 20.0
+    # inspect, the header-only view, says it too, by the same rule
+    r = run_cli("inspect", tmp_path / "two.safetensors", "--json")
+    stops = {layer["name"]: layer["comfyui_stops"] for layer in json.loads(r.stdout)["fp8_layers"]}
+    assert r.exit_code == 0 and stops.pop(BAD).startswith("input_scale of 2 values") and not any(stops.values())
+    text = run_cli("inspect", tmp_path / "two.safetensors").output
+    assert f"ComfyUI stops with an error on 1 layer: {BAD}: input_scale of 2 values" in text
+    assert "stops" not in run_cli("inspect", files["ours"]).output
 
 
 def test_nan_weights_fail_min_sqnr_with_a_verdict_that_says_so(files, tmp_path):

@@ -18,24 +18,34 @@ import click
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.commands.inspect_read import Checkpoint, read_checkpoint
 from fp8stream.families.detect import detect, header_shapes
-from fp8stream.formats.comfy_runtime import NO_SCALE, flagged_weight_only
+from fp8stream.formats.comfy_runtime import NO_SCALE, StoredValues, flagged_weight_only, run_of
 from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer, take_inventory
+from fp8stream.formats.quant_metadata import QuantMetadata
 from fp8stream.report import LayerCounts, human_size, plural
 
 
 def _scalar(ckpt: Checkpoint, name: str | None) -> float | None:
-    """An F32 scalar's value, or None when absent or not one F32 value."""
+    """One F32, F16 or BF16 value, or None when absent or not one such value (no numpy: inspect
+    imports neither numpy nor torch)."""
     raw = ckpt.small.get(name) if name else None
-    if raw is None or len(raw) != 4 or ckpt.header.by_name[name].dtype != "F32":
-        return None
-    return struct.unpack("<f", raw)[0]
+    dtype = ckpt.header.by_name[name].dtype if raw is not None else None
+    if dtype == "F32" and len(raw) == 4:
+        return struct.unpack("<f", raw)[0]
+    if dtype in ("F16", "BF16") and len(raw) == 2:  # bfloat16: float32's upper half
+        return struct.unpack("<e", raw)[0] if dtype == "F16" else struct.unpack("<f", b"\0\0" + raw)[0]
+    return None
 
 
-def _layer(ckpt: Checkpoint, layer: FP8Layer) -> dict:
+def _layer(ckpt: Checkpoint, layer: FP8Layer, quant_metadata: QuantMetadata | None) -> dict:
     weight_scale = _scalar(ckpt, layer.weight_scale) if layer.weight_scale else 1.0
     weight_only = flagged_weight_only(layer, lambda name: ckpt.small.get(name, b""))
     value = _scalar(ckpt, layer.existing_input_scale)
+    info = ckpt.header.by_name[layer.existing_input_scale] if layer.existing_input_scale else None
+    # how ComfyUI runs it, by check's rule (formats/comfy_runtime.py), on the values read here
+    run = run_of(layer, StoredValues(weight_scale or 1.0, None if value is None else [value],
+                                     None if info is None else (info.numel, info.dtype),
+                                     layer.text_encoder or bool(weight_only)), quant_metadata)
     placeholder, why = None, NO_SCALE
     if layer.existing_input_scale is not None:
         _, why = judge_existing_scale(None if value is None else [value], weight_scale or 1.0,
@@ -54,6 +64,8 @@ def _layer(ckpt: Checkpoint, layer: FP8Layer) -> dict:
         "weight_only": weight_only,
         # as calibrate's report counts it: ComfyUI's text encoder loader runs FP8 layers weight-only
         "fp8_activations": None if weight_only is None else not weight_only and not layer.text_encoder,
+        # where ComfyUI stops with an error on the layer (formats/comfy_runtime.py), why; else null
+        "comfyui_stops": run.why if run.stops else None,
     }
 
 
@@ -68,7 +80,7 @@ def describe(path: str) -> dict:
         dtype_bytes[t.dtype] += t.nbytes
         dtype_count[t.dtype] += 1
     family = detect(header_shapes(header))
-    layers = [_layer(ckpt, layer) for layer in inventory.layers]
+    layers = [_layer(ckpt, layer, inventory.quant_metadata) for layer in inventory.layers]
     return {
         "path": path,
         "family": family.to_json() if family else None,
@@ -118,6 +130,11 @@ def render(info: dict) -> str:
         mode = {True: "fp8 act", False: "weight-only", None: "flag unknown"}[layer["fp8_activations"]]
         lines.append(f"  {layer['name']:<{width}}  {layer['flavour']:<6}  {shape:>11}  {mode:<11}  "
                      f"{_scale_text(layer)}")
+    stops = [layer for layer in layers if layer["comfyui_stops"]]
+    if stops:
+        lines.append(f"ComfyUI stops with an error on {plural(len(stops), 'layer')}: "
+                     + "; ".join(f"{layer['name']}: {layer['comfyui_stops']}" for layer in stops[:3])
+                     + ("; ..." if len(stops) > 3 else ""))
     for s in info["skipped"]:
         lines.append(f"  skipped {s['name']}: {s['reason']}")
     return "\n".join(lines)
