@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from safetensors import safe_open
 
@@ -27,6 +26,7 @@ from fp8stream.synthetic.checkpoint import (
     legacy_fp8_linear,
     legacy_marker,
     marker,
+    scale_values,
     write_checkpoint,
 )
 from fp8stream.synthetic.example import example_tensors
@@ -66,14 +66,6 @@ def _bias(name: str = LAYER) -> SyntheticTensor:
     return bf16_tensor(name + ".bias", torch.randn(OUT, generator=g))
 
 
-def _scale_tensor(name: str, values: list[float], shape: tuple[int, ...], dtype: str = "F32") -> SyntheticTensor:
-    if dtype == "BF16":  # the top half of each float32
-        raw = (np.array(values, np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
-    else:
-        raw = np.array(values, np.float32).tobytes()
-    return SyntheticTensor(name, dtype, shape, raw)
-
-
 def comfy_layer(input_scale: float | None = SCALE, doc: dict | None = None, name: str = LAYER) -> list[SyntheticTensor]:
     """One comfy-format linear with a bias; `doc` replaces the marker's JSON."""
     tensors = comfy_fp8_linear(name, _weight(), input_scale=input_scale) + [_bias(name)]
@@ -105,21 +97,21 @@ def _unusable_scales() -> list[Case]:
     for label, values, shape in (("2 values [s, s]", [SCALE, SCALE], (2,)), ("0 values (empty)", [], (0,)),
                                  (f"{IN} values (one per input channel)", [SCALE] * IN, (IN,))):
         cases.append(Case(f"a comfy input_scale of {label}",
-                          tensors=with_scale(comfy_layer(), _scale_tensor(name, values, shape))))
+                          tensors=with_scale(comfy_layer(), scale_values(name, values, shape=shape))))
     cases += [
         Case("a comfy input_scale shape [1] (one value)", tensors=with_scale(comfy_layer(),
-                                                                             _scale_tensor(name, [SCALE], (1,)))),
+                                                                             scale_values(name, [SCALE], shape=(1,)))),
         Case("a comfy input_scale stored BF16", tensors=with_scale(comfy_layer(),
-                                                                   _scale_tensor(name, [SCALE], (), "BF16"))),
+                                                                   scale_values(name, [SCALE], "BF16"))),
         Case("a comfy weight-only flag, input_scale NaN",
              tensors=comfy_layer(math.nan, {"format": "float8_e4m3fn", "full_precision_matrix_mult": True})),
         Case("a legacy scale_input 0", tensors=legacy_layer(0.0), amax=CLIPS_AT_ONE),
         Case("a legacy scale_input NaN", tensors=legacy_layer(math.nan)),
         Case("a legacy scale_input of 2 values",
-             tensors=with_scale(legacy_layer(), _scale_tensor(LAYER + ".scale_input", [SCALE, SCALE], (2,)))),
+             tensors=with_scale(legacy_layer(), scale_values(LAYER + ".scale_input", [SCALE, SCALE]))),
         Case("a legacy weight-only marker, scale_input of 2 values",
              tensors=with_scale(legacy_layer(marker_elements=2),
-                                _scale_tensor(LAYER + ".scale_input", [SCALE, SCALE], (2,)))),
+                                scale_values(LAYER + ".scale_input", [SCALE, SCALE]))),
     ]
     return cases
 

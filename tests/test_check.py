@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import diffusers  # noqa: F401 (the test extra installs it: a broken install fails here, it does not skip)
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -33,12 +32,12 @@ from conftest import run_cli, subprocess_env  # noqa: E402
 from fp8stream.cli import main  # noqa: E402
 from fp8stream.errors import EXIT_BELOW_MIN_SQNR  # noqa: E402
 from fp8stream.synthetic.checkpoint import (  # noqa: E402
-    SyntheticTensor,
     bf16_tensor,
     comfy_fp8_linear,
     legacy_fp8_linear,
     legacy_marker,
     marker,
+    scale_values,
     write_checkpoint,
 )
 
@@ -161,22 +160,16 @@ def test_a_family_without_a_forward_pass_says_when_a_stored_scale_is_not_positiv
     assert doc["layers"][0]["scale"] == 0.0 and "outputs its bias alone" in doc["layers"][0]["why"]
 
 
-def _scale_values(name: str, values: list[float], dtype: str = "F32") -> SyntheticTensor:
-    raw = np.array(values, np.float32)
-    data = (raw.view(np.uint32) >> 16).astype(np.uint16).tobytes() if dtype == "BF16" else raw.tobytes()
-    return SyntheticTensor(name, dtype, (len(values),) if len(values) != 1 else (), data)
-
-
 def _stopping_file(path: Path, how: str) -> Path:
     """enc.layer0 as ComfyUI cannot run it (scripts/comfy_truth.py has each), enc.layer1 as it can."""
     layer0 = comfy_fp8_linear("enc.layer0", (16, 16))
     metadata = None
     if how == "2 values":
-        layer0.append(_scale_values("enc.layer0.input_scale", [0.5, 0.5]))
+        layer0.append(scale_values("enc.layer0.input_scale", [0.5, 0.5]))
     elif how == "BF16":
-        layer0.append(_scale_values("enc.layer0.input_scale", [0.5], "BF16"))
+        layer0.append(scale_values("enc.layer0.input_scale", [0.5], "BF16"))
     elif how == "legacy 2 values":  # its loader reads every scale_input as one value, weight-only or not
-        layer0 = [*legacy_fp8_linear("enc.layer0", (16, 16)), _scale_values("enc.layer0.scale_input", [0.5, 0.5]),
+        layer0 = [*legacy_fp8_linear("enc.layer0", (16, 16)), scale_values("enc.layer0.scale_input", [0.5, 0.5]),
                   legacy_marker(weight_only=True)]
     else:  # a bare format name in _quantization_metadata: ComfyUI reads each entry as an object
         metadata = {"_quantization_metadata": json.dumps({"layers": {"enc.layer0": "float8_e4m3fn"}})}

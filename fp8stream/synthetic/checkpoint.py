@@ -58,6 +58,17 @@ def f32_scalar(name: str, value: float) -> SyntheticTensor:
     return SyntheticTensor(name, "F32", (), np.float32(value).tobytes())
 
 
+def scale_values(name: str, values: list[float], dtype: str = "F32",
+                 shape: tuple[int, ...] | None = None) -> SyntheticTensor:
+    """A scale tensor of these values as F32 or BF16 (each float32's top half); `shape`: () for one
+    value, (n,) for several, unless given (a [1] scale, say)."""
+    raw = np.array(values, np.float32)
+    data = (raw.view(np.uint32) >> 16).astype(np.uint16).tobytes() if dtype == "BF16" else raw.tobytes()
+    if shape is None:
+        shape = (len(values),) if len(values) != 1 else ()
+    return SyntheticTensor(name, dtype, shape, data)
+
+
 def marker(name: str, doc: dict) -> SyntheticTensor:
     raw = json.dumps(doc).encode("utf-8")
     return SyntheticTensor(name, "U8", (len(raw),), raw)
