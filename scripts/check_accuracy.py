@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping, Sequence
 from unittest import mock
 
 from safetensors import safe_open
@@ -306,88 +306,81 @@ def markdown(results: Mapping[str, dict], a: argparse.Namespace) -> str:
                      + planted_lines(results) + [""] + stats_lines(results) + [""] + harm_lines(results)) + "\n"
 
 
+def table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """A markdown table: the header, its rule, one line per row."""
+    return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"] + \
+        ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
 def prediction_lines(results: Mapping[str, dict], setting: str) -> list[str]:
-    lines = [f"## check's prediction against the harness ({setting})", "",
-             "| model | file | check dB | measured dB | error | check gap to dynamic | measured gap | error "
-             "| gap bar (0.5 dB) | SQNR bar (2 dB) | measured vs FP8-weight samples "
-             "| measured one call vs FP8 weights |",
-             "|---" * 12 + "|"]
-    for name, r in results.items():
-        for w in prediction_rows(name, r):
-            lines.append(f"| {name} | {w['file']} | {f2(w['predicted'])} | {f2(w['measured'])} | "
-                         f"{f2(w['sqnr_error'], '+.2f')} | {f2(w['predicted_gap'], '+.2f')} | "
-                         f"{f2(w['measured_gap'], '+.2f')} | {f2(w['gap_error'], '+.2f')} | {ok(w['gap_bar'])} | "
-                         f"{ok(w['sqnr_bar'])} | {f2(w['measured_fp8_weights'])} | {f2(w['measured_one_call'])} |")
-    lines += ["", "| model | check dynamic dB | measured dynamic dB | measured dynamic vs FP8-weight samples "
-              "| measured one call vs FP8 weights |", "|---|---|---|---|---|"]
-    for name, r in results.items():
-        d = r["end_to_end"]["dynamic"]
-        lines.append(f"| {name} | {f2(r['check']['default']['dynamic'])} | {f2(mean(d['full']))} | "
-                     f"{f2(mean(d['fp8_weights']))} | {f2(mean(d['one_call']))} |")
-    return lines
+    rows = [[name, w["file"], f2(w["predicted"]), f2(w["measured"]), f2(w["sqnr_error"], "+.2f"),
+             f2(w["predicted_gap"], "+.2f"), f2(w["measured_gap"], "+.2f"), f2(w["gap_error"], "+.2f"),
+             ok(w["gap_bar"]), ok(w["sqnr_bar"]), f2(w["measured_fp8_weights"]), f2(w["measured_one_call"])]
+            for name, r in results.items() for w in prediction_rows(name, r)]
+    dynamic = [[name, f2(r["check"]["default"]["dynamic"]), f2(mean(d["full"])), f2(mean(d["fp8_weights"])),
+                f2(mean(d["one_call"]))]
+               for name, r in results.items() for d in [r["end_to_end"]["dynamic"]]]
+    return [f"## check's prediction against the harness ({setting})", ""] + table(
+        ["model", "file", "check dB", "measured dB", "error", "check gap to dynamic", "measured gap", "error",
+         "gap bar (0.5 dB)", "SQNR bar (2 dB)", "measured vs FP8-weight samples", "measured one call vs FP8 weights"],
+        rows) + [""] + table(["model", "check dynamic dB", "measured dynamic dB",
+                              "measured dynamic vs FP8-weight samples", "measured one call vs FP8 weights"], dynamic)
 
 
 def ranking_lines(results: Mapping[str, dict]) -> list[str]:
-    lines = ["## Layers ranked by harm: check against the judged run's real inputs", "",
-             "| model | file | FP8 layers | Spearman (gap to dynamic) | bar (0.7) | Spearman (static SQNR) "
-             "| check's worst | measured worst | gaps measured (dB) | gaps predicted (dB) |", "|---" * 10 + "|"]
-    for name, r in results.items():
-        for f, h in r["harm"].items():
-            rho = h["spearman_gap"]
-            lines.append(f"| {name} | {f} | {h['layers']} | {f2(rho)} | {ok(rho is not None and rho >= SPEARMAN_BAR)} "
-                         f"| {f2(h['spearman_static'])} | {h['predicted_worst']} | {h['measured_worst']} | "
-                         f"{h['gap_range'][0]:+.2f}..{h['gap_range'][1]:+.2f} | "
-                         f"{h['predicted_gap_range'][0]:+.2f}..{h['predicted_gap_range'][1]:+.2f} |")
-    return lines
+    rows = [[name, f, h["layers"], f2(h["spearman_gap"]),
+             ok(h["spearman_gap"] is not None and h["spearman_gap"] >= SPEARMAN_BAR), f2(h["spearman_static"]),
+             h["predicted_worst"], h["measured_worst"], f"{h['gap_range'][0]:+.2f}..{h['gap_range'][1]:+.2f}",
+             f"{h['predicted_gap_range'][0]:+.2f}..{h['predicted_gap_range'][1]:+.2f}"]
+            for name, r in results.items() for f, h in r["harm"].items()]
+    return ["## Layers ranked by harm: check against the judged run's real inputs", ""] + table(
+        ["model", "file", "FP8 layers", "Spearman (gap to dynamic)", "bar (0.7)", "Spearman (static SQNR)",
+         "check's worst", "measured worst", "gaps measured (dB)", "gaps predicted (dB)"], rows)
 
 
 def planted_lines(results: Mapping[str, dict]) -> list[str]:
-    lines = ["## A planted bad layer, and the 1.0 file's verdict", "",
-             "| model | planted (input_scale / 100) | check's worst | its gap dB | named in the verdict | bar "
-             "| 1.0 measured dB | check on 1.0: verdict | --min-sqnr 20 exit | bar |", "|---" * 10 + "|"]
+    rows = []
     for name, r in results.items():
         p, one = r["check"]["planted"], r["check"]["one"]
         measured = mean(r["end_to_end"]["one"]["full"])
         unusable = measured < UNUSABLE_DB
-        said = one["verdict"].startswith("unusable")
-        verdict_ok = said == unusable and (one["rc"] != 0) == unusable
-        lines.append(f"| {name} | {r['planted_layer']} | {p['worst']} | {f2(p['worst_gap_db'], '.1f')} | "
-                     f"{'yes' if p['worst'] in p['verdict'] else 'no'} | {ok(p['worst'] == r['planted_layer'])} | "
-                     f"{f2(measured)} | {one['verdict']} | {one['rc']} | "
-                     f"{ok(verdict_ok)} |")
-    return lines
+        verdict_ok = one["verdict"].startswith("unusable") == unusable and (one["rc"] != 0) == unusable
+        rows.append([name, r["planted_layer"], p["worst"], f2(p["worst_gap_db"], ".1f"),
+                     "yes" if p["worst"] in p["verdict"] else "no", ok(p["worst"] == r["planted_layer"]),
+                     f2(measured), one["verdict"], one["rc"], ok(verdict_ok)])
+    return ["## A planted bad layer, and the 1.0 file's verdict", ""] + table(
+        ["model", "planted (input_scale / 100)", "check's worst", "its gap dB", "named in the verdict", "bar",
+         "1.0 measured dB", "check on 1.0: verdict", "--min-sqnr 20 exit", "bar"], rows)
 
 
 def stats_lines(results: Mapping[str, dict]) -> list[str]:
-    lines = ["## `--method stats` (x 2, capped) end to end against dynamic", "",
-             "| model | dynamic | stats | stats - dynamic | bar (>= -1 dB) | per seed |", "|---|---|---|---|---|---|"]
+    rows = []
     for name, r in results.items():
         d, s = r["end_to_end"]["dynamic"]["full"], r["end_to_end"]["stats_margin2"]["full"]
         gap = mean(s) - mean(d)
-        per = ", ".join(f"{x - y:+.2f}" for x, y in zip(s, d, strict=True))
-        lines.append(f"| {name} | {mean(d):.2f} | {mean(s):.2f} | {gap:+.2f} | {ok(gap >= -STATS_BAR_DB)} | {per} |")
-    return lines
+        rows.append([name, f"{mean(d):.2f}", f"{mean(s):.2f}", f"{gap:+.2f}", ok(gap >= -STATS_BAR_DB),
+                     ", ".join(f"{x - y:+.2f}" for x, y in zip(s, d, strict=True))])
+    return ["## `--method stats` (x 2, capped) end to end against dynamic", ""] + table(
+        ["model", "dynamic", "stats", "stats - dynamic", "bar (>= -1 dB)", "per seed"], rows)
 
 
 def harm_lines(results: Mapping[str, dict]) -> list[str]:
-    lines = ["## Each layer alone in FP8: measured end-to-end harm, and how check's figures rank it", "",
-             "| model | check's figure | Spearman vs e2e SQNR (layer static) | vs e2e gap to dynamic "
-             "| vs e2e activation noise (static - weight-only) |", "|---|---|---|---|---|"]
     studied = {n: r["layer_harm"] for n, r in results.items() if "layer_harm" in r}
+    rows = [[name, proxy, f2(rhos["e2e_static"]), f2(rhos["e2e_gap"]), f2(rhos["e2e_activation"])]
+            for name, h in studied.items() for proxy, rhos in h["spearman"].items()]
+    lines = ["## Each layer alone in FP8: measured end-to-end harm, and how check's figures rank it", ""] + table(
+        ["model", "check's figure", "Spearman vs e2e SQNR (layer static)", "vs e2e gap to dynamic",
+         "vs e2e activation noise (static - weight-only)"], rows)
     for name, h in studied.items():
-        for proxy, rhos in h["spearman"].items():
-            lines.append(f"| {name} | {proxy} | {f2(rhos['e2e_static'])} | {f2(rhos['e2e_gap'])} | "
-                         f"{f2(rhos['e2e_activation'])} |")
-    for name, h in studied.items():
-        lines += ["", f"{name}: layers by e2e harm (the layer alone static at the default's scale), the 12 most "
-                  "harmful; `cond`: kept weight-only by the default today", "",
-                  "| layer | e2e static dB | e2e dynamic dB | e2e weight-only dB | check static dB | check gap dB "
-                  "| check clipped | noise energy | check e2e, layer alone FP8 |", "|---" * 9 + "|"]
         ranked = sorted(h["layers"].items(), key=lambda kv: kv[1]["static"])
-        for n, m in ranked[:12]:
-            lines.append(f"| {n}{' (cond)' if m['conditioning'] else ''} | {m['static']:.2f} | {m['dynamic']:.2f} | "
-                         f"{m['weight_only']:.2f} | {f2(m.get('static_sqnr_db'))} | {f2(m.get('gap_db'))} | "
-                         f"{f2(m.get('clipped'), '.2g')} | {f2(m.get('noise'), '.3g')} | {f2(m['check_alone_db'])} |")
+        rows = [[f"{n}{' (cond)' if m['conditioning'] else ''}", f"{m['static']:.2f}", f"{m['dynamic']:.2f}",
+                 f"{m['weight_only']:.2f}", f2(m.get("static_sqnr_db")), f2(m.get("gap_db")),
+                 f2(m.get("clipped"), ".2g"), f2(m.get("noise"), ".3g"), f2(m["check_alone_db"])]
+                for n, m in ranked[:12]]
+        lines += ["", f"{name}: layers by e2e harm (the layer alone static at the default's scale), the 12 most "
+                  "harmful; `cond`: kept weight-only by the default today", ""] + table(
+            ["layer", "e2e static dB", "e2e dynamic dB", "e2e weight-only dB", "check static dB", "check gap dB",
+             "check clipped", "noise energy", "check e2e, layer alone FP8"], rows)
         cond = [i + 1 for i, (n, m) in enumerate(ranked) if m["conditioning"]]
         lines.append(f"\n{name}: the conditioning layers' ranks by e2e harm (1 = most harmful, of {len(ranked)}): "
                      f"{cond}")
