@@ -136,7 +136,11 @@ class CheckReport:
         return sorted(reached, key=lambda layer: -layer.gap_db)
 
     def to_json(self) -> str:
-        doc = {"input": self.input, "family": self.family, "status": self.status, "verdict": self.verdict,
+        return json.dumps(self.to_doc())
+
+    def to_doc(self) -> dict:
+        """Every figure as JSON-safe data (calibrate's --json nests it under "prediction")."""
+        return {"input": self.input, "family": self.family, "status": self.status, "verdict": self.verdict,
                "reason": self.reason, "min_sqnr": self.min_sqnr, "seconds": round(self.seconds, 3),
                "peak_live": self.peak_live,
                "end_to_end": {"comfy": _stream(self.comfy_overall_db, self.comfy_db, self.times),
@@ -148,7 +152,6 @@ class CheckReport:
                           "placeholder_or_missing": sum(not layer.real_scale for layer in self.layers)},
                "thresholds": {"clipped_share": CLIPPED_SHARE, "unusable_db": UNUSABLE_DB, "behind_db": BEHIND_DB},
                "layers": [_layer_doc(layer) for layer in self.layers]}
-        return json.dumps(doc)
 
 
 def _db(x: float | None) -> float | None:
@@ -229,8 +232,8 @@ def _unusable_clause(layers: list[CheckedLayer]) -> str:
     return f"; {whose} stored input_scale is not positive and finite ({listed}): run as stored, as ComfyUI runs it"
 
 
-def _stops_text(layers: list[CheckedLayer]) -> str:
-    stopping = [layer for layer in layers if layer.stops]
+def _stops_text(stopping: list[CheckedLayer]) -> str:
+    """`stopping`: the layers ComfyUI stops on (CheckReport.stopping), at least one."""
     return f"ComfyUI stops with an error on {plural(len(stopping), 'layer')} ({stopping[0].name}: {stopping[0].why})"
 
 
@@ -239,7 +242,7 @@ def _ran_verdict(report: CheckReport) -> str:
     clipping = report.clipping
     clipping_text = f"{plural(len(clipping), 'layer')} clipping" if clipping else "no layer clipping"
     if report.stopping:
-        return f"unusable in ComfyUI: {_stops_text(report.layers)}; dynamic FP8 would give {_fmt_db(dynamic)}"
+        return f"unusable in ComfyUI: {_stops_text(report.stopping)}; dynamic FP8 would give {_fmt_db(dynamic)}"
     if comfy is not None and math.isnan(comfy):
         if any(layer.unusable_scale for layer in report.layers):
             return (f"unusable in ComfyUI's fast FP8 path: the model's output is NaN as ComfyUI runs the file "
@@ -266,9 +269,10 @@ def file_only(input_name: str, family: str | None, reason: str, runs: dict[str, 
     fp8 = [layer for layer in layers if layer.runs_fp8]
     unit = [layer for layer in fp8 if layer.scale == 1.0]
     placeholders = [layer for layer in fp8 if not layer.real_scale]
+    stopping = [layer for layer in layers if layer.stops]
     said = (f"not run ({reason}); from the file alone: {len(fp8)} of {plural(len(layers), 'FP8 layer')} run FP8 "
             f"in ComfyUI, {len(unit)} of them with input scale 1.0, {len(placeholders)} with no real scale"
-            f"{_unusable_clause(layers)}{f'; {_stops_text(layers)}' if any(layer.stops for layer in layers) else ''}")
+            f"{_unusable_clause(layers)}{f'; {_stops_text(stopping)}' if stopping else ''}")
     return CheckReport(input_name, family, "not-run", said, layers, reason=reason)
 
 

@@ -36,7 +36,7 @@ FORWARD_METHODS = ("auto", "forward")  # auto runs the forward pass wherever it 
 # widest activations live at once per token: a Linear's input, its output and one more (the MLP's
 # activation, an attention/MLP concatenation); lock step keeps every micro-batch's between Linears
 ACTIVATION_COPIES = 3
-# calibrate's prediction (--predict, the default) runs two more streams in lock step with the
+# calibrate's prediction (--predict, opt-in) runs two more streams in lock step with the
 # pass's own (the file as ComfyUI runs it, dynamic FP8), each holding activations as it does
 PREDICTING_STREAMS = 3
 

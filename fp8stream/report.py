@@ -44,7 +44,7 @@ class Predicted(Protocol):
 
     verdict: str
 
-    def to_json(self) -> str: ...
+    def to_doc(self) -> dict: ...
 
 
 @dataclass
@@ -117,7 +117,7 @@ class FileReport:
             entry["notes"] = layer.all_notes
             entry["warnings"] = [w.text for w in layer.warnings]
         names = [layer.name for layer in self.layers]
-        doc["prediction"] = json.loads(self.prediction.to_json()) if self.prediction is not None else None
+        doc["prediction"] = self.prediction.to_doc() if self.prediction is not None else None
         doc["advice"] = [{"warning": g.text, "layers": g.layers, "fix": fix_for(g, names, full=True)}
                          for g in group_warnings([(layer.name, layer.warnings) for layer in self.layers])]
         return json.dumps(doc, sort_keys=False)
