@@ -16,7 +16,6 @@ The thresholds are here, in one place:
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -135,11 +134,8 @@ class CheckReport:
         reached = [layer for layer in self.layers if layer.reached and layer.runs_fp8]
         return sorted(reached, key=lambda layer: -layer.gap_db)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_doc())
-
     def to_doc(self) -> dict:
-        """Every figure as JSON-safe data (calibrate's --json nests it under "prediction")."""
+        """Every figure, JSON-safe: check's --json, calibrate's --json "prediction"."""
         return {"input": self.input, "family": self.family, "status": self.status, "verdict": self.verdict,
                "reason": self.reason, "min_sqnr": self.min_sqnr, "seconds": round(self.seconds, 3),
                "peak_live": self.peak_live,
@@ -232,8 +228,7 @@ def _unusable_clause(layers: list[CheckedLayer]) -> str:
     return f"; {whose} stored input_scale is not positive and finite ({listed}): run as stored, as ComfyUI runs it"
 
 
-def _stops_text(stopping: list[CheckedLayer]) -> str:
-    """`stopping`: the layers ComfyUI stops on (CheckReport.stopping), at least one."""
+def _stops_text(stopping: list[CheckedLayer]) -> str:  # CheckReport.stopping: at least one layer
     return f"ComfyUI stops with an error on {plural(len(stopping), 'layer')} ({stopping[0].name}: {stopping[0].why})"
 
 

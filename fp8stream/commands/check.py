@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import sys
 from typing import Any
@@ -77,7 +78,7 @@ def check(path: str, **params: Any) -> None:
         settings = CalibrationSettings("forward", **values)
         progress = sys.stderr.isatty() if params["progress"] is None else params["progress"]
         report = check_file(path, settings, progress, params["min_sqnr"])
-        text = report.to_json() if params["as_json"] else _render(report, params["verbose"])
+        text = json.dumps(report.to_doc()) if params["as_json"] else _render(report, params["verbose"])
         if params["report_file"]:
             append_report(params["report_file"], text)
         else:
