@@ -14,13 +14,13 @@ Used by `calibrate --verify` (input digests taken while the input streamed past)
 
 from __future__ import annotations
 
-import math
 import struct
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from fp8stream.formats.comfy_quant import WEIGHT_ONLY_FLAG
+from fp8stream.formats.comfy_quant import WEIGHT_ONLY_FLAG, is_weight_only
+from fp8stream.formats.existing_scales import usable_scale
 from fp8stream.io.hashing import HashingStream, digest_file_tensor
 from fp8stream.io.header import Header, TensorInfo
 from fp8stream.io.reader import LazyFile, TensorStream, open_input, read_input_header
@@ -126,13 +126,14 @@ def scale_value(info: TensorInfo, raw: bytes | None) -> float | None:
 
 
 def is_usable_scale(value: float | None) -> bool:
-    return value is not None and math.isfinite(value) and value > 0.0
+    """A scale was read (`scale_value`: one F32 value) and ComfyUI can use it (usable_scale)."""
+    return value is not None and usable_scale(value)
 
 
 def _compare_marker(name: str, a: bytes | None, b: bytes | None) -> Difference:
     doc_a, doc_b = json_or_none(a), json_or_none(b)
     if isinstance(doc_a, dict) and isinstance(doc_b, dict) and without_weight_only(doc_a) == without_weight_only(doc_b):
-        was, now = doc_a.get(WEIGHT_ONLY_FLAG) is True, doc_b.get(WEIGHT_ONLY_FLAG) is True
+        was, now = is_weight_only(doc_a), is_weight_only(doc_b)  # as ComfyUI reads the flag
         flag = f"marker rewritten: {WEIGHT_ONLY_FLAG} {'set' if now else 'removed'}"
         return Difference(name, "marker re-encoded, same JSON" if was == now else flag, True)
     return Difference(name, "marker JSON differs beyond the weight-only flag", False)
@@ -204,7 +205,7 @@ def _written_weight_only(layer: str, side: TensorSide) -> bool:
     """Whether the output runs the layer weight-only: its comfy_quant flag, or a legacy marker of 2 elements."""
     if (marker := side.header.get(layer + COMFY_MARKER)) is not None:
         doc = json_or_none(side.raw(marker))
-        return isinstance(doc, dict) and doc.get(WEIGHT_ONLY_FLAG) is True
+        return isinstance(doc, dict) and is_weight_only(doc)
     return any(is_legacy_marker(t.name) and t.shape == (2,) for t in side.header.tensors)
 
 

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from fp8stream.formats.existing_scales import usable_scale
 from fp8stream.formats.layers import FP8Layer
 from fp8stream.scales.layer_warning import LayerWarning, WarningKind
 
@@ -67,7 +68,7 @@ class WeightChecks:
         elif weight_scale <= 0.0:
             sign = "zero" if weight_scale == 0.0 else "negative"
             out.append(LayerWarning(WarningKind.BAD_WEIGHT_SCALE, f"weight_scale is {sign} ({weight_scale})"))
-        bad = [v for v in input_scale or [] if not (math.isfinite(v) and v > 0.0)]
+        bad = [v for v in input_scale or [] if not usable_scale(v)]
         if bad:
             out.append(LayerWarning(WarningKind.OTHER, f"existing input_scale is {bad[0]}: not positive and finite"))
         return out
