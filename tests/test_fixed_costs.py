@@ -149,3 +149,10 @@ def test_an_unwritable_cache_folder_is_ignored(tmp_path, cache, monkeypatch, cap
     assert _derived(header) == want
     assert cache == {"mapping": 2, "meta pass": 2}
     assert capsys.readouterr() == ("", "")
+
+
+def test_nothing_to_keep_writes_no_entry(cache):
+    """A config that is not plain data has no payload: an entry of null would only be read back
+    as a miss and written again on every run."""
+    derived_cache.store("k" * 16, "prepared", None)
+    assert _entries() == []

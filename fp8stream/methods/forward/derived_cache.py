@@ -81,9 +81,10 @@ def load(key: str | None, kind: str, decode: Callable[[dict], T]) -> tuple[T] | 
         return None
 
 
-def store(key: str | None, kind: str, payload: dict) -> None:
-    """Write an entry (no key: nothing); a folder that cannot be written is ignored."""
-    if key is None:
+def store(key: str | None, kind: str, payload: dict | None) -> None:
+    """Write an entry (no key, or nothing to keep: nothing); a folder that cannot be written is
+    ignored. A None payload (a config that is not plain data) would only be read back as a miss."""
+    if key is None or payload is None:
         return
     temporary = None
     try:
