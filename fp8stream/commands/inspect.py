@@ -9,7 +9,6 @@ reads, a zstd file decompressed once, a sharded model shard by shard.
 from __future__ import annotations
 
 import json
-import struct
 from collections import Counter
 from dataclasses import asdict
 
@@ -18,34 +17,30 @@ import click
 from fp8stream.commands.common import EXIT_CODES, run_guarded
 from fp8stream.commands.inspect_read import Checkpoint, read_checkpoint
 from fp8stream.families.detect import detect, header_shapes
-from fp8stream.formats.comfy_runtime import NO_SCALE, StoredValues, flagged_weight_only, run_of
+from fp8stream.formats.comfy_runtime import NO_SCALE, flagged_weight_only, layer_run
 from fp8stream.formats.existing_scales import judge_existing_scale
 from fp8stream.formats.layers import FP8Layer, take_inventory
 from fp8stream.formats.quant_metadata import QuantMetadata
+from fp8stream.io.dtypes import decode_values
 from fp8stream.report import LayerCounts, human_size, plural
 
 
 def _scalar(ckpt: Checkpoint, name: str | None) -> float | None:
-    """One F32, F16 or BF16 value, or None when absent or not one such value (no numpy: inspect
-    imports neither numpy nor torch)."""
+    """One value of a small float tensor (F32, F16, BF16: read without numpy), or None when absent
+    or not one value."""
     raw = ckpt.small.get(name) if name else None
-    dtype = ckpt.header.by_name[name].dtype if raw is not None else None
-    if dtype == "F32" and len(raw) == 4:
-        return struct.unpack("<f", raw)[0]
-    if dtype in ("F16", "BF16") and len(raw) == 2:  # bfloat16: float32's upper half
-        return struct.unpack("<e", raw)[0] if dtype == "F16" else struct.unpack("<f", b"\0\0" + raw)[0]
-    return None
+    try:
+        values = decode_values(raw, ckpt.header.by_name[name].dtype) if raw is not None else []
+    except ValueError:
+        return None
+    return values[0] if len(values) == 1 else None
 
 
 def _layer(ckpt: Checkpoint, layer: FP8Layer, quant_metadata: QuantMetadata | None) -> dict:
     weight_scale = _scalar(ckpt, layer.weight_scale) if layer.weight_scale else 1.0
     weight_only = flagged_weight_only(layer, lambda name: ckpt.small.get(name, b""))
     value = _scalar(ckpt, layer.existing_input_scale)
-    info = ckpt.header.by_name[layer.existing_input_scale] if layer.existing_input_scale else None
-    # how ComfyUI runs it, by check's rule (formats/comfy_runtime.py), on the values read here
-    run = run_of(layer, StoredValues(weight_scale or 1.0, None if value is None else [value],
-                                     None if info is None else (info.numel, info.dtype),
-                                     layer.text_encoder or bool(weight_only)), quant_metadata)
+    run = layer_run(layer, ckpt.header, ckpt.small, quant_metadata)  # how ComfyUI runs it: check's rule
     placeholder, why = None, NO_SCALE
     if layer.existing_input_scale is not None:
         _, why = judge_existing_scale(None if value is None else [value], weight_scale or 1.0,

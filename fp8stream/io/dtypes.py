@@ -94,10 +94,20 @@ def decode_floats(raw: bytes | bytearray | memoryview, dtype: str):  # -> numpy 
     return values
 
 
-def decode_values(raw: bytes, dtype: str) -> list[float]:
-    """Values of a small float tensor as Python floats (used for scales, never for weights)."""
+_STRUCT = {"F32": ("f", 4), "F16": ("e", 2)}  # the scales' usual dtypes, read without numpy (inspect)
+
+
+def decode_values(raw: bytes | bytearray | memoryview | None, dtype: str) -> list[float]:
+    """Values of a small float tensor as Python floats (used for scales, never for weights): the
+    float32 values decode_floats gives; F32, F16 and BF16 by struct, so `inspect` needs no numpy."""
     if not raw:
         raise ValueError(f"cannot decode {dtype}")
+    raw = bytes(raw)
+    if dtype == "BF16" and len(raw) % 2 == 0:  # float32's upper half
+        return [struct.unpack("<f", b"\0\0" + raw[i:i + 2])[0] for i in range(0, len(raw), 2)]
+    if dtype in _STRUCT and len(raw) % _STRUCT[dtype][1] == 0:
+        code, size = _STRUCT[dtype]
+        return list(struct.unpack(f"<{len(raw) // size}{code}", raw))
     return [float(v) for v in decode_floats(raw, dtype).tolist()]
 
 
