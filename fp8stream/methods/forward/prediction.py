@@ -28,7 +28,7 @@ from fp8stream.methods.forward.comparison import Comparison, in_streams
 from fp8stream.methods.forward.engine import Diverged, StreamingModel
 from fp8stream.methods.forward.forward_pass import Prepared, Streaming
 
-NOT_ASKED = "the rewrite did not ask for it before the pass ran"
+ASKED_TOO_LATE = "the rewrite did not ask for it before the pass ran"
 NOT_RUN = "the forward pass did not run"
 
 
@@ -53,7 +53,7 @@ class Request:
         self.scale_now = scale_now  # a layer's scale from its amax so far, as the method gives it
         self.runs: Mapping[str, LayerRun] | None = None
         self.from_pass: frozenset[str] = frozenset()
-        self.outcome = PassPrediction(None, reason=refused or NOT_ASKED)
+        self.outcome = PassPrediction(None, reason=refused or ASKED_TOO_LATE)
         self.refused = refused
         self._asked = threading.Event()
 

@@ -50,8 +50,7 @@ class Ranges:
         tensors = list(self.amax.values()) + list(self.out_amax.values())
         if not tensors:
             return
-        values = torch.stack([t.float().reshape(()) for t in tensors]).cpu().tolist()
-        for (into, name), v in zip(names, values, strict=True):
+        for (into, name), v in zip(names, read_back(tensors), strict=True):
             into[name] = v
         self.amax.clear()
         self.out_amax.clear()
@@ -63,8 +62,12 @@ class Ranges:
         seen = [n for n in dict.fromkeys(names) if n in into]
         if not seen:
             return {}
-        values = torch.stack([into[n].float().reshape(()) for n in seen]).cpu().tolist()
-        return dict(zip(seen, values, strict=True))
+        return dict(zip(seen, read_back([into[n] for n in seen]), strict=True))
+
+
+def read_back(tensors: list[torch.Tensor]) -> list[float]:
+    """0-d ranges where the model computes, as floats: one transfer from the device."""
+    return torch.stack([t.float().reshape(()) for t in tensors]).cpu().tolist()
 
 
 def mix_bound(out_amax: Mapping[str, float], groups: list[list[str]]) -> float | None:
