@@ -181,8 +181,9 @@ def _plan(model: ModelInput, layout: FormatOptions, calibration: dict[str, objec
     kept weight-only change the header and tail, not data places `before` fixed (formats/room.py)."""
     whole = model.whole if model.sharded else None
     method = method or MethodPlan()
-    files = [build_plan(part.header, calibration, layout, whole, method.weight_only, method.scaled_weight_only)
-             for part in model.parts]
+    rooms = [(f.header_room, f.data_fixed) for f in before.files] if before else [None] * len(model.parts)
+    files = [build_plan(part.header, calibration, layout, whole, method.weight_only, method.scaled_weight_only, room)
+             for part, room in zip(model.parts, rooms, strict=True)]
     for early, final in zip(before.files, files, strict=True) if before else ():
         check_kept(early, final)
     layers = plan_layers(take_inventory(model.whole), layout, method.weight_only, method.scaled_weight_only)

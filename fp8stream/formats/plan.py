@@ -219,18 +219,25 @@ def _legacy_marker(plan: RewritePlan, all_plans: list[LayerPlan], inventory: Lay
 
 def build_plan(header: Header, calibration: dict[str, object], options: FormatOptions | None = None,
                whole: Header | None = None, method_weight_only: Mapping[str, str] | None = None,
-               scaled_weight_only: Mapping[str, str] | None = None) -> RewritePlan:
+               scaled_weight_only: Mapping[str, str] | None = None,
+               room: tuple[int, bool] | None = None) -> RewritePlan:
     """Plan every output tensor of one file from the header; `calibration` is recorded in the metadata.
 
     `whole`: for one shard of a sharded checkpoint, the merged header of every shard (flavours,
     presets and groups are decided on the whole model; the plan covers this shard's tensors, and
     each layer's scale goes into the shard that holds its weight). The header's room and whether
-    the data's places are fixed come from the header and the options alone (formats/room.py)."""
+    the data's places are fixed come from the header and the options alone (formats/room.py), so
+    `room` (header_room, data_fixed) from the plan made before the method's choice is not worked out again."""
     options = options or FormatOptions()
     inventory = take_inventory(whole if whole is not None else header)
     plan = _layout(header, inventory, calibration, options, method_weight_only or {}, scaled_weight_only)
+    if room is not None:
+        plan.header_room, plan.data_fixed = room
+        return plan
     every = {p.layer.name: "" for p in plan_layers(inventory, options, {}) if p.calibrated}
-    fix_room(plan, *(_layout(header, inventory, calibration, options, choice, None) for choice in ({}, every)))
+    none = plan if not method_weight_only and not scaled_weight_only else \
+        _layout(header, inventory, calibration, options, {}, None)
+    fix_room(plan, none, _layout(header, inventory, calibration, options, every, None))
     return plan
 
 
