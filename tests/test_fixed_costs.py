@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +159,24 @@ def test_nothing_to_keep_writes_no_entry(cache):
     as a miss and written again on every run."""
     derived_cache.store("k" * 16, "prepared", None)
     assert _entries() == []
+
+
+def test_the_pass_imports_neither_transformers_nor_scipy(tmp_path):
+    """diffusers pulls in transformers and scipy where they are installed, which no DiT's pass
+    uses (half of diffusers' import time): preparing a DiT's pass imports neither, and a text
+    encoder's transformers still imports afterwards."""
+    pytest.importorskip("transformers")
+    code = (
+        "import sys, json\n"
+        "from fp8stream.io.header import read_header\n"
+        "from fp8stream.methods.forward import forward_pass\n"
+        f"with open({str(ft.comfy_file('flux', tmp_path))!r}, 'rb') as f:\n"
+        "    prepared = forward_pass.prepare(read_header(f))\n"
+        "model = forward_pass.meta_model(prepared.family, prepared.config)\n"
+        "before = sorted(n for n in ('transformers', 'scipy') if n in sys.modules)\n"
+        "import transformers\n"
+        "print(json.dumps([prepared.reason, type(model).__name__, before, transformers.__name__]))\n"
+    )
+    env = {**os.environ, derived_cache.OFF: "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == [None, "FluxTransformer2DModel", [], "transformers"]
