@@ -14,6 +14,7 @@ from safetensors import safe_open
 
 import forward_tiny as ft  # noqa: E402
 from conftest import run_cli  # noqa: E402
+from fp8stream.errors import UsageError  # noqa: E402
 from fp8stream.families import by_name  # noqa: E402
 from fp8stream.families.samples import SamplePlan  # noqa: E402
 from fp8stream.io.reader import LazyFile  # noqa: E402
@@ -248,8 +249,7 @@ def test_unknown_family_is_kept_weight_only_unless_an_input_rms_is_assumed(tmp_p
 
 
 def test_missing_diffusers_says_how_to_install(monkeypatch):
-    from fp8stream.errors import UsageError
-    from fp8stream.methods.forward.forward_pass import INSTALL_HINT, import_diffusers
+    from fp8stream.methods.forward.diffusers_import import INSTALL_HINT, import_diffusers
 
     monkeypatch.setitem(sys.modules, "diffusers", None)
     with pytest.raises(UsageError, match=r"pip install fp8stream\[forward\]"):
@@ -290,7 +290,7 @@ def test_the_pass_beside_the_copy_writes_the_same_bytes_and_the_layout_comes_fro
     def failing(*args, **kwargs):  # fails on the pass's thread only: a lost error cannot pass
         threads.append(threading.current_thread().name)
         if threading.current_thread().name == "forward pass":
-            raise forward_run.UsageError("the pass failed")
+            raise UsageError("the pass failed")
         return real_run(*args, **kwargs)
 
     threads.clear()
@@ -309,7 +309,6 @@ def test_a_failed_copy_stops_the_pass_beside_it(tmp_path, monkeypatch):
     import fp8stream.methods.forward.forward_method as forward_method
     import fp8stream.methods.forward.forward_pass as forward_run
     import fp8stream.pipeline.run as pipeline_run
-    from fp8stream.errors import UsageError
     from fp8stream.methods.forward.engine import PassStopped
 
     src = tmp_path / "in.safetensors"

@@ -281,7 +281,8 @@ def _entries(plan: RewritePlan) -> list[OutputEntry]:
             continue
         entries.append(OutputEntry(plan.out_names[t.name], t.dtype, t.shape if role is Role.PASS else
                                    (plan.out_sizes[t.name],), plan.out_sizes.get(t.name, t.nbytes)))
-    entries += [OutputEntry(t.name, t.dtype, t.shape, _tail_nbytes(t)) for t in plan.tail]
+    entries += [OutputEntry(t.name, t.dtype, t.shape, 4 if t.scale_of is not None else len(t.data))
+                for t in plan.tail]  # a scale: one F32
     _refuse_duplicate_outputs(entries)
     return entries
 
@@ -295,7 +296,3 @@ def _refuse_duplicate_outputs(entries: list[OutputEntry]) -> None:
             raise InvalidCheckpointError(f"tensor {e.name!r} is in the file, but not as this tool would write it "
                                          "(dtype or flavour); refusing to guess")
         seen.add(e.name)
-
-
-def _tail_nbytes(t: TailTensor) -> int:
-    return 4 if t.scale_of is not None else len(t.data)

@@ -131,7 +131,8 @@ class AutoMethod:
 def _forward_or_why_not(model: ModelView):
     """(None, the forward pass prepared from the header) when it can run, else (why not, None).
     On a stream it can run once spooled: the forward method then asks for random access."""
-    from fp8stream.methods.forward.forward_pass import ForwardUnavailable, prepare
+    from fp8stream.methods.forward.diffusers_import import ForwardUnavailable
+    from fp8stream.methods.forward.forward_pass import prepare
 
     try:  # the family from key names first: diffusers is imported only for one it knows
         prepared = prepare(model.header)

@@ -92,7 +92,8 @@ class ForwardMethod:
 
     def _from_header(self, model: ModelView):
         """The pass prepared from the header (the model's mapping: seconds), once."""
-        from fp8stream.methods.forward.forward_pass import import_diffusers, prepare
+        from fp8stream.methods.forward.diffusers_import import import_diffusers
+        from fp8stream.methods.forward.forward_pass import prepare
 
         import_diffusers()  # one line saying how to install it, before any output exists
         self.prepared = self.prepared or prepare(model.header)

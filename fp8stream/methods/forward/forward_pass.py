@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
-import sys
 import threading
 import time
 import warnings
@@ -21,13 +19,13 @@ from typing import TYPE_CHECKING, Iterator, Mapping, Protocol
 
 import torch
 
-from fp8stream.errors import UsageError
 from fp8stream.families import model_names
 from fp8stream.families.detect import Detection
 from fp8stream.families.family import ModelCode
 from fp8stream.families.samples import SamplePlan
 from fp8stream.io.header import Header
 from fp8stream.methods.forward import derived_cache
+from fp8stream.methods.forward.diffusers_import import import_diffusers
 from fp8stream.methods.forward.mapping import MappingError, check_mapping, derive_mapping
 from fp8stream.methods.forward.model_tensors import forward_family, model_tensors, weight_scales
 from fp8stream.methods.forward.pass_bar import counting, fp8_sources
@@ -39,13 +37,6 @@ from fp8stream.progress import bar as progress_bar
 
 if TYPE_CHECKING:
     from fp8stream.methods.forward.engine import Diverged, Pass, StreamingModel
-
-INSTALL_HINT = "--method forward needs diffusers: pip install fp8stream[forward]"
-
-
-class ForwardUnavailable(UsageError):
-    """diffusers is not installed (the message says how to get it)."""
-
 
 @dataclass(frozen=True)
 class PassSettings:
@@ -85,51 +76,6 @@ class ForwardResult:
     def reached(self, weight_name: str) -> bool:
         a = self.amax.get(weight_name)
         return a is not None and a == a and a != float("inf")
-
-
-# diffusers imports these where they are installed (its quantizers' configs, its schedulers, the
-# single-file loader's image processor); the pass uses none of it, and they are half of diffusers'
-# import time (1.8 of 3.5 s cold on the 2-core machine). diffusers is imported as it would be without
-# them (it asks importlib, which then says they are missing); the text encoders import transformers
-# themselves, later.
-NOT_FOR_THE_PASS = ("transformers", "scipy")
-
-
-@contextlib.contextmanager
-def hidden_modules(names: tuple[str, ...]) -> Iterator[None]:
-    """Inside, importing any of `names` not yet imported fails as if it were not installed."""
-    hidden = [n for n in names if n not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not found" entry
-    try:
-        yield
-    finally:
-        for name in hidden:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
-
-
-def import_diffusers() -> None:
-    """diffusers with its DiT models and single-file converters (imported now, in one place)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the hub: configs come from shapes
-    try:
-        try:
-            with hidden_modules(NOT_FOR_THE_PASS):
-                _import_diffusers_models()
-        except ImportError as e:  # a diffusers that needs them after all: as installed
-            if (e.name or "").partition(".")[0] not in NOT_FOR_THE_PASS:
-                raise
-            _import_diffusers_models()
-    except ImportError:
-        raise ForwardUnavailable(INSTALL_HINT) from None
-    from diffusers.utils import logging
-
-    logging.set_verbosity_error()
-
-
-def _import_diffusers_models() -> None:
-    import diffusers.loaders.single_file_utils  # noqa: F401  # the families' converters
-    import diffusers.models.transformers  # noqa: F401  # every DiT model class the families name
 
 
 @contextlib.contextmanager
