@@ -180,3 +180,7 @@ def test_the_pass_imports_neither_transformers_nor_scipy(tmp_path):
     env = {**os.environ, derived_cache.OFF: "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert json.loads(out.stdout.splitlines()[-1]) == [None, "FluxTransformer2DModel", [], "transformers"]
+    # a process that imported diffusers first (a library user) gets diffusers as it is, and a pass
+    first = subprocess.run([sys.executable, "-c", "import diffusers\n" + code], capture_output=True, text=True,
+                           env=env, check=True)
+    assert json.loads(first.stdout.splitlines()[-1])[:2] == [None, "FluxTransformer2DModel"]

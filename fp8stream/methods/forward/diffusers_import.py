@@ -20,8 +20,9 @@ class ForwardUnavailable(UsageError):
 # diffusers imports these where they are installed (its quantizers' configs, its schedulers, the
 # single-file loader's image processor); the pass uses none of it, and they are half of diffusers'
 # import time (1.8 of 3.5 s cold on the 2-core machine). diffusers is imported as it would be without
-# them (it asks importlib, which then says they are missing); the text encoders import transformers
-# themselves, later.
+# them (it asks importlib, which then says they are missing, and decides once, at its own import:
+# a process that imported diffusers before gets it as it is); the text encoders import
+# transformers themselves, later.
 NOT_FOR_THE_PASS = ("transformers", "scipy")
 
 
@@ -42,9 +43,10 @@ def hidden_modules(names: tuple[str, ...]) -> Iterator[None]:
 def import_diffusers() -> None:
     """diffusers with its DiT models and single-file converters (imported now, in one place)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the hub: configs come from shapes
+    hide = () if "diffusers" in sys.modules else NOT_FOR_THE_PASS
     try:
         try:
-            with hidden_modules(NOT_FOR_THE_PASS):
+            with hidden_modules(hide):
                 _import_diffusers_models()
         except ImportError as e:  # a diffusers that needs them after all: as installed
             if (e.name or "").partition(".")[0] not in NOT_FOR_THE_PASS:
