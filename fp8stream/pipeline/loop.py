@@ -55,6 +55,17 @@ class Feed:
 
         return torch.from_numpy(rows).to(self.device, non_blocking=True)
 
+    def show(self, layer: FP8Layer, rows: np.ndarray, row: int, checks: WeightChecks) -> None:
+        """Rows [row, row + len(rows)) of an FP8 weight to the checks and, where it asked for
+        rows, to the method. On a GPU they go there once and both run there: no pass over the
+        bytes on the host."""
+        if not self.method_plan.rows:
+            checks.observe(layer, rows)
+            return
+        shown = self.method_rows(rows)
+        checks.observe(layer, shown)
+        self.method.observe_weight(layer, shown, row)
+
 
 def _stream_layer_weight(stream: TensorStream, info, layer: FP8Layer, feed: Feed, writer: StreamingWriter,
                          checks: WeightChecks) -> None:
@@ -62,10 +73,8 @@ def _stream_layer_weight(stream: TensorStream, info, layer: FP8Layer, feed: Feed
     for chunk in stream.chunks(info):  # chunks are valid until the next one
         rows = np.frombuffer(chunk, dtype=np.uint8).reshape(-1, layer.in_features)
         writer.write(info.name, chunk)
-        checks.observe(layer, rows)
+        feed.show(layer, rows, row, checks)
         feed.bar.update(len(chunk))
-        if feed.method_plan.rows:
-            feed.method.observe_weight(layer, feed.method_rows(rows), row)
         row += rows.shape[0]
     if feed.method_plan.rows:
         feed.method.weight_done(layer)

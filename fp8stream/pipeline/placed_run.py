@@ -162,10 +162,7 @@ class Placer:
         if layer is not None:
             for a, b in self.seen.missing(info.name, start, stop):
                 rows = np.frombuffer(data[(a - start) * row_bytes:(b - start) * row_bytes], dtype=np.uint8)
-                rows = rows.reshape(-1, layer.in_features)
-                self.state.checks.observe(layer, rows)
-                if self.feed.method_plan.rows:
-                    self.feed.method.observe_weight(layer, self.feed.method_rows(rows), a)
+                self.feed.show(layer, rows.reshape(-1, layer.in_features), a, self.state.checks)
                 self.seen.add(info.name, a, b)
         name = f.plan.out_names[info.name]
         for a, b in self.placed.claim(info.name, start, stop):

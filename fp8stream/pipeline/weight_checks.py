@@ -25,36 +25,60 @@ class WeightChecks:
         self._nan: dict[str, int] = {}
         self._nonzero: set[str] = set()
         self._scratch = np.empty(0, dtype=np.uint8)
+        # rows checked on a GPU: (layer, NaN count, any other non-zero), still there; read back
+        # once, when the first warning is asked for (a read-back per chunk would wait on the GPU)
+        self._on_device: list[tuple[str, object, object]] = []
 
     def observe(self, layer: FP8Layer, rows) -> None:
         """rows: raw FP8 bytes (uint8) of some rows of the layer's weight, a numpy array on the
         CPU or a torch tensor on the device."""
-        on_cpu = isinstance(rows, np.ndarray)
-        if not (rows.size if on_cpu else rows.numel()):
-            return
-        if on_cpu:
-            # Into a reused buffer: a fresh 8 MB temporary per chunk costs page faults.
-            if self._scratch.size < rows.size:
-                self._scratch = np.empty(rows.size, dtype=np.uint8)
-            out = self._scratch[: rows.size].reshape(rows.shape)
-            # numpy, not torch: torch's parallel max leaves its OpenMP threads spinning on the
-            # core the row sums need (measured: a fifth of the CPU of a 2-core run)
-            magnitude = np.bitwise_and(rows, _MAGNITUDE_BITS, out=out)
-        else:
+        if isinstance(rows, np.ndarray):
+            self._observe_host(layer, rows)
+        elif rows.numel():
             magnitude = rows & _MAGNITUDE_BITS
+            nan = magnitude == _MAGNITUDE_BITS
+            self._on_device.append((layer.name, nan.sum(), ((magnitude != 0) & ~nan).any()))
+
+    def _observe_host(self, layer: FP8Layer, rows: np.ndarray) -> None:
+        if not rows.size:
+            return
+        # Into a reused buffer: a fresh 8 MB temporary per chunk costs page faults.
+        if self._scratch.size < rows.size:
+            self._scratch = np.empty(rows.size, dtype=np.uint8)
+        out = self._scratch[: rows.size].reshape(rows.shape)
+        # numpy, not torch: torch's parallel max leaves its OpenMP threads spinning on the
+        # core the row sums need (measured: a fifth of the CPU of a 2-core run)
+        magnitude = np.bitwise_and(rows, _MAGNITUDE_BITS, out=out)
         top = int(magnitude.max())
         # Common case in two passes: some value is non-zero and none is NaN (the largest
         # magnitude byte is below 0x7f). Counting NaNs is needed only when one is there.
         if top == _MAGNITUDE_BITS:
             is_nan = magnitude == _MAGNITUDE_BITS
-            self._nan[layer.name] = self._nan.get(layer.name, 0) + int(is_nan.sum())
-            if layer.name not in self._nonzero and bool(((magnitude != 0) & ~is_nan).any()):
-                self._nonzero.add(layer.name)
+            self._note(layer.name, int(is_nan.sum()), bool(((magnitude != 0) & ~is_nan).any()))
         elif top:
             self._nonzero.add(layer.name)
 
+    def _note(self, name: str, nan: int, nonzero: bool) -> None:
+        if nan:
+            self._nan[name] = self._nan.get(name, 0) + nan
+        if nonzero:
+            self._nonzero.add(name)
+
+    def _settle(self) -> None:
+        if not self._on_device:
+            return
+        import torch
+
+        names = [name for name, _, _ in self._on_device]
+        nans = torch.stack([n for _, n, _ in self._on_device]).tolist()
+        nonzero = torch.stack([z for _, _, z in self._on_device]).tolist()
+        self._on_device.clear()
+        for name, nan, any_nonzero in zip(names, nans, nonzero, strict=True):
+            self._note(name, nan, any_nonzero)
+
     def warnings(self, layer: FP8Layer, weight_scale: float, input_scale: list[float] | None) -> list[LayerWarning]:
         """What is suspicious about the layer; `input_scale` is the file's existing scale, if any."""
+        self._settle()
         out = []
         nan = self._nan.get(layer.name, 0)
         if nan:

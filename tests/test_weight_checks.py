@@ -1,0 +1,49 @@
+"""The suspicious-weight checks give the same warnings whether the rows are checked on the host
+(numpy, the CPU's path) or where a GPU's rows go (torch tensors, read back once at the end)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fp8stream.formats.layers import FP8Layer
+from fp8stream.io.header import TensorInfo
+from fp8stream.pipeline.weight_checks import WeightChecks
+
+ROWS, COLS = 6, 8
+
+
+def _layer(name: str) -> FP8Layer:
+    return FP8Layer(name, "comfy", TensorInfo(name + ".weight", "F8_E4M3", (ROWS, COLS), 0, ROWS * COLS),
+                    None, None, None, None)
+
+
+def _weights() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    normal = rng.integers(1, 0x7E, size=(ROWS, COLS), dtype=np.uint8)
+    nan = normal.copy()
+    nan[1, 2], nan[4, 0], nan[5, 7] = 0x7F, 0xFF, 0xFF  # e4m3fn's NaN, either sign
+    zero_but_nan = np.zeros((ROWS, COLS), dtype=np.uint8)
+    zero_but_nan[3, 3] = 0xFF
+    negative_zero = np.full((ROWS, COLS), 0x80, dtype=np.uint8)  # -0 everywhere: all zero
+    return {"normal": normal, "nan": nan, "zero": np.zeros((ROWS, COLS), dtype=np.uint8),
+            "zero_but_nan": zero_but_nan, "negative_zero": negative_zero}
+
+
+def _warnings(as_tensor: bool) -> dict[str, list[str]]:
+    checks = WeightChecks()
+    weights = _weights()
+    for name, w in weights.items():
+        for start in range(0, ROWS, 4):  # in chunks of rows, as the copy shows them
+            rows = w[start:start + 4]
+            checks.observe(_layer(name), torch.from_numpy(rows.copy()) if as_tensor else rows)
+    return {name: [str(x.text) for x in checks.warnings(_layer(name), 1.0, None)] for name in weights}
+
+
+def test_the_checks_on_a_device_tensor_say_what_the_host_checks_say():
+    host = _warnings(as_tensor=False)
+    assert host == {"normal": [], "nan": ["FP8 weight holds 3 NaN values (of 48)"],
+                    "zero": ["FP8 weight is all zero"], "zero_but_nan": ["FP8 weight holds 1 NaN value (of 48)",
+                                                                         "FP8 weight is all zero apart from NaN"],
+                    "negative_zero": ["FP8 weight is all zero"]}
+    assert _warnings(as_tensor=True) == host
