@@ -184,3 +184,13 @@ def test_the_pass_imports_neither_transformers_nor_scipy(tmp_path):
     first = subprocess.run([sys.executable, "-c", "import diffusers\n" + code], capture_output=True, text=True,
                            env=env, check=True)
     assert json.loads(first.stdout.splitlines()[-1])[:2] == [None, "FluxTransformer2DModel"]
+    # a package diffusers imports that needs transformers after all (peft does): diffusers as installed
+    needy = ("from fp8stream.methods.forward import diffusers_import as di\n"
+             "real = di._import_diffusers_models\n"
+             "def needs_transformers():\n"
+             "    import transformers  # noqa: F401\n"
+             "    real()\n"
+             "di._import_diffusers_models = needs_transformers\n")
+    fallback = subprocess.run([sys.executable, "-c", needy + code], capture_output=True, text=True, env=env, check=True)
+    reason, model, before, _ = json.loads(fallback.stdout.splitlines()[-1])
+    assert (reason, model) == (None, "FluxTransformer2DModel") and "transformers" in before

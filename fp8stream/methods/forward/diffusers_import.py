@@ -23,7 +23,7 @@ class ForwardUnavailable(UsageError):
 # them (it asks importlib, which then says they are missing, and decides once, at its own import:
 # a process that imported diffusers before gets it as it is); the text encoders import
 # transformers themselves, later.
-NOT_FOR_THE_PASS = ("transformers", "scipy")
+NOT_FOR_THE_PASS = ("transformers", "scipy", "peft")  # peft: it imports transformers
 
 
 @contextlib.contextmanager
@@ -43,20 +43,26 @@ def hidden_modules(names: tuple[str, ...]) -> Iterator[None]:
 def import_diffusers() -> None:
     """diffusers with its DiT models and single-file converters (imported now, in one place)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the hub: configs come from shapes
-    hide = () if "diffusers" in sys.modules else NOT_FOR_THE_PASS
     try:
-        try:
-            with hidden_modules(hide):
-                _import_diffusers_models()
-        except ImportError as e:  # a diffusers that needs them after all: as installed
-            if (e.name or "").partition(".")[0] not in NOT_FOR_THE_PASS:
-                raise
-            _import_diffusers_models()
+        _import_lean()
     except ImportError:
         raise ForwardUnavailable(INSTALL_HINT) from None
     from diffusers.utils import logging
 
     logging.set_verbosity_error()
+
+
+def _import_lean() -> None:
+    if "diffusers" in sys.modules:
+        _import_diffusers_models()
+        return
+    try:
+        with hidden_modules(NOT_FOR_THE_PASS):
+            _import_diffusers_models()
+    # something else installed that diffusers imports needs them after all: diffusers as
+    # installed (its lazy modules say a failed import with a RuntimeError)
+    except (ImportError, RuntimeError):
+        _import_diffusers_models()
 
 
 def _import_diffusers_models() -> None:
