@@ -127,7 +127,7 @@ def calibrate(paths: tuple[str, ...], **params: Any) -> None:
 def calibration_settings(params: dict[str, Any]) -> CalibrationSettings:
     """The settings from the command line's values: the device resolved, --fallback none as None."""
     values = values_of(CalibrationSettings, params)
-    values.update(method=params["method"], device=resolve_device(params["device"]),
+    values.update(method=params["method"], device=resolve_device(params["device"], params["method"]),
                   fallback=None if params["fallback"] == "none" else params["fallback"])
     return CalibrationSettings(**values)
 

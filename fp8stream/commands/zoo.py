@@ -58,7 +58,7 @@ def zoo(prefixes: tuple[str, ...], pairs_file: str | None, method: str, sim_mode
         storage = parse_storage_options(storage_json)
         configure(storage)
         pairs = _listing(prefixes, pairs_file, listing)
-        settings, digest = zoo_settings(method, sim_mode, margin, samples, seed, resolve_device(device), preset)
+        settings, digest = zoo_settings(method, sim_mode, margin, samples, seed, resolve_device(device, method), preset)
         template = RewriteOptions(input=pairs[0][0], output=pairs[0][1], settings=settings, preset=preset,
                                   force=force, progress=False)
         items = [listing.ZooItem(i, o) for i, o in pairs]

@@ -31,18 +31,24 @@ class MethodEntry:
     help: str
     side_file: bool = False  # reads a file given beside the checkpoint (--stats FILE)
     settings: type | None = None  # its own options (a settings dataclass); None: it has none of its own
+    # --device auto picks a GPU for it where there is one; False: the CPU, where its maths keeps
+    # up with the disk without torch, which a GPU run would import and start CUDA for first
+    gpu_helps: bool = True
 
 
 METHODS: dict[str, MethodEntry] = {
     # auto's options are forward's and simulate's
     "auto": MethodEntry("fp8stream.methods.auto.auto_method",
                         "forward where it can run (a file, diffusers, a known family), else simulate"),
+    # the bound: row sums in numpy at the disk's speed (the device H100, 16 cores, full-width Flux-dev:
+    # 1.04x cp + sync on the CPU, 1.57x on the GPU, docs/speed.md)
     "simulate": MethodEntry("fp8stream.methods.simulate.simulate_method",
-                            "the weight-aware model of each layer's input (no data)", settings=SimulateSettings),
+                            "the weight-aware model of each layer's input (no data)", settings=SimulateSettings,
+                            gpu_helps=False),
     "stats": MethodEntry("fp8stream.methods.stats.stats_method", "real-data statistics from --stats FILE",
                          side_file=True, settings=StatsSettings),
     "heuristic": MethodEntry("fp8stream.methods.heuristic.heuristic_method", "weight_scale x --factor",
-                             settings=HeuristicSettings),
+                             settings=HeuristicSettings, gpu_helps=False),  # no maths beyond the weight scales
     "forward": MethodEntry("fp8stream.methods.forward.forward_method",
                            "a synthetic forward pass through the checkpoint's own weights (needs diffusers)",
                            settings=ForwardSettings),

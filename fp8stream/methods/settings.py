@@ -9,7 +9,7 @@ from dataclasses import KW_ONLY, dataclass
 
 from fp8stream.errors import UsageError
 from fp8stream.methods.forward_settings import micro_batch_for
-from fp8stream.methods.registry import DEFAULT_METHOD, method_settings
+from fp8stream.methods.registry import DEFAULT_METHOD, METHODS, method_settings
 from fp8stream.methods.stats_settings import STATS_MARGIN
 from fp8stream.options import BATCH, COMMON, flag
 from fp8stream.scales.rule_settings import RuleSettings
@@ -27,7 +27,8 @@ class CalibrationSettings(*method_settings(), RuleSettings):
     seed: int = flag(0, "--seed", section=COMMON, type="int",
                      help="Seed: same seed, input and device give the same bytes.")
     device: str = flag("cpu", "--device", section=COMMON, choices=("auto", "cpu", "cuda"), cli_default="auto",
-                       help="Where calibration maths runs; auto = CUDA when available.")  # resolved: "cpu" or "cuda"
+                       help="Where calibration maths runs; auto = CUDA when available, except for simulate and "
+                            "heuristic, whose maths keeps up with the disk on the CPU.")  # resolved: "cpu" or "cuda"
     # a stream (pipe, zstd) is spooled to a temporary file for the forward pass; False: it is
     # not, and the forward pass does not run on it (the bound instead). Not recorded: a file
     # input is unaffected, and a spooled stream gives the file's bytes.
@@ -97,10 +98,11 @@ def installed(distribution: str) -> str:
         return "missing"
 
 
-def resolve_device(device: str) -> str:
-    """auto -> cuda when available. The CPU, and auto without an NVIDIA driver on the machine, are
-    decided without importing torch here (the run imports it where it needs it: the bound does not)."""
-    if device == "cpu" or (device == "auto" and not _nvidia_driver()):
+def resolve_device(device: str, method: str = "forward") -> str:
+    """auto -> cuda when available, for a method a GPU helps (registry: gpu_helps). The CPU, and
+    auto without an NVIDIA driver on the machine, are decided without importing torch here (the
+    run imports it where it needs it: the bound does not)."""
+    if device == "cpu" or (device == "auto" and (not _nvidia_driver() or not METHODS[method].gpu_helps)):
         return "cpu"
     import torch
 
