@@ -30,6 +30,7 @@ from fp8stream.errors import (
 )
 from fp8stream.io.compression import strip_zstd_suffix
 from fp8stream.memory import MB, available_memory, current_rss, estimate_terms, memory_estimate
+from fp8stream.methods.forward.diffusers_import import lean_for_this_process
 from fp8stream.options import BATCH, flag
 from fp8stream.report import FileReport
 from fp8stream.rewrite import RewriteOptions, calibrate_file
@@ -152,6 +153,7 @@ def _worker(options: RewriteOptions, conn, threads: int) -> None:
     """A job's process: one file, its report sent back; SIGTERM cleans up like the CLI's."""
     signal.signal(signal.SIGTERM, interrupts.on_signal)
     interrupts.set_phase("running")
+    lean_for_this_process()  # a job's process: diffusers serves its forward pass alone
     import torch
 
     from fp8stream.scales.fp8_maths import set_threads

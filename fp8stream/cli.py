@@ -15,6 +15,7 @@ from fp8stream.commands.inspect import inspect  # noqa: E402
 from fp8stream.commands.verify import verify  # noqa: E402
 from fp8stream.commands.zoo import zoo  # noqa: E402
 from fp8stream.io.heap import return_large_buffers_to_the_system  # noqa: E402
+from fp8stream.methods.forward.diffusers_import import lean_for_this_process  # noqa: E402
 from fp8stream.version import __version__  # noqa: E402
 
 
@@ -26,6 +27,7 @@ def main() -> None:
 
     Run `fp8stream COMMAND --help` for each command's options."""
     return_large_buffers_to_the_system()
+    lean_for_this_process()  # diffusers here serves the forward pass alone
 
 
 main.add_command(calibrate)

@@ -161,36 +161,64 @@ def test_nothing_to_keep_writes_no_entry(cache):
     assert _entries() == []
 
 
-def test_the_pass_imports_neither_transformers_nor_scipy(tmp_path):
-    """diffusers pulls in transformers and scipy where they are installed, which no DiT's pass
-    uses (half of diffusers' import time): preparing a DiT's pass imports neither, and a text
-    encoder's transformers still imports afterwards."""
-    pytest.importorskip("transformers")
-    code = (
-        "import sys, json\n"
-        "from fp8stream.io.header import read_header\n"
-        "from fp8stream.methods.forward import forward_pass\n"
-        f"with open({str(ft.comfy_file('flux', tmp_path))!r}, 'rb') as f:\n"
-        "    prepared = forward_pass.prepare(read_header(f))\n"
-        "model = forward_pass.meta_model(prepared.family, prepared.config)\n"
-        "before = sorted(n for n in ('transformers', 'scipy') if n in sys.modules)\n"
-        "import transformers\n"
-        "print(json.dumps([prepared.reason, type(model).__name__, before, transformers.__name__]))\n"
-    )
+def _child(code: str) -> list:
     env = {**os.environ, derived_cache.OFF: "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert json.loads(out.stdout.splitlines()[-1]) == [None, "FluxTransformer2DModel", [], "transformers"]
-    # a process that imported diffusers first (a library user) gets diffusers as it is, and a pass
-    first = subprocess.run([sys.executable, "-c", "import diffusers\n" + code], capture_output=True, text=True,
-                           env=env, check=True)
-    assert json.loads(first.stdout.splitlines()[-1])[:2] == [None, "FluxTransformer2DModel"]
-    # a package diffusers imports that needs transformers after all (peft does): diffusers as installed
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_a_calibrate_run_imports_neither_transformers_nor_scipy(tmp_path):
+    """diffusers pulls in transformers, scipy and peft where they are installed, which no DiT's
+    pass uses (half of diffusers' import time): a `calibrate` run of a DiT imports none of them,
+    and transformers still imports afterwards (a text encoder's)."""
+    pytest.importorskip("transformers")
+    src, out = ft.comfy_file("flux", tmp_path), tmp_path / "out.safetensors"
+    args = ["calibrate", str(src), str(out), "--forward-batch", "2", "--forward-tokens", "8",
+            "--forward-text-tokens", "4", "--no-progress", "--json"]
+    code = ("import json, sys\n"
+            "from fp8stream.cli import main\n"
+            "try:\n"
+            f"    main({args!r})\n"
+            "except SystemExit as e:\n"
+            "    code = e.code\n"
+            "before = sorted(n for n in ('transformers', 'scipy', 'peft') if n in sys.modules)\n"
+            "import transformers\n"
+            "print(json.dumps([code, before, transformers.__name__]))\n")
+    assert _child(code) == [0, [], "transformers"]
+    with open(out, "rb") as f:
+        assert any(t.name.endswith(".input_scale") for t in read_header(f).tensors)
+
+
+PREPARE = ("import sys, json\n"
+           "from fp8stream.io.header import read_header\n"
+           "from fp8stream.methods.forward import forward_pass\n"
+           "from fp8stream.methods.forward.diffusers_import import lean_for_this_process\n"
+           "{lean}"
+           "with open({path!r}, 'rb') as f:\n"
+           "    prepared = forward_pass.prepare(read_header(f))\n"
+           "model = forward_pass.meta_model(prepared.family, prepared.config)\n"
+           "from diffusers.utils import is_scipy_available, is_transformers_available\n"
+           "print(json.dumps([prepared.reason, type(model).__name__, is_transformers_available(),\n"
+           "                  is_scipy_available()]))\n")
+
+
+def test_diffusers_stays_whole_where_the_process_is_not_ours(tmp_path):
+    """What diffusers decides at its import holds for the process: a library user's (no
+    lean_for_this_process), or one that imported diffusers first, gets diffusers whole; where a
+    package diffusers imports needs what is hidden (peft imports transformers), diffusers is
+    imported again, as installed."""
+    pytest.importorskip("transformers")
+    path = str(ft.comfy_file("flux", tmp_path))
+    whole = [None, "FluxTransformer2DModel", True, True]
+    assert _child(PREPARE.format(lean="", path=path)) == whole
+    assert _child(PREPARE.format(lean="lean_for_this_process()\n", path=path)) == \
+        [None, "FluxTransformer2DModel", False, False]
+    assert _child("import diffusers\n" + PREPARE.format(lean="lean_for_this_process()\n", path=path)) == whole
     needy = ("from fp8stream.methods.forward import diffusers_import as di\n"
              "real = di._import_diffusers_models\n"
              "def needs_transformers():\n"
+             "    import diffusers.models.transformers.transformer_flux  # noqa: F401\n"
              "    import transformers  # noqa: F401\n"
              "    real()\n"
              "di._import_diffusers_models = needs_transformers\n")
-    fallback = subprocess.run([sys.executable, "-c", needy + code], capture_output=True, text=True, env=env, check=True)
-    reason, model, before, _ = json.loads(fallback.stdout.splitlines()[-1])
-    assert (reason, model) == (None, "FluxTransformer2DModel") and "transformers" in before
+    assert _child(needy + PREPARE.format(lean="lean_for_this_process()\n", path=path)) == whole

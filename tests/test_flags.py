@@ -142,8 +142,9 @@ def test_check_help_words_the_pass_options_for_check() -> None:
 
 
 def test_auto_device_is_the_cpu_for_methods_a_gpu_does_not_help(monkeypatch) -> None:
-    """On a machine with a GPU, --device auto gives it to the forward pass and keeps the bound
-    (simulate) and the heuristic on the CPU, whose maths keeps up with the disk without torch;
+    """On a machine with a GPU, --device auto gives it to the forward pass and keeps the methods
+    without one (simulate's bound, stats, the heuristic) on the CPU, whose maths keeps up with the
+    disk without torch;
     --device cuda is obeyed whatever the method."""
     import torch
 
@@ -152,6 +153,6 @@ def test_auto_device_is_the_cpu_for_methods_a_gpu_does_not_help(monkeypatch) -> 
     monkeypatch.setattr(settings, "_nvidia_driver", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     auto = {m: settings.resolve_device("auto", m) for m in METHODS}
-    assert auto == {"auto": "cuda", "forward": "cuda", "stats": "cuda", "simulate": "cpu", "heuristic": "cpu"}
+    assert auto == {"auto": "cuda", "forward": "cuda", "stats": "cpu", "simulate": "cpu", "heuristic": "cpu"}
     assert {settings.resolve_device("cuda", m) for m in METHODS} == {"cuda"}
     assert {settings.resolve_device("cpu", m) for m in METHODS} == {"cpu"}

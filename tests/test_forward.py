@@ -257,6 +257,22 @@ def test_missing_diffusers_says_how_to_install(monkeypatch):
     assert "\n" not in INSTALL_HINT
 
 
+def test_a_diffusers_that_cannot_be_imported_says_so_and_auto_falls_back(tmp_path, monkeypatch):
+    """An installed diffusers whose import fails (its lazy modules say so with a RuntimeError) is
+    not called missing, and the default runs the bound instead, saying why."""
+    from fp8stream.methods.forward import diffusers_import
+
+    def broken() -> None:
+        raise RuntimeError("Failed to import diffusers.loaders.peft")
+
+    monkeypatch.setattr(diffusers_import, "_import_diffusers_models", broken)
+    with pytest.raises(UsageError, match=r"diffusers is installed but cannot be imported \(Failed to import"):
+        diffusers_import.import_diffusers()
+    p = _cli(str(ft.comfy_file("flux", tmp_path)), str(tmp_path / "out.safetensors"), "--json", "--no-progress")
+    assert p.exit_code == 0, p.stderr[-2000:]
+    assert "cannot be imported" in p.stderr + p.stdout
+
+
 def test_the_pass_beside_the_copy_writes_the_same_bytes_and_the_layout_comes_from_the_header(tmp_path, monkeypatch):
     """On a GPU the pass runs on a thread where the copy streams (--verify keeps the stream;
     forward_method.BesideTheCopy): forced here on the CPU, it writes the bytes the pass before

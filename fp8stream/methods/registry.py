@@ -46,7 +46,7 @@ METHODS: dict[str, MethodEntry] = {
                             "the weight-aware model of each layer's input (no data)", settings=SimulateSettings,
                             gpu_helps=False),
     "stats": MethodEntry("fp8stream.methods.stats.stats_method", "real-data statistics from --stats FILE",
-                         side_file=True, settings=StatsSettings),
+                         side_file=True, settings=StatsSettings, gpu_helps=False),  # its GPU work: the bound's
     "heuristic": MethodEntry("fp8stream.methods.heuristic.heuristic_method", "weight_scale x --factor",
                              settings=HeuristicSettings, gpu_helps=False),  # no maths beyond the weight scales
     "forward": MethodEntry("fp8stream.methods.forward.forward_method",

@@ -27,8 +27,9 @@ class CalibrationSettings(*method_settings(), RuleSettings):
     seed: int = flag(0, "--seed", section=COMMON, type="int",
                      help="Seed: same seed, input and device give the same bytes.")
     device: str = flag("cpu", "--device", section=COMMON, choices=("auto", "cpu", "cuda"), cli_default="auto",
-                       help="Where calibration maths runs; auto = CUDA when available, except for simulate and "
-                            "heuristic, whose maths keeps up with the disk on the CPU.")  # resolved: "cpu" or "cuda"
+                       # resolved: "cpu" or "cuda" (settings.resolve_device)
+                       help="Where calibration maths runs; auto = CUDA when available for the forward pass (auto, "
+                            "forward); the others' maths keeps up with the disk on the CPU.")
     # a stream (pipe, zstd) is spooled to a temporary file for the forward pass; False: it is
     # not, and the forward pass does not run on it (the bound instead). Not recorded: a file
     # input is unaffected, and a spooled stream gives the file's bytes.

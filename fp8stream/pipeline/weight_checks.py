@@ -2,7 +2,8 @@
 
 NaN in an FP8 weight (e4m3fn has no Inf: bytes 0x7f and 0xff are NaN), an all-zero weight,
 and a weight_scale or existing input_scale that is NaN, infinite, zero or negative. The weight
-is checked chunk by chunk as it streams past, on its raw bytes: no decoding, no extra memory.
+is checked chunk by chunk as it streams past, on its raw bytes: no decoding; on the host into
+one reused buffer, on a GPU (where the rows go for the bound) with a few chunk-sized temporaries.
 """
 
 from __future__ import annotations

@@ -136,8 +136,8 @@ def _forward_or_why_not(model: ModelView):
 
     try:  # the family from key names first: diffusers is imported only for one it knows
         prepared = prepare(model.header)
-    except ForwardUnavailable:
-        return "diffusers is not installed (pip install fp8stream[forward] for the forward pass)", None
+    except ForwardUnavailable as e:  # not installed, or cannot be imported: the message says which
+        return str(e), None
     if prepared.reason is not None:
         return f"the forward pass cannot run: {prepared.reason}", None
     return None, prepared
