@@ -33,6 +33,14 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     return call
 
 
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing every dirty page of `fd` to the disk now (it may wait while
+    it queues them); only a hint, as above: nothing changes where the call is missing or refused."""
+    start = _sync_file_range()
+    if start is not None:
+        start(fd, 0, 0, SYNC_FILE_RANGE_WRITE)  # length 0: to the end of the file
+
+
 class Writeback:
     """The temp file's writer: after every WRITEBACK_BYTES it asks the kernel to start writing
     them to the disk (sync_file_range with SYNC_FILE_RANGE_WRITE: it starts the I/O and returns),
