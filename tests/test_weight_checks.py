@@ -26,8 +26,10 @@ def _weights() -> dict[str, np.ndarray]:
     zero_but_nan = np.zeros((ROWS, COLS), dtype=np.uint8)
     zero_but_nan[3, 3] = 0xFF
     negative_zero = np.full((ROWS, COLS), 0x80, dtype=np.uint8)  # -0 everywhere: all zero
+    largest, smallest = np.zeros((ROWS, COLS), dtype=np.uint8), np.full((ROWS, COLS), 0x80, dtype=np.uint8)
+    largest[5, 7], smallest[0, 0] = 0xFE, 0x01  # -448 and the least subnormal: the edges of "finite, not zero"
     return {"normal": normal, "nan": nan, "zero": np.zeros((ROWS, COLS), dtype=np.uint8),
-            "zero_but_nan": zero_but_nan, "negative_zero": negative_zero}
+            "zero_but_nan": zero_but_nan, "negative_zero": negative_zero, "largest": largest, "smallest": smallest}
 
 
 def _warnings(as_tensor: bool) -> dict[str, list[str]]:
@@ -45,5 +47,5 @@ def test_the_checks_on_a_device_tensor_say_what_the_host_checks_say():
     assert host == {"normal": [], "nan": ["FP8 weight holds 3 NaN values (of 48)"],
                     "zero": ["FP8 weight is all zero"], "zero_but_nan": ["FP8 weight holds 1 NaN value (of 48)",
                                                                          "FP8 weight is all zero apart from NaN"],
-                    "negative_zero": ["FP8 weight is all zero"]}
+                    "negative_zero": ["FP8 weight is all zero"], "largest": [], "smallest": []}
     assert _warnings(as_tensor=True) == host
