@@ -45,26 +45,18 @@ class Feed:
     keep_weight_only: bool
     bar: object  # a tqdm bar (update(n))
 
-    def method_rows(self, rows: np.ndarray):
-        """FP8 weight rows as `observe_weight` takes them: as read on the CPU, else a tensor on
-        the device (from pageable memory CUDA has taken the bytes when this returns, so the
-        buffer may be reused)."""
-        if self.device == "cpu":
-            return rows
-        import torch
-
-        return torch.from_numpy(rows).to(self.device, non_blocking=True)
-
     def show(self, layer: FP8Layer, rows: np.ndarray, row: int, checks: WeightChecks) -> None:
         """Rows [row, row + len(rows)) of an FP8 weight to the checks and, where it asked for
-        rows, to the method. On a GPU they go there once and both run there: no pass over the
-        bytes on the host."""
-        if not self.method_plan.rows:
-            checks.observe(layer, rows)
-            return
-        shown = self.method_rows(rows)
-        checks.observe(layer, shown)
-        self.method.observe_weight(layer, shown, row)
+        rows, to the method: as read on the CPU; on a GPU copied there once and both run there
+        (from pageable memory CUDA has taken the bytes when the copy returns, so the buffer may
+        be reused), no pass over the bytes on the host."""
+        if self.device != "cpu" and self.method_plan.rows:
+            import torch
+
+            rows = torch.from_numpy(rows).to(self.device, non_blocking=True)
+        checks.observe(layer, rows)
+        if self.method_plan.rows:
+            self.method.observe_weight(layer, rows, row)
 
 
 def _stream_layer_weight(stream: TensorStream, info, layer: FP8Layer, feed: Feed, writer: StreamingWriter,

@@ -53,11 +53,9 @@ def import_diffusers() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the hub: configs come from shapes
     try:
         _import_lean() if _lean and "diffusers" not in sys.modules else _import_diffusers_models()
-    except ImportError as e:
+    except (ImportError, RuntimeError) as e:  # diffusers' lazy modules say a failed import with a RuntimeError
         if sys.modules.get("diffusers") is None:  # diffusers itself did not import
             raise ForwardUnavailable(INSTALL_HINT) from None
-        raise ForwardUnavailable(f"diffusers is installed but cannot be imported ({e})") from None
-    except RuntimeError as e:  # diffusers' lazy modules say a failed import so
         raise ForwardUnavailable(f"diffusers is installed but cannot be imported ({e})") from None
     from diffusers.utils import logging
 

@@ -38,6 +38,7 @@ from fp8stream.progress import bar as progress_bar
 if TYPE_CHECKING:
     from fp8stream.methods.forward.engine import Diverged, Pass, StreamingModel
 
+
 @dataclass(frozen=True)
 class PassSettings:
     batch: int = 4  # samples: timesteps, text scales and guidance values spread over them
