@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 from fp8stream.advice import fix_for, group_warnings
@@ -104,7 +104,7 @@ class FileReport:
         return LayerCounts.of(flags)
 
     def to_json(self) -> str:
-        doc = asdict(self)
+        doc = asdict(replace(self, prediction=None))  # its own document below, converted once
         doc["counts"] = asdict(self.counts)
         doc["layers_calibrated"] = self.layers_calibrated
         doc["layers_kept"] = len(self.layers) - self.layers_calibrated
