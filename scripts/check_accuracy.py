@@ -47,6 +47,7 @@ from scipy.stats import spearmanr
 
 import bench
 import quality as Q
+from fp8stream.formats.comfy_quant import is_weight_only
 from fp8stream.harness import dit, judge, rescale
 from fp8stream.harness.checkpoint import COMFY_QUANT_JSON, comfy_quant_tensor, read_fp8_layers
 from fp8stream.harness.fp8 import fp8_model, sqnr_db
@@ -78,8 +79,7 @@ def comfy_scales(path: Path) -> dict[str, float | None]:
     input_scale, 1.0 where there is none."""
     layers = read_fp8_layers(path)
     with safe_open(str(path), "pt") as f:
-        flagged = {n: json.loads(bytes(f.get_tensor(n + COMFY_MARKER).tolist())).get("full_precision_matrix_mult")
-                   is True for n in layers}
+        flagged = {n: is_weight_only(json.loads(bytes(f.get_tensor(n + COMFY_MARKER).tolist()))) for n in layers}
     return {n: None if flagged[n] else (1.0 if L.input_scale is None else L.input_scale) for n, L in layers.items()}
 
 
@@ -118,7 +118,7 @@ def layer_harm(check_layers: Mapping[str, dict], rows: Mapping[str, dict], sourc
         "weight_only")}
     pred_gap = {n: check_layers[n]["gap_db"] for n in fp8}
     pred_static = {n: -check_layers[n]["static_sqnr_db"] for n in fp8}
-    real_gap = {n: rows[n]["dynamic"]["sqnr_db"] - rows[n][source]["sqnr_db"] for n in fp8}
+    real_gap = {n: -gap for n, gap in judge.gaps_to_dynamic(rows, source).items() if n in fp8}
     real_static = {n: -rows[n][source]["sqnr_db"] for n in fp8}
     return {"layers": len(fp8), "spearman_gap": rank_agreement(pred_gap, real_gap),
             "gap_range": [min(real_gap.values()), max(real_gap.values())],
@@ -144,9 +144,10 @@ def sampled(tf: dit.TinyDiT, layers: Mapping, sources: Mapping[str, Mapping], a:
     out: dict = {s: {"full": [], "fp8_weights": []} for s in sources}
     for seed in a.seeds:
         ref = dit.sample(tf, a.samples, a.steps, seed)
-        ref_w = dit.fp8_sample(tf, layers, {n: None for n in layers}, a.samples, a.steps, seed)
-        for s, scales in sources.items():
-            x = dit.fp8_sample(tf, layers, scales, a.samples, a.steps, seed)
+        every_weight_only = {n: None for n in layers}
+        ref_w = dit.fp8_sample(tf, layers, every_weight_only, a.samples, a.steps, seed)
+        for s, scales in sources.items():  # the all-weight-only file is ref_w's run again
+            x = ref_w if scales == every_weight_only else dit.fp8_sample(tf, layers, scales, a.samples, a.steps, seed)
             out[s]["full"].append(sqnr_db(ref, x))
             out[s]["fp8_weights"].append(sqnr_db(ref_w, x))
     return out
