@@ -157,3 +157,11 @@ def test_a_run_without_a_forward_pass_says_nothing_of_a_prediction(flux, tmp_pat
     assert doc["prediction"] is None and doc["prediction_reason"]
     assert not any("prediction" in note for note in doc["notes"])
     assert not _said(run_cli("calibrate", flux, *out, *PASS, *PREDICT, "-f", *how).stderr)
+
+
+def test_a_pass_that_ran_before_the_header_gives_no_figure_and_says_why_once(tmp_path):
+    """A family whose model code cannot run on meta tensors runs its pass before the header (it
+    decides the layout), so not on the file as written: no figure, the reason in one note."""
+    doc = _calibrate(ft.comfy_file("hunyuan-video-1.5", tmp_path), tmp_path / "out.safetensors")
+    assert doc["prediction"] is None and "ran before the header" in doc["prediction_reason"]
+    assert [n for n in doc["notes"] if n.startswith("no prediction")] == [f"no prediction: {doc['prediction_reason']}"]

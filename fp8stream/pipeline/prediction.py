@@ -48,9 +48,6 @@ def ask(method_plan: MethodPlan, files: list[RewritePlan], layers: list[LayerPla
     ComfyUI reads it, None where nothing is asked."""
     if method_plan.prediction is None or source is None:
         return None
-    if method_plan.no_prediction:  # the pass cannot predict (it ran in prepare): nothing to work out
-        method_plan.prediction.ask(None)
-        return None
     calibrated = [p for p in layers if p.calibrated]
     state = dry_run_state(files, source, settings.keep_weight_only)
     facts = dry_run_facts(calibrated, state)
@@ -89,14 +86,11 @@ def output_runs(layers: list[LayerPlan], facts: Mapping[str, LayerFacts], resolv
 
 def fill(report: FileReport, method_plan: MethodPlan, read: InputRead | None, layers: list[LayerPlan],
          facts: Mapping[str, LayerFacts], resolved: Mapping[str, Resolved]) -> None:
-    """The report's prediction, once the scales are written (or why there is none; said as a
-    note where the pass was to give one)."""
+    """The report's prediction, once the scales are written (or why there is none)."""
     from fp8stream.check_report import build
 
     if method_plan.prediction is None or read is None:
         report.prediction_reason = method_plan.no_prediction or NO_PASS
-        if method_plan.prediction is not None and method_plan.no_prediction:  # asked for, refused: said
-            report.notes.append(f"no prediction: {method_plan.no_prediction}")
         return
     outcome = method_plan.prediction.result()
     written = output_runs(layers, facts, resolved, read)

@@ -123,11 +123,13 @@ class ForwardMethod:
         reads = runs and self.result is None and model.source is not None and not model.dry_run
         no_prediction = none_because(self.settings.predict, self.prepared.reason, model.dry_run, reads,
                                      self.result is not None)
-        if no_prediction is None or (self.settings.predict and self.result is not None):  # the latter: says why
+        if no_prediction is None:
             from fp8stream.methods.forward.prediction import Request
 
-            self.request = Request(self.scale_now, no_prediction)
+            self.request = Request(self.scale_now)
             self._by_weight = {layer.weight.name: layer for layer in model.layers}
+        elif self.settings.predict and self.result is not None:  # asked for, and the pass ran in prepare: said
+            notes += (f"no prediction: {no_prediction}",)
         if reads and not model.copy_takes_reads and beside_the_copy(self.settings):
             beside = dataclasses.replace(self._pass_settings(model), bar_line=1)
             source, prepared = model.source, self.prepared

@@ -48,21 +48,18 @@ class Request:
     the rewrite before the data moves, read after the method's scales. A pass started before
     the ask (beside the copy, on a GPU) waits for it."""
 
-    def __init__(self, scale_now: Callable[[str, float | None], float | None], refused: str | None = None) -> None:
-        """`refused`: why this pass cannot predict though it runs (its outcome, whatever is asked)."""
+    def __init__(self, scale_now: Callable[[str, float | None], float | None]) -> None:
         self.scale_now = scale_now  # a layer's scale from its amax so far, as the method gives it
         self.runs: Mapping[str, LayerRun] | None = None
         self.from_pass: frozenset[str] = frozenset()
-        self.outcome = PassPrediction(None, reason=refused or ASKED_TOO_LATE)
-        self.refused = refused
+        self.outcome = PassPrediction(None, reason=ASKED_TOO_LATE)
         self._asked = threading.Event()
 
     def ask(self, runs: Mapping[str, LayerRun] | None, from_pass: frozenset[str] = frozenset()) -> None:
         """How ComfyUI will run each FP8 weight of the output, by name (None: no prediction after
         all); `from_pass`: the weights whose scale the pass gives (their runs' scales unused)."""
-        if self.refused is None:
-            self.runs, self.from_pass = runs, from_pass
-            self.outcome = PassPrediction(None, reason="the rewrite asked for none" if runs is None else NOT_RUN)
+        self.runs, self.from_pass = runs, from_pass
+        self.outcome = PassPrediction(None, reason="the rewrite asked for none" if runs is None else NOT_RUN)
         self._asked.set()
 
     def result(self) -> PassPrediction:
