@@ -293,3 +293,53 @@ def test_verify_says_what_it_read_beyond_a_plain_run(flux, tmp_path):
     assert weights <= again <= header.data_bytes
     (note,) = [n for n in v["notes"] if n.startswith("--verify read")]
     assert human_size(v["verify_read_bytes"]) in note and "OUT read back whole" in note
+
+
+@pytest.fixture(scope="module")
+def flux_zero_weight(tmp_path_factory) -> tuple[Path, str]:
+    """The tiny Flux with one FP8 weight the pass reads all zero (a warning its checks must give)."""
+    path = tmp_path_factory.mktemp("in") / "flux-zero.safetensors"
+    _, state, _ = ft.tiny("flux")
+    state = {"model.diffusion_model." + k: v for k, v in state.items()}
+    layers = list(ft.fp8_linears(state))
+    zeroed = next(n for n in layers if "double_blocks.0.img_attn.proj" in n)
+    state[zeroed + ".weight"] = torch.zeros_like(state[zeroed + ".weight"])
+    ft.qm.write_fp8_checkpoint(state, layers, path)
+    return path, zeroed
+
+
+def test_rows_the_pass_holds_on_a_gpu_are_checked_and_shown_from_there(flux_zero_weight, tmp_path, monkeypatch):
+    """On a GPU the read-ahead copies each weight's bytes there once and the pass holds them as a
+    tensor: the copy checks them and shows them to the bound from that tensor (no copy of its
+    own, nothing read again), and writes what the host's bytes give: the same warnings, the same
+    bytes but for the scales' last bits (the row sums in torch, not numpy). Forced on the CPU: a
+    CPU tensor stands in for the device's."""
+    from fp8stream.methods.forward import prefetch
+    from fp8stream.pipeline import loop, placed_run
+
+    flux, zeroed = flux_zero_weight
+    args = ("--json", "--assume-input-rms", "1", *FORWARD)
+    host = run_cli("calibrate", flux, tmp_path / "host.safetensors", *args)
+    assert host.exit_code == 0, host.output[-2000:]
+    real_load, real_show, shown = prefetch.Prefetcher._load, loop.Feed.show, []
+
+    def load_to_device(self, runs):
+        return [prefetch.Loaded(device_bytes=torch.frombuffer(p.raw, dtype=torch.uint8)) if p.raw else p
+                for p in real_load(self, runs)]
+
+    def show(self, layer, rows, row, checks):
+        shown.append(isinstance(rows, torch.Tensor))
+        real_show(self, layer, rows, row, checks)
+    monkeypatch.setattr(prefetch.Prefetcher, "_load", load_to_device)
+    monkeypatch.setattr(loop.Feed, "show", show)
+    monkeypatch.setattr(placed_run, "shows_as_read", lambda device: False)  # as on a GPU
+    reads = Reads(flux, monkeypatch)
+    device = run_cli("calibrate", flux, tmp_path / "device.safetensors", *args)
+    assert device.exit_code == 0, device.output[-2000:]
+    assert shown.count(True) > 10 and shown.count(False) == 0  # every FP8 weight from the pass's tensors
+    fp8 = [t for t in reads.header.tensors if t.dtype == "F8_E4M3"]
+    assert {t.name: reads.by_tensor[t.name] for t in fp8 if reads.by_tensor[t.name] != t.nbytes} == {}
+    h, d = json.loads(host.stdout)["layers"], json.loads(device.stdout)["layers"]
+    assert [(x["name"], x["warnings"]) for x in h] == [(x["name"], x["warnings"]) for x in d]
+    assert any("all zero" in json.dumps(x["warnings"]) for x in d if x["name"] == zeroed)
+    assert [x["scale"] for x in d] == pytest.approx([x["scale"] for x in h], rel=1e-6)

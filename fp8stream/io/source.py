@@ -2,16 +2,28 @@
 is the model): `get(name)` hides which shard holds it. Positioned reads only, never a mapping
 (touched pages of a mapping count in RSS; page-faulting a cold mapping is slow). Each shard is
 opened on first use and stays open until `close`. A `tap`, while set, is handed every row range
-read (the copy takes the forward pass's reads: pipeline/placed_run.py), from the reading thread.
+read (the copy takes the forward pass's reads: pipeline/placed_run.py), from the reading thread,
+and the rows a reader then holds for use (`held`: on a GPU, its one copy there).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterator
+from typing import Any, Iterator, Protocol
 
 from fp8stream.io.header import Header, TensorInfo
 from fp8stream.io.reader import CHUNK_BYTES, LazyFile
+
+
+class ReadTap(Protocol):
+    """What sees a source's reads while it is set (the copy at fixed places: pipeline/placed_run.py)."""
+
+    def read(self, name: str, start: int, stop: int, data: bytearray) -> None:
+        """Rows [start, stop) of `name` as read from the file, from the reading thread."""
+
+    def held(self, name: str, start: int, stop: int, rows: Any) -> None:
+        """The same rows as the reader holds them for use: their bytes on the host, or a uint8
+        tensor on a GPU (usable on the current stream), from the thread that uses them."""
 
 
 class TensorSource:
@@ -23,8 +35,7 @@ class TensorSource:
         self._paths = paths
         self._files: dict[str, LazyFile] = {}
         self._lock = threading.Lock()
-        # (name, start row, stop row, their bytes) of every read_rows, while set
-        self.tap: Callable[[str, int, int, bytearray], None] | None = None
+        self.tap: ReadTap | None = None  # every read_rows, and the rows held, while set
         self.bytes_read = 0  # by every read so far (what --verify's note counts as read again)
 
     @classmethod
@@ -95,6 +106,12 @@ class TensorSource:
         f.read_into(part, memoryview(out))
         self._count(part.nbytes)
         if self.tap is not None:
-            self.tap(name, start, stop, out)
+            self.tap.read(name, start, stop, out)
         return out
+
+    def held(self, name: str, start: int, stop: int, rows: Any) -> None:
+        """Rows [start, stop) of `name`, read by `read_rows`, as the reader now holds them: the
+        tap's, where one is set (ReadTap.held)."""
+        if self.tap is not None:
+            self.tap.held(name, start, stop, rows)
 

@@ -45,12 +45,13 @@ class Feed:
     keep_weight_only: bool
     bar: object  # a tqdm bar (update(n))
 
-    def show(self, layer: FP8Layer, rows: np.ndarray, row: int, checks: WeightChecks) -> None:
-        """Rows [row, row + len(rows)) of an FP8 weight to the checks and, where it asked for
-        rows, to the method: as read on the CPU; on a GPU copied there once and both run there
-        (from pageable memory CUDA has taken the bytes when the copy returns, so the buffer may
-        be reused), no pass over the bytes on the host."""
-        if self.device != "cpu" and self.method_plan.rows:
+    def show(self, layer: FP8Layer, rows, row: int, checks: WeightChecks) -> None:
+        """Rows [row, row + len(rows)) of an FP8 weight (uint8 [r, in_features]: a numpy array as
+        read, or a torch tensor already on the device) to the checks and, where it asked for
+        rows, to the method: on the CPU as read; on a GPU both run there, host rows copied there
+        once (from pageable memory CUDA has taken the bytes when the copy returns, so the buffer
+        may be reused), no pass over the bytes on the host."""
+        if self.device != "cpu" and self.method_plan.rows and isinstance(rows, np.ndarray):
             import torch
 
             rows = torch.from_numpy(rows).to(self.device, non_blocking=True)

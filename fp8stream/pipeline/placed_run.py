@@ -4,9 +4,13 @@ The output's layout is fixed from the header, so no byte has to wait for the one
 Whether a run does this is decided once, before the method is prepared (`copy_shares_reads`),
 and declared to it (`ModelView.copy_takes_reads`), on any device. First the method reads what
 it reads by name (`read_weights`: the forward pass, on the CPU or a GPU); every row range it
-reads is handed here (the TensorSource's tap) and placed in the output at once, an FP8
-weight's rows also checked (NaN, all zero) and shown to the method (the bound's row sums; on a
-GPU as a tensor there), as the stream would show them. Then each file in data order: the rows
+reads is handed here (the TensorSource's tap, `read`, from its reading threads) and placed in
+the output at once, and an FP8 weight's rows are checked (NaN, all zero) and shown to the method
+(the bound's row sums) as the stream would show them: on the CPU there, by the reading threads,
+beside the model's compute; on a GPU where the pass holds them to use them (`held`, from the
+thread that runs the model: its one copy there, the checks queued behind the model's work), so
+no second copy to the GPU and nothing on the reading threads but reads and writes. Then each
+file in data order: the rows
 nobody read yet of a calibrated FP8 weight are read, checked, shown and placed; markers, scales
 and the scalars the calibration reads are read whole and handled as the stream handles them;
 tensors a method watches are read in chunks; every other byte (BF16 tensors, excluded layers,
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fp8stream.errors import FP8StreamError, InvalidCheckpointError
+from fp8stream.formats.layers import FP8Layer
 from fp8stream.formats.plan_types import RewritePlan
 from fp8stream.io.header import TensorInfo
 from fp8stream.io.placed import PlacedWriter
@@ -66,6 +71,14 @@ def copy_shares_reads(model: ModelInput, output: OutputTarget | None, verify: bo
     compressed, no --verify (which keeps the stream: it hashes every tensor as it reads it)."""
     return (output is not None and output.zstd is None and output.location.local_path is not None
             and not verify and local_files(model))
+
+
+def shows_as_read(device: str) -> bool:
+    """Whether the reading threads check an FP8 weight's rows and show them to the method (the
+    CPU: numpy on the host, beside the model's compute), or the thread that holds them for the
+    pass does (a GPU: from the pass's one copy there; a second copy and torch calls on the
+    reading threads took most of their time: docs/speed.md)."""
+    return device == "cpu"
 
 
 def rows_of(info: TensorInfo) -> int:
@@ -124,8 +137,9 @@ class Placements:
 class Placer:
     """Places rows of any tensor of the model in its output file, once (`placed`); FP8 weight
     rows of a calibrated layer are checked and shown to the method once (`seen`), where the bytes
-    were placed already too (the head start copies them before the method exists). `__call__` is
-    the source's tap (called from the forward pass's reading threads: one at a time, under a lock)."""
+    were placed already too (the head start copies them before the method exists). It is the
+    source's tap while the method reads (io.source.ReadTap): `read` places what the reading
+    threads read, `held` checks and shows an FP8 weight's rows as the pass holds them."""
 
     def __init__(self, files: list[PlacedFile], feed: Feed, state: StreamState,
                  placed: Placements | None = None) -> None:
@@ -133,37 +147,67 @@ class Placer:
         self.file_of = {info.name: f for f in files for info in f.plan.header.tensors}
         self.placed = placed or Placements()
         self.seen = Covered()
-        self._lock = threading.Lock()
+        self.shows_as_read = shows_as_read(feed.device)
+        self._lock = threading.Lock()  # `seen` and the checks: the reading threads show rows on the CPU
 
     def takes(self, f: PlacedFile, name: str) -> bool:
         """Rows read elsewhere are placed here: FP8 weights and what passes through unwatched."""
         return name in f.plan.layer_by_weight or not (read_whole(f.plan, name)
                                                       or name in self.feed.method_plan.watches)
 
-    def __call__(self, name: str, start: int, stop: int, data: bytearray) -> None:
+    def read(self, name: str, start: int, stop: int, data: bytearray) -> None:
+        """ReadTap.read: the rows not placed yet placed (Placements claims them under its lock);
+        on the CPU an FP8 weight's rows are checked and shown here too (`held` on a GPU)."""
         f = self.file_of.get(name)
         if f is None or not self.takes(f, name):
             return
         info = f.plan.header.get(name)
         if info.shape and rows_of(info) != info.shape[0]:  # rows of unequal bytes: copied whole
             return
+        if self.shows_as_read:
+            self._show_rows(name, start, stop, data)
+        self._write(f, info, start, stop, memoryview(data))
+
+    def held(self, name: str, start: int, stop: int, rows) -> None:
+        """ReadTap.held: on a GPU, an FP8 weight's rows not seen yet checked and shown from the
+        bytes the pass holds (its uint8 tensor there: no copy made here; host bytes where it read
+        them itself). On the CPU `read` has shown them."""
+        if not self.shows_as_read:
+            self._show_rows(name, start, stop, rows)
+
+    def _show_rows(self, name: str, start: int, stop: int, rows) -> None:
+        f = self.file_of.get(name)
+        layer = f.plan.layer_by_weight.get(name) if f is not None else None
+        if layer is None:
+            return
+        if isinstance(rows, (bytes, bytearray, memoryview)):  # else a torch tensor on the pass's device
+            rows = np.frombuffer(rows, dtype=np.uint8)
         with self._lock:
-            self.place(f, info, start, stop, memoryview(data))
+            self._show(layer, start, stop, rows.reshape(-1, layer.in_features))
+
+    def _show(self, layer: FP8Layer, start: int, stop: int, rows) -> None:
+        """Rows [start, stop) of the layer's weight (an array of them: numpy or torch) to the
+        checks and the method, those not seen yet."""
+        for a, b in self.seen.missing(layer.weight.name, start, stop):
+            self.feed.show(layer, rows[a - start:b - start], a, self.state.checks)
+            self.seen.add(layer.weight.name, a, b)
 
     def place(self, f: PlacedFile, info: TensorInfo, start: int, stop: int, data: memoryview,
               at: int | None = None) -> None:
-        """Rows [start, stop) of `info`, as read: those of an FP8 weight not seen yet checked and
-        shown, those not placed yet placed. `at`: where they start in the input file, when this
-        loop read them from it: then the kernel copies them from there (their pages were just
-        read), not a write of our buffer (pread + pwrite of 1.2 GB of FP8 rows took 2.7-3.9 s
-        here, pread + copy 1.1-1.4 s)."""
+        """Rows [start, stop) of `info`, as this loop read them: those of an FP8 weight not seen
+        yet checked and shown, those not placed yet placed (`_write`)."""
         layer = f.plan.layer_by_weight.get(info.name)
-        row_bytes = len(data) // (stop - start) if stop > start else 0
         if layer is not None:
-            for a, b in self.seen.missing(info.name, start, stop):
-                rows = np.frombuffer(data[(a - start) * row_bytes:(b - start) * row_bytes], dtype=np.uint8)
-                self.feed.show(layer, rows.reshape(-1, layer.in_features), a, self.state.checks)
-                self.seen.add(info.name, a, b)
+            self._show(layer, start, stop, np.frombuffer(data, dtype=np.uint8).reshape(-1, layer.in_features))
+        self._write(f, info, start, stop, data, at)
+
+    def _write(self, f: PlacedFile, info: TensorInfo, start: int, stop: int, data: memoryview,
+               at: int | None = None) -> None:
+        """The rows of [start, stop) nobody placed yet, from `data` (their bytes). `at`: where
+        they start in the input file, when this loop read them from it: then the kernel copies
+        them from there (their pages were just read), not a write of our buffer (pread + pwrite
+        of 1.2 GB of FP8 rows took 2.7-3.9 s here, pread + copy 1.1-1.4 s)."""
+        row_bytes = len(data) // (stop - start) if stop > start else 0
         name = f.plan.out_names[info.name]
         for a, b in self.placed.claim(info.name, start, stop):
             part = data[(a - start) * row_bytes:(b - start) * row_bytes]

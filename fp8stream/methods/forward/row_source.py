@@ -1,13 +1,16 @@
 """Positioned reads of whole rows of checkpoint tensors, decoded to float32.
 
-Any object with `info(name) -> TensorInfo` and `read_rows(name, start, stop) -> bytes` can feed
-the engine: the calibration pass's `fp8stream.io.source.TensorSource` (one file or the shards of
-a sharded model, positioned reads, never mapped) is the one the CLI gives it.
+Any object with `info(name) -> TensorInfo`, `read_rows(name, start, stop) -> bytes` and
+`held(name, start, stop, rows)` can feed the engine: the calibration pass's
+`fp8stream.io.source.TensorSource` (one file or the shards of a sharded model, positioned reads,
+never mapped) is the one the CLI gives it. `held` is told every row range the reader decodes, as
+it holds the bytes (on a GPU: the one copy there), so the run's copy can check and show them
+without reading or copying them again (pipeline/placed_run.py).
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 import torch
@@ -23,6 +26,8 @@ class RowSource(Protocol):
     def info(self, name: str) -> TensorInfo: ...
 
     def read_rows(self, name: str, start: int, stop: int) -> bytes: ...
+
+    def held(self, name: str, start: int, stop: int, rows: Any) -> None: ...
 
 
 def decode(raw: bytes | bytearray, dtype: str, shape: tuple[int, ...],
@@ -63,10 +68,11 @@ class Reader:
         host bytes, or a uint8 tensor already on the device), else read now."""
         info = self.source.info(name)
         shape = (stop - start,) + tuple(info.shape[1:]) if info.shape else ()
-        if isinstance(read, torch.Tensor):  # the same conversion as decode's, on the device
-            t = read.view(torch_dtype(info.dtype)).to(torch.float32).reshape(shape)
+        raw = self.source.read_rows(name, start, stop) if read is None else read
+        self.source.held(name, start, stop, raw)
+        if isinstance(raw, torch.Tensor):  # the same conversion as decode's, on the device
+            t = raw.view(torch_dtype(info.dtype)).to(torch.float32).reshape(shape)
         else:
-            raw = self.source.read_rows(name, start, stop) if read is None else read
             t = decode(raw, info.dtype, shape, self.device if scaled else "cpu")
         if scaled and info.dtype in FP8_DTYPES:
             t.mul_(self.weight_scale(name))
