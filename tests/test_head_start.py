@@ -182,3 +182,35 @@ def test_which_files_get_their_data_places_before_the_method(tmp_path):
         fixed[flavour, target] = build_plan(_header(src), {}, FormatOptions(target=target)).data_fixed
     assert fixed == {("comfy", "auto"): True, ("plain", "auto"): True, ("legacy", "comfy"): True,
                      ("legacy", "auto"): False}
+
+
+def test_the_head_start_sends_each_part_it_copies_to_the_disk_as_it_goes(flux, tmp_path, monkeypatch):
+    """Each step of the head start's copy is handed to the kernel's writeback as soon as it is
+    copied (not left for the final fsync): its thread asks for exactly the ranges it copied, each
+    once, right after copying it. The bar (the fsync's time) needs dropped caches; this is the
+    mechanism."""
+    from fp8stream.io import writeback
+
+    events: list[tuple[str, int, int]] = []  # ("copy" or "writeback", output offset, bytes), by the head start
+    kernel_copy = placed._KERNEL_COPY
+
+    def copy(in_fd: int, out_fd: int, n: int, in_offset: int, out_offset: int) -> int:
+        done = kernel_copy(in_fd, out_fd, n, in_offset, out_offset)
+        if threading.current_thread().name == HEAD_START:
+            events.append(("copy", out_offset, done))
+        return done
+
+    def record(fd: int, offset: int, nbytes: int, flags: int) -> int:
+        if threading.current_thread().name == HEAD_START and nbytes:
+            events.append(("writeback", offset, nbytes))
+        return 0
+    monkeypatch.setattr(placed, "_KERNEL_COPY", copy)
+    monkeypatch.setattr(writeback, "_sync_file_range", lambda: record)
+    monkeypatch.setattr(placed, "COPY_STEP", 1000)
+    monkeypatch.setattr("fp8stream.pipeline.head_start.COPY_STEP", 1000)
+    out = tmp_path / "out.safetensors"
+    assert run_cli("calibrate", flux, out, *SIMULATE).exit_code == 0
+    copies = [(at, n) for kind, at, n in events if kind == "copy"]
+    assert len(copies) > 10 and max(n for _, n in copies) == 1000  # tensors copied in several steps
+    # each copy followed at once by the writeback of the same range (a step is one kernel call here)
+    assert events == [e for at, n in copies for e in (("copy", at, n), ("writeback", at, n))]

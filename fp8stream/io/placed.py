@@ -63,8 +63,9 @@ class PlacedWriter:
         """Append to tensor `name` (the tail's scales: written once, in one piece)."""
         self.write_at(name, self._filled[name], data)
 
-    def copy_from(self, in_fd: int, in_offset: int, name: str, offset: int, length: int) -> None:
-        """`length` bytes of the input file at `in_offset` to bytes [offset, ..) of tensor `name`."""
+    def copy_from(self, in_fd: int, in_offset: int, name: str, offset: int, length: int) -> int:
+        """`length` bytes of the input file at `in_offset` to bytes [offset, ..) of tensor `name`;
+        returns where they start in the output file."""
         where = self._claim(name, offset, length)
         done = 0
         while done < length and self.kernel_copy:
@@ -81,6 +82,7 @@ class PlacedWriter:
         if done < length:
             self._copy_chunks(in_fd, in_offset + done, where + done, length - done, name)
         self._count(length)
+        return where
 
     def _copy_chunks(self, in_fd: int, in_offset: int, out_offset: int, length: int, name: str) -> None:
         buf = bytearray(min(FALLBACK_CHUNK, length))

@@ -33,12 +33,13 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     return call
 
 
-def start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing every dirty page of `fd` to the disk now (it may wait while
-    it queues them); only a hint, as above: nothing changes where the call is missing or refused."""
+def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Ask the kernel to start writing the dirty pages of bytes [offset, offset + length) of `fd`
+    (length 0: to the end of the file) to the disk now (it may wait while it queues them); only a
+    hint, as above: nothing changes where the call is missing or refused."""
     start = _sync_file_range()
     if start is not None:
-        start(fd, 0, 0, SYNC_FILE_RANGE_WRITE)  # length 0: to the end of the file
+        start(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
 
 class Writeback:
