@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import mmap
 import sys
 from typing import BinaryIO, Callable
 
@@ -42,6 +43,24 @@ def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
         start(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
 
+class FilledWriteback:
+    """For a file filled at fixed places front to back (the head start's copy): asks the kernel to
+    write back what is filled, WRITEBACK_BYTES at a time as it goes, each request ending on a page
+    boundary (a page still partly empty would be dirtied again by whoever fills the rest, and on
+    some filesystems that write waits for the page's writeback)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.asked_to = 0  # bytes [0, asked_to) asked for
+
+    def filled_to(self, end: int) -> None:
+        """The file is filled up to `end` (the copy's latest step ends there)."""
+        end -= end % mmap.PAGESIZE
+        if end - self.asked_to >= WRITEBACK_BYTES:
+            start_writeback(self.fd, self.asked_to, end - self.asked_to)
+            self.asked_to = end
+
+
 class Writeback:
     """The temp file's writer: after every WRITEBACK_BYTES it asks the kernel to start writing
     them to the disk (sync_file_range with SYNC_FILE_RANGE_WRITE: it starts the I/O and returns),
@@ -50,16 +69,15 @@ class Writeback:
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
-        self._start = _sync_file_range()
         self._written = 0  # bytes written through this object
         self._started = 0  # bytes whose writeback has been started
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         n = self.raw.write(data)
         self._written += len(data)
-        if self._start is not None and self._written - self._started >= WRITEBACK_BYTES:
+        if self._written - self._started >= WRITEBACK_BYTES:
             self.raw.flush()  # the bytes reach the page cache before their writeback is asked for
-            self._start(self.raw.fileno(), self._started, self._written - self._started, SYNC_FILE_RANGE_WRITE)
+            start_writeback(self.raw.fileno(), self._started, self._written - self._started)
             self._started = self._written
         return n if n is not None else len(data)
 

@@ -26,7 +26,7 @@ from fp8stream.io.header import Header
 from fp8stream.io.overlap import start_thread
 from fp8stream.io.placed import COPY_STEP, PlacedWriter
 from fp8stream.io.sink import OutputSink
-from fp8stream.io.writeback import start_writeback
+from fp8stream.io.writeback import FilledWriteback, start_writeback
 from fp8stream.memory import available_memory, cgroup_memory_limit, run_memory
 from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.pipeline.inputs import InputPart, ModelInput
@@ -93,20 +93,22 @@ class HeadStart:
     def _run(self) -> None:
         try:
             for part, plan, writer in self._work:
+                filled = FilledWriteback(writer.fd)
                 for info in plan.header.tensors:
                     if self._stop.is_set():
                         return
                     if not read_whole(plan, info.name):
-                        self._copy(part, plan, writer, info.name)
-            # what others placed meanwhile goes to the disk too (each step of the copy went as it was copied)
+                        self._copy(part, plan, writer, info.name, filled)
+            # the rest goes to the disk too: the last part of each copy and what others placed meanwhile
             for _, _, writer in self._work:
                 start_writeback(writer.fd)
         except BaseException as e:  # raised in the run's thread by join (or writer): one line there
             self._error = e
 
-    def _copy(self, part: InputPart, plan: RewritePlan, writer: PlacedWriter, name: str) -> None:
-        """The rows of tensor `name` nobody placed yet, by the kernel, a step at a time, each step
-        sent to the disk as soon as it is copied: the pages go while the run works, not all in the
+    def _copy(self, part: InputPart, plan: RewritePlan, writer: PlacedWriter, name: str,
+              filled: FilledWriteback) -> None:
+        """The rows of tensor `name` nobody placed yet, by the kernel, a step at a time, sent to
+        the disk as the copy goes (`filled`): the pages go while the run works, not all in the
         final fsync (background writeback starts at a tenth of the RAM dirty: a 12 GB output stayed
         in the cache of a 128 GB machine and the fsync took 6.3 s, docs/speed.md; 2-block Flux-dev
         on the 2-core machine, simulate: 0.92x wall with it)."""
@@ -119,8 +121,7 @@ class HeadStart:
                 if self._stop.is_set():
                     return
                 length = min(COPY_STEP, b * row_bytes - offset)
-                where = writer.copy_from(in_fd, at + offset, plan.out_names[name], offset, length)
-                start_writeback(writer.fd, where, length)
+                filled.filled_to(writer.copy_from(in_fd, at + offset, plan.out_names[name], offset, length) + length)
 
 
 @dataclass
