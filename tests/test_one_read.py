@@ -343,3 +343,15 @@ def test_rows_the_pass_holds_on_a_gpu_are_checked_and_shown_from_there(flux_zero
     assert [(x["name"], x["warnings"]) for x in h] == [(x["name"], x["warnings"]) for x in d]
     assert any("all zero" in json.dumps(x["warnings"]) for x in d if x["name"] == zeroed)
     assert [x["scale"] for x in d] == pytest.approx([x["scale"] for x in h], rel=1e-6)
+    host_out, device_out = (tmp_path / "host.safetensors").read_bytes(), (tmp_path / "device.safetensors").read_bytes()
+    header = _header_of(tmp_path / "device.safetensors")
+    assert header == _header_of(tmp_path / "host.safetensors")
+    for t in header.tensors:
+        if not t.name.endswith(".input_scale"):
+            at = slice(header.data_start + t.begin, header.data_start + t.end)
+            assert device_out[at] == host_out[at], t.name
+
+
+def _header_of(path: Path):
+    with LazyFile(str(path)) as f:
+        return f.header

@@ -49,3 +49,32 @@ def test_the_checks_on_a_device_tensor_say_what_the_host_checks_say():
                                                                          "FP8 weight is all zero apart from NaN"],
                     "negative_zero": ["FP8 weight is all zero"], "largest": [], "smallest": []}
     assert _warnings(as_tensor=True) == host
+
+
+class _Rows:
+    """A method that wants weight rows: notes what it was given."""
+
+    def __init__(self) -> None:
+        self.given: list[object] = []
+
+    def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
+        self.given.append(rows)
+
+
+def test_rows_go_to_a_gpu_once_host_bytes_copied_there_a_device_tensor_as_it_is():
+    """On a GPU (any device but "cpu"; the CPU's own device object stands in) the copy's host rows
+    are copied there for the checks and the method; rows the pass already holds there are used as
+    they are: no copy, no numpy conversion of a device tensor."""
+    from fp8stream.methods.interface import MethodPlan
+    from fp8stream.pipeline.loop import Feed
+
+    method, checks, layer = _Rows(), WeightChecks(), _layer("w")
+    feed = Feed(method, MethodPlan(rows=True), "cpu:0", False, None)
+    host = _weights()["nan"]
+    held = torch.from_numpy(host.copy())
+    feed.show(layer, host, 0, checks)
+    feed.show(layer, held, 0, checks)
+    copied, used = method.given
+    assert isinstance(copied, torch.Tensor) and torch.equal(copied, held)
+    assert used is held
+    assert checks.warnings(layer, 1.0, None)[0].text.startswith("FP8 weight holds 6 NaN values")  # 3 each, both checked

@@ -164,33 +164,30 @@ class Placer:
         info = f.plan.header.get(name)
         if info.shape and rows_of(info) != info.shape[0]:  # rows of unequal bytes: copied whole
             return
-        if self.shows_as_read:
-            self._show_rows(name, start, stop, data)
+        layer = f.plan.layer_by_weight.get(name)
+        if layer is not None and self.shows_as_read:
+            self._show(layer, start, stop, data)
         self._write(f, info, start, stop, memoryview(data))
 
     def held(self, name: str, start: int, stop: int, rows) -> None:
         """ReadTap.held: on a GPU, an FP8 weight's rows not seen yet checked and shown from the
-        bytes the pass holds (its uint8 tensor there: no copy made here; host bytes where it read
-        them itself). On the CPU `read` has shown them."""
-        if not self.shows_as_read:
-            self._show_rows(name, start, stop, rows)
-
-    def _show_rows(self, name: str, start: int, stop: int, rows) -> None:
+        bytes the pass holds (the read-ahead's uint8 tensor there: no copy made here; host bytes
+        where the pass read them on demand). On the CPU `read` has shown them."""
         f = self.file_of.get(name)
         layer = f.plan.layer_by_weight.get(name) if f is not None else None
-        if layer is None:
-            return
-        if isinstance(rows, (bytes, bytearray, memoryview)):  # else a torch tensor on the pass's device
-            rows = np.frombuffer(rows, dtype=np.uint8)
-        with self._lock:
-            self._show(layer, start, stop, rows.reshape(-1, layer.in_features))
+        if layer is not None and not self.shows_as_read:
+            self._show(layer, start, stop, rows)
 
     def _show(self, layer: FP8Layer, start: int, stop: int, rows) -> None:
-        """Rows [start, stop) of the layer's weight (an array of them: numpy or torch) to the
-        checks and the method, those not seen yet."""
-        for a, b in self.seen.missing(layer.weight.name, start, stop):
-            self.feed.show(layer, rows[a - start:b - start], a, self.state.checks)
-            self.seen.add(layer.weight.name, a, b)
+        """Rows [start, stop) of the layer's weight (their bytes, or a torch tensor on the pass's
+        device) to the checks and the method, those not seen yet."""
+        if isinstance(rows, (bytes, bytearray, memoryview)):
+            rows = np.frombuffer(rows, dtype=np.uint8)
+        rows = rows.reshape(-1, layer.in_features)
+        with self._lock:
+            for a, b in self.seen.missing(layer.weight.name, start, stop):
+                self.feed.show(layer, rows[a - start:b - start], a, self.state.checks)
+                self.seen.add(layer.weight.name, a, b)
 
     def place(self, f: PlacedFile, info: TensorInfo, start: int, stop: int, data: memoryview,
               at: int | None = None) -> None:
@@ -198,7 +195,7 @@ class Placer:
         yet checked and shown, those not placed yet placed (`_write`)."""
         layer = f.plan.layer_by_weight.get(info.name)
         if layer is not None:
-            self._show(layer, start, stop, np.frombuffer(data, dtype=np.uint8).reshape(-1, layer.in_features))
+            self._show(layer, start, stop, data)
         self._write(f, info, start, stop, data, at)
 
     def _write(self, f: PlacedFile, info: TensorInfo, start: int, stop: int, data: memoryview,
