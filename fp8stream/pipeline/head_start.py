@@ -111,7 +111,7 @@ class HeadStart:
         the disk as the copy goes (`filled`): the pages go while the run works, not all in the
         final fsync (background writeback starts at a tenth of the RAM dirty: a 12 GB output stayed
         in the cache of a 128 GB machine and the fsync took 6.3 s, docs/speed.md; 2-block Flux-dev
-        on the 2-core machine, simulate: 0.92x wall with it)."""
+        on the 2-core machine, simulate: 0.97x wall with it)."""
         info = plan.header.by_name[name]
         rows, row_bytes = row_split(info)
         at = plan.header.data_start + info.begin
