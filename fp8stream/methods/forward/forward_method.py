@@ -245,10 +245,11 @@ class ForwardMethod:
 
     def close(self) -> None:
         """Stop the pass beside the copy, if one runs (a run that failed part way), and wait
-        for its thread, so nothing of this run outlives it."""
+        for its thread and the bound's, so nothing of this run outlives it."""
         if self.beside is not None:
             self.beside.stop()
             self.beside = None
+        self.bound.close()
 
     def _why(self) -> str:
         return self.prepared.reason or "a layer outside the model code"

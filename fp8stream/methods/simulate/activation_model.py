@@ -16,7 +16,7 @@ from fp8stream.io.header import TensorInfo
 from fp8stream.methods.simulate import graph as G
 from fp8stream.methods.simulate.channels import EXTERNAL_RMS, GAUSS_MAX, Channels, HeldMatrix, external, finish
 from fp8stream.methods.simulate.producer_rows import FP8, RowSums, in_row_order
-from fp8stream.methods.simulate.vec_model import Embedder, vec_channels
+from fp8stream.methods.simulate.vec_model import Embedder, VecAhead, vec_channels
 from fp8stream.names.suffixes import BIAS, WEIGHT, WEIGHT_SCALE, layer_of
 from fp8stream.scales.fp8_maths import row_sum_squares, row_sum_squares_torch
 from fp8stream.scales.layer_warning import LayerWarning, WarningKind
@@ -39,8 +39,13 @@ class ActivationModel:
         self.partial: dict[str, RowSums] = {}
         self._cache: dict[object, Channels] = {}
         self._vec: Channels | None = None
+        self.vec_ahead: VecAhead | None = None  # SiLU(vec) made while the stream goes on (expect_vec)
         # the rows of each producer whose norms some input's model reads (absent: all of them)
         self.rows_used = rows_used(graph, shapes, need_rows - held)
+
+    def expect_vec(self, waits: dict[str, int], width: int) -> None:
+        """Make SiLU(vec) for `width` once `waits` (tensor -> bytes: what it reads) have streamed past."""
+        self.vec_ahead = VecAhead(waits, width)
 
     def observe_tensor(self, info: TensorInfo, chunk)  -> None:
         name = info.name
@@ -49,10 +54,16 @@ class ActivationModel:
             if acc is None:
                 acc = self.partial[name] = RowSums(info.dtype, info.shape, layer_of(name) in self.held)
             acc.feed(chunk)
-            return
-        prev = self.values.get(name)
-        t = decode_floats(chunk, info.dtype)
-        self.values[name] = t if prev is None else np.concatenate([prev, t])
+        else:
+            prev = self.values.get(name)
+            t = decode_floats(chunk, info.dtype)
+            self.values[name] = t if prev is None else np.concatenate([prev, t])
+        self._arrived(name, len(chunk))
+
+    def _arrived(self, name: str, nbytes: int) -> None:
+        if self.vec_ahead is not None and self.vec_ahead.arrived(name, nbytes):
+            self.finish_partial({n + WEIGHT for n in self.graph.held_layers()})
+            self.vec_ahead.start(lambda: self._make_vec(self.vec_ahead.width))
 
     def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
         """rows: raw FP8 bytes, a numpy uint8 array on the CPU or a torch tensor on the device."""
@@ -68,18 +79,23 @@ class ActivationModel:
             held = rows.copy() if isinstance(rows, np.ndarray) else rows.cpu().numpy().copy()
             self.weights.setdefault(layer.name, []).append(held)
             self.weight_dtypes[layer.name] = FP8
+        self._arrived(layer.weight.name, rows.nbytes if isinstance(rows, np.ndarray) else rows.numel())
 
     def _wscale(self, n: str) -> float:
         v = self.values.get(self.ws_key.get(n) or n + WEIGHT_SCALE)
         return float(v.reshape(-1)[0]) if v is not None and v.size else 1.0
 
-    def finish_partial(self) -> None:
+    def finish_partial(self, names: set[str] | None = None) -> None:
+        """The row sums (and held rows) of the weights that streamed past in chunks: `names`'
+        (whole by now), else all."""
         for name, acc in list(self.partial.items()):
+            if names is not None and name not in names:
+                continue
             n = layer_of(name)
             self.rowsq[n], held = acc.result()
             if acc.hold:
                 self.weights[n], self.weight_dtypes[n] = held, acc.dtype
-        self.partial.clear()
+            del self.partial[name]
 
     def _row_norms(self, n: str) -> np.ndarray | None:
         parts = self.rowsq.get(n)
@@ -181,13 +197,17 @@ class ActivationModel:
         """SiLU(vec) over the sweep of t (and g), from the held embedders (vec_model.py)."""
         if self._vec is not None and len(self._vec.bound) == width:
             return self._vec
+        early = self.vec_ahead.result(width) if self.vec_ahead is not None else None
+        self._vec = early if early is not None else self._make_vec(width)
+        return self._vec
+
+    def _make_vec(self, width: int) -> Channels:
         terms = [term for term in self.graph.vec_terms if term[1] in self.weights and term[2] in self.weights]
         if terms:  # each embedder made when its turn comes: one embedder's float32 weights at a time
-            self._vec = vec_channels((self._embedder(*t) for t in terms), width, self.seed, self.external_rms)
-        else:
-            self._vec = external(width, "conditioning vector (embedders not held)", self.external_rms)
-            self._vec.bound = np.maximum(self._vec.bound, 0.28)
-        return self._vec
+            return vec_channels((self._embedder(*t) for t in terms), width, self.seed, self.external_rms)
+        vec = external(width, "conditioning vector (embedders not held)", self.external_rms)
+        vec.bound = np.maximum(vec.bound, 0.28)
+        return vec
 
 
 def row_range(shape: tuple[int, int], rows: str) -> slice:

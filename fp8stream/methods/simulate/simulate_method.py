@@ -104,7 +104,11 @@ class WeightAwareMethod:
         rms = self.settings.assume_input_rms
         self.model = ActivationModel(self.settings.seed, graph, shapes, ws_key, need_rows, held,
                                      EXTERNAL_RMS if rms is None else rms)
-        return MethodPlan(watches=_watches(header, graph, need_rows, ws_key, calibrated))
+        watches = _watches(header, graph, need_rows, ws_key, calibrated)
+        vec = _vec_inputs(header, graph, held, ws_key, shapes, watches | {layer.weight.name for layer in view.layers})
+        if vec is not None:
+            self.model.expect_vec(*vec)
+        return MethodPlan(watches=watches)
 
     # ---- streaming -----------------------------------------------------------------------
     def observe_tensor(self, info: TensorInfo, chunk) -> None:
@@ -114,7 +118,9 @@ class WeightAwareMethod:
         self.model.observe_weight(layer, rows, row_start)
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Wait for the thread making SiLU(vec) ahead, if one runs (a run that failed part way)."""
+        if self.model is not None and self.model.vec_ahead is not None:
+            self.model.vec_ahead.join()
 
     def weight_done(self, layer: FP8Layer) -> None:
         pass
@@ -197,6 +203,19 @@ def _watches(header: Header, graph: G.Graph, need_rows: set[str], ws_key: dict, 
             continue
         out.add(info.name)
     return frozenset(out)
+
+
+def _vec_inputs(header: Header, graph: G.Graph, held: set[str], ws_key: dict, shapes: dict[str, tuple[int, int]],
+                shown: set[str]) -> tuple[dict[str, int], int] | None:
+    """(tensor -> bytes, width) of what SiLU(vec) reads, all shown to the method as they stream
+    (`shown`), and the one width the modulations read it at; None where that is not so (then
+    it is made at the tail)."""
+    wanted = {key for n in held for key in (n + WEIGHT, n + BIAS, ws_key.get(n) or n + WEIGHT_SCALE)}
+    sizes = {info.name: info.nbytes for info in header.tensors if info.name in wanted}
+    widths = {shapes[s.mod][1] for s in graph.sources.values() if isinstance(s, G.AdaLN) and s.mod in shapes}
+    if not sizes or len(widths) != 1 or not set(sizes) <= shown:
+        return None
+    return sizes, widths.pop()
 
 
 def create(settings: CalibrationSettings) -> CalibrationMethod:
