@@ -6,7 +6,9 @@ row sums of FP8 rows stay torch tensors there until the tail (the rows are there
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Mapping
 
 import numpy as np
 
@@ -62,8 +64,13 @@ class ActivationModel:
 
     def _arrived(self, name: str, nbytes: int) -> None:
         if self.vec_ahead is not None and self.vec_ahead.arrived(name, nbytes):
-            self.finish_partial({n + WEIGHT for n in self.graph.held_layers()})
-            self.vec_ahead.start(lambda: self._make_vec(self.vec_ahead.width))
+            self.finish_partial({n + WEIGHT for n in self.held})
+            self.vec_ahead.start(functools.partial(self._make_vec, self.vec_ahead.width))
+
+    def close(self) -> None:
+        """Wait for the thread making SiLU(vec) ahead, if one runs (a run that failed part way)."""
+        if self.vec_ahead is not None:
+            self.vec_ahead.join()
 
     def observe_weight(self, layer: FP8Layer, rows, row_start: int) -> None:
         """rows: raw FP8 bytes, a numpy uint8 array on the CPU or a torch tensor on the device."""
@@ -79,10 +86,10 @@ class ActivationModel:
             held = rows.copy() if isinstance(rows, np.ndarray) else rows.cpu().numpy().copy()
             self.weights.setdefault(layer.name, []).append(held)
             self.weight_dtypes[layer.name] = FP8
-        self._arrived(layer.weight.name, rows.nbytes if isinstance(rows, np.ndarray) else rows.numel())
+        self._arrived(layer.weight.name, rows.nbytes)  # numpy's and torch's: bytes
 
     def _wscale(self, n: str) -> float:
-        v = self.values.get(self.ws_key.get(n) or n + WEIGHT_SCALE)
+        v = self.values.get(weight_scale_key(self.ws_key, n))
         return float(v.reshape(-1)[0]) if v is not None and v.size else 1.0
 
     def finish_partial(self, names: set[str] | None = None) -> None:
@@ -208,6 +215,11 @@ class ActivationModel:
         vec = external(width, "conditioning vector (embedders not held)", self.external_rms)
         vec.bound = np.maximum(vec.bound, 0.28)
         return vec
+
+
+def weight_scale_key(ws_key: Mapping[str, str | None], n: str) -> str:
+    """The name of layer n's weight scale: the file's key for its flavour, else the usual one."""
+    return ws_key.get(n) or n + WEIGHT_SCALE
 
 
 def row_range(shape: tuple[int, int], rows: str) -> slice:

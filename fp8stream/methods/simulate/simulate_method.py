@@ -57,9 +57,9 @@ from fp8stream.io.header import Header, TensorInfo
 from fp8stream.methods.interface import CalibrationMethod, MethodPlan, ModelView
 from fp8stream.methods.settings import CalibrationSettings
 from fp8stream.methods.simulate import graph as G
-from fp8stream.methods.simulate.activation_model import ActivationModel
+from fp8stream.methods.simulate.activation_model import ActivationModel, weight_scale_key
 from fp8stream.methods.simulate.channels import EXTERNAL_RMS
-from fp8stream.names.suffixes import BIAS, WEIGHT, WEIGHT_SCALE, layer_of, weight_scale_of
+from fp8stream.names.suffixes import BIAS, WEIGHT, layer_of, weight_scale_of
 from fp8stream.scales.estimate import ScaleEstimate
 from fp8stream.scales.fp8_maths import E4M3_MAX
 from fp8stream.scales.layer_warning import LayerWarning, WarningKind
@@ -105,8 +105,9 @@ class WeightAwareMethod:
         self.model = ActivationModel(self.settings.seed, graph, shapes, ws_key, need_rows, held,
                                      EXTERNAL_RMS if rms is None else rms)
         watches = _watches(header, graph, need_rows, ws_key, calibrated)
-        vec = _vec_inputs(header, graph, held, ws_key, shapes, watches | {layer.weight.name for layer in view.layers})
-        if vec is not None:
+        read_by_a_layer = any(G.reads_vec(graph.sources[n]) for n in calibrated if n in graph.sources)
+        vec = _vec_inputs(header, graph, held, ws_key, shapes, watches, {layer.weight.name for layer in view.layers})
+        if vec is not None and read_by_a_layer:
             self.model.expect_vec(*vec)
         return MethodPlan(watches=watches)
 
@@ -119,8 +120,8 @@ class WeightAwareMethod:
 
     def close(self) -> None:
         """Wait for the thread making SiLU(vec) ahead, if one runs (a run that failed part way)."""
-        if self.model is not None and self.model.vec_ahead is not None:
-            self.model.vec_ahead.join()
+        if self.model is not None:
+            self.model.close()
 
     def weight_done(self, layer: FP8Layer) -> None:
         pass
@@ -192,7 +193,7 @@ def _watches(header: Header, graph: G.Graph, need_rows: set[str], ws_key: dict, 
     through observe_weight instead; other FP8 producers (excluded, not selected) through here."""
     wanted: set[str] = set()
     for n in need_rows:
-        wanted |= {n + WEIGHT, n + BIAS, ws_key.get(n) or n + WEIGHT_SCALE}
+        wanted |= {n + WEIGHT, n + BIAS, weight_scale_key(ws_key, n)}
     for src in graph.sources.values():
         wanted |= set(G.tensors_needed(src))
     out = set()
@@ -206,14 +207,14 @@ def _watches(header: Header, graph: G.Graph, need_rows: set[str], ws_key: dict, 
 
 
 def _vec_inputs(header: Header, graph: G.Graph, held: set[str], ws_key: dict, shapes: dict[str, tuple[int, int]],
-                shown: set[str]) -> tuple[dict[str, int], int] | None:
-    """(tensor -> bytes, width) of what SiLU(vec) reads, all shown to the method as they stream
-    (`shown`), and the one width the modulations read it at; None where that is not so (then
-    it is made at the tail)."""
-    wanted = {key for n in held for key in (n + WEIGHT, n + BIAS, ws_key.get(n) or n + WEIGHT_SCALE)}
+                watches: frozenset[str], weights: set[str]) -> tuple[dict[str, int], int] | None:
+    """(tensor -> bytes, width) of what SiLU(vec) reads, each shown to the method one way as it
+    streams (watched, or a calibrated layer's weight: its bytes counted once), and the one width
+    the modulations read it at; None where that is not so (then it is made at the tail)."""
+    wanted = {key for n in held for key in (n + WEIGHT, n + BIAS, weight_scale_key(ws_key, n))}
     sizes = {info.name: info.nbytes for info in header.tensors if info.name in wanted}
     widths = {shapes[s.mod][1] for s in graph.sources.values() if isinstance(s, G.AdaLN) and s.mod in shapes}
-    if not sizes or len(widths) != 1 or not set(sizes) <= shown:
+    if not sizes or len(widths) != 1 or any((n in watches) == (n in weights) for n in sizes):
         return None
     return sizes, widths.pop()
 

@@ -85,7 +85,9 @@ class StatsMethod:
             m.observe_weight(layer, rows, row_start)
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Close the methods it streams through (the bound's thread, if one runs)."""
+        for m in self._streaming:
+            m.close()
 
     def weight_done(self, layer: FP8Layer) -> None:
         pass
