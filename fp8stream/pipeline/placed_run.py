@@ -173,9 +173,11 @@ class Placer:
         """ReadTap.held: on a GPU, an FP8 weight's rows not seen yet checked and shown from the
         bytes the pass holds (the read-ahead's uint8 tensor there: no copy made here; host bytes
         where the pass read them on demand). On the CPU `read` has shown them."""
+        if self.shows_as_read:
+            return
         f = self.file_of.get(name)
         layer = f.plan.layer_by_weight.get(name) if f is not None else None
-        if layer is not None and not self.shows_as_read:
+        if layer is not None:
             self._show(layer, start, stop, rows)
 
     def _show(self, layer: FP8Layer, start: int, stop: int, rows) -> None:

@@ -52,7 +52,10 @@ def import_diffusers() -> None:
     """diffusers with its DiT models and single-file converters (imported now, in one place)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the hub: configs come from shapes
     try:
-        _import_lean() if _lean and "diffusers" not in sys.modules else _import_diffusers_models()
+        if _lean and "diffusers" not in sys.modules:
+            _import_lean()
+        else:
+            _import_diffusers_models()
     except (ImportError, RuntimeError) as e:  # diffusers' lazy modules say a failed import with a RuntimeError
         if sys.modules.get("diffusers") is None:  # diffusers itself did not import
             raise ForwardUnavailable(INSTALL_HINT) from None
