@@ -41,7 +41,7 @@ METHODS: dict[str, MethodEntry] = {
     "auto": MethodEntry("fp8stream.methods.auto.auto_method",
                         "forward where it can run (a file, diffusers, a known family), else simulate"),
     # the bound: row sums in numpy at the disk's speed (the device H100, 16 cores, full-width Flux-dev:
-    # 1.04x cp + sync on the CPU, 1.57x on the GPU, docs/speed.md)
+    # 1.04-1.14x cp + sync on the CPU, 1.57x on the GPU, docs/speed.md)
     "simulate": MethodEntry("fp8stream.methods.simulate.simulate_method",
                             "the weight-aware model of each layer's input (no data)", settings=SimulateSettings,
                             gpu_helps=False),

@@ -2,8 +2,9 @@
 
 NaN in an FP8 weight (e4m3fn has no Inf: bytes 0x7f and 0xff are NaN), an all-zero weight,
 and a weight_scale or existing input_scale that is NaN, infinite, zero or negative. The weight
-is checked chunk by chunk as it streams past, on its raw bytes: no decoding; on the host into
-one reused buffer, on a GPU (where the rows go for the bound) with a few chunk-sized temporaries.
+is checked as its rows stream past, on their raw bytes: no decoding; on the host into one reused
+buffer, on a GPU (where the rows are for the bound and the pass) with two temporaries the size of
+the rows checked.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class WeightChecks:
         CPU or a torch tensor on the device."""
         if isinstance(rows, np.ndarray):
             self._observe_host(layer, rows)
-        elif rows.numel():  # two chunk-sized temporaries at a time, five calls
+        elif rows.numel():  # two temporaries the size of `rows` at a time, five calls
             magnitude = rows & _MAGNITUDE_BITS
             nan = (magnitude == _MAGNITUDE_BITS).sum()
             magnitude.sub_(1)  # uint8: 0 -> 255, NaN 0x7f -> 0x7e; a finite non-zero value below 0x7e
